@@ -1,0 +1,1 @@
+"""saga-breaker: plugin for saga-core (work in progress)."""

@@ -1,0 +1,1 @@
+"""saga-core (being built)."""

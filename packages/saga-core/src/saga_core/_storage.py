@@ -1,0 +1,174 @@
+"""The storage protocol: what a saga storage must do, and the records it exchanges.
+
+A storage keeps one record per saga and an append-only journal per saga. The executor talks
+to it through five writes and reads; everything else (recovery, the worker, the CLI) uses the
+same calls. A third-party storage implements :class:`SagaStorage` and runs the contract suite
+in :mod:`saga_core.testing` to prove it keeps every rule below.
+
+Rules every storage keeps
+-------------------------
+* **Versions.** :meth:`SagaStorage.create` stores version 1. A successful
+  :meth:`~SagaStorage.checkpoint` stores ``expected_version + 1``; a successful claim adds 1 and
+  returns the new record. Any write whose ``expected_version`` is not the stored version raises
+  :class:`~saga_core.SagaVersionConflictError` and changes nothing (compare-and-set).
+* **Atomicity.** A checkpoint replaces status, cursor, applied step ids, context, error and
+  lease, and appends its journal entries, all at once or not at all.
+* **Terminal states.** A saga whose status is COMPLETED or COMPENSATED is never written again:
+  a checkpoint or claim raises :class:`~saga_core.SagaFinishedError`.
+* **Journal order.** :meth:`~SagaStorage.history` returns entries in the order they were
+  written, the entries of one write in the order given.
+* **Leases.** A lease is an owner name and an expiry computed with the storage's own clock
+  (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
+  statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
+  or FAILED and it has no lease or its lease has expired.
+* **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
+  unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
+* **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
+  cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
+  driver's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import NamedTuple, Protocol, runtime_checkable
+from uuid import UUID
+
+from ._status import SagaStatus, StepDirection, StepEvent
+
+#: The version :meth:`SagaStorage.create` stores.
+INITIAL_VERSION = 1
+
+
+class JournalEntry(NamedTuple):
+    """One event in a saga's history: a step attempt started, completed or failed."""
+
+    step_id: str
+    direction: StepDirection
+    event: StepEvent
+    attempt: int
+    at: datetime
+    """When it happened (UTC, timezone-aware)."""
+    error: str | None = None
+    """``"ExceptionType: message"`` for a failure, else ``None``."""
+
+
+class NewSaga(NamedTuple):
+    """What :meth:`SagaStorage.create` stores: a RUNNING saga at cursor 0, version 1."""
+
+    saga_id: UUID
+    saga_name: str
+    context: str
+    """The context as the codec's JSON text."""
+    lease_owner: str
+    lease_seconds: float
+    journal: Sequence[JournalEntry] = ()
+
+
+class Checkpoint(NamedTuple):
+    """One atomic compare-and-set write of a saga's state (see the module's rules)."""
+
+    saga_id: UUID
+    expected_version: int
+    status: SagaStatus
+    cursor: int
+    """Number of steps of the saga's ``steps`` list finished going forward."""
+    applied: tuple[str, ...]
+    """Ids of the steps whose act may have had an effect and that are not yet compensated, in
+    the order they were applied; rollback compensates them from the end."""
+    context: str
+    journal: Sequence[JournalEntry]
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_seconds: float | None = None
+    """Extend the lease to ``now + lease_seconds`` for ``lease_owner``; ``None`` releases it."""
+
+
+class SagaRecord(NamedTuple):
+    """A saga as storage holds it."""
+
+    saga_id: UUID
+    saga_name: str
+    status: SagaStatus
+    version: int
+    cursor: int
+    applied: tuple[str, ...]
+    context: str
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+
+
+@runtime_checkable
+class SagaStorage(Protocol):
+    """What a saga storage implements. Every method is safe to call from concurrent tasks.
+
+    A storage is also an async context manager whose exit calls :meth:`aclose`.
+    """
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at cursor 0 and version 1, with the given lease.
+
+        Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
+        """
+        ...
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically if the stored version is ``expected_version``.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal record) or :class:`~saga_core.SagaVersionConflictError`; nothing is written
+        then.
+        """
+        ...
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record. Raises :class:`~saga_core.SagaNotFoundError`."""
+        ...
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return the saga's journal in write order. Raises
+        :class:`~saga_core.SagaNotFoundError` for an unknown id."""
+        ...
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas (see the module's rules), oldest update
+        first, without claiming them."""
+        ...
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Take the lease on one saga for recovery and return its record with the new version.
+
+        Succeeds when the saga is recoverable or its lease is already ``owner``'s. Raises
+        :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` (terminal)
+        or :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        The version bump fences off any earlier runner of the saga.
+        """
+        ...
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Atomically claim up to ``limit`` recoverable sagas, oldest update first.
+
+        Two concurrent callers never receive the same saga. Returns the claimed records with
+        their new versions.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the storage opened (connections, pools). Idempotent."""
+        ...
+
+    async def __aenter__(self) -> SagaStorage: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,1 @@
+"""saga-redis: plugin for saga-core (work in progress)."""

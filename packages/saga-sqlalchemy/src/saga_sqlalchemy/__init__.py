@@ -1,0 +1,1 @@
+"""saga-sqlalchemy: plugin for saga-core (work in progress)."""
