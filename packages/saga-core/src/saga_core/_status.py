@@ -27,16 +27,20 @@ class SagaStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
-#: Allowed transitions (a status may also be checkpointed again with itself, e.g. a RUNNING
-#: saga advancing its cursor, or a FAILED saga whose lease is released).
+#: Allowed transitions. A status may also be checkpointed again with itself (a RUNNING saga
+#: advancing its cursor, a FAILED saga whose lease is released), and a saga with nothing left to
+#: compensate goes straight to COMPENSATED. Storages enforce only that terminal statuses are
+#: never written again; the executor keeps the rest.
 TRANSITIONS: dict[SagaStatus, frozenset[SagaStatus]] = {
     SagaStatus.RUNNING: frozenset(
-        {SagaStatus.RUNNING, SagaStatus.COMPLETED, SagaStatus.COMPENSATING}
+        {SagaStatus.RUNNING, SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED}
     ),
     SagaStatus.COMPENSATING: frozenset(
         {SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, SagaStatus.FAILED}
     ),
-    SagaStatus.FAILED: frozenset({SagaStatus.FAILED, SagaStatus.COMPENSATING}),
+    SagaStatus.FAILED: frozenset(
+        {SagaStatus.FAILED, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED}
+    ),
     SagaStatus.COMPLETED: frozenset(),
     SagaStatus.COMPENSATED: frozenset(),
 }

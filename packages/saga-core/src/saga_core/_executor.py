@@ -1,0 +1,535 @@
+"""The executor: drives one saga id forward, and compensates it when a step fails.
+
+One :class:`SagaRun` is one runner of one saga. It writes a checkpoint per step transition
+(n + 1 writes for a successful saga of n steps: the creation, then one per step, the last one
+also setting COMPLETED), each a compare-and-set on the version it last wrote, so a second
+runner of the same saga is refused and can never overwrite a newer state.
+
+The run is advanced one result at a time (:meth:`SagaRun.next_result`) so that
+``mediator.stream`` can yield between steps without holding a cancel scope across a yield.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import anyio
+import anyio.lowlevel
+
+from ._codec import ContextCodec
+from ._di import StepResolver
+from ._errors import (
+    CircuitOpenError,
+    InvalidStepResultError,
+    SagaAlreadyExistsError,
+    SagaCompensatedError,
+    SagaCompensationFailedError,
+    SagaConcurrencyError,
+    SagaContextError,
+)
+from ._hooks import Hooks, fire
+from ._observer import logger
+from ._policy import RetryPolicy
+from ._response import Response
+from ._saga import Node, SagaDefinition, StepSpec
+from ._status import SagaStatus, StepDirection, StepEvent
+from ._step import SagaStepHandler, SagaStepResult
+from ._storage import Checkpoint, JournalEntry, NewSaga, SagaStorage
+
+_UTC = timezone.utc
+_ACT = StepDirection.ACT
+_COMPENSATE = StepDirection.COMPENSATE
+_RUNNING = SagaStatus.RUNNING
+_COMPLETED = SagaStatus.COMPLETED
+_COMPENSATING = SagaStatus.COMPENSATING
+_COMPENSATED = SagaStatus.COMPENSATED
+_FAILED = SagaStatus.FAILED
+
+#: How long an abandoned run may spend handing its lease back (shielded from cancellation).
+_RELEASE_TIMEOUT = 5.0
+
+
+def describe(error: BaseException) -> str:
+    """``"ExceptionType: message"``, as stored in the journal and the record's error."""
+    return f"{type(error).__name__}: {error}"
+
+
+class _Call(NamedTuple):
+    value: Any
+    error: Exception | None
+    attempt: int
+    called: bool
+    """False when the step was never invoked (its class could not be built), so it had no
+    effect to compensate."""
+
+
+class SagaOutcome(NamedTuple):
+    """How a saga run ended: returned by ``SagaMediator.run`` and ``recover_saga``."""
+
+    saga_id: UUID
+    status: SagaStatus
+    context: Any
+    error: BaseException | None
+    """The error that made the saga compensate (or the exhausted compensation's error)."""
+
+
+class SagaRun:
+    """One runner of one saga id. Build it with :meth:`start` (a new saga) or through
+    recovery; then call :meth:`next_result` until it returns None, then :meth:`outcome`."""
+
+    # Slots: attribute access on the runner is part of every step's cost.
+    __slots__ = (
+        "_codec",
+        "_context_text",
+        "_error_text",
+        "_failure",
+        "_fenced",
+        "_halted",
+        "_hooks",
+        "_journal",
+        "_lease_seconds",
+        "_owner",
+        "_resolve_sync",
+        "_resolver",
+        "_resumed_node",
+        "_storage",
+        "_trigger",
+        "applied",
+        "context",
+        "cursor",
+        "definition",
+        "saga_id",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        definition: SagaDefinition,
+        saga_id: UUID,
+        context: Any,
+        codec: ContextCodec[Any],
+        storage: SagaStorage,
+        resolver: StepResolver,
+        hooks: Hooks,
+        owner: str,
+        lease_seconds: float,
+        version: int,
+        status: SagaStatus,
+        cursor: int,
+        applied: tuple[str, ...],
+        context_text: str,
+        error_text: str | None = None,
+        resumed: bool = False,
+    ) -> None:
+        self.definition = definition
+        self.saga_id = saga_id
+        self.context = context
+        self.status = status
+        self.cursor = cursor
+        self.applied = applied
+        self.version = version
+        self._codec = codec
+        self._storage = storage
+        self._resolver = resolver
+        self._resolve_sync: Callable[[type[Any]], Any] | None = getattr(
+            resolver, "resolve_sync", None
+        )
+        self._hooks = hooks
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._context_text = context_text
+        self._error_text = error_text
+        self._journal: list[JournalEntry] = []
+        self._trigger: BaseException | None = None
+        self._failure: BaseException | None = None
+        self._halted = False
+        self._fenced = False
+        # The node that was in flight when an earlier runner stopped: its primary may have
+        # run even if this runner ends up taking the fallback branch.
+        self._resumed_node = cursor if resumed and status is _RUNNING else -1
+
+    # --- creation --------------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        definition: SagaDefinition,
+        saga_id: UUID,
+        context: Any,
+        codec: ContextCodec[Any],
+        storage: SagaStorage,
+        resolver: StepResolver,
+        hooks: Hooks,
+        owner: str,
+        lease_seconds: float,
+    ) -> SagaRun:
+        """Validate and store a new saga (durable before any step runs) and return its runner.
+
+        Raises:
+            SagaContextError: the context cannot be stored losslessly (nothing written).
+            SagaAlreadyExistsError: storage already holds ``saga_id`` (nothing run).
+            SagaStorageError: the storage failed (nothing run).
+        """
+        text = codec.encode(context)
+        try:
+            await storage.create(NewSaga(saga_id, definition.name, text, owner, lease_seconds))
+        except SagaAlreadyExistsError as exc:
+            raise SagaAlreadyExistsError(
+                f"saga {saga_id} already exists in storage, so it was not started again "
+                "(a saga id runs once): resume it with recover_saga, or start with a new id"
+            ) from exc
+        if hooks.saga_started:
+            fire(hooks.saga_started, saga_id, definition.name, resumed=False)
+        return cls(
+            definition=definition,
+            saga_id=saga_id,
+            context=context,
+            codec=codec,
+            storage=storage,
+            resolver=resolver,
+            hooks=hooks,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            version=1,
+            status=_RUNNING,
+            cursor=0,
+            applied=(),
+            context_text=text,
+        )
+
+    # --- driving ---------------------------------------------------------------------------
+
+    async def next_result(self) -> SagaStepResult[Any, Any] | None:
+        """Run the next step (or the next compensation) and return its result; None when the
+        saga has reached the end of this run.
+
+        Raises:
+            SagaConcurrencyError: another runner took the saga over; nothing more is written.
+            SagaStorageError: a checkpoint failed and the saga could not be rolled back
+                durably; it stays as last written, for recovery.
+        """
+        status = self.status
+        try:
+            if status is _RUNNING:
+                if self.cursor < len(self.definition.nodes):
+                    return await self._forward()
+                await self._checkpoint(_COMPLETED)
+                return None
+            if (status is _COMPENSATING or status is _FAILED) and not self._halted:
+                if self.applied:
+                    return await self._compensate_next()
+                await self._checkpoint(_COMPENSATED, error=self._error_text, strict=False)
+                self._finished()
+            return None
+        except SagaConcurrencyError:
+            self._fenced = True
+            raise
+
+    def outcome(self) -> SagaOutcome:
+        """The run's outcome once :meth:`next_result` returned None.
+
+        Raises:
+            SagaCompensatedError: the saga was rolled back (status COMPENSATED).
+            SagaCompensationFailedError: a compensation was exhausted (status FAILED).
+        """
+        if self.status is _COMPENSATED:
+            raise SagaCompensatedError(
+                f"saga {self.saga_id} ({self.definition.name}) failed and was compensated: "
+                f"{self._error_text}",
+                saga_id=self.saga_id,
+            ) from self._trigger
+        if self.status is _FAILED:
+            raise SagaCompensationFailedError(
+                f"saga {self.saga_id} ({self.definition.name}) could not be compensated "
+                f"({self._error_text}); it is FAILED and recovery will retry it",
+                saga_id=self.saga_id,
+            ) from self._failure
+        return SagaOutcome(self.saga_id, self.status, self.context, self.error)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the saga compensated (or, once FAILED, the exhausted compensation's error)."""
+        return self._failure if self.status is _FAILED else self._trigger
+
+    async def abandon(self) -> None:
+        """Hand the saga back to recovery after the run was interrupted (cancelled, the
+        stream closed early, the process shutting down): write the journal so far and release
+        the lease, shielded and bounded in time. Best effort: if it fails the lease simply
+        expires. Does nothing once the saga is finished, FAILED, or this runner was fenced."""
+        if self._fenced or self.status.is_terminal or self._halted:
+            return
+        with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
+            try:
+                await self._write(self.status, self._context_text, self._error_text, lease=False)
+            except Exception as exc:  # the lease will expire on its own
+                logger.info("saga %s: could not release its lease: %r", self.saga_id, exc)
+
+    # --- forward ---------------------------------------------------------------------------
+
+    async def _forward(self) -> SagaStepResult[Any, Any]:
+        node = self.definition.nodes[self.cursor]
+        if node.fallback is None:
+            spec = node.primary
+            call = await self._call(spec, _ACT, spec.retry)
+            ids = _applied_ids(spec, call)
+        else:
+            spec, call, ids = await self._forward_fallback(node)
+        result: SagaStepResult[Any, Any] | None = None
+        error: Exception | None = call.error
+        if error is None:
+            try:
+                result = _result_of(spec, call.value)
+            except InvalidStepResultError as exc:
+                error = exc
+        applied = self.applied
+        for step_id in ids:
+            # A resumed step may already be listed (an earlier runner recorded it as applied
+            # before its checkpoint failed); compensating it twice would be wrong.
+            if step_id not in applied:
+                applied += (step_id,)
+        self.applied = applied
+        if error is not None:
+            return await self._begin_compensation(spec, error, call.attempt)
+        self.cursor += 1
+        try:
+            await self._checkpoint(
+                _COMPLETED if self.cursor == len(self.definition.nodes) else _RUNNING
+            )
+        except SagaConcurrencyError:
+            raise
+        except Exception as exc:
+            # The step ran but its checkpoint failed: it is in `applied`, so it is rolled back
+            # with the others if the decision to compensate can be written.
+            self.cursor -= 1
+            return await self._begin_compensation(spec, exc, call.attempt)
+        if self.status is _COMPLETED:
+            self._finished()
+        assert result is not None
+        result.saga_id = self.saga_id
+        result.step_id = spec.step_id
+        result.attempt = call.attempt
+        return result
+
+    async def _forward_fallback(self, node: Node) -> tuple[StepSpec, _Call, tuple[str, ...]]:
+        primary = node.primary
+        fallback = node.fallback
+        assert fallback is not None
+        primary_call: _Call | None = None
+        if node.breaker is None:
+            primary_call = await self._call(primary, _ACT, primary.retry)
+        else:
+            holder: list[_Call] = []
+
+            async def guarded() -> None:
+                outcome = await self._call(primary, _ACT, primary.retry)
+                holder.append(outcome)
+                if outcome.error is not None:
+                    raise outcome.error
+
+            try:
+                await node.breaker.call(primary.step_id, guarded)
+            except CircuitOpenError as exc:
+                self._journal.append(
+                    JournalEntry(primary.step_id, _ACT, StepEvent.FAILED, 0, _now(), describe(exc))
+                )
+            except Exception as exc:
+                if not holder:  # the breaker itself failed; treat it as a failed primary
+                    holder.append(_Call(None, exc, 0, False))
+            if holder:
+                primary_call = holder[0]
+        if primary_call is not None and primary_call.error is None:
+            return primary, primary_call, (primary.step_id,)
+        primary_ids: tuple[str, ...] = ()
+        if not primary.failed_act_leaves_no_effect and (
+            (primary_call is not None and primary_call.called) or self._resumed_node == self.cursor
+        ):
+            primary_ids = (primary.step_id,)
+        if primary_call is not None and primary_call.error is not None:
+            error = primary_call.error
+            if node.failure_exceptions and not isinstance(error, node.failure_exceptions):
+                return primary, primary_call, primary_ids
+        call = await self._call(fallback, _ACT, fallback.retry)
+        return fallback, call, primary_ids + _applied_ids(fallback, call)
+
+    async def _begin_compensation(
+        self, spec: StepSpec, error: Exception, attempt: int
+    ) -> SagaStepResult[Any, Any]:
+        self._trigger = error
+        self._error_text = describe(error)
+        status = _COMPENSATING if self.applied else _COMPENSATED
+        # Durable before the first compensation runs; if this write fails the saga stays as
+        # last written (RUNNING) and recovery runs the step again.
+        await self._checkpoint(status, error=self._error_text, strict=False)
+        fire(self._hooks.compensation_started, self.saga_id, self.definition.name, error)
+        if status is _COMPENSATED:
+            self._finished()
+        return SagaStepResult(spec.cls, None, self.saga_id, spec.step_id, _ACT, error, attempt)
+
+    # --- compensation ----------------------------------------------------------------------
+
+    async def _compensate_next(self) -> SagaStepResult[Any, Any]:
+        spec = self.definition.steps_by_id[self.applied[-1]]
+        # A compensation and its checkpoint are never interrupted halfway: cancellation is
+        # held off until both are done, then delivered below.
+        with anyio.CancelScope(shield=True):
+            call = await self._call(spec, _COMPENSATE, spec.compensation_retry)
+            if call.error is None:
+                remaining = self.applied[:-1]
+                self.applied = remaining
+                await self._checkpoint(
+                    _COMPENSATING if remaining else _COMPENSATED,
+                    error=self._error_text,
+                    strict=False,
+                )
+            else:
+                self._failure = call.error
+                self._halted = True
+                await self._checkpoint(
+                    _FAILED,
+                    error=f"compensation of {spec.step_id} failed: {describe(call.error)}",
+                    strict=False,
+                )
+        if self.status is not _COMPENSATING:
+            self._finished()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return SagaStepResult(
+            spec.cls, None, self.saga_id, spec.step_id, _COMPENSATE, call.error, call.attempt
+        )
+
+    # --- one step call ---------------------------------------------------------------------
+
+    async def _call(self, spec: StepSpec, direction: StepDirection, policy: RetryPolicy) -> _Call:
+        journal = self._journal
+        hooks = self._hooks
+        saga_id = self.saga_id
+        step_id = spec.step_id
+        try:
+            resolve_sync = self._resolve_sync
+            step: SagaStepHandler[Any, Any] = (
+                resolve_sync(spec.cls)
+                if resolve_sync is not None
+                else await self._resolver.resolve(spec.cls)
+            )
+        except Exception as exc:
+            journal.append(
+                JournalEntry(step_id, direction, StepEvent.FAILED, 0, _now(), describe(exc))
+            )
+            fire(hooks.step_failed, saga_id, step_id, direction, 0, exc)
+            return _Call(None, exc, 0, False)
+        step.saga_id = saga_id
+        step._direction = direction
+        method: Callable[[Any], Any] = step.act if direction is _ACT else step.compensate
+        timeout = spec.timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            step.attempt = attempt
+            journal.append(JournalEntry(step_id, direction, StepEvent.STARTED, attempt, _now()))
+            if hooks.step_started:
+                fire(hooks.step_started, saga_id, step_id, direction, attempt)
+            try:
+                if timeout is None:
+                    value = await method(self.context)
+                else:
+                    with anyio.fail_after(timeout):
+                        value = await method(self.context)
+            except Exception as exc:
+                journal.append(
+                    JournalEntry(
+                        step_id, direction, StepEvent.FAILED, attempt, _now(), describe(exc)
+                    )
+                )
+                fire(hooks.step_failed, saga_id, step_id, direction, attempt, exc)
+                if policy.should_retry(attempt, exc):
+                    await anyio.sleep(policy.delay_before(attempt + 1))
+                    continue
+                return _Call(None, exc, attempt, True)
+            journal.append(JournalEntry(step_id, direction, StepEvent.COMPLETED, attempt, _now()))
+            if hooks.step_completed:
+                fire(hooks.step_completed, saga_id, step_id, direction, attempt)
+            return _Call(value, None, attempt, True)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    async def _checkpoint(
+        self, status: SagaStatus, *, error: str | None = None, strict: bool = True
+    ) -> None:
+        try:
+            text = self._codec.encode(self.context)
+        except SagaContextError:
+            if strict:
+                raise
+            # Rolling back must not be blocked by a context a failed step left unstorable:
+            # the last stored context is kept.
+            text = self._context_text
+        await self._write(status, text, error, lease=status is _RUNNING or status is _COMPENSATING)
+
+    async def _write(
+        self, status: SagaStatus, text: str, error: str | None, *, lease: bool
+    ) -> None:
+        journal = self._journal
+        await self._storage.checkpoint(
+            Checkpoint(
+                self.saga_id,
+                self.version,
+                status,
+                self.cursor,
+                self.applied,
+                text,
+                journal,
+                error,
+                self._owner if lease else None,
+                self._lease_seconds if lease else None,
+            )
+        )
+        # Rebinding (not clearing) keeps the written list intact for a storage holding it.
+        self._journal = []
+        self.version += 1
+        self.status = status
+        self._context_text = text
+
+    def _finished(self) -> None:
+        if self._hooks.saga_finished:
+            fire(
+                self._hooks.saga_finished,
+                self.saga_id,
+                self.definition.name,
+                self.status,
+                self.error,
+            )
+
+
+def _now() -> datetime:
+    return datetime.now(_UTC)
+
+
+def _applied_ids(spec: StepSpec, call: _Call) -> tuple[str, ...]:
+    """The step's id if its act may have had an effect: it completed, or it was called and
+    raised, unless the step declares that a failed act leaves no effect."""
+    if call.error is None or (call.called and not spec.failed_act_leaves_no_effect):
+        return (spec.step_id,)
+    return ()
+
+
+def _result_of(spec: StepSpec, value: Any) -> SagaStepResult[Any, Any]:
+    """The forward result for what ``act`` returned (the step's own result object is reused,
+    with its identity fields set by the caller)."""
+    if type(value) is SagaStepResult:
+        value.step_type = spec.cls
+        value.direction = _ACT
+        value.error = None
+        return value
+    if value is None or isinstance(value, Response):
+        return SagaStepResult(spec.cls, value)
+    if isinstance(value, SagaStepResult):
+        return value
+    raise InvalidStepResultError(
+        f"{spec.cls.__qualname__}.act returned {type(value).__qualname__}; it must return "
+        "self._generate_step_result(response), a Response, or None"
+    )

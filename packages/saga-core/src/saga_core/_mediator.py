@@ -1,0 +1,270 @@
+"""``SagaMap``, ``SagaMediator`` and ``bootstrap``: how an application starts sagas."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from ._codec import codec_for
+from ._di import StepResolver, make_step_resolver
+from ._errors import SagaDefinitionError, SagaNotRegisteredError, SagaUsageError
+from ._executor import SagaOutcome, SagaRun
+from ._hooks import Hooks
+from ._memory import MemorySagaStorage
+from ._observer import LoggingObserver, SagaObserver
+from ._saga import Saga, SagaDefinition
+from ._step import SagaStepResult
+from ._storage import SagaStorage
+
+Ctx = TypeVar("Ctx")
+
+#: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+def default_owner() -> str:
+    """A runner name unique to this process: ``"<host>:<pid>:<random>"``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SagaMap:
+    """Which saga runs for which context type: ``mapper.bind(OrderContext, OrderSaga)``."""
+
+    def __init__(self) -> None:
+        self._by_context: dict[type[Any], type[Saga[Any]]] = {}
+        self._by_name: dict[str, type[Saga[Any]]] = {}
+
+    def bind(self, context_type: type[Ctx], saga_type: type[Saga[Ctx]]) -> None:
+        """Run ``saga_type`` for contexts of ``context_type`` (and its subclasses).
+
+        Raises:
+            SagaDefinitionError: ``saga_type`` is not a Saga with steps, its context type is
+                not a base of ``context_type``, or the context type or saga name is bound
+                already.
+        """
+        if not (isinstance(saga_type, type) and issubclass(saga_type, Saga)):
+            raise SagaDefinitionError(f"SagaMap.bind needs a Saga subclass, got {saga_type!r}")
+        if not isinstance(context_type, type):
+            raise SagaDefinitionError(f"SagaMap.bind needs a context class, got {context_type!r}")
+        definition = saga_type.definition()
+        declared = definition.context_type
+        if declared is not None and not issubclass(context_type, declared):
+            raise SagaDefinitionError(
+                f"{saga_type.__qualname__} runs on {declared.__qualname__}, which "
+                f"{context_type.__qualname__} is not"
+            )
+        codec_for(context_type)  # an unstorable context type fails here, at wiring time
+        if context_type in self._by_context:
+            raise SagaDefinitionError(
+                f"{context_type.__qualname__} is bound already, to "
+                f"{self._by_context[context_type].__qualname__}"
+            )
+        other = self._by_name.get(definition.name)
+        if other is not None and other is not saga_type:
+            raise SagaDefinitionError(
+                f"two sagas are named {definition.name!r}: {other.__qualname__} and "
+                f"{saga_type.__qualname__}; give one a distinct `name`"
+            )
+        self._by_context[context_type] = saga_type
+        self._by_name[definition.name] = saga_type
+
+    def saga_for(self, context_type: type[Any]) -> type[Saga[Any]]:
+        """The saga bound to ``context_type`` or its nearest bound base class.
+
+        Raises:
+            SagaNotRegisteredError: nothing is bound for it.
+        """
+        saga = self._by_context.get(context_type)
+        if saga is not None:
+            return saga
+        for base in context_type.__mro__[1:]:
+            saga = self._by_context.get(base)
+            if saga is not None:
+                self._by_context[context_type] = saga
+                return saga
+        bound = ", ".join(sorted(t.__qualname__ for t in self._by_context)) or "nothing"
+        raise SagaNotRegisteredError(
+            f"no saga is bound to context type {context_type.__qualname__} (bound: {bound}); "
+            "bind one with mapper.bind(ContextType, SagaType)"
+        )
+
+    def saga_named(self, name: str) -> type[Saga[Any]]:
+        """The saga whose stored name is ``name`` (as recovery finds it in storage).
+
+        Raises:
+            SagaNotRegisteredError: no bound saga has that name.
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise SagaNotRegisteredError(f"no bound saga is named {name!r}") from None
+
+    def __iter__(self) -> Iterator[tuple[type[Any], type[Saga[Any]]]]:
+        return iter(list(self._by_context.items()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+class SagaMediator:
+    """Starts sagas: picks the saga bound to the context's type and runs it.
+
+    Build it with :func:`bootstrap`, or directly with a :class:`SagaMap`, a storage and a
+    container (anything :func:`make_step_resolver` accepts).
+    """
+
+    def __init__(
+        self,
+        saga_map: SagaMap,
+        storage: SagaStorage,
+        *,
+        container: object | None = None,
+        observers: Sequence[SagaObserver] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+    ) -> None:
+        if not isinstance(storage, SagaStorage):
+            raise SagaUsageError(
+                f"saga_storage must implement the SagaStorage protocol, got {storage!r}"
+            )
+        if lease_seconds <= 0:
+            raise SagaUsageError(f"lease_seconds must be positive, got {lease_seconds}")
+        self.saga_map = saga_map
+        self.storage = storage
+        self.resolver: StepResolver = make_step_resolver(container)
+        self.hooks = Hooks([LoggingObserver(), *observers])
+        self.lease_seconds = lease_seconds
+        self.owner = owner or default_owner()
+
+    async def stream(
+        self, context: Any, saga_id: uuid.UUID | None = None
+    ) -> AsyncIterator[SagaStepResult[Any, Any]]:
+        """Run the saga for ``context`` and yield a result per finished step call.
+
+        Forward results come first; if a step fails, its failed result is yielded, then one
+        result per compensation (``result.is_compensation``), and the stream ends by raising.
+        Each result is yielded after its checkpoint is durable. Leaving the loop early, or
+        cancelling it, leaves the saga to recovery (a compensation in progress finishes first).
+
+        Raises:
+            SagaNotRegisteredError: no saga is bound to ``type(context)``.
+            SagaContextError: the context cannot be stored (raised before any step runs).
+            SagaAlreadyExistsError: ``saga_id`` exists already (nothing run).
+            SagaCompensatedError: a step failed and the saga was compensated.
+            SagaCompensationFailedError: a compensation was exhausted; the saga is FAILED.
+            SagaConcurrencyError: another runner took the saga over.
+            SagaStorageError: storage failed; the saga stays as last written, for recovery.
+        """
+        run = await self._start(context, saga_id)
+        done = False
+        try:
+            while True:
+                result = await run.next_result()
+                if result is None:
+                    break
+                yield result
+            done = True
+        finally:
+            if not done:
+                await run.abandon()
+        run.outcome()
+
+    async def run(self, context: Any, saga_id: uuid.UUID | None = None) -> SagaOutcome:
+        """Run the saga for ``context`` to its end and return how it ended.
+
+        Unlike :meth:`stream` this does not raise for a rolled-back saga: check
+        ``outcome.status`` (COMPLETED, COMPENSATED or FAILED) and ``outcome.error``. It raises
+        what :meth:`stream` raises before the saga starts, and concurrency/storage errors.
+        """
+        run = await self._start(context, saga_id)
+        done = False
+        try:
+            while await run.next_result() is not None:
+                pass
+            done = True
+        finally:
+            if not done:
+                await run.abandon()
+        return SagaOutcome(run.saga_id, run.status, run.context, run.error)
+
+    async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
+        definition = self._definition_for(context)
+        return await SagaRun.start(
+            definition=definition,
+            saga_id=saga_id if saga_id is not None else uuid.uuid4(),
+            context=context,
+            codec=codec_for(type(context)),
+            storage=self.storage,
+            resolver=self.resolver,
+            hooks=self.hooks,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+        )
+
+    def _definition_for(self, context: Any) -> SagaDefinition:
+        return self.saga_map.saga_for(type(context)).definition()
+
+
+MapperSetup = Callable[[SagaMap], None]
+
+
+class _Bootstrap:
+    """``bootstrap(...)``: build a :class:`SagaMediator`. Also reachable as
+    ``bootstrap.bootstrap(...)``, the spelling python-cqrs code uses after
+    ``from cqrs.saga import bootstrap``."""
+
+    def __call__(
+        self,
+        *,
+        di_container: object | None = None,
+        sagas_mapper: MapperSetup | SagaMap,
+        saga_storage: SagaStorage | None = None,
+        observers: Sequence[SagaObserver] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+    ) -> SagaMediator:
+        """Build a mediator.
+
+        Args:
+            di_container: builds step classes: a ``saga_core.Container``, a ``di.Container``,
+                any callable ``cls -> instance``, or None (steps with no-argument
+                constructors).
+            sagas_mapper: a function that binds sagas on the given :class:`SagaMap`, or a
+                ready map.
+            saga_storage: where sagas are kept; default a new :class:`MemorySagaStorage`.
+            observers: :class:`SagaObserver` hooks (logging is always on, through the
+                ``saga_core`` loggers).
+            lease_seconds: how long a runner's lease lasts before recovery may take over.
+            owner: this runner's name in leases (default: host, pid and a random suffix).
+
+        Raises:
+            SagaUsageError: an argument is of the wrong kind.
+            SagaDefinitionError: the mapper binds something invalid.
+        """
+        if isinstance(sagas_mapper, SagaMap):
+            saga_map = sagas_mapper
+        elif callable(sagas_mapper):
+            saga_map = SagaMap()
+            sagas_mapper(saga_map)
+        else:
+            raise SagaUsageError(
+                f"sagas_mapper must be a SagaMap or a function taking one, got {sagas_mapper!r}"
+            )
+        return SagaMediator(
+            saga_map,
+            saga_storage if saga_storage is not None else MemorySagaStorage(),
+            container=di_container,
+            observers=observers,
+            lease_seconds=lease_seconds,
+            owner=owner,
+        )
+
+    @property
+    def bootstrap(self) -> _Bootstrap:
+        return self
+
+
+bootstrap = _Bootstrap()

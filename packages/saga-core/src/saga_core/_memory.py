@@ -1,0 +1,384 @@
+"""In-memory saga storage: the storage protocol kept in one process, for tests and embedding.
+
+It keeps every rule of :mod:`saga_core._storage` exactly as a durable storage does (versions,
+compare-and-set, terminal immutability, leases, journal order), so a saga behaves the same on it
+as on SQL or Redis; it only forgets everything when the process ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from heapq import nsmallest
+from operator import attrgetter
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+from ._errors import (
+    SagaAlreadyExistsError,
+    SagaFinishedError,
+    SagaLeaseHeldError,
+    SagaNotFoundError,
+    SagaUsageError,
+    SagaVersionConflictError,
+    StorageUnavailableError,
+)
+from ._status import SagaStatus
+from ._storage import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
+
+# A local frozenset: one hash lookup on the hot path instead of the enum property's call.
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+_OPTIONS = frozenset({"retain_finished", "clock"})
+
+# Concurrency: every critical section below is a plain (synchronous) method, and the async
+# protocol methods only call it. A coroutine cannot be suspended inside a function that has no
+# await, so each operation is atomic on its event loop without a lock, and the structure keeps
+# it so: an await added later can only go into the async wrapper, outside the critical section.
+# A lock would also cost a few microseconds per checkpoint, a large share of the step budget.
+# The storage belongs to one event loop; it is not thread-safe.
+
+
+class _StoredSaga:
+    """One saga's state. Timestamps stay clock floats until a read turns them into datetimes,
+    so a checkpoint does no datetime work."""
+
+    __slots__ = (
+        "applied",
+        "context",
+        "created",
+        "cursor",
+        "error",
+        "journal",
+        "lease_expires",
+        "lease_owner",
+        "saga_id",
+        "saga_name",
+        "status",
+        "updated",
+        "version",
+    )
+
+    def __init__(self, saga: NewSaga, now: float) -> None:
+        self.saga_id = saga.saga_id
+        self.saga_name = saga.saga_name
+        self.status = SagaStatus.RUNNING
+        self.version = INITIAL_VERSION
+        self.cursor = 0
+        self.applied: tuple[str, ...] = ()
+        self.context = saga.context
+        self.error: str | None = None
+        self.created = now
+        self.updated = now
+        self.lease_owner: str | None = saga.lease_owner
+        self.lease_expires: float | None = now + saga.lease_seconds
+        self.journal: list[JournalEntry] = list(saga.journal)
+
+    def to_record(self) -> SagaRecord:
+        expires = self.lease_expires
+        utc = timezone.utc
+        return SagaRecord(
+            saga_id=self.saga_id,
+            saga_name=self.saga_name,
+            status=self.status,
+            version=self.version,
+            cursor=self.cursor,
+            applied=self.applied,
+            context=self.context,
+            error=self.error,
+            created_at=datetime.fromtimestamp(self.created, utc),
+            updated_at=datetime.fromtimestamp(self.updated, utc),
+            lease_owner=self.lease_owner,
+            lease_expires_at=None if expires is None else datetime.fromtimestamp(expires, utc),
+        )
+
+
+_by_update = attrgetter("updated")
+
+
+class MemorySagaStorage:
+    """Saga storage held in this process's memory; implements :class:`~saga_core.SagaStorage`.
+
+    Contexts are stored as the codec's JSON text, as a durable storage stores them.
+
+    Args:
+        retain_finished: keep at most this many finished (COMPLETED or COMPENSATED) sagas,
+            dropping the oldest-finished first together with their journals, so a long-running
+            process does not grow without bound. A dropped saga is forgotten: loading it raises
+            :class:`~saga_core.SagaNotFoundError`. ``None`` (the default) keeps every saga.
+        clock: seconds since the epoch, used for timestamps and leases (inject a fake clock to
+            expire leases in tests without sleeping).
+
+    Raises:
+        SagaUsageError: ``retain_finished`` is not ``None`` or an int >= 0, or ``clock`` is
+            not callable.
+
+    After :meth:`aclose` every call raises :class:`~saga_core.StorageUnavailableError`.
+    """
+
+    def __init__(
+        self, *, retain_finished: int | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        if retain_finished is not None and (
+            isinstance(retain_finished, bool)
+            or not isinstance(retain_finished, int)
+            or retain_finished < 0
+        ):
+            raise SagaUsageError(
+                f"MemorySagaStorage(retain_finished=...) must be None or an int >= 0, "
+                f"got {retain_finished!r}"
+            )
+        if not callable(clock):
+            raise SagaUsageError(
+                f"MemorySagaStorage(clock=...) must be a callable returning seconds since the "
+                f"epoch, got {clock!r}"
+            )
+        self._retain_finished = retain_finished
+        self._clock = clock
+        self._sagas: dict[UUID, _StoredSaga] = {}
+        # The non-terminal sagas, so recovery scans never walk the finished ones.
+        self._active: dict[UUID, _StoredSaga] = {}
+        self._finished_order: deque[UUID] = deque()
+        self._write_count = 0
+        self._closed = False
+
+    @property
+    def write_count(self) -> int:
+        """Number of successful writes so far: each ``create``, ``checkpoint`` and ``claim``
+        counts one, and so does a ``claim_recoverable`` that claimed at least one saga."""
+        return self._write_count
+
+    # --- protocol -------------------------------------------------------------------------
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+
+        Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
+        """
+        self._create(saga)
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically if the stored version is ``expected_version``.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal record, checked before the version), :class:`~saga_core.SagaVersionConflictError`,
+        or :class:`~saga_core.SagaUsageError` for a lease without an owner; nothing is written.
+        """
+        self._checkpoint(checkpoint)
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record. Raises :class:`~saga_core.SagaNotFoundError`."""
+        return self._get(saga_id).to_record()
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return a copy of the saga's journal in write order. Raises
+        :class:`~saga_core.SagaNotFoundError`."""
+        return list(self._get(saga_id).journal)
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        return [saga.to_record() for saga in self._recoverable(limit)]
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Lease one saga to ``owner`` for recovery and return its record with the new version.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        """
+        return self._claim(saga_id, owner, lease_seconds)
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first, and
+        return their records with the new versions."""
+        return self._claim_recoverable(owner, lease_seconds, limit)
+
+    async def aclose(self) -> None:
+        """Close the storage and drop what it holds. Idempotent."""
+        self._closed = True
+        self._sagas.clear()
+        self._active.clear()
+        self._finished_order.clear()
+
+    async def __aenter__(self) -> MemorySagaStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- critical sections (synchronous: see the note at the top of the module) -------------
+
+    def _create(self, saga: NewSaga) -> None:
+        if self._closed:
+            raise _closed_error()
+        saga_id = saga.saga_id
+        if saga_id in self._sagas:
+            raise SagaAlreadyExistsError(
+                f"saga {saga_id} already exists; start the saga with a new id, or recover the "
+                f"existing one"
+            )
+        stored = _StoredSaga(saga, self._clock())
+        self._sagas[saga_id] = stored
+        self._active[saga_id] = stored
+        self._write_count += 1
+
+    def _checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self._closed:
+            raise _closed_error()
+        saga = self._sagas.get(checkpoint.saga_id)
+        if saga is None:
+            raise _not_found(checkpoint.saga_id)
+        if saga.status in _TERMINAL:
+            raise _finished(saga)
+        if saga.version != checkpoint.expected_version:
+            raise SagaVersionConflictError(
+                f"saga {saga.saga_id} is at version {saga.version}, not the expected "
+                f"{checkpoint.expected_version}: another runner wrote it; stop without writing"
+            )
+        status = checkpoint.status
+        lease_seconds = checkpoint.lease_seconds
+        terminal = status in _TERMINAL
+        if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
+            raise SagaUsageError(
+                f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
+                f"pass both, or lease_seconds=None to release the lease"
+            )
+        # Every check is done: from here on nothing raises, so the write is all or nothing.
+        now = self._clock()
+        saga.status = status
+        saga.version += 1
+        saga.cursor = checkpoint.cursor
+        # tuple() of a tuple is the same object; it only copies a list passed by mistake.
+        saga.applied = tuple(checkpoint.applied)
+        saga.context = checkpoint.context
+        saga.error = checkpoint.error
+        saga.updated = now
+        if lease_seconds is None or terminal:
+            saga.lease_owner = None
+            saga.lease_expires = None
+        else:
+            saga.lease_owner = checkpoint.lease_owner
+            saga.lease_expires = now + lease_seconds
+        if checkpoint.journal:
+            saga.journal.extend(checkpoint.journal)
+        self._write_count += 1
+        if terminal:
+            del self._active[saga.saga_id]
+            retain = self._retain_finished
+            if retain is not None:
+                self._retire(saga.saga_id, retain)
+
+    def _retire(self, saga_id: UUID, retain: int) -> None:
+        finished = self._finished_order
+        finished.append(saga_id)
+        while len(finished) > retain:
+            del self._sagas[finished.popleft()]
+
+    def _get(self, saga_id: UUID) -> _StoredSaga:
+        if self._closed:
+            raise _closed_error()
+        saga = self._sagas.get(saga_id)
+        if saga is None:
+            raise _not_found(saga_id)
+        return saga
+
+    def _recoverable(self, limit: int) -> list[_StoredSaga]:
+        if self._closed:
+            raise _closed_error()
+        if limit < 0:
+            raise SagaUsageError(f"limit must be >= 0, got {limit!r}")
+        now = self._clock()
+        candidates = (
+            saga
+            for saga in self._active.values()
+            if saga.lease_expires is None or saga.lease_expires <= now
+        )
+        # nsmallest is stable, so sagas updated at the same instant keep creation order.
+        return nsmallest(limit, candidates, key=_by_update)
+
+    def _claim(self, saga_id: UUID, owner: str, lease_seconds: float) -> SagaRecord:
+        saga = self._get(saga_id)
+        if saga.status in _TERMINAL:
+            raise _finished(saga)
+        now = self._clock()
+        held_by = saga.lease_owner
+        if (
+            held_by is not None
+            and held_by != owner
+            and saga.lease_expires is not None
+            and saga.lease_expires > now
+        ):
+            raise SagaLeaseHeldError(
+                f"saga {saga_id} is leased to {held_by!r} until "
+                f"{datetime.fromtimestamp(saga.lease_expires, timezone.utc).isoformat()}; "
+                f"it is not stalled, leave it to its owner"
+            )
+        self._take_lease(saga, owner, now + lease_seconds, now)
+        self._write_count += 1
+        return saga.to_record()
+
+    def _claim_recoverable(self, owner: str, lease_seconds: float, limit: int) -> list[SagaRecord]:
+        chosen = self._recoverable(limit)
+        if not chosen:
+            return []
+        now = self._clock()
+        for saga in chosen:
+            self._take_lease(saga, owner, now + lease_seconds, now)
+        self._write_count += 1
+        return [saga.to_record() for saga in chosen]
+
+    @staticmethod
+    def _take_lease(saga: _StoredSaga, owner: str, expires: float, now: float) -> None:
+        saga.version += 1
+        saga.lease_owner = owner
+        saga.lease_expires = expires
+        saga.updated = now
+
+
+def _closed_error() -> StorageUnavailableError:
+    return StorageUnavailableError("storage is closed")
+
+
+def _not_found(saga_id: UUID) -> SagaNotFoundError:
+    return SagaNotFoundError(f"no saga with id {saga_id} in storage")
+
+
+def _finished(saga: _StoredSaga) -> SagaFinishedError:
+    return SagaFinishedError(
+        f"saga {saga.saga_id} is {saga.status.value}, a final state that is never written again"
+    )
+
+
+def open_memory_storage(url: str, **options: Any) -> MemorySagaStorage:
+    """Open a :class:`MemorySagaStorage` for ``memory://`` (the ``memory`` entry point).
+
+    Args:
+        url: ``"memory://"`` or ``"memory:"``; nothing may follow the scheme.
+        options: passed to :class:`MemorySagaStorage` (``retain_finished``, ``clock``).
+
+    Raises:
+        SagaUsageError: the URL is not a bare memory URL, or an option is unknown.
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() != "memory":
+        raise SagaUsageError(f"not a memory storage URL (scheme {scheme!r}); use 'memory://'")
+    if rest not in ("", "//"):
+        raise SagaUsageError(
+            f"a memory storage URL takes nothing after 'memory://', got {url!r}; pass options "
+            f"as keyword arguments, e.g. open_storage('memory://', retain_finished=1000)"
+        )
+    unknown = sorted(options.keys() - _OPTIONS)
+    if unknown:
+        raise SagaUsageError(
+            f"unknown memory storage option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(_OPTIONS))}"
+        )
+    return MemorySagaStorage(**options)

@@ -1,0 +1,173 @@
+"""``recover_saga``: finish a saga that an earlier runner left unfinished."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from ._codec import codec_for
+from ._di import make_step_resolver
+from ._errors import SagaRecoveryError, SagaUsageError, StorageCorruptedError
+from ._executor import SagaOutcome, SagaRun
+from ._hooks import Hooks, fire
+from ._mediator import DEFAULT_LEASE_SECONDS, default_owner
+from ._observer import LoggingObserver, SagaObserver
+from ._saga import Saga, SagaDefinition
+from ._status import SagaStatus
+from ._storage import SagaRecord, SagaStorage
+
+ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]
+
+
+async def recover_saga(
+    *,
+    saga: Saga[Any] | type[Saga[Any]],
+    saga_id: UUID,
+    storage: SagaStorage,
+    context_builder: ContextBuilder | None = None,
+    container: object | None = None,
+    observers: Sequence[SagaObserver] = (),
+    owner: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> SagaOutcome:
+    """Take over saga ``saga_id`` and run it to its end, from its stored state.
+
+    The context is loaded from storage (never taken from the caller). A RUNNING saga resumes
+    forward from its recorded cursor; the step that was in flight runs again (at-least-once:
+    steps read ``self.idempotency_key`` to deduplicate). A COMPENSATING or FAILED saga
+    finishes its compensation and then raises. A COMPLETED or COMPENSATED saga is returned
+    as it is, without running anything. The takeover is a claim: it bumps the saga's version,
+    so an earlier runner that is still alive is fenced off.
+
+    Args:
+        saga: the saga class (or an instance of it) the saga was started with.
+        saga_id: which saga.
+        storage: where it is stored.
+        context_builder: the context class (decoded with the strict codec; default: the
+            saga's context type), or a callable given the stored JSON object.
+        container: builds step classes, as ``bootstrap(di_container=...)``; use the same one.
+        observers: :class:`SagaObserver` hooks.
+        owner: this runner's name in the lease.
+        lease_seconds: how long the lease lasts.
+
+    Returns:
+        The outcome of a saga that ended COMPLETED (or was already COMPENSATED).
+
+    Raises:
+        SagaNotFoundError: storage has no saga ``saga_id``.
+        SagaCompensatedError: the saga was rolled back (it was COMPENSATING or FAILED, or a
+            step failed while resuming). It subclasses ``RuntimeError``.
+        SagaCompensationFailedError: a compensation was exhausted again; still FAILED.
+        SagaLeaseHeldError: another runner holds a live lease on the saga.
+        SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name, or
+            step ids this class no longer has).
+        StorageCorruptedError: the stored context cannot be decoded.
+    """
+    saga_type = saga if isinstance(saga, type) else type(saga)
+    if not issubclass(saga_type, Saga):
+        raise SagaUsageError(f"recover_saga(saga=...) needs a Saga class, got {saga!r}")
+    definition = saga_type.definition()
+    record = await storage.load(saga_id)
+    if record.status.is_terminal:
+        return SagaOutcome(
+            saga_id, record.status, _decode(definition, context_builder, record), None
+        )
+    check_record_matches(definition, record)
+    runner = owner or default_owner()
+    record = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
+    check_record_matches(definition, record)
+    context = _decode(definition, context_builder, record)
+    hooks = Hooks([LoggingObserver(), *observers])
+    run = SagaRun(
+        definition=definition,
+        saga_id=saga_id,
+        context=context,
+        codec=codec_for(type(context)),
+        storage=storage,
+        resolver=make_step_resolver(container),
+        hooks=hooks,
+        owner=runner,
+        lease_seconds=lease_seconds,
+        version=record.version,
+        status=record.status,
+        cursor=record.cursor,
+        applied=record.applied,
+        context_text=record.context,
+        error_text=record.error,
+        resumed=True,
+    )
+    fire(hooks.saga_started, saga_id, definition.name, resumed=True)
+    done = False
+    try:
+        while await run.next_result() is not None:
+            pass
+        done = True
+    finally:
+        if not done:
+            await run.abandon()
+    return run.outcome()
+
+
+def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None:
+    """Check that a stored saga can be driven by ``definition``; raise SagaRecoveryError.
+
+    Steps are matched by id, never by position alone: a stored step id the class no longer
+    has, or forward progress that does not line up with the class's steps (renamed,
+    removed or reordered), is refused instead of running the wrong step.
+    """
+    where = f"saga {record.saga_id}"
+    if record.saga_name != definition.name:
+        raise SagaRecoveryError(
+            f"{where} was started as {record.saga_name!r}, not {definition.name!r}; recover it "
+            "with the saga class it was started with"
+        )
+    unknown = [step_id for step_id in record.applied if step_id not in definition.steps_by_id]
+    if unknown:
+        raise SagaRecoveryError(
+            f"{where} records step ids {unknown} that {definition.saga_type.__qualname__} does "
+            "not have (renamed or removed?); restore those steps (or their `name`) to recover it"
+        )
+    nodes = definition.nodes
+    if not 0 <= record.cursor <= len(nodes):
+        raise SagaRecoveryError(
+            f"{where} is at step {record.cursor}, but {definition.saga_type.__qualname__} has "
+            f"{len(nodes)} steps"
+        )
+    if record.status is not SagaStatus.RUNNING:
+        return
+    applied = set(record.applied)
+    for index, node in enumerate(nodes[: record.cursor]):
+        if not applied.intersection(node.step_ids):
+            raise SagaRecoveryError(
+                f"{where} finished {record.cursor} steps, but step {index} of "
+                f"{definition.saga_type.__qualname__} ({node.primary.step_id}) is not among "
+                f"them ({list(record.applied)}); the steps were reordered or replaced"
+            )
+    reachable = {i for node in nodes[: record.cursor + 1] for i in node.step_ids}
+    ahead = [step_id for step_id in record.applied if step_id not in reachable]
+    if ahead:
+        raise SagaRecoveryError(
+            f"{where} records steps {ahead} as done, but they come after its cursor in "
+            f"{definition.saga_type.__qualname__}; the steps were reordered"
+        )
+
+
+def _decode(definition: SagaDefinition, builder: ContextBuilder | None, record: SagaRecord) -> Any:
+    if builder is None:
+        builder = definition.context_type
+        if builder is None:
+            raise SagaUsageError(
+                f"{definition.saga_type.__qualname__} does not declare its context type "
+                "(Saga[Ctx]); pass context_builder="
+            )
+    if isinstance(builder, type):
+        return codec_for(builder).decode(record.context)
+    try:
+        data = json.loads(record.context)
+    except ValueError as exc:
+        raise StorageCorruptedError(
+            f"saga {record.saga_id}: stored context is not valid JSON"
+        ) from exc
+    return builder(data)

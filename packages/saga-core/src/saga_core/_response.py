@@ -1,0 +1,40 @@
+"""``Response``: the base for what a step returns, usable without pydantic."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING or sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10: the decorator only informs type checkers, so a no-op is enough.
+
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda cls: cls
+
+
+@dataclass_transform(kw_only_default=True)
+class Response:
+    """Base for step responses: every subclass becomes a keyword-only dataclass.
+
+    ``class Reserved(Response): reservation_id: str`` is constructed as
+    ``Reserved(reservation_id="r-1")``, compares by value and has a readable ``repr``.
+    Responses are handed to the caller through ``SagaStepResult.response``; they are not
+    persisted, so any field type is allowed. ``Response()`` itself is an empty response.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass already turned into a dataclass by the user keeps the user's options.
+        if "__dataclass_fields__" not in cls.__dict__:
+            dataclasses.dataclass(kw_only=True)(cls)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
