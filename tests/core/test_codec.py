@@ -270,6 +270,11 @@ def test_float_field_accepts_int_and_decodes_float() -> None:
         dt.datetime(2024, 7, 1, 12, tzinfo=ZoneInfo("Europe/Paris")),
         dt.datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo("America/New_York")),
         dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
+        dt.datetime(2024, 3, 10, 2, 30, tzinfo=ZoneInfo("America/New_York")),  # in a DST gap
+        dt.datetime(2024, 3, 10, 2, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
+        dt.datetime(2024, 7, 1, fold=1, tzinfo=ZoneInfo("Europe/Paris")),
+        dt.datetime(2024, 11, 3, 1, 30, fold=1),
+        dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=dt.timezone.utc),
         dt.datetime.min,
         dt.datetime.max,
     ],
@@ -283,6 +288,18 @@ def test_datetimes_round_trip_exactly(when: dt.datetime) -> None:
     assert decoded.tzinfo == when.tzinfo
     assert decoded.utcoffset() == when.utcoffset()
     assert (decoded.fold, decoded.isoformat()) == (when.fold, when.isoformat())
+
+
+def test_fold_is_stored() -> None:
+    @dataclasses.dataclass
+    class C:
+        when: dt.datetime
+
+    when = dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York"))
+    stored = "2024-11-03T01:30:00-05:00[America/New_York][fold=1]"
+    assert codec_for(C).to_jsonable(C(when)) == {"when": stored}
+    naive = dt.datetime(2024, 11, 3, 1, 30, fold=1)
+    assert codec_for(C).to_jsonable(C(naive)) == {"when": "2024-11-03T01:30:00[fold=1]"}
 
 
 def test_zoneinfo_key_is_stored() -> None:
@@ -514,6 +531,12 @@ def test_initvar_is_rejected() -> None:
         codec_for(C)
 
 
+def test_unstringified_initvar_is_rejected() -> None:
+    cls = dataclasses.make_dataclass("Ctx", [("a", int), ("seed", dataclasses.InitVar[int])])
+    with pytest.raises(SagaContextError, match=r"Ctx\.seed is an InitVar"):
+        codec_for(cls)
+
+
 def test_undecorated_subclass_is_rejected() -> None:
     class Child(Small):
         extra: str = "lost"
@@ -567,6 +590,12 @@ class Opaque:
 class UtcLike(dt.tzinfo):
     def utcoffset(self, d: dt.datetime | None) -> dt.timedelta:
         return dt.timedelta(0)
+
+    def dst(self, d: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, d: dt.datetime | None) -> str:
+        return "UTC"
 
 
 @pytest.mark.parametrize(
@@ -623,6 +652,16 @@ def test_lone_surrogate_is_rejected() -> None:
         codec_for(Strict).encode(Strict(items=["é", "\ud800"]))
 
 
+def test_lone_surrogate_in_a_dict_key_is_rejected() -> None:
+    with pytest.raises(SagaContextError, match=r"Strict\.scores \(a key\): .*lone surrogate"):
+        codec_for(Strict).encode(Strict(scores={"\udfff": 1}))
+
+
+def test_pydantic_instance_of_another_type_is_rejected() -> None:
+    with pytest.raises(SagaContextError, match="expected PydanticOrder, got PydanticLine"):
+        codec_for(PydanticOrder).encode(PydanticLine(sku="a", qty=1))  # type: ignore[arg-type]
+
+
 def test_reference_cycle_is_rejected() -> None:
     node = Node("loop")
     node.children.append(node)
@@ -639,7 +678,7 @@ def test_unset_field_is_rejected() -> None:
         codec_for(C).encode(C())
 
 
-# --- corrupted stored data -------------------------------------------------------------------------
+# --- corrupted stored data ------------------------------------------------------------------
 
 GOOD = '{"order_id":"o","items":["a"],"total_amount":1.5,"reservation_id":null}'
 
@@ -706,6 +745,8 @@ def strict_text(**changes: object) -> str:
         ),
         (strict_text(address={}), "Strict.address.city: missing required field", None),
         (strict_text(status="old"), "Strict.status: expected Literal['new', 'paid']", None),
+        (strict_text(u=None), "Strict.u: expected UUID | str tagged as", None),
+        (strict_text(u={"$type": ["str"], "value": "x"}), "unknown $type ['str']", None),
     ],
 )
 def test_corrupted_value(text: str, message: str, cause: type[Exception] | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from uuid import uuid4
 
@@ -184,18 +184,18 @@ async def test_every_call_on_a_closed_storage_raises_unavailable() -> None:
     await storage.create(new)
     await storage.aclose()
     await storage.aclose()
-    calls = [
-        storage.create(make_new_saga()),
-        storage.checkpoint(make_checkpoint(new.saga_id, 1)),
-        storage.load(new.saga_id),
-        storage.history(new.saga_id),
-        storage.list_recoverable(),
-        storage.claim(new.saga_id, owner="o", lease_seconds=1.0),
-        storage.claim_recoverable(owner="o", lease_seconds=1.0),
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: storage.create(make_new_saga()),
+        lambda: storage.checkpoint(make_checkpoint(new.saga_id, 1)),
+        lambda: storage.load(new.saga_id),
+        lambda: storage.history(new.saga_id),
+        lambda: storage.list_recoverable(),
+        lambda: storage.claim(new.saga_id, owner="o", lease_seconds=1.0),
+        lambda: storage.claim_recoverable(owner="o", lease_seconds=1.0),
     ]
     for call in calls:
         with pytest.raises(StorageUnavailableError, match="storage is closed"):
-            await call
+            await call()
 
 
 @pytest.mark.anyio

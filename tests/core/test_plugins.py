@@ -261,7 +261,7 @@ def test_load_breaker_builds_the_plugin_with_the_options(
 
 def test_breaker_without_call_is_a_usage_error(registered: list[metadata.EntryPoint]) -> None:
     registered.append(_breaker("odd", f"{FAKE_MODULE}:breaker_without_call"))
-    with pytest.raises(SagaUsageError, match="has no 'call' method"):
+    with pytest.raises(SagaUsageError, match="has no async 'call"):
         load_breaker("odd")
 
 

@@ -5,14 +5,15 @@ that text; it never needs to parse it. The format, for whoever reads it anyway:
 
 * The context is a JSON object whose keys are the dataclass field names as written (no case
   conversion), in declaration order, with every field present. A pydantic model is stored as
-  ``model_dump(mode="json")`` and read with pydantic's own validation.
+  ``model_dump(mode="json")`` and read with pydantic's own validation, so pydantic's rules
+  apply to it (its types, its handling of NaN, its ``extra`` setting), not the ones below.
 * ``str``, ``int``, ``bool`` and ``None`` are stored as themselves; ``float`` as a JSON number
   (NaN and infinities are rejected; an ``int`` in a float field is stored as a float).
 * ``uuid.UUID`` as its canonical string; ``decimal.Decimal`` as ``str(value)`` (exact);
   ``datetime.date`` as ISO 8601; ``datetime.datetime`` as ``isoformat()`` - naive stays naive,
   a ``datetime.timezone`` offset is kept, and a ``zoneinfo.ZoneInfo`` adds its key as
-  ``"2024-03-01T10:00:00+01:00[Europe/Paris]"``. Other tzinfo classes are rejected. ``fold``
-  survives for ZoneInfo datetimes only (it means nothing for naive or fixed-offset ones).
+  ``"2024-03-01T10:00:00+01:00[Europe/Paris]"``. Other tzinfo classes are rejected. A
+  datetime with ``fold=1`` gets a further ``"[fold=1]"`` suffix (isoformat drops it).
 * An ``enum.Enum`` member as its value (which must be a str or an int); a ``Literal`` as itself.
 * ``list[X]`` and ``tuple[X, ...]`` / ``tuple[X, Y]`` as arrays (tuples decode back as tuples);
   ``dict[str, X]`` as an object; nested dataclasses as objects, like the context.
@@ -38,29 +39,12 @@ keys, unknown tags raise ``StorageCorruptedError`` with the cause chained).
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
-import types
 import typing
 from typing import Any, Generic, TypeVar
 
-from saga_core._codec_types import (
-    SCALARS,
-    SUPPORTED,
-    Conv,
-    Mismatch,
-    Unsupported,
-    cls_name,
-    dict_conv,
-    enum_conv,
-    fixed_tuple_conv,
-    got,
-    literal_conv,
-    sequence_conv,
-    type_name,
-    union_conv,
-)
+from saga_core._codec_plan import Compiler, is_pydantic_model
+from saga_core._codec_types import SUPPORTED, Conv, Mismatch, Unsupported, cls_name, got
 from saga_core._errors import SagaContextError, StorageCorruptedError
 
 __all__ = ["ContextCodec", "codec_for"]
@@ -85,6 +69,8 @@ class ContextCodec(Generic[T]):
     """Compiled encoder/decoder for one context type; get one with :func:`codec_for`."""
 
     __slots__ = ("_dec", "_enc", "_name", "_pydantic", "context_type")
+
+    context_type: type[T]
 
     def __init__(self, context_type: type[T], conv: Conv, *, pydantic: bool) -> None:
         self.context_type = context_type
@@ -165,7 +151,6 @@ class ContextCodec(Generic[T]):
 
 
 _CODECS: dict[type, ContextCodec[Any]] = {}
-_OBJECTS: dict[type, Conv] = {}  # compiled dataclasses and pydantic models, shared by codecs
 
 
 def codec_for(context_type: type[T]) -> ContextCodec[T]:
@@ -182,7 +167,7 @@ def codec_for(context_type: type[T]) -> ContextCodec[T]:
         raise SagaContextError(f"{context_type!r} is not a context type") from None
     if not isinstance(context_type, type):
         raise SagaContextError(f"{context_type!r} is not a context type (a class)")
-    compiler = _Compiler()
+    compiler = Compiler()
     try:
         conv = compiler.obj(context_type)
     except Unsupported as exc:
@@ -192,8 +177,8 @@ def codec_for(context_type: type[T]) -> ContextCodec[T]:
             f"context type {cls_name(context_type)} must be a dataclass "
             "(decorate it with @dataclasses.dataclass) or a pydantic model"
         )
-    _OBJECTS.update(compiler.pending)
-    codec = ContextCodec(context_type, conv, pydantic=_is_pydantic_model(context_type))
+    compiler.commit()
+    codec = ContextCodec(context_type, conv, pydantic=is_pydantic_model(context_type))
     _CODECS[context_type] = codec
     return codec
 
@@ -216,226 +201,3 @@ def _find_surrogate(data: Any, path: str) -> str:
             if found:
                 return found
     return ""
-
-
-# --- compiling annotations -------------------------------------------------------------------
-
-
-class _Compiler:
-    """One ``codec_for`` call. Dataclasses being compiled sit in ``pending`` so that recursive
-    types (``children: list[Node]``) refer to themselves; they are shared only on success."""
-
-    def __init__(self) -> None:
-        self.pending: dict[type, Conv] = {}
-
-    def obj(self, tp: type) -> Conv | None:
-        conv = _OBJECTS.get(tp) or self.pending.get(tp)
-        if conv is not None:
-            return conv
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            return self._dataclass(tp)
-        if _is_pydantic_model(tp):
-            return self._pydantic(tp)
-        return None
-
-    def compile(self, tp: Any) -> Conv:
-        conv = SCALARS.get(tp) if _hashable(tp) else None
-        if conv is not None:
-            return conv
-        if hasattr(tp, "__supertype__"):  # typing.NewType: stored as its base type
-            return self.compile(tp.__supertype__)
-        origin = typing.get_origin(tp)
-        args = typing.get_args(tp)
-        name = type_name(tp)
-        if origin is typing.Union or origin is types.UnionType:
-            return union_conv([self.compile(a) for a in args], name)
-        if origin is typing.Literal:
-            return literal_conv(tp)
-        array = frozenset({"array"})
-        if origin is list and len(args) == 1:
-            return Conv(name, array, (list,), *sequence_conv(self.compile(args[0]), list, name))
-        if origin is tuple:
-            if args == ((),):  # tuple[()] before Python 3.11
-                args = ()
-            if len(args) == 2 and args[1] is Ellipsis:
-                item = self.compile(args[0])
-                return Conv(name, array, (tuple,), *sequence_conv(item, tuple, name))
-            if Ellipsis not in args:
-                items = [self.compile(a) for a in args]
-                return Conv(name, array, (tuple,), *fixed_tuple_conv(items, name))
-        if origin is dict and len(args) == 2:
-            if args[0] is not str:
-                raise Unsupported(name, "dict keys must be str")
-            value = self.compile(args[1])
-            return Conv(name, frozenset({"object"}), (dict,), *dict_conv(value, name))
-        if isinstance(tp, type) and origin is None:
-            if issubclass(tp, enum.Enum):
-                return enum_conv(tp)
-            conv = self.obj(tp)
-            if conv is not None:
-                return conv
-            if tp in (list, tuple, dict):
-                raise Unsupported(name, "give the item types, e.g. list[str], dict[str, int]")
-        raise Unsupported(name)
-
-    def _dataclass(self, cls: type) -> Conv:
-        plan = _DataclassPlan(cls)
-        conv = Conv(cls_name(cls), frozenset({"object"}), (cls,), plan.encode, plan.decode)
-        self.pending[cls] = conv
-        owner = cls_name(cls)
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception as exc:
-            raise Unsupported(
-                owner,
-                message=f"{owner}: its annotations cannot be resolved ({type(exc).__name__}: {exc}); "
-                "define the types it uses at module level",
-            ) from exc
-        fields = dataclasses.fields(cls)
-        names = {f.name for f in fields}
-        for attr, hint in hints.items():
-            if (
-                attr in names
-                or hint is typing.ClassVar
-                or typing.get_origin(hint) is typing.ClassVar
-            ):
-                continue
-            if isinstance(hint, dataclasses.InitVar):
-                reason = "is an InitVar, whose value is gone after __init__ and cannot be stored"
-            else:
-                reason = f"is annotated but is not a field; decorate {owner} with @dataclass"
-            raise Unsupported(owner, message=f"{owner}.{attr} {reason}")
-        plan.fields = [(f, self._field(owner, f.name, hints[f.name])) for f in fields]
-        plan.finish()
-        return conv
-
-    def _field(self, owner: str, name: str, hint: Any) -> Conv:
-        try:
-            return self.compile(hint)
-        except Unsupported as exc:
-            if exc.message:  # from a nested dataclass: say how we got there
-                exc.message = f"{owner}.{name}: {exc.message}"
-            else:
-                shown = type_name(hint)
-                if exc.reason:
-                    inner = (
-                        f" ({exc.reason})" if exc.bad == shown else f" ({exc.bad}: {exc.reason})"
-                    )
-                else:
-                    inner = "" if exc.bad == shown else f" ({exc.bad} is not supported)"
-                exc.message = (
-                    f"{owner}.{name}: field type {shown!r} cannot be stored losslessly{inner}"
-                )
-            raise
-
-    def _pydantic(self, cls: Any) -> Conv:
-        name = cls_name(cls)
-
-        def enc(v: Any) -> Any:
-            if type(v) is not cls:
-                raise Mismatch(f"expected {name}, got {got(v)}")
-            try:
-                # warnings="error": a field holding a value of the wrong type must not pass.
-                return v.model_dump(mode="json", warnings="error")
-            except Exception as exc:
-                raise Mismatch(f"pydantic cannot serialize it: {exc}") from exc
-
-        def dec(d: Any) -> Any:
-            try:
-                return cls.model_validate(d)
-            except Exception as exc:
-                raise Mismatch(f"pydantic validation failed: {exc}") from exc
-
-        return Conv(name, frozenset({"object"}), (cls,), enc, dec)
-
-
-class _DataclassPlan:
-    """Per-dataclass field list; ``encode`` / ``decode`` are the hot path."""
-
-    __slots__ = ("_dec_fields", "_enc_fields", "_names", "cls", "fields")
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.fields: list[tuple[dataclasses.Field[Any], Conv]] = []
-        self._enc_fields: tuple[tuple[str, type | None, Any], ...] = ()
-        self._dec_fields: tuple[tuple[str, type | None, Any, bool, bool], ...] = ()
-        self._names: frozenset[str] = frozenset()
-
-    def finish(self) -> None:
-        self._enc_fields = tuple((f.name, c.exact, c.enc) for f, c in self.fields)
-        self._dec_fields = tuple(
-            (f.name, c.exact, c.dec, f.init, _required(f)) for f, c in self.fields
-        )
-        self._names = frozenset(f.name for f, _ in self.fields)
-
-    def encode(self, v: Any) -> dict[str, Any]:
-        if type(v) is not self.cls:
-            raise Mismatch(f"expected {cls_name(self.cls)}, got {got(v)}")
-        out = {}
-        name = ""
-        try:
-            for name, exact, enc in self._enc_fields:
-                x = getattr(v, name)
-                # exact is None for converters that do more than a type check: never matches.
-                out[name] = x if type(x) is exact else enc(x)
-        except Mismatch as m:
-            m.path.append(f".{name}")
-            raise
-        except AttributeError as exc:
-            raise Mismatch(f"field {name!r} is not set") from exc
-        return out
-
-    def decode(self, d: Any) -> Any:
-        cls = self.cls
-        if type(d) is not dict:
-            raise Mismatch(f"expected {cls_name(cls)} as a JSON object, got {got(d)}")
-        kwargs = {}
-        late = []  # init=False fields: set after construction, since __init__ does not take them
-        seen = 0
-        name = ""
-        try:
-            for name, exact, dec, init, required in self._dec_fields:
-                if name in d:
-                    seen += 1
-                    x = d[name]
-                    if type(x) is not exact:
-                        x = dec(x)
-                    if init:
-                        kwargs[name] = x
-                    else:
-                        late.append((name, x))
-                elif required:
-                    raise Mismatch("missing required field")
-        except Mismatch as m:
-            m.path.append(f".{name}")
-            raise
-        if seen != len(d):
-            unknown = sorted(str(k) for k in d if k not in self._names)
-            raise Mismatch(f"unknown field(s) {', '.join(map(repr, unknown))}")
-        try:
-            obj = cls(**kwargs)
-        except Exception as exc:
-            raise Mismatch(f"{cls_name(cls)}() raised {type(exc).__name__}: {exc}") from exc
-        for name, x in late:
-            object.__setattr__(obj, name, x)  # works for frozen dataclasses too
-        return obj
-
-
-def _required(f: dataclasses.Field[Any]) -> bool:
-    # Without a default, a missing field (init=False ones too) cannot be filled in.
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _hashable(tp: Any) -> bool:
-    try:
-        hash(tp)
-    except TypeError:
-        return False
-    return True
-
-
-def _is_pydantic_model(tp: Any) -> bool:
-    # Duck typed, so that pydantic is never imported here.
-    return isinstance(tp, type) and all(
-        hasattr(tp, a) for a in ("model_dump", "model_validate", "model_fields")
-    )

@@ -8,10 +8,10 @@ is added while the exception unwinds, so the success path never builds path stri
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
 import enum
+import itertools
 import math
 import types
 import typing
@@ -180,29 +180,35 @@ def _enc_datetime(v: Any) -> str:
         raise Mismatch(f"expected datetime, got {got(v)}")
     tz = v.tzinfo
     if tz is None or type(tz) is dt.timezone:
-        return v.isoformat()
-    if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
+        text = v.isoformat()
+    elif type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
         # The offset keeps the instant; the key restores the zone (RFC 9557 style suffix).
-        return f"{v.isoformat()}[{tz.key}]"
-    raise Mismatch(
-        f"datetime with tzinfo of type {got(tz)} cannot be stored losslessly; "
-        "use datetime.timezone or zoneinfo.ZoneInfo"
-    )
+        text = f"{v.isoformat()}[{tz.key}]"
+    else:
+        raise Mismatch(
+            f"datetime with tzinfo of type {got(tz)} cannot be stored losslessly; "
+            "use datetime.timezone or zoneinfo.ZoneInfo"
+        )
+    # isoformat drops fold, which decides the instant of a repeated local wall time.
+    return text + _FOLD if v.fold else text
+
+
+_FOLD = "[fold=1]"
 
 
 def _parse_datetime(s: str) -> dt.datetime:
+    fold = 0
+    if s.endswith(_FOLD):
+        s, fold = s[: -len(_FOLD)], 1
     if not s.endswith("]"):
-        return dt.datetime.fromisoformat(s)
+        return dt.datetime.fromisoformat(s).replace(fold=fold)
     at = s.rfind("[")
     fixed = dt.datetime.fromisoformat(s[:at])
     zone = zoneinfo.ZoneInfo(s[at + 1 : -1])
-    # Same wall time in the zone; the stored offset tells which fold it was (this also keeps
-    # wall times that fall in a DST gap as they were).
-    for fold in (0, 1):
-        local = fixed.replace(tzinfo=zone, fold=fold)
-        if local.utcoffset() == fixed.utcoffset():
-            return local
-    return fixed.astimezone(zone)  # the zone's rules changed since: keep the instant
+    local = fixed.replace(tzinfo=zone, fold=fold)
+    if local.utcoffset() == fixed.utcoffset():
+        return local
+    return fixed.astimezone(zone)  # the zone's rules changed since it was stored: keep the instant
 
 
 SCALARS: dict[Any, Conv] = {
@@ -272,10 +278,10 @@ def literal_conv(tp: Any) -> Conv:
 
 def _locate(items: Any, fns: Any, keys: Any) -> None:
     """Slow path after a failed fast path: redo item by item to find the failing one."""
-    for key, fn, x in zip(keys, fns, items):
+    for key, fn, x in zip(keys, fns, items, strict=False):
         try:
             fn(x)
-        except Mismatch as m:
+        except Mismatch as m:  # noqa: PERF203 - the slow path, run once after a failure
             m.path.append(f"[{key!r}]")
             raise
     raise AssertionError("unreachable: the fast path failed but every item converts")
@@ -293,7 +299,7 @@ def sequence_conv(item: Conv, container: type, name: str) -> tuple[Fn, Fn]:
         try:
             return [fn(x) for x in v]
         except Mismatch:
-            _locate(v, _repeat(fn), range(len(v)))
+            _locate(v, itertools.repeat(fn), range(len(v)))
             raise
 
     def enc(v: Any) -> Any:
@@ -310,11 +316,6 @@ def sequence_conv(item: Conv, container: type, name: str) -> tuple[Fn, Fn]:
     return enc, dec
 
 
-def _repeat(fn: Fn) -> Any:
-    while True:
-        yield fn
-
-
 def fixed_tuple_conv(items: list[Conv], name: str) -> tuple[Fn, Fn]:
     n = len(items)
     encs = [c.enc for c in items]
@@ -322,7 +323,7 @@ def fixed_tuple_conv(items: list[Conv], name: str) -> tuple[Fn, Fn]:
 
     def convert(v: Any, fns: list[Fn]) -> list[Any]:
         try:
-            return [fn(x) for fn, x in zip(fns, v)]
+            return [fn(x) for fn, x in zip(fns, v, strict=True)]
         except Mismatch:
             _locate(v, fns, range(n))
             raise
@@ -341,7 +342,7 @@ def fixed_tuple_conv(items: list[Conv], name: str) -> tuple[Fn, Fn]:
 
 
 def _length(v: Any, container: type) -> str:
-    return f" of length {len(v)}" if type(v) is container else ""
+    return f" of length {len(v)}" if isinstance(v, (list, tuple)) and type(v) is container else ""
 
 
 def dict_conv(value: Conv, name: str) -> tuple[Fn, Fn]:
@@ -358,7 +359,7 @@ def dict_conv(value: Conv, name: str) -> tuple[Fn, Fn]:
         try:
             return {k: fn(x) for k, x in v.items()}
         except Mismatch:
-            _locate(v.values(), _repeat(fn), v.keys())
+            _locate(v.values(), itertools.repeat(fn), v.keys())
             raise
 
     def enc(v: Any) -> Any:
@@ -372,85 +373,3 @@ def dict_conv(value: Conv, name: str) -> tuple[Fn, Fn]:
         return convert(d, val_dec)
 
     return enc, dec
-
-
-# --- unions --------------------------------------------------------------------------------
-
-
-def union_conv(members: list[Conv], name: str) -> Conv:
-    values = [m for m in members if m is not NONE]
-    kinds = [k for m in values for k in m.kinds]
-    tagged = len(kinds) != len(set(kinds))  # two members share a JSON kind: tag the values
-    by_type: dict[type, list[Conv]] = {}
-    for m in members:
-        for t in m.outer:
-            by_type.setdefault(t, []).append(m)
-    all_kinds = frozenset(k for m in members for k in m.kinds)
-
-    if not tagged and all(m.exact is not None for m in members):
-        # e.g. str | None: a type check is the whole conversion.
-        exact_types = frozenset(by_type)
-
-        def enc_plain(v: Any) -> Any:
-            if type(v) in exact_types:
-                return v
-            raise Mismatch(f"expected {name}, got {got(v)}")
-
-        return Conv(name, all_kinds, tuple(by_type), enc_plain, enc_plain)
-
-    def pick(v: Any) -> tuple[Conv, Any]:
-        candidates = by_type.get(type(v))
-        if candidates is not None:
-            first: Mismatch | None = None
-            for m in candidates:
-                try:
-                    return m, m.enc(v)
-                except Mismatch as exc:
-                    first = first or exc
-            assert first is not None
-            raise first
-        for m in members:  # looser matches, e.g. an int for a float member
-            try:
-                return m, m.enc(v)
-            except Mismatch:
-                pass
-        raise Mismatch(f"expected {name}, got {got(v)}")
-
-    if not tagged:
-        by_kind = {k: m for m in members for k in m.kinds}
-
-        def enc(v: Any) -> Any:
-            return pick(v)[1]
-
-        def dec(d: Any) -> Any:
-            m = by_kind.get(JSON_KIND.get(type(d), ""))
-            if m is None:
-                raise Mismatch(f"expected {name}, got {got(d)}")
-            return m.dec(d)
-
-        return Conv(name, all_kinds, tuple(by_type), enc, dec)
-
-    by_name = {m.name: m for m in values}
-    if len(by_name) != len(values):
-        raise Unsupported(name, "two members have the same name, so no tag tells them apart")
-    has_none = len(values) != len(members)
-
-    def enc_tagged(v: Any) -> Any:
-        m, out = pick(v)
-        return out if m is NONE else {"$type": m.name, "value": out}
-
-    def dec_tagged(d: Any) -> Any:
-        if d is None and has_none:
-            return None
-        if type(d) is not dict or len(d) != 2 or "$type" not in d or "value" not in d:
-            raise Mismatch(
-                f'expected {name} tagged as {{"$type": ..., "value": ...}}, got {got(d)}'
-            )
-        tag = d["$type"]
-        m = by_name.get(tag) if type(tag) is str else None
-        if m is None:
-            raise Mismatch(f"unknown $type {tag!r} for {name}; expected one of {sorted(by_name)}")
-        return m.dec(d["value"])
-
-    kinds_out = frozenset({"object", "null"} if has_none else {"object"})
-    return Conv(name, kinds_out, tuple(by_type), enc_tagged, dec_tagged)

@@ -48,6 +48,9 @@ _COMPENSATING = SagaStatus.COMPENSATING
 _COMPENSATED = SagaStatus.COMPENSATED
 _FAILED = SagaStatus.FAILED
 
+#: Separates a FAILED saga's original cause from its compensation failure in the error text.
+_FAILURE_SEPARATOR = "\n"
+
 #: How long an abandoned run may spend handing its lease back (shielded from cancellation).
 _RELEASE_TIMEOUT = 5.0
 
@@ -143,7 +146,8 @@ class SagaRun:
         self._owner = owner
         self._lease_seconds = lease_seconds
         self._context_text = context_text
-        self._error_text = error_text
+        # A FAILED record's error is "<cause>\n<compensation failure>"; resuming keeps the cause.
+        self._error_text = error_text.partition(_FAILURE_SEPARATOR)[0] if error_text else None
         self._journal: list[JournalEntry] = []
         self._trigger: BaseException | None = None
         self._failure: BaseException | None = None
@@ -178,7 +182,17 @@ class SagaRun:
         """
         text = codec.encode(context)
         try:
-            await storage.create(NewSaga(saga_id, definition.name, text, owner, lease_seconds))
+            await storage.create(
+                NewSaga(
+                    saga_id,
+                    definition.name,
+                    text,
+                    owner,
+                    lease_seconds,
+                    (),
+                    definition.next_step_ids[0],
+                )
+            )
         except SagaAlreadyExistsError as exc:
             raise SagaAlreadyExistsError(
                 f"saga {saga_id} already exists in storage, so it was not started again "
@@ -231,6 +245,18 @@ class SagaRun:
             self._fenced = True
             raise
 
+    async def run_to_end(self) -> None:
+        """Call :meth:`next_result` until the run ends; if it is interrupted (cancelled,
+        an error), hand the saga back to recovery with :meth:`abandon` and re-raise."""
+        done = False
+        try:
+            while await self.next_result() is not None:
+                pass
+            done = True
+        finally:
+            if not done:
+                await self.abandon()
+
     def outcome(self) -> SagaOutcome:
         """The run's outcome once :meth:`next_result` returned None.
 
@@ -247,7 +273,8 @@ class SagaRun:
         if self.status is _FAILED:
             raise SagaCompensationFailedError(
                 f"saga {self.saga_id} ({self.definition.name}) could not be compensated "
-                f"({self._error_text}); it is FAILED and recovery will retry it",
+                f"({describe(self._failure) if self._failure else self._error_text}); it is "
+                "FAILED and recovery will retry it",
                 saga_id=self.saga_id,
             ) from self._failure
         return SagaOutcome(self.saga_id, self.status, self.context, self.error)
@@ -343,11 +370,14 @@ class SagaRun:
                     holder.append(_Call(None, exc, 0, False))
             if holder:
                 primary_call = holder[0]
+        resumed = self._resumed_node == self.cursor
         if primary_call is not None and primary_call.error is None:
-            return primary, primary_call, (primary.step_id,)
+            # After a crash inside this node either branch may have run; both are rolled back.
+            ids = (primary.step_id, fallback.step_id) if resumed else (primary.step_id,)
+            return primary, primary_call, ids
         primary_ids: tuple[str, ...] = ()
         if not primary.failed_act_leaves_no_effect and (
-            (primary_call is not None and primary_call.called) or self._resumed_node == self.cursor
+            (primary_call is not None and primary_call.called) or resumed
         ):
             primary_ids = (primary.step_id,)
         if primary_call is not None and primary_call.error is not None:
@@ -390,9 +420,13 @@ class SagaRun:
             else:
                 self._failure = call.error
                 self._halted = True
+                failure = f"compensation of {spec.step_id} failed: {describe(call.error)}"
                 await self._checkpoint(
                     _FAILED,
-                    error=f"compensation of {spec.step_id} failed: {describe(call.error)}",
+                    # The original cause stays first, so that it survives a later recovery.
+                    error=f"{self._error_text}{_FAILURE_SEPARATOR}{failure}"
+                    if self._error_text
+                    else failure,
                     strict=False,
                 )
         if self.status is not _COMPENSATING:
@@ -486,6 +520,7 @@ class SagaRun:
                 error,
                 self._owner if lease else None,
                 self._lease_seconds if lease else None,
+                self.definition.next_step_ids[self.cursor],
             )
         )
         # Rebinding (not clearing) keeps the written list intact for a storage holding it.

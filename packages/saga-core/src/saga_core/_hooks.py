@@ -48,5 +48,5 @@ def fire(hooks: tuple[Callable[..., Any], ...], *args: Any, **kwargs: Any) -> No
     for hook in hooks:
         try:
             hook(*args, **kwargs)
-        except Exception:
+        except Exception:  # noqa: PERF203 - each hook is isolated from the others
             _log.exception("observer hook %r raised; ignored", hook)

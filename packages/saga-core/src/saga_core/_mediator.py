@@ -180,14 +180,7 @@ class SagaMediator:
         what :meth:`stream` raises before the saga starts, and concurrency/storage errors.
         """
         run = await self._start(context, saga_id)
-        done = False
-        try:
-            while await run.next_result() is not None:
-                pass
-            done = True
-        finally:
-            if not done:
-                await run.abandon()
+        await run.run_to_end()
         return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
     async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:

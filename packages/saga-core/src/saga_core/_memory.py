@@ -54,6 +54,7 @@ class _StoredSaga:
         "journal",
         "lease_expires",
         "lease_owner",
+        "next_step",
         "saga_id",
         "saga_name",
         "status",
@@ -67,6 +68,7 @@ class _StoredSaga:
         self.status = SagaStatus.RUNNING
         self.version = INITIAL_VERSION
         self.cursor = 0
+        self.next_step: str | None = saga.next_step
         self.applied: tuple[str, ...] = ()
         self.context = saga.context
         self.error: str | None = None
@@ -92,6 +94,7 @@ class _StoredSaga:
             updated_at=datetime.fromtimestamp(self.updated, utc),
             lease_owner=self.lease_owner,
             lease_expires_at=None if expires is None else datetime.fromtimestamp(expires, utc),
+            next_step=self.next_step,
         )
 
 
@@ -107,7 +110,8 @@ class MemorySagaStorage:
         retain_finished: keep at most this many finished (COMPLETED or COMPENSATED) sagas,
             dropping the oldest-finished first together with their journals, so a long-running
             process does not grow without bound. A dropped saga is forgotten: loading it raises
-            :class:`~saga_core.SagaNotFoundError`. ``None`` (the default) keeps every saga.
+            :class:`~saga_core.SagaNotFoundError`, and its id is free again. ``None`` (the
+            default) keeps every saga; FAILED and unfinished sagas are always kept.
         clock: seconds since the epoch, used for timestamps and leases (inject a fake clock to
             expire leases in tests without sleeping).
 
@@ -256,6 +260,7 @@ class MemorySagaStorage:
         saga.status = status
         saga.version += 1
         saga.cursor = checkpoint.cursor
+        saga.next_step = checkpoint.next_step
         # tuple() of a tuple is the same object; it only copies a list passed by mistake.
         saga.applied = tuple(checkpoint.applied)
         saga.context = checkpoint.context

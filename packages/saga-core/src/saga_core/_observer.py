@@ -87,6 +87,9 @@ class LoggingObserver(SagaObserver):
                 error,
             )
         elif status is SagaStatus.COMPENSATED:
-            logger.warning("saga %s (%s) was compensated after: %r", saga_id, saga_name, error)
+            cause = (
+                f" after: {error!r}" if error is not None else " (rollback finished by recovery)"
+            )
+            logger.warning("saga %s (%s) was compensated%s", saga_id, saga_name, cause)
         elif logger.isEnabledFor(logging.DEBUG):
             logger.debug("saga %s (%s) completed", saga_id, saga_name)

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from ._errors import BreakerNotFoundError, SagaUsageError, StorageNotFoundError
+from ._fallback import CircuitBreaker
 from ._storage import SagaStorage
 
 STORAGES_GROUP = "saga_core.storages"
@@ -53,7 +54,8 @@ def open_storage(url: str, **options: Any) -> SagaStorage:
             (its driver is missing, for example; the import error is the ``__cause__``).
         SagaUsageError: ``url`` has no scheme, two packages register the scheme, or the
             plugin's factory returned something that is not a ``SagaStorage``.
-        Whatever the factory raises for a URL or option it rejects.
+
+    The factory's own errors (a URL or option it rejects) propagate unchanged.
     """
     scheme, sep, _ = url.partition(":")
     scheme = scheme.lower()
@@ -88,7 +90,7 @@ def open_storage(url: str, **options: Any) -> SagaStorage:
     return storage
 
 
-def load_breaker(name: str, **options: Any) -> object:
+def load_breaker(name: str, **options: Any) -> CircuitBreaker:
     """Build the circuit breaker registered under ``name`` (e.g. ``"aiobreaker"``).
 
     Args:
@@ -117,13 +119,11 @@ def load_breaker(name: str, **options: Any) -> object:
     entry_point = _single(candidates, f"the breaker name {name!r}")
     factory = _load(entry_point, BreakerNotFoundError, install)
     breaker = factory(**options)
-    # TODO(lead): check isinstance(breaker, CircuitBreaker) once the protocol in _fallback.py
-    # is settled; until then, the one method Fallback calls is checked.
-    if not callable(getattr(breaker, "call", None)):
+    if not isinstance(breaker, CircuitBreaker):
         raise SagaUsageError(
             f"the breaker plugin {_describe(entry_point)} returned a "
-            f"{type(breaker).__qualname__}, which has no 'call' method and so is not a "
-            f"saga_core CircuitBreaker; report this to the plugin's authors"
+            f"{type(breaker).__qualname__}, which has no async 'call(step_id, action)' method "
+            "and so is not a saga_core CircuitBreaker; report this to the plugin's authors"
         )
     return breaker
 

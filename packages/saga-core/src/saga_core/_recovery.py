@@ -70,11 +70,10 @@ async def recover_saga(
         raise SagaUsageError(f"recover_saga(saga=...) needs a Saga class, got {saga!r}")
     definition = saga_type.definition()
     record = await storage.load(saga_id)
-    if record.status.is_terminal:
-        return SagaOutcome(
-            saga_id, record.status, _decode(definition, context_builder, record), None
-        )
     check_record_matches(definition, record)
+    if record.status.is_terminal:
+        context = _decode(definition, context_builder, record)
+        return SagaOutcome(saga_id, record.status, context, None)
     runner = owner or default_owner()
     record = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
     check_record_matches(definition, record)
@@ -99,14 +98,7 @@ async def recover_saga(
         resumed=True,
     )
     fire(hooks.saga_started, saga_id, definition.name, resumed=True)
-    done = False
-    try:
-        while await run.next_result() is not None:
-            pass
-        done = True
-    finally:
-        if not done:
-            await run.abandon()
+    await run.run_to_end()
     return run.outcome()
 
 
@@ -123,6 +115,8 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
             f"{where} was started as {record.saga_name!r}, not {definition.name!r}; recover it "
             "with the saga class it was started with"
         )
+    if record.status.is_terminal:
+        return
     unknown = [step_id for step_id in record.applied if step_id not in definition.steps_by_id]
     if unknown:
         raise SagaRecoveryError(
@@ -137,6 +131,16 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         )
     if record.status is not SagaStatus.RUNNING:
         return
+    if record.next_step is not None and (
+        record.cursor >= len(nodes) or record.next_step not in nodes[record.cursor].step_ids
+    ):
+        found = "nothing" if record.cursor >= len(nodes) else nodes[record.cursor].primary.step_id
+        raise SagaRecoveryError(
+            f"{where} was about to run (or running) {record.next_step} as step {record.cursor}, "
+            f"but {definition.saga_type.__qualname__} has {found} there; steps were inserted, "
+            "removed or reordered before it. Add new steps at the end, or under a new saga name, "
+            "while sagas are in flight"
+        )
     applied = set(record.applied)
     for index, node in enumerate(nodes[: record.cursor]):
         if not applied.intersection(node.step_ids):

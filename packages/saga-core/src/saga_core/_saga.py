@@ -54,6 +54,8 @@ class SagaDefinition:
     context_type: type[Any] | None
     nodes: tuple[Node, ...]
     steps_by_id: dict[str, StepSpec]
+    next_step_ids: tuple[str | None, ...]
+    """``next_step_ids[cursor]``: the id stored as the step at that cursor (None at the end)."""
 
 
 class Saga(Generic[Ctx]):
@@ -127,12 +129,15 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
 
     def spec(cls: type[SagaStepHandler[Any, Any]]) -> StepSpec:
         step_ctx = context_type_of(cls)
-        if context_type is not None and step_ctx is not None:
-            if not issubclass(context_type, step_ctx):
-                raise SagaDefinitionError(
-                    f"{where} runs on {context_type.__qualname__}, but step "
-                    f"{cls.__qualname__} expects {step_ctx.__qualname__}"
-                )
+        if (
+            context_type is not None
+            and step_ctx is not None
+            and not issubclass(context_type, step_ctx)
+        ):
+            raise SagaDefinitionError(
+                f"{where} runs on {context_type.__qualname__}, but step "
+                f"{cls.__qualname__} expects {step_ctx.__qualname__}"
+            )
         return StepSpec(
             cls=cls,
             step_id=cls.step_id,
@@ -184,4 +189,5 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         context_type=context_type,
         nodes=tuple(nodes),
         steps_by_id=by_id,
+        next_step_ids=(*(node.primary.step_id for node in nodes), None),
     )

@@ -11,8 +11,8 @@ Rules every storage keeps
   :meth:`~SagaStorage.checkpoint` stores ``expected_version + 1``; a successful claim adds 1 and
   returns the new record. Any write whose ``expected_version`` is not the stored version raises
   :class:`~saga_core.SagaVersionConflictError` and changes nothing (compare-and-set).
-* **Atomicity.** A checkpoint replaces status, cursor, applied step ids, context, error and
-  lease, and appends its journal entries, all at once or not at all.
+* **Atomicity.** A checkpoint replaces status, cursor, next step, applied step ids, context,
+  error and lease, and appends its journal entries, all at once or not at all.
 * **Terminal states.** A saga whose status is COMPLETED or COMPENSATED is never written again:
   a checkpoint or claim raises :class:`~saga_core.SagaFinishedError`.
 * **Journal order.** :meth:`~SagaStorage.history` returns entries in the order they were
@@ -21,6 +21,14 @@ Rules every storage keeps
   (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
   statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
   or FAILED and it has no lease or its lease has expired.
+* **Claims.** A claim sets the lease, adds 1 to the version and sets ``updated_at`` (so a
+  claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
+  ``expires_at > now``; at the instant of expiry it has expired.
+* **Arguments.** ``lease_seconds`` without a ``lease_owner`` is a usage error
+  (:class:`~saga_core.SagaUsageError`); ``limit=0`` returns nothing, a negative limit is a
+  usage error. Storages do not check status transitions beyond terminal immutability (the
+  executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
+  :class:`~saga_core.StorageUnavailableError`.
 * **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
   unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
 * **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
@@ -65,6 +73,9 @@ class NewSaga(NamedTuple):
     lease_owner: str
     lease_seconds: float
     journal: Sequence[JournalEntry] = ()
+    next_step: str | None = None
+    """Id of the step at the cursor (the first step), stored so that recovery can check the
+    step in flight is still the one at that position."""
 
 
 class Checkpoint(NamedTuple):
@@ -84,6 +95,9 @@ class Checkpoint(NamedTuple):
     lease_owner: str | None = None
     lease_seconds: float | None = None
     """Extend the lease to ``now + lease_seconds`` for ``lease_owner``; ``None`` releases it."""
+    next_step: str | None = None
+    """Id of the step at ``cursor`` (the one to run, or in flight), ``None`` past the last
+    step. Stored as given; recovery uses it to refuse a saga whose steps were changed."""
 
 
 class SagaRecord(NamedTuple):
@@ -101,6 +115,7 @@ class SagaRecord(NamedTuple):
     updated_at: datetime
     lease_owner: str | None
     lease_expires_at: datetime | None
+    next_step: str | None = None
 
 
 @runtime_checkable

@@ -46,6 +46,7 @@ def make_new_saga(
     lease_owner: str = DEFAULT_OWNER,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     journal: Sequence[JournalEntry] = (),
+    next_step: str | None = "step-1",
 ) -> NewSaga:
     """Build a :class:`~saga_core.NewSaga` with a fresh id, leased to ``"runner"`` for 60 s."""
     return NewSaga(
@@ -55,6 +56,7 @@ def make_new_saga(
         lease_owner=lease_owner,
         lease_seconds=lease_seconds,
         journal=journal,
+        next_step=next_step,
     )
 
 
@@ -70,6 +72,7 @@ def make_checkpoint(
     error: str | None = None,
     lease_owner: str | None = DEFAULT_OWNER,
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
+    next_step: str | None = None,
 ) -> Checkpoint:
     """Build a :class:`~saga_core.Checkpoint`; by default it keeps the saga RUNNING and renews
     the 60 s lease of ``"runner"`` (pass ``lease_seconds=None`` to release it)."""
@@ -84,6 +87,7 @@ def make_checkpoint(
         error=error,
         lease_owner=lease_owner,
         lease_seconds=lease_seconds,
+        next_step=next_step,
     )
 
 

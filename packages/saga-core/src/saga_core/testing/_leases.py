@@ -289,7 +289,7 @@ class ConcurrencyContract(ContractBase):
         claims: list[tuple[str, SagaRecord]] = []
 
         async def worker(owner: str) -> None:
-            while True:
+            for _ in range(len(ids)):  # bounded, so a storage that repeats sagas cannot hang
                 batch = await storage.claim_recoverable(owner=owner, lease_seconds=60.0, limit=4)
                 if not batch:
                     return

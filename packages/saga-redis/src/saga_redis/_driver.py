@@ -1,0 +1,130 @@
+"""How scripts reach Redis: the package's own connection pool (storages opened from a URL), a
+redis-py asyncio client awaited directly, or a synchronous redis-py client in worker threads
+(``anyio.to_thread``), so that a storage given a client also runs on trio.
+
+A driver only runs scripts; it does not translate errors (the storage does, so that one place
+decides what a driver exception means for a saga).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import anyio.to_thread
+import redis
+import redis.asyncio
+from redis.commands.core import AsyncScript, Script
+
+from saga_core import SagaUsageError
+
+from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack
+from ._scripts import CHECKPOINT, CLAIM, CREATE, READ, SCAN
+
+#: The scripts every driver registers, in the order of the indexes below.
+_SOURCES = (CREATE, CHECKPOINT, CLAIM, SCAN, READ)
+CREATE_SCRIPT, CHECKPOINT_SCRIPT, CLAIM_SCRIPT, SCAN_SCRIPT, READ_SCRIPT = range(len(_SOURCES))
+
+AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+SyncClient = redis.Redis | redis.RedisCluster
+Arg = str | int | bytes
+
+
+class Driver(Protocol):
+    """Runs the storage's scripts on some Redis client."""
+
+    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run script number ``script`` (see the module's constants) and return its reply."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the driver opened itself. Idempotent."""
+        ...
+
+
+def _asyncio_client_on_other_loop() -> SagaUsageError:
+    return SagaUsageError(
+        "RedisSagaStorage was given a redis.asyncio client, which only runs on asyncio, but "
+        "it is used outside an asyncio event loop (on trio?). On trio, pass a synchronous "
+        "redis.Redis client (the storage drives it through worker threads), or open the "
+        "storage with open_storage('redis://...'), which picks the right client itself"
+    )
+
+
+class AsyncioDriver:
+    """Awaits a ``redis.asyncio`` client; refuses to run outside asyncio instead of hanging."""
+
+    __slots__ = ("_client", "_owned", "_scripts")
+
+    def __init__(self, client: AsyncClient, *, owned: bool) -> None:
+        self._client = client
+        self._owned = owned
+        self._scripts: tuple[AsyncScript, ...] = tuple(
+            client.register_script(source) for source in _SOURCES
+        )
+
+    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if not asyncio_is_running():
+            raise _asyncio_client_on_other_loop()
+        # The client's script object runs EVALSHA and loads the script on NOSCRIPT (after a
+        # server restart or SCRIPT FLUSH), then runs it again.
+        return await self._scripts[script](keys, args)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._client.aclose()
+
+
+class ThreadDriver:
+    """Runs a synchronous client in anyio's worker threads, on asyncio or trio.
+
+    The client's connection pool is thread-safe; each concurrent call borrows a connection.
+    A cancelled call waits for its thread, so a write is never left half-known to the caller
+    because of cancellation alone.
+    """
+
+    __slots__ = ("_client", "_owned", "_scripts")
+
+    def __init__(self, client: SyncClient, *, owned: bool) -> None:
+        self._client = client
+        self._owned = owned
+        self._scripts: tuple[Script, ...] = tuple(
+            client.register_script(source) for source in _SOURCES
+        )
+
+    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await anyio.to_thread.run_sync(partial(self._scripts[script], keys, args))
+
+    async def aclose(self) -> None:
+        if self._owned:
+            self._client.close()
+
+
+class RespDriver:
+    """Runs the scripts over the package's own anyio connection pool (:mod:`._resp`): native
+    on asyncio and trio, and the fastest path on both. Scripts are sent by SHA1 and loaded on
+    ``NOSCRIPT`` (a restarted or flushed server), then sent again."""
+
+    __slots__ = ("_loads", "_pool", "_shas")
+
+    def __init__(self, pool: RespPool) -> None:
+        self._pool = pool
+        self._shas = tuple(hashlib.sha1(source.encode()).hexdigest() for source in _SOURCES)
+        self._loads = tuple(pack(("SCRIPT", "LOAD", source)) for source in _SOURCES)
+
+    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        command = pack(("EVALSHA", self._shas[script], len(keys), *keys, *args))
+        reply = await self._pool.execute(command)
+        if isinstance(reply, ServerReplyError) and str(reply).startswith("NOSCRIPT"):
+            loaded = await self._pool.execute(self._loads[script])
+            if isinstance(loaded, ServerReplyError):
+                raise loaded
+            reply = await self._pool.execute(command)
+        if isinstance(reply, ServerReplyError):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

@@ -1,0 +1,109 @@
+"""The key layout: which Redis keys hold a saga, its journal and the recovery indexes.
+
+Every key lives under the storage's prefix and carries a Redis Cluster hash tag naming its
+*shard*, ``{N}`` with ``0 <= N < shards``. A saga's shard is its id (a 128-bit integer)
+modulo the shard count, so a saga's record, its journal and its shard's indexes share one hash
+slot, and every script touches keys of one slot only: each write is one atomic script, on a
+single server and on a cluster alike. With ``shards=1`` (the default) everything lives in one
+slot; a cluster spreads the sagas over its nodes when ``shards`` is larger (see the README).
+
+For the prefix ``saga:`` and a saga in shard 0::
+
+    saga:{0}:record:<saga id>    hash: one saga's state
+    saga:{0}:journal:<saga id>   list: its journal entries, JSON objects, oldest first
+    saga:{0}:updated             sorted set: unfinished sagas of the shard, by last update (µs)
+    saga:{0}:leases              sorted set: unfinished leased sagas of the shard, by expiry (µs)
+    saga:{0}:meta                hash: the layout the shard was written with (shard count)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+from uuid import UUID
+
+from saga_core import SagaUsageError
+
+#: The prefix used when none is given.
+DEFAULT_KEY_PREFIX = "saga:"
+
+# Letters, digits and a few separators. Braces would change the hash tag, and glob characters
+# or spaces would make the keys awkward to SCAN for and to type in redis-cli.
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
+
+#: The layout version stored in each shard's meta hash; bumped by an incompatible change.
+LAYOUT_VERSION = "1"
+
+
+def validate_key_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a valid key prefix, else raise :class:`SagaUsageError`.
+
+    A prefix is 1 to 100 characters: letters, digits and ``_ . : / -``, starting with a letter
+    or digit (``"saga:"``, ``"shop/orders:"``).
+    """
+    if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
+        raise SagaUsageError(
+            f"invalid Redis key prefix {prefix!r}: use 1 to 100 characters among letters, digits "
+            f"and '_.:/-', starting with a letter or digit, e.g. 'saga:' or 'shop:sagas:' "
+            f"(braces would break the cluster hash tags, spaces and glob characters the key "
+            f"scans)"
+        )
+    return prefix
+
+
+class ShardKeys(NamedTuple):
+    """The keys of one shard, and the stems its per-saga keys are built from."""
+
+    record_stem: str
+    """``<prefix>{N}:record:``; a saga's record key is this followed by its id."""
+    journal_stem: str
+    """``<prefix>{N}:journal:``."""
+    updated: str
+    leases: str
+    meta: str
+
+
+class KeyLayout:
+    """Key names for one prefix and shard count (see the module's docstring)."""
+
+    __slots__ = ("prefix", "shards", "_shards")
+
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.prefix = validate_key_prefix(prefix)
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
+            raise SagaUsageError(
+                f"shards must be an int from 1 to 16384 (the cluster's hash slots), got "
+                f"{shards!r}"
+            )
+        self.shards = shards
+        self._shards = tuple(self._build(index) for index in range(shards))
+
+    def _build(self, index: int) -> ShardKeys:
+        base = f"{self.prefix}{{{index}}}:"
+        return ShardKeys(
+            record_stem=f"{base}record:",
+            journal_stem=f"{base}journal:",
+            updated=f"{base}updated",
+            leases=f"{base}leases",
+            meta=f"{base}meta",
+        )
+
+    def shard_of(self, saga_id: UUID) -> ShardKeys:
+        """The keys of the shard that holds ``saga_id``."""
+        return self._shards[saga_id.int % self.shards]
+
+    def all_shards(self) -> tuple[ShardKeys, ...]:
+        """Every shard's keys, shard 0 first."""
+        return self._shards
+
+    def record(self, saga_id: UUID) -> str:
+        """The key of the hash holding ``saga_id``'s state."""
+        return f"{self.shard_of(saga_id).record_stem}{saga_id}"
+
+    def journal(self, saga_id: UUID) -> str:
+        """The key of the list holding ``saga_id``'s journal."""
+        return f"{self.shard_of(saga_id).journal_stem}{saga_id}"
+
+    def pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every key of this layout (the prefix is glob-free)."""
+        return f"{self.prefix}{{*}}:*"

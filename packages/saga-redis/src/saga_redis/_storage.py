@@ -1,0 +1,669 @@
+"""``RedisSagaStorage``: the saga storage protocol on Redis, one atomic script per write."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import ssl
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, NoReturn
+from uuid import UUID
+
+import redis
+import redis.asyncio
+
+from saga_core import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    SagaAlreadyExistsError,
+    SagaError,
+    SagaFinishedError,
+    SagaLeaseHeldError,
+    SagaNotFoundError,
+    SagaRecord,
+    SagaStatus,
+    SagaStorageError,
+    SagaUsageError,
+    SagaVersionConflictError,
+    StorageCorruptedError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+
+from ._driver import (
+    CHECKPOINT_SCRIPT,
+    CLAIM_SCRIPT,
+    CREATE_SCRIPT,
+    READ_SCRIPT,
+    SCAN_SCRIPT,
+    Arg,
+    AsyncioDriver,
+    Driver,
+    RespDriver,
+    ThreadDriver,
+)
+from ._keys import DEFAULT_KEY_PREFIX, LAYOUT_VERSION, KeyLayout, ShardKeys
+from ._resp import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    RespPool,
+    ServerReplyError,
+    parse_redis_url,
+)
+from ._records import (
+    decode_journal,
+    decode_record,
+    encode_applied,
+    encode_entry,
+    micros_to_datetime,
+    pairs,
+    text,
+)
+
+#: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
+DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
+#: How many journal entries a saga keeps by default; older ones are dropped first.
+DEFAULT_MAX_JOURNAL_ENTRIES = 1000
+
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+# Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
+# when other workers keep taking its candidates first.
+_CLAIM_ROUNDS = 5
+_WHAT_LIVES_THERE = (
+    ("record:", "hash"),
+    ("journal:", "list"),
+    ("updated", "sorted set"),
+    ("leases", "sorted set"),
+    ("meta", "hash"),
+)
+_UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+class RedisSagaStorage:
+    """Saga storage on Redis; implements :class:`~saga_core.SagaStorage`.
+
+    Each write (``create``, ``checkpoint``, ``claim``, ``claim_recoverable``) is one server-side
+    script: a compare-and-set on the version, the record, the journal append and the recovery
+    indexes happen all at once or not at all, in one round trip. Times come from the Redis
+    server's clock. The key layout is in the package README.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (awaited directly; asyncio only) or a synchronous
+            ``redis.Redis`` (run in worker threads through ``anyio.to_thread``, so it works on
+            asyncio and trio). The ``RedisCluster`` variants work too. The storage does not
+            close a client it was given. :meth:`from_url` needs no redis-py client at all and
+            is faster on both backends.
+        key_prefix: prefix of every key this storage uses; 1 to 100 letters, digits and
+            ``_.:/-``. Storages with different prefixes share a database without meeting.
+        retain_finished_seconds: how long a COMPLETED or COMPENSATED saga (and its journal)
+            stays readable before Redis deletes it; ``None`` keeps it forever. Unfinished
+            sagas never expire.
+        max_journal_entries: how many journal entries a saga keeps (the oldest are dropped
+            first); ``None`` keeps them all.
+        shards: how many hash slots the sagas are spread over (a saga's keys always share
+            one). Keep 1 on a single server; on a cluster use a few per node. Fixed for a key
+            prefix once sagas are stored: a different count is refused.
+
+    Raises:
+        SagaUsageError: ``client`` is not a redis-py client, or an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster | redis.Redis | redis.RedisCluster,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        *,
+        retain_finished_seconds: float | None = DEFAULT_RETAIN_FINISHED_SECONDS,
+        max_journal_entries: int | None = DEFAULT_MAX_JOURNAL_ENTRIES,
+        shards: int = 1,
+    ) -> None:
+        if isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
+            driver: Driver = AsyncioDriver(client, owned=False)
+        elif isinstance(client, (redis.Redis, redis.RedisCluster)):
+            driver = ThreadDriver(client, owned=False)
+        else:
+            raise SagaUsageError(
+                f"RedisSagaStorage needs a redis-py client (redis.asyncio.Redis, or redis.Redis "
+                f"for trio), got {type(client).__qualname__}; or use "
+                f"RedisSagaStorage.from_url('redis://host:6379/0')"
+            )
+        self._setup(driver, key_prefix, retain_finished_seconds, max_journal_entries, shards)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        retain_finished_seconds: float | None = DEFAULT_RETAIN_FINISHED_SECONDS,
+        max_journal_entries: int | None = DEFAULT_MAX_JOURNAL_ENTRIES,
+        shards: int = 1,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        command_timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> RedisSagaStorage:
+        """Open a storage on ``url``: ``redis://[[user]:password@]host[:port][/db]``, or
+        ``rediss://`` for TLS.
+
+        The storage talks to Redis through its own small connection pool on anyio streams, so
+        it runs natively on asyncio and trio. Nothing connects before the first call, and
+        :meth:`aclose` closes the connections. For Sentinel, Cluster or other client features,
+        pass a redis-py client to the constructor instead.
+
+        Args:
+            url: the server and database; only a ``db`` query parameter is accepted.
+            max_connections: connections open at once per event loop; more concurrent calls
+                wait for one.
+            connect_timeout: seconds to connect (and authenticate) before giving up.
+            command_timeout: seconds to wait for one reply before giving up (``None``: no
+                limit). A timed-out write may still have happened: the next write's version
+                check tells.
+            ssl_context: TLS settings for ``rediss://`` (default: the system's trusted CAs,
+                hostname checked).
+            key_prefix, retain_finished_seconds, max_journal_entries, shards: as for the
+                constructor.
+
+        Raises:
+            SagaUsageError: the URL is not a Redis URL, or an argument is invalid. Messages
+                never repeat the URL, which may hold a password.
+        """
+        pool = RespPool(
+            parse_redis_url(url),
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            ssl_context=ssl_context,
+        )
+        storage = cls.__new__(cls)
+        storage._setup(
+            RespDriver(pool), key_prefix, retain_finished_seconds, max_journal_entries, shards
+        )
+        return storage
+
+    def _setup(
+        self,
+        driver: Driver,
+        key_prefix: str,
+        retain_finished_seconds: float | None,
+        max_journal_entries: int | None,
+        shards: int,
+    ) -> None:
+        layout = KeyLayout(key_prefix, shards)
+        if retain_finished_seconds is not None and (
+            isinstance(retain_finished_seconds, bool)
+            or not isinstance(retain_finished_seconds, (int, float))
+            or not math.isfinite(retain_finished_seconds)
+            or retain_finished_seconds < 0.001
+        ):
+            raise SagaUsageError(
+                f"retain_finished_seconds must be None (keep finished sagas) or a positive "
+                f"number of seconds, got {retain_finished_seconds!r}"
+            )
+        if max_journal_entries is not None and (
+            isinstance(max_journal_entries, bool)
+            or not isinstance(max_journal_entries, int)
+            or max_journal_entries < 1
+        ):
+            raise SagaUsageError(
+                f"max_journal_entries must be None (keep every entry) or an int >= 1, got "
+                f"{max_journal_entries!r}"
+            )
+        self._driver = driver
+        self._layout = layout
+        self._retain_finished_seconds = retain_finished_seconds
+        self._max_journal_entries = max_journal_entries
+        self._retain_arg = (
+            "" if retain_finished_seconds is None else str(round(retain_finished_seconds * 1000))
+        )
+        self._cap_arg = "" if max_journal_entries is None else str(max_journal_entries)
+        self._shards_arg = str(shards)
+        # Write tokens: unique per write, so a write the client retried after a lost reply is
+        # recognised as already applied instead of reported as a conflict.
+        self._token_base = f"{os.urandom(6).hex()}-"
+        self._tokens = itertools.count()
+        self._closed = False
+
+    # --- introspection ------------------------------------------------------------------
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every key this storage uses."""
+        return self._layout.prefix
+
+    @property
+    def shards(self) -> int:
+        """How many hash slots the sagas are spread over."""
+        return self._layout.shards
+
+    @property
+    def retain_finished_seconds(self) -> float | None:
+        """How long finished sagas are kept (``None``: forever)."""
+        return self._retain_finished_seconds
+
+    @property
+    def max_journal_entries(self) -> int | None:
+        """How many journal entries a saga keeps (``None``: all)."""
+        return self._max_journal_entries
+
+    def record_key(self, saga_id: UUID) -> str:
+        """The key of the hash that holds ``saga_id``'s state (for inspection)."""
+        return self._layout.record(saga_id)
+
+    def journal_key(self, saga_id: UUID) -> str:
+        """The key of the list that holds ``saga_id``'s journal (for inspection)."""
+        return self._layout.journal(saga_id)
+
+    # --- protocol -------------------------------------------------------------------------
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+
+        Raises:
+            SagaAlreadyExistsError: the id is stored already (nothing written).
+            StorageCorruptedError: a key of this saga holds data saga-redis did not write.
+            StorageUnavailableError: Redis cannot be reached.
+        """
+        saga_id = saga.saga_id
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        args: list[Arg] = [
+            sid,
+            saga.saga_name,
+            saga.context,
+            _owner(saga.lease_owner),
+            _micros(saga.lease_seconds),
+            self._token(),
+            self._cap_arg,
+            self._shards_arg,
+            LAYOUT_VERSION,
+        ]
+        if saga.journal:
+            args.extend(_entries(saga.journal))
+        record = shard.record_stem + sid
+        keys = (record, shard.journal_stem + sid, shard.updated, shard.leases, shard.meta)
+        reply = await self._run(CREATE_SCRIPT, keys, args)
+        if reply != 0:
+            self._fail(reply, saga_id, record)
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically if the stored version is ``expected_version``.
+
+        A terminal status clears the lease, takes the saga out of the recovery indexes and
+        starts its retention time.
+
+        Raises:
+            SagaNotFoundError: no such saga (or it finished and expired).
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED (checked before the
+                version).
+            SagaVersionConflictError: another runner wrote the saga.
+            SagaUsageError: ``lease_seconds`` without a ``lease_owner``.
+            StorageCorruptedError: a key of this saga holds data saga-redis did not write.
+            StorageUnavailableError: Redis cannot be reached; whether the write happened is
+                unknown, and the next write's version check tells.
+        """
+        saga_id = checkpoint.saga_id
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        status = SagaStatus(checkpoint.status)
+        terminal = status in _TERMINAL
+        lease_seconds = checkpoint.lease_seconds
+        if lease_seconds is None or terminal:
+            owner = ""
+            lease: Arg = 0
+        else:
+            if checkpoint.lease_owner is None:
+                raise SagaUsageError(
+                    f"checkpoint of saga {saga_id} sets lease_seconds without a lease_owner; "
+                    f"pass both, or lease_seconds=None to release the lease"
+                )
+            owner = _owner(checkpoint.lease_owner)
+            lease = _micros(lease_seconds)
+        error = checkpoint.error
+        args: list[Arg] = [
+            sid,
+            checkpoint.expected_version,
+            status.value,
+            "1" if terminal else "0",
+            checkpoint.cursor,
+            encode_applied(checkpoint.applied),
+            checkpoint.context,
+            "0" if error is None else "1",
+            "" if error is None else error,
+            owner,
+            lease,
+            self._token(),
+            self._retain_arg,
+            self._cap_arg,
+        ]
+        journal = checkpoint.journal
+        if journal:
+            args.extend(_entries(journal))
+        record = shard.record_stem + sid
+        keys = (record, shard.journal_stem + sid, shard.updated, shard.leases)
+        reply = await self._run(CHECKPOINT_SCRIPT, keys, args)
+        if reply != 0:
+            self._fail(reply, saga_id, record, expected_version=checkpoint.expected_version)
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            StorageCorruptedError: its hash is not a saga record saga-redis wrote.
+        """
+        record = self._layout.record(saga_id)
+        reply = await self._read(saga_id, record, "record")
+        return decode_record(saga_id, record, pairs(reply))
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return the saga's journal in write order (the newest ``max_journal_entries``).
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            StorageCorruptedError: a journal element is not an entry saga-redis wrote.
+        """
+        journal = self._layout.journal(saga_id)
+        items = await self._read(saga_id, self._layout.record(saga_id), "journal")
+        return decode_journal(saga_id, journal, items)
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming.
+
+        Recoverable: RUNNING, COMPENSATING or FAILED with no lease or an expired one.
+        """
+        _check_limit(limit)
+        if limit == 0:
+            return []
+        found: list[SagaRecord] = []
+        for shard in self._layout.all_shards():
+            found.extend(await self._scan(shard, "list", limit, "", 0))
+        return _oldest(found, limit)
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Lease one saga to ``owner`` for recovery and return its record with the new version.
+
+        Succeeds when the saga is recoverable or already leased to ``owner``.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaLeaseHeldError: another owner's lease has not expired.
+            StorageSchemaError: the key prefix was written with another shard count.
+        """
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        record = shard.record_stem + sid
+        args: list[Arg] = [
+            sid,
+            _owner(owner),
+            _micros(lease_seconds),
+            self._token(),
+            self._shards_arg,
+            LAYOUT_VERSION,
+        ]
+        keys = (record, shard.updated, shard.leases, shard.meta)
+        reply = await self._run(CLAIM_SCRIPT, keys, args)
+        if _tag(reply) != "ok":
+            self._fail(reply, saga_id, record)
+        return decode_record(saga_id, record, pairs(reply[1]))
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Atomically claim up to ``limit`` recoverable sagas for ``owner``, oldest update
+        first, and return their records with the new versions.
+
+        Two concurrent callers never receive the same saga: each claim re-checks, inside the
+        script, that the saga is still recoverable.
+        """
+        _check_limit(limit)
+        owner = _owner(owner)
+        lease = _micros(lease_seconds)
+        if limit == 0:
+            return []
+        shards = self._layout.all_shards()
+        if len(shards) == 1:
+            return await self._scan(shards[0], "claim", limit, owner, lease)
+        # Sharded: find the globally oldest candidates, then claim them shard by shard. A
+        # candidate another worker takes in between is skipped by the claim script.
+        claimed: list[SagaRecord] = []
+        for _ in range(_CLAIM_ROUNDS):
+            wanted = limit - len(claimed)
+            candidates: list[SagaRecord] = []
+            for shard in shards:
+                candidates.extend(await self._scan(shard, "list", wanted, "", 0))
+            if not candidates:
+                break
+            chosen = _oldest(candidates, wanted)
+            order = {record.saga_id: index for index, record in enumerate(chosen)}
+            taken: list[SagaRecord] = []
+            for shard in shards:
+                ids = [str(r.saga_id) for r in chosen if self._layout.shard_of(r.saga_id) is shard]
+                if ids:
+                    taken.extend(await self._scan(shard, "claim", len(ids), owner, lease, ids))
+            claimed.extend(sorted(taken, key=lambda record: order[record.saga_id]))
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    async def aclose(self) -> None:
+        """Close the storage: later calls raise :class:`~saga_core.StorageUnavailableError`.
+
+        Closes the clients the storage opened itself (:meth:`from_url`), never a client it
+        was given. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await self._driver.aclose()
+
+    async def __aenter__(self) -> RedisSagaStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        return f"{self._token_base}{next(self._tokens)}"
+
+    async def _run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if self._closed:
+            raise StorageUnavailableError("the Redis saga storage is closed")
+        try:
+            return await self._driver.run(script, keys, args)
+        except SagaError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, TimeoutError, OSError) as exc:
+            raise StorageUnavailableError(
+                f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its "
+                f"last written state and is recoverable once Redis is back"
+            ) from exc
+        except (redis.ResponseError, ServerReplyError) as exc:
+            message = str(exc)
+            if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
+                _UNAVAILABLE_REPLIES
+            ):
+                raise StorageUnavailableError(
+                    f"Redis cannot take writes now ({message}); retry once it is back"
+                ) from exc
+            if "WRONGTYPE" in message:
+                raise StorageCorruptedError(
+                    f"a key under the prefix {self.key_prefix!r} holds a Redis type saga-redis "
+                    f"does not write there ({message}); nothing was changed"
+                ) from exc
+            raise SagaStorageError(f"Redis refused a saga-redis script: {message}") from exc
+        except redis.RedisError as exc:
+            raise SagaStorageError(
+                f"the Redis client failed ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
+        shard = self._layout.shard_of(saga_id)
+        keys = (record, f"{shard.journal_stem}{saga_id}")
+        reply = await self._run(READ_SCRIPT, keys, (what,))
+        if _tag(reply) != "ok":
+            self._fail(reply, saga_id, record)
+        return reply[1]
+
+    async def _scan(
+        self,
+        shard: ShardKeys,
+        mode: str,
+        limit: int,
+        owner: str,
+        lease: int,
+        ids: Iterable[str] = (),
+    ) -> list[SagaRecord]:
+        args: list[Arg] = [
+            mode,
+            limit,
+            shard.record_stem,
+            owner,
+            lease,
+            self._token(),
+            self._shards_arg,
+            LAYOUT_VERSION,
+        ]
+        args.extend(ids)
+        keys = (shard.updated, shard.leases, shard.meta)
+        reply = await self._run(SCAN_SCRIPT, keys, args)
+        if _tag(reply) != "ok":
+            self._fail(reply, None, shard.meta)
+        records = []
+        for index in range(1, len(reply) - 1, 2):
+            sid = text(reply[index])
+            try:
+                saga_id = UUID(sid)
+            except ValueError as exc:
+                raise StorageCorruptedError(
+                    f"the Redis sorted set {shard.updated!r} holds {sid!r}, which is not a saga "
+                    f"id; it was not written by saga-redis. Remove that member (ZREM)"
+                ) from exc
+            records.append(decode_record(saga_id, shard.record_stem + sid, pairs(reply[index + 1])))
+        return records
+
+    def _fail(
+        self,
+        reply: Any,
+        saga_id: UUID | None,
+        record: str,
+        *,
+        expected_version: int | None = None,
+    ) -> NoReturn:
+        """Raise the core's error for a script's failure reply."""
+        if not isinstance(reply, (list, tuple)) or not reply:
+            raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
+        tag = text(reply[0])
+        detail = [text(item) for item in reply[1:]]
+        saga = f"saga {saga_id}"
+        if tag == "missing":
+            raise SagaNotFoundError(
+                f"no saga with id {saga_id} in Redis under the prefix {self.key_prefix!r} (never "
+                f"stored, or finished and expired after retain_finished_seconds)"
+            )
+        if tag == "exists":
+            raise SagaAlreadyExistsError(
+                f"{saga} already exists; start the saga with a new id, or recover the existing "
+                f"one"
+            )
+        if tag == "finished":
+            raise SagaFinishedError(
+                f"{saga} is {detail[0]}, a final state that is never written again"
+            )
+        if tag == "conflict":
+            raise SagaVersionConflictError(
+                f"{saga} is at version {detail[0]}, not the expected {expected_version}: another "
+                f"runner wrote it; stop without writing"
+            )
+        if tag == "leased":
+            until = micros_to_datetime(int(detail[1])).isoformat()
+            raise SagaLeaseHeldError(
+                f"{saga} is leased to {detail[0]!r} until {until}; it is not stalled, leave it "
+                f"to its owner"
+            )
+        if tag == "type":
+            key, found = detail
+            raise StorageCorruptedError(
+                f"the Redis key {key!r} holds a {found}, not the {_expected_type(key)} saga-redis "
+                f"keeps there: it was not written by saga-redis (does another application use "
+                f"the prefix {self.key_prefix!r}?). Nothing was changed; delete or rename that "
+                f"key, or use another key_prefix"
+            )
+        if tag == "corrupt":
+            raise StorageCorruptedError(
+                f"the Redis hash {detail[0]!r} is not a saga record (its version, status or "
+                f"update time is missing or invalid): it was not written by saga-redis or was "
+                f"changed by hand. Nothing was changed; inspect it with HGETALL"
+            )
+        if tag == "orphan":
+            raise StorageCorruptedError(
+                f"the Redis list {detail[0]!r} exists but {saga} has no record ({record!r}): "
+                f"it was not written by saga-redis, or the record was deleted by hand. Nothing "
+                f"was changed; delete the list to reuse the id"
+            )
+        if tag == "layout":
+            key, shards, layout = detail
+            raise StorageSchemaError(
+                f"the keys under the prefix {self.key_prefix!r} were written with "
+                f"shards={shards or '?'} (layout {layout or '?'}, see {key!r}), but this "
+                f"storage uses shards={self.shards} (layout {LAYOUT_VERSION}); open it with the "
+                f"same shard count, or use another key_prefix"
+            )
+        raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
+
+
+def _tag(reply: Any) -> str:
+    if isinstance(reply, (list, tuple)) and reply:
+        return text(reply[0])
+    return ""
+
+
+def _entries(journal: Sequence[JournalEntry]) -> list[str]:
+    return [encode_entry(entry) for entry in journal]
+
+
+def _owner(owner: object) -> str:
+    if not isinstance(owner, str) or not owner:
+        raise SagaUsageError(f"a lease owner must be a non-empty string, got {owner!r}")
+    return owner
+
+
+def _micros(seconds: object) -> int:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise SagaUsageError(f"lease_seconds must be a finite number >= 0, got {seconds!r}")
+    return round(seconds * 1_000_000)
+
+
+def _check_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SagaUsageError(f"limit must be an int >= 0, got {limit!r}")
+
+
+def _oldest(records: list[SagaRecord], limit: int) -> list[SagaRecord]:
+    return heapq.nsmallest(limit, records, key=lambda record: record.updated_at)
+
+
+def _expected_type(key: str) -> str:
+    # The part after the hash tag names the key's role (the prefix may contain anything).
+    role = key.rsplit("}:", 1)[-1]
+    for start, kind in _WHAT_LIVES_THERE:
+        if role.startswith(start):
+            return kind
+    return "type"

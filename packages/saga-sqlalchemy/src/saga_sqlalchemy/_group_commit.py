@@ -1,0 +1,159 @@
+"""Group commit: concurrent writes of many sagas share one transaction (one commit).
+
+Leader/follower, no background task. A writer that finds a free *lane* leads: it collects the
+writes queued at that moment (up to ``max_batch``; optionally lingering ``max_wait`` seconds
+for more), runs them in one transaction and wakes each writer with its own outcome. A writer
+that finds every lane busy queues and waits; when a leader is done, it hands its lane to the
+oldest waiting writer, whose batch is everything that queued meanwhile. Batches therefore grow
+by themselves with the load, and a lone writer pays no wait at all.
+
+Each writer returns only after the commit that holds its write. A refused write (version
+conflict, finished saga, id taken) is that writer's own error and does not touch the others; a
+failed transaction (connection lost, commit failed) is every writer's error. Two writes of one
+saga never share a batch: the later one waits for the next, so each sees the other's effect.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from uuid import UUID
+
+import anyio
+import anyio.lowlevel
+
+from saga_core import SagaError, SagaStorageError, StorageUnavailableError
+
+from ._operations import Write
+
+ExecuteBatch = Callable[[Sequence[Write]], Awaitable[list[SagaError | None]]]
+
+
+class _Pending:
+    __slots__ = ("error", "event", "finished", "promoted", "saga_id", "taken", "write")
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+        self.saga_id: UUID = write.saga_id
+        self.event = anyio.Event()
+        self.error: BaseException | None = None
+        self.promoted = False  # handed a lane: this writer leads the next batch
+        self.taken = False  # in a batch that is running
+        self.finished = False
+
+
+class GroupCommitter:
+    """Coalesces concurrent :meth:`submit` calls into shared transactions."""
+
+    def __init__(
+        self, execute: ExecuteBatch, *, max_batch: int, max_wait: float, lanes: int
+    ) -> None:
+        self._execute = execute
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._lanes = lanes
+        self._leaders = 0
+        self._queue: deque[_Pending] = deque()
+        self.batches = 0
+        self.writes = 0
+
+    async def submit(self, write: Write) -> None:
+        """Write ``write`` in the next shared transaction; return once it is committed.
+
+        Raises the write's own refusal (``SagaConcurrencyError``/``SagaNotFoundError``), or the
+        storage error that failed its transaction.
+        """
+        item = _Pending(write)
+        self._queue.append(item)
+        if self._leaders < self._lanes:
+            self._leaders += 1
+            item.promoted = True
+        else:
+            try:
+                await item.event.wait()
+            except BaseException:
+                self._abandon(item)
+                raise
+        if not item.finished:
+            await self._lead(item)
+        if item.error is not None:
+            raise item.error
+
+    def _abandon(self, item: _Pending) -> None:
+        """A waiting writer was cancelled: drop its write if no batch took it yet, and pass
+        its lane on if it had been handed one."""
+        if item.taken:
+            return  # its batch runs to the end; the outcome is simply not awaited
+        self._queue.remove(item)
+        if item.promoted:
+            self._hand_over()
+
+    async def _lead(self, me: _Pending) -> None:
+        # Shielded: the writers in the batch wait for this leader, so it must finish and wake
+        # them even if its own caller is cancelled meanwhile (cancellation is delivered after).
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._max_wait > 0 and len(self._queue) < self._max_batch:
+                    await anyio.sleep(self._max_wait)
+                else:
+                    # Let writers that were just woken queue their next write first.
+                    await anyio.lowlevel.checkpoint()
+                batch = self._take_batch(me)
+                await self._run(batch, me)
+            finally:
+                self._hand_over()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+    def _take_batch(self, me: _Pending) -> list[_Pending]:
+        self._queue.remove(me)
+        batch = [me]
+        seen = {me.saga_id}
+        kept: deque[_Pending] = deque()
+        queue = self._queue
+        while queue and len(batch) < self._max_batch:
+            item = queue.popleft()
+            if item.saga_id in seen or item.promoted:
+                kept.append(item)
+                continue
+            seen.add(item.saga_id)
+            batch.append(item)
+        kept.extend(queue)
+        self._queue = kept
+        for item in batch:
+            item.taken = True
+        return batch
+
+    async def _run(self, batch: list[_Pending], me: _Pending) -> None:
+        self.batches += 1
+        self.writes += len(batch)
+        try:
+            outcomes = await self._execute([item.write for item in batch])
+        except Exception as exc:
+            for item in batch:
+                item.error = exc if item is me else _shared_failure(exc)
+        else:
+            for item, outcome in zip(batch, outcomes):
+                item.error = outcome
+        for item in batch:
+            item.finished = True
+            if item is not me:
+                item.event.set()
+
+    def _hand_over(self) -> None:
+        for item in self._queue:
+            if not item.promoted:
+                item.promoted = True
+                item.event.set()
+                return
+        self._leaders -= 1
+
+
+def _shared_failure(exc: Exception) -> BaseException:
+    """The error a follower raises when the transaction holding its write failed: its own
+    instance (one exception object must not be raised by many tasks), same class."""
+    if isinstance(exc, SagaStorageError):
+        copy: BaseException = type(exc)(str(exc))
+    else:
+        copy = StorageUnavailableError(f"the shared transaction holding this write failed: {exc}")
+    copy.__cause__ = exc.__cause__ or exc
+    return copy

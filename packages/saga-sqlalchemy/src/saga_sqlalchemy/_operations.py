@@ -1,0 +1,403 @@
+"""The storage's database operations, each a function of a synchronous SQLAlchemy connection.
+
+They are written with SQLAlchemy Core so that they run on every dialect; a runner (see
+``_runner``) calls them in a worker thread or through an async engine's ``run_sync``.
+
+Writes never raise for a refused compare-and-set: an UPDATE that matches no row is a result,
+not an exception, so one refused checkpoint in a batch does not abort the others (see
+:meth:`Operations.write_batch`). Times come from the database (``now()``) on PostgreSQL and
+from this process's clock elsewhere (SQLite has one writer machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
+
+from saga_core import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    SagaAlreadyExistsError,
+    SagaError,
+    SagaFinishedError,
+    SagaLeaseHeldError,
+    SagaNotFoundError,
+    SagaRecord,
+    SagaStatus,
+    SagaVersionConflictError,
+)
+
+from ._rows import (
+    JOURNAL_COLUMNS,
+    RECORD_COLUMNS,
+    encode_applied,
+    entry_from_row,
+    record_from_row,
+)
+from ._schema import SagaTables, UtcTimestamp, schema_probes
+
+Commit = Callable[[], None]
+Write = NewSaga | Checkpoint
+
+_TERMINAL = (SagaStatus.COMPLETED.value, SagaStatus.COMPENSATED.value)
+_TERMINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+_RECOVERABLE = tuple(status.value for status in SagaStatus if status.is_recoverable)
+_RUNNING = SagaStatus.RUNNING.value
+_UTC = timezone.utc
+
+
+class Operations:
+    """The SQL of one storage: its tables, compiled once for its dialect."""
+
+    def __init__(self, tables: SagaTables, dialect: Dialect) -> None:
+        self.tables = tables
+        self.dialect_name = dialect.name
+        self.db_clock = dialect.name == "postgresql"
+        self.is_sqlite = dialect.name == "sqlite"
+        self.update_returning = bool(getattr(dialect, "update_returning", False))
+        saga = tables.saga
+        c = saga.c
+        self._record_columns = [c[name] for name in RECORD_COLUMNS]
+        if self.db_clock:
+            now: Any = sa.func.now()
+            expires: Any = now + sa.bindparam("b_lease", type_=sa.Interval())
+        else:
+            now = sa.bindparam("b_now", type_=UtcTimestamp())
+            expires = sa.bindparam("b_expires", type_=UtcTimestamp())
+        self._now_sql = now
+        insert: Any
+        if dialect.name == "postgresql":
+            insert = postgresql.insert(saga).on_conflict_do_nothing(index_elements=["saga_id"])
+        elif dialect.name == "sqlite":
+            insert = sqlite.insert(saga).on_conflict_do_nothing(index_elements=["saga_id"])
+        else:
+            insert = sa.insert(saga)
+        # Whether the INSERT says itself if it inserted (RETURNING): some drivers report no
+        # rowcount for a single-row INSERT (psycopg under SQLAlchemy 2.1).
+        self._insert_on_conflict = dialect.name in ("postgresql", "sqlite") and bool(
+            getattr(dialect, "insert_returning", False)
+        )
+        if not self._insert_on_conflict:
+            insert = sa.insert(saga)
+        insert = insert.values(
+            saga_id=sa.bindparam("b_id"),
+            saga_name=sa.bindparam("b_name"),
+            status=_RUNNING,
+            version=1,
+            cursor=0,
+            applied="[]",
+            context=sa.bindparam("b_context"),
+            error=None,
+            created_at=now,
+            updated_at=now,
+            lease_owner=sa.bindparam("b_owner"),
+            lease_expires_at=expires,
+        )
+        self._insert_saga = insert.returning(c.saga_id) if self._insert_on_conflict else insert
+        self._update = (
+            sa.update(saga)
+            .where(
+                c.saga_id == sa.bindparam("b_id"),
+                c.version == sa.bindparam("b_expected"),
+                c.status.not_in(_TERMINAL),
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                version=c.version + 1,
+                cursor=sa.bindparam("b_cursor"),
+                applied=sa.bindparam("b_applied"),
+                context=sa.bindparam("b_context"),
+                error=sa.bindparam("b_error"),
+                updated_at=now,
+                lease_owner=sa.bindparam("b_owner"),
+                lease_expires_at=expires,
+            )
+        )
+        self._insert_journal = sa.insert(tables.journal)
+        self._diagnose = sa.select(c.saga_id, c.status, c.version, c.lease_owner,
+                                   c.lease_expires_at).where(
+            c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
+        )
+        self._load = sa.select(*self._record_columns).where(c.saga_id == sa.bindparam("b_id"))
+        self._load_many = sa.select(*self._record_columns).where(
+            c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
+        )
+        j = tables.journal.c
+        self._history = (
+            sa.select(*(j[name] for name in JOURNAL_COLUMNS))
+            .where(j.saga_id == sa.bindparam("b_id"))
+            .order_by(j.version, j.position)
+        )
+        self._exists = sa.select(c.saga_id).where(c.saga_id == sa.bindparam("b_id"))
+        free = sa.or_(
+            c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= now
+        )
+        self._recoverable = sa.and_(c.status.in_(_RECOVERABLE), free)
+        self._recoverable_order = (c.updated_at, c.created_at, c.saga_id)
+        lease_values = {
+            "version": c.version + 1,
+            "lease_owner": sa.bindparam("b_owner"),
+            "lease_expires_at": expires,
+            "updated_at": now,
+        }
+        claim = (
+            sa.update(saga)
+            .where(
+                c.saga_id == sa.bindparam("b_id"),
+                c.status.not_in(_TERMINAL),
+                sa.or_(free, c.lease_owner == sa.bindparam("b_owner")),
+            )
+            .values(**lease_values)
+        )
+        self._claim = claim.returning(*self._record_columns) if self.update_returning else claim
+        self._claim_many = (
+            sa.update(saga)
+            .where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
+            .values(**lease_values)
+        )
+
+    # --- parameters --------------------------------------------------------------------------
+
+    def _clock(self, lease_seconds: float | None) -> dict[str, Any]:
+        """The time parameters of a write: the lease as an interval on PostgreSQL (the
+        database adds it to ``now()``), else this process's now and expiry."""
+        if self.db_clock:
+            return {"b_lease": None if lease_seconds is None else timedelta(seconds=lease_seconds)}
+        now = datetime.now(_UTC)
+        expires = None if lease_seconds is None else now + timedelta(seconds=lease_seconds)
+        return {"b_now": now, "b_expires": expires}
+
+    @staticmethod
+    def journal_rows(
+        saga_id: UUID, version: int, journal: Sequence[JournalEntry]
+    ) -> list[dict[str, Any]]:
+        """The journal rows one write appends, at the version the write produces."""
+        return [
+            {
+                "saga_id": saga_id,
+                "version": version,
+                "position": position,
+                "step_id": entry.step_id,
+                "direction": entry.direction.value,
+                "event": entry.event.value,
+                "attempt": entry.attempt,
+                "at": entry.at,
+                "error": entry.error,
+            }
+            for position, entry in enumerate(journal)
+        ]
+
+    def _checkpoint_params(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        terminal = checkpoint.status in _TERMINAL_STATUSES
+        lease = None if terminal else checkpoint.lease_seconds
+        params = self._clock(lease)
+        params.update(
+            b_id=checkpoint.saga_id,
+            b_expected=checkpoint.expected_version,
+            b_status=checkpoint.status.value,
+            b_cursor=checkpoint.cursor,
+            b_applied=encode_applied(checkpoint.applied),
+            b_context=checkpoint.context,
+            b_error=checkpoint.error,
+            b_owner=None if lease is None else checkpoint.lease_owner,
+        )
+        return params
+
+    def _new_params(self, saga: NewSaga) -> dict[str, Any]:
+        params = self._clock(saga.lease_seconds)
+        params.update(
+            b_id=saga.saga_id, b_name=saga.saga_name, b_context=saga.context,
+            b_owner=saga.lease_owner,
+        )
+        return params
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def write_batch(
+        self, connection: Connection, commit: Commit, writes: Sequence[Write]
+    ) -> list[SagaError | None]:
+        """Apply creates and checkpoints in one transaction; return each one's refusal.
+
+        A refused write (id taken, version moved on, saga finished or unknown) writes nothing
+        and does not disturb the others. The transaction commits when any write succeeded.
+        """
+        outcomes: list[SagaError | None] = [None] * len(writes)
+        journal: list[dict[str, Any]] = []
+        refused: dict[UUID, int] = {}
+        for index, write in enumerate(writes):
+            if isinstance(write, Checkpoint):
+                result = connection.execute(self._update, self._checkpoint_params(write))
+                if result.rowcount != 1:
+                    refused[write.saga_id] = index
+                    continue
+                version = write.expected_version + 1
+            else:
+                if not self._insert_new(connection, write):
+                    outcomes[index] = SagaAlreadyExistsError(
+                        f"saga {write.saga_id} already exists; start the saga with a new id, "
+                        f"or recover the existing one"
+                    )
+                    continue
+                version = 1
+            if write.journal:
+                journal += self.journal_rows(write.saga_id, version, write.journal)
+        if journal:
+            connection.execute(self._insert_journal, journal)
+        if refused:
+            found = {row[0]: row for row in connection.execute(
+                self._diagnose, {"b_ids": list(refused)}
+            )}
+            for saga_id, index in refused.items():
+                write = writes[index]
+                assert isinstance(write, Checkpoint)
+                outcomes[index] = _checkpoint_refusal(write, found.get(saga_id))
+        if any(outcome is None for outcome in outcomes):
+            commit()
+        return outcomes
+
+    def _insert_new(self, connection: Connection, saga: NewSaga) -> bool:
+        params = self._new_params(saga)
+        if self._insert_on_conflict:
+            return connection.execute(self._insert_saga, params).first() is not None
+        savepoint = connection.begin_nested()
+        try:
+            connection.execute(self._insert_saga, params)
+        except sa.exc.IntegrityError:
+            savepoint.rollback()
+            return False
+        savepoint.commit()
+        return True
+
+    def claim(
+        self, connection: Connection, commit: Commit, saga_id: UUID, owner: str,
+        lease_seconds: float,
+    ) -> SagaRecord:
+        """Lease one saga to ``owner`` (see ``SagaStorage.claim``)."""
+        params = self._clock(lease_seconds)
+        params.update(b_id=saga_id, b_owner=owner)
+        result = connection.execute(self._claim, params)
+        row: Any
+        if self.update_returning:
+            row = result.first()
+        else:
+            row = None
+            if result.rowcount == 1:
+                row = connection.execute(self._load, {"b_id": saga_id}).first()
+        if row is None:
+            found = connection.execute(self._diagnose, {"b_ids": [saga_id]}).first()
+            raise _claim_refusal(saga_id, found)
+        record = record_from_row(row)
+        commit()
+        return record
+
+    def claim_recoverable(
+        self, connection: Connection, commit: Commit, owner: str, lease_seconds: float,
+        limit: int,
+    ) -> list[SagaRecord]:
+        """Claim up to ``limit`` recoverable sagas, oldest update first; concurrent callers
+        never get the same saga (row locks skipped on PostgreSQL, one writer on SQLite)."""
+        if limit <= 0:
+            return []
+        if self.is_sqlite:
+            _begin_immediate(connection)
+        params = self._clock(lease_seconds)
+        params["b_owner"] = owner
+        c = self.tables.saga.c
+        chosen = (
+            sa.select(c.saga_id)
+            .where(self._recoverable)
+            .order_by(*self._recoverable_order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = [row[0] for row in connection.execute(chosen, params)]
+        if not ids:
+            return []
+        connection.execute(self._claim_many, {**params, "b_ids": ids})
+        rows = {row[0]: row for row in connection.execute(self._load_many, {"b_ids": ids})}
+        records = [record_from_row(rows[saga_id]) for saga_id in ids]
+        commit()
+        return records
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def load(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
+        row = connection.execute(self._load, {"b_id": saga_id}).first()
+        if row is None:
+            raise _not_found(saga_id)
+        return record_from_row(row)
+
+    def history(self, connection: Connection, commit: Commit, saga_id: UUID) -> list[JournalEntry]:
+        rows = connection.execute(self._history, {"b_id": saga_id}).all()
+        if not rows and connection.execute(self._exists, {"b_id": saga_id}).first() is None:
+            raise _not_found(saga_id)
+        return [entry_from_row(saga_id, row) for row in rows]
+
+    def list_recoverable(
+        self, connection: Connection, commit: Commit, limit: int
+    ) -> list[SagaRecord]:
+        if limit <= 0:
+            return []
+        query = (
+            sa.select(*self._record_columns)
+            .where(self._recoverable)
+            .order_by(*self._recoverable_order)
+            .limit(limit)
+        )
+        return [record_from_row(row) for row in connection.execute(query, self._clock(None))]
+
+    def check_schema(self, connection: Connection, commit: Commit) -> None:
+        for probe in schema_probes(self.tables):
+            connection.execute(probe).all()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock before reading, so the read and the write that follows see one
+    state (a deferred transaction would fail with SQLITE_BUSY on the upgrade instead)."""
+    driver = connection.connection.driver_connection
+    if not getattr(driver, "in_transaction", False):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _not_found(saga_id: UUID) -> SagaNotFoundError:
+    return SagaNotFoundError(f"no saga with id {saga_id} in storage")
+
+
+def _checkpoint_refusal(checkpoint: Checkpoint, found: Any) -> SagaError:
+    saga_id = checkpoint.saga_id
+    if found is None:
+        return _not_found(saga_id)
+    status, version = found[1], found[2]
+    if status in _TERMINAL:
+        return SagaFinishedError(
+            f"saga {saga_id} is {status}, a final state that is never written again"
+        )
+    return SagaVersionConflictError(
+        f"saga {saga_id} is at version {version}, not the expected "
+        f"{checkpoint.expected_version}: another runner wrote it; stop without writing"
+    )
+
+
+def _claim_refusal(saga_id: UUID, found: Any) -> SagaError:
+    if found is None:
+        return _not_found(saga_id)
+    status, owner, expires = found[1], found[3], found[4]
+    if status in _TERMINAL:
+        return SagaFinishedError(
+            f"saga {saga_id} is {status}, a final state that is never written again"
+        )
+    if owner is not None:
+        until = f" until {expires.isoformat()}" if isinstance(expires, datetime) else ""
+        return SagaLeaseHeldError(
+            f"saga {saga_id} is leased to {owner!r}{until}; it is not stalled, leave it to "
+            f"its owner"
+        )
+    return SagaVersionConflictError(f"saga {saga_id} changed while it was being claimed; retry")
+

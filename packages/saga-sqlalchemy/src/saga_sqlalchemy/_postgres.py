@@ -1,0 +1,196 @@
+"""PostgreSQL: a whole batch of creates and checkpoints in ONE statement (one round trip).
+
+The statement takes every write as arrays (``unnest``), inserts the new sagas
+(``ON CONFLICT DO NOTHING``), applies the checkpoints as one compare-and-set ``UPDATE ... FROM``,
+appends the journal rows of the writes that succeeded, and returns, for each refused write, the
+stored status and version it was refused on, all in one statement. Run outside an explicit
+transaction, it is its own transaction: a checkpoint costs one round trip and one commit, and a
+group-commit batch of a hundred sagas costs the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+from saga_core import (
+    Checkpoint,
+    NewSaga,
+    SagaAlreadyExistsError,
+    SagaError,
+    SagaFinishedError,
+    SagaNotFoundError,
+    SagaStatus,
+    SagaVersionConflictError,
+)
+
+from ._operations import Commit, Write
+from ._rows import encode_applied
+from ._schema import SagaTables
+
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+_TERMINAL_VALUES = ("completed", "compensated")
+
+_TEMPLATE = """
+WITH new_sagas AS (
+    SELECT * FROM unnest(
+        CAST(:n_id AS uuid[]), CAST(:n_name AS text[]), CAST(:n_context AS text[]),
+        CAST(:n_owner AS text[]), CAST(:n_lease AS float8[])
+    ) AS n(saga_id, saga_name, context, owner, lease)
+), changes AS (
+    SELECT * FROM unnest(
+        CAST(:c_id AS uuid[]), CAST(:c_expected AS int[]), CAST(:c_status AS text[]),
+        CAST(:c_cursor AS int[]), CAST(:c_applied AS text[]), CAST(:c_context AS text[]),
+        CAST(:c_error AS text[]), CAST(:c_owner AS text[]), CAST(:c_lease AS float8[])
+    ) AS c(saga_id, expected, status, "cursor", applied, context, error, owner, lease)
+), inserted AS (
+    INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
+                        created_at, updated_at, lease_owner, lease_expires_at)
+    SELECT n.saga_id, n.saga_name, 'running', 1, 0, '[]', n.context, NULL, now(), now(),
+           n.owner, now() + make_interval(secs => n.lease)
+    FROM new_sagas AS n
+    ON CONFLICT (saga_id) DO NOTHING
+    RETURNING saga_id, version
+), updated AS (
+    UPDATE {saga} AS s
+    SET status = c.status, version = s.version + 1, "cursor" = c."cursor",
+        applied = c.applied, context = c.context, error = c.error, updated_at = now(),
+        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease)
+    FROM changes AS c
+    WHERE s.saga_id = c.saga_id AND s.version = c.expected
+      AND s.status NOT IN ('completed', 'compensated')
+    RETURNING s.saga_id, s.version
+), written AS (
+    SELECT saga_id, version FROM inserted UNION ALL SELECT saga_id, version FROM updated
+), journal AS (
+    INSERT INTO {journal} (saga_id, version, position, step_id, direction, event, attempt, at,
+                           error)
+    SELECT e.saga_id, w.version, e.position, e.step_id, e.direction, e.event, e.attempt, e.at,
+           e.error
+    FROM unnest(
+        CAST(:j_id AS uuid[]), CAST(:j_position AS int[]), CAST(:j_step AS text[]),
+        CAST(:j_direction AS text[]), CAST(:j_event AS text[]), CAST(:j_attempt AS int[]),
+        CAST(:j_at AS timestamptz[]), CAST(:j_error AS text[])
+    ) AS e(saga_id, position, step_id, direction, event, attempt, at, error)
+    JOIN written AS w ON w.saga_id = e.saga_id
+)
+SELECT w.saga_id, TRUE, NULL, NULL FROM written AS w
+UNION ALL
+SELECT s.saga_id, FALSE, s.status, s.version FROM {saga} AS s
+WHERE s.saga_id IN (SELECT saga_id FROM changes)
+  AND s.saga_id NOT IN (SELECT saga_id FROM updated)
+"""
+
+_ARRAYS = (
+    "n_id", "n_name", "n_context", "n_owner", "n_lease",
+    "c_id", "c_expected", "c_status", "c_cursor", "c_applied", "c_context", "c_error",
+    "c_owner", "c_lease",
+    "j_id", "j_position", "j_step", "j_direction", "j_event", "j_attempt", "j_at", "j_error",
+)
+
+
+class PostgresBatch:
+    """The one-statement batch write of one storage's tables."""
+
+    def __init__(self, tables: SagaTables, dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.format_table
+        self.text = sa.text(
+            _TEMPLATE.format(saga=quote(tables.saga), journal=quote(tables.journal))
+        )
+        self._driver_sql: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def driver_sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        """The statement as the driver takes it (``$1`` ... for asyncpg), and the order of its
+        parameters; compiled once per dialect."""
+        cached = self._driver_sql.get(dialect.name + dialect.driver)
+        if cached is None:
+            compiled = self.text.compile(dialect=dialect)
+            order = tuple(compiled.positiontup or ())
+            cached = (str(compiled), order)
+            self._driver_sql[dialect.name + dialect.driver] = cached
+        return cached
+
+    @staticmethod
+    def parameters(writes: Sequence[Write]) -> dict[str, list[Any]]:
+        """The statement's array parameters for ``writes`` (at most one write per saga)."""
+        p: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
+        for write in writes:
+            if isinstance(write, Checkpoint):
+                terminal = write.status in _TERMINAL
+                lease = None if terminal else write.lease_seconds
+                p["c_id"].append(write.saga_id)
+                p["c_expected"].append(write.expected_version)
+                p["c_status"].append(write.status.value)
+                p["c_cursor"].append(write.cursor)
+                p["c_applied"].append(encode_applied(write.applied))
+                p["c_context"].append(write.context)
+                p["c_error"].append(write.error)
+                p["c_owner"].append(None if lease is None else write.lease_owner)
+                p["c_lease"].append(None if lease is None else float(lease))
+            else:
+                p["n_id"].append(write.saga_id)
+                p["n_name"].append(write.saga_name)
+                p["n_context"].append(write.context)
+                p["n_owner"].append(write.lease_owner)
+                p["n_lease"].append(float(write.lease_seconds))
+            for position, entry in enumerate(write.journal):
+                p["j_id"].append(write.saga_id)
+                p["j_position"].append(position)
+                p["j_step"].append(entry.step_id)
+                p["j_direction"].append(entry.direction.value)
+                p["j_event"].append(entry.event.value)
+                p["j_attempt"].append(entry.attempt)
+                p["j_at"].append(entry.at)
+                p["j_error"].append(entry.error)
+        return p
+
+    @staticmethod
+    def outcomes(
+        writes: Sequence[Write], rows: Sequence[Sequence[Any]]
+    ) -> list[SagaError | None]:
+        """Each write's refusal (None when it was written) from the statement's rows."""
+        written: set[UUID] = set()
+        refused: dict[UUID, tuple[str, int]] = {}
+        for saga_id, ok, status, version in rows:
+            if ok:
+                written.add(saga_id)
+            else:
+                refused[saga_id] = (status, version)
+        return [
+            None if write.saga_id in written else _refusal(write, refused.get(write.saga_id))
+            for write in writes
+        ]
+
+    def write_batch(
+        self, connection: Connection, commit: Commit, writes: Sequence[Write]
+    ) -> list[SagaError | None]:
+        """Run the batch through SQLAlchemy (any PostgreSQL driver), then commit."""
+        rows = connection.execute(self.text, self.parameters(writes)).all()
+        outcomes = self.outcomes(writes, [tuple(row) for row in rows])
+        if any(outcome is None for outcome in outcomes):
+            commit()
+        return outcomes
+
+
+def _refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
+    saga_id = write.saga_id
+    if isinstance(write, NewSaga):
+        return SagaAlreadyExistsError(
+            f"saga {saga_id} already exists; start the saga with a new id, or recover the "
+            f"existing one"
+        )
+    if found is None:
+        return SagaNotFoundError(f"no saga with id {saga_id} in storage")
+    status, version = found
+    if status in _TERMINAL_VALUES:
+        return SagaFinishedError(
+            f"saga {saga_id} is {status}, a final state that is never written again"
+        )
+    return SagaVersionConflictError(
+        f"saga {saga_id} is at version {version}, not the expected {write.expected_version}: "
+        f"another runner wrote it; stop without writing"
+    )

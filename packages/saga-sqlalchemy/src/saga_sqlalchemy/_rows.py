@@ -1,0 +1,117 @@
+"""Turning stored rows into saga-core records, and refusing rows that cannot be read back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from saga_core import (
+    JournalEntry,
+    SagaRecord,
+    SagaStatus,
+    StepDirection,
+    StepEvent,
+    StorageCorruptedError,
+)
+
+#: The columns of the saga table in the order :func:`record_from_row` reads them.
+RECORD_COLUMNS = (
+    "saga_id",
+    "saga_name",
+    "status",
+    "version",
+    "cursor",
+    "applied",
+    "context",
+    "error",
+    "created_at",
+    "updated_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+JOURNAL_COLUMNS = ("step_id", "direction", "event", "attempt", "at", "error")
+
+_STATUSES = {status.value: status for status in SagaStatus}
+_DIRECTIONS = {direction.value: direction for direction in StepDirection}
+_EVENTS = {event.value: event for event in StepEvent}
+
+
+def encode_applied(applied: Sequence[str]) -> str:
+    """The stored form of a checkpoint's applied step ids: a JSON array."""
+    return json.dumps(list(applied), ensure_ascii=False)
+
+
+def record_from_row(row: Sequence[Any]) -> SagaRecord:
+    """Build a :class:`SagaRecord` from a row of :data:`RECORD_COLUMNS`.
+
+    Raises:
+        StorageCorruptedError: the status is unknown, ``applied`` is not a JSON array of
+            strings, or the context is not valid JSON.
+    """
+    (saga_id, name, status, version, cursor, applied, context, error, created, updated,
+     owner, expires) = row
+    where = f"stored saga {saga_id}"
+    try:
+        status_value = _STATUSES[status]
+    except KeyError:
+        raise StorageCorruptedError(f"{where} has an unknown status {status!r}") from None
+    try:
+        steps = json.loads(applied)
+    except (TypeError, ValueError) as exc:
+        raise StorageCorruptedError(f"{where}: its applied step ids are not valid JSON") from exc
+    if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
+        raise StorageCorruptedError(f"{where}: its applied step ids are not a list of strings")
+    check_context(saga_id, context)
+    return SagaRecord(
+        saga_id=_uuid(saga_id),
+        saga_name=name,
+        status=status_value,
+        version=int(version),
+        cursor=int(cursor),
+        applied=tuple(steps),
+        context=context,
+        error=error,
+        created_at=_when(created, where),
+        updated_at=_when(updated, where),
+        lease_owner=owner,
+        lease_expires_at=None if expires is None else _when(expires, where),
+    )
+
+
+def check_context(saga_id: object, context: object) -> None:
+    """Raise StorageCorruptedError unless ``context`` is valid JSON text."""
+    if not isinstance(context, str):
+        raise StorageCorruptedError(f"stored saga {saga_id}: its context is not text")
+    try:
+        json.loads(context)
+    except ValueError as exc:
+        raise StorageCorruptedError(
+            f"stored saga {saga_id}: its context is not valid JSON ({exc}); the row was changed "
+            f"outside saga-core, restore it from a backup or fix it by hand"
+        ) from exc
+
+
+def entry_from_row(saga_id: UUID, row: Sequence[Any]) -> JournalEntry:
+    """Build a :class:`JournalEntry` from a row of :data:`JOURNAL_COLUMNS`."""
+    step_id, direction, event, attempt, at, error = row
+    try:
+        return JournalEntry(
+            step_id, _DIRECTIONS[direction], _EVENTS[event], int(attempt), at, error
+        )
+    except KeyError as exc:
+        raise StorageCorruptedError(
+            f"journal of saga {saga_id} holds an unknown direction or event {exc}"
+        ) from None
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _when(value: object, where: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise StorageCorruptedError(f"{where} has a timestamp that is not one: {value!r}")
+    return value

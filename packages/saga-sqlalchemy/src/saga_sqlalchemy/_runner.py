@@ -1,0 +1,190 @@
+"""Where the storage's SQL runs: a sync engine in a worker thread, or an async engine/session.
+
+Every database operation of the storage is written once, as a plain function of a synchronous
+:class:`~sqlalchemy.engine.Connection` (see ``_operations``). A runner calls it:
+
+* :class:`ThreadRunner` — a synchronous :class:`~sqlalchemy.engine.Engine` (any sync driver,
+  SQLite's stdlib ``sqlite3`` included) in a worker thread through :mod:`anyio.to_thread`, so
+  it works on asyncio and on trio;
+* :class:`AsyncEngineRunner` — an :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (asyncpg,
+  psycopg async, aiosqlite) through ``AsyncConnection.run_sync``; asyncio only;
+* :class:`AsyncSessionRunner` — one :class:`~sqlalchemy.ext.asyncio.AsyncSession`, used one
+  operation at a time and committed by each write.
+
+An operation receives the connection and a ``commit`` function; whatever it does not commit
+is rolled back. Driver exceptions become saga-core storage errors here, with the cause chained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from saga_core import SagaError, SagaUsageError
+
+from ._errors import translate
+
+T = TypeVar("T")
+
+#: An operation: runs on a sync connection, calls ``commit`` to make its writes durable.
+Operation = Callable[[Connection, Callable[[], None]], T]
+
+
+class Runner(Protocol):
+    """Runs operations against one database."""
+
+    dialect: Dialect
+
+    async def run(self, operation: Operation[T], what: str) -> T:
+        """Run ``operation``; raise saga-core errors (storage errors chain the driver's)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the runner owns (its engine, if it created it)."""
+        ...
+
+
+def _require_asyncio(kind: str) -> None:
+    try:
+        running = anyio.lowlevel.get_async_backend()
+    except RuntimeError:  # anyio's NoEventLoopError, on an event loop it does not know
+        running = None
+    if running is not anyio.lowlevel.get_async_backend("asyncio"):
+        raise SagaUsageError(
+            f"SqlAlchemySagaStorage was given an {kind}, whose drivers run on asyncio only, but "
+            f"this code runs on another event loop (trio?); pass a synchronous Engine instead "
+            f"(e.g. sqlalchemy.create_engine('postgresql+psycopg://...')), which the storage "
+            f"drives from worker threads, or use open_storage('sqlite:///...')"
+        )
+
+
+class ThreadRunner:
+    """Runs operations on a synchronous engine in worker threads (asyncio and trio)."""
+
+    def __init__(self, engine: Engine, *, max_threads: int, owns_engine: bool) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._limiter = anyio.CapacityLimiter(max_threads)
+        self._owns_engine = owns_engine
+
+    async def run(self, operation: Operation[T], what: str) -> T:
+        try:
+            return await anyio.to_thread.run_sync(
+                self._call, operation, limiter=self._limiter
+            )
+        except SagaError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    def _call(self, operation: Operation[T]) -> T:
+        with self.engine.connect() as connection:
+            return operation(connection, connection.commit)
+
+    async def aclose(self) -> None:
+        if self._owns_engine:
+            await anyio.to_thread.run_sync(self.engine.dispose)
+
+
+class AsyncEngineRunner:
+    """Runs operations on an asyncio engine through ``AsyncConnection.run_sync``."""
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._owns_engine = owns_engine
+
+    async def run(self, operation: Operation[T], what: str) -> T:
+        _require_asyncio("AsyncEngine")
+        try:
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(_with_own_commit, operation)
+        except SagaError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    async def run_driver(self, call: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """Run ``call`` with the driver's own connection (asyncpg's), outside any transaction:
+        for a single statement that is its own transaction. A connection that failed is
+        invalidated, so the pool does not hand it out again."""
+        _require_asyncio("AsyncEngine")
+        try:
+            async with self.engine.connect() as connection:
+                fairy = await connection.get_raw_connection()
+                try:
+                    return await call(fairy.driver_connection)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await connection.invalidate()
+                    raise
+        except SagaError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    async def aclose(self) -> None:
+        if self._owns_engine:
+            await self.engine.dispose()
+
+
+def _with_own_commit(connection: Connection, operation: Operation[T]) -> T:
+    return operation(connection, connection.commit)
+
+
+class AsyncSessionRunner:
+    """Runs operations one at a time on a single ``AsyncSession``; each write commits it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        bind = session.bind
+        if bind is None:
+            raise SagaUsageError(
+                "SqlAlchemySagaStorage(session) needs a session bound to an engine, e.g. "
+                "async_sessionmaker(engine)()"
+            )
+        self.dialect = bind.dialect
+        self._lock = anyio.Lock()
+
+    async def run(self, operation: Operation[T], what: str) -> T:
+        _require_asyncio("AsyncSession")
+        async with self._lock:
+            try:
+                return await self.session.run_sync(_in_session, operation)
+            except SagaError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+    async def aclose(self) -> None:
+        """The session belongs to the caller, who closes it."""
+
+
+def _in_session(session: Session, operation: Operation[T]) -> T:
+    committed = False
+
+    def commit() -> None:
+        nonlocal committed
+        session.commit()
+        committed = True
+
+    try:
+        result = operation(session.connection(), commit)
+    except BaseException:
+        session.rollback()
+        raise
+    if not committed:
+        session.rollback()
+    return result
+
+
+def describe_bind(bind: Any) -> str:
+    """A short name of what was passed as the storage's bind, for error messages."""
+    return type(bind).__qualname__

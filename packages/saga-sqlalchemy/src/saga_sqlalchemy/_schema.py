@@ -1,0 +1,165 @@
+"""The two tables a SQL saga storage uses, and the checks that the database holds them.
+
+``saga`` holds one row per saga; ``saga_journal`` holds its history. A journal row is keyed by
+the saga, the version the write that appended it produced, and its position in that write, so
+the history is ordered by ``(version, position)`` without a counter to maintain.
+
+Timestamps are ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and integer microseconds since the
+epoch (UTC) elsewhere: SQLite has no timestamp type, and integers compare and round-trip
+exactly to the microsecond.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase
+
+from saga_core import SagaUsageError
+
+#: The default table names.
+DEFAULT_TABLE = "saga"
+DEFAULT_JOURNAL_TABLE = "saga_journal"
+
+# Portable, unquoted-safe identifiers: a letter or underscore, then letters, digits and
+# underscores, at most 63 characters (PostgreSQL's limit, minus nothing: index names append
+# a suffix and are shortened by us, see _index_name).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def check_identifier(value: object, what: str) -> str:
+    """Return ``value`` if it is a valid table or schema name, else raise SagaUsageError."""
+    if not isinstance(value, str) or _IDENTIFIER.fullmatch(value) is None:
+        raise SagaUsageError(
+            f"{what} must be an identifier (a letter or '_' then letters, digits or '_', at most "
+            f"63 characters), got {value!r}"
+        )
+    return value
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    """The aware UTC datetime of microseconds since the epoch (exact)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+class UtcTimestamp(sa.types.TypeDecorator[datetime]):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, integer microseconds elsewhere."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.BigInteger())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return to_micros(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc)
+        return from_micros(int(value))
+
+
+class SagaTables(NamedTuple):
+    """The tables of one storage, in one :class:`sqlalchemy.MetaData`."""
+
+    metadata: sa.MetaData
+    saga: sa.Table
+    journal: sa.Table
+
+
+def _index_name(table: str, suffix: str) -> str:
+    name = f"ix_{table}_{suffix}"
+    return name if len(name) <= 63 else f"ix_{table[: 62 - len(suffix) - 4]}_{suffix}"
+
+
+def define_tables(
+    metadata: sa.MetaData,
+    *,
+    table: str = DEFAULT_TABLE,
+    journal_table: str = DEFAULT_JOURNAL_TABLE,
+    schema: str | None = None,
+) -> SagaTables:
+    """Add the saga and journal tables to ``metadata`` under the given (validated) names.
+
+    Raises:
+        SagaUsageError: a name is not an identifier, or both tables have the same name.
+    """
+    check_identifier(table, "table")
+    check_identifier(journal_table, "journal_table")
+    if schema is not None:
+        check_identifier(schema, "schema")
+    if table == journal_table:
+        raise SagaUsageError(f"table and journal_table must differ, both are {table!r}")
+    saga = sa.Table(
+        table,
+        metadata,
+        sa.Column("saga_id", sa.Uuid(), primary_key=True),
+        sa.Column("saga_name", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("cursor", sa.Integer(), nullable=False),
+        sa.Column("applied", sa.Text(), nullable=False),
+        sa.Column("context", sa.Text(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcTimestamp(), nullable=False),
+        sa.Column("updated_at", UtcTimestamp(), nullable=False),
+        sa.Column("lease_owner", sa.Text(), nullable=True),
+        sa.Column("lease_expires_at", UtcTimestamp(), nullable=True),
+        sa.Index(_index_name(table, "recoverable"), "status", "lease_expires_at"),
+        schema=schema,
+    )
+    journal = sa.Table(
+        journal_table,
+        metadata,
+        sa.Column("saga_id", sa.Uuid(), primary_key=True),
+        sa.Column("version", sa.Integer(), primary_key=True),
+        sa.Column("position", sa.Integer(), primary_key=True),
+        sa.Column("step_id", sa.Text(), nullable=False),
+        sa.Column("direction", sa.String(16), nullable=False),
+        sa.Column("event", sa.String(16), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("at", UtcTimestamp(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        schema=schema,
+    )
+    return SagaTables(metadata, saga, journal)
+
+
+#: The default tables' metadata: add it to Alembic's ``target_metadata``.
+metadata = sa.MetaData()
+DEFAULT_TABLES = define_tables(metadata)
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose ``metadata`` holds the default saga tables (for Alembic)."""
+
+    metadata = metadata
+
+
+def schema_probes(tables: SagaTables) -> list[sa.Select[Any]]:
+    """Queries that read every column of both tables and return no row: they fail exactly
+    when a table or a column is missing."""
+    return [
+        sa.select(*table.columns).where(sa.false()).limit(1)
+        for table in (tables.saga, tables.journal)
+    ]

@@ -1,0 +1,338 @@
+"""``SqlAlchemySagaStorage``: saga-core's storage protocol on a SQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import sessionmaker
+
+from saga_core import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    SagaError,
+    SagaRecord,
+    SagaStatus,
+    SagaUsageError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+
+from ._group_commit import GroupCommitter
+from ._operations import Operations, Write
+from ._postgres import PostgresBatch
+from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
+from ._schema import DEFAULT_JOURNAL_TABLE, DEFAULT_TABLE, DEFAULT_TABLES, define_tables
+
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+
+#: What the storage accepts as its database.
+Bind = AsyncEngine | async_sessionmaker[Any] | AsyncSession | Engine | sessionmaker[Any]
+
+
+class SqlAlchemySagaStorage:
+    """Saga storage in SQL tables through SQLAlchemy; implements :class:`saga_core.SagaStorage`.
+
+    Args:
+        bind: the database. An ``AsyncEngine`` or ``async_sessionmaker`` (asyncpg, psycopg
+            async, aiosqlite: asyncio only); a synchronous ``Engine`` or ``sessionmaker`` (any
+            sync driver, driven from worker threads: works on asyncio and trio); or a single
+            ``AsyncSession``, which the storage uses one operation at a time and commits at
+            every write (exposed as :attr:`session`).
+        table, journal_table, schema: where the tables are (identifiers; default ``saga`` and
+            ``saga_journal`` in the default schema). Create them with :meth:`create_schema` or
+            an Alembic migration of :attr:`metadata`.
+        group_commit: coalesce concurrent writes of many sagas into shared transactions.
+            Default: on for PostgreSQL, off elsewhere.
+        max_batch: most writes in one shared transaction.
+        max_wait: seconds a batch leader lingers for more writes (0: take what is queued).
+        lanes: shared transactions in flight at once (default 2 on PostgreSQL, else 1).
+        max_threads: worker threads for a synchronous engine (default: its pool size).
+        dispose_engine: dispose the engine on :meth:`aclose` (set by ``open_storage``).
+        auto_create_schema: create the tables on first use instead of checking that they
+            exist (``open_storage`` sets it for SQLite files).
+
+    Raises:
+        SagaUsageError: ``bind`` is of an unsupported kind, a name is not an identifier, or an
+            option is out of range.
+    """
+
+    def __init__(
+        self,
+        bind: Bind,
+        *,
+        table: str = DEFAULT_TABLE,
+        journal_table: str = DEFAULT_JOURNAL_TABLE,
+        schema: str | None = None,
+        group_commit: bool | None = None,
+        max_batch: int = 100,
+        max_wait: float = 0.0,
+        lanes: int | None = None,
+        max_threads: int | None = None,
+        dispose_engine: bool = False,
+        auto_create_schema: bool = False,
+    ) -> None:
+        if (table, journal_table, schema) == (DEFAULT_TABLE, DEFAULT_JOURNAL_TABLE, None):
+            self._tables = DEFAULT_TABLES
+        else:
+            self._tables = define_tables(
+                sa.MetaData(), table=table, journal_table=journal_table, schema=schema
+            )
+        self._schema = schema
+        self._session: AsyncSession | None = None
+        self._runner = self._make_runner(bind, max_threads, dispose_engine)
+        dialect = self._runner.dialect
+        self._ops = Operations(self._tables, dialect)
+        if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+            raise SagaUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not isinstance(max_wait, (int, float)) or not 0 <= max_wait <= 1:
+            raise SagaUsageError(f"max_wait must be seconds between 0 and 1, got {max_wait!r}")
+        if group_commit is None:
+            group_commit = dialect.name == "postgresql"
+        if self._session is not None:
+            group_commit = False  # one session runs one operation at a time anyway
+        if lanes is None:
+            lanes = 2 if dialect.name == "postgresql" else 1
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise SagaUsageError(f"lanes must be an int >= 1, got {lanes!r}")
+        self._batch = PostgresBatch(self._tables, dialect) if dialect.name == "postgresql" else None
+        self._use_driver = (
+            self._batch is not None
+            and isinstance(self._runner, AsyncEngineRunner)
+            and dialect.driver == "asyncpg"
+        )
+        self._group: GroupCommitter | None = None
+        if group_commit:
+            self._group = GroupCommitter(
+                self._execute_batch, max_batch=max_batch, max_wait=float(max_wait), lanes=lanes
+            )
+        self._schema_checked = False
+        self._auto_create_schema = auto_create_schema
+        self._schema_lock = anyio.Lock()
+        self._closed = False
+
+    def _make_runner(self, bind: object, max_threads: int | None, dispose: bool) -> Runner:
+        if isinstance(bind, AsyncSession):
+            self._session = bind
+            return AsyncSessionRunner(bind)
+        if isinstance(bind, (async_sessionmaker, sessionmaker)):
+            engine = bind.kw.get("bind")
+            if engine is None:
+                raise SagaUsageError(
+                    "SqlAlchemySagaStorage got a session maker without an engine; build it "
+                    "with async_sessionmaker(engine) or sessionmaker(engine)"
+                )
+            bind = engine
+        if isinstance(bind, AsyncEngine):
+            return AsyncEngineRunner(bind, owns_engine=dispose)
+        if isinstance(bind, Engine):
+            if max_threads is None:
+                size = getattr(bind.pool, "size", None)
+                pool_size = size() if callable(size) else 5
+                max_threads = max(1, min(pool_size, 40))
+            return ThreadRunner(bind, max_threads=max_threads, owns_engine=dispose)
+        raise SagaUsageError(
+            f"SqlAlchemySagaStorage needs an AsyncEngine, async_sessionmaker, AsyncSession, "
+            f"Engine or sessionmaker, got {type(bind).__qualname__}"
+        )
+
+    # --- what users see beyond the protocol ----------------------------------------------------
+
+    @property
+    def session(self) -> AsyncSession:
+        """The ``AsyncSession`` the storage was given (it commits at every write, so a final
+        ``await storage.session.commit()`` is harmless). Raises SagaUsageError otherwise."""
+        if self._session is None:
+            raise SagaUsageError("this storage was not given an AsyncSession; it has no .session")
+        return self._session
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        """The ``MetaData`` holding this storage's tables, for Alembic's ``target_metadata``."""
+        return self._tables.metadata
+
+    @property
+    def tables(self) -> tuple[sa.Table, sa.Table]:
+        """The saga table and the journal table."""
+        return self._tables.saga, self._tables.journal
+
+    async def create_schema(self) -> None:
+        """Create the tables (and the PostgreSQL schema) if they do not exist."""
+        await self._runner.run(self._create_schema, "creating the saga tables")
+        self._schema_checked = True
+
+    async def drop_schema(self) -> None:
+        """Drop the tables if they exist, with every saga in them."""
+        await self._runner.run(self._drop_schema, "dropping the saga tables")
+        self._schema_checked = False
+
+    async def check_schema(self) -> None:
+        """Check that the tables exist with every column this version needs.
+
+        Raises:
+            StorageSchemaError: a table or column is missing (the message says how to create
+                or migrate them).
+            StorageUnavailableError: the database cannot be reached.
+        """
+        await self._runner.run(self._ops.check_schema, "checking the saga tables")
+        self._schema_checked = True
+
+    def _create_schema(self, connection: Connection, commit: Any) -> None:
+        if self._schema is not None and connection.dialect.name == "postgresql":
+            connection.execute(sa.schema.CreateSchema(self._schema, if_not_exists=True))
+        self._tables.metadata.create_all(connection)
+        commit()
+
+    def _drop_schema(self, connection: Connection, commit: Any) -> None:
+        self._tables.metadata.drop_all(connection)
+        commit()
+
+    # --- protocol ------------------------------------------------------------------------------
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
+        await self._write(saga, f"creating saga {saga.saga_id}")
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically, in one transaction (see
+        :meth:`saga_core.SagaStorage.checkpoint`)."""
+        if (
+            checkpoint.lease_seconds is not None
+            and checkpoint.lease_owner is None
+            and checkpoint.status not in _TERMINAL
+        ):
+            raise SagaUsageError(
+                f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
+                f"lease_owner; pass both, or lease_seconds=None to release the lease"
+            )
+        await self._write(checkpoint, f"checkpoint of saga {checkpoint.saga_id}")
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record. Raises SagaNotFoundError, StorageCorruptedError."""
+        await self._ready()
+        return await self._runner.run(partial(self._ops.load, saga_id=saga_id),
+                                      f"loading saga {saga_id}")
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return the saga's journal in write order. Raises SagaNotFoundError."""
+        await self._ready()
+        return await self._runner.run(partial(self._ops.history, saga_id=saga_id),
+                                      f"reading the journal of saga {saga_id}")
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        _check_limit(limit)
+        await self._ready()
+        return await self._runner.run(partial(self._ops.list_recoverable, limit=limit),
+                                      "listing recoverable sagas")
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Lease one saga to ``owner`` and return it with its new version (see
+        :meth:`saga_core.SagaStorage.claim`)."""
+        await self._ready()
+        operation = partial(self._ops.claim, saga_id=saga_id, owner=owner,
+                            lease_seconds=lease_seconds)
+        return await self._runner.run(operation, f"claiming saga {saga_id}")
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first.
+        Concurrent callers (in any process) never get the same saga."""
+        _check_limit(limit)
+        await self._ready()
+        operation = partial(self._ops.claim_recoverable, owner=owner,
+                            lease_seconds=lease_seconds, limit=limit)
+        return await self._runner.run(operation, "claiming recoverable sagas")
+
+    async def aclose(self) -> None:
+        """Close the storage (and dispose the engine if it opened it). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._runner.aclose()
+
+    async def __aenter__(self) -> SqlAlchemySagaStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise StorageUnavailableError("storage is closed")
+        if self._schema_checked:
+            return
+        async with self._schema_lock:  # the first concurrent callers check it once
+            if self._schema_checked:
+                return
+            if self._auto_create_schema:
+                await self.create_schema()
+                return
+            try:
+                await self.check_schema()
+            except StorageSchemaError as exc:
+                raise StorageSchemaError(
+                    f"the saga tables {self._tables.saga.fullname!r} and "
+                    f"{self._tables.journal.fullname!r} are missing or from an incompatible "
+                    f"version: {exc}"
+                ) from exc.__cause__
+
+    async def _write(self, write: Write, what: str) -> None:
+        await self._ready()
+        if self._group is not None:
+            await self._group.submit(write)
+            return
+        (outcome,) = await self._write_batch((write,), what)
+        if outcome is not None:
+            raise outcome
+
+    async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
+        return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
+
+    async def _write_batch(self, writes: Sequence[Write], what: str) -> list[SagaError | None]:
+        """Write ``writes`` (at most one per saga) in one transaction: one statement on
+        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's."""
+        batch = self._batch
+        if batch is None:
+            return await self._runner.run(partial(self._ops.write_batch, writes=writes), what)
+        if self._use_driver:
+            assert isinstance(self._runner, AsyncEngineRunner)
+            return await self._runner.run_driver(partial(self._asyncpg_batch, batch, writes), what)
+        return await self._runner.run(partial(batch.write_batch, writes=writes), what)
+
+    async def _asyncpg_batch(
+        self, batch: PostgresBatch, writes: Sequence[Write], driver: Any
+    ) -> list[SagaError | None]:
+        sql, order = batch.driver_sql(self._runner.dialect)
+        parameters = batch.parameters(writes)
+        rows = await driver.fetch(sql, *[parameters[name] for name in order])
+        return batch.outcomes(writes, rows)
+
+    @property
+    def group_commit_stats(self) -> tuple[int, int]:
+        """``(transactions, writes)`` done by group commit so far (``(0, 0)`` when off)."""
+        if self._group is None:
+            return (0, 0)
+        return (self._group.batches, self._group.writes)
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise SagaUsageError(f"limit must be an int >= 0, got {limit!r}")
