@@ -26,7 +26,6 @@ import uuid
 from typing import Any
 
 import anyio
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_core import Response, Saga, SagaContext, SagaStepHandler, SagaStepResult, bootstrap
@@ -130,7 +129,7 @@ def sqlite_commits(n: int) -> float:
 
 
 async def pg_commits(n: int, conc: int) -> float:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     table = f"bench_limit_{uuid.uuid4().hex[:8]}"
     pool = await asyncpg.create_pool(PG, min_size=conc, max_size=conc)
@@ -192,16 +191,28 @@ async def main() -> None:
             _emit(out, case=case, error=f"{type(exc).__name__}: {exc}")
             continue
         rate = n / elapsed
-        _emit(out, case=case, sagas_per_s=round(rate, 1),
-              us_per_step=round(elapsed / n / STEPS * 1e6, 1))
+        _emit(
+            out,
+            case=case,
+            sagas_per_s=round(rate, 1),
+            us_per_step=round(elapsed / n / STEPS * 1e6, 1),
+        )
         target = targets[(kind, conc)]
         if target:
-            _emit(out, case=f"target/{kind}/conc={conc}", target_sagas_per_s=round(target, 1),
-                  ratio=round(rate / target, 2))
+            _emit(
+                out,
+                case=f"target/{kind}/conc={conc}",
+                target_sagas_per_s=round(target, 1),
+                ratio=round(rate / target, 2),
+            )
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        _write_json(args.json, out)
+
+
+def _write_json(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,30 @@ async def test_listeners_hear_every_event_with_the_step_id_as_the_breaker_name()
     ]
 
 
+@pytest.mark.anyio
+async def test_a_listener_failing_before_the_trial_does_not_hold_the_trial_slot() -> None:
+    class FailingOnce(RecordingListener):
+        armed = False
+
+        def before_call(self, breaker: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            if self.armed:
+                self.armed = False
+                raise RuntimeError("listener bug")
+
+    listener = FailingOnce()
+    breaker = AioBreakerAdapter(fail_max=1, timeout_duration=0, listeners=[listener])
+    await fail(breaker, "step")
+    listener.armed = True
+    downstream = Downstream()
+
+    with pytest.raises(RuntimeError, match="listener bug"):
+        await breaker.call("step", downstream)
+    assert downstream.calls == 0
+
+    assert await breaker.call("step", downstream) == "done"  # the trial
+    assert await breaker.circuit_state("step") == "closed"
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 
@@ -333,6 +357,15 @@ def test_redis_must_be_a_url_or_a_synchronous_client() -> None:
     with pytest.raises(SagaUsageError, match="not a valid Redis URL") as raised:
         AioBreakerAdapter(redis="http://user:secret@example.invalid/0")
     assert "secret" not in str(raised.value)
+
+
+def test_redis_without_the_redis_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+
+    with pytest.raises(ModuleNotFoundError, match=re.escape('pip install "saga-breaker[redis]"')):
+        AioBreakerAdapter(redis="redis://127.0.0.1:6379/0")
 
 
 @pytest.mark.anyio

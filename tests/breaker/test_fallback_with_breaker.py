@@ -487,11 +487,6 @@ async def test_recovery_compensates_a_primary_that_ran_and_failed_before_its_fal
 # --- misuse the core lets through (reported; these pass once the core is fixed) ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Fallback accepts a class with a `call` attribute as circuit_breaker "
-    "(a runtime-checkable Protocol isinstance check passes for the class itself)",
-)
 def test_fallback_refuses_the_adapter_class_instead_of_an_instance(make_step: StepFactory) -> None:
     with pytest.raises(SagaDefinitionError):
         Fallback(
@@ -517,11 +512,6 @@ class ExplodingListener:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: SagaRun._forward_fallback swallows an exception the breaker raises "
-    "before calling the primary: not journaled, not logged, the fallback runs",
-)
 async def test_an_error_of_the_breaker_itself_is_journaled(
     make_step: StepFactory,
     make_mediator: MediatorFactory,

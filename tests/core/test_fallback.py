@@ -436,24 +436,11 @@ def test_fallback_rejects_a_breaker_without_a_call_method(bad: Any) -> None:
         Fallback(step=Primary, fallback=Secondary, circuit_breaker=bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="core bug: a breaker class passed instead of an instance passes the runtime protocol "
-    "check; at run time its unbound call() raises TypeError, which is taken for a failed "
-    "primary, so the primary is silently never run and the fallback always is",
-)
 def test_fallback_rejects_a_breaker_class_instead_of_an_instance() -> None:
     with pytest.raises(SagaDefinitionError, match="instance"):
         Fallback(step=Primary, fallback=Secondary, circuit_breaker=FakeBreaker)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: with a breaker class instead of an instance the primary is never called "
-    "and the fallback silently runs every time",
-)
 async def test_a_breaker_class_passed_by_mistake_never_silently_skips_the_primary(
     make_step: StepFactory, make_mediator: MediatorFactory, ledger: list[str]
 ) -> None:

@@ -634,19 +634,15 @@ class RushOrderContext(OrderContext):
     rush: bool = True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StorageCorruptedError,
-    reason="core bug: a saga started with a subclass of its context type (which SagaMap "
-    "accepts) is stored with the subclass's fields, but recovery decodes it with the saga's "
-    "declared context type by default and reports the intact record as corrupted",
-)
-async def test_a_saga_started_with_a_context_subclass_recovers_with_the_default_builder(
+async def test_a_saga_started_with_a_context_subclass_asks_for_that_class_as_builder(
     make_step: StepFactory,
     make_mediator: MediatorFactory,
     storage: MemorySagaStorage,
     ledger: list[str],
 ) -> None:
+    """The default builder is the saga's declared context type; a record stored from a
+    subclass is intact, so the error says which builder to pass instead of 'corrupted'."""
+
     class OrderSaga(Saga[OrderContext]):
         steps = [make_step("a"), crash_once("b", ledger)]
 
@@ -654,10 +650,9 @@ async def test_a_saga_started_with_a_context_subclass_recovers_with_the_default_
     with pytest.raises(Crash):
         await make_mediator(OrderContext, OrderSaga).run(RushOrderContext(), saga_id=saga_id)
 
-    outcome = await recover_saga(saga=OrderSaga, saga_id=saga_id, storage=storage)
-
-    assert outcome.status is SagaStatus.COMPLETED
-    assert outcome.context == RushOrderContext()
+    with pytest.raises(SagaRecoveryError, match=r"RushOrderContext.*context_builder") as caught:
+        await recover_saga(saga=OrderSaga, saga_id=saga_id, storage=storage)
+    assert isinstance(caught.value.__cause__, StorageCorruptedError)
 
 
 async def test_a_saga_started_with_a_context_subclass_recovers_with_that_class_as_builder(
@@ -849,13 +844,6 @@ async def test_a_primary_in_flight_at_the_crash_is_compensated_even_if_recovery_
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: a fallback step in flight when the runner died is forgotten when the "
-    "resumed run takes the primary branch: only the primary of the resumed node is counted as "
-    "possibly applied, so the fallback is never compensated",
-)
 async def test_a_fallback_in_flight_at_the_crash_is_compensated_even_if_the_primary_then_succeeds(
     make_step: StepFactory,
     make_mediator: MediatorFactory,

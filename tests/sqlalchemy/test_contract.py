@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import sqlalchemy as sa
 from saga_core import SagaStorage
 from saga_core.testing import SagaStorageContract
 from saga_sqlalchemy import SqlAlchemySagaStorage

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -73,7 +73,7 @@ async def test_public_generics_keep_their_types() -> None:
     # The spelling python-cqrs code uses after `from cqrs.saga import bootstrap`:
     assert_type(bootstrap.bootstrap(sagas_mapper=mediator.saga_map), SagaMediator)
     stream = mediator.stream(PingContext(target="a"))
-    assert_type(stream, AsyncIterator[SagaStepResult[Any, Any]])
+    assert_type(stream, AsyncGenerator[SagaStepResult[Any, Any], None])
     saga_id = uuid.uuid4()
     outcome = await mediator.run(PingContext(target="b"), saga_id=saga_id)
     assert_type(outcome, SagaOutcome)

@@ -82,15 +82,15 @@ class Circuit:
                 breaker.half_open()
                 state = breaker.state
             trial = state.state is HALF_OPEN
-            if trial:
-                if self._trial_running:
-                    raise CircuitOpenError(
-                        f"the circuit of step {self.step_id!r} is half-open and its one trial "
-                        "call is still running, so the primary was not called"
-                    )
-                self._trial_running = True
+            if trial and self._trial_running:
+                raise CircuitOpenError(
+                    f"the circuit of step {self.step_id!r} is half-open and its one trial "
+                    "call is still running, so the primary was not called"
+                )
             for listener in breaker.listeners:
                 listener.before_call(breaker, action)
+            if trial:  # taken last: when a listener raised, no call is made and no slot held
+                self._trial_running = True
             return state, trial
 
     def record_success(self, state: Any, trial: bool) -> None:

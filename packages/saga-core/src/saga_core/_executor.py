@@ -47,6 +47,10 @@ _COMPLETED = SagaStatus.COMPLETED
 _COMPENSATING = SagaStatus.COMPENSATING
 _COMPENSATED = SagaStatus.COMPENSATED
 _FAILED = SagaStatus.FAILED
+_STARTED = StepEvent.STARTED
+_DONE = StepEvent.COMPLETED
+_RAISED = StepEvent.FAILED
+_clock = datetime.now
 
 #: Separates a FAILED saga's original cause from its compensation failure in the error text.
 _FAILURE_SEPARATOR = "\n"
@@ -293,7 +297,9 @@ class SagaRun:
             return
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
             try:
-                await self._write(self.status, self._context_text, self._error_text, lease=False)
+                await self._checkpoint(
+                    self.status, error=self._error_text, strict=False, lease=False
+                )
             except Exception as exc:  # the lease will expire on its own
                 logger.info("saga %s: could not release its lease: %r", self.saga_id, exc)
 
@@ -366,7 +372,13 @@ class SagaRun:
                     JournalEntry(primary.step_id, _ACT, StepEvent.FAILED, 0, _now(), describe(exc))
                 )
             except Exception as exc:
-                if not holder:  # the breaker itself failed; treat it as a failed primary
+                if not holder:
+                    # The breaker itself failed before calling the primary: recorded and
+                    # reported like a failed primary call, so a breaker bug is never silent.
+                    self._journal.append(
+                        JournalEntry(primary.step_id, _ACT, _RAISED, 0, _now(), describe(exc))
+                    )
+                    fire(self._hooks.step_failed, self.saga_id, primary.step_id, _ACT, 0, exc)
                     holder.append(_Call(None, exc, 0, False))
             if holder:
                 primary_call = holder[0]
@@ -464,7 +476,7 @@ class SagaRun:
         while True:
             attempt += 1
             step.attempt = attempt
-            journal.append(JournalEntry(step_id, direction, StepEvent.STARTED, attempt, _now()))
+            journal.append(JournalEntry(step_id, direction, _STARTED, attempt, _clock(_UTC)))
             if hooks.step_started:
                 fire(hooks.step_started, saga_id, step_id, direction, attempt)
             try:
@@ -475,16 +487,14 @@ class SagaRun:
                         value = await method(self.context)
             except Exception as exc:
                 journal.append(
-                    JournalEntry(
-                        step_id, direction, StepEvent.FAILED, attempt, _now(), describe(exc)
-                    )
+                    JournalEntry(step_id, direction, _RAISED, attempt, _clock(_UTC), describe(exc))
                 )
                 fire(hooks.step_failed, saga_id, step_id, direction, attempt, exc)
                 if policy.should_retry(attempt, exc):
                     await anyio.sleep(policy.delay_before(attempt + 1))
                     continue
                 return _Call(None, exc, attempt, True)
-            journal.append(JournalEntry(step_id, direction, StepEvent.COMPLETED, attempt, _now()))
+            journal.append(JournalEntry(step_id, direction, _DONE, attempt, _clock(_UTC)))
             if hooks.step_completed:
                 fire(hooks.step_completed, saga_id, step_id, direction, attempt)
             return _Call(value, None, attempt, True)
@@ -492,21 +502,27 @@ class SagaRun:
     # --- checkpoints -----------------------------------------------------------------------
 
     async def _checkpoint(
-        self, status: SagaStatus, *, error: str | None = None, strict: bool = True
+        self,
+        status: SagaStatus,
+        *,
+        error: str | None = None,
+        strict: bool = True,
+        lease: bool | None = None,
     ) -> None:
+        """Write the runner's state as one compare-and-set checkpoint.
+
+        ``strict=False`` keeps the last stored context when the current one cannot be encoded
+        (a rollback must not be blocked by a context a failed step left unstorable). The lease
+        is renewed for RUNNING/COMPENSATING and released otherwise, unless ``lease`` says.
+        """
         try:
             text = self._codec.encode(self.context)
         except SagaContextError:
             if strict:
                 raise
-            # Rolling back must not be blocked by a context a failed step left unstorable:
-            # the last stored context is kept.
             text = self._context_text
-        await self._write(status, text, error, lease=status is _RUNNING or status is _COMPENSATING)
-
-    async def _write(
-        self, status: SagaStatus, text: str, error: str | None, *, lease: bool
-    ) -> None:
+        if lease is None:
+            lease = status is _RUNNING or status is _COMPENSATING
         journal = self._journal
         await self._storage.checkpoint(
             Checkpoint(

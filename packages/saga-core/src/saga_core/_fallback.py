@@ -63,6 +63,12 @@ class Fallback:
             raise SagaDefinitionError(
                 f"Fallback step and fallback are the same class ({self.step.__qualname__})"
             )
+        if isinstance(self.circuit_breaker, type):
+            raise SagaDefinitionError(
+                "Fallback(circuit_breaker=...) needs a breaker instance, got the class "
+                f"{self.circuit_breaker.__qualname__}; pass an instance: "
+                f"{self.circuit_breaker.__name__}(...)"
+            )
         if self.circuit_breaker is not None and not isinstance(
             self.circuit_breaker, CircuitBreaker
         ):

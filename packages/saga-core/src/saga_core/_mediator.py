@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ._codec import codec_for
@@ -141,13 +141,15 @@ class SagaMediator:
 
     async def stream(
         self, context: Any, saga_id: uuid.UUID | None = None
-    ) -> AsyncIterator[SagaStepResult[Any, Any]]:
+    ) -> AsyncGenerator[SagaStepResult[Any, Any], None]:
         """Run the saga for ``context`` and yield a result per finished step call.
 
         Forward results come first; if a step fails, its failed result is yielded, then one
         result per compensation (``result.is_compensation``), and the stream ends by raising.
         Each result is yielded after its checkpoint is durable. Leaving the loop early, or
-        cancelling it, leaves the saga to recovery (a compensation in progress finishes first).
+        cancelling it, leaves the saga to recovery (a compensation in progress finishes first);
+        wrap it in ``contextlib.aclosing`` to hand the saga back at once rather than when the
+        generator is garbage-collected.
 
         Raises:
             SagaNotRegisteredError: no saga is bound to ``type(context)``.

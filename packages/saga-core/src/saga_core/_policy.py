@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
+
+from ._errors import SagaDefinitionError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +23,7 @@ class RetryPolicy:
         retry_on: exception types that are retried; any other exception fails at once.
 
     Raises:
-        ValueError: when an argument is out of range.
+        SagaDefinitionError: when an argument is of the wrong type or out of range.
     """
 
     attempts: int = 3
@@ -31,19 +34,30 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+        def bad(message: str) -> SagaDefinitionError:
+            return SagaDefinitionError(f"RetryPolicy: {message}")
+
+        if type(self.attempts) is not int or self.attempts < 1:
+            raise bad(f"attempts must be an int of at least 1, got {self.attempts!r}")
+        for name in ("initial_delay", "multiplier", "max_delay", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"{name} must be a number, got {value!r}")
         if self.initial_delay < 0 or self.max_delay < 0:
-            raise ValueError("RetryPolicy delays must not be negative")
+            raise bad("delays must not be negative")
         if self.multiplier < 1:
-            raise ValueError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
+            raise bad(f"multiplier must be >= 1, got {self.multiplier}")
         if not 0 <= self.jitter <= 1:
-            raise ValueError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter}")
-        for exc_type in self.retry_on:
-            if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
-                raise ValueError(
-                    f"RetryPolicy.retry_on must hold Exception subclasses, got {exc_type!r}"
-                )
+            raise bad(f"jitter must be between 0 and 1, got {self.jitter}")
+        retry_on: Any = self.retry_on
+        if isinstance(retry_on, type):
+            # One exception class is accepted for a tuple of one.
+            retry_on = (retry_on,)
+            object.__setattr__(self, "retry_on", retry_on)
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(e, type) and issubclass(e, Exception) for e in retry_on
+        ):
+            raise bad(f"retry_on must be Exception subclasses, got {self.retry_on!r}")
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
         """True when call number ``attempt`` (1-based) failed with ``error`` and another call

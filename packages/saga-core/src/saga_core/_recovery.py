@@ -9,7 +9,7 @@ from uuid import UUID
 
 from ._codec import codec_for
 from ._di import make_step_resolver
-from ._errors import SagaRecoveryError, SagaUsageError, StorageCorruptedError
+from ._errors import SagaError, SagaRecoveryError, SagaUsageError, StorageCorruptedError
 from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks, fire
 from ._mediator import DEFAULT_LEASE_SECONDS, default_owner
@@ -71,13 +71,17 @@ async def recover_saga(
     definition = saga_type.definition()
     record = await storage.load(saga_id)
     check_record_matches(definition, record)
+    # Decoded before the claim too, so a saga that cannot be recovered is not left leased.
+    context = _decode(definition, context_builder, record)
     if record.status.is_terminal:
-        context = _decode(definition, context_builder, record)
         return SagaOutcome(saga_id, record.status, context, None)
     runner = owner or default_owner()
-    record = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
-    check_record_matches(definition, record)
-    context = _decode(definition, context_builder, record)
+    claimed = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
+    if claimed.context != record.context or claimed.status is not record.status:
+        # Someone wrote the saga between the load and the claim: use what is stored now.
+        check_record_matches(definition, claimed)
+        context = _decode(definition, context_builder, claimed)
+    record = claimed
     hooks = Hooks([LoggingObserver(), *observers])
     run = SagaRun(
         definition=definition,
@@ -167,7 +171,20 @@ def _decode(definition: SagaDefinition, builder: ContextBuilder | None, record: 
                 "(Saga[Ctx]); pass context_builder="
             )
     if isinstance(builder, type):
-        return codec_for(builder).decode(record.context)
+        context_type: type[Any] = builder
+        try:
+            return codec_for(context_type).decode(record.context)
+        except StorageCorruptedError as exc:
+            if definition.context_type is context_type:
+                fits = _subclasses_that_decode(context_type, record.context)
+                if fits:
+                    # Not corruption: the saga ran on a subclass of its context type.
+                    raise SagaRecoveryError(
+                        f"saga {record.saga_id}: its stored context is not a "
+                        f"{context_type.__qualname__} but decodes as {', '.join(fits)}; pass that "
+                        "class as context_builder="
+                    ) from exc
+            raise
     try:
         data = json.loads(record.context)
     except ValueError as exc:
@@ -175,3 +192,18 @@ def _decode(definition: SagaDefinition, builder: ContextBuilder | None, record: 
             f"saga {record.saga_id}: stored context is not valid JSON"
         ) from exc
     return builder(data)
+
+
+def _subclasses_that_decode(base: type[Any], text: str) -> list[str]:
+    """Names of the (transitive) subclasses of ``base`` that the stored context decodes as."""
+    found: list[str] = []
+    pending = list(base.__subclasses__())
+    while pending:
+        klass = pending.pop()
+        pending.extend(klass.__subclasses__())
+        try:
+            codec_for(klass).decode(text)
+        except SagaError:  # not storable, or not this class
+            continue
+        found.append(klass.__qualname__)
+    return sorted(found)

@@ -14,7 +14,7 @@ else:  # Python 3.10: the decorator only informs type checkers, so a no-op is en
         return lambda cls: cls
 
 
-@dataclass_transform(kw_only_default=True)
+@dataclass_transform(kw_only_default=True, frozen_default=False)
 class Response:
     """Base for step responses: every subclass becomes a keyword-only dataclass.
 
@@ -24,11 +24,15 @@ class Response:
     persisted, so any field type is allowed. ``Response()`` itself is an empty response.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, frozen: bool | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A subclass already turned into a dataclass by the user keeps the user's options.
-        if "__dataclass_fields__" not in cls.__dict__:
-            dataclasses.dataclass(kw_only=True)(cls)
+        if frozen is None:  # a subclass keeps its parent's frozenness (dataclasses demand it)
+            params = getattr(cls, "__dataclass_params__", None)
+            frozen = bool(params and params.frozen)
+        # Applied here, at class creation, so ``dataclasses.fields`` works at once. A frozen
+        # response is declared ``class R(Response, frozen=True)``: a @dataclass(frozen=True)
+        # decorator on top would keep the non-frozen __init__ generated here.
+        dataclasses.dataclass(kw_only=True, frozen=frozen)(cls)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self)

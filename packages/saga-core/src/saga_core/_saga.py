@@ -106,9 +106,23 @@ def saga_context_type(saga: type[Saga[Any]]) -> type[Any] | None:
             origin = typing.get_origin(base)
             if isinstance(origin, type) and issubclass(origin, Saga):
                 args = typing.get_args(base)
-                if args and isinstance(args[0], type):
+                if args and isinstance(args[0], type) and args[0] is not Any:
                     return args[0]
     return None
+
+
+def _check_policies(owner: type[Any], where: str) -> None:
+    for name in ("retry", "compensation_retry"):
+        value = getattr(owner, name)
+        if value is not None and not isinstance(value, RetryPolicy):
+            raise SagaDefinitionError(f"{where}.{name} must be a RetryPolicy, got {value!r}")
+    timeout = owner.timeout
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise SagaDefinitionError(
+            f"{where}.timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
 
 
 def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
@@ -122,12 +136,10 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
     if not steps:
         raise SagaDefinitionError(f"{where}.steps is empty: a saga needs at least one step")
     context_type = saga_context_type(saga)
-    for name in ("retry", "compensation_retry"):
-        value = getattr(saga, name)
-        if value is not None and not isinstance(value, RetryPolicy):
-            raise SagaDefinitionError(f"{where}.{name} must be a RetryPolicy, got {value!r}")
+    _check_policies(saga, where)
 
     def spec(cls: type[SagaStepHandler[Any, Any]]) -> StepSpec:
+        _check_policies(cls, cls.__qualname__)
         step_ctx = context_type_of(cls)
         if (
             context_type is not None

@@ -129,7 +129,8 @@ def context_type_of(step: type[SagaStepHandler[Any, Any]]) -> type[Any] | None:
             origin = typing.get_origin(base)
             if isinstance(origin, type) and issubclass(origin, SagaStepHandler):
                 args = typing.get_args(base)
-                if args and isinstance(args[0], type):
+                # typing.Any is a class on 3.11+, but it declares no context type.
+                if args and isinstance(args[0], type) and args[0] is not Any:
                     return args[0]
     return None
 

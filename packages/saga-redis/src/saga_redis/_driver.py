@@ -14,10 +14,10 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio.to_thread
-import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript, Script
 
+import redis
 from saga_core import SagaUsageError
 
 from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack
@@ -70,7 +70,13 @@ class AsyncioDriver:
             raise _asyncio_client_on_other_loop()
         # The client's script object runs EVALSHA and loads the script on NOSCRIPT (after a
         # server restart or SCRIPT FLUSH), then runs it again.
-        return await self._scripts[script](keys, args)
+        call = self._scripts[script]
+        try:
+            return await call(keys, args)
+        except redis.ConnectionError:
+            # A pooled connection the server dropped (restart, idle timeout): one more try on
+            # a fresh one. Writes carry a token, so a write that did land is not applied twice.
+            return await call(keys, args)
 
     async def aclose(self) -> None:
         if self._owned:
@@ -95,7 +101,16 @@ class ThreadDriver:
         )
 
     async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return await anyio.to_thread.run_sync(partial(self._scripts[script], keys, args))
+        return await anyio.to_thread.run_sync(
+            partial(self._call, self._scripts[script], keys, args)
+        )
+
+    @staticmethod
+    def _call(script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        try:
+            return script(keys, args)
+        except redis.ConnectionError:
+            return script(keys, args)  # once more, as AsyncioDriver.run does
 
     async def aclose(self) -> None:
         if self._owned:

@@ -66,14 +66,13 @@ class ShardKeys(NamedTuple):
 class KeyLayout:
     """Key names for one prefix and shard count (see the module's docstring)."""
 
-    __slots__ = ("prefix", "shards", "_shards")
+    __slots__ = ("_shards", "prefix", "shards")
 
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = validate_key_prefix(prefix)
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
             raise SagaUsageError(
-                f"shards must be an int from 1 to 16384 (the cluster's hash slots), got "
-                f"{shards!r}"
+                f"shards must be an int from 1 to 16384 (the cluster's hash slots), got {shards!r}"
             )
         self.shards = shards
         self._shards = tuple(self._build(index) for index in range(shards))

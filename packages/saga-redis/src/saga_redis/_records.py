@@ -167,34 +167,33 @@ def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[Journa
     Raises:
         StorageCorruptedError: an element is not a journal entry this storage wrote.
     """
-    entries = []
-    for index, item in enumerate(items):
-        try:
-            data = json.loads(item)
-            at = datetime.fromisoformat(data["at"])
-            if at.utcoffset() != timedelta(0):
-                raise ValueError(f"'at' is not in UTC: {data['at']!r}")
-            error = data["error"]
-            attempt = data["attempt"]
-            step_id = data["step_id"]
-            if not isinstance(step_id, str) or type(attempt) is not int:
-                raise ValueError("'step_id' must be a string and 'attempt' an integer")
-            if error is not None and not isinstance(error, str):
-                raise ValueError("'error' must be a string or null")
-            entries.append(
-                JournalEntry(
-                    step_id=step_id,
-                    direction=_DIRECTIONS[data["direction"]],
-                    event=_EVENTS[data["event"]],
-                    attempt=attempt,
-                    at=at.replace(tzinfo=_UTC),
-                    error=error,
-                )
-            )
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise StorageCorruptedError(
-                f"saga {saga_id}: element {index} of the Redis list {key!r} is not a journal "
-                f"entry ({type(exc).__name__}: {exc}); the key was not written by saga-redis or "
-                f"was changed by hand. Nothing was changed; inspect it with LRANGE"
-            ) from exc
-    return entries
+    return [_decode_entry(saga_id, key, index, item) for index, item in enumerate(items)]
+
+
+def _decode_entry(saga_id: UUID, key: str, index: int, item: Any) -> JournalEntry:
+    try:
+        data = json.loads(item)
+        at = datetime.fromisoformat(data["at"])
+        if at.utcoffset() != timedelta(0):
+            raise ValueError(f"'at' is not in UTC: {data['at']!r}")
+        error = data["error"]
+        attempt = data["attempt"]
+        step_id = data["step_id"]
+        if not isinstance(step_id, str) or type(attempt) is not int:
+            raise ValueError("'step_id' must be a string and 'attempt' an integer")
+        if error is not None and not isinstance(error, str):
+            raise ValueError("'error' must be a string or null")
+        return JournalEntry(
+            step_id=step_id,
+            direction=_DIRECTIONS[data["direction"]],
+            event=_EVENTS[data["event"]],
+            attempt=attempt,
+            at=at.replace(tzinfo=_UTC),
+            error=error,
+        )
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise StorageCorruptedError(
+            f"saga {saga_id}: element {index} of the Redis list {key!r} is not a journal entry "
+            f"({type(exc).__name__}: {exc}); the key was not written by saga-redis or was "
+            f"changed by hand. Nothing was changed; inspect it with LRANGE"
+        ) from exc

@@ -103,8 +103,7 @@ def parse_redis_url(url: str) -> RedisAddress:
     db_text = query["db"][0] if "db" in query else (path or "0")
     if not db_text.isdigit():
         raise SagaUsageError(
-            f"the Redis URL's database must be a number, as in redis://host:6379/0, got "
-            f"{db_text!r}"
+            f"the Redis URL's database must be a number, as in redis://host:6379/0, got {db_text!r}"
         )
     return RedisAddress(
         host=parts.hostname or "localhost",
@@ -263,11 +262,16 @@ class RespPool:
         command_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
-            max_connections < 1
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or (max_connections < 1)
         ):
             raise SagaUsageError(f"max_connections must be an int >= 1, got {max_connections!r}")
-        for name, value in (("connect_timeout", connect_timeout), ("command_timeout", command_timeout)):
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("command_timeout", command_timeout),
+        ):
             if value is not None and (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
@@ -421,7 +425,9 @@ class RespPool:
         if address.db:
             reply = await connection.request(pack(("SELECT", address.db)))
             if isinstance(reply, ServerReplyError):
-                raise SagaUsageError(f"Redis at {where} cannot select database {address.db} ({reply})")
+                raise SagaUsageError(
+                    f"Redis at {where} cannot select database {address.db} ({reply})"
+                )
 
     async def _discard(self, state: _LoopConnections, connection: RespConnection) -> None:
         state.opened -= 1

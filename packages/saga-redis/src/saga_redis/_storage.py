@@ -12,9 +12,9 @@ from types import TracebackType
 from typing import Any, NoReturn
 from uuid import UUID
 
-import redis
 import redis.asyncio
 
+import redis
 from saga_core import (
     Checkpoint,
     JournalEntry,
@@ -47,13 +47,6 @@ from ._driver import (
     ThreadDriver,
 )
 from ._keys import DEFAULT_KEY_PREFIX, LAYOUT_VERSION, KeyLayout, ShardKeys
-from ._resp import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    RespPool,
-    ServerReplyError,
-    parse_redis_url,
-)
 from ._records import (
     decode_journal,
     decode_record,
@@ -62,6 +55,13 @@ from ._records import (
     micros_to_datetime,
     pairs,
     text,
+)
+from ._resp import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    RespPool,
+    ServerReplyError,
+    parse_redis_url,
 )
 
 #: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
@@ -575,8 +575,7 @@ class RedisSagaStorage:
             )
         if tag == "exists":
             raise SagaAlreadyExistsError(
-                f"{saga} already exists; start the saga with a new id, or recover the existing "
-                f"one"
+                f"{saga} already exists; start the saga with a new id, or recover the existing one"
             )
         if tag == "finished":
             raise SagaFinishedError(

@@ -62,8 +62,9 @@ def translate(exc: BaseException, what: str) -> SagaStorageError:
         return StorageUnavailableError(f"{what}: the database connection was lost ({text})")
     state = _sqlstate(exc)
     if (state in ("42P01", "42703", "3F000")) or any(m in lowered for m in _MISSING):
-        return StorageSchemaError(f"{what}: the saga tables are missing or outdated ({text}); "
-                                  f"{SCHEMA_HINT}")
+        return StorageSchemaError(
+            f"{what}: the saga tables are missing or outdated ({text}); {SCHEMA_HINT}"
+        )
     if isinstance(exc, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
         return StorageUnavailableError(f"{what}: the database is unreachable ({text})")
     if state is not None and state.startswith(_UNAVAILABLE_STATES):

@@ -132,7 +132,7 @@ class GroupCommitter:
             for item in batch:
                 item.error = exc if item is me else _shared_failure(exc)
         else:
-            for item, outcome in zip(batch, outcomes):
+            for item, outcome in zip(batch, outcomes, strict=True):
                 item.error = outcome
         for item in batch:
             item.finished = True

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+import sqlalchemy as sa
 from saga_core import (
     Checkpoint,
     JournalEntry,
@@ -121,10 +121,9 @@ class Operations:
             )
         )
         self._insert_journal = sa.insert(tables.journal)
-        self._diagnose = sa.select(c.saga_id, c.status, c.version, c.lease_owner,
-                                   c.lease_expires_at).where(
-            c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
-        )
+        self._diagnose = sa.select(
+            c.saga_id, c.status, c.version, c.lease_owner, c.lease_expires_at
+        ).where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
         self._load = sa.select(*self._record_columns).where(c.saga_id == sa.bindparam("b_id"))
         self._load_many = sa.select(*self._record_columns).where(
             c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
@@ -213,7 +212,9 @@ class Operations:
     def _new_params(self, saga: NewSaga) -> dict[str, Any]:
         params = self._clock(saga.lease_seconds)
         params.update(
-            b_id=saga.saga_id, b_name=saga.saga_name, b_context=saga.context,
+            b_id=saga.saga_id,
+            b_name=saga.saga_name,
+            b_context=saga.context,
             b_owner=saga.lease_owner,
         )
         return params
@@ -251,9 +252,9 @@ class Operations:
         if journal:
             connection.execute(self._insert_journal, journal)
         if refused:
-            found = {row[0]: row for row in connection.execute(
-                self._diagnose, {"b_ids": list(refused)}
-            )}
+            found = {
+                row[0]: row for row in connection.execute(self._diagnose, {"b_ids": list(refused)})
+            }
             for saga_id, index in refused.items():
                 write = writes[index]
                 assert isinstance(write, Checkpoint)
@@ -276,7 +277,11 @@ class Operations:
         return True
 
     def claim(
-        self, connection: Connection, commit: Commit, saga_id: UUID, owner: str,
+        self,
+        connection: Connection,
+        commit: Commit,
+        saga_id: UUID,
+        owner: str,
         lease_seconds: float,
     ) -> SagaRecord:
         """Lease one saga to ``owner`` (see ``SagaStorage.claim``)."""
@@ -298,7 +303,11 @@ class Operations:
         return record
 
     def claim_recoverable(
-        self, connection: Connection, commit: Commit, owner: str, lease_seconds: float,
+        self,
+        connection: Connection,
+        commit: Commit,
+        owner: str,
+        lease_seconds: float,
         limit: int,
     ) -> list[SagaRecord]:
         """Claim up to ``limit`` recoverable sagas, oldest update first; concurrent callers
@@ -400,4 +409,3 @@ def _claim_refusal(saga_id: UUID, found: Any) -> SagaError:
             f"its owner"
         )
     return SagaVersionConflictError(f"saga {saga_id} changed while it was being claimed; retry")
-

@@ -51,8 +51,20 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         StorageCorruptedError: the status is unknown, ``applied`` is not a JSON array of
             strings, or the context is not valid JSON.
     """
-    (saga_id, name, status, version, cursor, applied, context, error, created, updated,
-     owner, expires) = row
+    (
+        saga_id,
+        name,
+        status,
+        version,
+        cursor,
+        applied,
+        context,
+        error,
+        created,
+        updated,
+        owner,
+        expires,
+    ) = row
     where = f"stored saga {saga_id}"
     try:
         status_value = _STATUSES[status]

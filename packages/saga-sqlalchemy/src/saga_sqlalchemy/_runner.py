@@ -21,10 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from saga_core import SagaError, SagaUsageError
@@ -32,6 +31,9 @@ from saga_core import SagaError, SagaUsageError
 from ._errors import translate
 
 T = TypeVar("T")
+
+#: Driver connections an AsyncEngineRunner keeps checked out between statements.
+_KEEP_IDLE = 4
 
 #: An operation: runs on a sync connection, calls ``commit`` to make its writes durable.
 Operation = Callable[[Connection, Callable[[], None]], T]
@@ -52,11 +54,15 @@ class Runner(Protocol):
 
 
 def _require_asyncio(kind: str) -> None:
+    # asyncio is imported only to tell whether an asyncio-only driver can run here.
+    import asyncio
+
     try:
-        running = anyio.lowlevel.get_async_backend()
-    except RuntimeError:  # anyio's NoEventLoopError, on an event loop it does not know
-        running = None
-    if running is not anyio.lowlevel.get_async_backend("asyncio"):
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return
         raise SagaUsageError(
             f"SqlAlchemySagaStorage was given an {kind}, whose drivers run on asyncio only, but "
             f"this code runs on another event loop (trio?); pass a synchronous Engine instead "
@@ -76,9 +82,7 @@ class ThreadRunner:
 
     async def run(self, operation: Operation[T], what: str) -> T:
         try:
-            return await anyio.to_thread.run_sync(
-                self._call, operation, limiter=self._limiter
-            )
+            return await anyio.to_thread.run_sync(self._call, operation, limiter=self._limiter)
         except SagaError:
             raise
         except Exception as exc:
@@ -100,6 +104,8 @@ class AsyncEngineRunner:
         self.engine = engine
         self.dialect = engine.dialect
         self._owns_engine = owns_engine
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+        self._closed = False
 
     async def run(self, operation: Operation[T], what: str) -> T:
         _require_asyncio("AsyncEngine")
@@ -113,24 +119,40 @@ class AsyncEngineRunner:
 
     async def run_driver(self, call: Callable[[Any], Awaitable[T]], what: str) -> T:
         """Run ``call`` with the driver's own connection (asyncpg's), outside any transaction:
-        for a single statement that is its own transaction. A connection that failed is
-        invalidated, so the pool does not hand it out again."""
+        for a single statement that is its own transaction.
+
+        A few such connections stay checked out between calls (the hot path then skips the
+        pool); one that failed is invalidated and never reused.
+        """
         _require_asyncio("AsyncEngine")
         try:
-            async with self.engine.connect() as connection:
-                fairy = await connection.get_raw_connection()
-                try:
-                    return await call(fairy.driver_connection)
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await connection.invalidate()
-                    raise
+            if self._idle:
+                connection, driver = self._idle.pop()
+            else:
+                connection = await self.engine.connect()
+                driver = (await connection.get_raw_connection()).driver_connection
+            try:
+                result = await call(driver)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await connection.invalidate()
+                    await connection.close()
+                raise
+            if len(self._idle) < _KEEP_IDLE and not self._closed:
+                self._idle.append((connection, driver))
+            else:
+                await connection.close()
+            return result
         except SagaError:
             raise
         except Exception as exc:
             raise translate(exc, what) from exc
 
     async def aclose(self) -> None:
+        self._closed = True
+        while self._idle:
+            connection, _ = self._idle.pop()
+            await connection.close()
         if self._owns_engine:
             await self.engine.dispose()
 

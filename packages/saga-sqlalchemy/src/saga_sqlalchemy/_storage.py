@@ -9,11 +9,11 @@ from typing import Any
 from uuid import UUID
 
 import anyio
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
+import sqlalchemy as sa
 from saga_core import (
     Checkpoint,
     JournalEntry,
@@ -186,8 +186,13 @@ class SqlAlchemySagaStorage:
         self._schema_checked = True
 
     def _create_schema(self, connection: Connection, commit: Any) -> None:
-        if self._schema is not None and connection.dialect.name == "postgresql":
-            connection.execute(sa.schema.CreateSchema(self._schema, if_not_exists=True))
+        schema = self._schema
+        if (
+            schema is not None
+            and connection.dialect.name == "postgresql"
+            and not connection.dialect.has_schema(connection, schema)
+        ):
+            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
         self._tables.metadata.create_all(connection)
         commit()
 
@@ -218,28 +223,32 @@ class SqlAlchemySagaStorage:
     async def load(self, saga_id: UUID) -> SagaRecord:
         """Return the saga's record. Raises SagaNotFoundError, StorageCorruptedError."""
         await self._ready()
-        return await self._runner.run(partial(self._ops.load, saga_id=saga_id),
-                                      f"loading saga {saga_id}")
+        return await self._runner.run(
+            partial(self._ops.load, saga_id=saga_id), f"loading saga {saga_id}"
+        )
 
     async def history(self, saga_id: UUID) -> list[JournalEntry]:
         """Return the saga's journal in write order. Raises SagaNotFoundError."""
         await self._ready()
-        return await self._runner.run(partial(self._ops.history, saga_id=saga_id),
-                                      f"reading the journal of saga {saga_id}")
+        return await self._runner.run(
+            partial(self._ops.history, saga_id=saga_id), f"reading the journal of saga {saga_id}"
+        )
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
         """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
         _check_limit(limit)
         await self._ready()
-        return await self._runner.run(partial(self._ops.list_recoverable, limit=limit),
-                                      "listing recoverable sagas")
+        return await self._runner.run(
+            partial(self._ops.list_recoverable, limit=limit), "listing recoverable sagas"
+        )
 
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
         """Lease one saga to ``owner`` and return it with its new version (see
         :meth:`saga_core.SagaStorage.claim`)."""
         await self._ready()
-        operation = partial(self._ops.claim, saga_id=saga_id, owner=owner,
-                            lease_seconds=lease_seconds)
+        operation = partial(
+            self._ops.claim, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
+        )
         return await self._runner.run(operation, f"claiming saga {saga_id}")
 
     async def claim_recoverable(
@@ -249,8 +258,9 @@ class SqlAlchemySagaStorage:
         Concurrent callers (in any process) never get the same saga."""
         _check_limit(limit)
         await self._ready()
-        operation = partial(self._ops.claim_recoverable, owner=owner,
-                            lease_seconds=lease_seconds, limit=limit)
+        operation = partial(
+            self._ops.claim_recoverable, owner=owner, lease_seconds=lease_seconds, limit=limit
+        )
         return await self._runner.run(operation, "claiming recoverable sagas")
 
     async def aclose(self) -> None:
@@ -320,10 +330,18 @@ class SqlAlchemySagaStorage:
     async def _asyncpg_batch(
         self, batch: PostgresBatch, writes: Sequence[Write], driver: Any
     ) -> list[SagaError | None]:
-        sql, order = batch.driver_sql(self._runner.dialect)
-        parameters = batch.parameters(writes)
+        dialect = self._runner.dialect
+        sql, order = batch.driver_sql(batch.statement_for(writes), dialect)
+        parameters = batch.parameters_for(writes)
         rows = await driver.fetch(sql, *[parameters[name] for name in order])
-        return batch.outcomes(writes, rows)
+        if len(writes) != 1:
+            return batch.outcomes(writes, rows)
+        (write,) = writes
+        found = None
+        if not rows and isinstance(write, Checkpoint):
+            sql, _ = batch.driver_sql(batch.diagnose_one, dialect)
+            found = await driver.fetchrow(sql, write.saga_id)
+        return [batch.single_outcome(write, bool(rows), found)]
 
     @property
     def group_commit_stats(self) -> tuple[int, int]:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+import sqlalchemy as sa
 from saga_core import SagaUsageError, StorageNotFoundError
 
 from ._storage import SqlAlchemySagaStorage
@@ -53,8 +53,15 @@ _STORAGE_OPTIONS = frozenset(
     }
 )
 _ENGINE_OPTIONS = frozenset(
-    {"pool_size", "max_overflow", "pool_timeout", "echo", "synchronous", "busy_timeout",
-     "connect_timeout"}
+    {
+        "pool_size",
+        "max_overflow",
+        "pool_timeout",
+        "echo",
+        "synchronous",
+        "busy_timeout",
+        "connect_timeout",
+    }
 )
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -86,8 +93,10 @@ def open_sqlalchemy_storage(url: str, **options: Any) -> SqlAlchemySagaStorage:
     engine_options = {k: v for k, v in options.items() if k in _ENGINE_OPTIONS}
     parsed = _parse(url)
     backend = parsed.get_backend_name()
-    engine = _sqlite_engine(parsed, engine_options) if backend == "sqlite" else _postgres_engine(
-        parsed, engine_options
+    engine = (
+        _sqlite_engine(parsed, engine_options)
+        if backend == "sqlite"
+        else _postgres_engine(parsed, engine_options)
     )
     auto_create = storage_options.pop("create_schema", backend == "sqlite")
     return SqlAlchemySagaStorage(
@@ -163,16 +172,15 @@ def _sqlite_engine(url: URL, options: dict[str, Any]) -> Engine | AsyncEngine:
         common["poolclass"] = StaticPool
     else:
         common.update(_pool_options(options))
+    engine: Engine | AsyncEngine
     if url.get_driver_name() == "aiosqlite":
-        engine: Engine | AsyncEngine = create_async_engine(
-            url, connect_args={"timeout": float(busy)}, **common
-        )
-        sync_engine = engine.sync_engine
+        async_engine = create_async_engine(url, connect_args={"timeout": float(busy)}, **common)
+        engine, sync_engine = async_engine, async_engine.sync_engine
     else:
-        engine = sa.create_engine(
+        sync_engine = sa.create_engine(
             url, connect_args={"timeout": float(busy), "check_same_thread": False}, **common
         )
-        sync_engine = engine
+        engine = sync_engine
 
     @sa.event.listens_for(sync_engine, "connect")
     def _configure(dbapi_connection: Any, record: Any) -> None:
@@ -195,6 +203,4 @@ def _postgres_engine(url: URL, options: dict[str, Any]) -> Engine | AsyncEngine:
     common: dict[str, Any] = {"echo": bool(options.get("echo", False)), **_pool_options(options)}
     if url.get_driver_name() == "asyncpg":
         return create_async_engine(url, connect_args={"timeout": float(timeout)}, **common)
-    return sa.create_engine(
-        url, connect_args={"connect_timeout": max(1, round(timeout))}, **common
-    )
+    return sa.create_engine(url, connect_args={"connect_timeout": max(1, round(timeout))}, **common)

@@ -1,0 +1,323 @@
+"""Bad input gets a clear error and loses nothing: unreachable Redis, keys that are not ours,
+corrupt values, duplicate ids, misuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+
+import anyio
+import pytest
+import redis.asyncio
+
+import redis
+from saga_core import (
+    Response,
+    Saga,
+    SagaAlreadyExistsError,
+    SagaContext,
+    SagaStatus,
+    SagaStepHandler,
+    SagaUsageError,
+    StepDirection,
+    StepEvent,
+    StorageCorruptedError,
+    StorageSchemaError,
+    StorageUnavailableError,
+    bootstrap,
+)
+from saga_core.testing import make_checkpoint, make_entry, make_new_saga
+from saga_redis import RedisSagaStorage
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+CLOSED_PORT_URL = "redis://127.0.0.1:1/14"
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client to plant foreign values and inspect keys."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def storage(redis_url: str, redis_key_prefix: str) -> AsyncIterator[RedisSagaStorage]:
+    async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
+        yield storage
+
+
+# --- Redis unreachable at start -------------------------------------------------------------------
+
+
+async def test_unreachable_redis_raises_storage_unavailable_quickly_with_the_cause() -> None:
+    async with RedisSagaStorage.from_url(CLOSED_PORT_URL) as storage:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailableError, match=re.escape("127.0.0.1:1")) as caught:
+            await storage.create(make_new_saga())
+        assert time.monotonic() - started < 2.0
+        assert isinstance(caught.value.__cause__, OSError)
+        for call in (storage.load(uuid.uuid4()), storage.list_recoverable()):
+            with pytest.raises(StorageUnavailableError):
+                await call
+
+
+async def test_unreachable_redis_through_a_sync_client_raises_storage_unavailable() -> None:
+    client = redis.Redis.from_url(CLOSED_PORT_URL)
+    try:
+        async with RedisSagaStorage(client) as storage:
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailableError) as caught:
+                await storage.create(make_new_saga())
+            assert time.monotonic() - started < 5.0
+            assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_unreachable_redis_through_an_asyncio_client_raises_storage_unavailable() -> None:
+    client = redis.asyncio.Redis.from_url(CLOSED_PORT_URL)
+    try:
+        async with RedisSagaStorage(client) as storage:
+            with pytest.raises(StorageUnavailableError) as caught:
+                await storage.load(uuid.uuid4())
+            assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_an_asyncio_client_on_trio_is_refused_at_once(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    storage = RedisSagaStorage(client)
+    with (
+        anyio.fail_after(5),
+        pytest.raises(SagaUsageError, match=re.escape("synchronous redis.Redis")),
+    ):
+        await storage.create(make_new_saga())
+
+
+async def test_a_closed_storage_refuses_every_call(storage: RedisSagaStorage) -> None:
+    await storage.aclose()
+    with pytest.raises(StorageUnavailableError, match="closed"):
+        await storage.create(make_new_saga())
+
+
+# --- keys that are not ours ---------------------------------------------------------------------
+
+
+async def test_a_foreign_value_at_a_record_key_is_reported_and_left_alone(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga()
+    key = storage.record_key(new.saga_id)
+    raw.set(key, "someone else's value")
+    with pytest.raises(StorageCorruptedError, match="holds a string, not the hash") as caught:
+        await storage.create(new)
+    assert key in str(caught.value)
+    calls = [
+        storage.load(new.saga_id),
+        storage.history(new.saga_id),
+        storage.checkpoint(make_checkpoint(new.saga_id, 1)),
+        storage.claim(new.saga_id, owner="recovery", lease_seconds=5),
+    ]
+    for call in calls:
+        with pytest.raises(StorageCorruptedError, match=re.escape(key)):
+            await call
+    assert raw.get(key) == "someone else's value"
+    assert not raw.exists(storage.journal_key(new.saga_id))
+
+
+async def test_a_foreign_hash_at_a_record_key_is_reported_and_left_alone(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga()
+    key = storage.record_key(new.saga_id)
+    raw.hset(key, mapping={"user": "alice", "version": "many"})
+    with pytest.raises(StorageCorruptedError, match="is not a saga record"):
+        await storage.create(new)
+    with pytest.raises(StorageCorruptedError, match="is not a saga record"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1))
+    with pytest.raises(StorageCorruptedError, match="field 'name'"):
+        await storage.load(new.saga_id)
+    assert raw.hgetall(key) == {"user": "alice", "version": "many"}
+
+
+async def test_a_foreign_value_at_an_index_key_stops_writes_before_anything_is_written(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    existing = make_new_saga()
+    await storage.create(existing)
+    index = f"{redis_key_prefix}{{0}}:leases"
+    raw.delete(index)
+    raw.set(index, "not a sorted set")
+    new = make_new_saga()
+    with pytest.raises(StorageCorruptedError, match="holds a string, not the sorted set"):
+        await storage.create(new)
+    assert not raw.exists(storage.record_key(new.saga_id))
+    with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+        await storage.checkpoint(make_checkpoint(existing.saga_id, 1, journal=[make_entry()]))
+    assert (await storage.load(existing.saga_id)).version == 1
+    assert await storage.history(existing.saga_id) == []
+    with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+        await storage.claim_recoverable(owner="recovery", lease_seconds=5)
+    assert raw.get(index) == "not a sorted set"
+
+
+async def test_a_foreign_value_at_a_journal_key_stops_the_checkpoint(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    journal = storage.journal_key(new.saga_id)
+    raw.hset(journal, "not", "a list")
+    before = await storage.load(new.saga_id)
+    with pytest.raises(StorageCorruptedError, match="holds a hash, not the list"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1))
+    with pytest.raises(StorageCorruptedError, match=re.escape(journal)):
+        await storage.history(new.saga_id)
+    assert await storage.load(new.saga_id) == before
+    assert raw.hgetall(journal) == {"not": "a list"}
+
+
+async def test_a_journal_without_its_record_is_not_adopted(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga()
+    journal = storage.journal_key(new.saga_id)
+    raw.rpush(journal, "left over")
+    with pytest.raises(StorageCorruptedError, match="has no record"):
+        await storage.create(new)
+    assert raw.lrange(journal, 0, -1) == ["left over"]
+    assert not raw.exists(storage.record_key(new.saga_id))
+
+
+# --- corrupt values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("context", "{not json"), ("applied", "reserve"), ("status", "paused"), ("cursor", "x")],
+)
+async def test_a_corrupt_record_field_is_reported_with_key_and_field(
+    storage: RedisSagaStorage, raw: redis.Redis, field: str, value: str
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    key = storage.record_key(new.saga_id)
+    raw.hset(key, field, value)
+    with pytest.raises(StorageCorruptedError, match=f"field '{field}'") as caught:
+        await storage.load(new.saga_id)
+    assert key in str(caught.value)
+    assert raw.hget(key, field) == value
+
+
+async def test_a_corrupt_journal_entry_is_reported_with_its_position(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga(journal=[make_entry("a"), make_entry("b")])
+    await storage.create(new)
+    raw.lset(storage.journal_key(new.saga_id), 1, '{"step_id": "b", "oops": true}')
+    with pytest.raises(StorageCorruptedError, match="element 1 of the Redis list"):
+        await storage.history(new.saga_id)
+
+
+# --- ids and arguments --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Order(SagaContext):
+    order_id: str
+    steps_run: int = 0
+
+
+class Reserve(SagaStepHandler[Order, Response]):
+    async def act(self, context: Order) -> Response:
+        context.steps_run += 1
+        return Response()
+
+
+class OrderSaga(Saga[Order]):
+    steps = [Reserve]
+
+
+async def test_starting_a_saga_id_twice_is_refused_and_the_first_run_is_kept(
+    storage: RedisSagaStorage,
+) -> None:
+    mediator = bootstrap(sagas_mapper=lambda m: m.bind(Order, OrderSaga), saga_storage=storage)
+    saga_id = uuid.uuid4()
+    await mediator.run(Order(order_id="first"), saga_id=saga_id)
+    before = await storage.load(saga_id)
+    second = Order(order_id="second")
+    with pytest.raises(SagaAlreadyExistsError, match=str(saga_id)):
+        await mediator.run(second, saga_id=saga_id)
+    assert second.steps_run == 0
+    assert await storage.load(saga_id) == before
+    assert '"first"' in before.context
+
+
+async def test_a_lease_without_an_owner_is_refused_and_nothing_written(
+    storage: RedisSagaStorage,
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    with pytest.raises(SagaUsageError, match="lease_owner"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1, lease_owner=None))
+    for owner in ("", None):
+        with pytest.raises(SagaUsageError, match="lease owner"):
+            await storage.claim(new.saga_id, owner=owner, lease_seconds=5)  # type: ignore[arg-type]
+    assert (await storage.load(new.saga_id)).version == 1
+
+
+async def test_a_naive_journal_time_is_refused_and_nothing_written(
+    storage: RedisSagaStorage,
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    naive = make_entry(at=datetime(2026, 1, 1, 12, 0))
+    with pytest.raises(SagaUsageError, match="naive"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[naive]))
+    assert (await storage.load(new.saga_id)).version == 1
+
+
+@pytest.mark.parametrize("lease", [-1.0, float("nan"), "60"])
+async def test_an_invalid_lease_length_is_refused(storage: RedisSagaStorage, lease: object) -> None:
+    with pytest.raises(SagaUsageError, match="lease_seconds"):
+        await storage.create(make_new_saga(lease_seconds=lease))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limit", [-1, 2.5, True])
+async def test_an_invalid_limit_is_refused(storage: RedisSagaStorage, limit: object) -> None:
+    with pytest.raises(SagaUsageError, match="limit"):
+        await storage.list_recoverable(limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(SagaUsageError, match="limit"):
+        await storage.claim_recoverable(owner="o", lease_seconds=1, limit=limit)  # type: ignore[arg-type]
+
+
+async def test_a_prefix_written_with_another_shard_count_is_refused(
+    storage: RedisSagaStorage, redis_url: str, redis_key_prefix: str
+) -> None:
+    await storage.create(make_new_saga())
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, shards=2
+    ) as resharded:
+        with pytest.raises(StorageSchemaError, match="shards=1") as caught:
+            for _ in range(20):  # some ids land in shard 1, which has no meta yet
+                await resharded.create(make_new_saga())
+        assert "shards=2" in str(caught.value)
+        with pytest.raises(StorageSchemaError):
+            await resharded.claim_recoverable(owner="recovery", lease_seconds=5)
+
+
+async def test_enums_in_records_come_back_as_enums(storage: RedisSagaStorage) -> None:
+    new = make_new_saga(journal=[make_entry(direction=StepDirection.COMPENSATE)])
+    await storage.create(new)
+    assert (await storage.load(new.saga_id)).status is SagaStatus.RUNNING
+    (entry,) = await storage.history(new.saga_id)
+    assert (entry.direction, entry.event) == (StepDirection.COMPENSATE, StepEvent.STARTED)

@@ -1,0 +1,346 @@
+"""Key layout, URL parsing, RESP framing and value encoding: no server needed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from redis.crc import key_slot
+
+import redis
+from saga_core import (
+    JournalEntry,
+    SagaUsageError,
+    StepDirection,
+    StepEvent,
+    StorageCorruptedError,
+)
+from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
+from saga_redis._keys import KeyLayout, validate_key_prefix
+from saga_redis._records import decode_journal, decode_record, encode_applied, encode_entry
+from saga_redis._resp import (
+    RedisAddress,
+    ServerReplyError,
+    _Incomplete,
+    _parse,
+    pack,
+    parse_redis_url,
+)
+
+# --- key prefix and layout ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["saga:", "a", "shop/orders:sagas-v2.", "X" * 100, "0:"])
+def test_valid_key_prefixes_are_accepted(prefix: str) -> None:
+    assert validate_key_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",
+        ":saga",
+        "sa ga:",
+        "saga{x}:",
+        "saga}:",
+        "saga*:",
+        "sa?ga",
+        "[saga]",
+        "s\n",
+        "é:",
+        "X" * 101,
+    ],
+)
+def test_invalid_key_prefixes_are_refused_with_the_rules(prefix: str) -> None:
+    with pytest.raises(SagaUsageError, match="invalid Redis key prefix") as caught:
+        validate_key_prefix(prefix)
+    assert "letters, digits" in str(caught.value)
+
+
+@pytest.mark.parametrize("prefix", [None, b"saga:", 5])
+def test_a_key_prefix_that_is_not_a_str_is_refused(prefix: object) -> None:
+    with pytest.raises(SagaUsageError):
+        validate_key_prefix(prefix)
+
+
+def test_storage_refuses_an_invalid_prefix_before_touching_redis() -> None:
+    client = redis.Redis(host="127.0.0.1", port=1)
+    with pytest.raises(SagaUsageError, match="invalid Redis key prefix"):
+        RedisSagaStorage(client, key_prefix="bad prefix")
+    with pytest.raises(SagaUsageError, match="invalid Redis key prefix"):
+        RedisSagaStorage.from_url("redis://127.0.0.1:1/0", key_prefix="{tag}")
+
+
+@pytest.mark.parametrize("shards", [1, 3, 16])
+def test_every_key_a_script_touches_for_a_saga_shares_one_hash_slot(shards: int) -> None:
+    layout = KeyLayout(DEFAULT_KEY_PREFIX, shards)
+    for _ in range(200):
+        saga_id = uuid.uuid4()
+        shard = layout.shard_of(saga_id)
+        keys = [
+            layout.record(saga_id),
+            layout.journal(saga_id),
+            shard.updated,
+            shard.leases,
+            shard.meta,
+        ]
+        assert len({key_slot(key.encode()) for key in keys}) == 1, keys
+
+
+def test_shards_spread_sagas_over_distinct_hash_slots() -> None:
+    layout = KeyLayout("saga:", 16)
+    slots = {key_slot(layout.record(uuid.uuid4()).encode()) for _ in range(2000)}
+    assert len(slots) == 16
+
+
+def test_key_names_follow_the_documented_layout() -> None:
+    saga_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    layout = KeyLayout("shop:", 1)
+    assert layout.record(saga_id) == f"shop:{{0}}:record:{saga_id}"
+    assert layout.journal(saga_id) == f"shop:{{0}}:journal:{saga_id}"
+    shard = layout.shard_of(saga_id)
+    assert (shard.updated, shard.leases, shard.meta) == (
+        "shop:{0}:updated",
+        "shop:{0}:leases",
+        "shop:{0}:meta",
+    )
+
+
+@pytest.mark.parametrize("shards", [0, -1, 16385, 1.5, True, "2"])
+def test_invalid_shard_counts_are_refused(shards: object) -> None:
+    with pytest.raises(SagaUsageError, match="shards"):
+        KeyLayout("saga:", shards)  # type: ignore[arg-type]
+
+
+# --- constructor and factory arguments ---------------------------------------------------------
+
+
+def test_storage_refuses_something_that_is_not_a_redis_client() -> None:
+    with pytest.raises(SagaUsageError, match="redis-py client"):
+        RedisSagaStorage(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("retain", [0, -1, float("nan"), float("inf"), "7d", True])
+def test_invalid_retention_is_refused(retain: object) -> None:
+    with pytest.raises(SagaUsageError, match="retain_finished_seconds"):
+        RedisSagaStorage.from_url("redis://127.0.0.1/0", retain_finished_seconds=retain)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cap", [0, -5, 2.5, True])
+def test_invalid_journal_caps_are_refused(cap: object) -> None:
+    with pytest.raises(SagaUsageError, match="max_journal_entries"):
+        RedisSagaStorage.from_url("redis://127.0.0.1/0", max_journal_entries=cap)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_connections", 0),
+        ("connect_timeout", 0),
+        ("command_timeout", -1.0),
+        ("ssl_context", "yes"),
+    ],
+)
+def test_invalid_connection_options_are_refused(option: str, value: object) -> None:
+    with pytest.raises(SagaUsageError, match=option):
+        open_redis_storage("rediss://127.0.0.1/0", **{option: value})
+
+
+def test_the_factory_names_an_unknown_option_and_the_accepted_ones() -> None:
+    with pytest.raises(SagaUsageError, match="socket_timeout") as caught:
+        open_redis_storage("redis://127.0.0.1/0", socket_timeout=3)
+    assert "key_prefix" in str(caught.value)
+
+
+def test_the_storage_reports_its_settings() -> None:
+    storage = RedisSagaStorage.from_url(
+        "redis://127.0.0.1/0",
+        key_prefix="app:",
+        retain_finished_seconds=None,
+        max_journal_entries=None,
+        shards=2,
+    )
+    assert (storage.key_prefix, storage.shards) == ("app:", 2)
+    assert storage.retain_finished_seconds is None
+    assert storage.max_journal_entries is None
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://127.0.0.1:6379/14", RedisAddress("127.0.0.1", 6379, 14, None, None, False)),
+        ("redis://localhost", RedisAddress("localhost", 6379, 0, None, None, False)),
+        ("redis://", RedisAddress("localhost", 6379, 0, None, None, False)),
+        ("REDIS://h:1/", RedisAddress("h", 1, 0, None, None, False)),
+        ("redis://h?db=3", RedisAddress("h", 6379, 3, None, None, False)),
+        ("redis://:s%40cret@h/2", RedisAddress("h", 6379, 2, None, "s@cret", False)),
+        ("redis://app:pw@h:7000/1", RedisAddress("h", 7000, 1, "app", "pw", False)),
+        ("rediss://[::1]:6380/5", RedisAddress("::1", 6380, 5, None, None, True)),
+    ],
+)
+def test_redis_urls_are_parsed(url: str, address: RedisAddress) -> None:
+    assert parse_redis_url(url) == address
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://secret@h/0",
+        "redis://:secret@h:notaport/0",
+        "redis://:secret@h/zero",
+        "redis://:secret@h/0?socket_timeout=3",
+        "redis://:secret@h/0#frag",
+        "unix:///tmp/redis.sock",
+    ],
+)
+def test_bad_redis_urls_are_refused_without_repeating_the_password(url: str) -> None:
+    with pytest.raises(SagaUsageError) as caught:
+        parse_redis_url(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_an_address_describes_itself_without_credentials() -> None:
+    address = parse_redis_url("rediss://user:pw@[::1]:6380/5")
+    assert address.describe() == "rediss://[::1]:6380/5"
+
+
+# --- RESP framing -------------------------------------------------------------------------------
+
+
+def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
+    big = "é" * 5000
+    packed = pack(("SET", "k", 12, b"\x00raw", big))
+    big_bytes = big.encode()
+    assert packed == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$4\r\n\x00raw\r\n"
+        + b"$%d\r\n" % len(big_bytes)
+        + big_bytes
+        + b"\r\n"
+    )
+
+
+def test_replies_are_parsed() -> None:
+    reply = b"*6\r\n:0\r\n$3\r\nabc\r\n$-1\r\n+OK\r\n*2\r\n$0\r\n\r\n:-7\r\n*-1\r\n-ERR no\r\n"
+    value, used = _parse(bytearray(reply), 0)
+    assert value == [0, b"abc", None, b"OK", [b"", -7], None]
+    error, end = _parse(bytearray(reply), used)
+    assert isinstance(error, ServerReplyError)
+    assert str(error) == "ERR no"
+    assert end == len(reply)
+
+
+@pytest.mark.parametrize("cut", [1, 4, 9, 12, 15])
+def test_a_partial_reply_asks_for_more(cut: int) -> None:
+    with pytest.raises(_Incomplete):
+        _parse(bytearray(b"*2\r\n$3\r\nabc\r\n:1\r\n"[:cut]), 0)
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def test_journal_entries_round_trip_and_are_json_objects() -> None:
+    paris = timezone(timedelta(hours=2))
+    entries = [
+        JournalEntry(
+            "s.Réserve",
+            StepDirection.ACT,
+            StepEvent.FAILED,
+            3,
+            datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+            'E: "q"\n😀',
+        ),
+        JournalEntry(
+            "s.Charge",
+            StepDirection.COMPENSATE,
+            StepEvent.COMPLETED,
+            1,
+            datetime(2026, 1, 2, 5, 4, 5, 0, tzinfo=paris),
+        ),
+    ]
+    encoded = [encode_entry(entry) for entry in entries]
+    assert json.loads(encoded[0]) == {
+        "step_id": "s.Réserve",
+        "direction": "act",
+        "event": "failed",
+        "attempt": 3,
+        "at": "2026-01-02T03:04:05.000006+00:00",
+        "error": 'E: "q"\n😀',
+    }
+    assert json.loads(encoded[1])["at"] == "2026-01-02T03:04:05.000000+00:00"
+    decoded = decode_journal(uuid.uuid4(), "k", encoded)
+    assert decoded == entries
+    assert all(entry.at.tzinfo is timezone.utc for entry in decoded)
+
+
+def test_a_naive_journal_time_is_refused() -> None:
+    entry = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, datetime(2026, 1, 1))
+    with pytest.raises(SagaUsageError, match="naive"):
+        encode_entry(entry)
+
+
+def test_applied_step_ids_are_a_json_array() -> None:
+    assert encode_applied(()) == "[]"
+    assert json.loads(encode_applied(("a", 'b"c', "日本"))) == ["a", 'b"c', "日本"]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "not json",
+        "[1, 2]",
+        '{"step_id": "s"}',
+        '{"step_id": "s", "direction": "sideways", "event": "started", "attempt": 1, '
+        '"at": "2026-01-01T00:00:00.000000+00:00", "error": null}',
+        '{"step_id": "s", "direction": "act", "event": "started", "attempt": "1", '
+        '"at": "2026-01-01T00:00:00.000000+00:00", "error": null}',
+        '{"step_id": "s", "direction": "act", "event": "started", "attempt": 1, '
+        '"at": "2026-01-01T00:00:00.000000+02:00", "error": null}',
+        '{"step_id": "s", "direction": "act", "event": "started", "attempt": 1, '
+        '"at": "yesterday", "error": null}',
+    ],
+)
+def test_a_foreign_journal_element_is_reported_with_its_key(item: str) -> None:
+    with pytest.raises(StorageCorruptedError, match="element 0 of the Redis list 'the-key'"):
+        decode_journal(uuid.uuid4(), "the-key", [item.encode()])
+
+
+_GOOD = {
+    "name": b"n",
+    "status": b"running",
+    "version": b"1",
+    "cursor": b"0",
+    "applied": b"[]",
+    "context": b"{}",
+    "created": b"1",
+    "updated": b"2",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("status", b"paused"),
+        ("version", b"one"),
+        ("applied", b"{}"),
+        ("applied", b"[1]"),
+        ("context", b"{not json"),
+        ("updated", None),
+        ("name", None),
+        ("expires", b"soon"),
+    ],
+)
+def test_a_foreign_record_field_is_reported_with_its_key_and_field(
+    field: str, value: bytes | None
+) -> None:
+    fields = dict(_GOOD)
+    if value is None:
+        del fields[field]
+    else:
+        fields[field] = value
+    with pytest.raises(StorageCorruptedError, match=f"field '{field}' of the Redis hash 'the-key'"):
+        decode_record(uuid.uuid4(), "the-key", fields)

@@ -1,0 +1,220 @@
+"""Redis going away mid-saga: the run stops with StorageUnavailableError, the saga keeps its last
+checkpoint, and recovery finishes it once Redis is back. A dropped connection or a flushed
+script cache (what a restart does) is survived without the caller noticing."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import pytest
+
+import redis
+from saga_core import (
+    Response,
+    Saga,
+    SagaContext,
+    SagaStatus,
+    SagaStepHandler,
+    SagaStorage,
+    StorageUnavailableError,
+    bootstrap,
+    recover_saga,
+)
+from saga_redis import RedisSagaStorage
+
+from ._support import TcpProxy, url_with_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+LEASE = 0.3
+
+
+@dataclasses.dataclass
+class Trip(SagaContext):
+    trip_id: str
+    booked: list[str] = dataclasses.field(default_factory=list)
+
+
+# What the steps do to the outside world, in order; and what a step runs before its effect.
+ledger: list[str] = []
+before_effect: dict[str, Callable[[], None]] = {}
+
+
+class _Book(SagaStepHandler[Trip, Response]):
+    what = ""
+
+    async def act(self, context: Trip) -> Response:
+        hook = before_effect.pop(self.what, None)
+        if hook is not None:
+            hook()
+        ledger.append(f"book:{self.what}")
+        context.booked.append(self.what)
+        return Response()
+
+    async def compensate(self, context: Trip) -> None:
+        ledger.append(f"cancel:{self.what}")
+
+
+class BookFlight(_Book):
+    name = "book_flight"
+    what = "flight"
+
+
+class BookHotel(_Book):
+    name = "book_hotel"
+    what = "hotel"
+
+
+class BookCar(_Book):
+    name = "book_car"
+    what = "car"
+
+
+class TripSaga(Saga[Trip]):
+    name = "trip"
+    steps = [BookFlight, BookHotel, BookCar]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ledger() -> None:
+    ledger.clear()
+    before_effect.clear()
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
+    target = urlsplit(redis_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    async with anyio.create_task_group() as tg:
+        await proxy.start(tg)
+        yield proxy
+        proxy.stop()
+
+
+def _through(proxy: TcpProxy, redis_url: str, prefix: str, kind: str) -> RedisSagaStorage:
+    url = url_with_port(redis_url, proxy.port)
+    if kind == "sync-client":
+        return RedisSagaStorage(redis.Redis.from_url(url), key_prefix=prefix)
+    return RedisSagaStorage.from_url(url, key_prefix=prefix)
+
+
+@pytest.mark.parametrize("kind", ["url", "sync-client"])
+async def test_redis_lost_mid_saga_leaves_it_recoverable_from_its_last_checkpoint(
+    proxy: TcpProxy, redis_url: str, redis_key_prefix: str, kind: str
+) -> None:
+    storage = _through(proxy, redis_url, redis_key_prefix, kind)
+    mediator = bootstrap(
+        sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage, lease_seconds=LEASE
+    )
+    saga_id = uuid.uuid4()
+    before_effect["hotel"] = proxy.stop  # Redis disappears while the hotel is being booked
+    with pytest.raises(StorageUnavailableError) as caught:
+        await mediator.run(Trip(trip_id="t-1"), saga_id=saga_id)
+    assert caught.value.__cause__ is not None
+    assert ledger == ["book:flight", "book:hotel"]
+
+    async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as direct:
+        stored = await direct.load(saga_id)
+        # The flight's checkpoint is the last one that reached Redis.
+        assert (stored.status, stored.cursor, stored.applied, stored.version) == (
+            SagaStatus.RUNNING,
+            1,
+            ("book_flight",),
+            2,
+        )
+        assert '"flight"' in stored.context and '"hotel"' not in stored.context
+        await anyio.sleep(LEASE + 0.2)
+        assert [r.saga_id for r in await direct.list_recoverable()] == [saga_id]
+        outcome = await recover_saga(saga=TripSaga, saga_id=saga_id, storage=direct)
+        assert outcome.status is SagaStatus.COMPLETED
+        assert outcome.context.booked == ["flight", "hotel", "car"]
+        # At least once: the hotel step whose checkpoint was lost ran again.
+        assert ledger == ["book:flight", "book:hotel", "book:hotel", "book:car"]
+        assert (await direct.load(saga_id)).status is SagaStatus.COMPLETED
+    await storage.aclose()
+
+
+@pytest.mark.parametrize("kind", ["url", "sync-client"])
+async def test_dropped_connections_and_a_flushed_script_cache_are_survived(
+    proxy: TcpProxy, redis_url: str, redis_key_prefix: str, kind: str
+) -> None:
+    storage = _through(proxy, redis_url, redis_key_prefix, kind)
+    mediator = bootstrap(sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage)
+    admin = redis.Redis.from_url(redis_url)
+
+    def restart() -> None:
+        # What a restart of a server without persistence looks like to the clients that
+        # survive it (the data loss aside): connections reset, scripts unknown.
+        proxy.cut()
+        admin.script_flush()
+
+    before_effect["hotel"] = restart
+    before_effect["car"] = restart
+    try:
+        outcome = await mediator.run(Trip(trip_id="t-2"))
+    finally:
+        admin.close()
+        await storage.aclose()
+    assert outcome.status is SagaStatus.COMPLETED
+    assert ledger == ["book:flight", "book:hotel", "book:car"]
+    assert proxy.connections >= 3
+
+
+async def _black_hole(task_group: anyio.abc.TaskGroup) -> int:
+    """A port that accepts connections and never answers."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+
+    async def swallow(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            async for _ in stream:
+                pass
+
+    task_group.start_soon(listener.serve, swallow)
+    return int(listener.extra(anyio.abc.SocketAttribute.local_port))
+
+
+@pytest.mark.parametrize(
+    ("database", "option"), [("14", "connect_timeout"), ("0", "command_timeout")]
+)
+async def test_a_server_that_does_not_answer_times_out_as_unavailable(
+    database: str, option: str
+) -> None:
+    async with anyio.create_task_group() as tg:
+        port = await _black_hole(tg)
+        # Database 14 needs a SELECT while connecting; database 0 goes straight to the command.
+        storage = RedisSagaStorage.from_url(
+            f"redis://127.0.0.1:{port}/{database}",
+            **{option: 0.3},  # type: ignore[arg-type]
+        )
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailableError) as caught:
+            await storage.load(uuid.uuid4())
+        assert time.monotonic() - started < 3.0
+        assert isinstance(caught.value.__cause__, TimeoutError)
+        await storage.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def test_a_storage_is_usable_from_one_event_loop_after_another(
+    redis_url: str, redis_key_prefix: str, anyio_backend: str
+) -> None:
+    storage = RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix)
+    saga_id = uuid.uuid4()
+    mediator = bootstrap(sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage)
+
+    async def run_once() -> SagaStorage:
+        await mediator.run(Trip(trip_id="t-3"), saga_id=uuid.uuid4())
+        return storage
+
+    # The test's own loop, then a second loop in a worker thread, then this loop again.
+    await run_once()
+    await anyio.to_thread.run_sync(lambda: anyio.run(run_once, backend=anyio_backend))
+    await mediator.run(Trip(trip_id="t-4"), saga_id=saga_id)
+    assert (await storage.load(saga_id)).status is SagaStatus.COMPLETED
+    await storage.aclose()

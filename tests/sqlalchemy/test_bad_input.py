@@ -1,0 +1,145 @@
+"""Bad input gets a clear error and loses nothing (DESIGN §3.10)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import sqlalchemy as sa
+from saga_core import (
+    SagaUsageError,
+    StorageCorruptedError,
+    StorageNotFoundError,
+    StorageSchemaError,
+    StorageUnavailableError,
+    open_storage,
+    recover_saga,
+)
+from saga_core.testing import make_new_saga
+from saga_sqlalchemy import SqlAlchemySagaStorage, open_sqlalchemy_storage
+
+from ._sagas import ThreeStepSaga
+from ._support import driver_url, postgres_schema
+
+pytestmark = pytest.mark.anyio
+
+# Nothing listens on port 1 of this machine: connections are refused at once.
+CLOSED_PORT_URL = "postgresql+{driver}://postgres@127.0.0.1:1/test"
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"table": "saga; DROP TABLE x"},
+        {"table": "1saga"},
+        {"journal_table": "journal-table"},
+        {"schema": "a.b"},
+        {"table": "x" * 64},
+        {"table": ""},
+        {"table": "same", "journal_table": "same"},
+    ],
+)
+def test_invalid_table_or_schema_name_is_refused(names: dict[str, Any], tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(SagaUsageError, match=r"identifier|differ"):
+        SqlAlchemySagaStorage(engine, **names)
+    with pytest.raises(SagaUsageError):
+        open_storage(f"sqlite:///{tmp_path}/y.db", **names)
+
+
+def test_unknown_option_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SagaUsageError, match="unknown SQL storage option"):
+        open_storage(f"sqlite:///{tmp_path}/x.db", tabel="oops")
+
+
+async def test_missing_tables_say_to_create_or_migrate(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/empty.db")
+    async with SqlAlchemySagaStorage(engine, dispose_engine=True) as storage:
+        with pytest.raises(StorageSchemaError, match=r"create_schema.*Alembic") as info:
+            await storage.create(make_new_saga())
+        assert info.value.__cause__ is not None
+
+
+async def test_incompatible_tables_are_detected(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/old.db")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE saga (saga_id TEXT PRIMARY KEY, state TEXT)")
+        connection.exec_driver_sql("CREATE TABLE saga_journal (saga_id TEXT, seq INTEGER)")
+    async with SqlAlchemySagaStorage(engine, dispose_engine=True) as storage:
+        with pytest.raises(StorageSchemaError, match="incompatible"):
+            await storage.load(make_new_saga().saga_id)
+
+
+async def test_postgres_missing_tables_say_to_create_or_migrate(postgres_url: str) -> None:
+    with postgres_schema(postgres_url) as schema:
+        engine = sa.create_engine(driver_url(postgres_url, "psycopg"))
+        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
+            with pytest.raises(StorageSchemaError, match="create_schema"):
+                await storage.list_recoverable()
+
+
+async def test_stored_context_that_is_not_json_is_reported_as_corrupted(tmp_path: Path) -> None:
+    async with open_storage(f"sqlite:///{tmp_path}/c.db") as storage:
+        new = make_new_saga(saga_name=ThreeStepSaga.definition().name)
+        await storage.create(new)
+        assert isinstance(storage, SqlAlchemySagaStorage)
+        saga_table = storage.tables[0]
+        engine = sa.create_engine(f"sqlite:///{tmp_path}/c.db")
+        with engine.begin() as connection:
+            connection.execute(sa.update(saga_table).values(context="{not json"))
+        engine.dispose()
+        with pytest.raises(StorageCorruptedError, match="not valid JSON") as info:
+            await storage.load(new.saga_id)
+        assert isinstance(info.value.__cause__, ValueError)
+        with pytest.raises(StorageCorruptedError):
+            await recover_saga(saga=ThreeStepSaga, saga_id=new.saga_id, storage=storage)
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_unreachable_database_at_start(driver: str, anyio_backend: str) -> None:
+    if driver == "asyncpg" and anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    async with open_storage(CLOSED_PORT_URL.format(driver=driver)) as storage:
+        with pytest.raises(StorageUnavailableError) as info:
+            await storage.create(make_new_saga())
+    assert info.value.__cause__ is not None
+
+
+def test_unknown_driver_names_what_to_install() -> None:
+    with pytest.raises(StorageNotFoundError, match=r"nosuchdriver.*supported"):
+        open_sqlalchemy_storage("postgresql+nosuchdriver://postgres@127.0.0.1/test")
+    with pytest.raises(StorageNotFoundError, match=r"saga-core\[postgres\]"):
+        open_storage("postgresql+nosuchdriver://postgres@127.0.0.1/test")
+
+
+def test_missing_driver_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in ("asyncpg", "aiosqlite") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(StorageNotFoundError, match=r"asyncpg.*saga-core\[postgres\]"):
+        open_storage("postgresql+asyncpg://postgres@127.0.0.1/test")
+    with pytest.raises(StorageNotFoundError, match="aiosqlite"):
+        open_storage("sqlite+aiosqlite:///x.db")
+
+
+def test_url_of_another_database_is_refused() -> None:
+    with pytest.raises(SagaUsageError, match="sqlite and postgresql"):
+        open_sqlalchemy_storage("mysql+pymysql://u@127.0.0.1/db")
+
+
+async def test_async_engine_on_trio_says_to_use_a_sync_engine(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    if anyio_backend != "trio":
+        pytest.skip("the refusal is for trio")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    async with SqlAlchemySagaStorage(engine) as storage:
+        with pytest.raises(SagaUsageError, match="synchronous Engine"):
+            await storage.create_schema()

@@ -1,0 +1,116 @@
+"""A successful saga of n steps costs exactly n + 1 commits (DESIGN §3.2), counted by the
+database layer itself: SQLAlchemy's ``commit`` event, or PostgreSQL's transaction ids."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import sqlalchemy as sa
+from saga_core import SagaStatus, bootstrap
+from saga_sqlalchemy import SqlAlchemySagaStorage
+
+from ._sagas import CounterContext, ThreeStepSaga
+from ._support import driver_url, postgres_schema
+
+pytestmark = pytest.mark.anyio
+
+STEPS = len(ThreeStepSaga.steps)
+
+
+async def _run_counting(storage: SqlAlchemySagaStorage, engine: sa.Engine) -> int:
+    commits: list[Any] = []
+
+    def count(connection: Any) -> None:
+        commits.append(connection)
+
+    sa.event.listen(engine, "commit", count)
+    try:
+        mediator = bootstrap(
+            sagas_mapper=lambda m: m.bind(CounterContext, ThreeStepSaga), saga_storage=storage
+        )
+        await storage.check_schema()
+        outcome = await mediator.run(CounterContext(name="n+1"))
+    finally:
+        sa.event.remove(engine, "commit", count)
+    assert outcome.status is SagaStatus.COMPLETED
+    assert outcome.context.count == STEPS
+    return len(commits)
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[sa.Engine]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/commits.db")
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("group_commit", [False, True], ids=["single", "group"])
+async def test_sqlite_saga_of_n_steps_costs_n_plus_1_commits(
+    sqlite_engine: sa.Engine, group_commit: bool
+) -> None:
+    storage = SqlAlchemySagaStorage(sqlite_engine, group_commit=group_commit)
+    await storage.create_schema()
+    assert await _run_counting(storage, sqlite_engine) == STEPS + 1
+
+
+async def test_aiosqlite_saga_of_n_steps_costs_n_plus_1_commits(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("aiosqlite runs on asyncio only")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/commits.db")
+    storage = SqlAlchemySagaStorage(engine, dispose_engine=True)
+    async with storage:
+        await storage.create_schema()
+        assert await _run_counting(storage, engine.sync_engine) == STEPS + 1
+
+
+async def test_postgres_psycopg_saga_of_n_steps_costs_n_plus_1_commits(
+    postgres_url: str,
+) -> None:
+    with postgres_schema(postgres_url) as schema:
+        engine = sa.create_engine(driver_url(postgres_url, "psycopg"), pool_size=2)
+        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
+            await storage.create_schema()
+            assert await _run_counting(storage, engine) == STEPS + 1
+
+
+async def test_postgres_asyncpg_saga_of_n_steps_costs_n_plus_1_transactions(
+    postgres_url: str, anyio_backend: str
+) -> None:
+    """The asyncpg path sends each write as ONE statement outside any explicit transaction,
+    which PostgreSQL runs as its own transaction (so SQLAlchemy sees no commit event): log
+    every statement the driver sends and check there are n + 1, none a BEGIN or COMMIT."""
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    sent: list[str] = []
+    engine = create_async_engine(driver_url(postgres_url, "asyncpg"), pool_size=2)
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def log_queries(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+
+    with postgres_schema(postgres_url) as schema:
+        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
+            await storage.create_schema()
+            await storage.check_schema()
+            mediator = bootstrap(
+                sagas_mapper=lambda m: m.bind(CounterContext, ThreeStepSaga),
+                saga_storage=storage,
+            )
+            # The first saga warms the connection up: asyncpg introspects the array types.
+            await mediator.run(CounterContext(name="warm-up"))
+            await anyio.sleep(0.1)  # asyncpg calls query loggers soon after, not at once
+            sent.clear()
+            outcome = await mediator.run(CounterContext(name="n+1"))
+            await anyio.sleep(0.1)
+    assert outcome.status is SagaStatus.COMPLETED
+    statements = [" ".join(query.split()).upper() for query in sent]
+    assert not [q for q in statements if q.startswith(("BEGIN", "COMMIT", "START"))]
+    assert len(statements) == STEPS + 1, [q[:60] for q in statements]
