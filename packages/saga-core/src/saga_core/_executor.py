@@ -51,6 +51,9 @@ _STARTED = StepEvent.STARTED
 _DONE = StepEvent.COMPLETED
 _RAISED = StepEvent.FAILED
 _clock = datetime.now
+# Building the hot-path records with tuple.__new__ skips the NamedTuple's Python-level
+# __new__ (every field is passed, in order, so nothing is lost).
+_tuple_new: Any = tuple.__new__
 
 #: Separates a FAILED saga's original cause from its compensation failure in the error text.
 _FAILURE_SEPARATOR = "\n"
@@ -476,7 +479,11 @@ class SagaRun:
         while True:
             attempt += 1
             step.attempt = attempt
-            journal.append(JournalEntry(step_id, direction, _STARTED, attempt, _clock(_UTC)))
+            journal.append(
+                _tuple_new(
+                    JournalEntry, (step_id, direction, _STARTED, attempt, _clock(_UTC), None)
+                )
+            )
             if hooks.step_started:
                 fire(hooks.step_started, saga_id, step_id, direction, attempt)
             try:
@@ -494,7 +501,9 @@ class SagaRun:
                     await anyio.sleep(policy.delay_before(attempt + 1))
                     continue
                 return _Call(None, exc, attempt, True)
-            journal.append(JournalEntry(step_id, direction, _DONE, attempt, _clock(_UTC)))
+            journal.append(
+                _tuple_new(JournalEntry, (step_id, direction, _DONE, attempt, _clock(_UTC), None))
+            )
             if hooks.step_completed:
                 fire(hooks.step_completed, saga_id, step_id, direction, attempt)
             return _Call(value, None, attempt, True)
@@ -525,18 +534,21 @@ class SagaRun:
             lease = status is _RUNNING or status is _COMPENSATING
         journal = self._journal
         await self._storage.checkpoint(
-            Checkpoint(
-                self.saga_id,
-                self.version,
-                status,
-                self.cursor,
-                self.applied,
-                text,
-                journal,
-                error,
-                self._owner if lease else None,
-                self._lease_seconds if lease else None,
-                self.definition.next_step_ids[self.cursor],
+            _tuple_new(
+                Checkpoint,
+                (
+                    self.saga_id,
+                    self.version,
+                    status,
+                    self.cursor,
+                    self.applied,
+                    text,
+                    journal,
+                    error,
+                    self._owner if lease else None,
+                    self._lease_seconds if lease else None,
+                    self.definition.next_step_ids[self.cursor],
+                ),
             )
         )
         # Rebinding (not clearing) keeps the written list intact for a storage holding it.
