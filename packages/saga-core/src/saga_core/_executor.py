@@ -313,7 +313,7 @@ class SagaRun:
         if node.fallback is None:
             spec = node.primary
             call = await self._call(spec, _ACT, spec.retry)
-            ids = _applied_ids(spec, call)
+            ids = (spec.step_id,) if call.error is None else _applied_ids(spec, call)
         else:
             spec, call, ids = await self._forward_fallback(node)
         result: SagaStepResult[Any, Any] | None = None
@@ -506,7 +506,7 @@ class SagaRun:
             )
             if hooks.step_completed:
                 fire(hooks.step_completed, saga_id, step_id, direction, attempt)
-            return _Call(value, None, attempt, True)
+            return _tuple_new(_Call, (value, None, attempt, True))  # type: ignore[no-any-return]
 
     # --- checkpoints -----------------------------------------------------------------------
 

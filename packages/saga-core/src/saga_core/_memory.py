@@ -141,10 +141,12 @@ class MemorySagaStorage:
             )
         self._retain_finished = retain_finished
         self._clock = clock
-        self._sagas: dict[UUID, _StoredSaga] = {}
+        # Keyed by the UUID's int: hashing a UUID runs Python code, an int hashes in C, and
+        # these dicts are touched on every checkpoint.
+        self._sagas: dict[int, _StoredSaga] = {}
         # The non-terminal sagas, so recovery scans never walk the finished ones.
-        self._active: dict[UUID, _StoredSaga] = {}
-        self._finished_order: deque[UUID] = deque()
+        self._active: dict[int, _StoredSaga] = {}
+        self._finished_order: deque[int] = deque()
         self._write_count = 0
         self._closed = False
 
@@ -224,20 +226,20 @@ class MemorySagaStorage:
         if self._closed:
             raise _closed_error()
         saga_id = saga.saga_id
-        if saga_id in self._sagas:
+        if saga_id.int in self._sagas:
             raise SagaAlreadyExistsError(
                 f"saga {saga_id} already exists; start the saga with a new id, or recover the "
                 f"existing one"
             )
         stored = _StoredSaga(saga, self._clock())
-        self._sagas[saga_id] = stored
-        self._active[saga_id] = stored
+        self._sagas[saga_id.int] = stored
+        self._active[saga_id.int] = stored
         self._write_count += 1
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._closed:
             raise _closed_error()
-        saga = self._sagas.get(checkpoint.saga_id)
+        saga = self._sagas.get(checkpoint.saga_id.int)
         if saga is None:
             raise _not_found(checkpoint.saga_id)
         if saga.status in _TERMINAL:
@@ -276,21 +278,21 @@ class MemorySagaStorage:
             saga.journal.extend(checkpoint.journal)
         self._write_count += 1
         if terminal:
-            del self._active[saga.saga_id]
+            del self._active[saga.saga_id.int]
             retain = self._retain_finished
             if retain is not None:
-                self._retire(saga.saga_id, retain)
+                self._retire(saga.saga_id.int, retain)
 
-    def _retire(self, saga_id: UUID, retain: int) -> None:
+    def _retire(self, key: int, retain: int) -> None:
         finished = self._finished_order
-        finished.append(saga_id)
+        finished.append(key)
         while len(finished) > retain:
             del self._sagas[finished.popleft()]
 
     def _get(self, saga_id: UUID) -> _StoredSaga:
         if self._closed:
             raise _closed_error()
-        saga = self._sagas.get(saga_id)
+        saga = self._sagas.get(saga_id.int)
         if saga is None:
             raise _not_found(saga_id)
         return saga
