@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import anyio
@@ -97,18 +97,34 @@ async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
         proxy.stop()
 
 
-def _through(proxy: TcpProxy, redis_url: str, prefix: str, kind: str) -> RedisSagaStorage:
+@pytest.fixture
+def clients() -> Iterator[list[redis.Redis]]:
+    """Synchronous clients a test made; closed afterwards (a storage never closes them)."""
+    made: list[redis.Redis] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def _through(
+    proxy: TcpProxy, redis_url: str, prefix: str, kind: str, clients: list[redis.Redis]
+) -> RedisSagaStorage:
     url = url_with_port(redis_url, proxy.port)
     if kind == "sync-client":
-        return RedisSagaStorage(redis.Redis.from_url(url), key_prefix=prefix)
+        clients.append(redis.Redis.from_url(url))
+        return RedisSagaStorage(clients[-1], key_prefix=prefix)
     return RedisSagaStorage.from_url(url, key_prefix=prefix)
 
 
 @pytest.mark.parametrize("kind", ["url", "sync-client"])
 async def test_redis_lost_mid_saga_leaves_it_recoverable_from_its_last_checkpoint(
-    proxy: TcpProxy, redis_url: str, redis_key_prefix: str, kind: str
+    proxy: TcpProxy,
+    redis_url: str,
+    redis_key_prefix: str,
+    kind: str,
+    clients: list[redis.Redis],
 ) -> None:
-    storage = _through(proxy, redis_url, redis_key_prefix, kind)
+    storage = _through(proxy, redis_url, redis_key_prefix, kind, clients)
     mediator = bootstrap(
         sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage, lease_seconds=LEASE
     )
@@ -142,9 +158,13 @@ async def test_redis_lost_mid_saga_leaves_it_recoverable_from_its_last_checkpoin
 
 @pytest.mark.parametrize("kind", ["url", "sync-client"])
 async def test_dropped_connections_and_a_flushed_script_cache_are_survived(
-    proxy: TcpProxy, redis_url: str, redis_key_prefix: str, kind: str
+    proxy: TcpProxy,
+    redis_url: str,
+    redis_key_prefix: str,
+    kind: str,
+    clients: list[redis.Redis],
 ) -> None:
-    storage = _through(proxy, redis_url, redis_key_prefix, kind)
+    storage = _through(proxy, redis_url, redis_key_prefix, kind, clients)
     mediator = bootstrap(sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage)
     admin = redis.Redis.from_url(redis_url)
 

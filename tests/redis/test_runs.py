@@ -214,3 +214,31 @@ async def test_many_sagas_at_once_all_complete(storage: RedisSagaStorage) -> Non
     assert {o.status for o in outcomes} == {SagaStatus.COMPLETED}
     assert {o.context.n for o in outcomes} == {3}
     assert await storage.list_recoverable() == []
+
+
+async def test_a_small_pool_serves_many_concurrent_sagas(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, max_connections=2
+    ) as storage:
+        mediator = _mediator(storage)
+        done = []
+
+        async def one(index: int) -> None:
+            done.append((await mediator.run(Counter3(label=str(index)))).status)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(30):
+                tg.start_soon(one, index)
+        assert done == [SagaStatus.COMPLETED] * 30
+
+
+async def test_calls_cancelled_in_flight_leave_the_storage_usable(
+    storage: RedisSagaStorage,
+) -> None:
+    for _ in range(20):
+        with anyio.move_on_after(0.0005):
+            await storage.list_recoverable()
+    mediator = _mediator(storage)
+    assert (await mediator.run(Counter3(label="after"))).status is SagaStatus.COMPLETED

@@ -45,7 +45,8 @@ class _SagaIds:
         if start >= len(self._pool):
             if not self._hooked:  # registered on first use: importing has no side effects
                 # A forked child must never hand out the ids its parent's pool would.
-                os.register_at_fork(after_in_child=self._forget)
+                if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+                    os.register_at_fork(after_in_child=self._forget)
                 self._hooked = True
             self._pool = os.urandom(self._BATCH)
             start = 0

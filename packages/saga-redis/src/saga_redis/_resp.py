@@ -289,6 +289,7 @@ class RespPool:
         self._command_timeout = command_timeout
         self._ssl_context = ssl_context
         self._connections: RunVar[_LoopConnections] = RunVar("saga_redis_connections")
+        self._closed = False
 
     def _here(self) -> _LoopConnections:
         try:
@@ -339,6 +340,9 @@ class RespPool:
                     f"({type(exc).__name__}: {exc}); whether the last command ran is unknown"
                 ) from exc
             raise
+        if self._closed:  # closed while this command was in flight
+            await self._discard(state, connection)
+            return reply
         state.idle.append(connection)
         if state.waiters:
             state.waiters.popleft().set()
@@ -442,7 +446,8 @@ class RespPool:
 
     async def aclose(self) -> None:
         """Close the idle connections of the current event loop (those of a loop that has
-        ended went with it)."""
+        ended went with it); connections in use close when their command is done."""
+        self._closed = True
         try:
             state = self._connections.get()
         except LookupError:

@@ -70,6 +70,8 @@ DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
 DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+# Each status's stored value and whether it is terminal, looked up once per checkpoint.
+_STATUS_ARGS = {status: (status.value, status in _TERMINAL) for status in SagaStatus}
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
@@ -309,8 +311,12 @@ class RedisSagaStorage:
         saga_id = checkpoint.saga_id
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
-        status = SagaStatus(checkpoint.status)
-        terminal = status in _TERMINAL
+        try:
+            status, terminal = _STATUS_ARGS[checkpoint.status]
+        except KeyError:
+            raise SagaUsageError(
+                f"checkpoint status must be a SagaStatus, got {checkpoint.status!r}"
+            ) from None
         lease_seconds = checkpoint.lease_seconds
         if lease_seconds is None or terminal:
             owner = ""
@@ -327,7 +333,7 @@ class RedisSagaStorage:
         args: list[Arg] = [
             sid,
             checkpoint.expected_version,
-            status.value,
+            status,
             "1" if terminal else "0",
             checkpoint.cursor,
             encode_applied(checkpoint.applied),

@@ -60,15 +60,12 @@ def _require_asyncio(kind: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:
-        return
         raise SagaUsageError(
             f"SqlAlchemySagaStorage was given an {kind}, whose drivers run on asyncio only, but "
             f"this code runs on another event loop (trio?); pass a synchronous Engine instead "
             f"(e.g. sqlalchemy.create_engine('postgresql+psycopg://...')), which the storage "
             f"drives from worker threads, or use open_storage('sqlite:///...')"
-        )
+        ) from None
 
 
 class ThreadRunner:
@@ -105,6 +102,9 @@ class AsyncEngineRunner:
         self.dialect = engine.dialect
         self._owns_engine = owns_engine
         self._idle: list[tuple[AsyncConnection, Any]] = []
+        # Never keep the whole pool: other calls (reads, claims) still need a connection.
+        size = getattr(engine.pool, "size", None)
+        self._keep_idle = max(0, min(_KEEP_IDLE, size() - 1)) if callable(size) else 0
         self._closed = False
 
     async def run(self, operation: Operation[T], what: str) -> T:
@@ -138,7 +138,7 @@ class AsyncEngineRunner:
                     await connection.invalidate()
                     await connection.close()
                 raise
-            if len(self._idle) < _KEEP_IDLE and not self._closed:
+            if len(self._idle) < self._keep_idle and not self._closed:
                 self._idle.append((connection, driver))
             else:
                 await connection.close()
