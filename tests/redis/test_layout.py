@@ -20,14 +20,8 @@ from saga_core import (
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
 from saga_redis._keys import KeyLayout, validate_key_prefix
 from saga_redis._records import decode_journal, decode_record, encode_applied, encode_entry
-from saga_redis._resp import (
-    RedisAddress,
-    ServerReplyError,
-    _Incomplete,
-    _parse,
-    pack,
-    parse_redis_url,
-)
+from saga_redis._resp import ServerReplyError, _Incomplete, _parse, pack
+from saga_redis._url import RedisAddress, parse_redis_url
 
 # --- key prefix and layout ---------------------------------------------------------------------
 

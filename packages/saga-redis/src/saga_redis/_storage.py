@@ -9,7 +9,7 @@ import os
 import ssl
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio
@@ -19,18 +19,11 @@ from saga_core import (
     Checkpoint,
     JournalEntry,
     NewSaga,
-    SagaAlreadyExistsError,
     SagaError,
-    SagaFinishedError,
-    SagaLeaseHeldError,
-    SagaNotFoundError,
     SagaRecord,
     SagaStatus,
-    SagaStorageError,
     SagaUsageError,
-    SagaVersionConflictError,
     StorageCorruptedError,
-    StorageSchemaError,
     StorageUnavailableError,
 )
 
@@ -52,17 +45,12 @@ from ._records import (
     decode_record,
     encode_applied,
     encode_entry,
-    micros_to_datetime,
     pairs,
     text,
 )
-from ._resp import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    RespPool,
-    ServerReplyError,
-    parse_redis_url,
-)
+from ._replies import driver_error, raise_failure, reply_tag
+from ._resp import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RespPool
+from ._url import parse_redis_url
 
 #: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
 DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
@@ -75,14 +63,6 @@ _STATUS_ARGS = {status: (status.value, status in _TERMINAL) for status in SagaSt
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
-_WHAT_LIVES_THERE = (
-    ("record:", "hash"),
-    ("journal:", "list"),
-    ("updated", "sorted set"),
-    ("leases", "sorted set"),
-    ("meta", "hash"),
-)
-_UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 
 
 class RedisSagaStorage:
@@ -290,7 +270,7 @@ class RedisSagaStorage:
         keys = (record, shard.journal_stem + sid, shard.updated, shard.leases, shard.meta)
         reply = await self._run(CREATE_SCRIPT, keys, args)
         if reply != 0:
-            self._fail(reply, saga_id, record)
+            raise_failure(reply, saga_id, self._layout)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Apply one checkpoint atomically if the stored version is ``expected_version``.
@@ -353,7 +333,9 @@ class RedisSagaStorage:
         keys = (record, shard.journal_stem + sid, shard.updated, shard.leases)
         reply = await self._run(CHECKPOINT_SCRIPT, keys, args)
         if reply != 0:
-            self._fail(reply, saga_id, record, expected_version=checkpoint.expected_version)
+            raise_failure(
+                reply, saga_id, self._layout, expected_version=checkpoint.expected_version
+            )
 
     async def load(self, saga_id: UUID) -> SagaRecord:
         """Return the saga's record.
@@ -414,8 +396,8 @@ class RedisSagaStorage:
         ]
         keys = (record, shard.updated, shard.leases, shard.meta)
         reply = await self._run(CLAIM_SCRIPT, keys, args)
-        if _tag(reply) != "ok":
-            self._fail(reply, saga_id, record)
+        if reply_tag(reply) != "ok":
+            raise_failure(reply, saga_id, self._layout)
         return decode_record(saga_id, record, pairs(reply[1]))
 
     async def claim_recoverable(
@@ -491,36 +473,15 @@ class RedisSagaStorage:
             return await self._driver.run(script, keys, args)
         except SagaError:
             raise
-        except (redis.ConnectionError, redis.TimeoutError, TimeoutError, OSError) as exc:
-            raise StorageUnavailableError(
-                f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its "
-                f"last written state and is recoverable once Redis is back"
-            ) from exc
-        except (redis.ResponseError, ServerReplyError) as exc:
-            message = str(exc)
-            if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
-                _UNAVAILABLE_REPLIES
-            ):
-                raise StorageUnavailableError(
-                    f"Redis cannot take writes now ({message}); retry once it is back"
-                ) from exc
-            if "WRONGTYPE" in message:
-                raise StorageCorruptedError(
-                    f"a key under the prefix {self.key_prefix!r} holds a Redis type saga-redis "
-                    f"does not write there ({message}); nothing was changed"
-                ) from exc
-            raise SagaStorageError(f"Redis refused a saga-redis script: {message}") from exc
-        except redis.RedisError as exc:
-            raise SagaStorageError(
-                f"the Redis client failed ({type(exc).__name__}: {exc})"
-            ) from exc
+        except Exception as exc:
+            raise driver_error(exc, self.key_prefix) from exc
 
     async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
         shard = self._layout.shard_of(saga_id)
         keys = (record, f"{shard.journal_stem}{saga_id}")
         reply = await self._run(READ_SCRIPT, keys, (what,))
-        if _tag(reply) != "ok":
-            self._fail(reply, saga_id, record)
+        if reply_tag(reply) != "ok":
+            raise_failure(reply, saga_id, self._layout)
         return reply[1]
 
     async def _scan(
@@ -545,8 +506,8 @@ class RedisSagaStorage:
         args.extend(ids)
         keys = (shard.updated, shard.leases, shard.meta)
         reply = await self._run(SCAN_SCRIPT, keys, args)
-        if _tag(reply) != "ok":
-            self._fail(reply, None, shard.meta)
+        if reply_tag(reply) != "ok":
+            raise_failure(reply, None, self._layout)
         records = []
         for index in range(1, len(reply) - 1, 2):
             sid = text(reply[index])
@@ -559,80 +520,6 @@ class RedisSagaStorage:
                 ) from exc
             records.append(decode_record(saga_id, shard.record_stem + sid, pairs(reply[index + 1])))
         return records
-
-    def _fail(
-        self,
-        reply: Any,
-        saga_id: UUID | None,
-        record: str,
-        *,
-        expected_version: int | None = None,
-    ) -> NoReturn:
-        """Raise the core's error for a script's failure reply."""
-        if not isinstance(reply, (list, tuple)) or not reply:
-            raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
-        tag = text(reply[0])
-        detail = [text(item) for item in reply[1:]]
-        saga = f"saga {saga_id}"
-        if tag == "missing":
-            raise SagaNotFoundError(
-                f"no saga with id {saga_id} in Redis under the prefix {self.key_prefix!r} (never "
-                f"stored, or finished and expired after retain_finished_seconds)"
-            )
-        if tag == "exists":
-            raise SagaAlreadyExistsError(
-                f"{saga} already exists; start the saga with a new id, or recover the existing one"
-            )
-        if tag == "finished":
-            raise SagaFinishedError(
-                f"{saga} is {detail[0]}, a final state that is never written again"
-            )
-        if tag == "conflict":
-            raise SagaVersionConflictError(
-                f"{saga} is at version {detail[0]}, not the expected {expected_version}: another "
-                f"runner wrote it; stop without writing"
-            )
-        if tag == "leased":
-            until = micros_to_datetime(int(detail[1])).isoformat()
-            raise SagaLeaseHeldError(
-                f"{saga} is leased to {detail[0]!r} until {until}; it is not stalled, leave it "
-                f"to its owner"
-            )
-        if tag == "type":
-            key, found = detail
-            raise StorageCorruptedError(
-                f"the Redis key {key!r} holds a {found}, not the {_expected_type(key)} saga-redis "
-                f"keeps there: it was not written by saga-redis (does another application use "
-                f"the prefix {self.key_prefix!r}?). Nothing was changed; delete or rename that "
-                f"key, or use another key_prefix"
-            )
-        if tag == "corrupt":
-            raise StorageCorruptedError(
-                f"the Redis hash {detail[0]!r} is not a saga record (its version, status or "
-                f"update time is missing or invalid): it was not written by saga-redis or was "
-                f"changed by hand. Nothing was changed; inspect it with HGETALL"
-            )
-        if tag == "orphan":
-            raise StorageCorruptedError(
-                f"the Redis list {detail[0]!r} exists but {saga} has no record ({record!r}): "
-                f"it was not written by saga-redis, or the record was deleted by hand. Nothing "
-                f"was changed; delete the list to reuse the id"
-            )
-        if tag == "layout":
-            key, shards, layout = detail
-            raise StorageSchemaError(
-                f"the keys under the prefix {self.key_prefix!r} were written with "
-                f"shards={shards or '?'} (layout {layout or '?'}, see {key!r}), but this "
-                f"storage uses shards={self.shards} (layout {LAYOUT_VERSION}); open it with the "
-                f"same shard count, or use another key_prefix"
-            )
-        raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
-
-
-def _tag(reply: Any) -> str:
-    if isinstance(reply, (list, tuple)) and reply:
-        return text(reply[0])
-    return ""
 
 
 def _entries(journal: Sequence[JournalEntry]) -> list[str]:
@@ -663,12 +550,3 @@ def _check_limit(limit: object) -> None:
 
 def _oldest(records: list[SagaRecord], limit: int) -> list[SagaRecord]:
     return heapq.nsmallest(limit, records, key=lambda record: record.updated_at)
-
-
-def _expected_type(key: str) -> str:
-    # The part after the hash tag names the key's role (the prefix may contain anything).
-    role = key.rsplit("}:", 1)[-1]
-    for start, kind in _WHAT_LIVES_THERE:
-        if role.startswith(start):
-            return kind
-    return "type"

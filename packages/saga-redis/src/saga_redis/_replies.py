@@ -1,0 +1,147 @@
+"""What a failure means for a saga: script failure replies and driver exceptions turned into
+the core's errors.
+
+The scripts (:mod:`._scripts`) answer a refused call with a table naming the failure; the
+drivers raise redis-py's or :mod:`._resp`'s exceptions. Both end here, so that one place
+decides which core error a caller sees, and every message says what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+from uuid import UUID
+
+import redis
+from saga_core import (
+    SagaAlreadyExistsError,
+    SagaError,
+    SagaFinishedError,
+    SagaLeaseHeldError,
+    SagaNotFoundError,
+    SagaStorageError,
+    SagaVersionConflictError,
+    StorageCorruptedError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+
+from ._keys import LAYOUT_VERSION, KeyLayout
+from ._records import micros_to_datetime, text
+from ._resp import ServerReplyError
+
+# Error replies that mean "not now" rather than "never": a busy, loading or read-only server.
+_UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+# What each role of key (the part after the hash tag) holds.
+_KEY_TYPES = (
+    ("record:", "hash"),
+    ("journal:", "list"),
+    ("updated", "sorted set"),
+    ("leases", "sorted set"),
+    ("meta", "hash"),
+)
+
+
+def reply_tag(reply: Any) -> str:
+    """The first element of a script's table reply as text (``"ok"``, ``"missing"`` ...), or
+    ``""`` for any other reply."""
+    if isinstance(reply, (list, tuple)) and reply:
+        return text(reply[0])
+    return ""
+
+
+def driver_error(exc: Exception, prefix: str) -> SagaError:
+    """The core error for an exception a driver raised (the caller chains ``exc``)."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return StorageUnavailableError(
+            f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its last "
+            f"written state and is recoverable once Redis is back"
+        )
+    if isinstance(exc, (redis.ResponseError, ServerReplyError)):
+        message = str(exc)
+        if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
+            _UNAVAILABLE_REPLIES
+        ):
+            return StorageUnavailableError(
+                f"Redis cannot take writes now ({message}); retry once it is back"
+            )
+        if "WRONGTYPE" in message:
+            return StorageCorruptedError(
+                f"a key under the prefix {prefix!r} holds a Redis type saga-redis does not "
+                f"write there ({message}); nothing was changed"
+            )
+        return SagaStorageError(f"Redis refused a saga-redis script: {message}")
+    return SagaStorageError(f"the Redis client failed ({type(exc).__name__}: {exc})")
+
+
+def raise_failure(
+    reply: Any,
+    saga_id: UUID | None,
+    layout: KeyLayout,
+    *,
+    expected_version: int | None = None,
+) -> NoReturn:
+    """Raise the core error for a script's failure reply about ``saga_id``."""
+    tag = reply_tag(reply)
+    detail = [text(item) for item in reply[1:]] if tag else []
+    saga = f"saga {saga_id}"
+    if tag == "missing":
+        raise SagaNotFoundError(
+            f"no saga with id {saga_id} in Redis under the prefix {layout.prefix!r} (never "
+            f"stored, or finished and expired after retain_finished_seconds)"
+        )
+    if tag == "exists":
+        raise SagaAlreadyExistsError(
+            f"{saga} already exists; start the saga with a new id, or recover the existing one"
+        )
+    if tag == "finished":
+        raise SagaFinishedError(f"{saga} is {detail[0]}, a final state that is never written again")
+    if tag == "conflict":
+        raise SagaVersionConflictError(
+            f"{saga} is at version {detail[0]}, not the expected {expected_version}: another "
+            f"runner wrote it; stop without writing"
+        )
+    if tag == "leased":
+        until = micros_to_datetime(int(detail[1])).isoformat()
+        raise SagaLeaseHeldError(
+            f"{saga} is leased to {detail[0]!r} until {until}; it is not stalled, leave it to "
+            f"its owner"
+        )
+    if tag == "type":
+        key, found = detail
+        raise StorageCorruptedError(
+            f"the Redis key {key!r} holds a {found}, not the {_expected_type(key)} saga-redis "
+            f"keeps there: it was not written by saga-redis (does another application use the "
+            f"prefix {layout.prefix!r}?). Nothing was changed; delete or rename that key, or use "
+            f"another key_prefix"
+        )
+    if tag == "corrupt":
+        raise StorageCorruptedError(
+            f"the Redis hash {detail[0]!r} is not a saga record (its version, status or update "
+            f"time is missing or invalid): it was not written by saga-redis or was changed by "
+            f"hand. Nothing was changed; inspect it with HGETALL"
+        )
+    if tag == "orphan":
+        record = layout.record(saga_id) if saga_id is not None else "its record"
+        raise StorageCorruptedError(
+            f"the Redis list {detail[0]!r} exists but {saga} has no record ({record!r}): it was "
+            f"not written by saga-redis, or the record was deleted by hand. Nothing was "
+            f"changed; delete the list to reuse the id"
+        )
+    if tag == "layout":
+        key, shards, layout_version = detail
+        raise StorageSchemaError(
+            f"the keys under the prefix {layout.prefix!r} were written with "
+            f"shards={shards or '?'} (layout {layout_version or '?'}, see {key!r}), but this "
+            f"storage uses shards={layout.shards} (layout {LAYOUT_VERSION}); open it with the "
+            f"same shard count, or use another key_prefix"
+        )
+    raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
+
+
+def _expected_type(key: str) -> str:
+    # The part after the hash tag names the key's role (the prefix may contain anything).
+    role = key.rsplit("}:", 1)[-1]
+    for start, kind in _KEY_TYPES:
+        if role.startswith(start):
+            return kind
+    return "type"
