@@ -208,7 +208,7 @@ def test_an_address_describes_itself_without_credentials() -> None:
 
 def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
     big = "é" * 5000
-    packed = pack(("SET", "k", 12, b"\x00raw", big))
+    packed = pack(("SET", "k", 12, "\x00raw", big))
     big_bytes = big.encode()
     assert packed == (
         b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$4\r\n\x00raw\r\n"

@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript, Script
 import redis
 from saga_core import SagaUsageError
 
-from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack
+from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_command
 from ._scripts import CHECKPOINT, CLAIM, CREATE, READ, SCAN
 
 #: The scripts every driver registers, in the order of the indexes below.
@@ -29,7 +29,7 @@ CREATE_SCRIPT, CHECKPOINT_SCRIPT, CLAIM_SCRIPT, SCAN_SCRIPT, READ_SCRIPT = range
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
-Arg = str | int | bytes
+Arg = str | int
 
 
 class Driver(Protocol):
@@ -122,15 +122,17 @@ class RespDriver:
     on asyncio and trio, and the fastest path on both. Scripts are sent by SHA1 and loaded on
     ``NOSCRIPT`` (a restarted or flushed server), then sent again."""
 
-    __slots__ = ("_loads", "_pool", "_shas")
+    __slots__ = ("_heads", "_loads", "_pool")
 
     def __init__(self, pool: RespPool) -> None:
         self._pool = pool
-        self._shas = tuple(hashlib.sha1(source.encode()).hexdigest() for source in _SOURCES)
+        shas = [hashlib.sha1(source.encode()).hexdigest() for source in _SOURCES]
+        # "EVALSHA <sha1>" encoded once per script; the keys and arguments follow per call.
+        self._heads = tuple(pack(("EVALSHA", sha)).split(b"\r\n", 1)[1] for sha in shas)
         self._loads = tuple(pack(("SCRIPT", "LOAD", source)) for source in _SOURCES)
 
     async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        command = pack(("EVALSHA", self._shas[script], len(keys), *keys, *args))
+        command = pack_command(self._heads[script], 2, (len(keys), *keys, *args))
         reply = await self._pool.execute(command)
         if isinstance(reply, ServerReplyError) and str(reply).startswith("NOSCRIPT"):
             loaded = await self._pool.execute(self._loads[script])

@@ -18,6 +18,7 @@ import math
 import socket
 import ssl
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -55,24 +56,29 @@ def asyncio_is_running() -> bool:
     return True
 
 
-def pack(args: tuple[str | int | bytes, ...] | list[str | int | bytes]) -> bytes:
+def pack(args: Sequence[str | int]) -> bytes:
     """Encode one command as a RESP array of bulk strings (text as UTF-8)."""
-    out = [b"*%d\r\n" % len(args)]
-    append = out.append
+    return pack_command(b"", 0, args)
+
+
+def pack_command(head: bytes, head_count: int, args: Sequence[str | int]) -> bytes:
+    """Encode a command whose first ``head_count`` bulk strings are already encoded in
+    ``head``, followed by ``args``.
+
+    The arguments are framed as text and encoded once: a command is mostly short ASCII
+    arguments, and this costs about a third less than encoding each one.
+    """
+    parts: list[str] = []
+    append = parts.append
     for arg in args:
         if isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int):
-            data = b"%d" % arg
+            size = len(arg) if arg.isascii() else len(arg.encode())
+            append(f"${size}\r\n{arg}\r\n")
         else:
-            data = arg
-        if len(data) < 4096:
-            append(b"$%d\r\n%b\r\n" % (len(data), data))
-        else:  # a large context: not copied once more into a formatted piece
-            append(b"$%d\r\n" % len(data))
-            append(data)
-            append(b"\r\n")
-    return b"".join(out)
+            digits = str(int(arg))
+            append(f"${len(digits)}\r\n{digits}\r\n")
+    count = b"*%d\r\n" % (head_count + len(args))
+    return b"".join((count, head, "".join(parts).encode()))
 
 
 class _Incomplete(Exception):

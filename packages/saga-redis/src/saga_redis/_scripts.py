@@ -60,13 +60,13 @@ local function head(record)
     return nil, {'type', record, found}
   end
   local h = redis.call('HMGET', record, 'version', 'status', 'updated', 'owner', 'expires',
-                       'token')
+                       'token', 'error')
   local version, updated = tonumber(h[1]), tonumber(h[3])
   if version == nil or updated == nil or STATUSES[h[2]] == nil then
     return nil, {'corrupt', record}
   end
   return {version = version, status = h[2], updated = updated, owner = h[4],
-          expires = tonumber(h[5]), token = h[6]}, nil
+          expires = tonumber(h[5]), token = h[6], has_error = h[7] ~= false}, nil
 end
 
 -- Check (and on first use record) the shard count and layout a shard is written with.
@@ -191,11 +191,13 @@ local fields = {'status', ARGV[3], 'version', int(h.version + 1), 'cursor', ARGV
 if ARGV[8] == '1' then
   fields[#fields + 1] = 'error'
   fields[#fields + 1] = ARGV[9]
-else
+elseif h.has_error then
   redis.call('HDEL', record, 'error')
 end
 if terminal or ARGV[10] == '' then
-  redis.call('HDEL', record, 'owner', 'expires')
+  if h.owner then
+    redis.call('HDEL', record, 'owner', 'expires')
+  end
   redis.call('ZREM', leases, id)
 else
   local expires = int(tonumber(stamp) + tonumber(ARGV[11]))
