@@ -22,8 +22,8 @@ import os
 import uuid
 
 import anyio
-
 import redis
+
 from saga_core import (
     Response,
     Saga,

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-
 import redis
+
 from saga_core import (
     MemorySagaStorage,
     Response,

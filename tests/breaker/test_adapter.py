@@ -15,9 +15,9 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 
-import redis
 import saga_core
 from saga_breaker import AioBreakerAdapter
 from saga_core import (

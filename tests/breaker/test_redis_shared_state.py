@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 import redis
+
 from saga_breaker import AioBreakerAdapter
 from saga_core import (
     CircuitOpenError,

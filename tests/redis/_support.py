@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import anyio.abc
-
 import redis
 
 

@@ -12,9 +12,9 @@ from datetime import datetime
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 
-import redis
 from saga_core import (
     Response,
     Saga,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio
 
-import redis
 from saga_core import SagaStorage
 from saga_core.testing import SagaStorageContract
 from saga_redis import RedisSagaStorage

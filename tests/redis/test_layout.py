@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
 from redis.crc import key_slot
 
-import redis
 from saga_core import (
     JournalEntry,
     SagaUsageError,

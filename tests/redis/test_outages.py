@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import pytest
-
 import redis
+
 from saga_core import (
     Response,
     Saga,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-
 import redis
+
 from saga_core import SagaNotFoundError, SagaStatus
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import DEFAULT_RETAIN_FINISHED_SECONDS, RedisSagaStorage

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 
-import redis
 from saga_core import (
     Response,
     Saga,

@@ -14,10 +14,10 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio.to_thread
+import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript, Script
 
-import redis
 from saga_core import SagaUsageError
 
 from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_command

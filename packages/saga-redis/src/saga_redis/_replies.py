@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 import redis
+
 from saga_core import (
     SagaAlreadyExistsError,
     SagaError,

@@ -12,9 +12,9 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
+import redis
 import redis.asyncio
 
-import redis
 from saga_core import (
     Checkpoint,
     JournalEntry,
