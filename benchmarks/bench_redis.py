@@ -21,8 +21,8 @@ import time
 import uuid
 
 import anyio
-
 import redis
+
 from saga_core import Response, Saga, SagaContext, SagaStepHandler, bootstrap
 from saga_redis import RedisSagaStorage
 

@@ -86,12 +86,15 @@ async def _run_sagas(storage: SqlAlchemySagaStorage, conc: int, n: int) -> float
 
 async def measure(kind: str, conc: int, n: int) -> float:
     """Seconds to run ``n`` 3-step no-op sagas, ``conc`` at a time, on ``kind`` storage
-    (``"sqlite"``: a WAL file through the stdlib driver; ``"postgres"``: asyncpg)."""
-    if kind == "sqlite":
+    (``"sqlite"``: a WAL file through the stdlib driver, writes in worker threads, the default;
+    ``"sqlite-inline"``: the same with ``inline=True``, writes on the event loop's thread;
+    ``"postgres"``: asyncpg)."""
+    if kind in ("sqlite", "sqlite-inline"):
         with tempfile.TemporaryDirectory() as directory:
             from saga_core import open_storage
 
-            storage = open_storage(f"sqlite:///{directory}/bench.db")
+            url = f"sqlite:///{directory}/bench.db"
+            storage = open_storage(url, inline=kind == "sqlite-inline")
             assert isinstance(storage, SqlAlchemySagaStorage)
             async with storage:
                 return await _run_sagas(storage, conc, n)
@@ -107,7 +110,7 @@ async def measure(kind: str, conc: int, n: int) -> float:
                 await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await storage.aclose()
             await engine.dispose()
-    raise ValueError(f"unknown kind {kind!r}; use 'sqlite' or 'postgres'")
+    raise ValueError(f"unknown kind {kind!r}; use 'sqlite', 'sqlite-inline' or 'postgres'")
 
 
 # --- raw limits, measured as ../shared/bench/baseline.py measures them --------------------------
@@ -179,10 +182,17 @@ async def main() -> None:
 
     targets = {
         ("sqlite", 1): 0.8 * sqlite_limit / 4,
+        ("sqlite-inline", 1): 0.8 * sqlite_limit / 4,
         ("postgres", 1): 0.8 * pg_limits.get(1, 0.0) / 4,
         ("postgres", 100): 2 * pg_limits.get(100, 0.0) / 4,
     }
-    for kind, n, conc in (("sqlite", 1500, 1), ("postgres", 1500, 1), ("postgres", 10_000, 100)):
+    cases = (
+        ("sqlite", 1500, 1),
+        ("sqlite-inline", 1500, 1),
+        ("postgres", 1500, 1),
+        ("postgres", 10_000, 100),
+    )
+    for kind, n, conc in cases:
         n = max(50, int(n * k))
         case = f"saga-sqlalchemy/{kind}/conc={conc}"
         try:

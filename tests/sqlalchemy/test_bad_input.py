@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import (
     SagaUsageError,
     StorageCorruptedError,

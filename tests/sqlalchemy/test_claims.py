@@ -9,9 +9,9 @@ from uuid import UUID
 import anyio
 import anyio.lowlevel
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import SagaRecord, SagaStatus
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage

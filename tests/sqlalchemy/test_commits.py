@@ -9,9 +9,9 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import SagaStatus, bootstrap
 from saga_sqlalchemy import SqlAlchemySagaStorage
 
@@ -23,23 +23,28 @@ pytestmark = pytest.mark.anyio
 STEPS = len(ThreeStepSaga.steps)
 
 
+async def _run_saga(storage: SqlAlchemySagaStorage) -> None:
+    mediator = bootstrap(
+        sagas_mapper=lambda m: m.bind(CounterContext, ThreeStepSaga), saga_storage=storage
+    )
+    outcome = await mediator.run(CounterContext(name="n+1"))
+    assert outcome.status is SagaStatus.COMPLETED
+    assert outcome.context.count == STEPS
+
+
 async def _run_counting(storage: SqlAlchemySagaStorage, engine: sa.Engine) -> int:
+    """Commits SQLAlchemy sees (its ``commit`` event) during one saga."""
     commits: list[Any] = []
 
     def count(connection: Any) -> None:
         commits.append(connection)
 
+    await storage.check_schema()
     sa.event.listen(engine, "commit", count)
     try:
-        mediator = bootstrap(
-            sagas_mapper=lambda m: m.bind(CounterContext, ThreeStepSaga), saga_storage=storage
-        )
-        await storage.check_schema()
-        outcome = await mediator.run(CounterContext(name="n+1"))
+        await _run_saga(storage)
     finally:
         sa.event.remove(engine, "commit", count)
-    assert outcome.status is SagaStatus.COMPLETED
-    assert outcome.context.count == STEPS
     return len(commits)
 
 
@@ -50,13 +55,40 @@ async def sqlite_engine(tmp_path: Path) -> AsyncIterator[sa.Engine]:
     engine.dispose()
 
 
+def _trace_sqlite(engine: sa.Engine) -> list[str]:
+    """Every statement SQLite runs on ``engine``'s connections, as its trace callback reports
+    them: the storage writes through the stdlib driver, past SQLAlchemy's events."""
+    statements: list[str] = []
+
+    @sa.event.listens_for(engine, "connect")
+    def trace(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.set_trace_callback(statements.append)
+
+    return statements
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["threads", "inline"])
 @pytest.mark.parametrize("group_commit", [False, True], ids=["single", "group"])
 async def test_sqlite_saga_of_n_steps_costs_n_plus_1_commits(
-    sqlite_engine: sa.Engine, group_commit: bool
+    sqlite_engine: sa.Engine, group_commit: bool, inline: bool
 ) -> None:
-    storage = SqlAlchemySagaStorage(sqlite_engine, group_commit=group_commit)
+    """Counted by SQLite itself: COMMIT statements run, none of them empty (each is preceded
+    by its write's BEGIN IMMEDIATE)."""
+    statements = _trace_sqlite(sqlite_engine)
+    storage = SqlAlchemySagaStorage(sqlite_engine, group_commit=group_commit, inline=inline)
     await storage.create_schema()
-    assert await _run_counting(storage, sqlite_engine) == STEPS + 1
+    await storage.check_schema()
+    statements.clear()
+    try:
+        await _run_saga(storage)
+    finally:
+        await storage.aclose()
+    words = [" ".join(statement.split()).upper() for statement in statements]
+    commits = [word for word in words if word == "COMMIT"]
+    begins = [word for word in words if word.startswith("BEGIN")]
+    assert len(commits) == STEPS + 1, words
+    assert len(begins) == STEPS + 1, words
+    assert not [word for word in words if word == "ROLLBACK"], words
 
 
 async def test_aiosqlite_saga_of_n_steps_costs_n_plus_1_commits(

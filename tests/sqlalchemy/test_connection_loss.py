@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import (
     Response,
     Saga,

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import SagaStorage
 from saga_core.testing import SagaStorageContract
 from saga_sqlalchemy import SqlAlchemySagaStorage
@@ -35,6 +35,29 @@ class TestSqliteGroupCommit(SagaStorageContract):
         from saga_core import open_storage
 
         async with open_storage(f"sqlite:///{tmp_path}/sagas.db", group_commit=True) as storage:
+            yield storage
+
+
+class TestSqliteInline(SagaStorageContract):
+    """SQLite through the stdlib driver, writes inline on the event loop: asyncio and trio."""
+
+    @pytest.fixture
+    async def storage(self, tmp_path: Path) -> AsyncIterator[SagaStorage]:
+        from saga_core import open_storage
+
+        async with open_storage(f"sqlite:///{tmp_path}/sagas.db", inline=True) as storage:
+            yield storage
+
+
+class TestSqliteInlineGroupCommit(SagaStorageContract):
+    """SQLite inline with group commit on: a batch leader writes the batch on the loop."""
+
+    @pytest.fixture
+    async def storage(self, tmp_path: Path) -> AsyncIterator[SagaStorage]:
+        from saga_core import open_storage
+
+        url = f"sqlite:///{tmp_path}/sagas.db"
+        async with open_storage(url, inline=True, group_commit=True) as storage:
             yield storage
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import sqlalchemy as sa
 from saga_core import SagaStatus, SagaVersionConflictError, bootstrap
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage

@@ -54,6 +54,9 @@ class GroupCommitter:
         self._lanes = lanes
         self._leaders = 0
         self._queue: deque[_Pending] = deque()
+        # The last batch held one write and nobody queued behind it: writes come one at a
+        # time, so the next lone writer skips the yield and the shield (nobody waits on it).
+        self._lone = False
         self.batches = 0
         self.writes = 0
 
@@ -89,6 +92,17 @@ class GroupCommitter:
             self._hand_over()
 
     async def _lead(self, me: _Pending) -> None:
+        if self._lone and self._leaders == 1 and len(self._queue) == 1:
+            # Alone (no other batch in flight, only this write queued, and the last batch was
+            # alone too): a batch of one that no other writer waits on, so it needs neither
+            # the yield nor the shield; cancellation may interrupt it like a write without
+            # group commit.
+            batch = self._take_batch(me)
+            try:
+                await self._run(batch, me)
+            finally:
+                self._hand_over()
+            return
         # Shielded: the writers in the batch wait for this leader, so it must finish and wake
         # them even if its own caller is cancelled meanwhile (cancellation is delivered after).
         with anyio.CancelScope(shield=True):
@@ -119,6 +133,7 @@ class GroupCommitter:
             batch.append(item)
         kept.extend(queue)
         self._queue = kept
+        self._lone = len(batch) == 1 and not kept
         for item in batch:
             item.taken = True
         return batch
@@ -140,6 +155,8 @@ class GroupCommitter:
                 item.event.set()
 
     def _hand_over(self) -> None:
+        if self._queue:
+            self._lone = False
         for item in self._queue:
             if not item.promoted:
                 item.promoted = True

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
-import sqlalchemy as sa
 from saga_core import (
     Checkpoint,
     JournalEntry,

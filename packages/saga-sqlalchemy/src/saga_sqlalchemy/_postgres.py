@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-import sqlalchemy as sa
 from saga_core import (
     Checkpoint,
     NewSaga,
@@ -173,18 +173,6 @@ class PostgresBatch:
         self.checkpoint_one = sa.text(_CHECKPOINT_ONE.format(**names))
         self.create_one = sa.text(_CREATE_ONE.format(**names))
         self.diagnose_one = sa.text(_DIAGNOSE_ONE.format(**names))
-        self._driver_sql: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
-
-    def driver_sql(self, statement: sa.TextClause, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
-        """``statement`` as the driver takes it (``$1`` ... for asyncpg), and the order of its
-        parameters; compiled once per dialect."""
-        key = (id(statement), dialect.name + dialect.driver)
-        cached = self._driver_sql.get(key)
-        if cached is None:
-            compiled = statement.compile(dialect=dialect)
-            cached = (str(compiled), tuple(compiled.positiontup or ()))
-            self._driver_sql[key] = cached
-        return cached
 
     def statement_for(self, writes: Sequence[Write]) -> sa.TextClause:
         """The statement that writes ``writes``: a single-write one for one write."""
@@ -235,7 +223,7 @@ class PostgresBatch:
         nothing, the stored ``(status, version)`` (None when there is no such saga)."""
         if written:
             return None
-        return _refusal(write, None if found is None else (found[0], found[1]))
+        return refusal(write, None if found is None else (found[0], found[1]))
 
     @staticmethod
     def parameters(writes: Sequence[Write]) -> dict[str, list[Any]]:
@@ -282,7 +270,7 @@ class PostgresBatch:
             else:
                 refused[saga_id] = (status, version)
         return [
-            None if write.saga_id in written else _refusal(write, refused.get(write.saga_id))
+            None if write.saga_id in written else refusal(write, refused.get(write.saga_id))
             for write in writes
         ]
 
@@ -304,7 +292,7 @@ class PostgresBatch:
         return outcomes
 
 
-def _refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
+def refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
     saga_id = write.saga_id
     if isinstance(write, NewSaga):
         return SagaAlreadyExistsError(

@@ -76,6 +76,8 @@ class ThreadRunner:
         self.dialect = engine.dialect
         self._limiter = anyio.CapacityLimiter(max_threads)
         self._owns_engine = owns_engine
+        dbapi = engine.dialect.loaded_dbapi
+        self._dbapi_error: type[Exception] = getattr(dbapi, "Error", Exception)
 
     async def run(self, operation: Operation[T], what: str) -> T:
         try:
@@ -88,6 +90,29 @@ class ThreadRunner:
     def _call(self, operation: Operation[T]) -> T:
         with self.engine.connect() as connection:
             return operation(connection, connection.commit)
+
+    async def run_driver(self, call: Callable[[Any], T], what: str) -> T:
+        """Run ``call`` in a worker thread with a pooled connection's driver connection (the
+        stdlib ``sqlite3`` one), bypassing SQLAlchemy; ``call`` ends its own transaction."""
+        try:
+            return await anyio.to_thread.run_sync(self._call_driver, call, limiter=self._limiter)
+        except SagaError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    def _call_driver(self, call: Callable[[Any], T]) -> T:
+        connection = self.engine.raw_connection()
+        try:
+            result = call(connection.driver_connection)
+        except self._dbapi_error:
+            connection.close()  # the call rolled back; the pool resets the connection anyway
+            raise
+        except BaseException:
+            connection.invalidate()
+            raise
+        connection.close()
+        return result
 
     async def aclose(self) -> None:
         if self._owns_engine:

@@ -15,11 +15,11 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
-import sqlalchemy as sa
 from saga_core import SagaUsageError
 
 #: The default table names.

@@ -17,11 +17,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-import sqlalchemy as sa
 from saga_core import SagaUsageError, StorageNotFoundError
 
 from ._storage import SqlAlchemySagaStorage
@@ -50,6 +50,7 @@ _STORAGE_OPTIONS = frozenset(
         "lanes",
         "max_threads",
         "create_schema",
+        "inline",
     }
 )
 _ENGINE_OPTIONS = frozenset(
@@ -70,7 +71,8 @@ def open_sqlalchemy_storage(url: str, **options: Any) -> SqlAlchemySagaStorage:
     """Open a :class:`SqlAlchemySagaStorage` for a ``sqlite``/``postgresql`` URL.
 
     Storage options: ``table``, ``journal_table``, ``schema``, ``group_commit``,
-    ``max_batch``, ``max_wait``, ``lanes``, ``max_threads``, and ``create_schema`` (create
+    ``max_batch``, ``max_wait``, ``lanes``, ``max_threads``, ``inline`` (SQLite files: write
+    on the event loop's thread, see ``SqlAlchemySagaStorage``), and ``create_schema`` (create
     the tables on first use; default True for SQLite, False for PostgreSQL, whose schema is
     usually migrated with Alembic). Engine options: ``pool_size`` (default 10),
     ``max_overflow`` (0), ``pool_timeout``, ``echo``, ``connect_timeout`` (seconds, default
