@@ -8,6 +8,9 @@
   ``"act:<name>"`` / ``"compensate:<name>"`` to it at the start of every call.
 * ``make_step(name, ...)`` builds a step class whose id is ``name``.
 * ``make_mediator(ContextType, SagaType, **bootstrap_kwargs)`` binds one saga on ``storage``.
+* ``stalled_saga(SagaType, context_text, status=..., cursor=..., applied=...)`` writes a saga
+  as an earlier runner left it (lease released: recoverable at once).
+* ``wait_until(async_predicate)`` polls until it holds (fails after 10 s instead of hanging).
 
 These are fixtures rather than an importable module because pytest runs with
 ``--import-mode=importlib``; every value a test receives is typed with public or builtin types.
@@ -16,9 +19,11 @@ These are fixtures rather than an importable module because pytest runs with
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from saga_core import (
@@ -28,12 +33,15 @@ from saga_core import (
     Response,
     Saga,
     SagaMediator,
+    SagaStatus,
     SagaStepHandler,
     StorageUnavailableError,
     bootstrap,
 )
 
 StepClass = type[SagaStepHandler[Any, Any]]
+
+_DEFAULT = object()
 
 
 class FakeClock:
@@ -191,3 +199,60 @@ def make_mediator(storage: RecordingStorage) -> Callable[..., SagaMediator]:
         )
 
     return build
+
+
+# --- fixtures for the recovery worker and lease keeper tests ----------------------------------
+
+StalledSagaFactory = Callable[..., Awaitable[uuid.UUID]]
+
+
+@pytest.fixture
+def stalled_saga(storage: RecordingStorage) -> StalledSagaFactory:
+    """``await stalled_saga(SagaType, context_text, *, status=RUNNING, cursor=0, applied=(),
+    error=None, saga_name=None, next_step=...)``: write a saga as an earlier runner left it
+    when it stopped and released its lease (so it is recoverable at once); return its id.
+
+    ``next_step`` defaults to the id of the step at ``cursor`` (None past the last step), as
+    the executor writes it; ``saga_name`` defaults to the saga's name.
+    """
+
+    async def write(
+        saga_type: type[Saga[Any]],
+        context_text: str,
+        *,
+        status: SagaStatus = SagaStatus.RUNNING,
+        cursor: int = 0,
+        applied: tuple[str, ...] = (),
+        error: str | None = None,
+        saga_name: str | None = None,
+        next_step: object = _DEFAULT,
+    ) -> uuid.UUID:
+        definition = saga_type.definition()
+        saga_id = uuid.uuid4()
+        name = definition.name if saga_name is None else saga_name
+        await storage.create(NewSaga(saga_id, name, context_text, "earlier-runner", 30.0))
+        step = definition.next_step_ids[cursor] if next_step is _DEFAULT else next_step
+        assert step is None or isinstance(step, str)
+        await storage.checkpoint(
+            Checkpoint(
+                saga_id, 1, status, cursor, applied, context_text, [], error, None, None, step
+            )
+        )
+        return saga_id
+
+    return write
+
+
+@pytest.fixture
+def wait_until() -> Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]:
+    """``await wait_until(async_predicate)``: poll (with tiny real sleeps) until it is true;
+    fails the test after 10 s instead of hanging (a safety net, not a timed assertion)."""
+
+    async def wait(predicate: Callable[[], Awaitable[bool]]) -> None:
+        with anyio.fail_after(10):
+            while True:  # polled: the state it waits for is in storage, not an Event
+                if await predicate():
+                    return
+                await anyio.sleep(0.002)
+
+    return wait

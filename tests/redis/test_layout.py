@@ -79,6 +79,8 @@ def test_every_key_a_script_touches_for_a_saga_shares_one_hash_slot(shards: int)
             shard.updated,
             shard.leases,
             shard.meta,
+            shard.parked,
+            shard.finished,
         ]
         assert len({key_slot(key.encode()) for key in keys}) == 1, keys
 
@@ -95,10 +97,12 @@ def test_key_names_follow_the_documented_layout() -> None:
     assert layout.record(saga_id) == f"shop:{{0}}:record:{saga_id}"
     assert layout.journal(saga_id) == f"shop:{{0}}:journal:{saga_id}"
     shard = layout.shard_of(saga_id)
-    assert (shard.updated, shard.leases, shard.meta) == (
+    assert (shard.updated, shard.leases, shard.meta, shard.parked, shard.finished) == (
         "shop:{0}:updated",
         "shop:{0}:leases",
         "shop:{0}:meta",
+        "shop:{0}:parked",
+        "shop:{0}:finished",
     )
 
 
@@ -326,6 +330,10 @@ _GOOD = {
         ("updated", None),
         ("name", None),
         ("expires", b"soon"),
+        ("attempts", b"many"),
+        ("attempts", b"-1"),
+        ("parked", b"yes"),
+        ("next_step", b"\xff"),
     ],
 )
 def test_a_foreign_record_field_is_reported_with_its_key_and_field(
@@ -338,3 +346,17 @@ def test_a_foreign_record_field_is_reported_with_its_key_and_field(
         fields[field] = value
     with pytest.raises(StorageCorruptedError, match=f"field '{field}' of the Redis hash 'the-key'"):
         decode_record(uuid.uuid4(), "the-key", fields)
+
+
+def test_a_record_written_before_attempts_and_parking_reads_as_fresh() -> None:
+    record = decode_record(uuid.uuid4(), "the-key", _GOOD)
+    assert (record.attempts, record.parked) == (0, False)
+    parked = decode_record(uuid.uuid4(), "the-key", {**_GOOD, "attempts": b"3", "parked": b"1"})
+    assert (parked.attempts, parked.parked) == (3, True)
+
+
+def test_a_record_written_before_next_step_reads_none() -> None:
+    assert decode_record(uuid.uuid4(), "the-key", _GOOD).next_step is None
+    fields = {**_GOOD, "next_step": "s.Ünï 😀".encode()}
+    assert decode_record(uuid.uuid4(), "the-key", fields).next_step == "s.Ünï 😀"
+    assert decode_record(uuid.uuid4(), "the-key", {**_GOOD, "next_step": b""}).next_step == ""

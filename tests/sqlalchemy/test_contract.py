@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
 
 from saga_core import SagaStorage
 from saga_core.testing import SagaStorageContract
@@ -77,6 +78,36 @@ class TestAiosqlite(SagaStorageContract):
             yield storage
 
 
+class TestAiosqliteSession(SagaStorageContract):
+    """One AsyncSession on aiosqlite, used one call at a time and committed at every write."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.fixture
+    async def storage(self, tmp_path: Path) -> AsyncIterator[SagaStorage]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/sagas.db")
+        async with async_sessionmaker(engine)() as session:
+            storage = SqlAlchemySagaStorage(session)
+            await storage.create_schema()
+            async with storage:
+                yield storage
+        await engine.dispose()
+
+
+class TestSqliteSessionmaker(SagaStorageContract):
+    """A sync sessionmaker over the stdlib driver (the storage uses its engine): both loops."""
+
+    @pytest.fixture
+    async def storage(self, tmp_path: Path) -> AsyncIterator[SagaStorage]:
+        engine = sa.create_engine(f"sqlite:///{tmp_path}/sagas.db")
+        storage = SqlAlchemySagaStorage(sessionmaker(engine), dispose_engine=True)
+        await storage.create_schema()
+        async with storage:
+            yield storage
+
+
 @pytest.fixture
 def pg_schema(postgres_url: str) -> Iterator[str]:
     with postgres_schema(postgres_url) as name:
@@ -123,3 +154,29 @@ class TestPostgresPsycopgThreads(SagaStorageContract):
         await storage.create_schema()
         async with storage:
             yield storage
+
+
+class TestPostgresPsycopgAsync(TestPostgresAsyncpg):
+    """PostgreSQL through psycopg's AsyncEngine (SQLAlchemy statements, group commit on)."""
+
+    @pytest.fixture
+    async def storage(self, postgres_url: str, pg_schema: str) -> AsyncIterator[SagaStorage]:
+        engine = create_async_engine(driver_url(postgres_url, "psycopg_async"), pool_size=3)
+        storage = SqlAlchemySagaStorage(engine, schema=pg_schema, dispose_engine=True)
+        await storage.create_schema()
+        async with storage:
+            yield storage
+
+
+class TestPostgresAsyncpgSession(TestPostgresAsyncpg):
+    """One AsyncSession on asyncpg, used one call at a time and committed at every write."""
+
+    @pytest.fixture
+    async def storage(self, postgres_url: str, pg_schema: str) -> AsyncIterator[SagaStorage]:
+        engine = create_async_engine(driver_url(postgres_url, "asyncpg"), pool_size=1)
+        async with async_sessionmaker(engine)() as session:
+            storage = SqlAlchemySagaStorage(session, schema=pg_schema)
+            await storage.create_schema()
+            async with storage:
+                yield storage
+        await engine.dispose()

@@ -30,6 +30,7 @@ from ._errors import SagaFinishedError as SagaFinishedError
 from ._errors import SagaLeaseHeldError as SagaLeaseHeldError
 from ._errors import SagaNotFoundError as SagaNotFoundError
 from ._errors import SagaNotRegisteredError as SagaNotRegisteredError
+from ._errors import SagaParkedError as SagaParkedError
 from ._errors import SagaRecoveryError as SagaRecoveryError
 from ._errors import SagaStorageError as SagaStorageError
 from ._errors import SagaUsageError as SagaUsageError
@@ -65,6 +66,8 @@ from ._storage import JournalEntry as JournalEntry
 from ._storage import NewSaga as NewSaga
 from ._storage import SagaRecord as SagaRecord
 from ._storage import SagaStorage as SagaStorage
+from ._worker import RecoveryReport as RecoveryReport
+from ._worker import RecoveryWorker as RecoveryWorker
 
 __all__ = (
     "BreakerNotFoundError",
@@ -80,6 +83,8 @@ __all__ = (
     "LoggingObserver",
     "MemorySagaStorage",
     "NewSaga",
+    "RecoveryReport",
+    "RecoveryWorker",
     "Response",
     "RetryPolicy",
     "Saga",
@@ -100,6 +105,7 @@ __all__ = (
     "SagaNotRegisteredError",
     "SagaObserver",
     "SagaOutcome",
+    "SagaParkedError",
     "SagaRecord",
     "SagaRecoveryError",
     "SagaStatus",

@@ -105,6 +105,12 @@ class SagaLeaseHeldError(SagaConcurrencyError):
     """Raised by a claim when another owner holds a lease on the saga that has not expired."""
 
 
+class SagaParkedError(SagaConcurrencyError):
+    """Raised by a claim when the saga is in the dead-letter state: recovery gave up on it
+    after its maximum attempts. An operator retries it with ``storage.unpark`` (or the CLI's
+    ``retry-compensation`` / ``recover``)."""
+
+
 class SagaNotFoundError(SagaError, LookupError):
     """Raised when storage holds no saga with the given id."""
 

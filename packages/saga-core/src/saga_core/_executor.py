@@ -58,6 +58,9 @@ _tuple_new: Any = tuple.__new__
 #: Separates a FAILED saga's original cause from its compensation failure in the error text.
 _FAILURE_SEPARATOR = "\n"
 
+#: ``_checkpoint(lease_for=...)`` default: renew the lease while the saga runs, else release.
+_USUAL_LEASE = -1.0
+
 #: How long an abandoned run may spend handing its lease back (shielded from cancellation).
 _RELEASE_TIMEOUT = 5.0
 
@@ -98,6 +101,8 @@ class SagaRun:
         "_failure",
         "_fenced",
         "_halted",
+        "_hold_seconds",
+        "_holding",
         "_hooks",
         "_journal",
         "_lease_seconds",
@@ -135,6 +140,7 @@ class SagaRun:
         context_text: str,
         error_text: str | None = None,
         resumed: bool = False,
+        hold_seconds: float | None = None,
     ) -> None:
         self.definition = definition
         self.saga_id = saga_id
@@ -160,6 +166,10 @@ class SagaRun:
         self._failure: BaseException | None = None
         self._halted = False
         self._fenced = False
+        # A recovery worker's runs keep their lease this long after a failure (FAILED, or an
+        # error) instead of releasing it, so the saga is retried only after a pause.
+        self._hold_seconds = hold_seconds
+        self._holding = False
         # The node that was in flight when an earlier runner stopped: its primary may have
         # run even if this runner ends up taking the fallback branch.
         self._resumed_node = cursor if resumed and status is _RUNNING else -1
@@ -235,6 +245,11 @@ class SagaRun:
             SagaStorageError: a checkpoint failed and the saga could not be rolled back
                 durably; it stays as last written, for recovery.
         """
+        if self._fenced:
+            # Taken over (a lease renewal found another owner): not one more step.
+            raise SagaConcurrencyError(
+                f"saga {self.saga_id} was taken over by another runner; this one stops"
+            )
         status = self.status
         try:
             if status is _RUNNING:
@@ -255,14 +270,31 @@ class SagaRun:
     async def run_to_end(self) -> None:
         """Call :meth:`next_result` until the run ends; if it is interrupted (cancelled,
         an error), hand the saga back to recovery with :meth:`abandon` and re-raise."""
-        done = False
         try:
             while await self.next_result() is not None:
                 pass
-            done = True
-        finally:
-            if not done:
-                await self.abandon()
+        except Exception:
+            await self.abandon(hold_seconds=self._hold_seconds)
+            raise
+        except BaseException:
+            await self.abandon()
+            raise
+
+    def fence(self) -> None:
+        """Mark this runner as taken over (its lease is someone else's now): it writes nothing
+        more, and its next checkpoint would be refused anyway."""
+        self._fenced = True
+
+    @property
+    def renewable(self) -> bool:
+        """True while a lease keeper may renew this run's lease: not once it finished,
+        was fenced, or stepped back holding its lease for a pause."""
+        return not (self._fenced or self._holding or self._halted or self.status.is_terminal)
+
+    @property
+    def fenced(self) -> bool:
+        """True once another runner took the saga over."""
+        return self._fenced
 
     def outcome(self) -> SagaOutcome:
         """The run's outcome once :meth:`next_result` returned None.
@@ -291,17 +323,18 @@ class SagaRun:
         """Why the saga compensated (or, once FAILED, the exhausted compensation's error)."""
         return self._failure if self.status is _FAILED else self._trigger
 
-    async def abandon(self) -> None:
+    async def abandon(self, *, hold_seconds: float | None = None) -> None:
         """Hand the saga back to recovery after the run was interrupted (cancelled, the
-        stream closed early, the process shutting down): write the journal so far and release
-        the lease, shielded and bounded in time. Best effort: if it fails the lease simply
+        stream closed early, the process shutting down, an error): write the journal so far
+        and release the lease — or keep it ``hold_seconds`` more, so that recovery waits that
+        long — shielded and bounded in time. Best effort: if it fails the lease simply
         expires. Does nothing once the saga is finished, FAILED, or this runner was fenced."""
         if self._fenced or self.status.is_terminal or self._halted:
             return
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
             try:
                 await self._checkpoint(
-                    self.status, error=self._error_text, strict=False, lease=False
+                    self.status, error=self._error_text, strict=False, lease_for=hold_seconds
                 )
             except Exception as exc:  # the lease will expire on its own
                 logger.info("saga %s: could not release its lease: %r", self.saga_id, exc)
@@ -443,6 +476,7 @@ class SagaRun:
                     if self._error_text
                     else failure,
                     strict=False,
+                    lease_for=self._hold_seconds,
                 )
         if self.status is not _COMPENSATING:
             self._finished()
@@ -516,13 +550,14 @@ class SagaRun:
         *,
         error: str | None = None,
         strict: bool = True,
-        lease: bool | None = None,
+        lease_for: float | None = _USUAL_LEASE,
     ) -> None:
         """Write the runner's state as one compare-and-set checkpoint.
 
         ``strict=False`` keeps the last stored context when the current one cannot be encoded
-        (a rollback must not be blocked by a context a failed step left unstorable). The lease
-        is renewed for RUNNING/COMPENSATING and released otherwise, unless ``lease`` says.
+        (a rollback must not be blocked by a context a failed step left unstorable). By
+        default the lease is renewed for RUNNING/COMPENSATING and released otherwise;
+        ``lease_for`` releases it (None) or keeps it that many seconds instead.
         """
         try:
             text = self._codec.encode(self.context)
@@ -530,8 +565,15 @@ class SagaRun:
             if strict:
                 raise
             text = self._context_text
-        if lease is None:
-            lease = status is _RUNNING or status is _COMPENSATING
+        if lease_for == _USUAL_LEASE:
+            lease_for = (
+                self._lease_seconds if status is _RUNNING or status is _COMPENSATING else None
+            )
+        else:
+            # Stepping back: from now on nobody may renew this lease (see `renewable`).
+            self._holding = True
+        lease = lease_for is not None
+        lease_seconds = lease_for
         journal = self._journal
         await self._storage.checkpoint(
             _tuple_new(
@@ -546,7 +588,7 @@ class SagaRun:
                     journal,
                     error,
                     self._owner if lease else None,
-                    self._lease_seconds if lease else None,
+                    lease_seconds if lease else None,
                     self.definition.next_step_ids[self.cursor],
                 ),
             )

@@ -6,13 +6,18 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
 
 from ._codec import codec_for
 from ._di import StepResolver, make_step_resolver
 from ._errors import SagaDefinitionError, SagaNotRegisteredError, SagaUsageError
 from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks
+from ._leases import LeaseKeeper
 from ._memory import MemorySagaStorage
 from ._observer import LoggingObserver, SagaObserver
 from ._saga import Saga, SagaDefinition
@@ -170,6 +175,37 @@ class SagaMediator:
         self.hooks = Hooks([LoggingObserver(), *observers])
         self.lease_seconds = lease_seconds
         self.owner = owner or default_owner()
+        self._keeper: LeaseKeeper | None = None
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> SagaMediator:
+        """Start renewing the leases of this mediator's running sagas in the background, so
+        that a step longer than ``lease_seconds`` is not taken over by recovery. Use it around
+        the application's lifetime (e.g. a FastAPI lifespan)::
+
+            async with bootstrap(...) as mediator:
+                ...
+        """
+        if self._task_group is not None:
+            raise SagaUsageError("this mediator is already entered")
+        keeper = LeaseKeeper(self.storage, owner=self.owner, lease_seconds=self.lease_seconds)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        task_group.start_soon(keeper.run)
+        self._task_group, self._keeper = task_group, keeper
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None, "__aexit__ without __aenter__"
+        self._task_group = self._keeper = None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, tb)
 
     async def stream(
         self, context: Any, saga_id: uuid.UUID | None = None
@@ -193,6 +229,9 @@ class SagaMediator:
             SagaStorageError: storage failed; the saga stays as last written, for recovery.
         """
         run = await self._start(context, saga_id)
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.hold(run)
         done = False
         try:
             while True:
@@ -202,6 +241,8 @@ class SagaMediator:
                 yield result
             done = True
         finally:
+            if keeper is not None:
+                keeper.drop(run)
             if not done:
                 await run.abandon()
         run.outcome()
@@ -214,7 +255,15 @@ class SagaMediator:
         what :meth:`stream` raises before the saga starts, and concurrency/storage errors.
         """
         run = await self._start(context, saga_id)
-        await run.run_to_end()
+        keeper = self._keeper
+        if keeper is None:
+            await run.run_to_end()
+        else:
+            keeper.hold(run)
+            try:
+                await run.run_to_end()
+            finally:
+                keeper.drop(run)
         return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
     async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:

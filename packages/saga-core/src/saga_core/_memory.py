@@ -22,6 +22,7 @@ from ._errors import (
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
+    SagaParkedError,
     SagaUsageError,
     SagaVersionConflictError,
     StorageUnavailableError,
@@ -47,6 +48,7 @@ class _StoredSaga:
 
     __slots__ = (
         "applied",
+        "attempts",
         "context",
         "created",
         "cursor",
@@ -55,6 +57,7 @@ class _StoredSaga:
         "lease_expires",
         "lease_owner",
         "next_step",
+        "parked",
         "saga_id",
         "saga_name",
         "status",
@@ -77,6 +80,8 @@ class _StoredSaga:
         self.lease_owner: str | None = saga.lease_owner
         self.lease_expires: float | None = now + saga.lease_seconds
         self.journal: list[JournalEntry] = list(saga.journal)
+        self.attempts = 0
+        self.parked = False
 
     def to_record(self) -> SagaRecord:
         expires = self.lease_expires
@@ -95,6 +100,8 @@ class _StoredSaga:
             lease_owner=self.lease_owner,
             lease_expires_at=None if expires is None else datetime.fromtimestamp(expires, utc),
             next_step=self.next_step,
+            attempts=self.attempts,
+            parked=self.parked,
         )
 
 
@@ -202,6 +209,68 @@ class MemorySagaStorage:
         return their records with the new versions."""
         return self._claim_recoverable(owner, lease_seconds, limit)
 
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease to ``now + lease_seconds``; nothing else changes.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        saga = self._owned(saga_id, owner)
+        saga.lease_expires = self._clock() + lease_seconds
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas matching every given filter, oldest update first."""
+        if self._closed:
+            raise _closed_error()
+        if limit < 0:
+            raise SagaUsageError(f"limit must be >= 0, got {limit!r}")
+        if updated_before is not None and updated_before.utcoffset() is None:
+            raise SagaUsageError("list_sagas(updated_before=...) needs an aware datetime")
+        before = None if updated_before is None else updated_before.timestamp()
+        matching = (
+            saga
+            for saga in self._sagas.values()
+            if (status is None or saga.status is status)
+            and (saga_name is None or saga.saga_name == saga_name)
+            and (parked is None or saga.parked is parked)
+            and (before is None or saga.updated < before)
+        )
+        return [saga.to_record() for saga in nsmallest(limit, matching, key=_by_update)]
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga leased to ``owner`` to the dead-letter state (see the protocol).
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        saga = self._owned(saga_id, owner)
+        saga.parked = True
+        saga.error = reason
+        saga.lease_owner = None
+        saga.lease_expires = None
+        saga.version += 1
+        saga.updated = self._clock()
+        self._write_count += 1
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state; it is recoverable at once. Raises
+        :class:`~saga_core.SagaNotFoundError`."""
+        saga = self._get(saga_id)
+        if saga.parked and saga.status not in _TERMINAL:
+            saga.parked = False
+            saga.attempts = 0
+            saga.updated = self._clock()
+            self._write_count += 1
+        return saga.to_record()
+
     async def aclose(self) -> None:
         """Close the storage and drop what it holds. Idempotent."""
         self._closed = True
@@ -297,6 +366,17 @@ class MemorySagaStorage:
             raise _not_found(saga_id)
         return saga
 
+    def _owned(self, saga_id: UUID, owner: str) -> _StoredSaga:
+        saga = self._get(saga_id)
+        if saga.status in _TERMINAL:
+            raise _finished(saga)
+        if saga.lease_owner != owner:
+            raise SagaLeaseHeldError(
+                f"saga {saga_id} is not leased to {owner!r} (its lease is "
+                f"{saga.lease_owner!r}'s): it was taken over; stop without writing"
+            )
+        return saga
+
     def _recoverable(self, limit: int) -> list[_StoredSaga]:
         if self._closed:
             raise _closed_error()
@@ -306,7 +386,7 @@ class MemorySagaStorage:
         candidates = (
             saga
             for saga in self._active.values()
-            if saga.lease_expires is None or saga.lease_expires <= now
+            if not saga.parked and (saga.lease_expires is None or saga.lease_expires <= now)
         )
         # nsmallest is stable, so sagas updated at the same instant keep creation order.
         return nsmallest(limit, candidates, key=_by_update)
@@ -315,6 +395,11 @@ class MemorySagaStorage:
         saga = self._get(saga_id)
         if saga.status in _TERMINAL:
             raise _finished(saga)
+        if saga.parked:
+            raise SagaParkedError(
+                f"saga {saga_id} is parked in the dead-letter state ({saga.error}); unpark it "
+                "to let recovery try again"
+            )
         now = self._clock()
         held_by = saga.lease_owner
         if (
@@ -345,6 +430,7 @@ class MemorySagaStorage:
     @staticmethod
     def _take_lease(saga: _StoredSaga, owner: str, expires: float, now: float) -> None:
         saga.version += 1
+        saga.attempts += 1
         saga.lease_owner = owner
         saga.lease_expires = expires
         saga.updated = now

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from ._codec import codec_for
-from ._di import make_step_resolver
+from ._di import StepResolver, make_step_resolver
 from ._errors import SagaError, SagaRecoveryError, SagaUsageError, StorageCorruptedError
 from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks, fire
@@ -72,7 +72,7 @@ async def recover_saga(
     record = await storage.load(saga_id)
     check_record_matches(definition, record)
     # Decoded before the claim too, so a saga that cannot be recovered is not left leased.
-    context = _decode(definition, context_builder, record)
+    context = decode_context(definition, context_builder, record)
     if record.status.is_terminal:
         return SagaOutcome(saga_id, record.status, context, None)
     runner = owner or default_owner()
@@ -80,18 +80,45 @@ async def recover_saga(
     if claimed.context != record.context or claimed.status is not record.status:
         # Someone wrote the saga between the load and the claim: use what is stored now.
         check_record_matches(definition, claimed)
-        context = _decode(definition, context_builder, claimed)
-    record = claimed
-    hooks = Hooks([LoggingObserver(), *observers])
+        context = decode_context(definition, context_builder, claimed)
+    run = resumed_run(
+        definition=definition,
+        record=claimed,
+        context=context,
+        storage=storage,
+        resolver=make_step_resolver(container),
+        hooks=Hooks([LoggingObserver(), *observers]),
+        owner=runner,
+        lease_seconds=lease_seconds,
+    )
+    await run.run_to_end()
+    return run.outcome()
+
+
+def resumed_run(
+    *,
+    definition: SagaDefinition,
+    record: SagaRecord,
+    context: Any,
+    storage: SagaStorage,
+    resolver: StepResolver,
+    hooks: Hooks,
+    owner: str,
+    lease_seconds: float,
+    hold_seconds: float | None = None,
+) -> SagaRun:
+    """The runner that continues a saga ``owner`` has just claimed (``record`` is the claimed
+    record, already checked with :func:`check_record_matches`; ``context`` its decoded
+    context). Fires the observers' ``saga_started(resumed=True)``."""
     run = SagaRun(
         definition=definition,
-        saga_id=saga_id,
+        saga_id=record.saga_id,
         context=context,
         codec=codec_for(type(context)),
         storage=storage,
-        resolver=make_step_resolver(container),
+        resolver=resolver,
         hooks=hooks,
-        owner=runner,
+        owner=owner,
         lease_seconds=lease_seconds,
         version=record.version,
         status=record.status,
@@ -100,10 +127,11 @@ async def recover_saga(
         context_text=record.context,
         error_text=record.error,
         resumed=True,
+        hold_seconds=hold_seconds,
     )
-    fire(hooks.saga_started, saga_id, definition.name, resumed=True)
-    await run.run_to_end()
-    return run.outcome()
+    if hooks.saga_started:
+        fire(hooks.saga_started, record.saga_id, definition.name, resumed=True)
+    return run
 
 
 def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None:
@@ -162,7 +190,14 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         )
 
 
-def _decode(definition: SagaDefinition, builder: ContextBuilder | None, record: SagaRecord) -> Any:
+def decode_context(
+    definition: SagaDefinition, builder: ContextBuilder | None, record: SagaRecord
+) -> Any:
+    """The stored context of ``record``, built by ``builder`` (a context class decoded with
+    the strict codec, or a callable given the JSON object; default: the saga's context type).
+
+    Raises StorageCorruptedError, or SagaRecoveryError when it decodes as a subclass instead.
+    """
     if builder is None:
         builder = definition.context_type
         if builder is None:

@@ -29,6 +29,12 @@ Rules every storage keeps
   usage error. Storages do not check status transitions beyond terminal immutability (the
   executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
   :class:`~saga_core.StorageUnavailableError`.
+* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
+  moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
+  status, loses its lease, gets the reason as its error and a new version, and is never
+  recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
+  and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
+  and changes nothing else (not the version).
 * **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
   unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
 * **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
@@ -116,6 +122,10 @@ class SagaRecord(NamedTuple):
     lease_owner: str | None
     lease_expires_at: datetime | None
     next_step: str | None = None
+    attempts: int = 0
+    """How many times recovery claimed the saga (since it was created or last unparked)."""
+    parked: bool = False
+    """True in the dead-letter state: recovery leaves it alone until an operator unparks it."""
 
 
 @runtime_checkable
@@ -151,16 +161,17 @@ class SagaStorage(Protocol):
         ...
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas (see the module's rules), oldest update
-        first, without claiming them."""
+        """Return up to ``limit`` recoverable sagas (see the module's rules; parked sagas
+        are not), oldest update first, without claiming them."""
         ...
 
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
         """Take the lease on one saga for recovery and return its record with the new version.
 
         Succeeds when the saga is recoverable or its lease is already ``owner``'s. Raises
-        :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` (terminal)
-        or :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` (terminal),
+        :class:`~saga_core.SagaParkedError` (dead-letter state) or
+        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
         The version bump fences off any earlier runner of the saga.
         """
         ...
@@ -172,6 +183,47 @@ class SagaStorage(Protocol):
 
         Two concurrent callers never receive the same saga. Returns the claimed records with
         their new versions.
+        """
+        ...
+
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease on a saga to ``now + lease_seconds``; nothing else changes.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal) or :class:`~saga_core.SagaLeaseHeldError` when the lease is not (or no
+        longer) ``owner``'s — a runner that gets it has been taken over and must stop.
+        A lease of ``owner``'s that expired but was not taken over is renewed.
+        """
+        ...
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas matching every given filter, oldest update first.
+
+        ``updated_before`` is an aware datetime (a naive one is a
+        :class:`~saga_core.SagaUsageError`); ``None`` filters are not applied.
+        """
+        ...
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga whose lease is ``owner``'s to the dead-letter state (see the rules).
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        or :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        ...
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state (``parked=False``, ``attempts=0``) and
+        return its record; it is recoverable at once. A saga that is not parked is returned
+        unchanged. Raises :class:`~saga_core.SagaNotFoundError`.
         """
         ...
 

@@ -21,11 +21,21 @@ from redis.commands.core import AsyncScript, Script
 from saga_core import SagaUsageError
 
 from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_command
-from ._scripts import CHECKPOINT, CLAIM, CREATE, READ, SCAN
+from ._scripts import CHECKPOINT, CLAIM, CREATE, LIST, PARK, READ, RENEW, SCAN, UNPARK
 
 #: The scripts every driver registers, in the order of the indexes below.
-_SOURCES = (CREATE, CHECKPOINT, CLAIM, SCAN, READ)
-CREATE_SCRIPT, CHECKPOINT_SCRIPT, CLAIM_SCRIPT, SCAN_SCRIPT, READ_SCRIPT = range(len(_SOURCES))
+_SOURCES = (CREATE, CHECKPOINT, CLAIM, SCAN, READ, RENEW, PARK, UNPARK, LIST)
+(
+    CREATE_SCRIPT,
+    CHECKPOINT_SCRIPT,
+    CLAIM_SCRIPT,
+    SCAN_SCRIPT,
+    READ_SCRIPT,
+    RENEW_SCRIPT,
+    PARK_SCRIPT,
+    UNPARK_SCRIPT,
+    LIST_SCRIPT,
+) = range(len(_SOURCES))
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster

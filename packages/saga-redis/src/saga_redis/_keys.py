@@ -11,8 +11,11 @@ For the prefix ``saga:`` and a saga in shard 0::
 
     saga:{0}:record:<saga id>    hash: one saga's state
     saga:{0}:journal:<saga id>   list: its journal entries, JSON objects, oldest first
-    saga:{0}:updated             sorted set: unfinished sagas of the shard, by last update (µs)
+    saga:{0}:updated             sorted set: unfinished, unparked sagas of the shard, by last
+                                 update (µs): the recovery index
     saga:{0}:leases              sorted set: unfinished leased sagas of the shard, by expiry (µs)
+    saga:{0}:parked              sorted set: parked (dead-letter) sagas, by last update (µs)
+    saga:{0}:finished            sorted set: retained finished sagas, by finish time (µs)
     saga:{0}:meta                hash: the layout the shard was written with (shard count)
 """
 
@@ -61,6 +64,8 @@ class ShardKeys(NamedTuple):
     updated: str
     leases: str
     meta: str
+    parked: str
+    finished: str
 
 
 class KeyLayout:
@@ -85,6 +90,8 @@ class KeyLayout:
             updated=f"{base}updated",
             leases=f"{base}leases",
             meta=f"{base}meta",
+            parked=f"{base}parked",
+            finished=f"{base}finished",
         )
 
     def shard_of(self, saga_id: UUID) -> ShardKeys:

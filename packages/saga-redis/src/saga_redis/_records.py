@@ -131,12 +131,25 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         created = micros_to_datetime(int(fields["created"]))
         field = "updated"
         updated = micros_to_datetime(int(fields["updated"]))
+        # Records written before next_step was stored have no field: None.
+        field = "next_step"
+        raw_next_step = fields.get("next_step")
+        next_step = None if raw_next_step is None else text(raw_next_step)
         field = "owner"
         raw_owner = fields.get("owner")
         owner = None if raw_owner is None else text(raw_owner)
         field = "expires"
         raw_expires = fields.get("expires")
         expires = None if raw_expires is None else micros_to_datetime(int(raw_expires))
+        # Records written before recovery bookkeeping existed have neither field.
+        field = "attempts"
+        raw_attempts = fields.get("attempts")
+        attempts = 0 if raw_attempts is None else int(raw_attempts)
+        if attempts < 0:
+            raise ValueError(f"negative attempts {attempts}")
+        field = "parked"
+        raw_parked = fields.get("parked")
+        parked = raw_parked is not None and _flag(text(raw_parked))
     except (KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         missing = isinstance(exc, KeyError)
         problem = "is missing" if missing else f"holds an invalid value ({exc})"
@@ -158,7 +171,18 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         updated_at=updated,
         lease_owner=owner,
         lease_expires_at=expires,
+        next_step=next_step,
+        attempts=attempts,
+        parked=parked,
     )
+
+
+def _flag(value: str) -> bool:
+    if value == "1":
+        return True
+    if value == "0":
+        return False
+    raise ValueError(f"{value!r} is not '1' or '0'")
 
 
 def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[JournalEntry]:

@@ -19,6 +19,7 @@ from saga_core import (
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
+    SagaParkedError,
     SagaStorageError,
     SagaVersionConflictError,
     StorageCorruptedError,
@@ -39,6 +40,8 @@ _KEY_TYPES = (
     ("updated", "sorted set"),
     ("leases", "sorted set"),
     ("meta", "hash"),
+    ("parked", "sorted set"),
+    ("finished", "sorted set"),
 )
 
 
@@ -80,6 +83,7 @@ def raise_failure(
     layout: KeyLayout,
     *,
     expected_version: int | None = None,
+    owner: str | None = None,
 ) -> NoReturn:
     """Raise the core error for a script's failure reply about ``saga_id``."""
     tag = reply_tag(reply)
@@ -106,6 +110,17 @@ def raise_failure(
         raise SagaLeaseHeldError(
             f"{saga} is leased to {detail[0]!r} until {until}; it is not stalled, leave it to "
             f"its owner"
+        )
+    if tag == "notowner":
+        held = f"its lease is {detail[0]!r}'s" if detail[0] else "it holds no lease"
+        raise SagaLeaseHeldError(
+            f"{saga} is not leased to {owner!r} ({held}): it was taken over or released; "
+            f"stop without writing"
+        )
+    if tag == "parked":
+        raise SagaParkedError(
+            f"{saga} is parked in the dead-letter state; unpark it (storage.unpark) to let "
+            f"recovery try again"
         )
     if tag == "type":
         key, found = detail

@@ -8,6 +8,7 @@ import math
 import os
 import ssl
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -31,8 +32,12 @@ from ._driver import (
     CHECKPOINT_SCRIPT,
     CLAIM_SCRIPT,
     CREATE_SCRIPT,
+    LIST_SCRIPT,
+    PARK_SCRIPT,
     READ_SCRIPT,
+    RENEW_SCRIPT,
     SCAN_SCRIPT,
+    UNPARK_SCRIPT,
     Arg,
     AsyncioDriver,
     Driver,
@@ -60,6 +65,11 @@ DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 # Each status's stored value and whether it is terminal, looked up once per checkpoint.
 _STATUS_ARGS = {status: (status.value, status in _TERMINAL) for status in SagaStatus}
+_NO_NEXT_STEP = ("0", "")
+# Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
+_LIST_PAGE = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
@@ -68,8 +78,9 @@ _CLAIM_ROUNDS = 5
 class RedisSagaStorage:
     """Saga storage on Redis; implements :class:`~saga_core.SagaStorage`.
 
-    Each write (``create``, ``checkpoint``, ``claim``, ``claim_recoverable``) is one server-side
-    script: a compare-and-set on the version, the record, the journal append and the recovery
+    Each write (``create``, ``checkpoint``, ``claim``, ``claim_recoverable`` per shard,
+    ``renew_lease``, ``park``, ``unpark``) is one server-side script that checks before it
+    writes: a compare-and-set on the version, the record, the journal append and the recovery
     indexes happen all at once or not at all, in one round trip. Times come from the Redis
     server's clock. The key layout is in the package README.
 
@@ -263,6 +274,7 @@ class RedisSagaStorage:
             self._cap_arg,
             self._shards_arg,
             LAYOUT_VERSION,
+            *_next_step(saga.next_step),
         ]
         if saga.journal:
             args.extend(_entries(saga.journal))
@@ -325,12 +337,20 @@ class RedisSagaStorage:
             self._token(),
             self._retain_arg,
             self._cap_arg,
+            *_next_step(checkpoint.next_step),
         ]
         journal = checkpoint.journal
         if journal:
             args.extend(_entries(journal))
         record = shard.record_stem + sid
-        keys = (record, shard.journal_stem + sid, shard.updated, shard.leases)
+        keys = (
+            record,
+            shard.journal_stem + sid,
+            shard.updated,
+            shard.leases,
+            shard.parked,
+            shard.finished,
+        )
         reply = await self._run(CHECKPOINT_SCRIPT, keys, args)
         if reply != 0:
             raise_failure(
@@ -362,7 +382,8 @@ class RedisSagaStorage:
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
         """Return up to ``limit`` recoverable sagas, oldest update first, without claiming.
 
-        Recoverable: RUNNING, COMPENSATING or FAILED with no lease or an expired one.
+        Recoverable: RUNNING, COMPENSATING or FAILED, not parked, with no lease or an expired
+        one.
         """
         _check_limit(limit)
         if limit == 0:
@@ -380,6 +401,7 @@ class RedisSagaStorage:
         Raises:
             SagaNotFoundError: no such saga.
             SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaParkedError: the saga is parked (dead-letter state).
             SagaLeaseHeldError: another owner's lease has not expired.
             StorageSchemaError: the key prefix was written with another shard count.
         """
@@ -439,6 +461,109 @@ class RedisSagaStorage:
                 break
         return claimed
 
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease on a saga to ``now + lease_seconds`` (the Redis server's
+        clock); nothing else changes (not the version, not ``updated_at``).
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaLeaseHeldError: the lease is not ``owner``'s (taken over, or released): the
+                runner must stop.
+        """
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        owner = _owner(owner)
+        args: list[Arg] = [sid, owner, _micros(lease_seconds)]
+        reply = await self._run(RENEW_SCRIPT, (shard.record_stem + sid, shard.leases), args)
+        if reply != 0:
+            raise_failure(reply, saga_id, self._layout, owner=owner)
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas matching every given filter, oldest update first:
+        unfinished, parked and finished ones (while retained); ``None`` filters are not
+        applied, ``updated_before`` (aware) keeps the sagas last updated strictly before it.
+
+        An operator query, not a hot path: it pages through the shards' ``updated``,
+        ``parked`` and ``finished`` indexes (only those the filters can match) oldest first,
+        reading each record to filter it, so it costs O(n) over the prefix's sagas in the
+        worst case (filters that match little), in pages of a bounded size so that Redis
+        stays responsive. The result is not one snapshot: a saga written meanwhile may show
+        its older or newer state.
+
+        Raises:
+            SagaUsageError: ``limit`` is negative, or a filter has the wrong type.
+        """
+        _check_limit(limit)
+        filters = _list_filters(status, saga_name, parked, updated_before)
+        if self._closed:
+            raise StorageUnavailableError("the Redis saga storage is closed")
+        if limit == 0:
+            return []
+        terminal = status is not None and status in _TERMINAL
+        best: dict[UUID, SagaRecord] = {}
+        for shard in self._layout.all_shards():
+            indexes: list[str] = []
+            if parked is not True and not terminal:
+                indexes.append(shard.updated)
+            if parked is not False:
+                indexes.append(shard.parked)  # a parked saga stays there when it finishes
+            if parked is not True and (status is None or terminal):
+                indexes.append(shard.finished)
+            for index in indexes:
+                for record in await self._list_index(shard, index, limit, filters):
+                    # A parked saga that finished is in two indexes: keep its newest state.
+                    known = best.get(record.saga_id)
+                    if known is None or known.version < record.version:
+                        best[record.saga_id] = record
+        return _oldest(list(best.values()), limit)
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga leased to ``owner`` to the dead-letter state: ``parked``, ``reason`` as
+        its error, no lease, version + 1 (fencing off any earlier runner). It leaves the
+        recovery indexes for the shard's ``parked`` index until :meth:`unpark`.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaLeaseHeldError: the lease is not ``owner``'s.
+        """
+        if not isinstance(reason, str):
+            raise SagaUsageError(f"park reason must be a string, got {reason!r}")
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        owner = _owner(owner)
+        args: list[Arg] = [sid, owner, reason, self._token()]
+        keys = (shard.record_stem + sid, shard.updated, shard.leases, shard.parked)
+        reply = await self._run(PARK_SCRIPT, keys, args)
+        if reply != 0:
+            raise_failure(reply, saga_id, self._layout, owner=owner)
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state (``parked=False``, ``attempts=0``, a new
+        ``updated_at``) and return its record; it is recoverable at once. A saga that is not
+        parked is returned unchanged.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+        """
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        record = shard.record_stem + sid
+        keys = (record, shard.updated, shard.parked, shard.finished)
+        reply = await self._run(UNPARK_SCRIPT, keys, (sid,))
+        if reply_tag(reply) != "ok":
+            raise_failure(reply, saga_id, self._layout)
+        return decode_record(saga_id, record, pairs(reply[1]))
+
     async def aclose(self) -> None:
         """Close the storage: later calls raise :class:`~saga_core.StorageUnavailableError`.
 
@@ -484,6 +609,53 @@ class RedisSagaStorage:
             raise_failure(reply, saga_id, self._layout)
         return reply[1]
 
+    async def _list_index(
+        self, shard: ShardKeys, index: str, limit: int, filters: list[Arg]
+    ) -> list[SagaRecord]:
+        """Up to ``limit`` sagas of one index matching ``filters``, oldest first, one page
+        (one script call) at a time."""
+        status, name, parked, before = filters
+        low: str = "-inf"
+        offset = 0
+        found: list[SagaRecord] = []
+        while True:
+            args: list[Arg] = [
+                shard.record_stem,
+                low,
+                offset,
+                before,
+                _LIST_PAGE,
+                limit - len(found),
+                status,
+                name,
+                parked,
+                self._shards_arg,
+                LAYOUT_VERSION,
+            ]
+            reply = await self._run(LIST_SCRIPT, (index, shard.meta), args)
+            if reply_tag(reply) != "ok":
+                raise_failure(reply, None, self._layout)
+            found.extend(self._decode_pairs(shard, index, reply, 4))
+            if int(reply[1]) or len(found) >= limit:
+                return found
+            low, offset = text(reply[2]), int(reply[3])
+
+    def _decode_pairs(
+        self, shard: ShardKeys, index: str, reply: Any, first: int
+    ) -> list[SagaRecord]:
+        records = []
+        for at in range(first, len(reply) - 1, 2):
+            sid = text(reply[at])
+            try:
+                saga_id = UUID(sid)
+            except ValueError as exc:
+                raise StorageCorruptedError(
+                    f"the Redis sorted set {index!r} holds {sid!r}, which is not a saga id; it "
+                    f"was not written by saga-redis. Remove that member (ZREM)"
+                ) from exc
+            records.append(decode_record(saga_id, shard.record_stem + sid, pairs(reply[at + 1])))
+        return records
+
     async def _scan(
         self,
         shard: ShardKeys,
@@ -504,26 +676,24 @@ class RedisSagaStorage:
             LAYOUT_VERSION,
         ]
         args.extend(ids)
-        keys = (shard.updated, shard.leases, shard.meta)
+        keys = (shard.updated, shard.leases, shard.meta, shard.parked)
         reply = await self._run(SCAN_SCRIPT, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, None, self._layout)
-        records = []
-        for index in range(1, len(reply) - 1, 2):
-            sid = text(reply[index])
-            try:
-                saga_id = UUID(sid)
-            except ValueError as exc:
-                raise StorageCorruptedError(
-                    f"the Redis sorted set {shard.updated!r} holds {sid!r}, which is not a saga "
-                    f"id; it was not written by saga-redis. Remove that member (ZREM)"
-                ) from exc
-            records.append(decode_record(saga_id, shard.record_stem + sid, pairs(reply[index + 1])))
-        return records
+        return self._decode_pairs(shard, shard.updated, reply, 1)
 
 
 def _entries(journal: Sequence[JournalEntry]) -> list[str]:
     return [encode_entry(entry) for entry in journal]
+
+
+def _next_step(next_step: object) -> tuple[str, str]:
+    """The script arguments of a ``next_step``: whether there is one, and its id."""
+    if next_step is None:
+        return _NO_NEXT_STEP
+    if not isinstance(next_step, str):
+        raise SagaUsageError(f"next_step must be a step id (str) or None, got {next_step!r}")
+    return ("1", next_step)
 
 
 def _owner(owner: object) -> str:
@@ -541,6 +711,33 @@ def _micros(seconds: object) -> int:
     ):
         raise SagaUsageError(f"lease_seconds must be a finite number >= 0, got {seconds!r}")
     return round(seconds * 1_000_000)
+
+
+def _list_filters(
+    status: object, saga_name: object, parked: object, updated_before: object
+) -> list[Arg]:
+    """``list_sagas``'s filters as the list script's arguments: status, name, parked, and
+    the highest update time (exclusive), each ``''`` / ``'+inf'`` when not applied."""
+    if status is not None and not isinstance(status, SagaStatus):
+        raise SagaUsageError(f"status must be a SagaStatus or None, got {status!r}")
+    if saga_name is not None and not isinstance(saga_name, str):
+        raise SagaUsageError(f"saga_name must be a string or None, got {saga_name!r}")
+    if parked is not None and not isinstance(parked, bool):
+        raise SagaUsageError(f"parked must be True, False or None, got {parked!r}")
+    before = "+inf"
+    if updated_before is not None:
+        if not isinstance(updated_before, datetime) or updated_before.utcoffset() is None:
+            raise SagaUsageError(
+                f"updated_before must be an aware datetime (e.g. datetime.now(timezone.utc)) "
+                f"or None, got {updated_before!r}"
+            )
+        before = f"({(updated_before - _EPOCH) // _MICROSECOND}"
+    return [
+        "" if status is None else status.value,
+        "" if saga_name is None else f"={saga_name}",
+        "" if parked is None else ("1" if parked else "0"),
+        before,
+    ]
 
 
 def _check_limit(limit: object) -> None:

@@ -8,7 +8,7 @@ lowest Python cost:
   own size (one prepared statement per entry count, up to :data:`MAX_VALUES_ENTRIES`), so no
   array is encoded (asyncpg checks every element of an array parameter);
 * a batch sends three JSON texts (creates, checkpoints, journal entries), read back with
-  ``json_to_recordset``: one ``json.dumps`` instead of 22 arrays of up to a hundred elements.
+  ``json_to_recordset``: one ``json.dumps`` instead of 24 arrays of up to a hundred elements.
 
 Text round-trips exactly through JSON (contexts stay byte for byte); journal times travel as
 ISO 8601 with their offset, to the microsecond.
@@ -41,26 +41,26 @@ WITH w AS (
     UPDATE {saga}
     SET status = $1, version = version + 1, "cursor" = $2, applied = $3, context = $4,
         error = $5, updated_at = now(), lease_owner = $6,
-        lease_expires_at = now() + make_interval(secs => $7::float8)
+        lease_expires_at = now() + make_interval(secs => $7::float8), next_step = $10
     WHERE saga_id = $8 AND version = $9 AND status NOT IN ('completed', 'compensated')
     RETURNING saga_id, version
 ){journal_cte}
 SELECT w.version FROM w
 """
-_CHECKPOINT_ARGS = 9
+_CHECKPOINT_ARGS = 10
 
 _CREATE = """
 WITH w AS (
     INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at)
+                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
     VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
-            now() + make_interval(secs => $5::float8))
+            now() + make_interval(secs => $5::float8), $6)
     ON CONFLICT (saga_id) DO NOTHING
     RETURNING saga_id, version
 ){journal_cte}
 SELECT w.version FROM w
 """
-_CREATE_ARGS = 5
+_CREATE_ARGS = 6
 
 _JOURNAL = """, j AS (
     INSERT INTO {journal} ({columns})
@@ -72,16 +72,17 @@ _JOURNAL = """, j AS (
 _BATCH = """
 WITH new_sagas AS (
     SELECT * FROM json_to_recordset($1::json)
-        AS n(saga_id uuid, saga_name text, context text, owner text, lease float8)
+        AS n(saga_id uuid, saga_name text, context text, owner text, lease float8,
+             next_step text)
 ), changes AS (
     SELECT * FROM json_to_recordset($2::json)
         AS c(saga_id uuid, expected int, status text, "cursor" int, applied text,
-             context text, error text, owner text, lease float8)
+             context text, error text, owner text, lease float8, next_step text)
 ), inserted AS (
     INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at)
+                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
     SELECT n.saga_id, n.saga_name, 'running', 1, 0, '[]', n.context, NULL, now(), now(),
-           n.owner, now() + make_interval(secs => n.lease)
+           n.owner, now() + make_interval(secs => n.lease), n.next_step
     FROM new_sagas AS n
     ON CONFLICT (saga_id) DO NOTHING
     RETURNING saga_id, version
@@ -89,7 +90,8 @@ WITH new_sagas AS (
     UPDATE {saga} AS s
     SET status = c.status, version = s.version + 1, "cursor" = c."cursor",
         applied = c.applied, context = c.context, error = c.error, updated_at = now(),
-        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease)
+        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease),
+        next_step = c.next_step
     FROM changes AS c
     WHERE s.saga_id = c.saga_id AND s.version = c.expected
       AND s.status NOT IN ('completed', 'compensated')
@@ -175,6 +177,7 @@ class AsyncpgWrites:
                 None if lease is None else float(lease),
                 write.saga_id,
                 write.expected_version,
+                write.next_step,
             ]
             sql = self._checkpoint_sql[len(write.journal)]
         else:
@@ -184,6 +187,7 @@ class AsyncpgWrites:
                 write.context,
                 write.lease_owner,
                 float(write.lease_seconds),
+                write.next_step,
             ]
             sql = self._create_sql[len(write.journal)]
         for entry in write.journal:
@@ -218,6 +222,7 @@ class AsyncpgWrites:
                         "error": write.error,
                         "owner": None if lease is None else write.lease_owner,
                         "lease": None if lease is None else float(lease),
+                        "next_step": write.next_step,
                     }
                 )
             else:
@@ -228,6 +233,7 @@ class AsyncpgWrites:
                         "context": write.context,
                         "owner": write.lease_owner,
                         "lease": float(write.lease_seconds),
+                        "next_step": write.next_step,
                     }
                 )
             for position, entry in enumerate(write.journal):

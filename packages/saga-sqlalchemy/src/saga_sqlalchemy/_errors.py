@@ -13,7 +13,8 @@ from saga_core import (
 
 SCHEMA_HINT = (
     "create it with `await storage.create_schema()`, or run your Alembic migration that "
-    "includes saga_sqlalchemy.metadata"
+    "includes saga_sqlalchemy.metadata (tables made by an older saga-sqlalchemy need the "
+    "columns added since, see its README: 'Schema and migrations')"
 )
 
 # Text fragments by which drivers say a table or column does not exist.

@@ -29,6 +29,7 @@ from saga_core import (
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
+    SagaParkedError,
     SagaRecord,
     SagaStatus,
     SagaVersionConflictError,
@@ -41,7 +42,7 @@ from ._rows import (
     entry_from_row,
     record_from_row,
 )
-from ._schema import SagaTables, UtcTimestamp, schema_probes
+from ._schema import SagaTables, UtcTimestamp, not_parked, schema_probes
 
 Commit = Callable[[], None]
 Write = NewSaga | Checkpoint
@@ -99,6 +100,7 @@ class Operations:
             updated_at=now,
             lease_owner=sa.bindparam("b_owner"),
             lease_expires_at=expires,
+            next_step=sa.bindparam("b_next_step"),
         )
         self._insert_saga = insert.returning(c.saga_id) if self._insert_on_conflict else insert
         self._update = (
@@ -118,11 +120,12 @@ class Operations:
                 updated_at=now,
                 lease_owner=sa.bindparam("b_owner"),
                 lease_expires_at=expires,
+                next_step=sa.bindparam("b_next_step"),
             )
         )
         self._insert_journal = sa.insert(tables.journal)
         self._diagnose = sa.select(
-            c.saga_id, c.status, c.version, c.lease_owner, c.lease_expires_at
+            c.saga_id, c.status, c.version, c.lease_owner, c.lease_expires_at, c.parked, c.error
         ).where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
         self._load = sa.select(*self._record_columns).where(c.saga_id == sa.bindparam("b_id"))
         self._load_many = sa.select(*self._record_columns).where(
@@ -138,10 +141,12 @@ class Operations:
         free = sa.or_(
             c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= now
         )
-        self._recoverable = sa.and_(c.status.in_(_RECOVERABLE), free)
+        unparked = not_parked(saga)
+        self._recoverable = sa.and_(c.status.in_(_RECOVERABLE), unparked, free)
         self._recoverable_order = (c.updated_at, c.created_at, c.saga_id)
         lease_values = {
             "version": c.version + 1,
+            "attempts": c.attempts + 1,
             "lease_owner": sa.bindparam("b_owner"),
             "lease_expires_at": expires,
             "updated_at": now,
@@ -151,6 +156,7 @@ class Operations:
             .where(
                 c.saga_id == sa.bindparam("b_id"),
                 c.status.not_in(_TERMINAL),
+                unparked,
                 sa.or_(free, c.lease_owner == sa.bindparam("b_owner")),
             )
             .values(**lease_values)
@@ -161,6 +167,44 @@ class Operations:
             .where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
             .values(**lease_values)
         )
+        # Writes of the lease's owner (renew_lease, park): one conditional UPDATE each; a
+        # parked or released saga has no owner, so it never matches.
+        owned = sa.and_(
+            c.saga_id == sa.bindparam("b_id"),
+            c.lease_owner == sa.bindparam("b_owner"),
+            c.status.not_in(_TERMINAL),
+        )
+        self._renew = self._returning_id(
+            sa.update(saga).where(owned).values(lease_expires_at=expires)
+        )
+        self._park = self._returning_id(
+            sa.update(saga)
+            .where(owned)
+            .values(
+                parked=True,
+                error=sa.bindparam("b_reason"),
+                lease_owner=None,
+                lease_expires_at=None,
+                version=c.version + 1,
+                updated_at=now,
+            )
+        )
+        unpark = (
+            sa.update(saga)
+            .where(c.saga_id == sa.bindparam("b_id"), c.parked == sa.true())
+            .values(parked=False, attempts=0, updated_at=now)
+        )
+        self._unpark = unpark.returning(*self._record_columns) if self.update_returning else unpark
+
+    def _returning_id(self, update: sa.Update) -> sa.Update:
+        """``update`` saying itself whether it matched (RETURNING) where the dialect can: the
+        rowcount of some drivers is unreliable; elsewhere the caller reads the rowcount."""
+        return update.returning(self.tables.saga.c.saga_id) if self.update_returning else update
+
+    def _matched(self, result: sa.CursorResult[Any]) -> bool:
+        if self.update_returning:
+            return result.first() is not None
+        return result.rowcount == 1
 
     # --- parameters --------------------------------------------------------------------------
 
@@ -206,6 +250,7 @@ class Operations:
             b_context=checkpoint.context,
             b_error=checkpoint.error,
             b_owner=None if lease is None else checkpoint.lease_owner,
+            b_next_step=checkpoint.next_step,
         )
         return params
 
@@ -216,6 +261,7 @@ class Operations:
             b_name=saga.saga_name,
             b_context=saga.context,
             b_owner=saga.lease_owner,
+            b_next_step=saga.next_step,
         )
         return params
 
@@ -335,6 +381,68 @@ class Operations:
         commit()
         return records
 
+    def renew_lease(
+        self,
+        connection: Connection,
+        commit: Commit,
+        saga_id: UUID,
+        owner: str,
+        lease_seconds: float,
+    ) -> None:
+        """Extend ``owner``'s lease; nothing else changes (see ``SagaStorage.renew_lease``)."""
+        params = self._clock(lease_seconds)
+        params.update(b_id=saga_id, b_owner=owner)
+        if not self._matched(connection.execute(self._renew, params)):
+            raise self._not_owned(connection, saga_id, owner, "renew its lease")
+        commit()
+
+    def park(
+        self, connection: Connection, commit: Commit, saga_id: UUID, owner: str, reason: str
+    ) -> None:
+        """Move a saga leased to ``owner`` to the dead-letter state (``SagaStorage.park``)."""
+        params = self._clock(None)
+        params.update(b_id=saga_id, b_owner=owner, b_reason=reason)
+        if not self._matched(connection.execute(self._park, params)):
+            raise self._not_owned(connection, saga_id, owner, "park it")
+        commit()
+
+    def unpark(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
+        """Take a parked saga out of the dead-letter state and return its record; return the
+        record of a saga that is not parked unchanged (``SagaStorage.unpark``)."""
+        params = self._clock(None)
+        params["b_id"] = saga_id
+        result = connection.execute(self._unpark, params)
+        row: Any = None
+        if self.update_returning:
+            row = result.first()
+        updated = row is not None or (not self.update_returning and result.rowcount == 1)
+        if row is None:
+            row = connection.execute(self._load, {"b_id": saga_id}).first()
+            if row is None:
+                raise _not_found(saga_id)
+        record = record_from_row(row)
+        if updated:
+            commit()
+        return record
+
+    def _not_owned(
+        self, connection: Connection, saga_id: UUID, owner: str, action: str
+    ) -> SagaError:
+        """Why a write of the lease's owner matched nothing."""
+        found = connection.execute(self._diagnose, {"b_ids": [saga_id]}).first()
+        if found is None:
+            return _not_found(saga_id)
+        status, held_by = found[1], found[3]
+        if status in _TERMINAL:
+            return SagaFinishedError(
+                f"saga {saga_id} is {status}, a final state that is never written again"
+            )
+        holder = "it holds no lease" if held_by is None else f"its lease is {held_by!r}'s"
+        return SagaLeaseHeldError(
+            f"saga {saga_id} is not leased to {owner!r} ({holder}), so {owner!r} cannot "
+            f"{action}: it was taken over or released; stop without writing"
+        )
+
     # --- reads -------------------------------------------------------------------------------
 
     def load(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
@@ -361,6 +469,32 @@ class Operations:
             .limit(limit)
         )
         return [record_from_row(row) for row in connection.execute(query, self._clock(None))]
+
+    def list_sagas(
+        self,
+        connection: Connection,
+        commit: Commit,
+        status: SagaStatus | None,
+        saga_name: str | None,
+        parked: bool | None,
+        updated_before: datetime | None,
+        limit: int,
+    ) -> list[SagaRecord]:
+        """Up to ``limit`` sagas matching every filter given, oldest update first."""
+        if limit <= 0:
+            return []
+        c = self.tables.saga.c
+        query = sa.select(*self._record_columns)
+        if status is not None:
+            query = query.where(c.status == status.value)
+        if saga_name is not None:
+            query = query.where(c.saga_name == saga_name)
+        if parked is not None:
+            query = query.where(c.parked == (sa.true() if parked else sa.false()))
+        if updated_before is not None:
+            query = query.where(c.updated_at < updated_before)
+        query = query.order_by(*self._recoverable_order).limit(limit)
+        return [record_from_row(row) for row in connection.execute(query)]
 
     def check_schema(self, connection: Connection, commit: Commit) -> None:
         for probe in schema_probes(self.tables):
@@ -397,10 +531,15 @@ def _checkpoint_refusal(checkpoint: Checkpoint, found: Any) -> SagaError:
 def _claim_refusal(saga_id: UUID, found: Any) -> SagaError:
     if found is None:
         return _not_found(saga_id)
-    status, owner, expires = found[1], found[3], found[4]
+    status, owner, expires, parked, error = found[1], found[3], found[4], found[5], found[6]
     if status in _TERMINAL:
         return SagaFinishedError(
             f"saga {saga_id} is {status}, a final state that is never written again"
+        )
+    if parked:
+        return SagaParkedError(
+            f"saga {saga_id} is parked in the dead-letter state ({error}); unpark it to let "
+            f"recovery try again"
         )
     if owner is not None:
         until = f" until {expires.isoformat()}" if isinstance(expires, datetime) else ""

@@ -39,19 +39,21 @@ _TEMPLATE = """
 WITH new_sagas AS (
     SELECT * FROM unnest(
         CAST(:n_id AS uuid[]), CAST(:n_name AS text[]), CAST(:n_context AS text[]),
-        CAST(:n_owner AS text[]), CAST(:n_lease AS float8[])
-    ) AS n(saga_id, saga_name, context, owner, lease)
+        CAST(:n_owner AS text[]), CAST(:n_lease AS float8[]), CAST(:n_next_step AS text[])
+    ) AS n(saga_id, saga_name, context, owner, lease, next_step)
 ), changes AS (
     SELECT * FROM unnest(
         CAST(:c_id AS uuid[]), CAST(:c_expected AS int[]), CAST(:c_status AS text[]),
         CAST(:c_cursor AS int[]), CAST(:c_applied AS text[]), CAST(:c_context AS text[]),
-        CAST(:c_error AS text[]), CAST(:c_owner AS text[]), CAST(:c_lease AS float8[])
-    ) AS c(saga_id, expected, status, "cursor", applied, context, error, owner, lease)
+        CAST(:c_error AS text[]), CAST(:c_owner AS text[]), CAST(:c_lease AS float8[]),
+        CAST(:c_next_step AS text[])
+    ) AS c(saga_id, expected, status, "cursor", applied, context, error, owner, lease,
+           next_step)
 ), inserted AS (
     INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at)
+                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
     SELECT n.saga_id, n.saga_name, 'running', 1, 0, '[]', n.context, NULL, now(), now(),
-           n.owner, now() + make_interval(secs => n.lease)
+           n.owner, now() + make_interval(secs => n.lease), n.next_step
     FROM new_sagas AS n
     ON CONFLICT (saga_id) DO NOTHING
     RETURNING saga_id, version
@@ -59,7 +61,8 @@ WITH new_sagas AS (
     UPDATE {saga} AS s
     SET status = c.status, version = s.version + 1, "cursor" = c."cursor",
         applied = c.applied, context = c.context, error = c.error, updated_at = now(),
-        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease)
+        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease),
+        next_step = c.next_step
     FROM changes AS c
     WHERE s.saga_id = c.saga_id AND s.version = c.expected
       AND s.status NOT IN ('completed', 'compensated')
@@ -107,7 +110,8 @@ WITH w AS (
     UPDATE {saga}
     SET status = :c_status, version = version + 1, "cursor" = :c_cursor, applied = :c_applied,
         context = :c_context, error = :c_error, updated_at = now(), lease_owner = :c_owner,
-        lease_expires_at = now() + make_interval(secs => CAST(:c_lease AS float8))
+        lease_expires_at = now() + make_interval(secs => CAST(:c_lease AS float8)),
+        next_step = :c_next_step
     WHERE saga_id = :c_id AND version = :c_expected
       AND status NOT IN ('completed', 'compensated')
     RETURNING saga_id, version
@@ -118,9 +122,9 @@ _CREATE_ONE = (
     """
 WITH w AS (
     INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at)
+                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
     VALUES (:n_id, :n_name, 'running', 1, 0, '[]', :n_context, NULL, now(), now(), :n_owner,
-            now() + make_interval(secs => CAST(:n_lease AS float8)))
+            now() + make_interval(secs => CAST(:n_lease AS float8)), :n_next_step)
     ON CONFLICT (saga_id) DO NOTHING
     RETURNING saga_id, version
 ), """
@@ -143,6 +147,7 @@ _ARRAYS = (
     "n_context",
     "n_owner",
     "n_lease",
+    "n_next_step",
     "c_id",
     "c_expected",
     "c_status",
@@ -152,6 +157,7 @@ _ARRAYS = (
     "c_error",
     "c_owner",
     "c_lease",
+    "c_next_step",
     "j_id",
     "j_position",
     "j_step",
@@ -199,6 +205,7 @@ class PostgresBatch:
                 c_error=write.error,
                 c_owner=None if lease is None else write.lease_owner,
                 c_lease=None if lease is None else float(lease),
+                c_next_step=write.next_step,
             )
         else:
             p.update(
@@ -207,6 +214,7 @@ class PostgresBatch:
                 n_context=write.context,
                 n_owner=write.lease_owner,
                 n_lease=float(write.lease_seconds),
+                n_next_step=write.next_step,
             )
         for position, entry in enumerate(write.journal):
             p["j_position"].append(position)
@@ -242,12 +250,14 @@ class PostgresBatch:
                 p["c_error"].append(write.error)
                 p["c_owner"].append(None if lease is None else write.lease_owner)
                 p["c_lease"].append(None if lease is None else float(lease))
+                p["c_next_step"].append(write.next_step)
             else:
                 p["n_id"].append(write.saga_id)
                 p["n_name"].append(write.saga_name)
                 p["n_context"].append(write.context)
                 p["n_owner"].append(write.lease_owner)
                 p["n_lease"].append(float(write.lease_seconds))
+                p["n_next_step"].append(write.next_step)
             for position, entry in enumerate(write.journal):
                 p["j_id"].append(write.saga_id)
                 p["j_position"].append(position)

@@ -31,6 +31,9 @@ RECORD_COLUMNS = (
     "updated_at",
     "lease_owner",
     "lease_expires_at",
+    "next_step",
+    "attempts",
+    "parked",
 )
 JOURNAL_COLUMNS = ("step_id", "direction", "event", "attempt", "at", "error")
 
@@ -64,6 +67,9 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         updated,
         owner,
         expires,
+        next_step,
+        attempts,
+        parked,
     ) = row
     where = f"stored saga {saga_id}"
     try:
@@ -90,6 +96,9 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         updated_at=_when(updated, where),
         lease_owner=owner,
         lease_expires_at=None if expires is None else _when(expires, where),
+        next_step=next_step,
+        attempts=int(attempts),
+        parked=bool(parked),
     )
 
 

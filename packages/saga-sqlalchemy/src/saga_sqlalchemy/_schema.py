@@ -79,6 +79,12 @@ class UtcTimestamp(sa.types.TypeDecorator[datetime]):
         return from_micros(int(value))
 
 
+def not_parked(saga: sa.Table) -> sa.ColumnElement[bool]:
+    """``parked = false``: the predicate of the recovery index and of the recovery scans
+    (the same expression in both, as SQLite's planner matches the terms literally)."""
+    return saga.c.parked == sa.false()
+
+
 class SagaTables(NamedTuple):
     """The tables of one storage, in one :class:`sqlalchemy.MetaData`."""
 
@@ -125,8 +131,25 @@ def define_tables(
         sa.Column("updated_at", UtcTimestamp(), nullable=False),
         sa.Column("lease_owner", sa.Text(), nullable=True),
         sa.Column("lease_expires_at", UtcTimestamp(), nullable=True),
-        sa.Index(_index_name(table, "recoverable"), "status", "lease_expires_at"),
+        # Id of the step at the cursor (None past the last step); recovery refuses a saga
+        # whose step at that position changed. Nullable, so a migration can add it as is.
+        sa.Column("next_step", sa.Text(), nullable=True),
+        # Recovery bookkeeping. Server defaults, so the write path never names them (a new
+        # saga gets 0 and false) and a migration can add them to a table that has rows.
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false()),
         schema=schema,
+    )
+    # Recovery scans (list_recoverable, claim_recoverable) read this index. It leaves out the
+    # parked sagas, which pile up with no lease and would otherwise be scanned and skipped by
+    # every claim; the scans say ``parked = false`` (:func:`not_parked`) so the planner
+    # (PostgreSQL's and SQLite's) may use it. A checkpoint maintains it as before.
+    sa.Index(
+        _index_name(table, "recoverable"),
+        saga.c.status,
+        saga.c.lease_expires_at,
+        postgresql_where=not_parked(saga),
+        sqlite_where=not_parked(saga),
     )
     journal = sa.Table(
         journal_table,

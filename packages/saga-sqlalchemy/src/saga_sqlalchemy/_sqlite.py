@@ -45,6 +45,7 @@ _SAGA_COLUMNS = (
     "updated_at",
     "lease_owner",
     "lease_expires_at",
+    "next_step",
 )
 _JOURNAL_COLUMNS = (
     "saga_id",
@@ -93,13 +94,14 @@ class SqliteWrites:
         q = preparer.quote
         self.insert_saga = (
             f"INSERT INTO {saga} ({columns(_SAGA_COLUMNS)}) "
-            f"VALUES (?, ?, '{_RUNNING}', 1, 0, '[]', ?, NULL, ?, ?, ?, ?) "
+            f"VALUES (?, ?, '{_RUNNING}', 1, 0, '[]', ?, NULL, ?, ?, ?, ?, ?) "
             f"ON CONFLICT ({q('saga_id')}) DO NOTHING"
         )
         self.update_saga = (
             f"UPDATE {saga} SET {q('status')} = ?, {q('version')} = {q('version')} + 1, "
             f"{q('cursor')} = ?, {q('applied')} = ?, {q('context')} = ?, {q('error')} = ?, "
-            f"{q('updated_at')} = ?, {q('lease_owner')} = ?, {q('lease_expires_at')} = ? "
+            f"{q('updated_at')} = ?, {q('lease_owner')} = ?, {q('lease_expires_at')} = ?, "
+            f"{q('next_step')} = ? "
             f"WHERE {q('saga_id')} = ? AND {q('version')} = ? "
             f"AND {q('status')} NOT IN ('completed', 'compensated')"
         )
@@ -158,6 +160,7 @@ class SqliteWrites:
                         now,
                         None if lease is None else write.lease_owner,
                         None if lease is None else now + round(lease * 1_000_000),
+                        write.next_step,
                         saga_id,
                         write.expected_version,
                     ),
@@ -174,6 +177,7 @@ class SqliteWrites:
                         now,
                         write.lease_owner,
                         now + round(write.lease_seconds * 1_000_000),
+                        write.next_step,
                     ),
                 )
                 version = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -190,8 +191,21 @@ class SqlAlchemySagaStorage:
         return self._tables.saga, self._tables.journal
 
     async def create_schema(self) -> None:
-        """Create the tables (and the PostgreSQL schema) if they do not exist."""
-        await self._runner.run(self._create_schema, "creating the saga tables")
+        """Create the tables (and the PostgreSQL schema) if they do not exist, then check them.
+
+        Raises:
+            StorageSchemaError: the tables exist but lack columns this version needs (made
+                by an older version: ``create_schema`` does not alter existing tables; migrate
+                them, see the README).
+        """
+        try:
+            await self._runner.run(self._create_schema, "creating the saga tables")
+        except StorageSchemaError as exc:
+            raise StorageSchemaError(
+                f"the saga tables {self._tables.saga.fullname!r} and "
+                f"{self._tables.journal.fullname!r} exist but are from an incompatible "
+                f"version, and create_schema() does not alter existing tables: {exc}"
+            ) from exc.__cause__
         self._schema_checked = True
 
     async def drop_schema(self) -> None:
@@ -218,7 +232,16 @@ class SqlAlchemySagaStorage:
             and not connection.dialect.has_schema(connection, schema)
         ):
             connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        self._tables.metadata.create_all(connection)
+        try:
+            self._tables.metadata.create_all(connection)
+        except sa.exc.DBAPIError as exc:
+            # Another process created the tables between create_all's check and its CREATE
+            # (several processes opening a fresh database at once): use them.
+            if "already exists" not in str(exc.orig).lower():
+                raise
+            connection.rollback()
+        # create_all skips a table that exists: check that one has every column.
+        self._ops.check_schema(connection, commit)
         commit()
 
     def _drop_schema(self, connection: Connection, commit: Any) -> None:
@@ -287,6 +310,77 @@ class SqlAlchemySagaStorage:
             self._ops.claim_recoverable, owner=owner, lease_seconds=lease_seconds, limit=limit
         )
         return await self._runner.run(operation, "claiming recoverable sagas")
+
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease to ``now + lease_seconds`` (the database's ``now()`` on
+        PostgreSQL) in one conditional UPDATE; the version and ``updated_at`` do not change.
+
+        Raises SagaNotFoundError, SagaFinishedError, or SagaLeaseHeldError when the lease is
+        not (or no longer) ``owner``'s (see :meth:`saga_core.SagaStorage.renew_lease`).
+        """
+        await self._ready()
+        operation = partial(
+            self._ops.renew_lease, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
+        )
+        await self._runner.run(operation, f"renewing the lease on saga {saga_id}")
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas (finished ones included) matching every filter that is
+        not ``None``, oldest update first (see :meth:`saga_core.SagaStorage.list_sagas`).
+
+        Raises SagaUsageError for a negative limit, a naive ``updated_before`` or a filter of
+        the wrong type.
+        """
+        _check_limit(limit)
+        if status is not None and not isinstance(status, SagaStatus):
+            raise SagaUsageError(f"status must be a SagaStatus or None, got {status!r}")
+        if saga_name is not None and not isinstance(saga_name, str):
+            raise SagaUsageError(f"saga_name must be a str or None, got {saga_name!r}")
+        if parked is not None and not isinstance(parked, bool):
+            raise SagaUsageError(f"parked must be a bool or None, got {parked!r}")
+        if updated_before is not None and (
+            not isinstance(updated_before, datetime) or updated_before.utcoffset() is None
+        ):
+            raise SagaUsageError(
+                f"updated_before must be a timezone-aware datetime or None, got {updated_before!r}"
+            )
+        await self._ready()
+        operation = partial(
+            self._ops.list_sagas,
+            status=status,
+            saga_name=saga_name,
+            parked=parked,
+            updated_before=updated_before,
+            limit=limit,
+        )
+        return await self._runner.run(operation, "listing sagas")
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga leased to ``owner`` to the dead-letter state in one conditional UPDATE:
+        ``parked``, ``reason`` as its error, no lease, a new version (see
+        :meth:`saga_core.SagaStorage.park`).
+
+        Raises SagaNotFoundError, SagaFinishedError or SagaLeaseHeldError (not ``owner``'s).
+        """
+        await self._ready()
+        operation = partial(self._ops.park, saga_id=saga_id, owner=owner, reason=reason)
+        await self._runner.run(operation, f"parking saga {saga_id}")
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state (``parked`` false, ``attempts`` 0) and
+        return its record; a saga that is not parked is returned unchanged (see
+        :meth:`saga_core.SagaStorage.unpark`). Raises SagaNotFoundError."""
+        await self._ready()
+        operation = partial(self._ops.unpark, saga_id=saga_id)
+        return await self._runner.run(operation, f"unparking saga {saga_id}")
 
     async def aclose(self) -> None:
         """Close the storage (and dispose the engine if it opened it). Idempotent."""

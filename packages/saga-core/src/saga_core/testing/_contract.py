@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ._leases import ConcurrencyContract, LeaseContract
+from ._operations import OperationsContract
 from ._payloads import ContextContract, ExecutorDriveContract, LifecycleContract
 from ._records import JournalContract, RecordContract
 
@@ -17,6 +18,7 @@ class SagaStorageContract(
     ContextContract,
     ExecutorDriveContract,
     LifecycleContract,
+    OperationsContract,
 ):
     """Every rule of the storage protocol, as tests; subclass it and provide ``storage``.
 

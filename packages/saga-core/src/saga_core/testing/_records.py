@@ -88,6 +88,22 @@ class RecordContract(ContractBase):
             await storage.checkpoint(make_checkpoint(new.saga_id, expected, cursor=expected))
             assert (await storage.load(new.saga_id)).version == expected + 1
 
+    async def test_next_step_round_trips_through_create_and_checkpoint(
+        self, storage: SagaStorage
+    ) -> None:
+        """Recovery refuses a saga whose step at the cursor changed; it needs this field."""
+        new = make_new_saga(next_step="orders.Reserve")
+        await storage.create(new)
+        assert (await storage.load(new.saga_id)).next_step == "orders.Reserve"
+        await storage.checkpoint(
+            make_checkpoint(new.saga_id, 1, cursor=1, next_step="orders.Charge — ünïcode")
+        )
+        assert (await storage.load(new.saga_id)).next_step == "orders.Charge — ünïcode"
+        await storage.checkpoint(
+            make_checkpoint(new.saga_id, 2, status=SagaStatus.COMPLETED, cursor=2, next_step=None)
+        )
+        assert (await storage.load(new.saga_id)).next_step is None
+
     async def test_checkpoint_round_trips_every_field(self, storage: SagaStorage) -> None:
         new = make_new_saga()
         await storage.create(new)

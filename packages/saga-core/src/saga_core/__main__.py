@@ -1,0 +1,8 @@
+"""``python -m saga_core``: the operations CLI (see ``saga --help``)."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

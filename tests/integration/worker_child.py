@@ -1,0 +1,58 @@
+"""A recovery worker process: runs ``RecoveryWorker.run()`` until SIGTERM or SIGINT.
+
+    python worker_child.py '<json>'
+
+The JSON gives ``storage`` (a ``StorageSpec`` as JSON), ``backend`` (asyncio | trio),
+``concurrency``, ``batch_size``, ``lease`` (seconds) and ``connections`` (pool size). It prints
+``ready`` once it polls, and on shutdown one JSON line: how many sagas it took over
+(``resumed``) and how their runs ended (``finished``: status -> count).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.integration import _kit
+
+from saga_core import RecoveryWorker
+
+
+async def run(config: dict[str, Any]) -> None:
+    spec = _kit.StorageSpec.from_json(config["storage"])
+    counter = _kit.CountingObserver()
+    async with spec.open(config["backend"], connections=config["connections"]) as storage:
+        worker = RecoveryWorker(
+            _kit.saga_map(),
+            storage,
+            poll_interval=0.05,
+            batch_size=config["batch_size"],
+            concurrency=config["concurrency"],
+            lease_seconds=config["lease"],
+            backoff=_kit.FAST_BACKOFF,
+            observers=[counter],
+        )
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as task_group:
+                await task_group.start(worker.run)
+                print("ready", flush=True)
+                async for _ in signals:
+                    task_group.cancel_scope.cancel()
+                    break
+    print(json.dumps({"resumed": counter.resumed, "finished": counter.finished}), flush=True)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    anyio.run(run, config, backend=config["backend"])
+
+
+if __name__ == "__main__":
+    main()

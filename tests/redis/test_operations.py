@@ -1,0 +1,411 @@
+"""Recovery bookkeeping on Redis: what the contract cannot see — where parked and finished
+sagas are indexed, how ``list_sagas`` pages through the indexes and shards, records written
+before attempts, parking and next_step existed, and foreign values at the new index keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from uuid import UUID
+
+import anyio
+import pytest
+import redis
+
+from saga_core import (
+    SagaStatus,
+    SagaUsageError,
+    StorageCorruptedError,
+    StorageUnavailableError,
+)
+from saga_core.testing import make_checkpoint, make_new_saga
+from saga_redis import RedisSagaStorage
+from saga_redis import _storage as storage_module
+
+from ._support import keys_under
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def storage(redis_url: str, redis_key_prefix: str) -> AsyncIterator[RedisSagaStorage]:
+    async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
+        yield storage
+
+
+def _index(prefix: str, name: str, shard: int = 0) -> str:
+    return f"{prefix}{{{shard}}}:{name}"
+
+
+async def _released(storage: RedisSagaStorage, status: SagaStatus = SagaStatus.RUNNING) -> UUID:
+    """A saga at version 2 in ``status`` with no lease."""
+    new = make_new_saga()
+    await storage.create(new)
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, status=status, lease_seconds=None))
+    return new.saga_id
+
+
+# --- the parked index --------------------------------------------------------------------------
+
+
+async def test_a_parked_saga_leaves_the_recovery_indexes_until_unparked(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    updated = _index(redis_key_prefix, "updated")
+    leases = _index(redis_key_prefix, "leases")
+    parked = _index(redis_key_prefix, "parked")
+    saga_id = await _released(storage, SagaStatus.FAILED)
+    member = str(saga_id)
+    await storage.claim(saga_id, owner="worker", lease_seconds=60)
+    assert raw.zscore(leases, member) is not None
+
+    await storage.park(saga_id, owner="worker", reason="gave up")
+    record = await storage.load(saga_id)
+    assert raw.zscore(updated, member) is None
+    assert raw.zscore(leases, member) is None
+    assert raw.zscore(parked, member) == record.updated_at.timestamp() * 1e6
+    assert raw.hget(storage.record_key(saga_id), "parked") == "1"
+
+    unparked = await storage.unpark(saga_id)
+    assert raw.zscore(parked, member) is None
+    assert raw.zscore(updated, member) == unparked.updated_at.timestamp() * 1e6
+    assert unparked.updated_at > record.updated_at
+    assert unparked.version == record.version
+    # An unparked record looks like one that was never parked.
+    assert not raw.hexists(storage.record_key(saga_id), "parked")
+    assert not raw.hexists(storage.record_key(saga_id), "attempts")
+
+
+async def test_a_checkpoint_of_a_parked_saga_keeps_it_out_of_recovery(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    saga_id = await _released(storage)
+    await storage.claim(saga_id, owner="worker", lease_seconds=60)
+    await storage.park(saga_id, owner="worker", reason="stuck")
+    version = (await storage.load(saga_id)).version
+    # An operator writes the parked saga (with its current version), leaving a lapsed lease.
+    await storage.checkpoint(
+        make_checkpoint(saga_id, version, lease_owner="operator", lease_seconds=0)
+    )
+    assert raw.zscore(_index(redis_key_prefix, "updated"), str(saga_id)) is None
+    assert await storage.list_recoverable() == []
+    assert await storage.claim_recoverable(owner="w", lease_seconds=60) == []
+    assert [r.saga_id for r in await storage.list_sagas(parked=True)] == [saga_id]
+
+
+async def test_a_parked_saga_that_finishes_is_listed_once_and_as_parked(
+    storage: RedisSagaStorage,
+) -> None:
+    saga_id = await _released(storage)
+    await storage.claim(saga_id, owner="worker", lease_seconds=60)
+    await storage.park(saga_id, owner="worker", reason="stuck")
+    version = (await storage.load(saga_id)).version
+    await storage.checkpoint(make_checkpoint(saga_id, version, status=SagaStatus.COMPLETED))
+
+    assert [r.saga_id for r in await storage.list_sagas()] == [saga_id]
+    assert [r.saga_id for r in await storage.list_sagas(parked=True)] == [saga_id]
+    assert await storage.list_sagas(parked=False) == []
+    listed = await storage.list_sagas(status=SagaStatus.COMPLETED)
+    assert [(r.saga_id, r.parked) for r in listed] == [(saga_id, True)]
+
+    unparked = await storage.unpark(saga_id)
+    assert (unparked.parked, unparked.status) == (False, SagaStatus.COMPLETED)
+    assert await storage.list_sagas(parked=True) == []
+    assert [r.saga_id for r in await storage.list_sagas(parked=False)] == [saga_id]
+    assert await storage.list_recoverable() == []
+
+
+async def test_claim_recoverable_moves_a_parked_saga_found_in_the_recovery_index(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    # What an older saga-redis writing the same prefix could leave behind.
+    saga_id = await _released(storage)
+    await storage.claim(saga_id, owner="worker", lease_seconds=60)
+    await storage.park(saga_id, owner="worker", reason="stuck")
+    updated, parked = _index(redis_key_prefix, "updated"), _index(redis_key_prefix, "parked")
+    raw.zadd(updated, {str(saga_id): 1})
+    raw.zrem(parked, str(saga_id))
+
+    assert await storage.claim_recoverable(owner="other", lease_seconds=60) == []
+    assert raw.zscore(updated, str(saga_id)) is None
+    assert raw.zscore(parked, str(saga_id)) is not None
+    record = await storage.load(saga_id)
+    assert (record.parked, record.lease_owner) == (True, None)
+
+
+# --- attempts ------------------------------------------------------------------------------------
+
+
+async def test_a_record_written_before_attempts_and_parking_existed_reads_as_fresh(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    saga_id = await _released(storage)
+    await storage.claim(saga_id, owner="w1", lease_seconds=0)
+    raw.hdel(storage.record_key(saga_id), "attempts", "parked")
+    record = await storage.load(saga_id)
+    assert (record.attempts, record.parked) == (0, False)
+    claimed = await storage.claim(saga_id, owner="w2", lease_seconds=60)
+    assert claimed.attempts == 1
+
+
+async def test_renew_lease_moves_only_the_lease(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    new = make_new_saga(lease_seconds=5)
+    await storage.create(new)
+    key, member = storage.record_key(new.saga_id), str(new.saga_id)
+    updated, leases = _index(redis_key_prefix, "updated"), _index(redis_key_prefix, "leases")
+    before = raw.hgetall(key)
+    updated_score, lease_score = raw.zscore(updated, member), raw.zscore(leases, member)
+    assert lease_score is not None
+
+    await storage.renew_lease(new.saga_id, owner=new.lease_owner, lease_seconds=60)
+    after = raw.hgetall(key)
+    assert {k: v for k, v in after.items() if k != "expires"} == {
+        k: v for k, v in before.items() if k != "expires"
+    }
+    assert int(after["expires"]) > int(before["expires"])
+    assert raw.zscore(leases, member) == int(after["expires"]) > lease_score
+    assert raw.zscore(updated, member) == updated_score
+
+
+# --- next_step ---------------------------------------------------------------------------------
+
+
+async def test_next_step_is_one_hash_field_absent_when_none(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga(next_step=None)
+    await storage.create(new)
+    key = storage.record_key(new.saga_id)
+    assert not raw.hexists(key, "next_step")
+    assert (await storage.load(new.saga_id)).next_step is None
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, next_step=""))
+    assert raw.hget(key, "next_step") == ""
+    assert (await storage.load(new.saga_id)).next_step == ""
+    await storage.checkpoint(make_checkpoint(new.saga_id, 2, cursor=2, next_step="s.Ünï 😀"))
+    assert raw.hget(key, "next_step") == "s.Ünï 😀"
+    await storage.checkpoint(make_checkpoint(new.saga_id, 3, cursor=3, next_step=None))
+    assert not raw.hexists(key, "next_step")
+    assert (await storage.load(new.saga_id)).next_step is None
+
+
+async def test_every_read_returns_next_step(storage: RedisSagaStorage) -> None:
+    new = make_new_saga(next_step="s.Reserve")
+    await storage.create(new)
+    saga_id = new.saga_id
+    await storage.checkpoint(
+        make_checkpoint(saga_id, 1, cursor=1, next_step="s.Charge", lease_seconds=None)
+    )
+    assert [r.next_step for r in await storage.list_recoverable()] == ["s.Charge"]
+    assert [r.next_step for r in await storage.list_sagas()] == ["s.Charge"]
+    claimed = await storage.claim_recoverable(owner="w1", lease_seconds=0)
+    assert [r.next_step for r in claimed] == ["s.Charge"]
+    assert (await storage.claim(saga_id, owner="w2", lease_seconds=60)).next_step == "s.Charge"
+    await storage.park(saga_id, owner="w2", reason="stuck")
+    assert [r.next_step for r in await storage.list_sagas(parked=True)] == ["s.Charge"]
+    assert (await storage.unpark(saga_id)).next_step == "s.Charge"
+
+
+async def test_every_read_returns_next_step_across_shards(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix, shards=4) as s:
+        steps = {}
+        for index in range(8):
+            new = make_new_saga(next_step=f"s.Step{index}", lease_seconds=0)
+            await s.create(new)
+            steps[new.saga_id] = new.next_step
+        assert {r.saga_id: r.next_step for r in await s.list_recoverable()} == steps
+        claimed = await s.claim_recoverable(owner="w", lease_seconds=60, limit=8)
+        assert {r.saga_id: r.next_step for r in claimed} == steps
+
+
+async def test_a_record_written_before_next_step_existed_reads_none_until_checkpointed(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga(next_step="s.Reserve")
+    await storage.create(new)
+    raw.hdel(storage.record_key(new.saga_id), "next_step")
+    assert (await storage.load(new.saga_id)).next_step is None
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, next_step="s.Charge"))
+    assert (await storage.load(new.saga_id)).next_step == "s.Charge"
+
+
+@pytest.mark.parametrize("next_step", [7, b"s.Reserve"])
+async def test_a_next_step_that_is_not_a_string_is_refused_and_nothing_written(
+    storage: RedisSagaStorage, next_step: object
+) -> None:
+    new = make_new_saga(next_step="s.Reserve")
+    with pytest.raises(SagaUsageError, match="next_step"):
+        await storage.create(new._replace(next_step=next_step))  # type: ignore[arg-type]
+    await storage.create(new)
+    checkpoint = make_checkpoint(new.saga_id, 1, cursor=1)
+    with pytest.raises(SagaUsageError, match="next_step"):
+        await storage.checkpoint(checkpoint._replace(next_step=next_step))  # type: ignore[arg-type]
+    record = await storage.load(new.saga_id)
+    assert (record.version, record.next_step) == (1, "s.Reserve")
+
+
+# --- list_sagas ----------------------------------------------------------------------------------
+
+
+async def test_list_sagas_pages_through_sagas_updated_at_the_same_microsecond(
+    storage: RedisSagaStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_module, "_LIST_PAGE", 3)
+    ids = {await _released(storage) for _ in range(10)}
+    # One claim_recoverable stamps every saga it claims with the same time.
+    claimed = await storage.claim_recoverable(owner="w", lease_seconds=60)
+    assert {r.saga_id for r in claimed} == ids
+    assert len({r.updated_at for r in claimed}) == 1
+
+    listed = await storage.list_sagas()
+    assert sorted(r.saga_id for r in listed) == sorted(ids)
+    assert [r.saga_id for r in await storage.list_sagas(limit=7)] == [r.saga_id for r in listed[:7]]
+    assert await storage.list_sagas(saga_name="nobody") == []
+
+
+async def test_list_sagas_merges_shards_and_indexes_oldest_first(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, shards=4
+    ) as storage:
+        ids, statuses = [], {}
+        for index in range(12):
+            status = (SagaStatus.RUNNING, SagaStatus.COMPLETED, SagaStatus.FAILED)[index % 3]
+            ids.append(await _released(storage, status))
+            statuses[ids[-1]] = status
+        await storage.claim(ids[2], owner="w", lease_seconds=60)
+        await storage.park(ids[2], owner="w", reason="stuck")
+        ids.append(ids.pop(2))  # parking updated it last
+
+        assert len({storage._layout.shard_of(i).meta for i in ids}) > 1
+        assert [r.saga_id for r in await storage.list_sagas()] == ids
+        assert [r.saga_id for r in await storage.list_sagas(limit=5)] == ids[:5]
+        completed = await storage.list_sagas(status=SagaStatus.COMPLETED)
+        assert [r.saga_id for r in completed] == [
+            i for i in ids if statuses[i] is SagaStatus.COMPLETED
+        ]
+        assert [r.saga_id for r in await storage.list_sagas(parked=True)] == [ids[-1]]
+        cutoff = (await storage.load(ids[5])).updated_at
+        old = await storage.list_sagas(updated_before=cutoff)
+        assert [r.saga_id for r in old] == ids[:5]
+
+
+async def test_finished_sagas_are_listed_until_they_expire(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, retain_finished_seconds=0.2
+    ) as storage:
+        done = await _released(storage, SagaStatus.COMPLETED)
+        assert [r.saga_id for r in await storage.list_sagas()] == [done]
+        await anyio.sleep(0.4)
+        assert await storage.list_sagas() == []
+        # The finished index expired with the last saga that finished.
+        assert keys_under(redis_url, redis_key_prefix) == [_index(redis_key_prefix, "meta")]
+
+
+async def test_the_finished_index_forgets_sagas_older_than_the_retention(
+    redis_url: str, redis_key_prefix: str, raw: redis.Redis
+) -> None:
+    finished = _index(redis_key_prefix, "finished")
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, retain_finished_seconds=0.3
+    ) as storage:
+        first = await _released(storage, SagaStatus.COMPLETED)
+        await anyio.sleep(0.5)
+        second = await _released(storage, SagaStatus.COMPENSATED)
+        assert raw.zrange(finished, 0, -1) == [str(second)]
+        assert [r.saga_id for r in await storage.list_sagas()] == [second]
+        assert first != second
+
+
+async def test_list_sagas_drops_index_entries_whose_record_is_gone(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    kept, deleted = await _released(storage), await _released(storage)
+    raw.delete(storage.record_key(deleted))
+    assert [r.saga_id for r in await storage.list_sagas()] == [kept]
+    assert raw.zrange(_index(redis_key_prefix, "updated"), 0, -1) == [str(kept)]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"status": "running"},
+        {"saga_name": 5},
+        {"parked": "yes"},
+        {"updated_before": datetime(2030, 1, 1)},
+        {"updated_before": "2030-01-01"},
+        {"limit": -1},
+        {"limit": 1.5},
+    ],
+)
+async def test_list_sagas_refuses_invalid_filters(
+    storage: RedisSagaStorage, filters: dict[str, object]
+) -> None:
+    with pytest.raises(SagaUsageError):
+        await storage.list_sagas(**filters)  # type: ignore[arg-type]
+
+
+async def test_a_closed_storage_refuses_the_operations(storage: RedisSagaStorage) -> None:
+    saga_id = await _released(storage)
+    await storage.aclose()
+    calls = [
+        storage.list_sagas(),
+        storage.list_sagas(limit=0),
+        storage.renew_lease(saga_id, owner="w", lease_seconds=1),
+        storage.park(saga_id, owner="w", reason="x"),
+        storage.unpark(saga_id),
+    ]
+    for call in calls:
+        with pytest.raises(StorageUnavailableError, match="closed"):
+            await call
+
+
+# --- keys that are not ours ----------------------------------------------------------------------
+
+
+async def test_a_foreign_value_at_the_finished_index_stops_the_final_checkpoint(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    finished = _index(redis_key_prefix, "finished")
+    raw.set(finished, "not a sorted set")
+    before = raw.hgetall(storage.record_key(new.saga_id))
+    with pytest.raises(StorageCorruptedError, match="holds a string, not the sorted set"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1, status=SagaStatus.COMPLETED))
+    assert raw.hgetall(storage.record_key(new.saga_id)) == before
+    with pytest.raises(StorageCorruptedError, match="not the sorted set"):
+        await storage.list_sagas()
+
+
+async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    parked = _index(redis_key_prefix, "parked")
+    raw.set(parked, "not a sorted set")
+    before = raw.hgetall(storage.record_key(new.saga_id))
+    with pytest.raises(StorageCorruptedError, match="holds a string, not the sorted set"):
+        await storage.park(new.saga_id, owner=new.lease_owner, reason="x")
+    assert raw.hgetall(storage.record_key(new.saga_id)) == before
+    raw.delete(parked)
+    await storage.park(new.saga_id, owner=new.lease_owner, reason="x")
+    raw.delete(parked)
+    raw.set(parked, "not a sorted set")
+    with pytest.raises(StorageCorruptedError, match="not the sorted set"):
+        await storage.unpark(new.saga_id)
+    assert (await storage.load(new.saga_id)).parked is True
