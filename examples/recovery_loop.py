@@ -21,6 +21,10 @@ The example interrupts three orders first, then runs the job for a few rounds:
 * C-3: the process first loses its storage, then dies, so it cannot hand its lease back:
   the job leaves the saga alone until the (here 0.5 s) lease expires.
 
+In production, prefer the ready-made ``saga_core.RecoveryWorker`` (or ``saga worker`` from
+the CLI): it claims stalled sagas atomically in batches, renews their leases while they run,
+backs off after failures and parks a saga that keeps failing. This loop shows the mechanics.
+
 Run it from the repository root::
 
     uv run python examples/recovery_loop.py
