@@ -357,12 +357,15 @@ class SagaRun:
             except InvalidStepResultError as exc:
                 error = exc
         applied = self.applied
-        for step_id in ids:
-            # A resumed step may already be listed (an earlier runner recorded it as applied
-            # before its checkpoint failed); compensating it twice would be wrong.
-            if step_id not in applied:
-                applied += (step_id,)
-        self.applied = applied
+        if len(ids) == 1 and ids[0] not in applied:  # the common case, without a loop
+            self.applied = applied + ids
+        else:
+            for step_id in ids:
+                # A resumed step may already be listed (an earlier runner recorded it as
+                # applied before its checkpoint failed); compensating it twice would be wrong.
+                if step_id not in applied:
+                    applied += (step_id,)
+            self.applied = applied
         if error is not None:
             return await self._begin_compensation(spec, error, call.attempt)
         self.cursor += 1
@@ -600,6 +603,24 @@ class SagaRun:
         self._context_text = text
 
     def _finished(self) -> None:
+        status = self.status
+        if status is not _COMPLETED:  # what needs attention is logged, whoever observes
+            if status is _FAILED:
+                logger.error(
+                    "saga %s (%s) is FAILED: a compensation was exhausted: %r",
+                    self.saga_id,
+                    self.definition.name,
+                    self._failure,
+                )
+            else:
+                logger.warning(
+                    "saga %s (%s) was compensated%s",
+                    self.saga_id,
+                    self.definition.name,
+                    f" after: {self._trigger!r}"
+                    if self._trigger is not None
+                    else " (rollback finished by recovery)",
+                )
         if self._hooks.saga_finished:
             fire(
                 self._hooks.saga_finished,

@@ -21,6 +21,7 @@ from ._leases import LeaseKeeper
 from ._memory import MemorySagaStorage
 from ._observer import LoggingObserver, SagaObserver
 from ._saga import Saga, SagaDefinition
+from ._status import SagaStatus
 from ._step import SagaStepResult
 from ._storage import SagaStorage
 
@@ -56,8 +57,15 @@ class _SagaIds:
             self._pool = os.urandom(self._BATCH)
             start = 0
         self._next = start + 16
-        return uuid.UUID(bytes=self._pool[start : start + 16], version=4)
+        # Building from an int skips the bytes handling of UUID(bytes=..., version=4); the
+        # version and variant bits are set exactly as that would set them.
+        value = int.from_bytes(self._pool[start : start + 16], "big")
+        return uuid.UUID(int=(value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
 
+
+# RFC 4122 version 4: variant bits 10 (bits 62-63), version 0100 (bits 76-79).
+_KEEP_RANDOM_BITS = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_4_BITS = (0x8000 << 48) | (4 << 76)
 
 _saga_ids = _SagaIds()
 
@@ -245,7 +253,8 @@ class SagaMediator:
                 keeper.drop(run)
             if not done:
                 await run.abandon()
-        run.outcome()
+        if run.status is not SagaStatus.COMPLETED:
+            run.outcome()  # raises for a rolled-back or FAILED saga
 
     async def run(self, context: Any, saga_id: uuid.UUID | None = None) -> SagaOutcome:
         """Run the saga for ``context`` to its end and return how it ended.

@@ -31,7 +31,16 @@ from ._status import SagaStatus
 from ._storage import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
 
 # A local frozenset: one hash lookup on the hot path instead of the enum property's call.
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+_COMPLETED = SagaStatus.COMPLETED
+_COMPENSATED = SagaStatus.COMPENSATED
+
+
+def _is_terminal(status: SagaStatus) -> bool:
+    # Identity tests: hashing an Enum member (a set lookup) runs Python code, and this is on
+    # every checkpoint.
+    return status is _COMPLETED or status is _COMPENSATED
+
+
 _OPTIONS = frozenset({"retain_finished", "clock"})
 
 # Concurrency: every critical section below is a plain (synchronous) method, and the async
@@ -264,7 +273,7 @@ class MemorySagaStorage:
         """Take a saga out of the dead-letter state; it is recoverable at once. Raises
         :class:`~saga_core.SagaNotFoundError`."""
         saga = self._get(saga_id)
-        if saga.parked and saga.status not in _TERMINAL:
+        if saga.parked and not _is_terminal(saga.status):
             saga.parked = False
             saga.attempts = 0
             saga.updated = self._clock()
@@ -311,7 +320,8 @@ class MemorySagaStorage:
         saga = self._sagas.get(checkpoint.saga_id.int)
         if saga is None:
             raise _not_found(checkpoint.saga_id)
-        if saga.status in _TERMINAL:
+        stored_status = saga.status
+        if stored_status is _COMPLETED or stored_status is _COMPENSATED:
             raise _finished(saga)
         if saga.version != checkpoint.expected_version:
             raise SagaVersionConflictError(
@@ -320,7 +330,7 @@ class MemorySagaStorage:
             )
         status = checkpoint.status
         lease_seconds = checkpoint.lease_seconds
-        terminal = status in _TERMINAL
+        terminal = status is _COMPLETED or status is _COMPENSATED
         if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
             raise SagaUsageError(
                 f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
@@ -368,7 +378,7 @@ class MemorySagaStorage:
 
     def _owned(self, saga_id: UUID, owner: str) -> _StoredSaga:
         saga = self._get(saga_id)
-        if saga.status in _TERMINAL:
+        if _is_terminal(saga.status):
             raise _finished(saga)
         if saga.lease_owner != owner:
             raise SagaLeaseHeldError(
@@ -393,7 +403,7 @@ class MemorySagaStorage:
 
     def _claim(self, saga_id: UUID, owner: str, lease_seconds: float) -> SagaRecord:
         saga = self._get(saga_id)
-        if saga.status in _TERMINAL:
+        if _is_terminal(saga.status):
             raise _finished(saga)
         if saga.parked:
             raise SagaParkedError(

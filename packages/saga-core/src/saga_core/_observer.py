@@ -53,8 +53,9 @@ class SagaObserver:
 class LoggingObserver(SagaObserver):
     """Logs what needs attention under the ``saga_core.executor`` logger (configured by the
     application, never by the library): a failed step call and the decision to compensate at
-    WARNING, a rolled-back saga at WARNING, a FAILED saga at ERROR, a completed one at DEBUG.
-    Per-step tracing belongs in an observer of your own: it runs on the hot path."""
+    WARNING. (A rolled-back saga is logged at WARNING and a FAILED one at ERROR by the
+    executor itself.) Per-step tracing belongs in an observer of your own: it runs on the hot
+    path."""
 
     def step_failed(
         self,
@@ -75,21 +76,3 @@ class LoggingObserver(SagaObserver):
 
     def compensation_started(self, saga_id: UUID, saga_name: str, error: BaseException) -> None:
         logger.warning("saga %s (%s) is compensating after: %r", saga_id, saga_name, error)
-
-    def saga_finished(
-        self, saga_id: UUID, saga_name: str, status: SagaStatus, error: BaseException | None
-    ) -> None:
-        if status is SagaStatus.FAILED:
-            logger.error(
-                "saga %s (%s) is FAILED: a compensation was exhausted: %r",
-                saga_id,
-                saga_name,
-                error,
-            )
-        elif status is SagaStatus.COMPENSATED:
-            cause = (
-                f" after: {error!r}" if error is not None else " (rollback finished by recovery)"
-            )
-            logger.warning("saga %s (%s) was compensated%s", saga_id, saga_name, cause)
-        elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug("saga %s (%s) completed", saga_id, saga_name)

@@ -17,15 +17,13 @@ class SagaStatus(str, enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """True for COMPLETED and COMPENSATED, which are never overwritten."""
-        return self in _TERMINAL
+        return self is SagaStatus.COMPLETED or self is SagaStatus.COMPENSATED
 
     @property
     def is_recoverable(self) -> bool:
         """True for the statuses recovery acts on: RUNNING, COMPENSATING and FAILED."""
-        return self not in _TERMINAL
+        return not (self is SagaStatus.COMPLETED or self is SagaStatus.COMPENSATED)
 
-
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
 #: Allowed transitions. A status may also be checkpointed again with itself (a RUNNING saga
 #: advancing its cursor, a FAILED saga whose lease is released), and a saga with nothing left to

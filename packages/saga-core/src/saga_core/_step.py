@@ -107,7 +107,8 @@ class SagaStepHandler(Generic[Ctx, Resp]):
 
     def _generate_step_result(self, response: Resp) -> SagaStepResult[Ctx, Resp]:
         """Wrap ``response`` as this step's result (what ``act`` usually returns)."""
-        return SagaStepResult(type(self), response, getattr(self, "saga_id", None), self.step_id)
+        # The executor fills in the saga id, step id and attempt when the step returns.
+        return SagaStepResult(type(self), response)
 
     @property
     def direction(self) -> StepDirection:
