@@ -352,10 +352,17 @@ class SagaRun:
         result: SagaStepResult[Any, Any] | None = None
         error: Exception | None = call.error
         if error is None:
-            try:
-                result = _result_of(spec, call.value)
-            except InvalidStepResultError as exc:
-                error = exc
+            value = call.value
+            if type(value) is SagaStepResult:  # what _generate_step_result returns
+                result = value
+                value.step_type = spec.cls
+                value.direction = _ACT
+                value.error = None
+            else:
+                try:
+                    result = _result_of(spec, value)
+                except InvalidStepResultError as exc:
+                    error = exc
         applied = self.applied
         if len(ids) == 1 and ids[0] not in applied:  # the common case, without a loop
             self.applied = applied + ids

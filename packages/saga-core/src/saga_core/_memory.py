@@ -342,8 +342,10 @@ class MemorySagaStorage:
         saga.version += 1
         saga.cursor = checkpoint.cursor
         saga.next_step = checkpoint.next_step
-        # tuple() of a tuple is the same object; it only copies a list passed by mistake.
-        saga.applied = tuple(checkpoint.applied)
+        applied = checkpoint.applied
+        # Stored as a tuple even if a list was passed by mistake (the check is cheaper than
+        # the call).
+        saga.applied = applied if type(applied) is tuple else tuple(applied)
         saga.context = checkpoint.context
         saga.error = checkpoint.error
         saga.updated = now
