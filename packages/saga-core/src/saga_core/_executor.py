@@ -11,7 +11,7 @@ The run is advanced one result at a time (:meth:`SagaRun.next_result`) so that
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -236,9 +236,11 @@ class SagaRun:
 
     # --- driving ---------------------------------------------------------------------------
 
-    async def next_result(self) -> SagaStepResult[Any, Any] | None:
-        """Run the next step (or the next compensation) and return its result; None when the
-        saga has reached the end of this run.
+    def next_result(self) -> Awaitable[SagaStepResult[Any, Any] | None]:
+        """Run the next step (or the next compensation); await it for its result, None when
+        the saga has reached the end of this run.
+
+        (A plain method returning the step's coroutine: one coroutine less per step.)
 
         Raises:
             SagaConcurrencyError: another runner took the saga over; nothing more is written.
@@ -251,21 +253,23 @@ class SagaRun:
                 f"saga {self.saga_id} was taken over by another runner; this one stops"
             )
         status = self.status
-        try:
-            if status is _RUNNING:
-                if self.cursor < len(self.definition.nodes):
-                    return await self._forward()
-                await self._checkpoint(_COMPLETED)
-                return None
-            if (status is _COMPENSATING or status is _FAILED) and not self._halted:
-                if self.applied:
-                    return await self._compensate_next()
-                await self._checkpoint(_COMPENSATED, error=self._error_text, strict=False)
-                self._finished()
-            return None
-        except SagaConcurrencyError:
-            self._fenced = True
-            raise
+        if status is _RUNNING:
+            if self.cursor < len(self.definition.nodes):
+                return self._forward()
+            return self._finish_with(_COMPLETED)
+        if (status is _COMPENSATING or status is _FAILED) and not self._halted:
+            if self.applied:
+                return self._compensate_next()
+            return self._finish_with(_COMPENSATED)
+        return _nothing()
+
+    async def _finish_with(self, status: SagaStatus) -> None:
+        """Write the terminal status of a run that has nothing left to do."""
+        if status is _COMPLETED:
+            await self._checkpoint(_COMPLETED)
+        else:
+            await self._checkpoint(_COMPENSATED, error=self._error_text, strict=False)
+            self._finished()
 
     async def run_to_end(self) -> None:
         """Call :meth:`next_result` until the run ends; if it is interrupted (cancelled,
@@ -585,24 +589,29 @@ class SagaRun:
         lease = lease_for is not None
         lease_seconds = lease_for
         journal = self._journal
-        await self._storage.checkpoint(
-            _tuple_new(
-                Checkpoint,
-                (
-                    self.saga_id,
-                    self.version,
-                    status,
-                    self.cursor,
-                    self.applied,
-                    text,
-                    journal,
-                    error,
-                    self._owner if lease else None,
-                    lease_seconds if lease else None,
-                    self.definition.next_step_ids[self.cursor],
-                ),
+        try:
+            await self._storage.checkpoint(
+                _tuple_new(
+                    Checkpoint,
+                    (
+                        self.saga_id,
+                        self.version,
+                        status,
+                        self.cursor,
+                        self.applied,
+                        text,
+                        journal,
+                        error,
+                        self._owner if lease else None,
+                        lease_seconds if lease else None,
+                        self.definition.next_step_ids[self.cursor],
+                    ),
+                )
             )
-        )
+        except SagaConcurrencyError:
+            # Another runner owns the saga now: this one writes nothing more.
+            self._fenced = True
+            raise
         # Rebinding (not clearing) keeps the written list intact for a storage holding it.
         self._journal = []
         self.version += 1
@@ -636,6 +645,10 @@ class SagaRun:
                 self.status,
                 self.error,
             )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _now() -> datetime:
