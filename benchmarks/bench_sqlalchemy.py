@@ -84,17 +84,29 @@ async def _run_sagas(storage: SqlAlchemySagaStorage, conc: int, n: int) -> float
     return time.perf_counter() - started
 
 
+#: The SQLite cases and their ``inline`` option (None: open_storage's default).
+_SQLITE_INLINE: dict[str, bool | None] = {
+    "sqlite": None,
+    "sqlite-threads": False,
+    "sqlite-inline": True,
+}
+
+
 async def measure(kind: str, conc: int, n: int) -> float:
     """Seconds to run ``n`` 3-step no-op sagas, ``conc`` at a time, on ``kind`` storage
-    (``"sqlite"``: a WAL file through the stdlib driver, writes in worker threads, the default;
-    ``"sqlite-inline"``: the same with ``inline=True``, writes on the event loop's thread;
-    ``"postgres"``: asyncpg)."""
-    if kind in ("sqlite", "sqlite-inline"):
+    (``"sqlite"``: a WAL file through the stdlib driver as ``open_storage`` opens it by
+    default, ``inline="auto"``; ``"sqlite-threads"``: the same with ``inline=False``, writes
+    in worker threads; ``"sqlite-inline"``: ``inline=True``, writes on the event loop's
+    thread; ``"postgres"``: asyncpg)."""
+    if kind in _SQLITE_INLINE:
         with tempfile.TemporaryDirectory() as directory:
             from saga_core import open_storage
 
             url = f"sqlite:///{directory}/bench.db"
-            storage = open_storage(url, inline=kind == "sqlite-inline")
+            options: dict[str, Any] = {}
+            if _SQLITE_INLINE[kind] is not None:
+                options["inline"] = _SQLITE_INLINE[kind]
+            storage = open_storage(url, **options)
             assert isinstance(storage, SqlAlchemySagaStorage)
             async with storage:
                 return await _run_sagas(storage, conc, n)
@@ -110,7 +122,9 @@ async def measure(kind: str, conc: int, n: int) -> float:
                 await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await storage.aclose()
             await engine.dispose()
-    raise ValueError(f"unknown kind {kind!r}; use 'sqlite', 'sqlite-inline' or 'postgres'")
+    raise ValueError(
+        f"unknown kind {kind!r}; use 'sqlite', 'sqlite-threads', 'sqlite-inline' or 'postgres'"
+    )
 
 
 # --- raw limits, measured as ../shared/bench/baseline.py measures them --------------------------
@@ -182,12 +196,14 @@ async def main() -> None:
 
     targets = {
         ("sqlite", 1): 0.8 * sqlite_limit / 4,
+        ("sqlite-threads", 1): 0.8 * sqlite_limit / 4,
         ("sqlite-inline", 1): 0.8 * sqlite_limit / 4,
         ("postgres", 1): 0.8 * pg_limits.get(1, 0.0) / 4,
         ("postgres", 100): 2 * pg_limits.get(100, 0.0) / 4,
     }
     cases = (
         ("sqlite", 1500, 1),
+        ("sqlite-threads", 1500, 1),
         ("sqlite-inline", 1500, 1),
         ("postgres", 1500, 1),
         ("postgres", 10_000, 100),

@@ -4,8 +4,10 @@ event loop's thread): a locked database is waited for in a worker thread, never 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -25,6 +27,7 @@ from saga_core import (
 )
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
+from saga_sqlalchemy._sqlite import AUTO_MAX_BLOCK
 
 pytestmark = pytest.mark.anyio
 
@@ -131,3 +134,68 @@ async def test_inline_needs_a_stdlib_sqlite_file(tmp_path: Path, anyio_backend: 
         with pytest.raises(SagaUsageError, match="inline=True"):
             SqlAlchemySagaStorage(async_engine, inline=True)
         await async_engine.dispose()
+
+
+async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bool]:
+    """Run ``count`` creates; for each, whether it ran on the calling (event loop's) thread."""
+    sqlite = storage._sqlite
+    assert sqlite is not None
+    original = sqlite.write_batch
+    on_loop: list[bool] = []
+    loop_thread = threading.get_ident()
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        on_loop.append(threading.get_ident() == loop_thread)
+        return original(*args, **kwargs)
+
+    sqlite.write_batch = spy  # type: ignore[method-assign]
+    try:
+        for _ in range(count):
+            await storage.create(make_new_saga())
+    finally:
+        del sqlite.write_batch
+    return on_loop
+
+
+async def test_open_storage_writes_a_sqlite_file_inline_while_commits_are_fast(
+    tmp_path: Path,
+) -> None:
+    async with open_storage(f"sqlite:///{tmp_path}/sagas.db") as storage:
+        assert isinstance(storage, SqlAlchemySagaStorage)
+        inline = storage._inline
+        assert inline is not None
+        assert inline.budget.max_block == AUTO_MAX_BLOCK
+        inline.budget.average = 0.0
+        assert await _writer_threads(storage, 3) == [True, True, True]
+        # Commits measured slow (a slow disk): the next writes go to worker threads...
+        for _ in range(5):
+            inline.budget.record(0.05)
+        assert not inline.budget.allows()
+        assert await _writer_threads(storage, 2) == [False, False]
+        # ...where they are still timed: once commits are fast again, back on the loop.
+        inline.budget.average = AUTO_MAX_BLOCK * 1.01
+        on_loop = await _writer_threads(storage, 3)
+        assert on_loop[0] is False and on_loop[-1] is True
+        assert 0 < inline.budget.average <= AUTO_MAX_BLOCK
+
+
+async def test_auto_inline_is_threads_where_inline_cannot_run(tmp_path: Path) -> None:
+    async with open_storage("sqlite://") as memory:  # one in-memory database: no inline
+        assert isinstance(memory, SqlAlchemySagaStorage)
+        assert memory._inline is None
+        await memory.create(make_new_saga())
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/sagas.db")
+    async with SqlAlchemySagaStorage(engine, inline="auto", auto_create_schema=True) as storage:
+        assert storage._inline is not None
+        await storage.create(make_new_saga())
+    async with SqlAlchemySagaStorage(engine, auto_create_schema=True) as default:
+        assert default._inline is None  # the constructor's default stays threads
+    async with open_storage(f"sqlite:///{tmp_path}/sagas.db", inline=False) as off:
+        assert isinstance(off, SqlAlchemySagaStorage)
+        assert off._inline is None
+    engine.dispose()
+
+
+async def test_inline_takes_true_false_or_auto(tmp_path: Path) -> None:
+    with pytest.raises(SagaUsageError, match="inline must be True, False or 'auto'"):
+        open_storage(f"sqlite:///{tmp_path}/sagas.db", inline="yes")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect, Engine
@@ -112,10 +112,17 @@ class SqliteWrites:
         self.diagnose = f"SELECT {q('status')}, {q('version')} FROM {saga} WHERE {q('saga_id')} = ?"
 
     def write_batch(
-        self, connection: sqlite3.Connection, writes: Sequence[Write], *, inline: bool = False
+        self,
+        connection: sqlite3.Connection,
+        writes: Sequence[Write],
+        *,
+        inline: bool = False,
+        timed: Callable[[float], None] | None = None,
     ) -> list[SagaError | None]:
         """Apply creates and checkpoints (at most one per saga) in one transaction; return each
         one's refusal (None when written). Commits when any write succeeded, else rolls back.
+        ``timed`` gets the seconds the transaction held the write lock (statements and commit,
+        fsync included; not the wait for the lock).
 
         Raises:
             SqliteBusy: ``inline`` and another connection holds the write lock (nothing done).
@@ -126,6 +133,7 @@ class SqliteWrites:
             if inline and _is_busy(exc):
                 raise SqliteBusy(str(exc)) from exc
             raise
+        started = time.perf_counter()
         try:
             outcomes = self._apply(connection, writes)
             if any(outcome is None for outcome in outcomes):
@@ -136,6 +144,8 @@ class SqliteWrites:
             if connection.in_transaction:
                 connection.rollback()
             raise
+        if timed is not None:
+            timed(time.perf_counter() - started)
         return outcomes
 
     def _apply(
@@ -219,6 +229,35 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc).lower() or "busy" in str(exc).lower()
 
 
+#: ``inline="auto"``: the most a write may block the event loop, on average (seconds).
+AUTO_MAX_BLOCK = 0.001
+
+# Weight of the latest write in the running average of write durations.
+_SMOOTHING = 0.1
+
+
+class BlockBudget:
+    """Whether writes may run on the event loop: while the running average of the recent
+    writes' durations (lock held: statements and commit, fsync included) is at most
+    ``max_block`` seconds.
+
+    Every write is timed, inline or in a worker thread, so a storage that moved its writes to
+    threads because the disk syncs slowly moves them back once commits are fast again, without
+    blocking the loop to find out. Updated from worker threads too: a lost update only delays
+    a switch by a write.
+    """
+
+    def __init__(self, max_block: float) -> None:
+        self.max_block = max_block
+        self.average = 0.0
+
+    def allows(self) -> bool:
+        return self.average <= self.max_block
+
+    def record(self, seconds: float) -> None:
+        self.average += (seconds - self.average) * _SMOOTHING
+
+
 class SqliteInline:
     """One ``sqlite3`` connection of the storage's own, used on the event loop's thread.
 
@@ -228,10 +267,12 @@ class SqliteInline:
     lock in a worker thread instead of blocking the event loop.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_block: float = float("inf")) -> None:
         self._engine = engine
         self._connection: sqlite3.Connection | None = None
         self._thread: int | None = None
+        #: When writes may run inline (always, unless ``max_block`` is finite: ``"auto"``).
+        self.budget = BlockBudget(max_block)
 
     def connection(self) -> sqlite3.Connection | None:
         """The inline connection (opened on first use), or None when called from another

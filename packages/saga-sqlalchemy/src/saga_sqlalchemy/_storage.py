@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import anyio
@@ -35,7 +35,14 @@ from ._operations import Operations, Write
 from ._postgres import PostgresBatch
 from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
 from ._schema import DEFAULT_JOURNAL_TABLE, DEFAULT_TABLE, DEFAULT_TABLES, define_tables
-from ._sqlite import SqliteBusy, SqliteInline, SqliteWrites, is_file_database, is_stdlib_sqlite
+from ._sqlite import (
+    AUTO_MAX_BLOCK,
+    SqliteBusy,
+    SqliteInline,
+    SqliteWrites,
+    is_file_database,
+    is_stdlib_sqlite,
+)
 
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
@@ -68,7 +75,10 @@ class SqlAlchemySagaStorage:
             on the event loop's thread instead of a worker thread. It saves the thread hop
             (~60 us a write) but blocks the loop for each commit's duration (its fsync); a
             write that finds the database locked by another connection waits in a worker
-            thread, never on the loop. Default False.
+            thread, never on the loop. ``True``: always; ``"auto"``: only while the recent
+            writes took at most 1 ms on average (else in worker threads until they are fast
+            again; on any other database, threads without complaint); ``False`` (default
+            here; ``open_storage`` passes ``"auto"`` for a SQLite file): never.
 
     Raises:
         SagaUsageError: ``bind`` is of an unsupported kind, a name is not an identifier, or an
@@ -89,8 +99,10 @@ class SqlAlchemySagaStorage:
         max_threads: int | None = None,
         dispose_engine: bool = False,
         auto_create_schema: bool = False,
-        inline: bool = False,
+        inline: bool | Literal["auto"] = False,
     ) -> None:
+        if not (isinstance(inline, bool) or inline == "auto"):
+            raise SagaUsageError(f"inline must be True, False or 'auto', got {inline!r}")
         if (table, journal_table, schema) == (DEFAULT_TABLE, DEFAULT_JOURNAL_TABLE, None):
             self._tables = DEFAULT_TABLES
         else:
@@ -129,8 +141,9 @@ class SqlAlchemySagaStorage:
         if isinstance(runner, ThreadRunner) and is_stdlib_sqlite(runner.engine):
             self._sqlite = SqliteWrites(self._tables, dialect)
             if inline and is_file_database(runner.engine):
-                self._inline = SqliteInline(runner.engine)
-        if inline and self._inline is None:
+                max_block = AUTO_MAX_BLOCK if inline == "auto" else float("inf")
+                self._inline = SqliteInline(runner.engine, max_block=max_block)
+        if inline is True and self._inline is None:
             raise SagaUsageError(
                 "inline=True needs a SQLite file database through the stdlib sqlite3 driver "
                 "(a synchronous Engine such as open_storage('sqlite:///sagas.db') opens)"
@@ -454,22 +467,28 @@ class SqlAlchemySagaStorage:
         self, sqlite: SqliteWrites, writes: Sequence[Write], what: str
     ) -> list[SagaError | None]:
         inline = self._inline
+        timed = None
         if inline is not None:
-            # A schedule point (and cancellation point) before a write that does not yield.
-            await anyio.lowlevel.checkpoint()
-            try:
-                connection = inline.connection()
-                if connection is not None:
-                    return sqlite.write_batch(connection, writes, inline=True)
-            except SqliteBusy:
-                pass  # another connection writes: wait for its lock in a worker thread
-            except SagaError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
+            budget = inline.budget
+            timed = budget.record
+            if budget.allows():
+                # A schedule point (and cancellation point) before a write that does not yield.
+                await anyio.lowlevel.checkpoint()
+                try:
+                    connection = inline.connection()
+                    if connection is not None:
+                        return sqlite.write_batch(connection, writes, inline=True, timed=timed)
+                except SqliteBusy:
+                    pass  # another connection writes: wait for its lock in a worker thread
+                except SagaError:
+                    raise
+                except Exception as exc:
+                    raise translate(exc, what) from exc
         runner = self._runner
         assert isinstance(runner, ThreadRunner)
-        return await runner.run_driver(partial(sqlite.write_batch, writes=writes), what)
+        return await runner.run_driver(
+            partial(sqlite.write_batch, writes=writes, timed=timed), what
+        )
 
     @property
     def group_commit_stats(self) -> tuple[int, int]:
