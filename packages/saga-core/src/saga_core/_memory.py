@@ -31,14 +31,9 @@ from ._status import SagaStatus
 from ._storage import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
 
 # A local frozenset: one hash lookup on the hot path instead of the enum property's call.
+# Identity tests on the checkpoint path: hashing an Enum member (a set lookup) runs Python code.
 _COMPLETED = SagaStatus.COMPLETED
 _COMPENSATED = SagaStatus.COMPENSATED
-
-
-def _is_terminal(status: SagaStatus) -> bool:
-    # Identity tests: hashing an Enum member (a set lookup) runs Python code, and this is on
-    # every checkpoint.
-    return status is _COMPLETED or status is _COMPENSATED
 
 
 _OPTIONS = frozenset({"retain_finished", "clock"})
@@ -273,7 +268,7 @@ class MemorySagaStorage:
         """Take a saga out of the dead-letter state; it is recoverable at once. Raises
         :class:`~saga_core.SagaNotFoundError`."""
         saga = self._get(saga_id)
-        if saga.parked and not _is_terminal(saga.status):
+        if saga.parked and not saga.status.is_terminal:
             saga.parked = False
             saga.attempts = 0
             saga.updated = self._clock()
@@ -380,7 +375,7 @@ class MemorySagaStorage:
 
     def _owned(self, saga_id: UUID, owner: str) -> _StoredSaga:
         saga = self._get(saga_id)
-        if _is_terminal(saga.status):
+        if saga.status.is_terminal:
             raise _finished(saga)
         if saga.lease_owner != owner:
             raise SagaLeaseHeldError(
@@ -405,7 +400,7 @@ class MemorySagaStorage:
 
     def _claim(self, saga_id: UUID, owner: str, lease_seconds: float) -> SagaRecord:
         saga = self._get(saga_id)
-        if _is_terminal(saga.status):
+        if saga.status.is_terminal:
             raise _finished(saga)
         if saga.parked:
             raise SagaParkedError(

@@ -6,7 +6,13 @@ import enum
 
 
 class SagaStatus(str, enum.Enum):
-    """Where a saga is in its life. Stored by its value (``"running"`` ...)."""
+    """Where a saga is in its life. Stored by its value (``"running"`` ...).
+
+    The state machine: RUNNING -> COMPLETED; RUNNING -> COMPENSATING -> COMPENSATED;
+    COMPENSATING -> FAILED (a compensation exhausted); FAILED -> COMPENSATING (recovery retries
+    it); RUNNING/FAILED -> COMPENSATED directly when nothing is left to compensate. The executor
+    keeps it; storages only refuse to write a terminal status again.
+    """
 
     RUNNING = "running"
     COMPENSATING = "compensating"
@@ -23,25 +29,6 @@ class SagaStatus(str, enum.Enum):
     def is_recoverable(self) -> bool:
         """True for the statuses recovery acts on: RUNNING, COMPENSATING and FAILED."""
         return not (self is SagaStatus.COMPLETED or self is SagaStatus.COMPENSATED)
-
-
-#: Allowed transitions. A status may also be checkpointed again with itself (a RUNNING saga
-#: advancing its cursor, a FAILED saga whose lease is released), and a saga with nothing left to
-#: compensate goes straight to COMPENSATED. Storages enforce only that terminal statuses are
-#: never written again; the executor keeps the rest.
-TRANSITIONS: dict[SagaStatus, frozenset[SagaStatus]] = {
-    SagaStatus.RUNNING: frozenset(
-        {SagaStatus.RUNNING, SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED}
-    ),
-    SagaStatus.COMPENSATING: frozenset(
-        {SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, SagaStatus.FAILED}
-    ),
-    SagaStatus.FAILED: frozenset(
-        {SagaStatus.FAILED, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED}
-    ),
-    SagaStatus.COMPLETED: frozenset(),
-    SagaStatus.COMPENSATED: frozenset(),
-}
 
 
 class StepDirection(str, enum.Enum):

@@ -62,9 +62,8 @@ DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
 #: How many journal entries a saga keeps by default; older ones are dropped first.
 DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 # Each status's stored value and whether it is terminal, looked up once per checkpoint.
-_STATUS_ARGS = {status: (status.value, status in _TERMINAL) for status in SagaStatus}
+_STATUS_ARGS = {status: (status.value, status.is_terminal) for status in SagaStatus}
 _NO_NEXT_STEP = ("0", "")
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
@@ -508,7 +507,7 @@ class RedisSagaStorage:
             raise StorageUnavailableError("the Redis saga storage is closed")
         if limit == 0:
             return []
-        terminal = status is not None and status in _TERMINAL
+        terminal = status is not None and status.is_terminal
         best: dict[UUID, SagaRecord] = {}
         for shard in self._layout.all_shards():
             indexes: list[str] = []

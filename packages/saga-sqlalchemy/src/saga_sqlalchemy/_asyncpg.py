@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 from saga_core import Checkpoint, SagaError, SagaStatus
 
 from ._operations import Write
-from ._postgres import PostgresBatch, refusal
+from ._postgres import BATCH_WRITES, PostgresBatch, refusal
 from ._rows import encode_applied
 from ._schema import SagaTables
 
@@ -69,7 +69,8 @@ _JOURNAL = """, j AS (
     FROM w, (VALUES {rows}) AS e(position, step_id, direction, event, attempt, at, error)
 )"""
 
-_BATCH = """
+_BATCH = (
+    """
 WITH new_sagas AS (
     SELECT * FROM json_to_recordset($1::json)
         AS n(saga_id uuid, saga_name text, context text, owner text, lease float8,
@@ -78,27 +79,9 @@ WITH new_sagas AS (
     SELECT * FROM json_to_recordset($2::json)
         AS c(saga_id uuid, expected int, status text, "cursor" int, applied text,
              context text, error text, owner text, lease float8, next_step text)
-), inserted AS (
-    INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
-    SELECT n.saga_id, n.saga_name, 'running', 1, 0, '[]', n.context, NULL, now(), now(),
-           n.owner, now() + make_interval(secs => n.lease), n.next_step
-    FROM new_sagas AS n
-    ON CONFLICT (saga_id) DO NOTHING
-    RETURNING saga_id, version
-), updated AS (
-    UPDATE {saga} AS s
-    SET status = c.status, version = s.version + 1, "cursor" = c."cursor",
-        applied = c.applied, context = c.context, error = c.error, updated_at = now(),
-        lease_owner = c.owner, lease_expires_at = now() + make_interval(secs => c.lease),
-        next_step = c.next_step
-    FROM changes AS c
-    WHERE s.saga_id = c.saga_id AND s.version = c.expected
-      AND s.status NOT IN ('completed', 'compensated')
-    RETURNING s.saga_id, s.version
-), written AS (
-    SELECT saga_id, version FROM inserted UNION ALL SELECT saga_id, version FROM updated
-), journal AS (
+"""
+    + BATCH_WRITES
+    + """), journal AS (
     INSERT INTO {journal} ({columns})
     SELECT e.saga_id, w.version, e.position, e.step_id, e.direction, e.event, e.attempt, e.at,
            e.error
@@ -113,6 +96,7 @@ SELECT c.saga_id, FALSE, s.status, s.version
 FROM changes AS c JOIN {saga} AS s ON s.saga_id = c.saga_id
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.saga_id = c.saga_id)
 """
+)
 
 _DIAGNOSE = "SELECT status, version FROM {saga} WHERE saga_id = $1"
 

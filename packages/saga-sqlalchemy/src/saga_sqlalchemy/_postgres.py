@@ -24,7 +24,6 @@ from saga_core import (
     SagaError,
     SagaFinishedError,
     SagaNotFoundError,
-    SagaStatus,
     SagaVersionConflictError,
 )
 
@@ -32,24 +31,12 @@ from ._operations import Commit, Write
 from ._rows import encode_applied
 from ._schema import SagaTables
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 _TERMINAL_VALUES = ("completed", "compensated")
 
-_TEMPLATE = """
-WITH new_sagas AS (
-    SELECT * FROM unnest(
-        CAST(:n_id AS uuid[]), CAST(:n_name AS text[]), CAST(:n_context AS text[]),
-        CAST(:n_owner AS text[]), CAST(:n_lease AS float8[]), CAST(:n_next_step AS text[])
-    ) AS n(saga_id, saga_name, context, owner, lease, next_step)
-), changes AS (
-    SELECT * FROM unnest(
-        CAST(:c_id AS uuid[]), CAST(:c_expected AS int[]), CAST(:c_status AS text[]),
-        CAST(:c_cursor AS int[]), CAST(:c_applied AS text[]), CAST(:c_context AS text[]),
-        CAST(:c_error AS text[]), CAST(:c_owner AS text[]), CAST(:c_lease AS float8[]),
-        CAST(:c_next_step AS text[])
-    ) AS c(saga_id, expected, status, "cursor", applied, context, error, owner, lease,
-           next_step)
-), inserted AS (
+#: The middle of both batch statements (this module's and the asyncpg one's): create the new
+#: sagas, apply the compare-and-set checkpoints, and name what was written (for the journal).
+#: Their inputs come in CTEs ``new_sagas`` and ``changes``, however each driver sends them.
+BATCH_WRITES = """), inserted AS (
     INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
                         created_at, updated_at, lease_owner, lease_expires_at, next_step)
     SELECT n.saga_id, n.saga_name, 'running', 1, 0, '[]', n.context, NULL, now(), now(),
@@ -69,7 +56,26 @@ WITH new_sagas AS (
     RETURNING s.saga_id, s.version
 ), written AS (
     SELECT saga_id, version FROM inserted UNION ALL SELECT saga_id, version FROM updated
-), journal AS (
+"""
+
+_TEMPLATE = (
+    """
+WITH new_sagas AS (
+    SELECT * FROM unnest(
+        CAST(:n_id AS uuid[]), CAST(:n_name AS text[]), CAST(:n_context AS text[]),
+        CAST(:n_owner AS text[]), CAST(:n_lease AS float8[]), CAST(:n_next_step AS text[])
+    ) AS n(saga_id, saga_name, context, owner, lease, next_step)
+), changes AS (
+    SELECT * FROM unnest(
+        CAST(:c_id AS uuid[]), CAST(:c_expected AS int[]), CAST(:c_status AS text[]),
+        CAST(:c_cursor AS int[]), CAST(:c_applied AS text[]), CAST(:c_context AS text[]),
+        CAST(:c_error AS text[]), CAST(:c_owner AS text[]), CAST(:c_lease AS float8[]),
+        CAST(:c_next_step AS text[])
+    ) AS c(saga_id, expected, status, "cursor", applied, context, error, owner, lease,
+           next_step)
+"""
+    + BATCH_WRITES
+    + """), journal AS (
     INSERT INTO {journal} (saga_id, version, position, step_id, direction, event, attempt, at,
                            error)
     SELECT e.saga_id, w.version, e.position, e.step_id, e.direction, e.event, e.attempt, e.at,
@@ -87,6 +93,7 @@ SELECT s.saga_id, FALSE, s.status, s.version FROM {saga} AS s
 WHERE s.saga_id IN (SELECT saga_id FROM changes)
   AND s.saga_id NOT IN (SELECT saga_id FROM updated)
 """
+)
 
 # One write alone (the common case when sagas run one at a time): simpler statements that
 # PostgreSQL plans faster. A refused checkpoint returns no row and is diagnosed afterwards.
@@ -193,7 +200,7 @@ class PostgresBatch:
         (write,) = writes
         p: dict[str, Any] = {name: [] for name in _JOURNAL_ONE_ARRAYS}
         if isinstance(write, Checkpoint):
-            terminal = write.status in _TERMINAL
+            terminal = write.status.is_terminal
             lease = None if terminal else write.lease_seconds
             p.update(
                 c_id=write.saga_id,
@@ -239,7 +246,7 @@ class PostgresBatch:
         p: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
         for write in writes:
             if isinstance(write, Checkpoint):
-                terminal = write.status in _TERMINAL
+                terminal = write.status.is_terminal
                 lease = None if terminal else write.lease_seconds
                 p["c_id"].append(write.saga_id)
                 p["c_expected"].append(write.expected_version)

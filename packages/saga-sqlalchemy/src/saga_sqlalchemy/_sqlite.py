@@ -26,27 +26,14 @@ from saga_core import Checkpoint, SagaError, SagaStatus
 
 from ._operations import Write
 from ._postgres import refusal
-from ._rows import encode_applied
+from ._rows import RECORD_COLUMNS, encode_applied
 from ._schema import SagaTables, to_micros
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 _RUNNING = SagaStatus.RUNNING.value
 
-_SAGA_COLUMNS = (
-    "saga_id",
-    "saga_name",
-    "status",
-    "version",
-    "cursor",
-    "applied",
-    "context",
-    "error",
-    "created_at",
-    "updated_at",
-    "lease_owner",
-    "lease_expires_at",
-    "next_step",
-)
+# The columns a create writes: every record column but the two recovery counters, which
+# take their defaults.
+_SAGA_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in ("attempts", "parked"))
 _JOURNAL_COLUMNS = (
     "saga_id",
     "version",
@@ -158,7 +145,7 @@ class SqliteWrites:
         for write in writes:
             saga_id = write.saga_id.hex
             if isinstance(write, Checkpoint):
-                lease = None if write.status in _TERMINAL else write.lease_seconds
+                lease = None if write.status.is_terminal else write.lease_seconds
                 cursor = execute(
                     self.update_saga,
                     (
