@@ -20,7 +20,7 @@ from saga_sqlalchemy import SqlAlchemySagaStorage, define_tables
 
 pytestmark = pytest.mark.anyio
 
-NAMES = {"table": "shared_saga", "journal_table": "shared_saga_journal"}
+NAMES = {"table": "shared_saga"}
 
 
 async def test_first_use_while_another_process_creates_the_tables(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ async def test_first_use_while_another_process_creates_the_tables(tmp_path: Path
             define_tables(sa.MetaData(), **NAMES).metadata.create_all(other)
             other.dispose()
 
-    saga_table = storage.tables[0]
+    saga_table = storage.table
     sa.event.listen(saga_table, "before_create", other_process_creates_them_first)
     async with storage:
         assert await storage.list_sagas(limit=1) == []

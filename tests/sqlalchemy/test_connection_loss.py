@@ -152,7 +152,7 @@ async def test_saga_survives_losing_the_database_between_steps(
 
 
 async def _ids(storage: SqlAlchemySagaStorage) -> set[Any]:
-    saga_table = storage.tables[0]
+    saga_table = storage.table
 
     def read(connection: sa.Connection, commit: Any) -> set[Any]:
         return set(connection.execute(sa.select(saga_table.c.saga_id)).scalars())

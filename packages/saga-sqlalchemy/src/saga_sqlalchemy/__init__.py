@@ -12,7 +12,6 @@ with group commit and ``FOR UPDATE SKIP LOCKED`` recovery claims::
 The public names are re-exported here from private modules; nothing else is public.
 """
 
-from ._schema import DEFAULT_JOURNAL_TABLE as DEFAULT_JOURNAL_TABLE
 from ._schema import DEFAULT_TABLE as DEFAULT_TABLE
 from ._schema import Base as Base
 from ._schema import define_tables as define_tables
@@ -21,7 +20,6 @@ from ._storage import SqlAlchemySagaStorage as SqlAlchemySagaStorage
 from ._urls import open_sqlalchemy_storage as open_sqlalchemy_storage
 
 __all__ = (
-    "DEFAULT_JOURNAL_TABLE",
     "DEFAULT_TABLE",
     "Base",
     "SqlAlchemySagaStorage",

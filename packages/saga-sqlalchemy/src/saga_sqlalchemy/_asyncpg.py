@@ -4,14 +4,13 @@ Same statements as ``_postgres`` (one statement per write or per group-commit ba
 transaction, one round trip), with parameters built for asyncpg's binary protocol at the
 lowest Python cost:
 
-* a single write sends scalars only: its journal entries are a ``VALUES`` list of the write's
-  own size (one prepared statement per entry count, up to :data:`MAX_VALUES_ENTRIES`), so no
-  array is encoded (asyncpg checks every element of an array parameter);
-* a batch sends three JSON texts (creates, checkpoints, journal entries), read back with
-  ``json_to_recordset``: one ``json.dumps`` instead of 24 arrays of up to a hundred elements.
+* a single write sends scalars only (its journal lines are one text), so no array is encoded
+  (asyncpg checks every element of an array parameter);
+* a batch sends three texts: the creates and the checkpoints as JSON, read back with
+  ``json_to_recordset`` (one ``json.dumps`` instead of a dozen arrays of up to a hundred
+  elements), and the checkpointed ids as a ``uuid[]`` literal (see ``BATCH_WRITES``).
 
-Text round-trips exactly through JSON (contexts stay byte for byte); journal times travel as
-ISO 8601 with their offset, to the microsecond.
+Text round-trips exactly through JSON: contexts and journal lines stay byte for byte.
 """
 
 from __future__ import annotations
@@ -24,135 +23,75 @@ from sqlalchemy.engine import Dialect
 
 from saga_core import Checkpoint, SagaError, SagaStatus
 
+from ._journal import encode_journal
 from ._operations import Write
 from ._postgres import BATCH_WRITES, PostgresBatch, refusal
 from ._rows import encode_applied
 from ._schema import SagaTables
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
-
-#: Journal entries of a single write sent as scalars; a write with more goes as a batch.
-MAX_VALUES_ENTRIES = 8
-
-_JOURNAL_COLUMNS = "saga_id, version, position, step_id, direction, event, attempt, at, error"
+_COMPLETED = SagaStatus.COMPLETED
+_COMPENSATED = SagaStatus.COMPENSATED
 
 _CHECKPOINT = """
-WITH w AS (
-    UPDATE {saga}
-    SET status = $1, version = version + 1, "cursor" = $2, applied = $3, context = $4,
-        error = $5, updated_at = now(), lease_owner = $6,
-        lease_expires_at = now() + make_interval(secs => $7::float8), next_step = $10
-    WHERE saga_id = $8 AND version = $9 AND status NOT IN ('completed', 'compensated')
-    RETURNING saga_id, version
-){journal_cte}
-SELECT w.version FROM w
+UPDATE {saga}
+SET status = $1, version = version + 1, "cursor" = $2, applied = $3, context = $4,
+    error = $5, updated_at = now(), lease_owner = $6,
+    lease_expires_at = now() + make_interval(secs => $7::float8), next_step = $10,
+    journal = journal || $11
+WHERE saga_id = $8 AND version = $9 AND status NOT IN ('completed', 'compensated')
+RETURNING version
 """
-_CHECKPOINT_ARGS = 10
 
 _CREATE = """
-WITH w AS (
-    INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                        created_at, updated_at, lease_owner, lease_expires_at, next_step)
-    VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
-            now() + make_interval(secs => $5::float8), $6)
-    ON CONFLICT (saga_id) DO NOTHING
-    RETURNING saga_id, version
-){journal_cte}
-SELECT w.version FROM w
+INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
+                    created_at, updated_at, lease_owner, lease_expires_at, next_step, journal)
+VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
+        now() + make_interval(secs => $5::float8), $6, $7)
+ON CONFLICT (saga_id) DO NOTHING
+RETURNING version
 """
-_CREATE_ARGS = 6
-
-_JOURNAL = """, j AS (
-    INSERT INTO {journal} ({columns})
-    SELECT w.saga_id, w.version, e.position, e.step_id, e.direction, e.event, e.attempt, e.at,
-           e.error
-    FROM w, (VALUES {rows}) AS e(position, step_id, direction, event, attempt, at, error)
-)"""
 
 _BATCH = (
     """
 WITH new_sagas AS (
     SELECT * FROM json_to_recordset($1::json)
         AS n(saga_id uuid, saga_name text, context text, owner text, lease float8,
-             next_step text)
+             next_step text, journal text)
 ), changes AS (
     SELECT * FROM json_to_recordset($2::json)
         AS c(saga_id uuid, expected int, status text, "cursor" int, applied text,
-             context text, error text, owner text, lease float8, next_step text)
+             context text, error text, owner text, lease float8, next_step text,
+             journal text)
 """
     + BATCH_WRITES
-    + """), journal AS (
-    INSERT INTO {journal} ({columns})
-    SELECT e.saga_id, w.version, e.position, e.step_id, e.direction, e.event, e.attempt, e.at,
-           e.error
-    FROM json_to_recordset($3::json)
-        AS e(saga_id uuid, position int, step_id text, direction text, event text,
-             attempt int, at timestamptz, error text)
-    JOIN written AS w ON w.saga_id = e.saga_id
-)
-SELECT w.saga_id, TRUE, NULL, NULL FROM written AS w
-UNION ALL
-SELECT c.saga_id, FALSE, s.status, s.version
-FROM changes AS c JOIN {saga} AS s ON s.saga_id = c.saga_id
-WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.saga_id = c.saga_id)
-"""
 )
 
 _DIAGNOSE = "SELECT status, version FROM {saga} WHERE saga_id = $1"
+_DIAGNOSE_MANY = "SELECT saga_id, status, version FROM {saga} WHERE saga_id = ANY($1::uuid[])"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _values(count: int, first: int) -> str:
-    rows = []
-    for position in range(count):
-        n = first + position * 6
-        rows.append(
-            f"({position}, ${n}::text, ${n + 1}::text, ${n + 2}::text, ${n + 3}::int, "
-            f"${n + 4}::timestamptz, ${n + 5}::text)"
-        )
-    return ", ".join(rows)
 
 
 class AsyncpgWrites:
     """The SQL of one storage's writes as asyncpg takes it (``$n`` parameters)."""
 
     def __init__(self, tables: SagaTables, dialect: Dialect) -> None:
-        quote = dialect.identifier_preparer.format_table
-        self._names = {
-            "saga": quote(tables.saga),
-            "journal": quote(tables.journal),
-            "columns": _JOURNAL_COLUMNS,
-        }
-        self.batch_sql = _BATCH.format(**self._names)
-        self.diagnose_sql = _DIAGNOSE.format(**self._names)
-        self._checkpoint_sql = [
-            self._single(_CHECKPOINT, count, _CHECKPOINT_ARGS + 1)
-            for count in range(MAX_VALUES_ENTRIES + 1)
-        ]
-        self._create_sql = [
-            self._single(_CREATE, count, _CREATE_ARGS + 1)
-            for count in range(MAX_VALUES_ENTRIES + 1)
-        ]
-
-    def _single(self, template: str, count: int, first: int) -> str:
-        journal = ""
-        if count:
-            journal = _JOURNAL.format(rows=_values(count, first), **self._names)
-        return template.format(journal_cte=journal, **self._names)
-
-    @staticmethod
-    def fits_single(write: Write) -> bool:
-        """Whether ``write`` goes as a single-write statement of scalars."""
-        return len(write.journal) <= MAX_VALUES_ENTRIES
+        saga = dialect.identifier_preparer.format_table(tables.saga)
+        # The checkpointed ids travel once more as a text array literal, built from the strings
+        # the JSON needs anyway (see BATCH_WRITES for why the statement wants them).
+        self.batch_sql = _BATCH.format(changed_ids="$3::text::uuid[]", saga=saga)
+        self.checkpoint_sql = _CHECKPOINT.format(saga=saga)
+        self.create_sql = _CREATE.format(saga=saga)
+        self.diagnose_sql = _DIAGNOSE.format(saga=saga)
+        self.diagnose_many_sql = _DIAGNOSE_MANY.format(saga=saga)
 
     def single(self, write: Write) -> tuple[str, list[Any]]:
         """The statement and arguments of one write: it returns one row if it wrote."""
-        args: list[Any]
         if isinstance(write, Checkpoint):
-            lease = None if write.status in _TERMINAL else write.lease_seconds
-            args = [
-                write.status.value,
+            status = write.status
+            lease = None if status is _COMPLETED or status is _COMPENSATED else write.lease_seconds
+            return self.checkpoint_sql, [
+                status.value,
                 write.cursor,
                 encode_applied(write.applied),
                 write.context,
@@ -162,44 +101,39 @@ class AsyncpgWrites:
                 write.saga_id,
                 write.expected_version,
                 write.next_step,
+                encode_journal(write.journal),
             ]
-            sql = self._checkpoint_sql[len(write.journal)]
-        else:
-            args = [
-                write.saga_id,
-                write.saga_name,
-                write.context,
-                write.lease_owner,
-                float(write.lease_seconds),
-                write.next_step,
-            ]
-            sql = self._create_sql[len(write.journal)]
-        for entry in write.journal:
-            args += (
-                entry.step_id,
-                entry.direction.value,
-                entry.event.value,
-                entry.attempt,
-                entry.at,
-                entry.error,
-            )
-        return sql, args
+        return self.create_sql, [
+            write.saga_id,
+            write.saga_name,
+            write.context,
+            write.lease_owner,
+            float(write.lease_seconds),
+            write.next_step,
+            encode_journal(write.journal),
+        ]
 
     @staticmethod
     def batch_args(writes: Sequence[Write]) -> tuple[str, str, str]:
-        """The three JSON texts of :attr:`batch_sql` for ``writes`` (at most one per saga)."""
+        """The arguments of :attr:`batch_sql` for ``writes`` (at most one per saga): the
+        creates and the checkpoints as JSON texts, and the checkpointed ids as a ``uuid[]``
+        literal."""
         creates: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
-        journal: list[dict[str, Any]] = []
+        changed_ids: list[str] = []
         for write in writes:
             saga_id = str(write.saga_id)
             if isinstance(write, Checkpoint):
-                lease = None if write.status in _TERMINAL else write.lease_seconds
+                status = write.status
+                lease = (
+                    None if status is _COMPLETED or status is _COMPENSATED else write.lease_seconds
+                )
+                changed_ids.append(saga_id)
                 changes.append(
                     {
                         "saga_id": saga_id,
                         "expected": write.expected_version,
-                        "status": write.status.value,
+                        "status": status.value,
                         "cursor": write.cursor,
                         "applied": encode_applied(write.applied),
                         "context": write.context,
@@ -207,6 +141,7 @@ class AsyncpgWrites:
                         "owner": None if lease is None else write.lease_owner,
                         "lease": None if lease is None else float(lease),
                         "next_step": write.next_step,
+                        "journal": encode_journal(write.journal),
                     }
                 )
             else:
@@ -218,27 +153,15 @@ class AsyncpgWrites:
                         "owner": write.lease_owner,
                         "lease": float(write.lease_seconds),
                         "next_step": write.next_step,
+                        "journal": encode_journal(write.journal),
                     }
                 )
-            for position, entry in enumerate(write.journal):
-                journal.append(
-                    {
-                        "saga_id": saga_id,
-                        "position": position,
-                        "step_id": entry.step_id,
-                        "direction": entry.direction.value,
-                        "event": entry.event.value,
-                        "attempt": entry.attempt,
-                        "at": entry.at.isoformat(),
-                        "error": entry.error,
-                    }
-                )
-        return _dumps(creates), _dumps(changes), _dumps(journal)
+        return _dumps(creates), _dumps(changes), "{" + ",".join(changed_ids) + "}"
 
     async def write(self, driver: Any, writes: Sequence[Write]) -> list[SagaError | None]:
         """Write ``writes`` on asyncpg's connection ``driver``, outside any transaction (the
         statement is its own transaction); return each write's refusal."""
-        if len(writes) == 1 and self.fits_single(writes[0]):
+        if len(writes) == 1:
             (write,) = writes
             sql, args = self.single(write)
             if await driver.fetchrow(sql, *args) is not None:
@@ -248,4 +171,10 @@ class AsyncpgWrites:
                 found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
             return [refusal(write, None if found is None else (found[0], found[1]))]
         rows = await driver.fetch(self.batch_sql, *self.batch_args(writes))
-        return PostgresBatch.outcomes(writes, rows)
+        written = {row[0] for row in rows}
+        stored: dict[Any, tuple[str, int]] = {}
+        refused = PostgresBatch.refused_checkpoints(writes, written)
+        if refused:
+            for saga_id, status, version in await driver.fetch(self.diagnose_many_sql, refused):
+                stored[saga_id] = (status, version)
+        return PostgresBatch.outcomes(writes, written, stored)

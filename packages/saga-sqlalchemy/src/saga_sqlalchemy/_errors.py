@@ -13,7 +13,7 @@ from saga_core import (
 
 SCHEMA_HINT = (
     "create it with `await storage.create_schema()`, or run your Alembic migration that "
-    "includes saga_sqlalchemy.metadata (tables made by an older saga-sqlalchemy need the "
+    "includes saga_sqlalchemy.metadata (a table made by an older saga-sqlalchemy needs the "
     "columns added since, see its README: 'Schema and migrations')"
 )
 
@@ -64,7 +64,7 @@ def translate(exc: BaseException, what: str) -> SagaStorageError:
     state = _sqlstate(exc)
     if (state in ("42P01", "42703", "3F000")) or any(m in lowered for m in _MISSING):
         return StorageSchemaError(
-            f"{what}: the saga tables are missing or outdated ({text}); {SCHEMA_HINT}"
+            f"{what}: the saga table is missing or outdated ({text}); {SCHEMA_HINT}"
         )
     if isinstance(exc, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
         return StorageUnavailableError(f"{what}: the database is unreachable ({text})")

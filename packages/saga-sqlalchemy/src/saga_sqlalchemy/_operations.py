@@ -35,21 +35,15 @@ from saga_core import (
     SagaVersionConflictError,
 )
 
-from ._rows import (
-    JOURNAL_COLUMNS,
-    RECORD_COLUMNS,
-    encode_applied,
-    entry_from_row,
-    record_from_row,
-)
-from ._schema import SagaTables, UtcTimestamp, not_parked, schema_probes
+from ._journal import decode_journal, encode_journal
+from ._rows import RECORD_COLUMNS, encode_applied, record_from_row
+from ._schema import SagaTables, UtcTimestamp, not_parked, recoverable_terms, schema_probes
 
 Commit = Callable[[], None]
 Write = NewSaga | Checkpoint
 
 _TERMINAL = (SagaStatus.COMPLETED.value, SagaStatus.COMPENSATED.value)
 _TERMINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
-_RECOVERABLE = tuple(status.value for status in SagaStatus if status.is_recoverable)
 _RUNNING = SagaStatus.RUNNING.value
 _UTC = timezone.utc
 
@@ -101,6 +95,7 @@ class Operations:
             lease_owner=sa.bindparam("b_owner"),
             lease_expires_at=expires,
             next_step=sa.bindparam("b_next_step"),
+            journal=sa.bindparam("b_journal"),
         )
         self._insert_saga = insert.returning(c.saga_id) if self._insert_on_conflict else insert
         self._update = (
@@ -121,9 +116,9 @@ class Operations:
                 lease_owner=sa.bindparam("b_owner"),
                 lease_expires_at=expires,
                 next_step=sa.bindparam("b_next_step"),
+                journal=c.journal.concat(sa.bindparam("b_journal")),
             )
         )
-        self._insert_journal = sa.insert(tables.journal)
         self._diagnose = sa.select(
             c.saga_id, c.status, c.version, c.lease_owner, c.lease_expires_at, c.parked, c.error
         ).where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
@@ -131,18 +126,11 @@ class Operations:
         self._load_many = sa.select(*self._record_columns).where(
             c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
         )
-        j = tables.journal.c
-        self._history = (
-            sa.select(*(j[name] for name in JOURNAL_COLUMNS))
-            .where(j.saga_id == sa.bindparam("b_id"))
-            .order_by(j.version, j.position)
-        )
-        self._exists = sa.select(c.saga_id).where(c.saga_id == sa.bindparam("b_id"))
+        self._history = sa.select(c.journal).where(c.saga_id == sa.bindparam("b_id"))
         free = sa.or_(
             c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= now
         )
-        unparked = not_parked(saga)
-        self._recoverable = sa.and_(c.status.in_(_RECOVERABLE), unparked, free)
+        self._recoverable = sa.and_(recoverable_terms(saga), free)
         self._recoverable_order = (c.updated_at, c.created_at, c.saga_id)
         lease_values = {
             "version": c.version + 1,
@@ -156,7 +144,7 @@ class Operations:
             .where(
                 c.saga_id == sa.bindparam("b_id"),
                 c.status.not_in(_TERMINAL),
-                unparked,
+                not_parked(saga),
                 sa.or_(free, c.lease_owner == sa.bindparam("b_owner")),
             )
             .values(**lease_values)
@@ -217,26 +205,6 @@ class Operations:
         expires = None if lease_seconds is None else now + timedelta(seconds=lease_seconds)
         return {"b_now": now, "b_expires": expires}
 
-    @staticmethod
-    def journal_rows(
-        saga_id: UUID, version: int, journal: Sequence[JournalEntry]
-    ) -> list[dict[str, Any]]:
-        """The journal rows one write appends, at the version the write produces."""
-        return [
-            {
-                "saga_id": saga_id,
-                "version": version,
-                "position": position,
-                "step_id": entry.step_id,
-                "direction": entry.direction.value,
-                "event": entry.event.value,
-                "attempt": entry.attempt,
-                "at": entry.at,
-                "error": entry.error,
-            }
-            for position, entry in enumerate(journal)
-        ]
-
     def _checkpoint_params(self, checkpoint: Checkpoint) -> dict[str, Any]:
         terminal = checkpoint.status in _TERMINAL_STATUSES
         lease = None if terminal else checkpoint.lease_seconds
@@ -251,6 +219,7 @@ class Operations:
             b_error=checkpoint.error,
             b_owner=None if lease is None else checkpoint.lease_owner,
             b_next_step=checkpoint.next_step,
+            b_journal=encode_journal(checkpoint.journal),
         )
         return params
 
@@ -262,6 +231,7 @@ class Operations:
             b_context=saga.context,
             b_owner=saga.lease_owner,
             b_next_step=saga.next_step,
+            b_journal=encode_journal(saga.journal),
         )
         return params
 
@@ -276,27 +246,17 @@ class Operations:
         and does not disturb the others. The transaction commits when any write succeeded.
         """
         outcomes: list[SagaError | None] = [None] * len(writes)
-        journal: list[dict[str, Any]] = []
         refused: dict[UUID, int] = {}
         for index, write in enumerate(writes):
             if isinstance(write, Checkpoint):
                 result = connection.execute(self._update, self._checkpoint_params(write))
                 if result.rowcount != 1:
                     refused[write.saga_id] = index
-                    continue
-                version = write.expected_version + 1
-            else:
-                if not self._insert_new(connection, write):
-                    outcomes[index] = SagaAlreadyExistsError(
-                        f"saga {write.saga_id} already exists; start the saga with a new id, "
-                        f"or recover the existing one"
-                    )
-                    continue
-                version = 1
-            if write.journal:
-                journal += self.journal_rows(write.saga_id, version, write.journal)
-        if journal:
-            connection.execute(self._insert_journal, journal)
+            elif not self._insert_new(connection, write):
+                outcomes[index] = SagaAlreadyExistsError(
+                    f"saga {write.saga_id} already exists; start the saga with a new id, "
+                    f"or recover the existing one"
+                )
         if refused:
             found = {
                 row[0]: row for row in connection.execute(self._diagnose, {"b_ids": list(refused)})
@@ -452,10 +412,10 @@ class Operations:
         return record_from_row(row)
 
     def history(self, connection: Connection, commit: Commit, saga_id: UUID) -> list[JournalEntry]:
-        rows = connection.execute(self._history, {"b_id": saga_id}).all()
-        if not rows and connection.execute(self._exists, {"b_id": saga_id}).first() is None:
+        row = connection.execute(self._history, {"b_id": saga_id}).first()
+        if row is None:
             raise _not_found(saga_id)
-        return [entry_from_row(saga_id, row) for row in rows]
+        return decode_journal(saga_id, row[0])
 
     def list_recoverable(
         self, connection: Connection, commit: Commit, limit: int

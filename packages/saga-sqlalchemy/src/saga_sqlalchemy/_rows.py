@@ -8,14 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from saga_core import (
-    JournalEntry,
-    SagaRecord,
-    SagaStatus,
-    StepDirection,
-    StepEvent,
-    StorageCorruptedError,
-)
+from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
 
 #: The columns of the saga table in the order :func:`record_from_row` reads them.
 RECORD_COLUMNS = (
@@ -35,11 +28,8 @@ RECORD_COLUMNS = (
     "attempts",
     "parked",
 )
-JOURNAL_COLUMNS = ("step_id", "direction", "event", "attempt", "at", "error")
 
 _STATUSES = {status.value: status for status in SagaStatus}
-_DIRECTIONS = {direction.value: direction for direction in StepDirection}
-_EVENTS = {event.value: event for event in StepEvent}
 
 
 def encode_applied(applied: Sequence[str]) -> str:
@@ -113,19 +103,6 @@ def check_context(saga_id: object, context: object) -> None:
             f"stored saga {saga_id}: its context is not valid JSON ({exc}); the row was changed "
             f"outside saga-core, restore it from a backup or fix it by hand"
         ) from exc
-
-
-def entry_from_row(saga_id: UUID, row: Sequence[Any]) -> JournalEntry:
-    """Build a :class:`JournalEntry` from a row of :data:`JOURNAL_COLUMNS`."""
-    step_id, direction, event, attempt, at, error = row
-    try:
-        return JournalEntry(
-            step_id, _DIRECTIONS[direction], _EVENTS[event], int(attempt), at, error
-        )
-    except KeyError as exc:
-        raise StorageCorruptedError(
-            f"journal of saga {saga_id} holds an unknown direction or event {exc}"
-        ) from None
 
 
 def _uuid(value: object) -> UUID:

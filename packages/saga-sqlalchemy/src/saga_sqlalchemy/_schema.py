@@ -1,8 +1,10 @@
-"""The two tables a SQL saga storage uses, and the checks that the database holds them.
+"""The table a SQL saga storage uses, and the checks that the database holds it.
 
-``saga`` holds one row per saga; ``saga_journal`` holds its history. A journal row is keyed by
-the saga, the version the write that appended it produced, and its position in that write, so
-the history is ordered by ``(version, position)`` without a counter to maintain.
+``saga`` holds one row per saga, its history included: the ``journal`` column holds the saga's
+step events as lines of JSON, in write order (see ``_journal``). A checkpoint is then one row
+written, not a row and a journal row per event in a second table: one b-tree page on SQLite
+(where each page costs a frame in the WAL), one tuple on PostgreSQL (no index entries to
+insert, and the update can stay on its page).
 
 Timestamps are ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and integer microseconds since the
 epoch (UTC) elsewhere: SQLite has no timestamp type, and integers compare and round-trip
@@ -22,9 +24,8 @@ from sqlalchemy.orm import DeclarativeBase
 
 from saga_core import SagaUsageError
 
-#: The default table names.
+#: The default table name.
 DEFAULT_TABLE = "saga"
-DEFAULT_JOURNAL_TABLE = "saga_journal"
 
 # Portable, unquoted-safe identifiers: a letter or underscore, then letters, digits and
 # underscores, at most 63 characters (PostgreSQL's limit, minus nothing: index names append
@@ -80,17 +81,26 @@ class UtcTimestamp(sa.types.TypeDecorator[datetime]):
 
 
 def not_parked(saga: sa.Table) -> sa.ColumnElement[bool]:
-    """``parked = false``: the predicate of the recovery index and of the recovery scans
-    (the same expression in both, as SQLite's planner matches the terms literally)."""
+    """``parked = false``, as the recovery index and scans write it."""
     return saga.c.parked == sa.false()
 
 
+#: The statuses recovery acts on, as stored.
+RECOVERABLE_STATUSES = ("running", "compensating", "failed")
+
+
+def recoverable_terms(saga: sa.Table) -> sa.ColumnElement[bool]:
+    """``status IN (running, compensating, failed) AND parked = false``: the predicate of the
+    recovery index and of the recovery scans (the same expression in both, as SQLite's
+    planner matches the terms literally)."""
+    return sa.and_(saga.c.status.in_(RECOVERABLE_STATUSES), not_parked(saga))
+
+
 class SagaTables(NamedTuple):
-    """The tables of one storage, in one :class:`sqlalchemy.MetaData`."""
+    """The table of one storage, in its :class:`sqlalchemy.MetaData`."""
 
     metadata: sa.MetaData
     saga: sa.Table
-    journal: sa.Table
 
 
 def _index_name(table: str, suffix: str) -> str:
@@ -99,23 +109,16 @@ def _index_name(table: str, suffix: str) -> str:
 
 
 def define_tables(
-    metadata: sa.MetaData,
-    *,
-    table: str = DEFAULT_TABLE,
-    journal_table: str = DEFAULT_JOURNAL_TABLE,
-    schema: str | None = None,
+    metadata: sa.MetaData, *, table: str = DEFAULT_TABLE, schema: str | None = None
 ) -> SagaTables:
-    """Add the saga and journal tables to ``metadata`` under the given (validated) names.
+    """Add the saga table to ``metadata`` under the given (validated) name and schema.
 
     Raises:
-        SagaUsageError: a name is not an identifier, or both tables have the same name.
+        SagaUsageError: a name is not an identifier.
     """
     check_identifier(table, "table")
-    check_identifier(journal_table, "journal_table")
     if schema is not None:
         check_identifier(schema, "schema")
-    if table == journal_table:
-        raise SagaUsageError(f"table and journal_table must differ, both are {table!r}")
     saga = sa.Table(
         table,
         metadata,
@@ -138,34 +141,25 @@ def define_tables(
         # saga gets 0 and false) and a migration can add them to a table that has rows.
         sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false()),
+        # The step events, one line of JSON each, appended by every write (see _journal).
+        sa.Column("journal", sa.Text(), nullable=False, server_default=""),
         schema=schema,
     )
-    # Recovery scans (list_recoverable, claim_recoverable) read this index. It leaves out the
-    # parked sagas, which pile up with no lease and would otherwise be scanned and skipped by
-    # every claim; the scans say ``parked = false`` (:func:`not_parked`) so the planner
-    # (PostgreSQL's and SQLite's) may use it. A checkpoint maintains it as before.
+    # Recovery scans (list_recoverable, claim_recoverable) read this index: the sagas that
+    # are not finished and not parked (finished ones pile up, parked ones have no lease; both
+    # would otherwise be scanned and skipped by every claim). The scans say the same terms
+    # (:func:`recoverable_terms`), so that the planners (PostgreSQL's and SQLite's) may use it.
+    # Only ``status`` is indexed, and it changes only when a saga finishes or starts to
+    # compensate: a checkpoint that keeps the status (most of them) changes no indexed column,
+    # so PostgreSQL updates the row in place (a HOT update, no index entry written) and SQLite
+    # leaves the index pages alone.
     sa.Index(
-        _index_name(table, "recoverable"),
+        _index_name(table, "active"),
         saga.c.status,
-        saga.c.lease_expires_at,
-        postgresql_where=not_parked(saga),
-        sqlite_where=not_parked(saga),
+        postgresql_where=recoverable_terms(saga),
+        sqlite_where=recoverable_terms(saga),
     )
-    journal = sa.Table(
-        journal_table,
-        metadata,
-        sa.Column("saga_id", sa.Uuid(), primary_key=True),
-        sa.Column("version", sa.Integer(), primary_key=True),
-        sa.Column("position", sa.Integer(), primary_key=True),
-        sa.Column("step_id", sa.Text(), nullable=False),
-        sa.Column("direction", sa.String(16), nullable=False),
-        sa.Column("event", sa.String(16), nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("at", UtcTimestamp(), nullable=False),
-        sa.Column("error", sa.Text(), nullable=True),
-        schema=schema,
-    )
-    return SagaTables(metadata, saga, journal)
+    return SagaTables(metadata, saga)
 
 
 #: The default tables' metadata: add it to Alembic's ``target_metadata``.
@@ -174,15 +168,12 @@ DEFAULT_TABLES = define_tables(metadata)
 
 
 class Base(DeclarativeBase):
-    """Declarative base whose ``metadata`` holds the default saga tables (for Alembic)."""
+    """Declarative base whose ``metadata`` holds the default saga table (for Alembic)."""
 
     metadata = metadata
 
 
 def schema_probes(tables: SagaTables) -> list[sa.Select[Any]]:
-    """Queries that read every column of both tables and return no row: they fail exactly
-    when a table or a column is missing."""
-    return [
-        sa.select(*table.columns).where(sa.false()).limit(1)
-        for table in (tables.saga, tables.journal)
-    ]
+    """Queries that read every column of the table and return no row: they fail exactly
+    when the table or a column is missing."""
+    return [sa.select(*tables.saga.columns).where(sa.false()).limit(1)]

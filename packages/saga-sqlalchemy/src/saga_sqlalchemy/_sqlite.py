@@ -1,10 +1,15 @@
 """SQLite through the standard library's ``sqlite3``: creates and checkpoints on the driver.
 
 The hot path of a SQLite storage is one write per step. Through SQLAlchemy Core each write
-costs ~100 us of Python on top of the commit; here it is a few ``cursor.execute`` calls on SQL
-compiled once (``sqlite3`` caches the prepared statements), with plain tuples as parameters,
-stored exactly as the SQLAlchemy columns store them (hex UUIDs, integer microseconds), so
-reads, claims and Alembic keep going through SQLAlchemy unchanged.
+costs ~100 us of Python on top of the commit; here it is one ``execute`` of SQL compiled once
+(``sqlite3`` caches the prepared statements) between ``BEGIN IMMEDIATE`` and ``COMMIT``, with a
+plain tuple as parameters, stored exactly as the SQLAlchemy columns store them (hex UUIDs,
+integer microseconds), so reads, claims and Alembic keep going through SQLAlchemy unchanged.
+
+A checkpoint that keeps the saga's status (RUNNING after RUNNING, COMPENSATING after
+COMPENSATING: most of them) is written by an UPDATE that does not assign ``status``: SQLite
+rewrites an index's entry whenever the statement assigns one of its columns, even to the value
+it had, and each page it touches is one more page written to the WAL and synced at commit.
 
 Every write transaction starts with ``BEGIN IMMEDIATE``: it takes SQLite's write lock first,
 so a write never fails half-way on a lock upgrade, and, on a connection without a busy timeout
@@ -18,33 +23,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from sqlalchemy.engine import Dialect, Engine
 
 from saga_core import Checkpoint, SagaError, SagaStatus
 
+from ._journal import encode_journal
 from ._operations import Write
 from ._postgres import refusal
 from ._rows import RECORD_COLUMNS, encode_applied
-from ._schema import SagaTables, to_micros
+from ._schema import SagaTables
 
 _RUNNING = SagaStatus.RUNNING.value
 
 # The columns a create writes: every record column but the two recovery counters, which
-# take their defaults.
-_SAGA_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in ("attempts", "parked"))
-_JOURNAL_COLUMNS = (
-    "saga_id",
-    "version",
-    "position",
-    "step_id",
-    "direction",
-    "event",
-    "attempt",
-    "at",
-    "error",
-)
+# take their defaults, and the journal.
+_SAGA_COLUMNS = (*(c for c in RECORD_COLUMNS if c not in ("attempts", "parked")), "journal")
+
+# The statuses a checkpoint may keep through the UPDATE that does not assign ``status``
+# (compared by identity: hashing an Enum member runs Python code).
+_KEEPS_RUNNING = SagaStatus.RUNNING
+_KEEPS_COMPENSATING = SagaStatus.COMPENSATING
 
 
 class SqliteBusy(Exception):
@@ -73,28 +72,28 @@ class SqliteWrites:
     def __init__(self, tables: SagaTables, dialect: Dialect) -> None:
         preparer = dialect.identifier_preparer
         saga = preparer.format_table(tables.saga)
-        journal = preparer.format_table(tables.journal)
-
-        def columns(names: Sequence[str]) -> str:
-            return ", ".join(preparer.quote(name) for name in names)
-
         q = preparer.quote
+        names = ", ".join(q(name) for name in _SAGA_COLUMNS)
         self.insert_saga = (
-            f"INSERT INTO {saga} ({columns(_SAGA_COLUMNS)}) "
-            f"VALUES (?, ?, '{_RUNNING}', 1, 0, '[]', ?, NULL, ?, ?, ?, ?, ?) "
+            f"INSERT INTO {saga} ({names}) "
+            f"VALUES (?, ?, '{_RUNNING}', 1, 0, '[]', ?, NULL, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT ({q('saga_id')}) DO NOTHING"
         )
+        changes = (
+            f"{q('version')} = {q('version')} + 1, {q('cursor')} = ?, {q('applied')} = ?, "
+            f"{q('context')} = ?, {q('error')} = ?, {q('updated_at')} = ?, "
+            f"{q('lease_owner')} = ?, {q('lease_expires_at')} = ?, {q('next_step')} = ?, "
+            f"{q('journal')} = {q('journal')} || ?"
+        )
         self.update_saga = (
-            f"UPDATE {saga} SET {q('status')} = ?, {q('version')} = {q('version')} + 1, "
-            f"{q('cursor')} = ?, {q('applied')} = ?, {q('context')} = ?, {q('error')} = ?, "
-            f"{q('updated_at')} = ?, {q('lease_owner')} = ?, {q('lease_expires_at')} = ?, "
-            f"{q('next_step')} = ? "
+            f"UPDATE {saga} SET {changes}, {q('status')} = ? "
             f"WHERE {q('saga_id')} = ? AND {q('version')} = ? "
             f"AND {q('status')} NOT IN ('completed', 'compensated')"
         )
-        marks = ", ".join("?" * len(_JOURNAL_COLUMNS))
-        self.insert_journal = (
-            f"INSERT INTO {journal} ({columns(_JOURNAL_COLUMNS)}) VALUES ({marks})"
+        # Matches only a saga that has the status already (so not a finished one).
+        self.update_keeping_status = (
+            f"UPDATE {saga} SET {changes} "
+            f"WHERE {q('saga_id')} = ? AND {q('version')} = ? AND {q('status')} = ?"
         )
         self.diagnose = f"SELECT {q('status')}, {q('version')} FROM {saga} WHERE {q('saga_id')} = ?"
 
@@ -140,31 +139,36 @@ class SqliteWrites:
     ) -> list[SagaError | None]:
         now = time.time_ns() // 1000
         outcomes: list[SagaError | None] = []
-        journal: list[tuple[Any, ...]] = []
         execute = connection.execute
         for write in writes:
             saga_id = write.saga_id.hex
             if isinstance(write, Checkpoint):
-                lease = None if write.status.is_terminal else write.lease_seconds
-                cursor = execute(
-                    self.update_saga,
-                    (
-                        write.status.value,
-                        write.cursor,
-                        encode_applied(write.applied),
-                        write.context,
-                        write.error,
-                        now,
-                        None if lease is None else write.lease_owner,
-                        None if lease is None else now + round(lease * 1_000_000),
-                        write.next_step,
-                        saga_id,
-                        write.expected_version,
-                    ),
+                status = write.status
+                lease = None if status.is_terminal else write.lease_seconds
+                changes = (
+                    write.cursor,
+                    encode_applied(write.applied),
+                    write.context,
+                    write.error,
+                    now,
+                    None if lease is None else write.lease_owner,
+                    None if lease is None else now + round(lease * 1_000_000),
+                    write.next_step,
+                    encode_journal(write.journal),
                 )
-                version = write.expected_version + 1
+                written = 0
+                if status is _KEEPS_RUNNING or status is _KEEPS_COMPENSATING:
+                    written = execute(
+                        self.update_keeping_status,
+                        (*changes, saga_id, write.expected_version, status.value),
+                    ).rowcount
+                if written != 1:
+                    written = execute(
+                        self.update_saga,
+                        (*changes, status.value, saga_id, write.expected_version),
+                    ).rowcount
             else:
-                cursor = execute(
+                written = execute(
                     self.insert_saga,
                     (
                         saga_id,
@@ -175,31 +179,10 @@ class SqliteWrites:
                         write.lease_owner,
                         now + round(write.lease_seconds * 1_000_000),
                         write.next_step,
+                        encode_journal(write.journal),
                     ),
-                )
-                version = 1
-            if cursor.rowcount != 1:
-                outcomes.append(self._refusal(connection, write))
-                continue
-            outcomes.append(None)
-            for position, entry in enumerate(write.journal):
-                journal.append(
-                    (
-                        saga_id,
-                        version,
-                        position,
-                        entry.step_id,
-                        entry.direction.value,
-                        entry.event.value,
-                        entry.attempt,
-                        to_micros(entry.at),
-                        entry.error,
-                    )
-                )
-        if len(journal) == 1:
-            execute(self.insert_journal, journal[0])
-        elif journal:
-            connection.executemany(self.insert_journal, journal)
+                ).rowcount
+            outcomes.append(None if written == 1 else self._refusal(connection, write))
         return outcomes
 
     def _refusal(self, connection: sqlite3.Connection, write: Write) -> SagaError:

@@ -34,7 +34,7 @@ from ._group_commit import GroupCommitter
 from ._operations import Operations, Write
 from ._postgres import PostgresBatch
 from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
-from ._schema import DEFAULT_JOURNAL_TABLE, DEFAULT_TABLE, DEFAULT_TABLES, define_tables
+from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
 from ._sqlite import (
     AUTO_MAX_BLOCK,
     SqliteBusy,
@@ -59,9 +59,9 @@ class SqlAlchemySagaStorage:
             sync driver, driven from worker threads: works on asyncio and trio); or a single
             ``AsyncSession``, which the storage uses one operation at a time and commits at
             every write (exposed as :attr:`session`).
-        table, journal_table, schema: where the tables are (identifiers; default ``saga`` and
-            ``saga_journal`` in the default schema). Create them with :meth:`create_schema` or
-            an Alembic migration of :attr:`metadata`.
+        table, schema: where the saga table is (identifiers; default ``saga`` in the default
+            schema). Create it with :meth:`create_schema` or an Alembic migration of
+            :attr:`metadata`.
         group_commit: coalesce concurrent writes of many sagas into shared transactions.
             Default: on for PostgreSQL, off elsewhere.
         max_batch: most writes in one shared transaction.
@@ -69,8 +69,8 @@ class SqlAlchemySagaStorage:
         lanes: shared transactions in flight at once (default 2 on PostgreSQL, else 1).
         max_threads: worker threads for a synchronous engine (default: its pool size).
         dispose_engine: dispose the engine on :meth:`aclose` (set by ``open_storage``).
-        auto_create_schema: create the tables on first use instead of checking that they
-            exist (``open_storage`` sets it for SQLite files).
+        auto_create_schema: create the table on first use instead of checking that it
+            exists (``open_storage`` sets it for SQLite files).
         inline: SQLite file through the stdlib ``sqlite3`` only: run creates and checkpoints
             on the event loop's thread instead of a worker thread. It saves the thread hop
             (~60 us a write) but blocks the loop for each commit's duration (its fsync); a
@@ -90,7 +90,6 @@ class SqlAlchemySagaStorage:
         bind: Bind,
         *,
         table: str = DEFAULT_TABLE,
-        journal_table: str = DEFAULT_JOURNAL_TABLE,
         schema: str | None = None,
         group_commit: bool | None = None,
         max_batch: int = 100,
@@ -103,12 +102,10 @@ class SqlAlchemySagaStorage:
     ) -> None:
         if not (isinstance(inline, bool) or inline == "auto"):
             raise SagaUsageError(f"inline must be True, False or 'auto', got {inline!r}")
-        if (table, journal_table, schema) == (DEFAULT_TABLE, DEFAULT_JOURNAL_TABLE, None):
+        if (table, schema) == (DEFAULT_TABLE, None):
             self._tables = DEFAULT_TABLES
         else:
-            self._tables = define_tables(
-                sa.MetaData(), table=table, journal_table=journal_table, schema=schema
-            )
+            self._tables = define_tables(sa.MetaData(), table=table, schema=schema)
         self._schema = schema
         self._session: AsyncSession | None = None
         self._runner = self._make_runner(bind, max_threads, dispose_engine)
@@ -195,46 +192,46 @@ class SqlAlchemySagaStorage:
 
     @property
     def metadata(self) -> sa.MetaData:
-        """The ``MetaData`` holding this storage's tables, for Alembic's ``target_metadata``."""
+        """The ``MetaData`` holding this storage's table, for Alembic's ``target_metadata``."""
         return self._tables.metadata
 
     @property
-    def tables(self) -> tuple[sa.Table, sa.Table]:
-        """The saga table and the journal table."""
-        return self._tables.saga, self._tables.journal
+    def table(self) -> sa.Table:
+        """The saga table (one row per saga, its journal included)."""
+        return self._tables.saga
 
     async def create_schema(self) -> None:
-        """Create the tables (and the PostgreSQL schema) if they do not exist, then check them.
+        """Create the saga table (and the PostgreSQL schema) if it does not exist, then check it.
 
         Raises:
-            StorageSchemaError: the tables exist but lack columns this version needs (made
-                by an older version: ``create_schema`` does not alter existing tables; migrate
-                them, see the README).
+            StorageSchemaError: the table exists but lacks columns this version needs (made
+                by an older version: ``create_schema`` does not alter an existing table;
+                migrate it, see the README).
         """
         try:
-            await self._runner.run(self._create_schema, "creating the saga tables")
+            await self._runner.run(self._create_schema, "creating the saga table")
         except StorageSchemaError as exc:
             raise StorageSchemaError(
-                f"the saga tables {self._tables.saga.fullname!r} and "
-                f"{self._tables.journal.fullname!r} exist but are from an incompatible "
-                f"version, and create_schema() does not alter existing tables: {exc}"
+                f"the saga table {self._tables.saga.fullname!r} exists but is from an "
+                f"incompatible version, and create_schema() does not alter an existing table: "
+                f"{exc}"
             ) from exc.__cause__
         self._schema_checked = True
 
     async def drop_schema(self) -> None:
-        """Drop the tables if they exist, with every saga in them."""
-        await self._runner.run(self._drop_schema, "dropping the saga tables")
+        """Drop the saga table if it exists, with every saga in it."""
+        await self._runner.run(self._drop_schema, "dropping the saga table")
         self._schema_checked = False
 
     async def check_schema(self) -> None:
-        """Check that the tables exist with every column this version needs.
+        """Check that the saga table exists with every column this version needs.
 
         Raises:
             StorageSchemaError: a table or column is missing (the message says how to create
                 or migrate them).
             StorageUnavailableError: the database cannot be reached.
         """
-        await self._runner.run(self._ops.check_schema, "checking the saga tables")
+        await self._runner.run(self._ops.check_schema, "checking the saga table")
         self._schema_checked = True
 
     def _create_schema(self, connection: Connection, commit: Any) -> None:
@@ -248,7 +245,7 @@ class SqlAlchemySagaStorage:
         try:
             self._tables.metadata.create_all(connection)
         except sa.exc.DBAPIError as exc:
-            # Another process created the tables between create_all's check and its CREATE
+            # Another process created the table between create_all's check and its CREATE
             # (several processes opening a fresh database at once): use them.
             if "already exists" not in str(exc.orig).lower():
                 raise
@@ -433,9 +430,8 @@ class SqlAlchemySagaStorage:
                 await self.check_schema()
             except StorageSchemaError as exc:
                 raise StorageSchemaError(
-                    f"the saga tables {self._tables.saga.fullname!r} and "
-                    f"{self._tables.journal.fullname!r} are missing or from an incompatible "
-                    f"version: {exc}"
+                    f"the saga table {self._tables.saga.fullname!r} is missing or from an "
+                    f"incompatible version: {exc}"
                 ) from exc.__cause__
 
     async def _write(self, write: Write, what: str) -> None:

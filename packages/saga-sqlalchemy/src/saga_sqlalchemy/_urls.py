@@ -43,7 +43,6 @@ _SUPPORTED = {
 _STORAGE_OPTIONS = frozenset(
     {
         "table",
-        "journal_table",
         "schema",
         "group_commit",
         "max_batch",
@@ -71,11 +70,11 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 def open_sqlalchemy_storage(url: str, **options: Any) -> SqlAlchemySagaStorage:
     """Open a :class:`SqlAlchemySagaStorage` for a ``sqlite``/``postgresql`` URL.
 
-    Storage options: ``table``, ``journal_table``, ``schema``, ``group_commit``,
+    Storage options: ``table``, ``schema``, ``group_commit``,
     ``max_batch``, ``max_wait``, ``lanes``, ``max_threads``, ``inline`` (SQLite files: write
     on the event loop's thread, see ``SqlAlchemySagaStorage``; default ``"auto"`` for a
     ``sqlite:///`` file: inline while commits take at most 1 ms on average), and
-    ``create_schema`` (create the tables on first use; default True for SQLite, False for
+    ``create_schema`` (create the table on first use; default True for SQLite, False for
     PostgreSQL, whose schema is usually migrated with Alembic). Engine options: ``pool_size``
     (default 10), ``max_overflow`` (0), ``pool_timeout``, ``echo``, ``connect_timeout``
     (seconds, default 10); SQLite only: ``synchronous`` (``"FULL"``, ``"NORMAL"``...),

@@ -1,0 +1,171 @@
+"""The PostgreSQL batch statement (group commit): each write in a batch gets its own refusal,
+and the statement finds the sagas it updates by primary key whatever the table's size."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from saga_core import (
+    Checkpoint,
+    NewSaga,
+    SagaAlreadyExistsError,
+    SagaFinishedError,
+    SagaNotFoundError,
+    SagaStatus,
+    SagaVersionConflictError,
+)
+from saga_core.testing import make_checkpoint, make_entry, make_new_saga
+from saga_sqlalchemy import SqlAlchemySagaStorage
+from saga_sqlalchemy._asyncpg import AsyncpgWrites
+from saga_sqlalchemy._postgres import PostgresBatch
+
+from ._support import driver_url, postgres_schema
+
+pytestmark = pytest.mark.anyio
+
+#: Enough rows, analyzed, that the old statement's join (``changes`` estimated at 100 rows)
+#: made PostgreSQL scan the whole table on every batch.
+SEEDED_SAGAS = 20_000
+
+
+@pytest.fixture(params=["asyncpg", "psycopg"])
+async def storage(
+    request: pytest.FixtureRequest, postgres_url: str, anyio_backend: str
+) -> AsyncIterator[SqlAlchemySagaStorage]:
+    """A PostgreSQL storage with group commit, one lane, batches lingering 50 ms."""
+    driver = str(request.param)
+    if driver == "asyncpg" and anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only; trio uses psycopg's sync engine")
+    url = driver_url(postgres_url, driver)
+    with postgres_schema(postgres_url) as schema:
+        engine: Any = (
+            create_async_engine(url, pool_size=2)
+            if driver == "asyncpg"
+            else sa.create_engine(url, pool_size=2)
+        )
+        async with SqlAlchemySagaStorage(
+            engine, schema=schema, lanes=1, max_wait=0.05, dispose_engine=True
+        ) as storage:
+            await storage.create_schema()
+            yield storage
+
+
+async def _write_all(
+    storage: SqlAlchemySagaStorage, writes: list[NewSaga | Checkpoint]
+) -> list[BaseException | None]:
+    """Submit every write at once (so they share a batch); each one's error or None."""
+    results: list[BaseException | None] = [None] * len(writes)
+
+    async def one(index: int) -> None:
+        write = writes[index]
+        try:
+            if isinstance(write, NewSaga):
+                await storage.create(write)
+            else:
+                await storage.checkpoint(write)
+        except Exception as exc:
+            results[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(writes)):
+            tg.start_soon(one, index)
+    return results
+
+
+async def test_each_refusal_in_a_batch_is_its_own(storage: SqlAlchemySagaStorage) -> None:
+    running, stale, finished, taken = (make_new_saga() for _ in range(4))
+    for new in (running, stale, finished, taken):
+        await storage.create(new)
+    await storage.checkpoint(make_checkpoint(finished.saga_id, 1, status=SagaStatus.COMPLETED))
+    fresh = make_new_saga()
+    unknown = make_checkpoint(make_new_saga().saga_id, 1)
+    entry = make_entry("s")
+    writes: list[NewSaga | Checkpoint] = [
+        make_checkpoint(running.saga_id, 1, cursor=1, journal=[entry]),
+        make_checkpoint(stale.saga_id, 7, cursor=1, journal=[entry]),
+        make_checkpoint(finished.saga_id, 2, cursor=1, journal=[entry]),
+        taken,
+        unknown,
+        fresh,
+    ]
+    # One batch statement, as group commit sends it.
+    results = await storage._execute_batch(writes)
+    assert results[0] is None
+    assert isinstance(results[1], SagaVersionConflictError)
+    assert isinstance(results[2], SagaFinishedError)
+    assert isinstance(results[3], SagaAlreadyExistsError)
+    assert isinstance(results[4], SagaNotFoundError)
+    assert results[5] is None
+    assert (await storage.load(running.saga_id)).version == 2
+    assert await storage.history(running.saga_id) == [entry]
+    assert (await storage.load(stale.saga_id)).version == 1
+    assert await storage.history(stale.saga_id) == []
+    assert (await storage.load(finished.saga_id)).status is SagaStatus.COMPLETED
+    assert (await storage.load(fresh.saga_id)).version == 1
+
+
+async def test_a_batch_finds_its_sagas_by_primary_key(
+    storage: SqlAlchemySagaStorage, postgres_url: str
+) -> None:
+    sagas = [make_new_saga() for _ in range(50)]
+    await storage._execute_batch(sagas)
+    saga_table = storage.table
+    await _seed(postgres_url, f'"{saga_table.schema}"."{saga_table.name}"')
+    batch: list[NewSaga | Checkpoint] = [
+        make_checkpoint(new.saga_id, 1, cursor=1, journal=[make_entry("s")]) for new in sagas
+    ]
+    plan = await _explain_batch(storage, batch, postgres_url)
+    assert not re.search(r"Seq Scan on saga\b", plan), plan
+    assert "saga_pkey" in plan, plan
+
+
+async def _seed(postgres_url: str, table: str) -> None:
+    """Fill the saga table with finished sagas in one statement, then ANALYZE it."""
+    engine = sa.create_engine(driver_url(postgres_url, "psycopg"), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"INSERT INTO {table} (saga_id, saga_name, status, version, cursor, applied, "
+                "context, created_at, updated_at) SELECT gen_random_uuid(), 'seed', "
+                "'completed', 4, 3, '[]', '{}', now(), now() "
+                f"FROM generate_series(1, {SEEDED_SAGAS})"
+            )
+            connection.exec_driver_sql(f"ANALYZE {table}")
+    finally:
+        engine.dispose()
+
+
+async def _explain_batch(
+    storage: SqlAlchemySagaStorage, writes: list[NewSaga | Checkpoint], postgres_url: str
+) -> str:
+    """The plan PostgreSQL picks for the storage's batch statement on ``writes`` (not run)."""
+    dialect = storage._runner.dialect
+    if storage._asyncpg is not None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        statement = AsyncpgWrites(storage._tables, dialect)
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            rows = await connection.fetch(
+                "EXPLAIN " + statement.batch_sql, *statement.batch_args(writes)
+            )
+        finally:
+            await connection.close()
+        return "\n".join(row[0] for row in rows)
+    batch = PostgresBatch(storage._tables, dialect)
+    engine = sa.create_engine(driver_url(postgres_url, "psycopg"), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("EXPLAIN " + batch.text.text), batch.parameters(writes)
+            ).all()
+    finally:
+        engine.dispose()
+    return "\n".join(row[0] for row in rows)

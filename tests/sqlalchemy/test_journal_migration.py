@@ -1,0 +1,194 @@
+"""Tables of the version whose journal was a table of its own (``saga_journal``, a row per
+event): refused until migrated; the README's migration moves every event into the ``journal``
+column, in order, and the history reads back exactly as it was written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import sqlalchemy as sa
+
+from saga_core import JournalEntry, StepDirection, StepEvent, StorageSchemaError
+from saga_core.testing import make_checkpoint, make_new_saga
+from saga_sqlalchemy import SqlAlchemySagaStorage
+
+from ._support import driver_url, postgres_schema
+
+pytestmark = pytest.mark.anyio
+
+#: The journal table as the earlier version created it (timestamps as the saga table's).
+OLD_JOURNAL = """
+CREATE TABLE {journal} (
+    saga_id {uuid} NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+    step_id TEXT NOT NULL, direction VARCHAR(16) NOT NULL, event VARCHAR(16) NOT NULL,
+    attempt INTEGER NOT NULL, at {timestamp} NOT NULL, error TEXT,
+    PRIMARY KEY (saga_id, version, position)
+)
+"""
+
+#: The README's migration, per dialect ({saga} and {journal} are the tables' names).
+MIGRATION = {
+    "postgresql": [
+        "ALTER TABLE {saga} ADD COLUMN journal TEXT NOT NULL DEFAULT ''",
+        """UPDATE {saga} AS s SET journal = j.lines
+        FROM (
+            SELECT saga_id, string_agg(
+                json_build_array(step_id, direction, event, attempt,
+                                 (extract(epoch FROM at) * 1000000)::bigint, error)::text
+                || E'\\n', '' ORDER BY version, position) AS lines
+            FROM {journal} GROUP BY saga_id
+        ) AS j
+        WHERE s.saga_id = j.saga_id""",
+        "DROP TABLE {journal}",
+    ],
+    "sqlite": [
+        "ALTER TABLE {saga} ADD COLUMN journal TEXT NOT NULL DEFAULT ''",
+        """UPDATE {saga} SET journal = (
+            SELECT group_concat(line, '') FROM (
+                SELECT json_array(step_id, direction, event, attempt, at, error) || char(10)
+                    AS line
+                FROM {journal} WHERE {journal}.saga_id = {saga}.saga_id
+                ORDER BY version, position))
+        WHERE saga_id IN (SELECT saga_id FROM {journal})""",
+        "DROP TABLE {journal}",
+    ],
+}
+
+_BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+#: Events of every kind, with text that needs escaping, microseconds and a failure.
+ENTRIES = [
+    JournalEntry("steps.Reserve", StepDirection.ACT, StepEvent.STARTED, 1, _BASE),
+    JournalEntry(
+        "steps.Reserve",
+        StepDirection.ACT,
+        StepEvent.FAILED,
+        1,
+        _BASE + timedelta(microseconds=123_457),
+        'TimeoutError: "slow"\nline two é',
+    ),
+    JournalEntry("steps.Reserve", StepDirection.ACT, StepEvent.STARTED, 2, _BASE + timedelta(1)),
+    JournalEntry("steps.Reserve", StepDirection.ACT, StepEvent.COMPLETED, 2, _BASE + timedelta(2)),
+    JournalEntry(
+        "steps.Pay", StepDirection.COMPENSATE, StepEvent.COMPLETED, 1, _BASE + timedelta(3)
+    ),
+]
+
+
+@dataclass
+class Database:
+    url: str
+    schema: str | None
+
+    @property
+    def dialect(self) -> str:
+        return sa.make_url(self.url).get_backend_name()
+
+    def name(self, table: str) -> str:
+        return table if self.schema is None else f'"{self.schema}".{table}'
+
+    def run(self, *statements: str) -> None:
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as connection:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
+    def storage(self) -> SqlAlchemySagaStorage:
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        return SqlAlchemySagaStorage(engine, schema=self.schema, dispose_engine=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        yield Database(f"sqlite:///{tmp_path}/old.db", None)
+        return
+    postgres_url = request.getfixturevalue("postgres_url")
+    with postgres_schema(postgres_url) as schema:
+        yield Database(driver_url(postgres_url, "psycopg"), schema)
+
+
+async def _old_layout(database: Database) -> tuple[UUID, UUID]:
+    """Two sagas stored the earlier way: one with ENTRIES in ``saga_journal`` (written by
+    two checkpoints), one without any; returns their ids."""
+    async with database.storage() as storage:
+        await storage.create_schema()
+        with_events, without = make_new_saga(), make_new_saga()
+        await storage.create(with_events)
+        await storage.create(without)
+        await storage.checkpoint(make_checkpoint(with_events.saga_id, 1, cursor=1))
+        await storage.checkpoint(make_checkpoint(with_events.saga_id, 2, cursor=1))
+    postgres = database.dialect == "postgresql"
+    journal = database.name("saga_journal")
+    rows = []
+    for index, entry in enumerate(ENTRIES):
+        version, position = (2, index) if index < 2 else (3, index - 2)
+        micros = (entry.at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        rows.append(
+            {
+                "saga_id": with_events.saga_id if postgres else with_events.saga_id.hex,
+                "version": version,
+                "position": position,
+                "step_id": entry.step_id,
+                "direction": entry.direction.value,
+                "event": entry.event.value,
+                "attempt": entry.attempt,
+                "at": entry.at if postgres else micros,
+                "error": entry.error,
+            }
+        )
+    database.run(
+        f"ALTER TABLE {database.name('saga')} DROP COLUMN journal",
+        OLD_JOURNAL.format(
+            journal=journal,
+            uuid="uuid" if postgres else "CHAR(32)",
+            timestamp="TIMESTAMP WITH TIME ZONE" if postgres else "BIGINT",
+        ),
+    )
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            columns = ", ".join(rows[0])
+            values = ", ".join(f":{name}" for name in rows[0])
+            connection.execute(
+                sa.text(f"INSERT INTO {journal} ({columns}) VALUES ({values})"), rows
+            )
+    finally:
+        engine.dispose()
+    return with_events.saga_id, without.saga_id
+
+
+async def test_the_old_layout_is_refused_until_migrated(database: Database) -> None:
+    with_events, _ = await _old_layout(database)
+    async with database.storage() as storage:
+        with pytest.raises(StorageSchemaError, match="journal"):
+            await storage.history(with_events)
+
+
+async def test_the_migration_keeps_every_event_in_order(database: Database) -> None:
+    with_events, without = await _old_layout(database)
+    names = {"saga": database.name("saga"), "journal": database.name("saga_journal")}
+    database.run(*(statement.format(**names) for statement in MIGRATION[database.dialect]))
+    async with database.storage() as storage:
+        await storage.check_schema()
+        assert await storage.history(with_events) == ENTRIES
+        assert await storage.history(without) == []
+        # New writes append after the migrated events.
+        await storage.checkpoint(
+            make_checkpoint(
+                with_events,
+                3,
+                cursor=2,
+                journal=[ENTRIES[0]._replace(step_id="steps.Ship")],
+            )
+        )
+        history = await storage.history(with_events)
+        assert history == [*ENTRIES, ENTRIES[0]._replace(step_id="steps.Ship")]
