@@ -140,7 +140,8 @@ async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bo
     """Run ``count`` creates; for each, whether it ran on the calling (event loop's) thread."""
     sqlite = storage._sqlite
     assert sqlite is not None
-    original = sqlite.write_batch
+    # Every write goes through _write, inline (write_alone) or in a thread (write_batch).
+    original = sqlite._write
     on_loop: list[bool] = []
     loop_thread = threading.get_ident()
 
@@ -148,12 +149,12 @@ async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bo
         on_loop.append(threading.get_ident() == loop_thread)
         return original(*args, **kwargs)
 
-    sqlite.write_batch = spy  # type: ignore[method-assign]
+    sqlite._write = spy  # type: ignore[method-assign]
     try:
         for _ in range(count):
             await storage.create(make_new_saga())
     finally:
-        del sqlite.write_batch
+        del sqlite._write
     return on_loop
 
 

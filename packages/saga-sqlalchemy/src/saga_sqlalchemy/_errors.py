@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy.exc as sa_exc
 
 from saga_core import (
@@ -47,7 +49,12 @@ _UNAVAILABLE = (
 )
 
 
-def translate(exc: BaseException, what: str) -> SagaStorageError:
+#: What was being done, for an error message: the text, or a function that makes it (so the
+#: hot path does not format a saga id into a message it almost never needs).
+What = str | Callable[[], str]
+
+
+def translate(exc: BaseException, what: What) -> SagaStorageError:
     """The storage error for a driver/SQLAlchemy/OS error raised while doing ``what``.
 
     The caller raises it ``from exc``. Connection problems become StorageUnavailableError,
@@ -57,6 +64,8 @@ def translate(exc: BaseException, what: str) -> SagaStorageError:
     """
     if isinstance(exc, SagaStorageError):
         return exc
+    if callable(what):
+        what = what()
     text = _describe(exc)
     lowered = text.lower()
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:

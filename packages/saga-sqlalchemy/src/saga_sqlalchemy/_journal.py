@@ -21,9 +21,14 @@ _MICROSECOND = timedelta(microseconds=1)
 _DIRECTIONS = {direction.value: direction for direction in StepDirection}
 _EVENTS = {event.value: event for event in StepEvent}
 
-# One encoder for every call (json.dumps with options builds one per call); non-ASCII text is
-# kept as it is, as the context codec keeps it.
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
+_quote = json.encoder.encode_basestring
+
+# The JSON text of each direction and event, by identity: ``member.value`` and hashing a member
+# both run Python code, and every write encodes a few of them.
+_ACT = StepDirection.ACT
+_STARTED = StepEvent.STARTED
+_COMPLETED = StepEvent.COMPLETED
 
 
 def encode_journal(entries: Sequence[JournalEntry]) -> str:
@@ -32,21 +37,29 @@ def encode_journal(entries: Sequence[JournalEntry]) -> str:
         return ""
     epoch = _EPOCH
     micro = _MICROSECOND
-    lines = [
-        _dumps(
-            [
-                entry.step_id,
-                entry.direction.value,
-                entry.event.value,
-                entry.attempt,
-                (entry.at - epoch) // micro,
-                entry.error,
-            ]
-        )
-        for entry in entries
-    ]
-    lines.append("")
-    return "\n".join(lines)
+    quote = _quote
+    return "".join(
+        [
+            f"[{quote(entry.step_id)},"
+            f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
+            f"{_event_text(entry.event)},{int(entry.attempt)},{(entry.at - epoch) // micro},"
+            f"{_NULL if entry.error is None else quote(entry.error)}]\n"
+            for entry in entries
+        ]
+    )
+
+
+_ACT_TEXT = '"act"'
+_COMPENSATE_TEXT = '"compensate"'
+_NULL = "null"
+
+
+def _event_text(event: StepEvent) -> str:
+    if event is _STARTED:
+        return '"started"'
+    if event is _COMPLETED:
+        return '"completed"'
+    return _quote(event.value)
 
 
 def decode_journal(saga_id: object, text: object) -> list[JournalEntry]:

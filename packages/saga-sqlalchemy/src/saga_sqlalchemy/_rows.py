@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,6 +35,15 @@ _STATUSES = {status.value: status for status in SagaStatus}
 
 def encode_applied(applied: Sequence[str]) -> str:
     """The stored form of a checkpoint's applied step ids: a JSON array."""
+    if type(applied) is tuple:
+        return _encode_applied_tuple(applied)
+    return json.dumps(list(applied), ensure_ascii=False)
+
+
+# A saga's applied ids are always a prefix of its steps (plus fallback branches): a small set
+# of tuples in a process, each encoded once instead of at every checkpoint.
+@functools.lru_cache(maxsize=4096)
+def _encode_applied_tuple(applied: tuple[str, ...]) -> str:
     return json.dumps(list(applied), ensure_ascii=False)
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from saga_core import SagaError, SagaUsageError
 
-from ._errors import translate
+from ._errors import What, translate
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Runner(Protocol):
 
     dialect: Dialect
 
-    async def run(self, operation: Operation[T], what: str) -> T:
+    async def run(self, operation: Operation[T], what: What) -> T:
         """Run ``operation``; raise saga-core errors (storage errors chain the driver's)."""
         ...
 
@@ -79,7 +79,7 @@ class ThreadRunner:
         dbapi = engine.dialect.loaded_dbapi
         self._dbapi_error: type[Exception] = getattr(dbapi, "Error", Exception)
 
-    async def run(self, operation: Operation[T], what: str) -> T:
+    async def run(self, operation: Operation[T], what: What) -> T:
         try:
             return await anyio.to_thread.run_sync(self._call, operation, limiter=self._limiter)
         except SagaError:
@@ -91,7 +91,7 @@ class ThreadRunner:
         with self.engine.connect() as connection:
             return operation(connection, connection.commit)
 
-    async def run_driver(self, call: Callable[[Any], T], what: str) -> T:
+    async def run_driver(self, call: Callable[[Any], T], what: What) -> T:
         """Run ``call`` in a worker thread with a pooled connection's driver connection (the
         stdlib ``sqlite3`` one), bypassing SQLAlchemy; ``call`` ends its own transaction."""
         try:
@@ -132,7 +132,7 @@ class AsyncEngineRunner:
         self._keep_idle = max(0, min(_KEEP_IDLE, size() - 1)) if callable(size) else 0
         self._closed = False
 
-    async def run(self, operation: Operation[T], what: str) -> T:
+    async def run(self, operation: Operation[T], what: What) -> T:
         _require_asyncio("AsyncEngine")
         try:
             async with self.engine.connect() as connection:
@@ -142,7 +142,7 @@ class AsyncEngineRunner:
         except Exception as exc:
             raise translate(exc, what) from exc
 
-    async def run_driver(self, call: Callable[[Any], Awaitable[T]], what: str) -> T:
+    async def run_driver(self, call: Callable[[Any], Awaitable[T]], what: What) -> T:
         """Run ``call`` with the driver's own connection (asyncpg's), outside any transaction:
         for a single statement that is its own transaction.
 
@@ -200,7 +200,7 @@ class AsyncSessionRunner:
         self.dialect = bind.dialect
         self._lock = anyio.Lock()
 
-    async def run(self, operation: Operation[T], what: str) -> T:
+    async def run(self, operation: Operation[T], what: What) -> T:
         _require_asyncio("AsyncSession")
         async with self._lock:
             try:

@@ -33,6 +33,7 @@ from ._operations import Write
 from ._postgres import refusal
 from ._rows import RECORD_COLUMNS, encode_applied
 from ._schema import SagaTables
+from ._wal import BACKSTOP_PAGES, BackgroundCheckpointer
 
 _RUNNING = SagaStatus.RUNNING.value
 
@@ -122,7 +123,7 @@ class SqliteWrites:
         started = time.perf_counter()
         try:
             outcomes = self._apply(connection, writes)
-            if any(outcome is None for outcome in outcomes):
+            if None in outcomes:  # something was written
                 connection.commit()
             else:
                 connection.rollback()
@@ -134,41 +135,47 @@ class SqliteWrites:
             timed(time.perf_counter() - started)
         return outcomes
 
+    def write_alone(
+        self,
+        connection: sqlite3.Connection,
+        write: Write,
+        timed: Callable[[float], None] | None = None,
+    ) -> SagaError | None:
+        """Apply one create or checkpoint on a connection in autocommit mode (the inline one):
+        each statement is its own transaction, so the write costs one statement and its commit.
+        Return its refusal, or None when it was written. ``timed`` gets the seconds spent.
+
+        Raises:
+            SqliteBusy: another connection holds the write lock (nothing was written).
+        """
+        started = time.perf_counter()
+        try:
+            written = self._write(connection.execute, write, time.time_ns() // 1000)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise SqliteBusy(str(exc)) from exc
+            raise
+        if timed is not None:
+            timed(time.perf_counter() - started)
+        return None if written else self._refusal(connection, write)
+
     def _apply(
         self, connection: sqlite3.Connection, writes: Sequence[Write]
     ) -> list[SagaError | None]:
         now = time.time_ns() // 1000
-        outcomes: list[SagaError | None] = []
         execute = connection.execute
-        for write in writes:
-            saga_id = write.saga_id.hex
-            if isinstance(write, Checkpoint):
-                status = write.status
-                lease = None if status.is_terminal else write.lease_seconds
-                changes = (
-                    write.cursor,
-                    encode_applied(write.applied),
-                    write.context,
-                    write.error,
-                    now,
-                    None if lease is None else write.lease_owner,
-                    None if lease is None else now + round(lease * 1_000_000),
-                    write.next_step,
-                    encode_journal(write.journal),
-                )
-                written = 0
-                if status is _KEEPS_RUNNING or status is _KEEPS_COMPENSATING:
-                    written = execute(
-                        self.update_keeping_status,
-                        (*changes, saga_id, write.expected_version, status.value),
-                    ).rowcount
-                if written != 1:
-                    written = execute(
-                        self.update_saga,
-                        (*changes, status.value, saga_id, write.expected_version),
-                    ).rowcount
-            else:
-                written = execute(
+        return [
+            None if self._write(execute, write, now) else self._refusal(connection, write)
+            for write in writes
+        ]
+
+    def _write(self, execute: Callable[..., sqlite3.Cursor], write: Write, now: int) -> bool:
+        """Run one write's statement(s); whether it was written. Each statement writes all of
+        the write or nothing, so a statement that matched nothing changed nothing."""
+        saga_id = write.saga_id.hex
+        if not isinstance(write, Checkpoint):
+            return (
+                execute(
                     self.insert_saga,
                     (
                         saga_id,
@@ -182,8 +189,31 @@ class SqliteWrites:
                         encode_journal(write.journal),
                     ),
                 ).rowcount
-            outcomes.append(None if written == 1 else self._refusal(connection, write))
-        return outcomes
+                == 1
+            )
+        status = write.status
+        lease = None if status.is_terminal else write.lease_seconds
+        changes = (
+            write.cursor,
+            encode_applied(write.applied),
+            write.context,
+            write.error,
+            now,
+            None if lease is None else write.lease_owner,
+            None if lease is None else now + round(lease * 1_000_000),
+            write.next_step,
+            encode_journal(write.journal),
+        )
+        if (status is _KEEPS_RUNNING or status is _KEEPS_COMPENSATING) and execute(
+            self.update_keeping_status, (*changes, saga_id, write.expected_version, status.value)
+        ).rowcount == 1:
+            return True
+        return (
+            execute(
+                self.update_saga, (*changes, status.value, saga_id, write.expected_version)
+            ).rowcount
+            == 1
+        )
 
     def _refusal(self, connection: sqlite3.Connection, write: Write) -> SagaError:
         found = None
@@ -201,6 +231,11 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 #: ``inline="auto"``: the most a write may block the event loop, on average (seconds).
 AUTO_MAX_BLOCK = 0.001
+
+#: Inline writes give other tasks a turn (a schedule point) at least this often (seconds).
+#: One per write cost a pass of the event loop (~5-10 us) on every checkpoint; this bounds
+#: how long a run of inline writes holds the loop instead.
+YIELD_INTERVAL = 0.001
 
 # Weight of the latest write in the running average of write durations.
 _SMOOTHING = 0.1
@@ -243,6 +278,10 @@ class SqliteInline:
         self._thread: int | None = None
         #: When writes may run inline (always, unless ``max_block`` is finite: ``"auto"``).
         self.budget = BlockBudget(max_block)
+        #: ``time.perf_counter()`` when an inline write last gave other tasks a turn.
+        self.last_yield = 0.0
+        #: Checkpoints the log in a worker thread, so that no inline commit does it.
+        self.wal = BackgroundCheckpointer(engine)
 
     def connection(self) -> sqlite3.Connection | None:
         """The inline connection (opened on first use), or None when called from another
@@ -255,6 +294,10 @@ class SqliteInline:
                 raise TypeError(f"not a sqlite3 connection: {type(driver).__qualname__}")
             fairy.detach()
             driver.execute("PRAGMA busy_timeout=0")
+            driver.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            # Autocommit: a write is one statement that is its own transaction (see
+            # SqliteWrites.write_alone), no BEGIN/COMMIT around it.
+            driver.isolation_level = None
             self._connection = driver
             self._thread = threading.get_ident()
         if self._thread != threading.get_ident():

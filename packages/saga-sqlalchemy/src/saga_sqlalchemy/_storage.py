@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
+from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal
 from uuid import UUID
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,7 +31,7 @@ from saga_core import (
 )
 
 from ._asyncpg import AsyncpgWrites
-from ._errors import translate
+from ._errors import What, translate
 from ._group_commit import GroupCommitter
 from ._operations import Operations, Write
 from ._postgres import PostgresBatch
@@ -37,6 +39,7 @@ from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
 from ._sqlite import (
     AUTO_MAX_BLOCK,
+    YIELD_INTERVAL,
     SqliteBusy,
     SqliteInline,
     SqliteWrites,
@@ -262,7 +265,7 @@ class SqlAlchemySagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
-        await self._write(saga, f"creating saga {saga.saga_id}")
+        await self._write(saga, partial(_describe, "creating saga", saga.saga_id))
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Apply one checkpoint atomically, in one transaction (see
@@ -276,7 +279,7 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
-        await self._write(checkpoint, f"checkpoint of saga {checkpoint.saga_id}")
+        await self._write(checkpoint, partial(_describe, "checkpoint of saga", checkpoint.saga_id))
 
     async def load(self, saga_id: UUID) -> SagaRecord:
         """Return the saga's record. Raises SagaNotFoundError, StorageCorruptedError."""
@@ -398,6 +401,8 @@ class SqlAlchemySagaStorage:
             return
         self._closed = True
         if self._inline is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._inline.wal.close)
             self._inline.close()
         with anyio.CancelScope(shield=True):
             await self._runner.aclose()
@@ -434,7 +439,7 @@ class SqlAlchemySagaStorage:
                     f"incompatible version: {exc}"
                 ) from exc.__cause__
 
-    async def _write(self, write: Write, what: str) -> None:
+    async def _write(self, write: Write, what: What) -> None:
         await self._ready()
         if self._group is not None:
             await self._group.submit(write)
@@ -446,7 +451,7 @@ class SqlAlchemySagaStorage:
     async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
         return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
 
-    async def _write_batch(self, writes: Sequence[Write], what: str) -> list[SagaError | None]:
+    async def _write_batch(self, writes: Sequence[Write], what: What) -> list[SagaError | None]:
         """Write ``writes`` (at most one per saga) in one transaction: one statement on
         PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's."""
         if self._sqlite is not None:
@@ -460,7 +465,7 @@ class SqlAlchemySagaStorage:
         return await self._runner.run(partial(batch.write_batch, writes=writes), what)
 
     async def _sqlite_batch(
-        self, sqlite: SqliteWrites, writes: Sequence[Write], what: str
+        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What
     ) -> list[SagaError | None]:
         inline = self._inline
         timed = None
@@ -468,12 +473,22 @@ class SqlAlchemySagaStorage:
             budget = inline.budget
             timed = budget.record
             if budget.allows():
-                # A schedule point (and cancellation point) before a write that does not yield.
-                await anyio.lowlevel.checkpoint()
+                # The write does not yield: a schedule point (and cancellation point) first,
+                # unless this storage's inline writes gave other tasks a turn very recently.
+                if perf_counter() - inline.last_yield >= YIELD_INTERVAL:
+                    await anyio.lowlevel.checkpoint()
+                    inline.last_yield = perf_counter()
                 try:
                     connection = inline.connection()
                     if connection is not None:
-                        return sqlite.write_batch(connection, writes, inline=True, timed=timed)
+                        if len(writes) == 1:
+                            outcomes = [sqlite.write_alone(connection, writes[0], timed)]
+                        else:
+                            outcomes = sqlite.write_batch(
+                                connection, writes, inline=True, timed=timed
+                            )
+                        inline.wal.committed(connection)
+                        return outcomes
                 except SqliteBusy:
                     pass  # another connection writes: wait for its lock in a worker thread
                 except SagaError:
@@ -492,6 +507,10 @@ class SqlAlchemySagaStorage:
         if self._group is None:
             return (0, 0)
         return (self._group.batches, self._group.writes)
+
+
+def _describe(action: str, saga_id: UUID) -> str:
+    return f"{action} {saga_id}"
 
 
 def _check_limit(limit: int) -> None:
