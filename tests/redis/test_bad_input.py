@@ -52,6 +52,27 @@ async def storage(redis_url: str, redis_key_prefix: str) -> AsyncIterator[RedisS
         yield storage
 
 
+def snapshot(raw: redis.Redis, prefix: str) -> dict[object, tuple[object, object, bool]]:
+    """Every key under ``prefix``: its type, its value and whether it expires, to prove that a
+    refused write changed nothing."""
+    found: dict[object, tuple[object, object, bool]] = {}
+    for key in raw.scan_iter(match=f"{prefix}*", count=1000):
+        kind = raw.type(key)
+        value: object
+        if kind == "hash":
+            value = raw.hgetall(key)
+        elif kind == "list":
+            value = raw.lrange(key, 0, -1)
+        elif kind == "zset":
+            value = raw.zrange(key, 0, -1, withscores=True)
+        elif kind == "string":
+            value = raw.get(key)
+        else:
+            value = None
+        found[key] = (kind, value, raw.pttl(key) > 0)
+    return found
+
+
 # --- Redis unreachable at start -------------------------------------------------------------------
 
 
@@ -113,7 +134,7 @@ async def test_a_closed_storage_refuses_every_call(storage: RedisSagaStorage) ->
 
 
 async def test_a_foreign_value_at_a_record_key_is_reported_and_left_alone(
-    storage: RedisSagaStorage, raw: redis.Redis
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
     new = make_new_saga()
     key = storage.record_key(new.saga_id)
@@ -121,68 +142,189 @@ async def test_a_foreign_value_at_a_record_key_is_reported_and_left_alone(
     with pytest.raises(StorageCorruptedError, match="holds a string, not the hash") as caught:
         await storage.create(new)
     assert key in str(caught.value)
+    before = snapshot(raw, redis_key_prefix)
     calls = [
         storage.load(new.saga_id),
         storage.history(new.saga_id),
         storage.checkpoint(make_checkpoint(new.saga_id, 1)),
+        storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[make_entry()])),
         storage.claim(new.saga_id, owner="recovery", lease_seconds=5),
+        storage.renew_lease(new.saga_id, owner="runner", lease_seconds=5),
+        storage.park(new.saga_id, owner="runner", reason="stuck"),
+        storage.unpark(new.saga_id),
     ]
     for call in calls:
         with pytest.raises(StorageCorruptedError, match=re.escape(key)):
             await call
     assert raw.get(key) == "someone else's value"
     assert not raw.exists(storage.journal_key(new.saga_id))
+    assert snapshot(raw, redis_key_prefix) == before
 
 
-async def test_a_foreign_hash_at_a_record_key_is_reported_and_left_alone(
-    storage: RedisSagaStorage, raw: redis.Redis
+@pytest.mark.parametrize("kind", ["list", "zset", "set"])
+async def test_a_record_key_of_any_other_type_is_reported_by_its_type(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str, kind: str
 ) -> None:
     new = make_new_saga()
     key = storage.record_key(new.saga_id)
-    raw.hset(key, mapping={"user": "alice", "version": "many"})
+    if kind == "list":
+        raw.rpush(key, "x")
+    elif kind == "zset":
+        raw.zadd(key, {"x": 1})
+    else:
+        raw.sadd(key, "x")
+    before = snapshot(raw, redis_key_prefix)
+    found = {"list": "list", "zset": "zset", "set": "set"}[kind]
+    for call in (
+        storage.create(new),
+        storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[make_entry()])),
+        storage.load(new.saga_id),
+        storage.history(new.saga_id),
+    ):
+        with pytest.raises(StorageCorruptedError, match=f"{re.escape(key)}' holds a {found}"):
+            await call
+    assert snapshot(raw, redis_key_prefix) == before
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"user": "alice", "version": "many"},
+        {"user": "alice"},  # none of a record's fields: not to be taken for a missing record
+        {"version": "1", "status": "paused", "updated": "1"},
+    ],
+)
+async def test_a_foreign_hash_at_a_record_key_is_reported_and_left_alone(
+    storage: RedisSagaStorage,
+    raw: redis.Redis,
+    redis_key_prefix: str,
+    fields: dict[str, str],
+) -> None:
+    new = make_new_saga()
+    key = storage.record_key(new.saga_id)
+    for field, value in fields.items():
+        raw.hset(key, field, value)
+    before = snapshot(raw, redis_key_prefix)
     with pytest.raises(StorageCorruptedError, match="is not a saga record"):
         await storage.create(new)
     with pytest.raises(StorageCorruptedError, match="is not a saga record"):
-        await storage.checkpoint(make_checkpoint(new.saga_id, 1))
-    with pytest.raises(StorageCorruptedError, match="field 'name'"):
+        await storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[make_entry()]))
+    with pytest.raises(StorageCorruptedError, match="is not a saga record"):
+        await storage.claim(new.saga_id, owner="recovery", lease_seconds=5)
+    with pytest.raises(StorageCorruptedError, match="is not a saga record"):
+        await storage.renew_lease(new.saga_id, owner="runner", lease_seconds=5)
+    with pytest.raises(StorageCorruptedError, match="field '"):
         await storage.load(new.saga_id)
-    assert raw.hgetall(key) == {"user": "alice", "version": "many"}
+    assert snapshot(raw, redis_key_prefix) == before
 
 
+@pytest.mark.parametrize("role", ["updated", "leases"])
 async def test_a_foreign_value_at_an_index_key_stops_writes_before_anything_is_written(
-    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str, role: str
 ) -> None:
+    # `updated` is checked by the create's first write itself, `leases` before it.
     existing = make_new_saga()
     await storage.create(existing)
-    index = f"{redis_key_prefix}{{0}}:leases"
+    index = f"{redis_key_prefix}{{0}}:{role}"
     raw.delete(index)
     raw.set(index, "not a sorted set")
-    new = make_new_saga()
+    before = snapshot(raw, redis_key_prefix)
+    new = make_new_saga(journal=[make_entry()])
     with pytest.raises(StorageCorruptedError, match="holds a string, not the sorted set"):
         await storage.create(new)
     assert not raw.exists(storage.record_key(new.saga_id))
-    with pytest.raises(StorageCorruptedError, match=re.escape(index)):
-        await storage.checkpoint(make_checkpoint(existing.saga_id, 1, journal=[make_entry()]))
+    for checkpoint in (
+        make_checkpoint(existing.saga_id, 1, journal=[make_entry()]),
+        make_checkpoint(existing.saga_id, 1),
+        make_checkpoint(existing.saga_id, 1, status=SagaStatus.COMPLETED, journal=[make_entry()]),
+    ):
+        with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+            await storage.checkpoint(checkpoint)
     assert (await storage.load(existing.saga_id)).version == 1
     assert await storage.history(existing.saga_id) == []
     with pytest.raises(StorageCorruptedError, match=re.escape(index)):
         await storage.claim_recoverable(owner="recovery", lease_seconds=5)
-    assert raw.get(index) == "not a sorted set"
+    with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+        await storage.claim(existing.saga_id, owner="recovery", lease_seconds=5)
+    assert snapshot(raw, redis_key_prefix) == before
 
 
-async def test_a_foreign_value_at_a_journal_key_stops_the_checkpoint(
-    storage: RedisSagaStorage, raw: redis.Redis
+async def test_a_foreign_value_at_the_finished_index_stops_the_final_checkpoint(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
+    new = make_new_saga()
+    await storage.create(new)
+    index = f"{redis_key_prefix}{{0}}:finished"
+    raw.rpush(index, "not a sorted set")
+    before = snapshot(raw, redis_key_prefix)
+    for journal in ([], [make_entry()]):
+        with pytest.raises(StorageCorruptedError, match="holds a list, not the sorted set"):
+            await storage.checkpoint(
+                make_checkpoint(new.saga_id, 1, status=SagaStatus.COMPLETED, journal=journal)
+            )
+    assert snapshot(raw, redis_key_prefix) == before
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[make_entry()]))
+    assert (await storage.load(new.saga_id)).version == 2
+
+
+async def test_a_refused_first_create_of_a_prefix_records_no_layout(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    for role in ("updated", "leases"):
+        index = f"{redis_key_prefix}{{0}}:{role}"
+        raw.set(index, "not a sorted set")
+        with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+            await storage.create(make_new_saga())
+        assert sorted(raw.scan_iter(match=f"{redis_key_prefix}*")) == [index]
+        raw.delete(index)
+    await storage.create(make_new_saga())
+    assert raw.hgetall(f"{redis_key_prefix}{{0}}:meta") == {"shards": "1", "layout": "1"}
+
+
+async def test_a_foreign_value_at_the_meta_key_stops_every_write(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    existing = make_new_saga()
+    await storage.create(existing)
+    meta = f"{redis_key_prefix}{{0}}:meta"
+    raw.delete(meta)
+    raw.set(meta, "not a hash")
+    before = snapshot(raw, redis_key_prefix)
+    with pytest.raises(StorageCorruptedError, match="holds a string, not the hash"):
+        await storage.create(make_new_saga())
+    with pytest.raises(StorageCorruptedError, match=re.escape(meta)):
+        await storage.claim(existing.saga_id, owner="recovery", lease_seconds=5)
+    with pytest.raises(StorageCorruptedError, match=re.escape(meta)):
+        await storage.claim_recoverable(owner="recovery", lease_seconds=5)
+    assert snapshot(raw, redis_key_prefix) == before
+
+
+@pytest.mark.parametrize("entries", [0, 2, 1001])
+@pytest.mark.parametrize("status", [SagaStatus.RUNNING, SagaStatus.COMPLETED])
+async def test_a_foreign_value_at_a_journal_key_stops_the_checkpoint(
+    storage: RedisSagaStorage,
+    raw: redis.Redis,
+    redis_key_prefix: str,
+    entries: int,
+    status: SagaStatus,
+) -> None:
+    # With entries to append, the append is the checkpoint's first write and checks the
+    # journal itself; without, the journal is checked before anything is written.
     new = make_new_saga()
     await storage.create(new)
     journal = storage.journal_key(new.saga_id)
     raw.hset(journal, "not", "a list")
     before = await storage.load(new.saga_id)
+    keys_before = snapshot(raw, redis_key_prefix)
+    checkpoint = make_checkpoint(
+        new.saga_id, 1, cursor=1, status=status, journal=[make_entry()] * entries
+    )
     with pytest.raises(StorageCorruptedError, match="holds a hash, not the list"):
-        await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1))
+        await storage.checkpoint(checkpoint)
     with pytest.raises(StorageCorruptedError, match=re.escape(journal)):
         await storage.history(new.saga_id)
     assert await storage.load(new.saga_id) == before
+    assert snapshot(raw, redis_key_prefix) == keys_before
     assert raw.hgetall(journal) == {"not": "a list"}
 
 

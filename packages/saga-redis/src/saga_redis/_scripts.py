@@ -3,8 +3,12 @@
 The scripts are constant source text: everything a caller supplies (ids, names, contexts,
 journal entries) reaches them as ``KEYS``/``ARGV`` data and is only ever stored or compared,
 never evaluated. Each script checks everything first and writes last, so a refused call
-returns a failure reply and leaves every key as it was. A failure reply is a table whose first
-element names the failure; :mod:`saga_redis._replies` turns it into the core's errors:
+returns a failure reply and leaves every key as it was. (Redis does not undo the writes of a
+script that fails halfway, so this is kept strictly.) Checking costs as few commands as it can:
+the read a script needs anyway is run with ``redis.pcall``, so that a key of another type fails
+it instead of needing a ``TYPE`` first, and one key may be checked by the script's first write
+itself, which writes nothing when it fails. A failure reply is a table whose first element
+names the failure; :mod:`saga_redis._replies` turns it into the core's errors:
 
 * ``{'missing'}``: no saga record;
 * ``{'exists'}``: ``create`` of an id that is stored already;
@@ -24,87 +28,152 @@ one clock; a record's ``updated`` never moves backwards even if that clock does.
 
 from __future__ import annotations
 
-# Shared helpers, prepended to every script.
-_PRELUDE = r"""
--- Statuses a record may hold; true for the ones recovery acts on.
-local STATUSES = {running = true, compensating = true, failed = true,
-                  completed = false, compensated = false}
-
-local function kind(key)
-  return redis.call('TYPE', key)['ok']
-end
-
--- A failure reply when `key` exists with a type other than `want`, else nil.
-local function expect(key, want)
-  local found = kind(key)
-  if found ~= 'none' and found ~= want then
-    return {'type', key, found}
-  end
-  return nil
-end
-
+# Helpers, in the order they are defined; each script includes the ones it uses (and their
+# dependencies): a script defines its helpers anew on every call, so unused ones cost time.
+_HELPERS = (
+    (
+        "int",
+        (),
+        r"""
 local function int(n)
   return string.format('%d', n)
 end
-
+""",
+    ),
+    (
+        "now_us",
+        (),
+        r"""
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-
--- The fields of a record every write checks, or nil and a failure reply.
-local function head(record)
-  local found = kind(record)
-  if found == 'none' then
-    return nil, {'missing'}
-  end
-  if found ~= 'hash' then
-    return nil, {'type', record, found}
-  end
-  local h = redis.call('HMGET', record, 'version', 'status', 'updated', 'owner', 'expires',
-                       'token', 'error', 'attempts', 'parked')
-  local version, updated = tonumber(h[1]), tonumber(h[3])
-  if version == nil or updated == nil or STATUSES[h[2]] == nil then
-    return nil, {'corrupt', record}
-  end
-  -- Records written before attempts and parking existed have neither field: 0, not parked.
-  return {version = version, status = h[2], updated = updated, owner = h[4],
-          expires = tonumber(h[5]), token = h[6], has_error = h[7] ~= false,
-          attempts = tonumber(h[8]) or 0, parked = h[9] == '1'}, nil
+""",
+    ),
+    (
+        "kind",
+        (),
+        r"""
+local function kind(key)
+  return redis.call('TYPE', key)['ok']
 end
-
--- Check (and on first use record) the shard count and layout a shard is written with.
-local function check_layout(meta, shards, layout)
-  local found = kind(meta)
-  if found == 'none' then
-    redis.call('HSET', meta, 'shards', shards, 'layout', layout)
-    return nil
+""",
+    ),
+    (
+        "refused",
+        ("kind",),
+        r"""
+-- The failure reply for a command on `key` that failed with the error table `reply`
+-- (redis.pcall's): a wrong type names the key and the type found; any other error (OOM,
+-- READONLY ...) goes back to the client as the error reply it is.
+local function refused(reply, key)
+  if string.find(reply.err, 'WRONGTYPE', 1, true) then
+    return {'type', key, kind(key)}
   end
-  if found ~= 'hash' then
-    return {'type', meta, found}
-  end
-  local m = redis.call('HMGET', meta, 'shards', 'layout')
-  if m[1] ~= shards or m[2] ~= layout then
-    return {'layout', meta, m[1] or '', m[2] or ''}
+  return reply
+end
+""",
+    ),
+    (
+        "expect",
+        ("refused",),
+        r"""
+-- A failure reply when `key` exists with another type than the one `probe` (a read-only O(1)
+-- command of that type: ZCARD, LLEN, HLEN) works on, else nil.
+local function expect(key, probe)
+  local found = redis.pcall(probe, key)
+  if type(found) == 'table' then
+    return refused(found, key)
   end
   return nil
 end
-
--- Append ARGV[first..] to the journal list, then keep at most `cap` entries ('' = all).
+""",
+    ),
+    (
+        "head",
+        ("refused",),
+        r"""
+-- The fields of a record every write checks (with `recovery`, also the lease expiry and the
+-- claim count), or nil and a failure reply. One read: a key of another type fails it, and a
+-- missing key reads as a hash without these fields (told apart from a foreign hash only then).
+local function head(record, recovery)
+  local h
+  if recovery then
+    h = redis.pcall('HMGET', record, 'version', 'status', 'updated', 'owner', 'token', 'error',
+                    'parked', 'expires', 'attempts')
+  else
+    h = redis.pcall('HMGET', record, 'version', 'status', 'updated', 'owner', 'token', 'error',
+                    'parked')
+  end
+  if h.err then
+    return nil, refused(h, record)
+  end
+  local version, status, updated = tonumber(h[1]), h[2], tonumber(h[3])
+  -- live: a status recovery acts on; completed and compensated are final.
+  local live = status == 'running' or status == 'compensating' or status == 'failed'
+  if version == nil or updated == nil
+      or not (live or status == 'completed' or status == 'compensated') then
+    if redis.call('EXISTS', record) == 0 then
+      return nil, {'missing'}
+    end
+    return nil, {'corrupt', record}
+  end
+  -- Records written before attempts and parking existed have neither field: 0, not parked.
+  return {version = version, status = status, live = live, updated = updated, owner = h[4],
+          token = h[5], has_error = h[6] ~= false, parked = h[7] == '1',
+          expires = tonumber(h[8]), attempts = tonumber(h[9]) or 0}, nil
+end
+""",
+    ),
+    (
+        "layout",
+        ("refused",),
+        r"""
+-- Check the shard count and layout a shard is written with: returns whether the shard is new
+-- (its meta is for the caller to record, after its own checks), and a failure reply or nil.
+local function layout(meta, shards, version)
+  local m = redis.pcall('HMGET', meta, 'shards', 'layout')
+  if m.err then
+    return false, refused(m, meta)
+  end
+  if m[1] == shards and m[2] == version then
+    return false, nil
+  end
+  if m[1] or m[2] or redis.call('EXISTS', meta) == 1 then
+    return false, {'layout', meta, m[1] or '', m[2] or ''}
+  end
+  return true, nil
+end
+""",
+    ),
+    (
+        "append_journal",
+        ("refused",),
+        r"""
+-- Append ARGV[first..] (at least one) to the journal list, then keep at most `cap` entries
+-- ('' = all). The first RPUSH may be the script's first write, in place of a type check: a
+-- journal of another type fails it before anything is written, and the failure reply is
+-- returned (nil on success).
 local function append_journal(journal, first, cap)
   local last = #ARGV
-  if first > last then
-    return
+  local length = redis.pcall('RPUSH', journal, unpack(ARGV, first, math.min(first + 999, last)))
+  if type(length) == 'table' then
+    return refused(length, journal)
   end
-  local length = 0
-  for i = first, last, 1000 do
+  for i = first + 1000, last, 1000 do
     length = redis.call('RPUSH', journal, unpack(ARGV, i, math.min(i + 999, last)))
   end
   if cap ~= '' and length > tonumber(cap) then
     redis.call('LTRIM', journal, -tonumber(cap), -1)
   end
+  return nil
 end
-
+""",
+    ),
+    (
+        "take",
+        ("int",),
+        r"""
 -- Lease a recoverable saga to `owner`: version + 1, attempts + 1, new lease, new update time.
 local function take(record, updated, leases, id, h, owner, lease_us, token, now)
   local stamp = math.max(now, h.updated + 1)
@@ -116,44 +185,70 @@ local function take(record, updated, leases, id, h, owner, lease_us, token, now)
   redis.call('ZADD', updated, stamp, id)
   redis.call('ZADD', leases, expires, id)
 end
-"""
+""",
+    ),
+)
+
+
+def _script(body: str, *uses: str) -> str:
+    """``body`` after the helpers it uses (named in ``uses``) and theirs."""
+    depends = {name: needs for name, needs, _ in _HELPERS}
+    wanted: set[str] = set()
+    todo = list(uses)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(depends[name])
+    return "".join(source for name, _, source in _HELPERS if name in wanted) + body
+
 
 #: KEYS: record, journal, updated index, lease index, shard meta.
 #: ARGV: saga id, saga name, context, lease owner, lease µs, write token, journal cap,
 #: shard count, layout version, has next step ('1'/'0'), next step, journal entries...
-CREATE = (
-    _PRELUDE
-    + r"""
-local record, journal, updated, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local err = check_layout(KEYS[5], ARGV[8], ARGV[9])
+CREATE = _script(
+    r"""
+local record, journal, updated, leases, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local fresh, err = layout(meta, ARGV[8], ARGV[9])
 if err then
   return err
 end
-local found = kind(record)
-if found == 'hash' then
-  local h, bad = head(record)
-  if bad then
-    return bad
+-- One look at both of the saga's keys; only when one exists is it worth knowing which.
+if redis.call('EXISTS', record, journal) > 0 then
+  local found = kind(record)
+  if found == 'hash' then
+    local h, bad = head(record, false)
+    if bad then
+      return bad
+    end
+    if h.token == ARGV[6] then
+      return 0  -- this very create, retried by the client after a lost reply
+    end
+    return {'exists'}
+  elseif found ~= 'none' then
+    return {'type', record, found}
   end
-  if h.token == ARGV[6] then
-    return 0  -- this very create, retried by the client after a lost reply
+  found = kind(journal)
+  if found == 'list' then
+    return {'orphan', journal}
   end
-  return {'exists'}
-elseif found ~= 'none' then
-  return {'type', record, found}
-end
-found = kind(journal)
-if found == 'list' then
-  return {'orphan', journal}
-elseif found ~= 'none' then
   return {'type', journal, found}
 end
-err = expect(updated, 'zset') or expect(leases, 'zset')
+err = expect(leases, 'ZCARD')
 if err then
   return err
 end
 local now = now_us()
 local stamp, expires = int(now), int(now + tonumber(ARGV[5]))
+-- The first write, in place of a type check: a recovery index of another type fails it
+-- before anything is written.
+local added = redis.pcall('ZADD', updated, stamp, ARGV[1])
+if type(added) == 'table' then
+  return refused(added, updated)
+end
+if fresh then
+  redis.call('HSET', meta, 'shards', ARGV[8], 'layout', ARGV[9])
+end
 local fields = {'name', ARGV[2], 'status', 'running', 'version', '1', 'cursor', '0',
                 'applied', '[]', 'context', ARGV[3], 'created', stamp, 'updated', stamp,
                 'owner', ARGV[4], 'expires', expires, 'token', ARGV[6]}
@@ -162,69 +257,93 @@ if ARGV[10] == '1' then
   fields[#fields + 1] = ARGV[11]
 end
 redis.call('HSET', record, unpack(fields))
-redis.call('ZADD', updated, stamp, ARGV[1])
 redis.call('ZADD', leases, expires, ARGV[1])
-append_journal(journal, 12, ARGV[7])
+if #ARGV >= 12 then
+  append_journal(journal, 12, ARGV[7])  -- the journal does not exist: this cannot fail
+end
 return 0
-"""
+""",
+    "int",
+    "now_us",
+    "kind",
+    "expect",
+    "head",
+    "layout",
+    "append_journal",
 )
 
 #: KEYS: record, journal, updated index, lease index, parked index, finished index.
-#: ARGV: saga id, expected version, status, terminal ('1'/'0'), cursor, applied (JSON),
-#: context, has error ('1'/'0'), error, lease owner ('' releases), lease µs, write token,
-#: retention ms ('' keeps), journal cap ('' keeps all), has next step ('1'/'0'), next step,
-#: journal entries...
-CHECKPOINT = (
-    _PRELUDE
-    + r"""
+#: ARGV: saga id, expected version, status, cursor, applied (JSON), context, has error
+#: ('1'/'0'), error, lease owner ('' releases), lease µs, write token, retention ms ('' keeps),
+#: journal cap ('' keeps all), has next step ('1'/'0'), next step, journal entries...
+CHECKPOINT = _script(
+    r"""
 local record, journal, updated, leases, id = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
 local parked, finished = KEYS[5], KEYS[6]
-local h, err = head(record)
+local h, err = head(record, false)
 if err then
   return err
 end
-if h.token == ARGV[12] then
+if h.token == ARGV[11] then
   return 0  -- this very write, retried by the client after a lost reply
 end
-if not STATUSES[h.status] then
+if not h.live then
   return {'finished', h.status}
 end
 if h.version ~= tonumber(ARGV[2]) then
   return {'conflict', int(h.version)}
 end
-local terminal = ARGV[4] == '1'
-err = expect(journal, 'list') or expect(updated, 'zset') or expect(leases, 'zset')
-  or (terminal and expect(finished, 'zset')) or (h.parked and expect(parked, 'zset'))
+local status = ARGV[3]
+local terminal = status == 'completed' or status == 'compensated'
+local entries = #ARGV >= 16
+-- Every other key is checked before the first write. With entries to append, the journal is
+-- not: its append is the first write, and fails before anything is written if it must.
+err = (not entries and expect(journal, 'LLEN')) or expect(updated, 'ZCARD')
+  or expect(leases, 'ZCARD') or (terminal and expect(finished, 'ZCARD'))
+  or (h.parked and expect(parked, 'ZCARD'))
 if err then
   return err
 end
 local stamp = int(math.max(now_us(), h.updated + 1))
-local fields = {'status', ARGV[3], 'version', int(h.version + 1), 'cursor', ARGV[5],
-                'applied', ARGV[6], 'context', ARGV[7], 'updated', stamp, 'token', ARGV[12]}
+if entries then
+  err = append_journal(journal, 16, ARGV[13])
+  if err then
+    return err
+  end
+end
+-- Only what changes: a status or an owner that stays is not written again.
+local fields = {'version', int(h.version + 1), 'cursor', ARGV[4], 'applied', ARGV[5],
+                'context', ARGV[6], 'updated', stamp, 'token', ARGV[11]}
+if status ~= h.status then
+  fields[#fields + 1] = 'status'
+  fields[#fields + 1] = status
+end
 -- Fields to remove, in one HDEL: an absent field reads as None.
 local drop = {}
-if ARGV[8] == '1' then
+if ARGV[7] == '1' then
   fields[#fields + 1] = 'error'
-  fields[#fields + 1] = ARGV[9]
+  fields[#fields + 1] = ARGV[8]
 elseif h.has_error then
   drop[#drop + 1] = 'error'
 end
-if ARGV[15] == '1' then
+if ARGV[14] == '1' then
   fields[#fields + 1] = 'next_step'
-  fields[#fields + 1] = ARGV[16]
+  fields[#fields + 1] = ARGV[15]
 else
   drop[#drop + 1] = 'next_step'  -- past the last step; absent reads as None
 end
-if terminal or ARGV[10] == '' then
+if terminal or ARGV[9] == '' then
   if h.owner then
     drop[#drop + 1] = 'owner'
     drop[#drop + 1] = 'expires'
   end
   redis.call('ZREM', leases, id)
 else
-  local expires = int(tonumber(stamp) + tonumber(ARGV[11]))
-  fields[#fields + 1] = 'owner'
-  fields[#fields + 1] = ARGV[10]
+  local expires = int(tonumber(stamp) + tonumber(ARGV[10]))
+  if ARGV[9] ~= h.owner then
+    fields[#fields + 1] = 'owner'
+    fields[#fields + 1] = ARGV[9]
+  end
   fields[#fields + 1] = 'expires'
   fields[#fields + 1] = expires
   redis.call('ZADD', leases, expires, id)
@@ -241,45 +360,48 @@ elseif terminal then
 else
   redis.call('ZADD', updated, stamp, id)
 end
-append_journal(journal, 17, ARGV[14])
 if terminal then
   redis.call('ZADD', finished, stamp, id)
-  if ARGV[13] ~= '' then
-    redis.call('PEXPIRE', record, ARGV[13])
-    redis.call('PEXPIRE', journal, ARGV[13])
+  if ARGV[12] ~= '' then
+    redis.call('PEXPIRE', record, ARGV[12])
+    redis.call('PEXPIRE', journal, ARGV[12])
     -- Entries of sagas finished longer ago than the retention time: their records are gone.
     -- The index itself expires with the last saga that finished.
     redis.call('ZREMRANGEBYSCORE', finished, '-inf',
-               '(' .. int(tonumber(stamp) - tonumber(ARGV[13]) * 1000))
-    redis.call('PEXPIRE', finished, ARGV[13])
+               '(' .. int(tonumber(stamp) - tonumber(ARGV[12]) * 1000))
+    redis.call('PEXPIRE', finished, ARGV[12])
   end
 end
 return 0
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
+    "append_journal",
 )
 
 #: KEYS: record, updated index, lease index, shard meta.
 #: ARGV: saga id, owner, lease µs, write token, shard count, layout version.
-CLAIM = (
-    _PRELUDE
-    + r"""
-local record, updated, leases = KEYS[1], KEYS[2], KEYS[3]
-local err = check_layout(KEYS[4], ARGV[5], ARGV[6])
+CLAIM = _script(
+    r"""
+local record, updated, leases, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local fresh, err = layout(meta, ARGV[5], ARGV[6])
 if err then
   return err
 end
 local h
-h, err = head(record)
+h, err = head(record, true)
 if err then
   return err
 end
-if not STATUSES[h.status] then
+if not h.live then
   return {'finished', h.status}
 end
 if h.parked then
   return {'parked'}
 end
-err = expect(updated, 'zset') or expect(leases, 'zset')
+err = expect(updated, 'ZCARD') or expect(leases, 'ZCARD')
 if err then
   return err
 end
@@ -287,9 +409,18 @@ local now = now_us()
 if h.owner and h.owner ~= ARGV[2] and h.expires and h.expires > now then
   return {'leased', h.owner, int(h.expires)}
 end
+if fresh then
+  redis.call('HSET', meta, 'shards', ARGV[5], 'layout', ARGV[6])
+end
 take(record, updated, leases, ARGV[1], h, ARGV[2], ARGV[3], ARGV[4], now)
 return {'ok', redis.call('HGETALL', record)}
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
+    "layout",
+    "take",
 )
 
 #: Recoverable sagas of one shard, oldest update first; claims them in mode 'claim'.
@@ -298,14 +429,13 @@ return {'ok', redis.call('HGETALL', record)}
 #: shard count, layout version, and optionally the only saga ids to consider...
 #: Reply: {'ok', id, fields, id, fields, ...}. The record keys are the stem followed by the
 #: id: they share the shard's hash slot, so this stays a single-slot script on a cluster.
-SCAN = (
-    _PRELUDE
-    + r"""
-local updated, leases, stem = KEYS[1], KEYS[2], ARGV[3]
+SCAN = _script(
+    r"""
+local updated, leases, meta, stem = KEYS[1], KEYS[2], KEYS[3], ARGV[3]
 local claim = ARGV[1] == 'claim'
 local limit = tonumber(ARGV[2])
-local err = check_layout(KEYS[3], ARGV[7], ARGV[8])
-  or expect(updated, 'zset') or expect(leases, 'zset')
+local fresh, err = layout(meta, ARGV[7], ARGV[8])
+err = err or expect(updated, 'ZCARD') or expect(leases, 'ZCARD')
 if err then
   return err
 end
@@ -345,23 +475,26 @@ end
 -- Check every chosen record before writing any.
 local heads, stale, misfiled = {}, {}, {}
 for _, id in ipairs(chosen) do
-  local h, bad = head(stem .. id)
+  local h, bad = head(stem .. id, true)
   if bad and bad[1] ~= 'missing' then
     return bad
   end
   if h and h.parked then
     misfiled[#misfiled + 1] = {id, h.updated}  -- parked: belongs in the parked index
-  elseif h and STATUSES[h.status] then
+  elseif h and h.live then
     heads[#heads + 1] = {id, h}
   else
     stale[#stale + 1] = id  -- deleted by hand, or finished: not recoverable
   end
 end
 if claim and #misfiled > 0 then
-  err = expect(KEYS[4], 'zset')
+  err = expect(KEYS[4], 'ZCARD')
   if err then
     return err
   end
+end
+if fresh then
+  redis.call('HSET', meta, 'shards', ARGV[7], 'layout', ARGV[8])
 end
 local reply = {'ok'}
 for _, pair in ipairs(heads) do
@@ -383,27 +516,32 @@ if claim then
   end
 end
 return reply
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
+    "layout",
+    "take",
 )
 
 #: KEYS: record, lease index. ARGV: saga id, owner, lease µs.
 #: Extends the owner's lease; changes nothing else (not the version, the update time or the
 #: write token, so a checkpoint retried after a renewal is still recognised).
-RENEW = (
-    _PRELUDE
-    + r"""
+RENEW = _script(
+    r"""
 local record, leases = KEYS[1], KEYS[2]
-local h, err = head(record)
+local h, err = head(record, false)
 if err then
   return err
 end
-if not STATUSES[h.status] then
+if not h.live then
   return {'finished', h.status}
 end
 if h.owner ~= ARGV[2] then
   return {'notowner', h.owner or ''}
 end
-err = expect(leases, 'zset')
+err = expect(leases, 'ZCARD')
 if err then
   return err
 end
@@ -411,31 +549,34 @@ local expires = int(now_us() + tonumber(ARGV[3]))
 redis.call('HSET', record, 'expires', expires)
 redis.call('ZADD', leases, expires, ARGV[1])
 return 0
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
 )
 
 #: KEYS: record, updated index, lease index, parked index.
 #: ARGV: saga id, owner, reason, write token.
 #: The dead-letter state: parked, the reason as error, no lease, version + 1, out of the
 #: recovery indexes and into the parked one.
-PARK = (
-    _PRELUDE
-    + r"""
+PARK = _script(
+    r"""
 local record, updated, leases, parked, id = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
-local h, err = head(record)
+local h, err = head(record, false)
 if err then
   return err
 end
 if h.token == ARGV[4] then
   return 0  -- this very write, retried by the client after a lost reply
 end
-if not STATUSES[h.status] then
+if not h.live then
   return {'finished', h.status}
 end
 if h.owner ~= ARGV[2] then
   return {'notowner', h.owner or ''}
 end
-err = expect(updated, 'zset') or expect(leases, 'zset') or expect(parked, 'zset')
+err = expect(updated, 'ZCARD') or expect(leases, 'ZCARD') or expect(parked, 'ZCARD')
 if err then
   return err
 end
@@ -447,25 +588,28 @@ redis.call('ZREM', updated, id)
 redis.call('ZREM', leases, id)
 redis.call('ZADD', parked, stamp, id)
 return 0
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
 )
 
 #: KEYS: record, updated index, parked index, finished index. ARGV: saga id.
 #: Reply: {'ok', fields}. A saga that is not parked is left as it is.
-UNPARK = (
-    _PRELUDE
-    + r"""
+UNPARK = _script(
+    r"""
 local record, updated, parked, finished, id = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
-local h, err = head(record)
+local h, err = head(record, false)
 if err then
   return err
 end
 if h.parked then
   local index = updated
-  if not STATUSES[h.status] then
+  if not h.live then
     index = finished
   end
-  err = expect(parked, 'zset') or expect(index, 'zset')
+  err = expect(parked, 'ZCARD') or expect(index, 'ZCARD')
   if err then
     return err
   end
@@ -476,7 +620,11 @@ if h.parked then
   redis.call('ZADD', index, stamp, id)
 end
 return {'ok', redis.call('HGETALL', record)}
-"""
+""",
+    "int",
+    "now_us",
+    "expect",
+    "head",
 )
 
 #: One page of one index (updated, parked or finished) of one shard, oldest update first,
@@ -487,13 +635,16 @@ return {'ok', redis.call('HGETALL', record)}
 #: '=' followed by the name), parked ('' any, '1', '0'), shard count, layout version.
 #: Reply: {'ok', done (1/0), next min score, next offset, id, fields, id, fields, ...}.
 #: Members whose record is gone (expired, deleted by hand) are removed from the index.
-LIST = (
-    _PRELUDE
-    + r"""
-local index, stem = KEYS[1], ARGV[1]
-local err = check_layout(KEYS[2], ARGV[10], ARGV[11]) or expect(index, 'zset')
+LIST = _script(
+    r"""
+local index, meta, stem = KEYS[1], KEYS[2], ARGV[1]
+local fresh, err = layout(meta, ARGV[10], ARGV[11])
+err = err or expect(index, 'ZCARD')
 if err then
   return err
+end
+if fresh then
+  redis.call('HSET', meta, 'shards', ARGV[10], 'layout', ARGV[11])
 end
 local page_size, wanted = tonumber(ARGV[5]), tonumber(ARGV[6])
 local status, parked = ARGV[7], ARGV[9]
@@ -539,27 +690,38 @@ reply[2] = done and 1 or 0
 reply[3] = last
 reply[4] = same
 return reply
-"""
+""",
+    "kind",
+    "expect",
+    "layout",
 )
 
 #: KEYS: record, journal. ARGV: what to read, 'record' or 'journal'.
-READ = (
-    _PRELUDE
-    + r"""
-local found = kind(KEYS[1])
-if found == 'none' then
+#: A record hash is never empty, so an empty reply means there is none.
+READ = _script(
+    r"""
+if ARGV[1] == 'journal' then
+  local fields = redis.pcall('HLEN', KEYS[1])
+  if type(fields) == 'table' then
+    return refused(fields, KEYS[1])
+  end
+  if fields == 0 then
+    return {'missing'}
+  end
+  local items = redis.pcall('LRANGE', KEYS[2], 0, -1)
+  if items.err then
+    return refused(items, KEYS[2])
+  end
+  return {'ok', items}
+end
+local fields = redis.pcall('HGETALL', KEYS[1])
+if fields.err then
+  return refused(fields, KEYS[1])
+end
+if #fields == 0 then
   return {'missing'}
 end
-if found ~= 'hash' then
-  return {'type', KEYS[1], found}
-end
-if ARGV[1] == 'journal' then
-  local err = expect(KEYS[2], 'list')
-  if err then
-    return err
-  end
-  return {'ok', redis.call('LRANGE', KEYS[2], 0, -1)}
-end
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
+return {'ok', fields}
+""",
+    "refused",
 )

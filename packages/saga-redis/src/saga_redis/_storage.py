@@ -325,7 +325,6 @@ class RedisSagaStorage:
             sid,
             checkpoint.expected_version,
             status,
-            "1" if terminal else "0",
             checkpoint.cursor,
             encode_applied(checkpoint.applied),
             checkpoint.context,
