@@ -33,7 +33,7 @@ from ._operations import Write
 from ._postgres import refusal
 from ._rows import RECORD_COLUMNS, encode_applied
 from ._schema import SagaTables
-from ._wal import BACKSTOP_PAGES, BackgroundCheckpointer
+from ._wal import BackgroundCheckpointer
 
 _RUNNING = SagaStatus.RUNNING.value
 
@@ -276,6 +276,7 @@ class SqliteInline:
         self._engine = engine
         self._connection: sqlite3.Connection | None = None
         self._thread: int | None = None
+        self._closed = False
         #: When writes may run inline (always, unless ``max_block`` is finite: ``"auto"``).
         self.budget = BlockBudget(max_block)
         #: ``time.perf_counter()`` when an inline write last gave other tasks a turn.
@@ -287,6 +288,8 @@ class SqliteInline:
         """The inline connection (opened on first use), or None when called from another
         thread than the one that opened it (another event loop): that caller uses threads."""
         if self._connection is None:
+            if self._closed:
+                return None  # never reopened once closed
             fairy = self._engine.raw_connection()
             driver = fairy.driver_connection
             if not isinstance(driver, sqlite3.Connection):  # pragma: no cover - guarded earlier
@@ -294,7 +297,7 @@ class SqliteInline:
                 raise TypeError(f"not a sqlite3 connection: {type(driver).__qualname__}")
             fairy.detach()
             driver.execute("PRAGMA busy_timeout=0")
-            driver.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            driver.execute(f"PRAGMA wal_autocheckpoint={int(self.wal.backstop_pages)}")
             # Autocommit: a write is one statement that is its own transaction (see
             # SqliteWrites.write_alone), no BEGIN/COMMIT around it.
             driver.isolation_level = None
@@ -305,6 +308,8 @@ class SqliteInline:
         return self._connection
 
     def close(self) -> None:
+        """Close the inline connection for good (stop :attr:`wal` first)."""
+        self._closed = True
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()

@@ -478,6 +478,8 @@ class SqlAlchemySagaStorage:
                 if perf_counter() - inline.last_yield >= YIELD_INTERVAL:
                     await anyio.lowlevel.checkpoint()
                     inline.last_yield = perf_counter()
+                    if self._closed:  # closed while this write waited for its turn
+                        raise StorageUnavailableError("storage is closed")
                 try:
                     connection = inline.connection()
                     if connection is not None:

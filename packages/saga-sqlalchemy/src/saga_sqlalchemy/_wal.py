@@ -44,15 +44,23 @@ class BackgroundCheckpointer:
     :meth:`committed` (never two at a time), then catches up on the inline connection.
 
     The thread is started on first need and kept (starting one per checkpoint took up to half
-    a millisecond of the loop's time); :meth:`close` stops it.
+    a millisecond of the loop's time); :meth:`close` stops it. A checkpoint that fails (in the
+    thread or the catch-up) is logged as a warning and never fails the write that triggered
+    it: that write is committed, and the backstop threshold still bounds the log.
     """
 
-    def __init__(self, engine: Engine, *, every: int = EVERY_COMMITS) -> None:
+    def __init__(
+        self, engine: Engine, *, every: int = EVERY_COMMITS, backstop_pages: int = BACKSTOP_PAGES
+    ) -> None:
         self._engine = engine
         self._every = every
+        #: The inline connection's ``wal_autocheckpoint``, set when it is opened.
+        self.backstop_pages = backstop_pages
         self._commits = 0
         self._thread: threading.Thread | None = None
         self._wanted = threading.Event()
+        # Held to start the thread and to close: a close never races a start.
+        self._lock = threading.Lock()
         self._closing = False
         # Set by the worker: a checkpoint is running / has finished and left pages behind.
         self._busy = False
@@ -62,21 +70,37 @@ class BackgroundCheckpointer:
 
     def committed(self, connection: sqlite3.Connection) -> None:
         """Count one commit on the inline ``connection``; ask for a background checkpoint
-        when enough accumulated, or finish the last one's work on ``connection``."""
+        when enough accumulated, or finish the last one's work on ``connection``. Never
+        raises: the commit it follows is done."""
         self._commits += 1
         if self._busy:
             return
         if self._catch_up:
             self._catch_up = False
-            connection.execute(_CHECKPOINT)  # the few pages committed while it ran
-        if self._commits >= self._every and not self._closing:
+            try:
+                connection.execute(_CHECKPOINT)  # the few pages committed while it ran
+            except Exception as exc:  # the next background checkpoint copies them
+                logger.warning("WAL checkpoint after a background one failed: %r", exc)
+        if self._commits >= self._every:
+            self._request()
+
+    def _request(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
             self._commits = 0
             self._busy = True
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._work, name="saga-sqlite-checkpoint", daemon=True
                 )
-                self._thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread to be had: the backstop still works
+                    self._busy = False
+                    logger.warning("background WAL checkpoint thread not started: %r", exc)
+                    return
+                self._thread = thread
             self._wanted.set()
 
     def _work(self) -> None:
@@ -101,9 +125,11 @@ class BackgroundCheckpointer:
                 self._busy = False
 
     def close(self) -> None:
-        """Stop the worker thread, after the checkpoint in progress if there is one."""
-        self._closing = True
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        """Stop the worker thread, after the checkpoint in progress if there is one; no
+        checkpoint is started afterwards. Idempotent."""
+        with self._lock:
+            self._closing = True
+            thread, self._thread = self._thread, None
             self._wanted.set()
+        if thread is not None:
             thread.join()
