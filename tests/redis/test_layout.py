@@ -20,7 +20,14 @@ from saga_core import (
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
 from saga_redis._keys import KeyLayout, validate_key_prefix
 from saga_redis._records import decode_journal, decode_record, encode_applied, encode_entry
-from saga_redis._resp import ServerReplyError, _Incomplete, _parse, pack
+from saga_redis._resp import (
+    ServerReplyError,
+    _Incomplete,
+    _pack_general,
+    _parse,
+    pack,
+    pack_command,
+)
 from saga_redis._url import RedisAddress, parse_redis_url
 
 # --- key prefix and layout ---------------------------------------------------------------------
@@ -222,6 +229,22 @@ def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("GET", "k"),
+        ("EVALSHA", "x" * 40, "2", "a:{0}:record:1", "", '{"n":1}', "\r\n"),
+        ("SET", "k", "caf\u00e9"),  # non-ASCII: lengths in bytes
+        ("SET", "k", 12, True),  # ints: as digits
+    ],
+)
+def test_the_fast_and_the_general_packing_agree(args: tuple[str | int, ...]) -> None:
+    head = pack(("EVALSHA", "0" * 40)).split(b"\r\n", 1)[1]
+    assert pack_command(head, 2, args) == _pack_general(head, 2, args)
+    assert pack(args) == _pack_general(b"", 0, args)
+
+
 def test_replies_are_parsed() -> None:
     reply = b"*6\r\n:0\r\n$3\r\nabc\r\n$-1\r\n+OK\r\n*2\r\n$0\r\n\r\n:-7\r\n*-1\r\n-ERR no\r\n"
     value, used = _parse(bytearray(reply), 0)
@@ -283,7 +306,9 @@ def test_a_naive_journal_time_is_refused() -> None:
 
 def test_applied_step_ids_are_a_json_array() -> None:
     assert encode_applied(()) == "[]"
-    assert json.loads(encode_applied(("a", 'b"c', "日本"))) == ["a", 'b"c', "日本"]
+    for _ in range(2):  # the second time from the cache of arrays seen
+        assert json.loads(encode_applied(("a", 'b"c', "日本"))) == ["a", 'b"c', "日本"]
+    assert encode_applied(["a", "b"]) == encode_applied(("a", "b")) == '["a","b"]'
 
 
 @pytest.mark.parametrize(

@@ -238,3 +238,28 @@ async def test_a_storage_is_usable_from_one_event_loop_after_another(
     await mediator.run(Trip(trip_id="t-4"), saga_id=saga_id)
     assert (await storage.load(saga_id)).status is SagaStatus.COMPLETED
     await storage.aclose()
+
+
+async def test_event_loops_in_several_threads_at_once_keep_their_own_connections(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    # The pool remembers the last loop it served: loops taking turns must never get each
+    # other's connections.
+    storage = RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix)
+    mediator = bootstrap(sagas_mapper=lambda m: m.bind(Trip, TripSaga), saga_storage=storage)
+    done: list[str] = []
+
+    async def run_many(label: str) -> None:
+        for index in range(40):
+            await mediator.run(Trip(trip_id=f"{label}-{index}"))
+        done.append(label)
+
+    def in_thread(label: str, backend: str) -> None:
+        anyio.run(run_many, label, backend=backend)
+
+    async with anyio.create_task_group() as tg:
+        for label, backend in (("a", "asyncio"), ("t", "trio"), ("b", "asyncio")):
+            tg.start_soon(anyio.to_thread.run_sync, in_thread, label, backend)
+        await run_many("here")
+    assert sorted(done) == ["a", "b", "here", "t"]
+    await storage.aclose()
