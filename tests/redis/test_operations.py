@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import pytest
@@ -409,3 +409,25 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
     with pytest.raises(StorageCorruptedError, match="not the sorted set"):
         await storage.unpark(new.saga_id)
     assert (await storage.load(new.saga_id)).parked is True
+
+
+async def test_the_keys_a_storage_remembers_per_saga_are_always_its_own(
+    redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storage computes a saga's key names once and reuses them for its next writes: an
+    # equal id in another object, and more sagas than it remembers, still reach their keys.
+    monkeypatch.setattr(storage_module, "_SAGA_KEYS_CACHED", 3)
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, shards=4
+    ) as storage:
+        ids = [uuid4() for _ in range(10)]
+        for saga_id in ids:
+            await storage.create(make_new_saga(saga_id=saga_id))
+        for saga_id in ids:
+            await storage.checkpoint(make_checkpoint(UUID(str(saga_id)), 1, cursor=1))
+            await storage.checkpoint(make_checkpoint(saga_id, 2, cursor=2))
+        for saga_id in ids:
+            record = await storage.load(saga_id)
+            assert (record.saga_id, record.version, record.cursor) == (saga_id, 3, 2)
+        records = [key for key in keys_under(redis_url, redis_key_prefix) if ":record:" in key]
+        assert records == sorted(storage.record_key(saga_id) for saga_id in ids)

@@ -142,7 +142,7 @@ class RespDriver:
         self._loads = tuple(pack(("SCRIPT", "LOAD", source)) for source in _SOURCES)
 
     async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        command = pack_command(self._heads[script], 2, (len(keys), *keys, *args))
+        command = pack_command(self._heads[script], 2, (str(len(keys)), *keys, *args))
         reply = await self._pool.execute(command)
         if isinstance(reply, ServerReplyError) and str(reply).startswith("NOSCRIPT"):
             loaded = await self._pool.execute(self._loads[script])

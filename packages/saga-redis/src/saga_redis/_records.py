@@ -67,16 +67,33 @@ def encode_entry(entry: JournalEntry) -> str:
             )
         at = at.astimezone(_UTC)
     error = entry.error
+    step_id = entry.step_id
+    # `_value_` is the member's value as a plain attribute; `.value` is a property, slower.
     return (
-        f'{{"step_id":{_quoted(entry.step_id)},"direction":"{entry.direction.value}",'
-        f'"event":"{entry.event.value}","attempt":{int(entry.attempt)},'
-        f'"at":"{at.isoformat(timespec="microseconds")}",'
+        f'{{"step_id":{_QUOTED.get(step_id) or _quoted(step_id)},'
+        f'"direction":"{entry.direction._value_}","event":"{entry.event._value_}",'
+        f'"attempt":{int(entry.attempt)},"at":"{at.isoformat(timespec="microseconds")}",'
         f'"error":{"null" if error is None else _dumps(error, ensure_ascii=False)}}}'
     )
 
 
+# JSON arrays of the applied step ids seen so far: a saga definition has few distinct ones.
+_APPLIED: dict[tuple[str, ...], str] = {}
+
+
 def encode_applied(applied: Sequence[str]) -> str:
     """Return the applied step ids as a JSON array."""
+    if type(applied) is tuple:
+        text = _APPLIED.get(applied)
+        if text is None:
+            text = _applied_text(applied)
+            if len(_APPLIED) < _QUOTED_MAX:
+                _APPLIED[applied] = text
+        return text
+    return _applied_text(applied)
+
+
+def _applied_text(applied: Sequence[str]) -> str:
     if not applied:
         return "[]"
     return f"[{','.join(_quoted(step_id) for step_id in applied)}]"

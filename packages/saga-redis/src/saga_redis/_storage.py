@@ -69,6 +69,11 @@ _NO_NEXT_STEP = ("0", "")
 _LIST_PAGE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+# A saga id, its text, and its keys as create and checkpoint pass them to their scripts.
+_SagaKeys = tuple[UUID, str, tuple[str, ...], tuple[str, ...]]
+# Sagas whose keys are kept for their next writes (about 1 KB each).
+_SAGA_KEYS_CACHED = 1024
+_INF = math.inf
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
@@ -218,6 +223,7 @@ class RedisSagaStorage:
         # recognised as already applied instead of reported as a conflict.
         self._token_base = f"{os.urandom(6).hex()}-"
         self._tokens = itertools.count()
+        self._saga_keys_cache: dict[int, _SagaKeys] = {}
         self._closed = False
 
     # --- introspection ------------------------------------------------------------------
@@ -261,8 +267,7 @@ class RedisSagaStorage:
             StorageUnavailableError: Redis cannot be reached.
         """
         saga_id = saga.saga_id
-        shard = self._layout.shard_of(saga_id)
-        sid = str(saga_id)
+        _, sid, keys, _ = self._saga_keys(saga_id)
         args: list[Arg] = [
             sid,
             saga.saga_name,
@@ -277,8 +282,6 @@ class RedisSagaStorage:
         ]
         if saga.journal:
             args.extend(_entries(saga.journal))
-        record = shard.record_stem + sid
-        keys = (record, shard.journal_stem + sid, shard.updated, shard.leases, shard.meta)
         reply = await self._run(CREATE_SCRIPT, keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
@@ -300,8 +303,7 @@ class RedisSagaStorage:
                 unknown, and the next write's version check tells.
         """
         saga_id = checkpoint.saga_id
-        shard = self._layout.shard_of(saga_id)
-        sid = str(saga_id)
+        _, sid, _, keys = self._saga_keys(saga_id)
         try:
             status, terminal = _STATUS_ARGS[checkpoint.status]
         except KeyError:
@@ -311,7 +313,7 @@ class RedisSagaStorage:
         lease_seconds = checkpoint.lease_seconds
         if lease_seconds is None or terminal:
             owner = ""
-            lease: Arg = 0
+            lease = "0"
         else:
             if checkpoint.lease_owner is None:
                 raise SagaUsageError(
@@ -323,9 +325,9 @@ class RedisSagaStorage:
         error = checkpoint.error
         args: list[Arg] = [
             sid,
-            checkpoint.expected_version,
+            str(int(checkpoint.expected_version)),
             status,
-            checkpoint.cursor,
+            str(int(checkpoint.cursor)),
             encode_applied(checkpoint.applied),
             checkpoint.context,
             "0" if error is None else "1",
@@ -340,15 +342,6 @@ class RedisSagaStorage:
         journal = checkpoint.journal
         if journal:
             args.extend(_entries(journal))
-        record = shard.record_stem + sid
-        keys = (
-            record,
-            shard.journal_stem + sid,
-            shard.updated,
-            shard.leases,
-            shard.parked,
-            shard.finished,
-        )
         reply = await self._run(CHECKPOINT_SCRIPT, keys, args)
         if reply != 0:
             raise_failure(
@@ -388,7 +381,7 @@ class RedisSagaStorage:
             return []
         found: list[SagaRecord] = []
         for shard in self._layout.all_shards():
-            found.extend(await self._scan(shard, "list", limit, "", 0))
+            found.extend(await self._scan(shard, "list", limit, "", "0"))
         return _oldest(found, limit)
 
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
@@ -444,7 +437,7 @@ class RedisSagaStorage:
             wanted = limit - len(claimed)
             candidates: list[SagaRecord] = []
             for shard in shards:
-                candidates.extend(await self._scan(shard, "list", wanted, "", 0))
+                candidates.extend(await self._scan(shard, "list", wanted, "", "0"))
             if not candidates:
                 break
             chosen = _oldest(candidates, wanted)
@@ -586,6 +579,29 @@ class RedisSagaStorage:
 
     # --- internals --------------------------------------------------------------------------
 
+    def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
+        """``saga_id``, its text and the keys ``create`` and ``checkpoint`` name, computed once
+        per saga: the runner of a saga passes the same id object to each of its writes."""
+        cache = self._saga_keys_cache
+        found = cache.get(id(saga_id))
+        # The entry holds the id object itself, so no other object can have its id() meanwhile.
+        if found is not None and found[0] is saga_id:
+            return found
+        shard = self._layout.shard_of(saga_id)
+        sid = str(saga_id)
+        record = shard.record_stem + sid
+        journal = shard.journal_stem + sid
+        found = (
+            saga_id,
+            sid,
+            (record, journal, shard.updated, shard.leases, shard.meta),
+            (record, journal, shard.updated, shard.leases, shard.parked, shard.finished),
+        )
+        if len(cache) >= _SAGA_KEYS_CACHED:
+            cache.clear()
+        cache[id(saga_id)] = found
+        return found
+
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"
 
@@ -660,7 +676,7 @@ class RedisSagaStorage:
         mode: str,
         limit: int,
         owner: str,
-        lease: int,
+        lease: str,
         ids: Iterable[str] = (),
     ) -> list[SagaRecord]:
         args: list[Arg] = [
@@ -700,7 +716,10 @@ def _owner(owner: object) -> str:
     return owner
 
 
-def _micros(seconds: object) -> int:
+def _micros(seconds: object) -> str:
+    """``lease_seconds`` as whole microseconds, in digits."""
+    if (type(seconds) is float or type(seconds) is int) and 0 <= seconds < _INF:  # not bool
+        return str(round(seconds * 1_000_000))
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, (int, float))
@@ -708,7 +727,7 @@ def _micros(seconds: object) -> int:
         or seconds < 0
     ):
         raise SagaUsageError(f"lease_seconds must be a finite number >= 0, got {seconds!r}")
-    return round(seconds * 1_000_000)
+    return str(round(seconds * 1_000_000))
 
 
 def _list_filters(
