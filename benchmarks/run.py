@@ -308,13 +308,17 @@ def meets(comparison: Comparison, ratio: float) -> bool | None:
     return ratio >= comparison.target
 
 
-def run_rounds(baseline: Baseline | None, rounds: int, scale: float, backend: str) -> list[Row]:
-    """Every case's row of every round, tagged with the round's number."""
+def run_rounds(
+    baseline: Baseline | None, rounds: int, scale: float, backend: str, only: str | None
+) -> list[Row]:
+    """Every case's row of every round, tagged with the round's number (only the groups with
+    a case whose name contains ``only``, when given)."""
     cases = our_cases(scale)
+    groups = [g for g in GROUPS if only is None or any(only in c for c in g.baseline + g.ours)]
     rows: list[Row] = []
     for number in range(rounds):
         print(f"# round {number + 1} of {rounds}", flush=True)
-        for group in GROUPS:
+        for group in groups:
             theirs = [lambda c=c: baseline.measure(c) for c in group.baseline] if baseline else []
             mine = [lambda c=c: measure_ours(c, *cases[c], backend) for c in group.ours]
             for measure in [*theirs, *mine] if number % 2 == 0 else [*mine, *theirs]:
@@ -406,6 +410,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-baseline", action="store_true", help="measure only this project")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the groups with a case whose name contains TEXT"
+    )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     rounds = args.rounds or (2 if args.quick else 5)
@@ -414,7 +421,7 @@ def main() -> None:
 
     baseline = None if args.skip_baseline else Baseline(cqrs_python(args.cqrs_python), scale)
     try:
-        rows = run_rounds(baseline, rounds, scale, args.backend)
+        rows = run_rounds(baseline, rounds, scale, args.backend, args.only)
     finally:
         if baseline is not None:
             baseline.close()

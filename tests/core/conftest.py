@@ -1,9 +1,10 @@
 """Fixtures for the executor, mediator and recovery tests of saga-core.
 
-* ``storage`` is a :class:`MemorySagaStorage` that also records what it was asked to write
-  (``creates``, ``checkpoints``), can be told to fail the k-th checkpoint call with
-  ``StorageUnavailableError`` (``fail_checkpoint``), and runs on a fake clock (``advance_clock``)
-  so that leases expire without sleeping. Tests annotate it as ``MemorySagaStorage``.
+* ``storage`` is a :class:`MemorySagaStorage` (in two variants: see the fixture) that also
+  records what it was asked to write (``creates``, ``checkpoints``), can be told to fail the
+  k-th checkpoint call with ``StorageUnavailableError`` (``fail_checkpoint``), and runs on a
+  fake clock (``advance_clock``) so that leases expire without sleeping. Tests annotate it as
+  ``MemorySagaStorage``.
 * ``ledger`` is the external effects ledger: steps built by ``make_step`` append
   ``"act:<name>"`` / ``"compensate:<name>"`` to it at the start of every call.
 * ``make_step(name, ...)`` builds a step class whose id is ``name``.
@@ -55,7 +56,10 @@ class FakeClock:
 
 
 class RecordingStorage(MemorySagaStorage):
-    """A memory storage that records its writes and fails chosen checkpoint calls."""
+    """A memory storage that records its writes and fails chosen checkpoint calls.
+
+    It overrides the protocol's async ``create``/``checkpoint``, so the executor awaits them as
+    it awaits any storage (see :class:`DirectRecordingStorage` for the other path)."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock=clock)
@@ -71,12 +75,33 @@ class RecordingStorage(MemorySagaStorage):
         self.creates.append(saga)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._count_call()
+        await super().checkpoint(checkpoint)
+        self.checkpoints.append(checkpoint)
+
+    def _count_call(self) -> None:
         self.checkpoint_calls += 1
         if self.checkpoint_calls in self.failing_calls:
             raise StorageUnavailableError(
                 f"injected failure of checkpoint call {self.checkpoint_calls}"
             )
-        await super().checkpoint(checkpoint)
+
+
+class DirectRecordingStorage(RecordingStorage):
+    """The same recording, done in the synchronous critical sections that the executor calls
+    directly on a memory storage whose ``create``/``checkpoint`` are not overridden."""
+
+    # The protocol methods are MemorySagaStorage's own again: the executor's direct path.
+    create = MemorySagaStorage.create
+    checkpoint = MemorySagaStorage.checkpoint
+
+    def _create(self, saga: NewSaga) -> None:
+        super()._create(saga)
+        self.creates.append(saga)
+
+    def _checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._count_call()
+        super()._checkpoint(checkpoint)
         self.checkpoints.append(checkpoint)
 
 
@@ -85,10 +110,13 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def storage(fake_clock: FakeClock) -> RecordingStorage:
-    """The storage every saga of the test runs on (annotate it as ``MemorySagaStorage``)."""
-    return RecordingStorage(fake_clock)
+@pytest.fixture(params=[RecordingStorage, DirectRecordingStorage], ids=["awaited", "direct"])
+def storage(request: pytest.FixtureRequest, fake_clock: FakeClock) -> RecordingStorage:
+    """The storage every saga of the test runs on (annotate it as ``MemorySagaStorage``), once
+    awaited through the protocol methods and once written through the memory storage's direct
+    path (the executor's fast path)."""
+    storage_class: type[RecordingStorage] = request.param
+    return storage_class(fake_clock)
 
 
 @pytest.fixture

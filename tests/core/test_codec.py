@@ -913,3 +913,118 @@ def test_generated_round_trip(value: Generated) -> None:
     decoded = codec.decode(text)
     assert shape(decoded) == shape(value)
     assert Generated.from_dict(value.to_dict()) == value
+
+
+# --- the compiled direct-to-text path ---------------------------------------------------------
+
+
+def general_text(codec: ContextCodec[Any], value: Any) -> str:
+    """What the general path (dict of JSON values, then the C encoder) writes."""
+    return json.dumps(codec.to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated())
+def test_generated_text_path_writes_what_the_general_path_writes(value: Generated) -> None:
+    codec = codec_for(Generated)
+    text = codec._text(value)
+    assert text is not None  # every field holds a value of its own type
+    assert text == general_text(codec, value)
+    assert json.loads(text) == json.loads(general_text(codec, value))
+
+
+@given(
+    st.text(),
+    st.integers(),
+    st.booleans(),
+)
+def test_text_path_of_direct_fields(text: str, number: int, flag: bool) -> None:
+    @dataclasses.dataclass
+    class Direct:
+        s: str
+        n: int
+        b: bool
+        z: None = None
+
+    codec = codec_for(Direct)
+    value = Direct(text, number, flag)
+    assert codec._text(value) == general_text(codec, value)
+
+
+def test_text_path_of_a_dataclass_without_fields() -> None:
+    @dataclasses.dataclass
+    class NoFields:
+        pass
+
+    assert codec_for(NoFields)._text(NoFields()) == "{}"
+    assert codec_for(NoFields).encode(NoFields()) == "{}"
+
+
+def test_text_path_keeps_non_ascii_field_names_and_values() -> None:
+    @dataclasses.dataclass
+    class Ünicode:
+        naïve: str
+        größe: int
+
+    codec = codec_for(Ünicode)
+    value = Ünicode('ré"sumé\\\x00\n', 3)
+    assert codec._text(value) == '{"naïve":"ré\\"sumé\\\\\\u0000\\n","größe":3}'
+    assert codec.decode(codec.encode(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("order_id", 5, r"Small\.order_id: expected str, got int"),
+        ("n", True, r"Small\.n: expected int, got bool"),
+        ("n", Priority.LOW, r"Small\.n: expected int, got Priority"),
+        ("n", "5", r"Small\.n: expected int, got str"),
+    ],
+)
+def test_text_path_leaves_a_wrong_value_to_the_general_path(
+    field: str, bad: object, message: str
+) -> None:
+    """A value of another type (even a subclass of the field's type) is not written by the
+    text path; the general path refuses it with the field's path."""
+    codec = codec_for(Small)
+    value = Small("o")
+    setattr(value, field, bad)
+    assert codec._text(value) is None
+    with pytest.raises(SagaContextError, match=message):
+        codec.encode(value)
+
+
+def test_text_path_leaves_unset_fields_and_other_classes_to_the_general_path() -> None:
+    codec = codec_for(Small)
+    value = Small("o")
+    del value.order_id  # (a field with a default would read the class attribute)
+    assert codec._text(value) is None
+    with pytest.raises(SagaContextError, match="Small: field 'order_id' is not set"):
+        codec.encode(value)
+
+    @dataclasses.dataclass
+    class Sub(Small):
+        pass
+
+    assert codec._text(Sub("o")) is None
+    with pytest.raises(SagaContextError, match="expected Small, got Sub"):
+        codec.encode(Sub("o"))
+
+
+def test_text_path_leaves_a_converter_failure_to_the_general_path() -> None:
+    codec = codec_for(OrderContext)
+    value = OrderContext("o", ["a", 1], math.nan)  # type: ignore[list-item]
+    assert codec._text(value) is None
+    with pytest.raises(SagaContextError, match=r"OrderContext\.items\[1\]: expected str"):
+        codec.encode(value)
+    value.items = ["a"]
+    assert codec._text(value) is None  # NaN is refused by the float converter
+    with pytest.raises(SagaContextError, match="not finite"):
+        codec.encode(value)
+
+
+def test_pydantic_contexts_have_no_text_path() -> None:
+    codec = codec_for(PydanticOrder)
+    order = make_pydantic_order()
+    assert codec._text(order) is None
+    assert json.loads(codec.encode(order))["order_id"] == str(uuid.UUID(int=9))

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import pickle
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,6 +26,7 @@ from saga_core import (
     SagaCompensatedError,
     SagaContext,
     SagaContextError,
+    SagaMap,
     SagaMediator,
     SagaNotRegisteredError,
     SagaObserver,
@@ -142,6 +145,124 @@ async def test_act_may_return_a_step_result_a_bare_response_or_none(
     assert [r.step_type for r in results] == [Wrapped, Bare, Nothing]
     assert [r.step_id for r in results] == [Wrapped.step_id, Bare.step_id, Nothing.step_id]
     assert all(r.saga_id == saga_id and r.direction is ACT for r in results)
+
+
+class TaggedResult(SagaStepResult[OrderContext, Reserved]):
+    """A step's own result class (a subclass of SagaStepResult)."""
+
+
+async def test_every_field_of_a_forward_result_is_set_whatever_act_returned(
+    make_mediator: MediatorFactory,
+) -> None:
+    class Wrapped(SagaStepHandler[OrderContext, Reserved]):
+        async def act(self, context: OrderContext) -> SagaStepResult[OrderContext, Reserved]:
+            return self._generate_step_result(Reserved(reservation_id="w"))
+
+    class Subclassed(SagaStepHandler[OrderContext, Reserved]):
+        async def act(self, context: OrderContext) -> SagaStepResult[OrderContext, Reserved]:
+            return TaggedResult(Subclassed, Reserved(reservation_id="s"), error=ValueError())
+
+    class Bare(SagaStepHandler[OrderContext, Reserved]):
+        async def act(self, context: OrderContext) -> Reserved:
+            return Reserved(reservation_id="b")
+
+    class Nothing(SagaStepHandler[OrderContext, None]):
+        async def act(self, context: OrderContext) -> None:
+            return None
+
+    class FieldsSaga(Saga[OrderContext]):
+        steps = [Wrapped, Subclassed, Bare, Nothing]
+
+    saga_id = uuid.uuid4()
+    results = await drain(make_mediator(OrderContext, FieldsSaga), OrderContext(), saga_id)
+
+    expected: list[tuple[type[SagaStepHandler[Any, Any]], Any]] = [
+        (Wrapped, Reserved(reservation_id="w")),
+        (Subclassed, Reserved(reservation_id="s")),
+        (Bare, Reserved(reservation_id="b")),
+        (Nothing, None),
+    ]
+    assert len(results) == len(expected)
+    for result, (step, response) in zip(results, expected, strict=True):
+        # Every dataclass field is readable (none left unset) and holds the forward values.
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        assert fields == {
+            "step_type": step,
+            "response": response,
+            "saga_id": saga_id,
+            "step_id": step.step_id,
+            "direction": ACT,
+            "error": None,
+            "attempt": 1,
+        }
+    assert type(results[1]) is TaggedResult
+
+
+async def test_generated_saga_ids_are_random_version_4_uuids_like_any_other(
+    make_step: StepFactory, make_mediator: MediatorFactory
+) -> None:
+    class OrderSaga(Saga[OrderContext]):
+        steps = [make_step("a")]
+
+    mediator = make_mediator(OrderContext, OrderSaga)
+    ids = [(await mediator.run(OrderContext())).saga_id for _ in range(300)]
+
+    assert len(set(ids)) == len(ids)
+    for saga_id in ids:
+        assert type(saga_id) is uuid.UUID
+        same = uuid.UUID(str(saga_id))
+        assert saga_id == same and hash(saga_id) == hash(same) and saga_id.int == same.int
+        assert (saga_id.version, saga_id.variant) == (4, uuid.RFC_4122)
+        assert saga_id.is_safe is uuid.SafeUUID.unknown
+        assert pickle.loads(pickle.dumps(saga_id)) == saga_id
+        assert copy.deepcopy(saga_id) == saga_id
+
+
+def test_the_fast_uuid_constructor_is_used_only_where_it_builds_what_uuid_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from saga_core import _mediator
+
+    assert _mediator._pick_uuid_constructor() is _mediator._fast_uuid
+
+    class Extended(uuid.UUID):
+        __slots__ = ("extra",)
+
+    monkeypatch.setattr(uuid, "UUID", Extended)
+    fallback = _mediator._pick_uuid_constructor()
+    assert fallback is not _mediator._fast_uuid
+    assert fallback(5) == uuid.UUID(int=5)
+
+
+async def test_a_context_type_bound_after_the_first_run_is_found(
+    make_step: StepFactory, storage: MemorySagaStorage
+) -> None:
+    """The mediator remembers each context type's saga; a type bound later is still found,
+    and an unbound type is refused every time."""
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [make_step("a")]
+
+    @dataclasses.dataclass
+    class Later(SagaContext):
+        n: int = 0
+
+    class LaterSaga(Saga[Later]):
+        steps = [make_step("b")]
+
+    saga_map = SagaMap()
+    saga_map.bind(OrderContext, OrderSaga)
+    mediator = SagaMediator(saga_map, storage)
+    assert (await mediator.run(OrderContext())).status is SagaStatus.COMPLETED
+    for _ in range(2):
+        with pytest.raises(SagaNotRegisteredError):
+            await mediator.run(Later())
+    saga_map.bind(Later, LaterSaga)
+    outcome = await mediator.run(Later())
+    assert (outcome.status, (await storage.load(outcome.saga_id)).saga_name) == (
+        SagaStatus.COMPLETED,
+        LaterSaga.definition().name,
+    )
 
 
 async def test_run_returns_the_outcome_of_a_completed_saga(

@@ -45,7 +45,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from saga_core._codec_plan import Compiler, is_pydantic_model
+from saga_core._codec_plan import Compiler, DataclassPlan, is_pydantic_model
 from saga_core._codec_types import SUPPORTED, Conv, Mismatch, Unsupported, cls_name, got
 from saga_core._errors import SagaContextError, StorageCorruptedError
 
@@ -76,6 +76,10 @@ def _make_dumps() -> Callable[[Any], str]:
 _dumps = _make_dumps()
 
 
+def _no_text(value: object) -> None:
+    return None
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -86,7 +90,7 @@ _loads = json.JSONDecoder(parse_constant=_reject_constant).decode
 class ContextCodec(Generic[T]):
     """Compiled encoder/decoder for one context type; get one with :func:`codec_for`."""
 
-    __slots__ = ("_dec", "_enc", "_name", "_pydantic", "context_type")
+    __slots__ = ("_dec", "_enc", "_name", "_pydantic", "_text", "context_type")
 
     context_type: type[T]
 
@@ -96,6 +100,11 @@ class ContextCodec(Generic[T]):
         self._enc = conv.enc
         self._dec = conv.dec
         self._pydantic = pydantic
+        # A dataclass also gets its compiled direct-to-text encoder (the hot path).
+        plan = getattr(conv.enc, "__self__", None)
+        self._text: Callable[[Any], str | None] = (
+            plan.text_encoder(_dumps) if isinstance(plan, DataclassPlan) else _no_text
+        )
 
     def to_jsonable(self, value: T) -> dict[str, object]:
         """The JSON-compatible dict :meth:`encode` dumps. Raises ``SagaContextError``."""
@@ -112,12 +121,14 @@ class ContextCodec(Generic[T]):
     def encode(self, value: T) -> str:
         """The context as compact JSON text. Raises ``SagaContextError`` when a value does not
         match its annotation or cannot be stored losslessly."""
-        try:
-            text: str = _dumps(self._enc(value))
-        except Mismatch as m:
-            raise SagaContextError(f"{self._name}{m.where()}: {m.detail}") from m.__cause__
-        except RecursionError:
-            raise SagaContextError(self._too_deep) from None
+        text = self._text(value)
+        if text is None:  # not the common case: the general path encodes it or says why not
+            try:
+                text = _dumps(self._enc(value))
+            except Mismatch as m:
+                raise SagaContextError(f"{self._name}{m.where()}: {m.detail}") from m.__cause__
+            except RecursionError:
+                raise SagaContextError(self._too_deep) from None
         # str.isascii is O(1) in CPython; only non-ASCII text needs the UTF-8 check.
         if not text.isascii():
             try:

@@ -7,8 +7,10 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
+from saga_core._codec_text import TextEncoder, compile_text_encoder
 from saga_core._codec_types import (
     JSON_KIND,
     NONE,
@@ -177,7 +179,7 @@ class Compiler:
         raise Unsupported(name)
 
     def _dataclass(self, cls: type) -> Conv:
-        plan = _DataclassPlan(cls)
+        plan = DataclassPlan(cls)
         conv = Conv(cls_name(cls), frozenset({"object"}), (cls,), plan.encode, plan.decode)
         self.pending[cls] = conv
         owner = cls_name(cls)
@@ -252,7 +254,7 @@ class Compiler:
         return Conv(name, frozenset({"object"}), (cls,), enc, dec)
 
 
-class _DataclassPlan:
+class DataclassPlan:
     """Per-dataclass field list; ``encode`` / ``decode`` are the hot path."""
 
     __slots__ = ("_dec_fields", "_enc_fields", "_names", "cls", "fields")
@@ -270,6 +272,10 @@ class _DataclassPlan:
             (f.name, c.exact, c.dec, f.init, _required(f)) for f, c in self.fields
         )
         self._names = frozenset(f.name for f, _ in self.fields)
+
+    def text_encoder(self, dumps: Callable[[Any], str]) -> TextEncoder:
+        """The compiled direct-to-text encoder of this class (see :mod:`._codec_text`)."""
+        return compile_text_encoder(self.cls, self._enc_fields, dumps)
 
     def encode(self, v: Any) -> dict[str, Any]:
         if type(v) is not self.cls:

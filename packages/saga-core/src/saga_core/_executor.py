@@ -31,6 +31,7 @@ from ._errors import (
     SagaContextError,
 )
 from ._hooks import Hooks, fire
+from ._memory import MemorySagaStorage
 from ._observer import logger
 from ._policy import RetryPolicy
 from ._response import Response
@@ -112,6 +113,7 @@ class SagaRun:
         "_resumed_node",
         "_storage",
         "_trigger",
+        "_write_now",
         "applied",
         "context",
         "cursor",
@@ -121,9 +123,10 @@ class SagaRun:
         "version",
     )
 
+    # Positional-or-keyword: ``start`` passes them positionally, which a class call does
+    # without building a dict of keyword arguments (recovery names them).
     def __init__(
         self,
-        *,
         definition: SagaDefinition,
         saga_id: UUID,
         context: Any,
@@ -151,6 +154,7 @@ class SagaRun:
         self.version = version
         self._codec = codec
         self._storage = storage
+        self._write_now = _synchronous_checkpoint(storage)
         self._resolver = resolver
         self._resolve_sync: Callable[[type[Any]], Any] | None = getattr(
             resolver, "resolve_sync", None
@@ -198,18 +202,16 @@ class SagaRun:
             SagaStorageError: the storage failed (nothing run).
         """
         text = codec.encode(context)
+        new: NewSaga = _tuple_new(
+            NewSaga,
+            (saga_id, definition.name, text, owner, lease_seconds, (), definition.next_step_ids[0]),
+        )
         try:
-            await storage.create(
-                NewSaga(
-                    saga_id,
-                    definition.name,
-                    text,
-                    owner,
-                    lease_seconds,
-                    (),
-                    definition.next_step_ids[0],
-                )
-            )
+            create_now = _synchronous_create(storage)
+            if create_now is None:
+                await storage.create(new)
+            else:
+                create_now(new)
         except SagaAlreadyExistsError as exc:
             raise SagaAlreadyExistsError(
                 f"saga {saga_id} already exists in storage, so it was not started again "
@@ -218,20 +220,20 @@ class SagaRun:
         if hooks.saga_started:
             fire(hooks.saga_started, saga_id, definition.name, resumed=False)
         return cls(
-            definition=definition,
-            saga_id=saga_id,
-            context=context,
-            codec=codec,
-            storage=storage,
-            resolver=resolver,
-            hooks=hooks,
-            owner=owner,
-            lease_seconds=lease_seconds,
-            version=1,
-            status=_RUNNING,
-            cursor=0,
-            applied=(),
-            context_text=text,
+            definition,
+            saga_id,
+            context,
+            codec,
+            storage,
+            resolver,
+            hooks,
+            owner,
+            lease_seconds,
+            1,  # version
+            _RUNNING,
+            0,  # cursor
+            (),  # applied
+            text,  # context_text
         )
 
     # --- driving ---------------------------------------------------------------------------
@@ -353,20 +355,14 @@ class SagaRun:
             ids = (spec.step_id,) if call.error is None else _applied_ids(spec, call)
         else:
             spec, call, ids = await self._forward_fallback(node)
-        result: SagaStepResult[Any, Any] | None = None
         error: Exception | None = call.error
-        if error is None:
-            value = call.value
-            if type(value) is SagaStepResult:  # what _generate_step_result returns
-                result = value
-                value.step_type = spec.cls
-                value.direction = _ACT
-                value.error = None
-            else:
-                try:
-                    result = _result_of(spec, value)
-                except InvalidStepResultError as exc:
-                    error = exc
+        value = call.value
+        # What act returned must be a result, a Response or None: checked before anything is
+        # written (the result object itself is built once the checkpoint is durable).
+        if error is None and not (
+            value is None or type(value) is SagaStepResult or isinstance(value, _RESULT_TYPES)
+        ):
+            error = _invalid_result(spec, value)
         applied = self.applied
         if len(ids) == 1 and ids[0] not in applied:  # the common case, without a loop
             self.applied = applied + ids
@@ -380,24 +376,31 @@ class SagaRun:
         if error is not None:
             return await self._begin_compensation(spec, error, call.attempt)
         self.cursor += 1
+        # _checkpoint inlined (one coroutine less per step).
         try:
-            await self._checkpoint(
-                _COMPLETED if self.cursor == len(self.definition.nodes) else _RUNNING
+            checkpoint = self._prepare(
+                _COMPLETED if self.cursor == len(self.definition.nodes) else _RUNNING,
+                None,
+                True,
+                _USUAL_LEASE,
             )
+            write_now = self._write_now
+            if write_now is None:
+                await self._storage.checkpoint(checkpoint)
+            else:
+                write_now(checkpoint)
         except SagaConcurrencyError:
+            self._fenced = True
             raise
         except Exception as exc:
             # The step ran but its checkpoint failed: it is in `applied`, so it is rolled back
             # with the others if the decision to compensate can be written.
             self.cursor -= 1
             return await self._begin_compensation(spec, exc, call.attempt)
+        self._written(checkpoint)
         if self.status is _COMPLETED:
             self._finished()
-        assert result is not None
-        result.saga_id = self.saga_id
-        result.step_id = spec.step_id
-        result.attempt = call.attempt
-        return result
+        return _forward_result(spec, value, self.saga_id, call.attempt)
 
     async def _forward_fallback(self, node: Node) -> tuple[StepSpec, _Call, tuple[str, ...]]:
         primary = node.primary
@@ -573,6 +576,28 @@ class SagaRun:
         default the lease is renewed for RUNNING/COMPENSATING and released otherwise;
         ``lease_for`` releases it (None) or keeps it that many seconds instead.
         """
+        checkpoint = self._prepare(status, error, strict, lease_for)
+        # (The same three lines as in _forward, which inlines them on the hot path.)
+        try:
+            write_now = self._write_now
+            if write_now is None:
+                await self._storage.checkpoint(checkpoint)
+            else:
+                write_now(checkpoint)
+        except SagaConcurrencyError:
+            # Another runner owns the saga now: this one writes nothing more.
+            self._fenced = True
+            raise
+        self._written(checkpoint)
+
+    def _prepare(
+        self, status: SagaStatus, error: str | None, strict: bool, lease_for: float | None
+    ) -> Checkpoint:
+        """The checkpoint that writes the runner's state with ``status`` (see _checkpoint).
+
+        Raises:
+            SagaContextError: ``strict`` and the context cannot be encoded.
+        """
         try:
             text = self._codec.encode(self.context)
         except SagaContextError:
@@ -587,36 +612,31 @@ class SagaRun:
             # Stepping back: from now on nobody may renew this lease (see `renewable`).
             self._holding = True
         lease = lease_for is not None
-        lease_seconds = lease_for
-        journal = self._journal
-        try:
-            await self._storage.checkpoint(
-                _tuple_new(
-                    Checkpoint,
-                    (
-                        self.saga_id,
-                        self.version,
-                        status,
-                        self.cursor,
-                        self.applied,
-                        text,
-                        journal,
-                        error,
-                        self._owner if lease else None,
-                        lease_seconds if lease else None,
-                        self.definition.next_step_ids[self.cursor],
-                    ),
-                )
-            )
-        except SagaConcurrencyError:
-            # Another runner owns the saga now: this one writes nothing more.
-            self._fenced = True
-            raise
+        checkpoint: Checkpoint = _tuple_new(
+            Checkpoint,
+            (
+                self.saga_id,
+                self.version,
+                status,
+                self.cursor,
+                self.applied,
+                text,
+                self._journal,
+                error,
+                self._owner if lease else None,
+                lease_for,
+                self.definition.next_step_ids[self.cursor],
+            ),
+        )
+        return checkpoint
+
+    def _written(self, checkpoint: Checkpoint) -> None:
+        """Take ``checkpoint`` as durable: the runner's state is now the stored one."""
         # Rebinding (not clearing) keeps the written list intact for a storage holding it.
         self._journal = []
         self.version += 1
-        self.status = status
-        self._context_text = text
+        self.status = checkpoint.status
+        self._context_text = checkpoint.context
 
     def _finished(self) -> None:
         status = self.status
@@ -651,6 +671,27 @@ async def _nothing() -> None:
     return None
 
 
+def _synchronous_checkpoint(storage: SagaStorage) -> Callable[[Checkpoint], None] | None:
+    """The memory storage's checkpoint as a plain call, else None.
+
+    ``MemorySagaStorage.checkpoint`` never awaits: it only calls its synchronous critical
+    section, so calling that directly behaves the same and saves a coroutine per step. A
+    subclass that overrides ``checkpoint`` is called through it, as any other storage.
+    """
+    if isinstance(storage, MemorySagaStorage) and (
+        type(storage).checkpoint is MemorySagaStorage.checkpoint
+    ):
+        return storage._checkpoint
+    return None
+
+
+def _synchronous_create(storage: SagaStorage) -> Callable[[NewSaga], None] | None:
+    """The memory storage's create as a plain call, else None (as _synchronous_checkpoint)."""
+    if isinstance(storage, MemorySagaStorage) and type(storage).create is MemorySagaStorage.create:
+        return storage._create
+    return None
+
+
 def _now() -> datetime:
     return datetime.now(_UTC)
 
@@ -663,19 +704,35 @@ def _applied_ids(spec: StepSpec, call: _Call) -> tuple[str, ...]:
     return ()
 
 
-def _result_of(spec: StepSpec, value: Any) -> SagaStepResult[Any, Any]:
-    """The forward result for what ``act`` returned (the step's own result object is reused,
-    with its identity fields set by the caller)."""
-    if type(value) is SagaStepResult:
-        value.step_type = spec.cls
-        value.direction = _ACT
-        value.error = None
-        return value
-    if value is None or isinstance(value, Response):
-        return SagaStepResult(spec.cls, value)
-    if isinstance(value, SagaStepResult):
-        return value
-    raise InvalidStepResultError(
+#: What ``act`` may return besides None (a SagaStepResult subclass too).
+_RESULT_TYPES = (Response, SagaStepResult)
+
+_new_object = object.__new__
+
+
+def _invalid_result(spec: StepSpec, value: Any) -> InvalidStepResultError:
+    return InvalidStepResultError(
         f"{spec.cls.__qualname__}.act returned {type(value).__qualname__}; it must return "
         "self._generate_step_result(response), a Response, or None"
     )
+
+
+def _forward_result(
+    spec: StepSpec, value: Any, saga_id: UUID, attempt: int
+) -> SagaStepResult[Any, Any]:
+    """The forward result of a step whose ``act`` returned ``value`` (checked already): the
+    step's own result object, with its identity fields set, or a new one around a Response
+    or None."""
+    if isinstance(value, SagaStepResult):
+        result = value
+    else:
+        # Every slot is set below: the dataclass __init__ would only set them twice.
+        result = _new_object(SagaStepResult)
+        result.response = value
+    result.step_type = spec.cls
+    result.saga_id = saga_id
+    result.step_id = spec.step_id
+    result.direction = _ACT
+    result.error = None
+    result.attempt = attempt
+    return result

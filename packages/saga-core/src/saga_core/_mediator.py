@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from ._codec import codec_for
+from ._codec import ContextCodec, codec_for
 from ._di import StepResolver, make_step_resolver
 from ._errors import SagaDefinitionError, SagaNotRegisteredError, SagaUsageError
 from ._executor import SagaOutcome, SagaRun
@@ -26,6 +26,11 @@ from ._step import SagaStepResult
 from ._storage import SagaStorage
 
 Ctx = TypeVar("Ctx")
+
+_COMPLETED = SagaStatus.COMPLETED
+
+# Builds a NamedTuple without its Python-level __new__ (every field is given, in order).
+_tuple_new: Any = tuple.__new__
 
 #: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
 DEFAULT_LEASE_SECONDS = 60.0
@@ -57,15 +62,48 @@ class _SagaIds:
             self._pool = os.urandom(self._BATCH)
             start = 0
         self._next = start + 16
-        # Building from an int skips the bytes handling of UUID(bytes=..., version=4); the
-        # version and variant bits are set exactly as that would set them.
+        # The version and variant bits are set exactly as UUID(bytes=..., version=4) would.
         value = int.from_bytes(self._pool[start : start + 16], "big")
-        return uuid.UUID(int=(value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
+        return _uuid_of((value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
 
 
 # RFC 4122 version 4: variant bits 10 (bits 62-63), version 0100 (bits 76-79).
 _KEEP_RANDOM_BITS = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_BITS = (0x8000 << 48) | (4 << 76)
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_SAFETY_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _fast_uuid(value: int) -> uuid.UUID:
+    # What UUID(int=value).__init__ stores, without its argument checks (half of its cost);
+    # `value` is a 128-bit int by construction.
+    made: uuid.UUID = _new_object(uuid.UUID)
+    _set_attribute(made, "int", value)
+    _set_attribute(made, "is_safe", _SAFETY_UNKNOWN)
+    return made
+
+
+def _pick_uuid_constructor() -> Callable[[int], uuid.UUID]:
+    """``_fast_uuid`` when it builds exactly what ``uuid.UUID(int=...)`` builds on this
+    Python, else the plain constructor (an implementation that keeps other state)."""
+    sample = (0x0123456789ABCDEF << 64) | 0xFEDCBA9876543210
+    plain, fast = uuid.UUID(int=sample), _fast_uuid(sample)
+    slots = getattr(uuid.UUID, "__slots__", ())
+    same = (
+        fast == plain
+        and hash(fast) == hash(plain)
+        and str(fast) == str(plain)
+        and set(slots) <= {"int", "is_safe", "__weakref__"}
+        and all(getattr(fast, name) == getattr(plain, name) for name in ("int", "is_safe"))
+    )
+    if same:
+        return _fast_uuid
+    return lambda value: uuid.UUID(int=value)
+
+
+_uuid_of = _pick_uuid_constructor()
 
 _saga_ids = _SagaIds()
 
@@ -185,6 +223,7 @@ class SagaMediator:
         self.owner = owner or default_owner()
         self._keeper: LeaseKeeper | None = None
         self._task_group: TaskGroup | None = None
+        self._by_context_type: dict[type[Any], tuple[SagaDefinition, ContextCodec[Any]]] = {}
 
     async def __aenter__(self) -> SagaMediator:
         """Start renewing the leases of this mediator's running sagas in the background, so
@@ -253,7 +292,7 @@ class SagaMediator:
                 keeper.drop(run)
             if not done:
                 await run.abandon()
-        if run.status is not SagaStatus.COMPLETED:
+        if run.status is not _COMPLETED:
             run.outcome()  # raises for a rolled-back or FAILED saga
 
     async def run(self, context: Any, saga_id: uuid.UUID | None = None) -> SagaOutcome:
@@ -273,15 +312,21 @@ class SagaMediator:
                 await run.run_to_end()
             finally:
                 keeper.drop(run)
-        return SagaOutcome(run.saga_id, run.status, run.context, run.error)
+        outcome: SagaOutcome = _tuple_new(
+            SagaOutcome, (run.saga_id, run.status, run.context, run.error)
+        )
+        return outcome
 
     async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
-        definition = self._definition_for(context)
+        found = self._by_context_type.get(type(context))
+        if found is None:
+            found = self._wire(type(context))
+        definition, codec = found
         return await SagaRun.start(
             definition=definition,
             saga_id=saga_id if saga_id is not None else _saga_ids.new(),
             context=context,
-            codec=codec_for(type(context)),
+            codec=codec,
             storage=self.storage,
             resolver=self.resolver,
             hooks=self.hooks,
@@ -289,8 +334,16 @@ class SagaMediator:
             lease_seconds=self.lease_seconds,
         )
 
-    def _definition_for(self, context: Any) -> SagaDefinition:
-        return self.saga_map.saga_for(type(context)).definition()
+    def _wire(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:
+        """The definition and codec that run contexts of ``context_type``, remembered: a
+        context type's binding never changes once made (``SagaMap.bind`` refuses to rebind).
+
+        Raises:
+            SagaNotRegisteredError: nothing is bound for it.
+        """
+        found = (self.saga_map.saga_for(context_type).definition(), codec_for(context_type))
+        self._by_context_type[context_type] = found
+        return found
 
 
 MapperSetup = Callable[[SagaMap], None]

@@ -30,8 +30,9 @@ from ._errors import (
 from ._status import SagaStatus
 from ._storage import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
 
-# A local frozenset: one hash lookup on the hot path instead of the enum property's call.
-# Identity tests on the checkpoint path: hashing an Enum member (a set lookup) runs Python code.
+# Statuses as module globals, compared by identity on the write paths: reading an Enum member
+# off its class and hashing one both run Python code.
+_RUNNING = SagaStatus.RUNNING
 _COMPLETED = SagaStatus.COMPLETED
 _COMPENSATED = SagaStatus.COMPENSATED
 
@@ -39,9 +40,11 @@ _COMPENSATED = SagaStatus.COMPENSATED
 _OPTIONS = frozenset({"retain_finished", "clock"})
 
 # Concurrency: every critical section below is a plain (synchronous) method, and the async
-# protocol methods only call it. A coroutine cannot be suspended inside a function that has no
-# await, so each operation is atomic on its event loop without a lock, and the structure keeps
-# it so: an await added later can only go into the async wrapper, outside the critical section.
+# protocol methods only call it (the executor calls _create and _checkpoint directly on this
+# very class, saving a coroutine per write). A coroutine cannot be suspended inside a function
+# that has no await, so each operation is atomic on its event loop without a lock, and the
+# structure keeps it so: an await added later can only go into the async wrapper, outside the
+# critical section.
 # A lock would also cost a few microseconds per checkpoint, a large share of the step budget.
 # The storage belongs to one event loop; it is not thread-safe.
 
@@ -72,7 +75,7 @@ class _StoredSaga:
     def __init__(self, saga: NewSaga, now: float) -> None:
         self.saga_id = saga.saga_id
         self.saga_name = saga.saga_name
-        self.status = SagaStatus.RUNNING
+        self.status = _RUNNING
         self.version = INITIAL_VERSION
         self.cursor = 0
         self.next_step: str | None = saga.next_step
@@ -83,7 +86,8 @@ class _StoredSaga:
         self.updated = now
         self.lease_owner: str | None = saga.lease_owner
         self.lease_expires: float | None = now + saga.lease_seconds
-        self.journal: list[JournalEntry] = list(saga.journal)
+        journal = saga.journal
+        self.journal: list[JournalEntry] = list(journal) if journal else []
         self.attempts = 0
         self.parked = False
 
@@ -299,14 +303,15 @@ class MemorySagaStorage:
         if self._closed:
             raise _closed_error()
         saga_id = saga.saga_id
-        if saga_id.int in self._sagas:
+        key = saga_id.int
+        if key in self._sagas:
             raise SagaAlreadyExistsError(
                 f"saga {saga_id} already exists; start the saga with a new id, or recover the "
                 f"existing one"
             )
         stored = _StoredSaga(saga, self._clock())
-        self._sagas[saga_id.int] = stored
-        self._active[saga_id.int] = stored
+        self._sagas[key] = stored
+        self._active[key] = stored
         self._write_count += 1
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
