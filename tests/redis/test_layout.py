@@ -237,6 +237,9 @@ def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
         ("EVALSHA", "x" * 40, "2", "a:{0}:record:1", "", '{"n":1}', "\r\n"),
         ("SET", "k", "caf\u00e9"),  # non-ASCII: lengths in bytes
         ("SET", "k", 12, True),  # ints: as digits
+        ("SET", "k", "x" * 1023),
+        ("SET", "k", "x" * 1024),  # longer than the sizes framed in advance
+        tuple(str(n) for n in range(70)),  # more arguments than the counts framed in advance
     ],
 )
 def test_the_fast_and_the_general_packing_agree(args: tuple[str | int, ...]) -> None:
@@ -296,6 +299,27 @@ def test_journal_entries_round_trip_and_are_json_objects() -> None:
     decoded = decode_journal(uuid.uuid4(), "k", encoded)
     assert decoded == entries
     assert all(entry.at.tzinfo is timezone.utc for entry in decoded)
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 3, 4, 5, 678902, tzinfo=timezone.utc),  # the same second again
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),  # no microseconds: still written
+        datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc),  # the next second
+        datetime(2026, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2))),
+        datetime.max.replace(tzinfo=timezone.utc),
+        datetime.min.replace(tzinfo=timezone.utc),
+    ],
+)
+def test_journal_times_are_written_in_utc_with_microseconds(at: datetime) -> None:
+    entry = JournalEntry(
+        step_id="s", direction=StepDirection.ACT, event=StepEvent.STARTED, attempt=1, at=at
+    )
+    for _ in range(2):
+        written = json.loads(encode_entry(entry))["at"]
+        assert written == at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def test_a_naive_journal_time_is_refused() -> None:

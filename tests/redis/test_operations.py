@@ -5,7 +5,7 @@ before attempts, parking and next_step existed, and foreign values at the new in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import anyio
@@ -18,7 +18,7 @@ from saga_core import (
     StorageCorruptedError,
     StorageUnavailableError,
 )
-from saga_core.testing import make_checkpoint, make_new_saga
+from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _storage as storage_module
 
@@ -431,3 +431,50 @@ async def test_the_keys_a_storage_remembers_per_saga_are_always_its_own(
             assert (record.saga_id, record.version, record.cursor) == (saga_id, 3, 2)
         records = [key for key in keys_under(redis_url, redis_key_prefix) if ":record:" in key]
         assert records == sorted(storage.record_key(saga_id) for saga_id in ids)
+
+
+async def test_what_a_checkpoint_may_set_or_clear_is_stored_each_time(
+    storage: RedisSagaStorage,
+) -> None:
+    # Error, next step and lease travel in a compact form (flags, and the lease framed once
+    # per saga and runner): every combination, changing from one checkpoint to the next.
+    new = make_new_saga()
+    await storage.create(new)
+    cases: list[tuple[str | None, str | None, str | None, float | None]] = [
+        (None, "b", "runner", 60.0),
+        ("boom", "c", "runner", 60.0),
+        ("boom", None, "other", 30.0),
+        (None, None, None, None),
+        ("", "", "runner", 5.0),
+        (None, "d", "runner", 5.0),
+        ("again", "e", "runner", 60.0),
+    ]
+    for version, (error, next_step, owner, lease) in enumerate(cases, start=1):
+        entry = make_entry(f"step-{version}", error=error)
+        await storage.checkpoint(
+            make_checkpoint(
+                new.saga_id,
+                version,
+                cursor=version,
+                error=error,
+                next_step=next_step,
+                lease_owner=owner,
+                lease_seconds=lease,
+                journal=[entry],
+            )
+        )
+        record = await storage.load(new.saga_id)
+        assert (record.version, record.cursor, record.error, record.next_step) == (
+            version + 1,
+            version,
+            error,
+            next_step,
+        )
+        assert record.lease_owner == owner
+        if lease is None:
+            assert record.lease_expires_at is None
+        else:
+            assert record.lease_expires_at is not None
+            assert record.lease_expires_at - record.updated_at == timedelta(seconds=lease)
+        assert (await storage.history(new.saga_id))[-1] == entry
+    assert len(await storage.history(new.saga_id)) == len(cases)

@@ -37,6 +37,8 @@ _SOURCES = (CREATE, CHECKPOINT, CLAIM, SCAN, READ, RENEW, PARK, UNPARK, LIST)
     LIST_SCRIPT,
 ) = range(len(_SOURCES))
 
+# Framed keys and leading arguments kept: those of the sagas in flight.
+_FRAMED_KEPT = 1024
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 Arg = str | int
@@ -45,8 +47,14 @@ Arg = str | int
 class Driver(Protocol):
     """Runs the storage's scripts on some Redis client."""
 
-    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run script number ``script`` (see the module's constants) and return its reply."""
+    async def run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
+        """Run script number ``script`` (see the module's constants) with ``keys`` and the
+        arguments ``lead`` followed by ``args``, and return its reply.
+
+        ``lead`` is for arguments a caller passes again and again with the same ``keys`` (a
+        saga's own, in its writes): a driver may keep them encoded."""
         ...
 
     async def aclose(self) -> None:
@@ -75,9 +83,13 @@ class AsyncioDriver:
             client.register_script(source) for source in _SOURCES
         )
 
-    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
         if not asyncio_is_running():
             raise _asyncio_client_on_other_loop()
+        if lead:
+            args = (*lead, *args)
         # The client's script object runs EVALSHA and loads the script on NOSCRIPT (after a
         # server restart or SCRIPT FLUSH), then runs it again.
         call = self._scripts[script]
@@ -110,7 +122,11 @@ class ThreadDriver:
             client.register_script(source) for source in _SOURCES
         )
 
-    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
+        if lead:
+            args = (*lead, *args)
         return await anyio.to_thread.run_sync(
             partial(self._call, self._scripts[script], keys, args)
         )
@@ -132,7 +148,7 @@ class RespDriver:
     on asyncio and trio, and the fastest path on both. Scripts are sent by SHA1 and loaded on
     ``NOSCRIPT`` (a restarted or flushed server), then sent again."""
 
-    __slots__ = ("_heads", "_loads", "_pool")
+    __slots__ = ("_framed", "_heads", "_loads", "_pool")
 
     def __init__(self, pool: RespPool) -> None:
         self._pool = pool
@@ -140,9 +156,18 @@ class RespDriver:
         # "EVALSHA <sha1>" encoded once per script; the keys and arguments follow per call.
         self._heads = tuple(pack(("EVALSHA", sha)).split(b"\r\n", 1)[1] for sha in shas)
         self._loads = tuple(pack(("SCRIPT", "LOAD", source)) for source in _SOURCES)
+        # The key count, keys and leading arguments, framed, by id() of the keys: the storage
+        # passes the same tuples of a saga's keys and leading arguments to each of its writes.
+        # An entry holds both, so no other object can take their id() meanwhile.
+        self._framed: dict[int, tuple[Sequence[str], Sequence[str], bytes]] = {}
 
-    async def run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        command = pack_command(self._heads[script], 2, (str(len(keys)), *keys, *args))
+    async def run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
+        framed = self._framed.get(id(keys))
+        if framed is None or framed[0] is not keys or framed[1] is not lead:
+            framed = self._frame(keys, lead)
+        command = pack_command(self._heads[script] + framed[2], 3 + len(keys) + len(lead), args)
         reply = await self._pool.execute(command)
         if isinstance(reply, ServerReplyError) and str(reply).startswith("NOSCRIPT"):
             loaded = await self._pool.execute(self._loads[script])
@@ -152,6 +177,17 @@ class RespDriver:
         if isinstance(reply, ServerReplyError):
             raise reply
         return reply
+
+    def _frame(
+        self, keys: Sequence[str], lead: Sequence[str]
+    ) -> tuple[Sequence[str], Sequence[str], bytes]:
+        framed = (keys, lead, pack((str(len(keys)), *keys, *lead)).split(b"\r\n", 1)[1])
+        if type(keys) is tuple and type(lead) is tuple:  # kept only if they cannot change
+            cache = self._framed
+            if len(cache) >= _FRAMED_KEPT:
+                cache.clear()
+            cache[id(keys)] = framed
+        return framed
 
     async def aclose(self) -> None:
         await self._pool.aclose()

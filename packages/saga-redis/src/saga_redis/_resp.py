@@ -75,23 +75,30 @@ def pack(args: Sequence[str | int]) -> bytes:
     return pack_command(b"", 0, args)
 
 
+# "$<n>\r\n", the start of a bulk string of n bytes, and "*<n>\r\n", of an array of n items,
+# for the sizes most arguments and commands have.
+_BULK = tuple(f"${size}\r\n" for size in range(1024))
+_ARRAY = tuple(b"*%d\r\n" % count for count in range(64))
+
+
 def pack_command(head: bytes, head_count: int, args: Sequence[str | int]) -> bytes:
     """Encode a command whose first ``head_count`` bulk strings are already encoded in
     ``head``, followed by ``args``.
 
     The arguments are framed as one text and encoded once: a command is mostly short ASCII
     arguments, whose lengths in characters are their lengths in bytes. Other commands (an
-    ``int`` argument, non-ASCII text) take the general path.
+    ``int`` argument, non-ASCII text, a long argument) take the general path.
     """
     try:
-        text = "\r\n".join([f"${len(arg)}\r\n{arg}" for arg in args])  # type: ignore[arg-type]
-    except TypeError:  # an int among the arguments
+        text = "\r\n".join([_BULK[len(arg)] + arg for arg in args])  # type: ignore[arg-type,operator]
+        array = _ARRAY[head_count + len(args)]
+    except (TypeError, IndexError):  # an int, a long argument, many arguments
         return _pack_general(head, head_count, args)
     if not text.isascii():
         return _pack_general(head, head_count, args)
     if not args:
-        return b"*%d\r\n%b" % (head_count, head)
-    return b"*%d\r\n%b%b\r\n" % (head_count + len(args), head, text.encode())
+        return array + head
+    return b"".join((array, head, text.encode(), b"\r\n"))
 
 
 def _pack_general(head: bytes, head_count: int, args: Sequence[str | int]) -> bytes:
@@ -343,13 +350,33 @@ class RespPool:
             StorageUnavailableError: Redis cannot be reached, or did not answer in time.
         """
         state = self._here()
-        reused = bool(state.idle)
-        connection = state.idle.pop() if reused else await self._open(state)
-        try:
-            return await self._request(state, connection, packed)
-        except StorageUnavailableError:
-            if not reused:
-                raise
+        idle = state.idle
+        if idle and self._command_timeout is None:
+            # The common case, without the coroutine of _request: an idle connection, no
+            # time limit. The same steps as _request's.
+            connection = idle.pop()
+            try:
+                reply = await connection.request(packed)
+            except BaseException as exc:
+                await self._discard(state, connection)
+                if not isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+            else:
+                if self._closed:  # closed while this command was in flight
+                    await self._discard(state, connection)
+                    return reply
+                idle.append(connection)
+                if state.waiters:
+                    state.waiters.popleft().set()
+                return reply
+        else:
+            reused = bool(idle)
+            connection = idle.pop() if reused else await self._open(state)
+            try:
+                return await self._request(state, connection, packed)
+            except StorageUnavailableError:
+                if not reused:
+                    raise
         # The reused connection was dead: so are the other idle ones, most likely.
         await self._drop_idle(state)
         return await self._request(state, await self._open(state), packed)

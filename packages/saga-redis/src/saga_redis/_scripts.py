@@ -273,9 +273,11 @@ return 0
 )
 
 #: KEYS: record, journal, updated index, lease index, parked index, finished index.
-#: ARGV: saga id, expected version, status, cursor, applied (JSON), context, has error
-#: ('1'/'0'), error, lease owner ('' releases), lease µs, write token, retention ms ('' keeps),
-#: journal cap ('' keeps all), has next step ('1'/'0'), next step, journal entries...
+#: ARGV: saga id, retention ms ('' keeps), journal cap ('' keeps all), lease owner ('' releases),
+#: lease µs (the same for every checkpoint of a saga by one runner, so the client frames them
+#: once), then expected version, status, cursor, applied (JSON), context, write token, flags
+#: (2 if an error follows + 1 if a next step follows), the error and the next step (each only
+#: when flagged), journal entries...
 CHECKPOINT = _script(
     r"""
 local record, journal, updated, leases, id = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
@@ -290,12 +292,19 @@ end
 if not h.live then
   return {'finished', h.status}
 end
-if h.version ~= tonumber(ARGV[2]) then
+if h.version ~= tonumber(ARGV[6]) then
   return {'conflict', int(h.version)}
 end
-local status = ARGV[3]
+local status, flags, at = ARGV[7], tonumber(ARGV[12]), 13
+local error_text, next_step
+if flags >= 2 then
+  error_text, at = ARGV[at], at + 1
+end
+if flags % 2 == 1 then
+  next_step, at = ARGV[at], at + 1
+end
 local terminal = status == 'completed' or status == 'compensated'
-local entries = #ARGV >= 16
+local entries = #ARGV >= at
 -- Every other key is checked before the first write. With entries to append, the journal is
 -- not: its append is the first write, and fails before anything is written if it must.
 err = (not entries and expect(journal, 'LLEN')) or expect(updated, 'ZCARD')
@@ -306,43 +315,44 @@ if err then
 end
 local stamp = int(math.max(now_us(), h.updated + 1))
 if entries then
-  err = append_journal(journal, 16, ARGV[13])
+  err = append_journal(journal, at, ARGV[3])
   if err then
     return err
   end
 end
 -- Only what changes: a status or an owner that stays is not written again.
-local fields = {'version', int(h.version + 1), 'cursor', ARGV[4], 'applied', ARGV[5],
-                'context', ARGV[6], 'updated', stamp, 'token', ARGV[11]}
+local fields = {'version', int(h.version + 1), 'cursor', ARGV[8], 'applied', ARGV[9],
+                'context', ARGV[10], 'updated', stamp, 'token', ARGV[11]}
 if status ~= h.status then
   fields[#fields + 1] = 'status'
   fields[#fields + 1] = status
 end
 -- Fields to remove, in one HDEL: an absent field reads as None.
 local drop = {}
-if ARGV[7] == '1' then
+if error_text then
   fields[#fields + 1] = 'error'
-  fields[#fields + 1] = ARGV[8]
+  fields[#fields + 1] = error_text
 elseif h.has_error then
   drop[#drop + 1] = 'error'
 end
-if ARGV[14] == '1' then
+if next_step then
   fields[#fields + 1] = 'next_step'
-  fields[#fields + 1] = ARGV[15]
+  fields[#fields + 1] = next_step
 else
   drop[#drop + 1] = 'next_step'  -- past the last step; absent reads as None
 end
-if terminal or ARGV[9] == '' then
+local owner = ARGV[4]
+if terminal or owner == '' then
   if h.owner then
     drop[#drop + 1] = 'owner'
     drop[#drop + 1] = 'expires'
   end
   redis.call('ZREM', leases, id)
 else
-  local expires = int(tonumber(stamp) + tonumber(ARGV[10]))
-  if ARGV[9] ~= h.owner then
+  local expires = int(tonumber(stamp) + tonumber(ARGV[5]))
+  if owner ~= h.owner then
     fields[#fields + 1] = 'owner'
-    fields[#fields + 1] = ARGV[9]
+    fields[#fields + 1] = owner
   end
   fields[#fields + 1] = 'expires'
   fields[#fields + 1] = expires
@@ -362,14 +372,15 @@ else
 end
 if terminal then
   redis.call('ZADD', finished, stamp, id)
-  if ARGV[12] ~= '' then
-    redis.call('PEXPIRE', record, ARGV[12])
-    redis.call('PEXPIRE', journal, ARGV[12])
+  local retention = ARGV[2]
+  if retention ~= '' then
+    redis.call('PEXPIRE', record, retention)
+    redis.call('PEXPIRE', journal, retention)
     -- Entries of sagas finished longer ago than the retention time: their records are gone.
     -- The index itself expires with the last saga that finished.
     redis.call('ZREMRANGEBYSCORE', finished, '-inf',
-               '(' .. int(tonumber(stamp) - tonumber(ARGV[12]) * 1000))
-    redis.call('PEXPIRE', finished, ARGV[12])
+               '(' .. int(tonumber(stamp) - tonumber(retention) * 1000))
+    redis.call('PEXPIRE', finished, retention)
   end
 end
 return 0

@@ -62,18 +62,45 @@ DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
 #: How many journal entries a saga keeps by default; older ones are dropped first.
 DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
-# Each status's stored value and whether it is terminal, looked up once per checkpoint.
-_STATUS_ARGS = {status: (status.value, status.is_terminal) for status in SagaStatus}
 _NO_NEXT_STEP = ("0", "")
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
-# A saga id, its text, and its keys as create and checkpoint pass them to their scripts.
-_SagaKeys = tuple[UUID, str, tuple[str, ...], tuple[str, ...]]
+_TERMINAL_VALUES = frozenset(status.value for status in SagaStatus if status.is_terminal)
+
+
+class _SagaKeys:
+    """One saga's id as text, the keys its create and checkpoints pass to their scripts, and
+    the leading arguments of its checkpoints: that lease released, and the last lease set."""
+
+    __slots__ = ("checkpoint_keys", "create_keys", "leased", "released", "saga_id", "sid")
+
+    def __init__(self, saga_id: UUID, shard: ShardKeys, retain: str, cap: str) -> None:
+        self.saga_id = saga_id
+        self.sid = sid = str(saga_id)
+        record = shard.record_stem + sid
+        journal = shard.journal_stem + sid
+        self.create_keys = (record, journal, shard.updated, shard.leases, shard.meta)
+        self.checkpoint_keys = (
+            record,
+            journal,
+            shard.updated,
+            shard.leases,
+            shard.parked,
+            shard.finished,
+        )
+        self.released: tuple[str, ...] = (sid, retain, cap, "", "0")
+        # (lease owner, lease seconds, leading arguments) of the last checkpoint with a lease:
+        # one tuple, replaced whole.
+        self.leased: tuple[object, object, tuple[str, ...]] | None = None
+
+
 # Sagas whose keys are kept for their next writes (about 1 KB each).
 _SAGA_KEYS_CACHED = 1024
 _INF = math.inf
+# Lease lengths seen so far, in microseconds as text: a program uses few.
+_MICROS_TEXT: dict[float, str] = {}
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
@@ -267,9 +294,9 @@ class RedisSagaStorage:
             StorageUnavailableError: Redis cannot be reached.
         """
         saga_id = saga.saga_id
-        _, sid, keys, _ = self._saga_keys(saga_id)
+        keys = self._saga_keys(saga_id)
         args: list[Arg] = [
-            sid,
+            keys.sid,
             saga.saga_name,
             saga.context,
             _owner(saga.lease_owner),
@@ -281,8 +308,8 @@ class RedisSagaStorage:
             *_next_step(saga.next_step),
         ]
         if saga.journal:
-            args.extend(_entries(saga.journal))
-        reply = await self._run(CREATE_SCRIPT, keys, args)
+            args.extend(map(encode_entry, saga.journal))
+        reply = await self._run(CREATE_SCRIPT, keys.create_keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
 
@@ -303,46 +330,55 @@ class RedisSagaStorage:
                 unknown, and the next write's version check tells.
         """
         saga_id = checkpoint.saga_id
-        _, sid, _, keys = self._saga_keys(saga_id)
-        try:
-            status, terminal = _STATUS_ARGS[checkpoint.status]
-        except KeyError:
-            raise SagaUsageError(
-                f"checkpoint status must be a SagaStatus, got {checkpoint.status!r}"
-            ) from None
+        saga = self._saga_keys(saga_id)
+        status = checkpoint.status
+        if type(status) is not SagaStatus:
+            raise SagaUsageError(f"checkpoint status must be a SagaStatus, got {status!r}")
+        value = status._value_
+        terminal = value in _TERMINAL_VALUES
         lease_seconds = checkpoint.lease_seconds
         if lease_seconds is None or terminal:
-            owner = ""
-            lease = "0"
+            lead = saga.released
         else:
-            if checkpoint.lease_owner is None:
-                raise SagaUsageError(
-                    f"checkpoint of saga {saga_id} sets lease_seconds without a lease_owner; "
-                    f"pass both, or lease_seconds=None to release the lease"
-                )
-            owner = _owner(checkpoint.lease_owner)
-            lease = _micros(lease_seconds)
-        error = checkpoint.error
+            owner = checkpoint.lease_owner
+            leased = saga.leased
+            if leased is not None and leased[0] is owner and leased[1] is lease_seconds:
+                lead = leased[2]  # the saga's lease as in its last checkpoint
+            else:
+                if owner is None:
+                    raise SagaUsageError(
+                        f"checkpoint of saga {saga_id} sets lease_seconds without a "
+                        f"lease_owner; pass both, or lease_seconds=None to release the lease"
+                    )
+                lead = (*saga.released[:3], _owner(owner), _micros(lease_seconds))
+                saga.leased = (owner, lease_seconds, lead)
         args: list[Arg] = [
-            sid,
             str(int(checkpoint.expected_version)),
-            status,
+            value,
             str(int(checkpoint.cursor)),
             encode_applied(checkpoint.applied),
             checkpoint.context,
-            "0" if error is None else "1",
-            "" if error is None else error,
-            owner,
-            lease,
-            self._token(),
-            self._retain_arg,
-            self._cap_arg,
-            *_next_step(checkpoint.next_step),
+            f"{self._token_base}{next(self._tokens)}",
         ]
+        # Flags: 2 if an error follows, + 1 if a next step follows; each follows only if set.
+        error = checkpoint.error
+        next_step = checkpoint.next_step
+        if next_step is None:
+            if error is None:
+                args.append("0")
+            else:
+                args += ("2", error)
+        elif type(next_step) is str:
+            if error is None:
+                args += ("1", next_step)
+            else:
+                args += ("3", error, next_step)
+        else:
+            _next_step(next_step)  # raises
         journal = checkpoint.journal
         if journal:
-            args.extend(_entries(journal))
-        reply = await self._run(CHECKPOINT_SCRIPT, keys, args)
+            args.extend(map(encode_entry, journal))
+        reply = await self._run(CHECKPOINT_SCRIPT, saga.checkpoint_keys, args, lead)
         if reply != 0:
             raise_failure(
                 reply, saga_id, self._layout, expected_version=checkpoint.expected_version
@@ -580,23 +616,14 @@ class RedisSagaStorage:
     # --- internals --------------------------------------------------------------------------
 
     def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
-        """``saga_id``, its text and the keys ``create`` and ``checkpoint`` name, computed once
-        per saga: the runner of a saga passes the same id object to each of its writes."""
+        """What the writes of ``saga_id`` pass to their scripts, computed once per saga: the
+        runner of a saga passes the same id object to each of its writes."""
         cache = self._saga_keys_cache
         found = cache.get(id(saga_id))
         # The entry holds the id object itself, so no other object can have its id() meanwhile.
-        if found is not None and found[0] is saga_id:
+        if found is not None and found.saga_id is saga_id:
             return found
-        shard = self._layout.shard_of(saga_id)
-        sid = str(saga_id)
-        record = shard.record_stem + sid
-        journal = shard.journal_stem + sid
-        found = (
-            saga_id,
-            sid,
-            (record, journal, shard.updated, shard.leases, shard.meta),
-            (record, journal, shard.updated, shard.leases, shard.parked, shard.finished),
-        )
+        found = _SagaKeys(saga_id, self._layout.shard_of(saga_id), self._retain_arg, self._cap_arg)
         if len(cache) >= _SAGA_KEYS_CACHED:
             cache.clear()
         cache[id(saga_id)] = found
@@ -605,11 +632,13 @@ class RedisSagaStorage:
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"
 
-    async def _run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def _run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
         if self._closed:
             raise StorageUnavailableError("the Redis saga storage is closed")
         try:
-            return await self._driver.run(script, keys, args)
+            return await self._driver.run(script, keys, args, lead)
         except SagaError:
             raise
         except Exception as exc:
@@ -697,10 +726,6 @@ class RedisSagaStorage:
         return self._decode_pairs(shard, shard.updated, reply, 1)
 
 
-def _entries(journal: Sequence[JournalEntry]) -> list[str]:
-    return [encode_entry(entry) for entry in journal]
-
-
 def _next_step(next_step: object) -> tuple[str, str]:
     """The script arguments of a ``next_step``: whether there is one, and its id."""
     if next_step is None:
@@ -718,8 +743,15 @@ def _owner(owner: object) -> str:
 
 def _micros(seconds: object) -> str:
     """``lease_seconds`` as whole microseconds, in digits."""
-    if (type(seconds) is float or type(seconds) is int) and 0 <= seconds < _INF:  # not bool
-        return str(round(seconds * 1_000_000))
+    if type(seconds) is float or type(seconds) is int:  # not bool
+        text = _MICROS_TEXT.get(seconds)
+        if text is not None:
+            return text
+        if 0 <= seconds < _INF:
+            text = str(round(seconds * 1_000_000))
+            if len(_MICROS_TEXT) < 256:
+                _MICROS_TEXT[seconds] = text
+            return text
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, (int, float))
