@@ -280,20 +280,36 @@ return 0
 #: when flagged), journal entries...
 CHECKPOINT = _script(
     r"""
+-- The most frequent script, so written out in full: what head(), now_us() and
+-- append_journal() do elsewhere is inlined here (each call of a helper costs, and so does
+-- defining it on every run).
 local record, journal, updated, leases, id = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
 local parked, finished = KEYS[5], KEYS[6]
-local h, err = head(record, false)
-if err then
-  return err
+-- As head(): one read, which a key of another type fails.
+local h = redis.pcall('HMGET', record, 'version', 'status', 'updated', 'owner', 'token',
+                      'error', 'parked')
+if h.err then
+  return refused(h, record)
 end
-if h.token == ARGV[11] then
+local version, stored_status, stored_updated = tonumber(h[1]), h[2], tonumber(h[3])
+local live = stored_status == 'running' or stored_status == 'compensating'
+  or stored_status == 'failed'
+if version == nil or stored_updated == nil
+    or not (live or stored_status == 'completed' or stored_status == 'compensated') then
+  if redis.call('EXISTS', record) == 0 then
+    return {'missing'}
+  end
+  return {'corrupt', record}
+end
+local stored_owner, is_parked = h[4], h[7] == '1'
+if h[5] == ARGV[11] then
   return 0  -- this very write, retried by the client after a lost reply
 end
-if not h.live then
-  return {'finished', h.status}
+if not live then
+  return {'finished', stored_status}
 end
-if h.version ~= tonumber(ARGV[6]) then
-  return {'conflict', int(h.version)}
+if version ~= tonumber(ARGV[6]) then
+  return {'conflict', int(version)}
 end
 local status, flags, at = ARGV[7], tonumber(ARGV[12]), 13
 local error_text, next_step
@@ -304,65 +320,71 @@ if flags % 2 == 1 then
   next_step, at = ARGV[at], at + 1
 end
 local terminal = status == 'completed' or status == 'compensated'
-local entries = #ARGV >= at
+local last = #ARGV
+local entries = last >= at
 -- Every other key is checked before the first write. With entries to append, the journal is
 -- not: its append is the first write, and fails before anything is written if it must.
-err = (not entries and expect(journal, 'LLEN')) or expect(updated, 'ZCARD')
+local err = (not entries and expect(journal, 'LLEN')) or expect(updated, 'ZCARD')
   or expect(leases, 'ZCARD') or (terminal and expect(finished, 'ZCARD'))
-  or (h.parked and expect(parked, 'ZCARD'))
+  or (is_parked and expect(parked, 'ZCARD'))
 if err then
   return err
 end
-local stamp = int(math.max(now_us(), h.updated + 1))
+local t = redis.call('TIME')
+local stamp = int(math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), stored_updated + 1))
 if entries then
-  err = append_journal(journal, at, ARGV[3])
-  if err then
-    return err
+  -- As append_journal().
+  local length = redis.pcall('RPUSH', journal, unpack(ARGV, at, math.min(at + 999, last)))
+  if type(length) == 'table' then
+    return refused(length, journal)
+  end
+  for i = at + 1000, last, 1000 do
+    length = redis.call('RPUSH', journal, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+  local cap = ARGV[3]
+  if cap ~= '' and length > tonumber(cap) then
+    redis.call('LTRIM', journal, -tonumber(cap), -1)
   end
 end
 -- Only what changes: a status or an owner that stays is not written again.
-local fields = {'version', int(h.version + 1), 'cursor', ARGV[8], 'applied', ARGV[9],
+local fields = {'version', int(version + 1), 'cursor', ARGV[8], 'applied', ARGV[9],
                 'context', ARGV[10], 'updated', stamp, 'token', ARGV[11]}
-if status ~= h.status then
-  fields[#fields + 1] = 'status'
-  fields[#fields + 1] = status
+local n = #fields
+if status ~= stored_status then
+  fields[n + 1], fields[n + 2], n = 'status', status, n + 2
 end
 -- Fields to remove, in one HDEL: an absent field reads as None.
 local drop = {}
 if error_text then
-  fields[#fields + 1] = 'error'
-  fields[#fields + 1] = error_text
-elseif h.has_error then
+  fields[n + 1], fields[n + 2], n = 'error', error_text, n + 2
+elseif h[6] then
   drop[#drop + 1] = 'error'
 end
 if next_step then
-  fields[#fields + 1] = 'next_step'
-  fields[#fields + 1] = next_step
+  fields[n + 1], fields[n + 2], n = 'next_step', next_step, n + 2
 else
   drop[#drop + 1] = 'next_step'  -- past the last step; absent reads as None
 end
 local owner = ARGV[4]
 if terminal or owner == '' then
-  if h.owner then
+  if stored_owner then
     drop[#drop + 1] = 'owner'
     drop[#drop + 1] = 'expires'
   end
   redis.call('ZREM', leases, id)
 else
   local expires = int(tonumber(stamp) + tonumber(ARGV[5]))
-  if owner ~= h.owner then
-    fields[#fields + 1] = 'owner'
-    fields[#fields + 1] = owner
+  if owner ~= stored_owner then
+    fields[n + 1], fields[n + 2], n = 'owner', owner, n + 2
   end
-  fields[#fields + 1] = 'expires'
-  fields[#fields + 1] = expires
+  fields[n + 1], fields[n + 2], n = 'expires', expires, n + 2
   redis.call('ZADD', leases, expires, id)
 end
 if #drop > 0 then
   redis.call('HDEL', record, unpack(drop))
 end
 redis.call('HSET', record, unpack(fields))
-if h.parked then
+if is_parked then
   -- A parked saga stays out of the recovery index (and, finished, stays listed as parked).
   redis.call('ZADD', parked, stamp, id)
 elseif terminal then
@@ -386,10 +408,7 @@ end
 return 0
 """,
     "int",
-    "now_us",
     "expect",
-    "head",
-    "append_journal",
 )
 
 #: KEYS: record, updated index, lease index, shard meta.
