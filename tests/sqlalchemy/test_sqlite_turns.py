@@ -163,10 +163,14 @@ async def test_a_write_waiting_for_its_turn_when_the_storage_closes_is_refused(
     assert inline is not None
     outcome: list[BaseException] = []
     at_turn = anyio.Event()
+    closed = anyio.Event()
     checkpoint = anyio.lowlevel.checkpoint
 
     async def signalled() -> None:
+        # Hold the writer at its schedule point until the storage is closed: otherwise the
+        # scheduler may resume it first (trio picks the order of ready tasks at random).
         at_turn.set()
+        await closed.wait()
         await checkpoint()
 
     async def writer() -> None:
@@ -181,6 +185,7 @@ async def test_a_write_waiting_for_its_turn_when_the_storage_closes_is_refused(
         tg.start_soon(writer)
         await at_turn.wait()  # the writer is at its schedule point...
         await storage.aclose()  # ...when the storage closes
+        closed.set()
     assert len(outcome) == 1 and "closed" in str(outcome[0])
     assert inline._connection is None  # not reopened
     assert await anyio.to_thread.run_sync(inline.connection) is None

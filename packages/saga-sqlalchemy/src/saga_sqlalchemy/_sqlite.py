@@ -19,15 +19,18 @@ busy is the ``BEGIN`` itself, before anything was done.
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from time import perf_counter, time_ns
 
 from sqlalchemy.engine import Dialect, Engine
 
 from saga_core import Checkpoint, SagaError, SagaStatus
 
+from ._errors import translate
 from ._journal import encode_journal
 from ._operations import Write
 from ._postgres import refusal
@@ -45,6 +48,24 @@ _SAGA_COLUMNS = (*(c for c in RECORD_COLUMNS if c not in ("attempts", "parked"))
 # (compared by identity: hashing an Enum member runs Python code).
 _KEEPS_RUNNING = SagaStatus.RUNNING
 _KEEPS_COMPENSATING = SagaStatus.COMPENSATING
+_COMPLETED = SagaStatus.COMPLETED
+_COMPENSATED = SagaStatus.COMPENSATED
+
+
+class Elsewhere(enum.Enum):
+    """The type of :data:`ELSEWHERE`."""
+
+    ELSEWHERE = "elsewhere"
+
+
+#: :meth:`SqliteInline.write` could not write on the inline connection (nothing was done).
+ELSEWHERE = Elsewhere.ELSEWHERE
+
+
+def _what(write: Write) -> str:
+    if isinstance(write, Checkpoint):
+        return f"checkpoint of saga {write.saga_id}"
+    return f"creating saga {write.saga_id}"
 
 
 class SqliteBusy(Exception):
@@ -135,30 +156,6 @@ class SqliteWrites:
             timed(time.perf_counter() - started)
         return outcomes
 
-    def write_alone(
-        self,
-        connection: sqlite3.Connection,
-        write: Write,
-        timed: Callable[[float], None] | None = None,
-    ) -> SagaError | None:
-        """Apply one create or checkpoint on a connection in autocommit mode (the inline one):
-        each statement is its own transaction, so the write costs one statement and its commit.
-        Return its refusal, or None when it was written. ``timed`` gets the seconds spent.
-
-        Raises:
-            SqliteBusy: another connection holds the write lock (nothing was written).
-        """
-        started = time.perf_counter()
-        try:
-            written = self._write(connection.execute, write, time.time_ns() // 1000)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise SqliteBusy(str(exc)) from exc
-            raise
-        if timed is not None:
-            timed(time.perf_counter() - started)
-        return None if written else self._refusal(connection, write)
-
     def _apply(
         self, connection: sqlite3.Connection, writes: Sequence[Write]
     ) -> list[SagaError | None]:
@@ -192,7 +189,7 @@ class SqliteWrites:
                 == 1
             )
         status = write.status
-        lease = None if status.is_terminal else write.lease_seconds
+        lease = None if status is _COMPLETED or status is _COMPENSATED else write.lease_seconds
         changes = (
             write.cursor,
             encode_applied(write.applied),
@@ -204,13 +201,14 @@ class SqliteWrites:
             write.next_step,
             encode_journal(write.journal),
         )
+        # (``_value_``: ``.value`` is a property that runs Python code.)
         if (status is _KEEPS_RUNNING or status is _KEEPS_COMPENSATING) and execute(
-            self.update_keeping_status, (*changes, saga_id, write.expected_version, status.value)
+            self.update_keeping_status, (*changes, saga_id, write.expected_version, status._value_)
         ).rowcount == 1:
             return True
         return (
             execute(
-                self.update_saga, (*changes, status.value, saga_id, write.expected_version)
+                self.update_saga, (*changes, status._value_, saga_id, write.expected_version)
             ).rowcount
             == 1
         )
@@ -272,9 +270,13 @@ class SqliteInline:
     lock in a worker thread instead of blocking the event loop.
     """
 
-    def __init__(self, engine: Engine, *, max_block: float = float("inf")) -> None:
+    def __init__(
+        self, engine: Engine, writes: SqliteWrites, *, max_block: float = float("inf")
+    ) -> None:
         self._engine = engine
+        self._writes = writes
         self._connection: sqlite3.Connection | None = None
+        self._execute: Callable[..., sqlite3.Cursor] | None = None
         self._thread: int | None = None
         self._closed = False
         #: When writes may run inline (always, unless ``max_block`` is finite: ``"auto"``).
@@ -299,17 +301,53 @@ class SqliteInline:
             driver.execute("PRAGMA busy_timeout=0")
             driver.execute(f"PRAGMA wal_autocheckpoint={int(self.wal.backstop_pages)}")
             # Autocommit: a write is one statement that is its own transaction (see
-            # SqliteWrites.write_alone), no BEGIN/COMMIT around it.
+            # write), no BEGIN/COMMIT around it.
             driver.isolation_level = None
             self._connection = driver
+            self._execute = driver.execute
             self._thread = threading.get_ident()
         if self._thread != threading.get_ident():
             return None
         return self._connection
 
+    def write(self, write: Write) -> SagaError | Elsewhere | None:
+        """Apply one create or checkpoint on the inline connection, in autocommit mode: the
+        write is one statement that is its own transaction (two when a checkpoint that keeps
+        its status finds the saga with another one: the first then matched nothing, and wrote
+        nothing). Return its refusal, None when it was written, or :data:`ELSEWHERE` when it
+        must be written in a worker thread instead, with nothing done: another connection
+        holds the write lock, or the caller is not on the thread that opened the connection.
+
+        Raises:
+            SagaStorageError: the database failed (the driver's error chained).
+        """
+        writes = self._writes
+        try:
+            if (
+                self._thread != threading.get_ident() or self._execute is None
+            ) and self.connection() is None:
+                return ELSEWHERE
+            execute = self._execute
+            connection = self._connection
+            assert execute is not None and connection is not None
+            started = perf_counter()
+            written = writes._write(execute, write, time_ns() // 1000)
+            self.budget.record(perf_counter() - started)
+            if not written:
+                return writes._refusal(connection, write)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return ELSEWHERE
+            raise translate(exc, _what(write)) from exc
+        except Exception as exc:
+            raise translate(exc, _what(write)) from exc
+        self.wal.committed(connection)
+        return None
+
     def close(self) -> None:
         """Close the inline connection for good (stop :attr:`wal` first)."""
         self._closed = True
+        self._execute = None
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()

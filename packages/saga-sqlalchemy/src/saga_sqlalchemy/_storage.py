@@ -39,6 +39,7 @@ from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
 from ._sqlite import (
     AUTO_MAX_BLOCK,
+    ELSEWHERE,
     YIELD_INTERVAL,
     SqliteBusy,
     SqliteInline,
@@ -142,7 +143,7 @@ class SqlAlchemySagaStorage:
             self._sqlite = SqliteWrites(self._tables, dialect)
             if inline and is_file_database(runner.engine):
                 max_block = AUTO_MAX_BLOCK if inline == "auto" else float("inf")
-                self._inline = SqliteInline(runner.engine, max_block=max_block)
+                self._inline = SqliteInline(runner.engine, self._sqlite, max_block=max_block)
         if inline is True and self._inline is None:
             raise SagaUsageError(
                 "inline=True needs a SQLite file database through the stdlib sqlite3 driver "
@@ -153,6 +154,9 @@ class SqlAlchemySagaStorage:
             self._group = GroupCommitter(
                 self._execute_batch, max_batch=max_batch, max_wait=float(max_wait), lanes=lanes
             )
+        # The inline connection, once single writes may go straight to it (the schema is
+        # checked, no group commit): create() and checkpoint() then skip the layers below.
+        self._fast: SqliteInline | None = None
         self._schema_checked = False
         self._auto_create_schema = auto_create_schema
         self._schema_lock = anyio.Lock()
@@ -223,6 +227,7 @@ class SqlAlchemySagaStorage:
 
     async def drop_schema(self) -> None:
         """Drop the saga table if it exists, with every saga in it."""
+        self._fast = None
         await self._runner.run(self._drop_schema, "dropping the saga table")
         self._schema_checked = False
 
@@ -265,6 +270,18 @@ class SqlAlchemySagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
+        fast = self._fast
+        if fast is not None and fast.budget.average <= fast.budget.max_block:
+            # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
+            if perf_counter() - fast.last_yield >= YIELD_INTERVAL:
+                await self._take_turn(fast)
+            outcome = fast.write(saga)
+            if outcome is None:
+                return
+            if outcome is not ELSEWHERE:
+                raise outcome
+            await self._write(saga, partial(_describe, "creating saga", saga.saga_id), False)
+            return
         await self._write(saga, partial(_describe, "creating saga", saga.saga_id))
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -279,6 +296,19 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
+        fast = self._fast
+        if fast is not None and fast.budget.average <= fast.budget.max_block:
+            # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
+            if perf_counter() - fast.last_yield >= YIELD_INTERVAL:
+                await self._take_turn(fast)
+            outcome = fast.write(checkpoint)
+            if outcome is None:
+                return
+            if outcome is not ELSEWHERE:
+                raise outcome
+            what = partial(_describe, "checkpoint of saga", checkpoint.saga_id)
+            await self._write(checkpoint, what, False)
+            return
         await self._write(checkpoint, partial(_describe, "checkpoint of saga", checkpoint.saga_id))
 
     async def load(self, saga_id: UUID) -> SagaRecord:
@@ -400,6 +430,7 @@ class SqlAlchemySagaStorage:
         if self._closed:
             return
         self._closed = True
+        self._fast = None
         if self._inline is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._inline.wal.close)
@@ -439,23 +470,36 @@ class SqlAlchemySagaStorage:
                     f"incompatible version: {exc}"
                 ) from exc.__cause__
 
-    async def _write(self, write: Write, what: What) -> None:
+    async def _write(self, write: Write, what: What, inline: bool = True) -> None:
         await self._ready()
         if self._group is not None:
             await self._group.submit(write)
             return
-        (outcome,) = await self._write_batch((write,), what)
+        if self._inline is not None and not self._closed:
+            self._fast = self._inline  # the schema is checked: later writes go straight there
+        (outcome,) = await self._write_batch((write,), what, inline)
         if outcome is not None:
             raise outcome
+
+    async def _take_turn(self, inline: SqliteInline) -> None:
+        """A schedule point (and cancellation point) before inline writes, which never yield;
+        at most one every YIELD_INTERVAL seconds."""
+        await anyio.lowlevel.checkpoint()
+        inline.last_yield = perf_counter()
+        if self._closed:  # closed while this write waited for its turn
+            raise StorageUnavailableError("storage is closed")
 
     async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
         return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
 
-    async def _write_batch(self, writes: Sequence[Write], what: What) -> list[SagaError | None]:
+    async def _write_batch(
+        self, writes: Sequence[Write], what: What, inline: bool = True
+    ) -> list[SagaError | None]:
         """Write ``writes`` (at most one per saga) in one transaction: one statement on
-        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's."""
+        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's.
+        ``inline=False``: not on SQLite's inline connection (it was just found busy)."""
         if self._sqlite is not None:
-            return await self._sqlite_batch(self._sqlite, writes, what)
+            return await self._sqlite_batch(self._sqlite, writes, what, inline)
         batch = self._batch
         if batch is None:
             return await self._runner.run(partial(self._ops.write_batch, writes=writes), what)
@@ -465,38 +509,37 @@ class SqlAlchemySagaStorage:
         return await self._runner.run(partial(batch.write_batch, writes=writes), what)
 
     async def _sqlite_batch(
-        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What
+        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What, inline: bool = True
     ) -> list[SagaError | None]:
-        inline = self._inline
+        own = self._inline
         timed = None
-        if inline is not None:
-            budget = inline.budget
+        if own is not None:
+            budget = own.budget
             timed = budget.record
-            if budget.allows():
+            if inline and budget.allows():
                 # The write does not yield: a schedule point (and cancellation point) first,
                 # unless this storage's inline writes gave other tasks a turn very recently.
-                if perf_counter() - inline.last_yield >= YIELD_INTERVAL:
-                    await anyio.lowlevel.checkpoint()
-                    inline.last_yield = perf_counter()
-                    if self._closed:  # closed while this write waited for its turn
-                        raise StorageUnavailableError("storage is closed")
-                try:
-                    connection = inline.connection()
-                    if connection is not None:
-                        if len(writes) == 1:
-                            outcomes = [sqlite.write_alone(connection, writes[0], timed)]
-                        else:
+                if perf_counter() - own.last_yield >= YIELD_INTERVAL:
+                    await self._take_turn(own)
+                if len(writes) == 1:
+                    outcome = own.write(writes[0])
+                    if outcome is not ELSEWHERE:
+                        return [outcome]
+                else:
+                    try:
+                        connection = own.connection()
+                        if connection is not None:
                             outcomes = sqlite.write_batch(
                                 connection, writes, inline=True, timed=timed
                             )
-                        inline.wal.committed(connection)
-                        return outcomes
-                except SqliteBusy:
-                    pass  # another connection writes: wait for its lock in a worker thread
-                except SagaError:
-                    raise
-                except Exception as exc:
-                    raise translate(exc, what) from exc
+                            own.wal.committed(connection)
+                            return outcomes
+                    except SqliteBusy:
+                        pass  # another connection writes: wait for its lock in a worker thread
+                    except SagaError:
+                        raise
+                    except Exception as exc:
+                        raise translate(exc, what) from exc
         runner = self._runner
         assert isinstance(runner, ThreadRunner)
         return await runner.run_driver(
