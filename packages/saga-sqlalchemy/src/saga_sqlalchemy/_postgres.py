@@ -172,7 +172,7 @@ class PostgresBatch:
                 "c_cursor": write.cursor,
                 "c_applied": encode_applied(write.applied),
                 "c_context": write.context,
-                "c_error": write.error,
+                "c_error": storable_error(write.error),
                 "c_owner": None if lease is None else write.lease_owner,
                 "c_lease": None if lease is None else float(lease),
                 "c_next_step": write.next_step,
@@ -210,7 +210,7 @@ class PostgresBatch:
                 p["c_cursor"].append(write.cursor)
                 p["c_applied"].append(encode_applied(write.applied))
                 p["c_context"].append(write.context)
-                p["c_error"].append(write.error)
+                p["c_error"].append(storable_error(write.error))
                 p["c_owner"].append(None if lease is None else write.lease_owner)
                 p["c_lease"].append(None if lease is None else float(lease))
                 p["c_next_step"].append(write.next_step)
@@ -271,6 +271,15 @@ class PostgresBatch:
         if any(outcome is None for outcome in outcomes):
             commit()
         return outcomes
+
+
+def storable_error(error: str | None) -> str | None:
+    """``error`` as PostgreSQL can store it: its text type cannot hold a NUL character, which
+    an exception's message may contain; each one is written as the six characters ``\\u0000``
+    instead, so that the rest of the message (and the write) is kept."""
+    if error is None or "\x00" not in error:
+        return error
+    return error.replace("\x00", "\\u0000")
 
 
 def refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
