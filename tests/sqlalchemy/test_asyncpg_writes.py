@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from saga_core import SagaStatus, SagaVersionConflictError
+from saga_core import SagaStatus, SagaVersionConflictError, StorageSchemaError
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 
@@ -149,3 +149,44 @@ async def test_an_error_with_a_nul_is_stored_with_it_spelled_out(
         make_checkpoint(new.saga_id, 1, status=SagaStatus.COMPENSATING, error="bad\x00byte")
     )
     assert (await storage.load(new.saga_id)).error == "bad\\u0000byte"
+
+
+async def test_writes_one_at_a_time_run_alone_and_concurrent_ones_share_batches(
+    postgres_url: str, anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    with postgres_schema(postgres_url) as schema:
+        engine = create_async_engine(driver_url(postgres_url, "asyncpg"), pool_size=4)
+        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
+            await storage.create_schema()
+            lone = make_new_saga()
+            await storage.create(lone)
+            for version in (1, 2, 3):
+                await storage.checkpoint(make_checkpoint(lone.saga_id, version))
+            assert storage.group_commit_stats == (4, 4)  # each write its own transaction
+            assert storage._direct is not None  # ...written by the storage itself, alone
+            with pytest.raises(SagaVersionConflictError):  # refusals come back the same way
+                await storage.checkpoint(make_checkpoint(lone.saga_id, 1))
+
+            many = [make_new_saga() for _ in range(30)]
+            async with anyio.create_task_group() as tg:
+                for saga in many:
+                    tg.start_soon(storage.create, saga)
+            batches, writes = storage.group_commit_stats
+            assert writes == 4 + 1 + 30
+            assert batches - 5 < 30  # the concurrent creates shared transactions
+            for saga in many:
+                assert (await storage.load(saga.saga_id)).version == 1
+            assert (await storage.load(lone.saga_id)).version == 4
+
+
+async def test_a_write_after_drop_schema_checks_the_schema_again(
+    storage: SqlAlchemySagaStorage,
+) -> None:
+    await storage.create(make_new_saga())  # the fast path is on from here
+    await storage.drop_schema()
+    with pytest.raises(StorageSchemaError, match="create_schema"):
+        await storage.create(make_new_saga())
+    await storage.create_schema()
+    await storage.create(make_new_saga())

@@ -37,6 +37,11 @@ class FakeDatabase:
     def release(self) -> None:
         self._gate.set()
 
+    def hold(self) -> None:
+        """Hold the batches that start from now on, until the next ``release``."""
+        self._gated = True
+        self._gate = anyio.Event()
+
     async def execute(self, writes: Sequence[Write]) -> list[SagaError | None]:
         self.batches.append(list(writes))
         self.running += 1
@@ -237,3 +242,44 @@ async def test_a_cancelled_leader_finishes_its_batch_for_the_writers_in_it() -> 
         database.release()
     assert seen.count("follower written") == 3
     assert "leader cancelled after its batch" in seen
+
+
+async def test_a_write_may_run_alone_only_when_writes_come_one_at_a_time() -> None:
+    database = FakeDatabase()
+    group = committer(database)
+    # Nothing is known of the load before a first batch: the first write is submitted.
+    assert not group.enter_alone()
+    await group.submit(make_new_saga())
+    assert group.enter_alone()  # the last batch was alone and nothing is in flight
+    assert not group.enter_alone()  # the lane is taken: a second caller must submit
+    group.leave_alone()
+    assert group.enter_alone()
+    group.leave_alone()
+    # The submitted write and the two written alone: one batch of one each.
+    assert (group.batches, group.writes) == (3, 3)
+
+
+async def test_writes_submitted_while_one_runs_alone_queue_and_lead_after_it() -> None:
+    database = FakeDatabase()
+    group = committer(database)
+    await group.submit(make_new_saga())
+    database.hold()
+    assert group.enter_alone()
+    writes: list[Write] = [make_new_saga() for _ in range(3)]
+    done = anyio.Event()
+
+    async def submit_them() -> None:
+        await submit_all(group, writes)
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit_them)
+        await anyio.wait_all_tasks_blocked()
+        assert database.batches[1:] == []  # they wait for the lane of the lone write
+        group.leave_alone()
+        await anyio.wait_all_tasks_blocked()
+        database.release()
+    assert done.is_set()
+    # The first queued writer leads the next batch and takes the others with it.
+    assert [set(map(id, batch)) for batch in database.batches[1:]] == [set(map(id, writes))]
+    assert not group.enter_alone()  # that batch was not alone: the load is not one at a time

@@ -187,18 +187,22 @@ class AsyncpgWrites:
             "{" + ",".join(changed_ids) + "}",
         )
 
+    async def write_one(self, driver: Any, write: Write) -> SagaError | None:
+        """Write ``write`` alone on asyncpg's connection ``driver`` (its own transaction);
+        return its refusal, or None when it was written."""
+        sql, args = self.single(write)
+        if await driver.fetchrow(sql, *args) is not None:
+            return None
+        found = None
+        if isinstance(write, Checkpoint):
+            found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
+        return refusal(write, None if found is None else (found[0], found[1]))
+
     async def write(self, driver: Any, writes: Sequence[Write]) -> list[SagaError | None]:
         """Write ``writes`` on asyncpg's connection ``driver``, outside any transaction (the
         statement is its own transaction); return each write's refusal."""
         if len(writes) == 1:
-            (write,) = writes
-            sql, args = self.single(write)
-            if await driver.fetchrow(sql, *args) is not None:
-                return [None]
-            found = None
-            if isinstance(write, Checkpoint):
-                found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
-            return [refusal(write, None if found is None else (found[0], found[1]))]
+            return [await self.write_one(driver, writes[0])]
         rows = await driver.fetch(self.batch_sql, *self.batch_args(writes))
         if len(rows) == len(writes):  # each write returns its row when, and only when, written
             return [None] * len(writes)

@@ -97,6 +97,25 @@ class GroupCommitter:
         if item.error is not None:
             raise item.error
 
+    def enter_alone(self) -> bool:
+        """Take a lane for one write that the caller runs itself, outside any batch, when
+        writes come one at a time (no batch in flight, none queued, and the last batch was
+        alone): what :meth:`submit` would do then, without its layers. Return False
+        otherwise (the caller submits instead). After True the caller must call
+        :meth:`leave_alone` once its write is done, whatever its outcome; writes submitted
+        meanwhile queue and the next of them leads when it does.
+        """
+        if self._lone and not self._leaders and not self._queue:
+            self._leaders = 1
+            self.batches += 1
+            self.writes += 1
+            return True
+        return False
+
+    def leave_alone(self) -> None:
+        """The write of :meth:`enter_alone` is done: hand the lane over."""
+        self._hand_over()
+
     async def _sleep(self, item: _Pending) -> None:
         """Wait until ``item`` is woken. On asyncio a bare future is awaited (an anyio Event
         per queued write cost a visible share of a write's Python time: it wraps an asyncio

@@ -42,6 +42,14 @@ from ._schema import SagaTables, UtcTimestamp, not_parked, recoverable_terms, sc
 Commit = Callable[[], None]
 Write = NewSaga | Checkpoint
 
+
+def describe_write(write: Write) -> str:
+    """What a write does, for the message of the error it failed with."""
+    if isinstance(write, Checkpoint):
+        return f"checkpoint of saga {write.saga_id}"
+    return f"creating saga {write.saga_id}"
+
+
 _TERMINAL = (SagaStatus.COMPLETED.value, SagaStatus.COMPENSATED.value)
 _TERMINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 _RUNNING = SagaStatus.RUNNING.value

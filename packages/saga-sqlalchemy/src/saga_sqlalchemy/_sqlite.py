@@ -32,7 +32,7 @@ from saga_core import Checkpoint, SagaError, SagaStatus
 
 from ._errors import translate
 from ._journal import encode_journal
-from ._operations import Write
+from ._operations import Write, describe_write
 from ._postgres import refusal
 from ._rows import RECORD_COLUMNS, encode_applied
 from ._schema import SagaTables
@@ -60,12 +60,6 @@ class Elsewhere(enum.Enum):
 
 #: :meth:`SqliteInline.write` could not write on the inline connection (nothing was done).
 ELSEWHERE = Elsewhere.ELSEWHERE
-
-
-def _what(write: Write) -> str:
-    if isinstance(write, Checkpoint):
-        return f"checkpoint of saga {write.saga_id}"
-    return f"creating saga {write.saga_id}"
 
 
 class SqliteBusy(Exception):
@@ -338,9 +332,9 @@ class SqliteInline:
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 return ELSEWHERE
-            raise translate(exc, _what(write)) from exc
+            raise translate(exc, describe_write(write)) from exc
         except Exception as exc:
-            raise translate(exc, _what(write)) from exc
+            raise translate(exc, describe_write(write)) from exc
         self.wal.committed(connection)
         return None
 

@@ -157,6 +157,9 @@ class SqlAlchemySagaStorage:
         # The inline connection, once single writes may go straight to it (the schema is
         # checked, no group commit): create() and checkpoint() then skip the layers below.
         self._fast: SqliteInline | None = None
+        # The same for asyncpg: once the schema is checked, create() and checkpoint() write on
+        # asyncpg's connection themselves while writes come one at a time (see _write_direct).
+        self._direct: AsyncpgWrites | None = None
         self._schema_checked = False
         self._auto_create_schema = auto_create_schema
         self._schema_lock = anyio.Lock()
@@ -228,6 +231,7 @@ class SqlAlchemySagaStorage:
     async def drop_schema(self) -> None:
         """Drop the saga table if it exists, with every saga in it."""
         self._fast = None
+        self._direct = None
         await self._runner.run(self._drop_schema, "dropping the saga table")
         self._schema_checked = False
 
@@ -270,6 +274,9 @@ class SqlAlchemySagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
+        if self._direct is not None:
+            await self._write_direct(self._direct, saga)
+            return
         fast = self._fast
         if fast is not None and fast.budget.average <= fast.budget.max_block:
             # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
@@ -296,6 +303,9 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
+        if self._direct is not None:
+            await self._write_direct(self._direct, checkpoint)
+            return
         fast = self._fast
         if fast is not None and fast.budget.average <= fast.budget.max_block:
             # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
@@ -431,6 +441,7 @@ class SqlAlchemySagaStorage:
             return
         self._closed = True
         self._fast = None
+        self._direct = None
         if self._inline is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._inline.wal.close)
@@ -472,12 +483,34 @@ class SqlAlchemySagaStorage:
 
     async def _write(self, write: Write, what: What, inline: bool = True) -> None:
         await self._ready()
+        if self._asyncpg is not None and not self._closed:
+            self._direct = self._asyncpg  # the schema is checked: see _write_direct
         if self._group is not None:
             await self._group.submit(write)
             return
         if self._inline is not None and not self._closed:
             self._fast = self._inline  # the schema is checked: later writes go straight there
         (outcome,) = await self._write_batch((write,), what, inline)
+        if outcome is not None:
+            raise outcome
+
+    async def _write_direct(self, asyncpg: AsyncpgWrites, write: Write) -> None:
+        """One write on asyncpg's connection, as :meth:`_write` does it with the schema
+        checked, without its layers: alone when group commit finds no other write in flight
+        (:meth:`GroupCommitter.enter_alone`), else submitted to the group."""
+        if self._closed:
+            raise StorageUnavailableError("storage is closed")
+        group = self._group
+        if group is not None and not group.enter_alone():
+            await group.submit(write)
+            return
+        runner = self._runner
+        assert isinstance(runner, AsyncEngineRunner)
+        try:
+            outcome = await runner.write_one(asyncpg, write)
+        finally:
+            if group is not None:
+                group.leave_alone()
         if outcome is not None:
             raise outcome
 
