@@ -16,8 +16,9 @@ only bumps a context field.
 The machines here are noisy (a loop's speed changes by a third from one second to the next),
 so a figure taken a minute after the one it is compared with says little. The run is made of
 rounds; in each round every group of related cases is measured back to back — the baseline's
-cases and ours, in alternating order from one round to the next — and every comparison gets
-one ratio per round. The tables give the median of each figure over the rounds, and for each
+cases and ours, in alternating order from one round to the next, with the raw limits always
+right next to our cases (python-cqrs, seconds per case, farther out) — and every comparison
+gets one ratio per round. The tables give the median of each figure over the rounds, and for each
 comparison the median of its per-round ratios (the one held against the target) with their
 range. A case whose service or plugin is missing is reported as such; the others go on.
 """
@@ -319,9 +320,13 @@ def run_rounds(
     for number in range(rounds):
         print(f"# round {number + 1} of {rounds}", flush=True)
         for group in groups:
-            theirs = [lambda c=c: baseline.measure(c) for c in group.baseline] if baseline else []
+            # The raw limits next to our cases, python-cqrs (seconds per case) farther out:
+            # the two sides of a commit ratio are measured back to back, in both orders.
+            named = sorted(group.baseline, key=lambda c: c.startswith("limit/"))
+            theirs = [lambda c=c: baseline.measure(c) for c in named] if baseline else []
             mine = [lambda c=c: measure_ours(c, *cases[c], backend) for c in group.ours]
-            for measure in [*theirs, *mine] if number % 2 == 0 else [*mine, *theirs]:
+            order = [*theirs, *mine] if number % 2 == 0 else [*mine, *reversed(theirs)]
+            for measure in order:
                 row = {**measure(), "round": number}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
