@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-from saga_core import Checkpoint, SagaError, SagaStatus, SagaUsageError
+from saga_core import Checkpoint, NewSaga, SagaError, SagaStatus, SagaUsageError
 
 from ._journal import encode_journal
 from ._operations import Write
@@ -49,9 +49,11 @@ INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, cont
                     created_at, updated_at, lease_owner, lease_expires_at, next_step, journal)
 VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
         now() + make_interval(secs => $5::float8), $6, $7)
-ON CONFLICT (saga_id) DO NOTHING
 RETURNING version
 """
+# (No ON CONFLICT: a speculative insertion costs the server more than a plain one, on every
+# create; a taken id is the primary key's unique violation instead, see write_one.)
+_UNIQUE_VIOLATION = "23505"
 
 _BATCH = (
     """
@@ -191,8 +193,14 @@ class AsyncpgWrites:
         """Write ``write`` alone on asyncpg's connection ``driver`` (its own transaction);
         return its refusal, or None when it was written."""
         sql, args = self.single(write)
-        if await driver.fetchrow(sql, *args) is not None:
-            return None
+        try:
+            if await driver.fetchrow(sql, *args) is not None:
+                return None
+        except Exception as exc:
+            # A create whose id is taken (the statement, its own transaction, wrote nothing).
+            if isinstance(write, NewSaga) and getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION:
+                return refusal(write, None)
+            raise
         found = None
         if isinstance(write, Checkpoint):
             found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
