@@ -3,7 +3,7 @@ and what cancellation does to a queued writer or a leader."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import pytest
@@ -37,10 +37,13 @@ class FakeDatabase:
     def release(self) -> None:
         self._gate.set()
 
-    def hold(self) -> None:
-        """Hold the batches that start from now on, until the next ``release``."""
+    def hold(self) -> Callable[[], None]:
+        """Hold the batches that start from now on, until the next ``release``; return what
+        releases the batches held so far."""
+        previous = self._gate
         self._gated = True
         self._gate = anyio.Event()
+        return previous.set
 
     async def execute(self, writes: Sequence[Write]) -> list[SagaError | None]:
         self.batches.append(list(writes))
@@ -212,7 +215,7 @@ async def test_a_cancelled_leader_finishes_its_batch_for_the_writers_in_it() -> 
     not abandon them; the cancellation reaches the leader once the batch is done."""
     database = FakeDatabase(gated=True)
     group = committer(database)
-    lead, *others = (make_new_saga() for _ in range(4))
+    blocker, lead, *others = (make_new_saga() for _ in range(5))
     scopes: list[anyio.CancelScope] = []
     seen: list[str] = []
 
@@ -229,15 +232,21 @@ async def test_a_cancelled_leader_finishes_its_batch_for_the_writers_in_it() -> 
         seen.append("follower written")
 
     async with anyio.create_task_group() as tg:
-        # Started together: the leader yields once before it takes its batch, so the
-        # followers queue and join it.
+        # A first batch holds the lane while the others queue, in this order (trio starts
+        # tasks in no set order, hence one at a time): the leader first, so it leads next.
+        tg.start_soon(group.submit, blocker)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(leader)
+        await anyio.wait_all_tasks_blocked()
         for new in others:
             tg.start_soon(follower, new)
-        await anyio.sleep(0.01)
-        assert [len(batch) for batch in database.batches] == [4]
+        await anyio.wait_all_tasks_blocked()
+        release_blocker = database.hold()
+        release_blocker()
+        await anyio.wait_all_tasks_blocked()
+        assert [len(batch) for batch in database.batches] == [1, 4]
         scopes[0].cancel()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert seen == []  # the batch still runs, for all four
         database.release()
     assert seen.count("follower written") == 3
@@ -283,3 +292,25 @@ async def test_writes_submitted_while_one_runs_alone_queue_and_lead_after_it() -
     # The first queued writer leads the next batch and takes the others with it.
     assert [set(map(id, batch)) for batch in database.batches[1:]] == [set(map(id, writes))]
     assert not group.enter_alone()  # that batch was not alone: the load is not one at a time
+
+
+async def test_a_batch_takes_its_lanes_share_of_the_waiting_writes() -> None:
+    database = FakeDatabase()
+    group = committer(database, lanes=2)
+    writes: list[Write] = [make_new_saga() for _ in range(40)]
+    await submit_all(group, writes)
+    sizes = [len(batch) for batch in database.batches]
+    assert sum(sizes) == 40
+    # Two writers lead at once; the other 38 queue meanwhile. Each next batch takes half of
+    # what waits (rounded up), not all of it, leaving the rest to the other lane.
+    assert max(sizes) <= 20, sizes
+    assert len(sizes) < 40 / 4, sizes  # still shared transactions
+
+
+async def test_with_one_lane_a_batch_takes_every_waiting_write() -> None:
+    database = FakeDatabase()
+    group = committer(database, lanes=1)
+    await submit_all(group, [make_new_saga() for _ in range(40)])
+    # The first writer leads; it lets the others queue (one schedule point) before it takes
+    # its batch, and with one lane its share is everything.
+    assert [len(batch) for batch in database.batches] == [40]

@@ -70,6 +70,8 @@ class GroupCommitter:
         # The last batch held one write and nobody queued behind it: writes come one at a
         # time, so the next lone writer skips the yield and the shield (nobody waits on it).
         self._lone = False
+        # Writes in the batches that are running now.
+        self._in_flight = 0
         self.batches = 0
         self.writes = 0
         # Whether the writers run on asyncio (found on the first wait; see _sleep).
@@ -169,12 +171,13 @@ class GroupCommitter:
         await anyio.lowlevel.checkpoint_if_cancelled()
 
     def _take_batch(self, me: _Pending) -> list[_Pending]:
+        limit = self._share()
         self._queue.remove(me)
         batch = [me]
         seen = {me.saga_id}
         kept: deque[_Pending] = deque()
         queue = self._queue
-        while queue and len(batch) < self._max_batch:
+        while queue and len(batch) < limit:
             item = queue.popleft()
             if item.saga_id in seen or item.promoted:
                 kept.append(item)
@@ -188,9 +191,20 @@ class GroupCommitter:
             item.taken = True
         return batch
 
+    def _share(self) -> int:
+        """How many writes the next batch may take: its lane's share of the writes waiting
+        for a commit (queued, or in the running batches), at most ``max_batch``. Taking them
+        all would leave the other lanes idle while one large batch runs; with a share each,
+        the lanes' batches overlap (one executes while another commits). Measured on
+        PostgreSQL, 4 lanes, 3-step sagas: a third more sagas/s at 100 at a time than
+        taking all, and no fewer at 1000."""
+        waiting = len(self._queue) + self._in_flight
+        return min(self._max_batch, -(-waiting // self._lanes))
+
     async def _run(self, batch: list[_Pending], me: _Pending) -> None:
         self.batches += 1
         self.writes += len(batch)
+        self._in_flight += len(batch)
         try:
             outcomes = await self._execute([item.write for item in batch])
         except Exception as exc:
@@ -199,6 +213,8 @@ class GroupCommitter:
         else:
             for item, outcome in zip(batch, outcomes, strict=True):
                 item.error = outcome
+        finally:
+            self._in_flight -= len(batch)
         for item in batch:
             item.finished = True
             if item is not me:

@@ -70,7 +70,7 @@ class SqlAlchemySagaStorage:
             Default: on for PostgreSQL, off elsewhere.
         max_batch: most writes in one shared transaction.
         max_wait: seconds a batch leader lingers for more writes (0: take what is queued).
-        lanes: shared transactions in flight at once (default 2 on PostgreSQL, else 1).
+        lanes: shared transactions in flight at once (default 4 on PostgreSQL, else 1).
         max_threads: worker threads for a synchronous engine (default: its pool size).
         dispose_engine: dispose the engine on :meth:`aclose` (set by ``open_storage``).
         auto_create_schema: create the table on first use instead of checking that it
@@ -124,7 +124,7 @@ class SqlAlchemySagaStorage:
         if self._session is not None:
             group_commit = False  # one session runs one operation at a time anyway
         if lanes is None:
-            lanes = 2 if dialect.name == "postgresql" else 1
+            lanes = 4 if dialect.name == "postgresql" else 1
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise SagaUsageError(f"lanes must be an int >= 1, got {lanes!r}")
         self._batch = PostgresBatch(self._tables, dialect) if dialect.name == "postgresql" else None
