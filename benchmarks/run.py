@@ -399,7 +399,7 @@ def print_tables(figures: list[Row], comparisons: list[Row]) -> None:
             continue
         met = {None: "reported", True: "yes", False: "NO"}[c["met"]]
         per_round = ", ".join(f"{r:.2f}" for r in c["ratios"])
-        ratio = f"{c['ratio']:.2f}"
+        ratio = f"{c['ratio']:.3f}"  # three decimals: a target is often close
         print(f"| {c['ours']} | {c['against']} | {c['what']} | {ratio} | {per_round} | {met} |")
 
 
