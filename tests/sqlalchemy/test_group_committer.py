@@ -27,6 +27,7 @@ class FakeDatabase:
 
     def __init__(self, *, gated: bool = False) -> None:
         self.batches: list[list[Write]] = []
+        self.alone: list[Write] = []
         self.running = 0
         self.most_running = 0
         self.refuse: set[object] = set()
@@ -65,9 +66,23 @@ class FakeDatabase:
         finally:
             self.running -= 1
 
+    async def execute_one(self, write: Write) -> SagaError | None:
+        """A write that ran alone: recorded in ``alone`` too."""
+        self.alone.append(write)
+        (outcome,) = await self.execute([write])
+        return outcome
 
-def committer(database: FakeDatabase, *, lanes: int = 1, max_batch: int = 100) -> GroupCommitter:
-    return GroupCommitter(database.execute, max_batch=max_batch, max_wait=0.0, lanes=lanes)
+
+def committer(
+    database: FakeDatabase, *, lanes: int = 1, max_batch: int = 100, one: bool = False
+) -> GroupCommitter:
+    return GroupCommitter(
+        database.execute,
+        max_batch=max_batch,
+        max_wait=0.0,
+        lanes=lanes,
+        execute_one=database.execute_one if one else None,
+    )
 
 
 async def submit_all(group: GroupCommitter, writes: Sequence[Write]) -> list[BaseException | None]:
@@ -253,45 +268,44 @@ async def test_a_cancelled_leader_finishes_its_batch_for_the_writers_in_it() -> 
     assert "leader cancelled after its batch" in seen
 
 
-async def test_a_write_may_run_alone_only_when_writes_come_one_at_a_time() -> None:
+@pytest.mark.parametrize("one", [True, False], ids=["execute_one", "batch_of_one"])
+async def test_writes_that_come_one_at_a_time_run_alone(one: bool) -> None:
     database = FakeDatabase()
-    group = committer(database)
-    # Nothing is known of the load before a first batch: the first write is submitted.
-    assert not group.enter_alone()
-    await group.submit(make_new_saga())
-    assert group.enter_alone()  # the last batch was alone and nothing is in flight
-    assert not group.enter_alone()  # the lane is taken: a second caller must submit
-    group.leave_alone()
-    assert group.enter_alone()
-    group.leave_alone()
-    # The submitted write and the two written alone: one batch of one each.
+    group = committer(database, one=one)
+    first, second, third = make_new_saga(), make_new_saga(), make_new_saga()
+    # Nothing is known of the load before a first batch: the first write is batched.
+    await group.submit(first)
+    await group.submit(second)  # the last batch was alone and nothing is in flight
+    database.refuse.add(third.saga_id)
+    with pytest.raises(SagaVersionConflictError):  # a refusal comes back the same way
+        await group.submit(third)
+    assert database.alone == ([second, third] if one else [])
+    assert [len(batch) for batch in database.batches] == [1, 1, 1]
     assert (group.batches, group.writes) == (3, 3)
+    assert group._leaders == 0
 
 
 async def test_writes_submitted_while_one_runs_alone_queue_and_lead_after_it() -> None:
     database = FakeDatabase()
-    group = committer(database)
+    group = committer(database, one=True)
     await group.submit(make_new_saga())
-    database.hold()
-    assert group.enter_alone()
+    database.hold()  # the batches from here on run once released
+    lone = make_new_saga()
     writes: list[Write] = [make_new_saga() for _ in range(3)]
-    done = anyio.Event()
-
-    async def submit_them() -> None:
-        await submit_all(group, writes)
-        done.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(submit_them)
+        tg.start_soon(group.submit, lone)
         await anyio.wait_all_tasks_blocked()
-        assert database.batches[1:] == []  # they wait for the lane of the lone write
-        group.leave_alone()
+        assert database.alone == [lone]  # running alone, held
+        tg.start_soon(submit_all, group, writes)
         await anyio.wait_all_tasks_blocked()
+        assert len(database.batches) == 2  # they wait for the lane of the lone write
         database.release()
-    assert done.is_set()
-    # The first queued writer leads the next batch and takes the others with it.
-    assert [set(map(id, batch)) for batch in database.batches[1:]] == [set(map(id, writes))]
-    assert not group.enter_alone()  # that batch was not alone: the load is not one at a time
+    # The first queued writer leads the next batch and takes the others with it, and that
+    # batch was not alone: the next write is batched again.
+    assert [set(map(id, batch)) for batch in database.batches[2:]] == [set(map(id, writes))]
+    await group.submit(make_new_saga())
+    assert database.alone == [lone]
 
 
 async def test_a_batch_takes_its_lanes_share_of_the_waiting_writes() -> None:

@@ -309,15 +309,7 @@ class RedisSagaStorage:
         ]
         if saga.journal:
             args.extend(map(encode_entry, saga.journal))
-        # What _run does, without its coroutine: writes are the hot path.
-        if self._closed:
-            raise StorageUnavailableError("the Redis saga storage is closed")
-        try:
-            reply = await self._driver.run(CREATE_SCRIPT, keys.create_keys, args)
-        except SagaError:
-            raise
-        except Exception as exc:
-            raise driver_error(exc, self.key_prefix) from exc
+        reply = await self._run(CREATE_SCRIPT, keys.create_keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
 
@@ -386,15 +378,7 @@ class RedisSagaStorage:
         journal = checkpoint.journal
         if journal:
             args.extend(map(encode_entry, journal))
-        # What _run does, without its coroutine.
-        if self._closed:
-            raise StorageUnavailableError("the Redis saga storage is closed")
-        try:
-            reply = await self._driver.run(CHECKPOINT_SCRIPT, saga.checkpoint_keys, args, lead)
-        except SagaError:
-            raise
-        except Exception as exc:
-            raise driver_error(exc, self.key_prefix) from exc
+        reply = await self._run(CHECKPOINT_SCRIPT, saga.checkpoint_keys, args, lead)
         if reply != 0:
             raise_failure(
                 reply, saga_id, self._layout, expected_version=checkpoint.expected_version
@@ -648,11 +632,13 @@ class RedisSagaStorage:
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"
 
-    async def _run(self, script: int, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def _run(
+        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
+    ) -> Any:
         if self._closed:
             raise StorageUnavailableError("the Redis saga storage is closed")
         try:
-            return await self._driver.run(script, keys, args)
+            return await self._driver.run(script, keys, args, lead)
         except SagaError:
             raise
         except Exception as exc:

@@ -28,6 +28,7 @@ from saga_core import SagaError, SagaStorageError, StorageUnavailableError
 from ._operations import Write
 
 ExecuteBatch = Callable[[Sequence[Write]], Awaitable[list[SagaError | None]]]
+ExecuteOne = Callable[[Write], Awaitable[SagaError | None]]
 
 
 class _Pending:
@@ -59,16 +60,26 @@ class GroupCommitter:
     """Coalesces concurrent :meth:`submit` calls into shared transactions."""
 
     def __init__(
-        self, execute: ExecuteBatch, *, max_batch: int, max_wait: float, lanes: int
+        self,
+        execute: ExecuteBatch,
+        *,
+        max_batch: int,
+        max_wait: float,
+        lanes: int,
+        execute_one: ExecuteOne | None = None,
     ) -> None:
+        """``execute`` writes a batch in one transaction and returns each write's refusal;
+        ``execute_one``, if given, writes a write that runs alone (see :meth:`submit`) without
+        the batch's lists, else ``execute`` is called with it."""
         self._execute = execute
+        self._execute_one = execute_one
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._lanes = lanes
         self._leaders = 0
         self._queue: deque[_Pending] = deque()
         # The last batch held one write and nobody queued behind it: writes come one at a
-        # time, so the next lone writer skips the yield and the shield (nobody waits on it).
+        # time, so the next lone writer runs alone (see submit).
         self._lone = False
         # Writes in the batches that are running now.
         self._in_flight = 0
@@ -83,6 +94,24 @@ class GroupCommitter:
         Raises the write's own refusal (``SagaConcurrencyError``/``SagaNotFoundError``), or the
         storage error that failed its transaction.
         """
+        if self._lone and not self._leaders and not self._queue:
+            # Alone: writes come one at a time, no batch is in flight and none is queued. The
+            # write is a batch of one that no other writer waits on, so it needs no queue
+            # entry, no yield and no shield (cancellation interrupts it like a write without
+            # group commit); writers that come meanwhile queue, and the first leads after it.
+            self._leaders = 1
+            self.batches += 1
+            self.writes += 1
+            try:
+                if self._execute_one is not None:
+                    outcome = await self._execute_one(write)
+                else:
+                    (outcome,) = await self._execute((write,))
+            finally:
+                self._hand_over()
+            if outcome is not None:
+                raise outcome
+            return
         item = _Pending(write)
         self._queue.append(item)
         if self._leaders < self._lanes:
@@ -98,25 +127,6 @@ class GroupCommitter:
             await self._lead(item)
         if item.error is not None:
             raise item.error
-
-    def enter_alone(self) -> bool:
-        """Take a lane for one write that the caller runs itself, outside any batch, when
-        writes come one at a time (no batch in flight, none queued, and the last batch was
-        alone): what :meth:`submit` would do then, without its layers. Return False
-        otherwise (the caller submits instead). After True the caller must call
-        :meth:`leave_alone` once its write is done, whatever its outcome; writes submitted
-        meanwhile queue and the next of them leads when it does.
-        """
-        if self._lone and not self._leaders and not self._queue:
-            self._leaders = 1
-            self.batches += 1
-            self.writes += 1
-            return True
-        return False
-
-    def leave_alone(self) -> None:
-        """The write of :meth:`enter_alone` is done: hand the lane over."""
-        self._hand_over()
 
     async def _sleep(self, item: _Pending) -> None:
         """Wait until ``item`` is woken. On asyncio a bare future is awaited (an anyio Event
@@ -144,17 +154,6 @@ class GroupCommitter:
             self._hand_over()
 
     async def _lead(self, me: _Pending) -> None:
-        if self._lone and self._leaders == 1 and len(self._queue) == 1:
-            # Alone (no other batch in flight, only this write queued, and the last batch was
-            # alone too): a batch of one that no other writer waits on, so it needs neither
-            # the yield nor the shield; cancellation may interrupt it like a write without
-            # group commit.
-            batch = self._take_batch(me)
-            try:
-                await self._run(batch, me)
-            finally:
-                self._hand_over()
-            return
         # Shielded: the writers in the batch wait for this leader, so it must finish and wake
         # them even if its own caller is cancelled meanwhile (cancellation is delivered after).
         with anyio.CancelScope(shield=True):

@@ -18,8 +18,7 @@ is rolled back. Driver exceptions become saga-core storage errors here, with the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -30,10 +29,6 @@ from sqlalchemy.orm import Session
 from saga_core import SagaError, SagaUsageError
 
 from ._errors import What, translate
-from ._operations import Write, describe_write
-
-if TYPE_CHECKING:
-    from ._asyncpg import AsyncpgWrites
 
 T = TypeVar("T")
 
@@ -147,9 +142,9 @@ class AsyncEngineRunner:
         except Exception as exc:
             raise translate(exc, what) from exc
 
-    async def run_driver(self, call: Callable[[Any], Awaitable[T]], what: What) -> T:
-        """Run ``call`` with the driver's own connection (asyncpg's), outside any transaction:
-        for a single statement that is its own transaction.
+    async def run_driver(self, call: Callable[..., Awaitable[T]], what: What, *args: Any) -> T:
+        """Run ``call(driver, *args)`` with the driver's own connection (asyncpg's), outside
+        any transaction: for a single statement that is its own transaction.
 
         A few such connections stay checked out between calls (the hot path then skips the
         pool); one that failed is invalidated and never reused.
@@ -162,7 +157,7 @@ class AsyncEngineRunner:
                 connection = await self.engine.connect()
                 driver = (await connection.get_raw_connection()).driver_connection
             try:
-                result = await call(driver)
+                result = await call(driver, *args)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await connection.invalidate()
@@ -177,34 +172,6 @@ class AsyncEngineRunner:
             raise
         except Exception as exc:
             raise translate(exc, what) from exc
-
-    async def write_one(self, writes: AsyncpgWrites, write: Write) -> SagaError | None:
-        """:meth:`run_driver` for one write of :meth:`AsyncpgWrites.write_one` (the hot path
-        of sagas written one at a time, without a partial and a layer); return the write's
-        refusal, or None when it was written."""
-        _require_asyncio("AsyncEngine")
-        try:
-            if self._idle:
-                connection, driver = self._idle.pop()
-            else:
-                connection = await self.engine.connect()
-                driver = (await connection.get_raw_connection()).driver_connection
-            try:
-                outcome = await writes.write_one(driver, write)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await connection.invalidate()
-                    await connection.close()
-                raise
-            if len(self._idle) < self._keep_idle and not self._closed:
-                self._idle.append((connection, driver))
-            else:
-                await connection.close()
-            return outcome
-        except SagaError:
-            raise
-        except Exception as exc:
-            raise translate(exc, partial(describe_write, write)) from exc
 
     async def aclose(self) -> None:
         self._closed = True

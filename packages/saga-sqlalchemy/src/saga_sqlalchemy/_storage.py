@@ -33,7 +33,7 @@ from saga_core import (
 from ._asyncpg import AsyncpgWrites
 from ._errors import What, translate
 from ._group_commit import GroupCommitter
-from ._operations import Operations, Write
+from ._operations import Operations, Write, describe_write
 from ._postgres import PostgresBatch
 from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
@@ -152,14 +152,12 @@ class SqlAlchemySagaStorage:
         self._group: GroupCommitter | None = None
         if group_commit:
             self._group = GroupCommitter(
-                self._execute_batch, max_batch=max_batch, max_wait=float(max_wait), lanes=lanes
+                self._execute_batch,
+                max_batch=max_batch,
+                max_wait=float(max_wait),
+                lanes=lanes,
+                execute_one=self._write_one,
             )
-        # The inline connection, once single writes may go straight to it (the schema is
-        # checked, no group commit): create() and checkpoint() then skip the layers below.
-        self._fast: SqliteInline | None = None
-        # The same for asyncpg: once the schema is checked, create() and checkpoint() write on
-        # asyncpg's connection themselves while writes come one at a time (see _write_direct).
-        self._direct: AsyncpgWrites | None = None
         self._schema_checked = False
         self._auto_create_schema = auto_create_schema
         self._schema_lock = anyio.Lock()
@@ -230,10 +228,8 @@ class SqlAlchemySagaStorage:
 
     async def drop_schema(self) -> None:
         """Drop the saga table if it exists, with every saga in it."""
-        self._fast = None
-        self._direct = None
+        self._schema_checked = False  # first: a write from now on checks the schema again
         await self._runner.run(self._drop_schema, "dropping the saga table")
-        self._schema_checked = False
 
     async def check_schema(self) -> None:
         """Check that the saga table exists with every column this version needs.
@@ -274,22 +270,7 @@ class SqlAlchemySagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
-        if self._direct is not None:
-            await self._write_direct(self._direct, saga)
-            return
-        fast = self._fast
-        if fast is not None and fast.budget.average <= fast.budget.max_block:
-            # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
-            if perf_counter() - fast.last_yield >= YIELD_INTERVAL:
-                await self._take_turn(fast)
-            outcome = fast.write(saga)
-            if outcome is None:
-                return
-            if outcome is not ELSEWHERE:
-                raise outcome
-            await self._write(saga, partial(_describe, "creating saga", saga.saga_id), False)
-            return
-        await self._write(saga, partial(_describe, "creating saga", saga.saga_id))
+        await self._write(saga)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Apply one checkpoint atomically, in one transaction (see
@@ -303,23 +284,7 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
-        if self._direct is not None:
-            await self._write_direct(self._direct, checkpoint)
-            return
-        fast = self._fast
-        if fast is not None and fast.budget.average <= fast.budget.max_block:
-            # Inline (see _sqlite_batch, which this is, without its layers of coroutines).
-            if perf_counter() - fast.last_yield >= YIELD_INTERVAL:
-                await self._take_turn(fast)
-            outcome = fast.write(checkpoint)
-            if outcome is None:
-                return
-            if outcome is not ELSEWHERE:
-                raise outcome
-            what = partial(_describe, "checkpoint of saga", checkpoint.saga_id)
-            await self._write(checkpoint, what, False)
-            return
-        await self._write(checkpoint, partial(_describe, "checkpoint of saga", checkpoint.saga_id))
+        await self._write(checkpoint)
 
     async def load(self, saga_id: UUID) -> SagaRecord:
         """Return the saga's record. Raises SagaNotFoundError, StorageCorruptedError."""
@@ -440,8 +405,6 @@ class SqlAlchemySagaStorage:
         if self._closed:
             return
         self._closed = True
-        self._fast = None
-        self._direct = None
         if self._inline is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._inline.wal.close)
@@ -481,38 +444,28 @@ class SqlAlchemySagaStorage:
                     f"incompatible version: {exc}"
                 ) from exc.__cause__
 
-    async def _write(self, write: Write, what: What, inline: bool = True) -> None:
-        await self._ready()
-        if self._asyncpg is not None and not self._closed:
-            self._direct = self._asyncpg  # the schema is checked: see _write_direct
+    async def _write(self, write: Write) -> None:
+        """One create or checkpoint: through group commit when it is on, else alone."""
+        if self._closed or not self._schema_checked:
+            await self._ready()
         if self._group is not None:
             await self._group.submit(write)
             return
-        if self._inline is not None and not self._closed:
-            self._fast = self._inline  # the schema is checked: later writes go straight there
-        (outcome,) = await self._write_batch((write,), what, inline)
+        outcome = await self._write_one(write)
         if outcome is not None:
             raise outcome
 
-    async def _write_direct(self, asyncpg: AsyncpgWrites, write: Write) -> None:
-        """One write on asyncpg's connection, as :meth:`_write` does it with the schema
-        checked, without its layers: alone when group commit finds no other write in flight
-        (:meth:`GroupCommitter.enter_alone`), else submitted to the group."""
-        if self._closed:
-            raise StorageUnavailableError("storage is closed")
-        group = self._group
-        if group is not None and not group.enter_alone():
-            await group.submit(write)
-            return
-        runner = self._runner
-        assert isinstance(runner, AsyncEngineRunner)
-        try:
-            outcome = await runner.write_one(asyncpg, write)
-        finally:
-            if group is not None:
-                group.leave_alone()
-        if outcome is not None:
-            raise outcome
+    async def _write_one(self, write: Write) -> SagaError | None:
+        """Write ``write`` alone, in its own transaction; return its refusal. On asyncpg it is
+        sent straight to asyncpg's connection (the hot path of sagas run one at a time)."""
+        what = partial(describe_write, write)
+        asyncpg = self._asyncpg
+        if asyncpg is not None:
+            runner = self._runner
+            assert isinstance(runner, AsyncEngineRunner)
+            return await runner.run_driver(asyncpg.write_one, what, write)
+        (outcome,) = await self._write_batch((write,), what)
+        return outcome
 
     async def _take_turn(self, inline: SqliteInline) -> None:
         """A schedule point (and cancellation point) before inline writes, which never yield;
@@ -525,31 +478,28 @@ class SqlAlchemySagaStorage:
     async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
         return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
 
-    async def _write_batch(
-        self, writes: Sequence[Write], what: What, inline: bool = True
-    ) -> list[SagaError | None]:
+    async def _write_batch(self, writes: Sequence[Write], what: What) -> list[SagaError | None]:
         """Write ``writes`` (at most one per saga) in one transaction: one statement on
-        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's.
-        ``inline=False``: not on SQLite's inline connection (it was just found busy)."""
+        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's."""
         if self._sqlite is not None:
-            return await self._sqlite_batch(self._sqlite, writes, what, inline)
+            return await self._sqlite_batch(self._sqlite, writes, what)
         batch = self._batch
         if batch is None:
             return await self._runner.run(partial(self._ops.write_batch, writes=writes), what)
         if self._asyncpg is not None:
             assert isinstance(self._runner, AsyncEngineRunner)
-            return await self._runner.run_driver(partial(self._asyncpg.write, writes=writes), what)
+            return await self._runner.run_driver(self._asyncpg.write, what, writes)
         return await self._runner.run(partial(batch.write_batch, writes=writes), what)
 
     async def _sqlite_batch(
-        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What, inline: bool = True
+        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What
     ) -> list[SagaError | None]:
         own = self._inline
         timed = None
         if own is not None:
             budget = own.budget
             timed = budget.record
-            if inline and budget.allows():
+            if budget.allows():
                 # The write does not yield: a schedule point (and cancellation point) first,
                 # unless this storage's inline writes gave other tasks a turn very recently.
                 if perf_counter() - own.last_yield >= YIELD_INTERVAL:
@@ -585,10 +535,6 @@ class SqlAlchemySagaStorage:
         if self._group is None:
             return (0, 0)
         return (self._group.batches, self._group.writes)
-
-
-def _describe(action: str, saga_id: UUID) -> str:
-    return f"{action} {saga_id}"
 
 
 def _check_limit(limit: int) -> None:
