@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import anyio
 import sqlalchemy as sa
 
 
@@ -33,3 +34,20 @@ def postgres_schema(postgres_url: str) -> Iterator[str]:
         with engine.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         engine.dispose()
+
+
+async def outcomes_of(calls: Sequence[Callable[[], Awaitable[object]]]) -> list[Exception | None]:
+    """Run ``calls`` all at once (so that their writes may share batches); return the
+    exception each one raised, or None, in their order."""
+    outcomes: list[Exception | None] = [None] * len(calls)
+
+    async def one(index: int) -> None:
+        try:
+            await calls[index]()
+        except Exception as exc:
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(calls)):
+            tg.start_soon(one, index)
+    return outcomes

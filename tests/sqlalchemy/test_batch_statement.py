@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
-import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -26,7 +26,7 @@ from saga_sqlalchemy import SqlAlchemySagaStorage
 from saga_sqlalchemy._asyncpg import AsyncpgWrites
 from saga_sqlalchemy._postgres import PostgresBatch
 
-from ._support import driver_url, postgres_schema
+from ._support import driver_url, outcomes_of, postgres_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -59,24 +59,14 @@ async def storage(
 
 async def _write_all(
     storage: SqlAlchemySagaStorage, writes: list[NewSaga | Checkpoint]
-) -> list[BaseException | None]:
+) -> list[Exception | None]:
     """Submit every write at once (so they share a batch); each one's error or None."""
-    results: list[BaseException | None] = [None] * len(writes)
-
-    async def one(index: int) -> None:
-        write = writes[index]
-        try:
-            if isinstance(write, NewSaga):
-                await storage.create(write)
-            else:
-                await storage.checkpoint(write)
-        except Exception as exc:
-            results[index] = exc
-
-    async with anyio.create_task_group() as tg:
-        for index in range(len(writes)):
-            tg.start_soon(one, index)
-    return results
+    return await outcomes_of(
+        [
+            partial(storage.create, w) if isinstance(w, NewSaga) else partial(storage.checkpoint, w)
+            for w in writes
+        ]
+    )
 
 
 async def test_each_refusal_in_a_batch_is_its_own(storage: SqlAlchemySagaStorage) -> None:

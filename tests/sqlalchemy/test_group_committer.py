@@ -4,6 +4,7 @@ and what cancellation does to a queued writer or a leader."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import anyio
 import pytest
@@ -17,6 +18,8 @@ from saga_core import (
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy._group_commit import GroupCommitter
 from saga_sqlalchemy._operations import Write
+
+from ._support import outcomes_of
 
 pytestmark = pytest.mark.anyio
 
@@ -85,19 +88,8 @@ def committer(
     )
 
 
-async def submit_all(group: GroupCommitter, writes: Sequence[Write]) -> list[BaseException | None]:
-    outcomes: list[BaseException | None] = [None] * len(writes)
-
-    async def one(index: int) -> None:
-        try:
-            await group.submit(writes[index])
-        except Exception as exc:
-            outcomes[index] = exc
-
-    async with anyio.create_task_group() as tg:
-        for index in range(len(writes)):
-            tg.start_soon(one, index)
-    return outcomes
+async def submit_all(group: GroupCommitter, writes: Sequence[Write]) -> list[Exception | None]:
+    return await outcomes_of([partial(group.submit, write) for write in writes])
 
 
 async def test_a_lone_writer_writes_its_batch_of_one_at_once() -> None:
