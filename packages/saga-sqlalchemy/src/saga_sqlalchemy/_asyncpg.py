@@ -41,7 +41,6 @@ SET status = $1, version = version + 1, "cursor" = $2, applied = $3, context = $
     lease_expires_at = now() + make_interval(secs => $7::float8), next_step = $10,
     journal = journal || $11
 WHERE saga_id = $8 AND version = $9 AND status NOT IN ('completed', 'compensated')
-RETURNING version
 """
 
 _CREATE = """
@@ -49,10 +48,12 @@ INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, cont
                     created_at, updated_at, lease_owner, lease_expires_at, next_step, journal)
 VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
         now() + make_interval(secs => $5::float8), $6, $7)
-RETURNING version
 """
 # (No ON CONFLICT: a speculative insertion costs the server more than a plain one, on every
 # create; a taken id is the primary key's unique violation instead, see write_one.)
+# (No RETURNING either: whether a single write wrote is in its command tag, "INSERT 0 1" or
+# "UPDATE 1", which the server sends anyway; a returned row costs a row description and a
+# data row to send and decode, ~2% of a write measured one at a time.)
 _UNIQUE_VIOLATION = "23505"
 
 _BATCH = (
@@ -110,7 +111,8 @@ class AsyncpgWrites:
         self.diagnose_many_sql = _DIAGNOSE_MANY.format(saga=saga)
 
     def single(self, write: Write) -> tuple[str, list[Any]]:
-        """The statement and arguments of one write: it returns one row if it wrote."""
+        """The statement and arguments of one write: its command tag ends in " 1" if it
+        wrote, " 0" if it matched nothing."""
         if isinstance(write, Checkpoint):
             status = write.status
             lease = None if status is _COMPLETED or status is _COMPENSATED else write.lease_seconds
@@ -194,7 +196,7 @@ class AsyncpgWrites:
         return its refusal, or None when it was written."""
         sql, args = self.single(write)
         try:
-            if await driver.fetchrow(sql, *args) is not None:
+            if (await driver.execute(sql, *args)).endswith(" 1"):
                 return None
         except Exception as exc:
             # A create whose id is taken (the statement, its own transaction, wrote nothing).
