@@ -218,14 +218,13 @@ async def test_a_foreign_hash_at_a_record_key_is_reported_and_left_alone(
     assert snapshot(raw, redis_key_prefix) == before
 
 
-@pytest.mark.parametrize("role", ["updated", "leases"])
-async def test_a_foreign_value_at_an_index_key_stops_writes_before_anything_is_written(
-    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str, role: str
+async def test_a_foreign_value_at_the_recovery_index_stops_writes_before_anything_is_written(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
-    # `updated` is checked by the create's first write itself, `leases` before it.
+    # The index is checked by a create's or checkpoint's first write itself.
     existing = make_new_saga()
     await storage.create(existing)
-    index = f"{redis_key_prefix}{{0}}:{role}"
+    index = f"{redis_key_prefix}{{0}}:updated"
     raw.delete(index)
     raw.set(index, "not a sorted set")
     before = snapshot(raw, redis_key_prefix)
@@ -270,15 +269,14 @@ async def test_a_foreign_value_at_the_finished_index_stops_the_final_checkpoint(
 async def test_a_refused_first_create_of_a_prefix_records_no_layout(
     storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
-    for role in ("updated", "leases"):
-        index = f"{redis_key_prefix}{{0}}:{role}"
-        raw.set(index, "not a sorted set")
-        with pytest.raises(StorageCorruptedError, match=re.escape(index)):
-            await storage.create(make_new_saga())
-        assert sorted(raw.scan_iter(match=f"{redis_key_prefix}*")) == [index]
-        raw.delete(index)
+    index = f"{redis_key_prefix}{{0}}:updated"
+    raw.set(index, "not a sorted set")
+    with pytest.raises(StorageCorruptedError, match=re.escape(index)):
+        await storage.create(make_new_saga())
+    assert sorted(raw.scan_iter(match=f"{redis_key_prefix}*")) == [index]
+    raw.delete(index)
     await storage.create(make_new_saga())
-    assert raw.hgetall(f"{redis_key_prefix}{{0}}:meta") == {"shards": "1", "layout": "1"}
+    assert raw.hgetall(f"{redis_key_prefix}{{0}}:meta") == {"shards": "1", "layout": "2"}
 
 
 async def test_a_foreign_value_at_the_meta_key_stops_every_write(
@@ -308,8 +306,9 @@ async def test_a_foreign_value_at_a_journal_key_stops_the_checkpoint(
     entries: int,
     status: SagaStatus,
 ) -> None:
-    # With entries to append, the append is the checkpoint's first write and checks the
-    # journal itself; without, the journal is checked before anything is written.
+    # With entries to append, the append checks the journal itself (and the index entry the
+    # checkpoint wrote just before is put back as it was); without, the journal is checked
+    # before anything is written.
     new = make_new_saga()
     await storage.create(new)
     journal = storage.journal_key(new.saga_id)
@@ -344,20 +343,31 @@ async def test_a_journal_without_its_record_is_not_adopted(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("context", "{not json"), ("applied", "reserve"), ("status", "paused"), ("cursor", "x")],
+    ("field", "part", "value"),
+    [
+        ("body", 3, "{not json"),  # the context
+        ("body", 2, "reserve"),  # the applied steps
+        ("body", 0, "x"),  # the cursor
+        ("head", 1, "paused"),  # the status
+        ("head", 0, "one"),  # the version
+    ],
 )
 async def test_a_corrupt_record_field_is_reported_with_key_and_field(
-    storage: RedisSagaStorage, raw: redis.Redis, field: str, value: str
+    storage: RedisSagaStorage, raw: redis.Redis, field: str, part: int, value: str
 ) -> None:
     new = make_new_saga()
     await storage.create(new)
     key = storage.record_key(new.saga_id)
-    raw.hset(key, field, value)
+    separator = "\n" if field == "body" else " "
+    stored = raw.hget(key, field)
+    assert isinstance(stored, str)
+    parts = stored.split(separator)
+    parts[part] = value
+    raw.hset(key, field, separator.join(parts))
     with pytest.raises(StorageCorruptedError, match=f"field '{field}'") as caught:
         await storage.load(new.saga_id)
     assert key in str(caught.value)
-    assert raw.hget(key, field) == value
+    assert raw.hget(key, field) == separator.join(parts)
 
 
 async def test_a_corrupt_journal_entry_is_reported_with_its_position(

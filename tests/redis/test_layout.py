@@ -12,6 +12,7 @@ from redis.crc import key_slot
 
 from saga_core import (
     JournalEntry,
+    SagaStatus,
     SagaUsageError,
     StepDirection,
     StepEvent,
@@ -19,7 +20,14 @@ from saga_core import (
 )
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
 from saga_redis._keys import KeyLayout, validate_key_prefix
-from saga_redis._records import decode_journal, decode_record, encode_applied, encode_entry
+from saga_redis._records import (
+    decode_journal,
+    decode_record,
+    encode_applied,
+    encode_body,
+    encode_entry,
+    micros_to_datetime,
+)
 from saga_redis._resp import (
     ServerReplyError,
     _Incomplete,
@@ -84,7 +92,6 @@ def test_every_key_a_script_touches_for_a_saga_shares_one_hash_slot(shards: int)
             layout.record(saga_id),
             layout.journal(saga_id),
             shard.updated,
-            shard.leases,
             shard.meta,
             shard.parked,
             shard.finished,
@@ -104,9 +111,8 @@ def test_key_names_follow_the_documented_layout() -> None:
     assert layout.record(saga_id) == f"shop:{{0}}:record:{saga_id}"
     assert layout.journal(saga_id) == f"shop:{{0}}:journal:{saga_id}"
     shard = layout.shard_of(saga_id)
-    assert (shard.updated, shard.leases, shard.meta, shard.parked, shard.finished) == (
+    assert (shard.updated, shard.meta, shard.parked, shard.finished) == (
         "shop:{0}:updated",
-        "shop:{0}:leases",
         "shop:{0}:meta",
         "shop:{0}:parked",
         "shop:{0}:finished",
@@ -267,7 +273,7 @@ def test_a_partial_reply_asks_for_more(cut: int) -> None:
 # --- values ---------------------------------------------------------------------------------------
 
 
-def test_journal_entries_round_trip_and_are_json_objects() -> None:
+def test_journal_entries_round_trip_and_are_json_arrays() -> None:
     paris = timezone(timedelta(hours=2))
     entries = [
         JournalEntry(
@@ -287,15 +293,11 @@ def test_journal_entries_round_trip_and_are_json_objects() -> None:
         ),
     ]
     encoded = [encode_entry(entry) for entry in entries]
-    assert json.loads(encoded[0]) == {
-        "step_id": "s.Réserve",
-        "direction": "act",
-        "event": "failed",
-        "attempt": 3,
-        "at": "2026-01-02T03:04:05.000006+00:00",
-        "error": 'E: "q"\n😀',
-    }
-    assert json.loads(encoded[1])["at"] == "2026-01-02T03:04:05.000000+00:00"
+    at_micros = (entries[0].at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
+        microseconds=1
+    )
+    assert json.loads(encoded[0]) == ["s.Réserve", "act", "failed", 3, at_micros, 'E: "q"\n😀']
+    assert json.loads(encoded[1]) == ["s.Charge", "compensate", "completed", 1, at_micros - 6, None]
     decoded = decode_journal(uuid.uuid4(), "k", encoded)
     assert decoded == entries
     assert all(entry.at.tzinfo is timezone.utc for entry in decoded)
@@ -313,13 +315,15 @@ def test_journal_entries_round_trip_and_are_json_objects() -> None:
         datetime.min.replace(tzinfo=timezone.utc),
     ],
 )
-def test_journal_times_are_written_in_utc_with_microseconds(at: datetime) -> None:
+def test_journal_times_are_written_as_exact_microseconds_since_the_epoch(at: datetime) -> None:
     entry = JournalEntry(
         step_id="s", direction=StepDirection.ACT, event=StepEvent.STARTED, attempt=1, at=at
     )
-    for _ in range(2):
-        written = json.loads(encode_entry(entry))["at"]
-        assert written == at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    written = json.loads(encode_entry(entry))[4]
+    assert micros_to_datetime(written) == at
+    (decoded,) = decode_journal(uuid.uuid4(), "k", [encode_entry(entry)])
+    assert decoded.at == at
+    assert decoded.at.tzinfo is timezone.utc
 
 
 def test_a_naive_journal_time_is_refused() -> None:
@@ -341,14 +345,14 @@ def test_applied_step_ids_are_a_json_array() -> None:
         "not json",
         "[1, 2]",
         '{"step_id": "s"}',
-        '{"step_id": "s", "direction": "sideways", "event": "started", "attempt": 1, '
-        '"at": "2026-01-01T00:00:00.000000+00:00", "error": null}',
-        '{"step_id": "s", "direction": "act", "event": "started", "attempt": "1", '
-        '"at": "2026-01-01T00:00:00.000000+00:00", "error": null}',
-        '{"step_id": "s", "direction": "act", "event": "started", "attempt": 1, '
-        '"at": "2026-01-01T00:00:00.000000+02:00", "error": null}',
-        '{"step_id": "s", "direction": "act", "event": "started", "attempt": 1, '
-        '"at": "yesterday", "error": null}',
+        '["s", "sideways", "started", 1, 0, null]',
+        '["s", "act", "paused", 1, 0, null]',
+        '["s", "act", "started", "1", 0, null]',
+        '["s", "act", "started", 1, "2026-01-01T00:00:00+00:00", null]',
+        '["s", "act", "started", 1, 1.5, null]',
+        '["s", "act", "started", 1, 0, 7]',
+        '[7, "act", "started", 1, 0, null]',
+        '["s", "act", "started", 1, 99999999999999999999, null]',
     ],
 )
 def test_a_foreign_journal_element_is_reported_with_its_key(item: str) -> None:
@@ -356,56 +360,90 @@ def test_a_foreign_journal_element_is_reported_with_its_key(item: str) -> None:
         decode_journal(uuid.uuid4(), "the-key", [item.encode()])
 
 
-_GOOD = {
-    "name": b"n",
-    "status": b"running",
-    "version": b"1",
-    "cursor": b"0",
-    "applied": b"[]",
-    "context": b"{}",
-    "created": b"1",
-    "updated": b"2",
-}
+_HEAD = ["1", "running", "2", "", "0", "0", "tok-1", ""]
+_BODY = ["0", "", "[]", "{}"]
+
+
+def _fields(head: list[str] = _HEAD, body: list[str] = _BODY, **more: bytes) -> dict[str, bytes]:
+    """A record's hash fields from its head and body parts (see saga_redis._scripts)."""
+    return {
+        "name": b"n",
+        "created": b"1",
+        "head": " ".join(head).encode(),
+        "body": "\n".join(body).encode(),
+        **more,
+    }
+
+
+def _with(parts: list[str], index: int, value: str) -> list[str]:
+    changed = list(parts)
+    changed[index] = value
+    return changed
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "fields"),
     [
-        ("status", b"paused"),
-        ("version", b"one"),
-        ("applied", b"{}"),
-        ("applied", b"[1]"),
-        ("context", b"{not json"),
-        ("updated", None),
-        ("name", None),
-        ("expires", b"soon"),
-        ("attempts", b"many"),
-        ("attempts", b"-1"),
-        ("parked", b"yes"),
-        ("next_step", b"\xff"),
+        ("head", _fields(head=_with(_HEAD, 1, "paused"))),
+        ("head", _fields(head=_with(_HEAD, 0, "one"))),
+        ("head", _fields(head=_with(_HEAD, 0, "0"))),
+        ("head", _fields(head=_with(_HEAD, 2, "soon"))),
+        ("head", _fields(head=_with(_HEAD, 3, "soon"))),
+        ("head", _fields(head=_with(_HEAD, 4, "many"))),
+        ("head", _fields(head=_with(_HEAD, 4, "-1"))),
+        ("head", _fields(head=_with(_HEAD, 5, "9"))),
+        ("head", _fields(head=_with(_HEAD, 7, "owner"))),  # an owner without an expiry
+        ("head", _fields(head=_HEAD[:6])),
+        ("head", {k: v for k, v in _fields().items() if k != "head"}),
+        ("error", _fields(head=_with(_HEAD, 5, "2"))),  # the error flag without an error
+        ("body", _fields(body=_with(_BODY, 2, "{}"))),
+        ("body", _fields(body=_with(_BODY, 2, "[1]"))),
+        ("body", _fields(body=_with(_BODY, 3, "{not json"))),
+        ("body", _fields(body=_with(_BODY, 0, "x"))),
+        ("body", _fields(body=_with(_BODY, 1, "7"))),  # a next step that is not a string
+        ("body", _fields(body=_BODY[:3])),
+        ("body", {**_fields(), "body": b"0\n\xff\n[]\n{}"}),  # not UTF-8
+        ("error", _fields(error=b"Boom: x")),  # an error without the head's flag
+        ("name", {k: v for k, v in _fields().items() if k != "name"}),
+        ("created", _fields(created=b"yesterday")),
     ],
 )
 def test_a_foreign_record_field_is_reported_with_its_key_and_field(
-    field: str, value: bytes | None
+    field: str, fields: dict[str, bytes]
 ) -> None:
-    fields = dict(_GOOD)
-    if value is None:
-        del fields[field]
-    else:
-        fields[field] = value
     with pytest.raises(StorageCorruptedError, match=f"field '{field}' of the Redis hash 'the-key'"):
         decode_record(uuid.uuid4(), "the-key", fields)
 
 
-def test_a_record_written_before_attempts_and_parking_reads_as_fresh() -> None:
-    record = decode_record(uuid.uuid4(), "the-key", _GOOD)
-    assert (record.attempts, record.parked) == (0, False)
-    parked = decode_record(uuid.uuid4(), "the-key", {**_GOOD, "attempts": b"3", "parked": b"1"})
-    assert (parked.attempts, parked.parked) == (3, True)
+def test_a_record_reads_back_every_part_of_its_head_and_body() -> None:
+    fresh = decode_record(uuid.uuid4(), "the-key", _fields())
+    assert (fresh.version, fresh.attempts, fresh.parked, fresh.error) == (1, 0, False, None)
+    assert (fresh.lease_owner, fresh.lease_expires_at, fresh.next_step) == (None, None, None)
+    head = ["7", "failed", "2", "5", "3", "3", "tok-9", "a runner with spaces"]
+    body = ["2", json.dumps("s.Ünï 😀", ensure_ascii=False), '["a","b"]', '{"x": "1\\n2"}']
+    record = decode_record(uuid.uuid4(), "the-key", _fields(head=head, body=body, error=b"Boom: x"))
+    assert (record.version, record.status, record.attempts, record.parked) == (
+        7,
+        SagaStatus.FAILED,
+        3,
+        True,
+    )
+    assert (record.lease_owner, record.lease_expires_at) == (
+        "a runner with spaces",
+        micros_to_datetime(5),
+    )
+    assert (record.cursor, record.next_step, record.applied) == (2, "s.Ünï 😀", ("a", "b"))
+    assert (record.context, record.error) == ('{"x": "1\\n2"}', "Boom: x")
+    empty_step = decode_record(uuid.uuid4(), "the-key", _fields(body=_with(_BODY, 1, '""')))
+    assert empty_step.next_step == ""
 
 
-def test_a_record_written_before_next_step_reads_none() -> None:
-    assert decode_record(uuid.uuid4(), "the-key", _GOOD).next_step is None
-    fields = {**_GOOD, "next_step": "s.Ünï 😀".encode()}
-    assert decode_record(uuid.uuid4(), "the-key", fields).next_step == "s.Ünï 😀"
-    assert decode_record(uuid.uuid4(), "the-key", {**_GOOD, "next_step": b""}).next_step == ""
+def test_the_body_keeps_the_context_and_the_step_id_as_given() -> None:
+    # The context goes last, as it is (a JSON text may end in a line break); a step id goes
+    # as a JSON string, which never holds a raw one.
+    for context in ('{"a": 1}', '"line\\nbreak"', '{"k": "v"}\n'):
+        for next_step in (None, "", "s\nt", "x y", "日本"):
+            body = encode_body(3, next_step, '["s"]', context)
+            record = decode_record(uuid.uuid4(), "the-key", {**_fields(), "body": body.encode()})
+            assert (record.cursor, record.next_step, record.context) == (3, next_step, context)
+            assert record.applied == ("s",)

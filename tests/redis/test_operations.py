@@ -1,6 +1,6 @@
 """Recovery bookkeeping on Redis: what the contract cannot see — where parked and finished
-sagas are indexed, how ``list_sagas`` pages through the indexes and shards, records written
-before attempts, parking and next_step existed, and foreign values at the new index keys."""
+sagas are indexed, what the record's head holds, how ``list_sagas`` pages through the indexes
+and shards, and foreign values at the index keys."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from saga_core import (
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _storage as storage_module
+from saga_redis._records import HEAD_PARTS
 
 from ._support import keys_under
 
@@ -44,6 +45,22 @@ def _index(prefix: str, name: str, shard: int = 0) -> str:
     return f"{prefix}{{{shard}}}:{name}"
 
 
+def _field(raw: redis.Redis, key: str, field: str) -> str:
+    value = raw.hget(key, field)
+    assert isinstance(value, str), (key, field, value)
+    return value
+
+
+def _head(raw: redis.Redis, key: str) -> dict[str, str]:
+    """The parts of a record's head field, by name (see saga_redis._scripts)."""
+    return dict(zip(HEAD_PARTS, _field(raw, key, "head").split(" ", 7), strict=True))
+
+
+def _body(raw: redis.Redis, key: str) -> list[str]:
+    """A record's body field: cursor, next step (JSON), applied steps (JSON), context."""
+    return _field(raw, key, "body").split("\n", 3)
+
+
 async def _released(storage: RedisSagaStorage, status: SagaStatus = SagaStatus.RUNNING) -> UUID:
     """A saga at version 2 in ``status`` with no lease."""
     new = make_new_saga()
@@ -59,28 +76,27 @@ async def test_a_parked_saga_leaves_the_recovery_indexes_until_unparked(
     storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
     updated = _index(redis_key_prefix, "updated")
-    leases = _index(redis_key_prefix, "leases")
     parked = _index(redis_key_prefix, "parked")
     saga_id = await _released(storage, SagaStatus.FAILED)
-    member = str(saga_id)
+    member, key = str(saga_id), storage.record_key(saga_id)
     await storage.claim(saga_id, owner="worker", lease_seconds=60)
-    assert raw.zscore(leases, member) is not None
+    assert (_head(raw, key)["owner"], _head(raw, key)["flags"]) == ("worker", "0")
 
     await storage.park(saga_id, owner="worker", reason="gave up")
     record = await storage.load(saga_id)
     assert raw.zscore(updated, member) is None
-    assert raw.zscore(leases, member) is None
     assert raw.zscore(parked, member) == record.updated_at.timestamp() * 1e6
-    assert raw.hget(storage.record_key(saga_id), "parked") == "1"
+    # Parked (1) with an error (2), the reason; no lease.
+    head = _head(raw, key)
+    assert (head["flags"], head["owner"], head["expires"]) == ("3", "", "")
+    assert raw.hget(key, "error") == "gave up"
 
     unparked = await storage.unpark(saga_id)
     assert raw.zscore(parked, member) is None
     assert raw.zscore(updated, member) == unparked.updated_at.timestamp() * 1e6
     assert unparked.updated_at > record.updated_at
     assert unparked.version == record.version
-    # An unparked record looks like one that was never parked.
-    assert not raw.hexists(storage.record_key(saga_id), "parked")
-    assert not raw.hexists(storage.record_key(saga_id), "attempts")
+    assert (_head(raw, key)["flags"], _head(raw, key)["attempts"]) == ("2", "0")
 
 
 async def test_a_checkpoint_of_a_parked_saga_keeps_it_out_of_recovery(
@@ -143,57 +159,46 @@ async def test_claim_recoverable_moves_a_parked_saga_found_in_the_recovery_index
 # --- attempts ------------------------------------------------------------------------------------
 
 
-async def test_a_record_written_before_attempts_and_parking_existed_reads_as_fresh(
-    storage: RedisSagaStorage, raw: redis.Redis
-) -> None:
-    saga_id = await _released(storage)
-    await storage.claim(saga_id, owner="w1", lease_seconds=0)
-    raw.hdel(storage.record_key(saga_id), "attempts", "parked")
-    record = await storage.load(saga_id)
-    assert (record.attempts, record.parked) == (0, False)
-    claimed = await storage.claim(saga_id, owner="w2", lease_seconds=60)
-    assert claimed.attempts == 1
-
-
 async def test_renew_lease_moves_only_the_lease(
     storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
 ) -> None:
     new = make_new_saga(lease_seconds=5)
     await storage.create(new)
     key, member = storage.record_key(new.saga_id), str(new.saga_id)
-    updated, leases = _index(redis_key_prefix, "updated"), _index(redis_key_prefix, "leases")
-    before = raw.hgetall(key)
-    updated_score, lease_score = raw.zscore(updated, member), raw.zscore(leases, member)
-    assert lease_score is not None
+    updated = _index(redis_key_prefix, "updated")
+    before, head_before = raw.hgetall(key), _head(raw, key)
+    updated_score = raw.zscore(updated, member)
 
     await storage.renew_lease(new.saga_id, owner=new.lease_owner, lease_seconds=60)
-    after = raw.hgetall(key)
-    assert {k: v for k, v in after.items() if k != "expires"} == {
-        k: v for k, v in before.items() if k != "expires"
+    after, head_after = raw.hgetall(key), _head(raw, key)
+    assert {k: v for k, v in after.items() if k != "head"} == {
+        k: v for k, v in before.items() if k != "head"
     }
-    assert int(after["expires"]) > int(before["expires"])
-    assert raw.zscore(leases, member) == int(after["expires"]) > lease_score
+    assert {k: v for k, v in head_after.items() if k != "expires"} == {
+        k: v for k, v in head_before.items() if k != "expires"
+    }
+    assert int(head_after["expires"]) > int(head_before["expires"])
     assert raw.zscore(updated, member) == updated_score
 
 
 # --- next_step ---------------------------------------------------------------------------------
 
 
-async def test_next_step_is_one_hash_field_absent_when_none(
+async def test_next_step_is_a_json_string_in_the_body_empty_when_none(
     storage: RedisSagaStorage, raw: redis.Redis
 ) -> None:
     new = make_new_saga(next_step=None)
     await storage.create(new)
     key = storage.record_key(new.saga_id)
-    assert not raw.hexists(key, "next_step")
+    assert _body(raw, key)[:3] == ["0", "", "[]"]
     assert (await storage.load(new.saga_id)).next_step is None
     await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, next_step=""))
-    assert raw.hget(key, "next_step") == ""
+    assert _body(raw, key)[:2] == ["1", '""']
     assert (await storage.load(new.saga_id)).next_step == ""
     await storage.checkpoint(make_checkpoint(new.saga_id, 2, cursor=2, next_step="s.Ünï 😀"))
-    assert raw.hget(key, "next_step") == "s.Ünï 😀"
+    assert _body(raw, key)[:2] == ["2", '"s.Ünï 😀"']
     await storage.checkpoint(make_checkpoint(new.saga_id, 3, cursor=3, next_step=None))
-    assert not raw.hexists(key, "next_step")
+    assert _body(raw, key)[:2] == ["3", ""]
     assert (await storage.load(new.saga_id)).next_step is None
 
 
@@ -226,17 +231,6 @@ async def test_every_read_returns_next_step_across_shards(
         assert {r.saga_id: r.next_step for r in await s.list_recoverable()} == steps
         claimed = await s.claim_recoverable(owner="w", lease_seconds=60, limit=8)
         assert {r.saga_id: r.next_step for r in claimed} == steps
-
-
-async def test_a_record_written_before_next_step_existed_reads_none_until_checkpointed(
-    storage: RedisSagaStorage, raw: redis.Redis
-) -> None:
-    new = make_new_saga(next_step="s.Reserve")
-    await storage.create(new)
-    raw.hdel(storage.record_key(new.saga_id), "next_step")
-    assert (await storage.load(new.saga_id)).next_step is None
-    await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, next_step="s.Charge"))
-    assert (await storage.load(new.saga_id)).next_step == "s.Charge"
 
 
 @pytest.mark.parametrize("next_step", [7, b"s.Reserve"])

@@ -99,7 +99,6 @@ async def test_an_expired_saga_is_gone_with_its_journal_and_index_entries(
         assert [r.saga_id for r in await storage.list_recoverable()] == [running.saga_id]
         shard = f"{redis_key_prefix}{{0}}:"
         assert keys_under(redis_url, redis_key_prefix) == [
-            f"{shard}leases",
             f"{shard}meta",
             f"{shard}record:{running.saga_id}",
             f"{shard}updated",
@@ -112,12 +111,11 @@ async def test_finished_sagas_leave_the_recovery_indexes(
     async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
         new = make_new_saga()
         await storage.create(new)
-        updated, leases = f"{redis_key_prefix}{{0}}:updated", f"{redis_key_prefix}{{0}}:leases"
+        updated = f"{redis_key_prefix}{{0}}:updated"
         member = str(new.saga_id)
         assert raw.zscore(updated, member) is not None
-        assert raw.zscore(leases, member) is not None
         await storage.checkpoint(make_checkpoint(new.saga_id, 1, lease_seconds=None))
-        assert raw.zscore(leases, member) is None
+        assert raw.zscore(updated, member) is not None  # unleased: recoverable
         await storage.checkpoint(make_checkpoint(new.saga_id, 2, status=SagaStatus.COMPLETED))
         assert raw.zscore(updated, member) is None
 

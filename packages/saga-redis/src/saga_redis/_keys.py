@@ -9,11 +9,10 @@ slot; a cluster spreads the sagas over its nodes when ``shards`` is larger (see 
 
 For the prefix ``saga:`` and a saga in shard 0::
 
-    saga:{0}:record:<saga id>    hash: one saga's state
+    saga:{0}:record:<saga id>    hash: one saga's state (its lease included)
     saga:{0}:journal:<saga id>   list: its journal entries, JSON objects, oldest first
     saga:{0}:updated             sorted set: unfinished, unparked sagas of the shard, by last
                                  update (µs): the recovery index
-    saga:{0}:leases              sorted set: unfinished leased sagas of the shard, by expiry (µs)
     saga:{0}:parked              sorted set: parked (dead-letter) sagas, by last update (µs)
     saga:{0}:finished            sorted set: retained finished sagas, by finish time (µs)
     saga:{0}:meta                hash: the layout the shard was written with (shard count)
@@ -35,7 +34,8 @@ DEFAULT_KEY_PREFIX = "saga:"
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
 
 #: The layout version stored in each shard's meta hash; bumped by an incompatible change.
-LAYOUT_VERSION = "1"
+#: 2: a record's checked fields in one ``head`` field and the rest in ``body``; no lease index.
+LAYOUT_VERSION = "2"
 
 
 def validate_key_prefix(prefix: object) -> str:
@@ -62,7 +62,6 @@ class ShardKeys(NamedTuple):
     journal_stem: str
     """``<prefix>{N}:journal:``."""
     updated: str
-    leases: str
     meta: str
     parked: str
     finished: str
@@ -88,7 +87,6 @@ class KeyLayout:
             record_stem=f"{base}record:",
             journal_stem=f"{base}journal:",
             updated=f"{base}updated",
-            leases=f"{base}leases",
             meta=f"{base}meta",
             parked=f"{base}parked",
             finished=f"{base}finished",

@@ -1,10 +1,11 @@
 """Turning records and journal entries into Redis values and back.
 
-A record is a hash of text fields (see the README's key layout); a journal entry is one JSON
-object per list element::
+A record is a hash of a few text fields (see the README's key layout): ``name``, ``created``,
+``head`` (what the scripts check, see :mod:`saga_redis._scripts`), ``body`` (written by the
+client, read by nobody but the client) and ``error``; a journal entry is one JSON object per
+list element, ``[step_id, direction, event, attempt, at (µs since the epoch), error]``::
 
-    {"step_id": "orders.Reserve", "direction": "act", "event": "failed", "attempt": 2,
-     "at": "2026-01-02T03:04:05.678901+00:00", "error": "TimeoutError: stock service"}
+    ["orders.Reserve", "act", "failed", 2, 1767323045678901, "TimeoutError: stock service"]
 
 Everything read back is checked: a value this storage would not have written raises
 :class:`~saga_core.StorageCorruptedError` naming the key, never a bare ``KeyError`` or
@@ -51,52 +52,48 @@ def _quoted(text: str) -> str:
     return quoted
 
 
-# The second of the last entry encoded (from, to) and its ISO 8601 text without the fraction:
-# entries come in bursts within a second, and datetime.isoformat costs more than the rest of
-# an entry. One tuple, replaced whole.
-_ONE_SECOND = timedelta(seconds=1)
-_last_second: tuple[datetime, datetime, str] = (_EPOCH, _EPOCH, "")
+_MICROSECOND = timedelta(microseconds=1)
+_ACT = StepDirection.ACT
+_STARTED = StepEvent.STARTED
+_COMPLETED = StepEvent.COMPLETED
+_ACT_TEXT = '"act"'
+_COMPENSATE_TEXT = '"compensate"'
 
 
 def encode_entry(entry: JournalEntry) -> str:
-    """Return ``entry`` as the JSON object stored in the journal list.
+    """Return ``entry`` as the JSON array stored in the journal list:
+    ``[step_id, direction, event, attempt, at, error]``, ``at`` in integer microseconds since
+    the epoch (UTC), ``error`` a string or null.
 
     Raises:
         SagaUsageError: ``entry.at`` is a naive datetime (its time zone would be a guess).
     """
     at = entry.at
     tz = at.tzinfo
-    if tz is not _UTC:
-        if tz is None or at.utcoffset() is None:
-            raise SagaUsageError(
-                f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
-                f"time zone, e.g. datetime.now(timezone.utc)"
-            )
-        at = at.astimezone(_UTC)
-    # ISO 8601 in UTC with microseconds, as at.isoformat(timespec="microseconds") writes it.
-    last = _last_second
-    if not last[0] <= at < last[1]:
-        last = _second_of(at)
+    if tz is not _UTC and (tz is None or at.utcoffset() is None):
+        raise SagaUsageError(
+            f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
+            f"time zone, e.g. datetime.now(timezone.utc)"
+        )
     error = entry.error
     step_id = entry.step_id
-    # `_value_` is the member's value as a plain attribute; `.value` is a property, slower.
+    event = entry.event
+    # Identity tests and cached texts: `.value` of an Enum member and json.dumps of a step id
+    # are most of an entry's cost otherwise.
     return (
-        f'{{"step_id":{_QUOTED.get(step_id) or _quoted(step_id)},'
-        f'"direction":"{entry.direction._value_}","event":"{entry.event._value_}",'
-        f'"attempt":{int(entry.attempt)},"at":"{last[2]}.{str(1_000_000 + at.microsecond)[1:]}'
-        f'+00:00","error":{"null" if error is None else _dumps(error, ensure_ascii=False)}}}'
+        f"[{_QUOTED.get(step_id) or _quoted(step_id)},"
+        f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
+        f"{_event_text(event)},{int(entry.attempt)},{(at - _EPOCH) // _MICROSECOND},"
+        f"{'null' if error is None else _dumps(error, ensure_ascii=False)}]"
     )
 
 
-def _second_of(at: datetime) -> tuple[datetime, datetime, str]:
-    global _last_second
-    start = at.replace(microsecond=0)
-    try:
-        end = start + _ONE_SECOND
-    except OverflowError:  # the last second a datetime has: matched by no time, never kept
-        end = start
-    _last_second = last = (start, end, start.replace(tzinfo=None).isoformat())
-    return last
+def _event_text(event: StepEvent) -> str:
+    if event is _STARTED:
+        return '"started"'
+    if event is _COMPLETED:
+        return '"completed"'
+    return _dumps(event.value)
 
 
 # JSON arrays of the applied step ids seen so far: a saga definition has few distinct ones.
@@ -141,6 +138,18 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {text(flat[index]): flat[index + 1] for index in range(0, len(flat) - 1, 2)}
 
 
+def encode_body(cursor: int, next_step: str | None, applied: str, context: str) -> str:
+    """The record's ``body`` field: the cursor, the next step's id as a JSON string (empty for
+    none), the applied step ids (JSON array) and the context, one per line (the context last,
+    as it is: the others are JSON, which never holds a raw line break)."""
+    quoted = "" if next_step is None else (_QUOTED.get(next_step) or _quoted(next_step))
+    return f"{cursor}\n{quoted}\n{applied}\n{context}"
+
+
+#: The parts of a record's ``head`` field, in order (see :mod:`saga_redis._scripts`).
+HEAD_PARTS = ("version", "status", "updated", "expires", "attempts", "flags", "token", "owner")
+
+
 def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRecord:
     """Build the record of ``saga_id`` from its hash ``fields`` read from ``key``.
 
@@ -150,45 +159,38 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
     field = "name"
     try:
         name = text(fields["name"])
-        field = "status"
-        status = _STATUSES[text(fields["status"])]
-        field = "version"
-        version = int(fields["version"])
-        field = "cursor"
-        cursor = int(fields["cursor"])
-        field = "applied"
-        applied = json.loads(fields["applied"])
+        field = "created"
+        created = micros_to_datetime(int(fields["created"]))
+        field = "head"
+        parts = text(fields["head"]).split(" ", 7)
+        if len(parts) != len(HEAD_PARTS):
+            raise ValueError(f"{len(parts)} parts, not {len(HEAD_PARTS)}")
+        raw_version, raw_status, raw_updated, raw_expires, raw_attempts, raw_flags, _, owner = parts
+        status = _STATUSES[raw_status]
+        version = int(raw_version)
+        updated = micros_to_datetime(int(raw_updated))
+        attempts = int(raw_attempts)
+        flags = int(raw_flags)
+        if version < 1 or attempts < 0 or not 0 <= flags <= 3:
+            raise ValueError("version, attempts or flags out of range")
+        if (owner == "") != (raw_expires == ""):
+            raise ValueError("a lease owner without an expiry, or the reverse")
+        expires = None if raw_expires == "" else micros_to_datetime(int(raw_expires))
+        field = "body"
+        raw_cursor, raw_next_step, raw_applied, context = text(fields["body"]).split("\n", 3)
+        cursor = int(raw_cursor)
+        next_step = None if raw_next_step == "" else json.loads(raw_next_step)
+        if next_step is not None and not isinstance(next_step, str):
+            raise ValueError("the next step is not a JSON string")
+        applied = json.loads(raw_applied)
         if not isinstance(applied, list) or not all(isinstance(s, str) for s in applied):
             raise ValueError("not a JSON array of step ids")
-        field = "context"
-        context = text(fields["context"])
         json.loads(context)
         field = "error"
         raw_error = fields.get("error")
         error = None if raw_error is None else text(raw_error)
-        field = "created"
-        created = micros_to_datetime(int(fields["created"]))
-        field = "updated"
-        updated = micros_to_datetime(int(fields["updated"]))
-        # Records written before next_step was stored have no field: None.
-        field = "next_step"
-        raw_next_step = fields.get("next_step")
-        next_step = None if raw_next_step is None else text(raw_next_step)
-        field = "owner"
-        raw_owner = fields.get("owner")
-        owner = None if raw_owner is None else text(raw_owner)
-        field = "expires"
-        raw_expires = fields.get("expires")
-        expires = None if raw_expires is None else micros_to_datetime(int(raw_expires))
-        # Records written before recovery bookkeeping existed have neither field.
-        field = "attempts"
-        raw_attempts = fields.get("attempts")
-        attempts = 0 if raw_attempts is None else int(raw_attempts)
-        if attempts < 0:
-            raise ValueError(f"negative attempts {attempts}")
-        field = "parked"
-        raw_parked = fields.get("parked")
-        parked = raw_parked is not None and _flag(text(raw_parked))
+        if (error is not None) != (flags >= 2):
+            raise ValueError("the head's error flag does not match the field")
     except (KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         missing = isinstance(exc, KeyError)
         problem = "is missing" if missing else f"holds an invalid value ({exc})"
@@ -208,20 +210,12 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         error=error,
         created_at=created,
         updated_at=updated,
-        lease_owner=owner,
+        lease_owner=owner or None,
         lease_expires_at=expires,
         next_step=next_step,
         attempts=attempts,
-        parked=parked,
+        parked=flags % 2 == 1,
     )
-
-
-def _flag(value: str) -> bool:
-    if value == "1":
-        return True
-    if value == "0":
-        return False
-    raise ValueError(f"{value!r} is not '1' or '0'")
 
 
 def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[JournalEntry]:
@@ -235,26 +229,23 @@ def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[Journa
 
 def _decode_entry(saga_id: UUID, key: str, index: int, item: Any) -> JournalEntry:
     try:
-        data = json.loads(item)
-        at = datetime.fromisoformat(data["at"])
-        if at.utcoffset() != timedelta(0):
-            raise ValueError(f"'at' is not in UTC: {data['at']!r}")
-        error = data["error"]
-        attempt = data["attempt"]
-        step_id = data["step_id"]
-        if not isinstance(step_id, str) or type(attempt) is not int:
-            raise ValueError("'step_id' must be a string and 'attempt' an integer")
-        if error is not None and not isinstance(error, str):
-            raise ValueError("'error' must be a string or null")
+        step_id, direction, event, attempt, at, error = json.loads(item)
+        if not (
+            isinstance(step_id, str)
+            and type(attempt) is int
+            and type(at) is int
+            and (error is None or isinstance(error, str))
+        ):
+            raise ValueError("a part has the wrong type")
         return JournalEntry(
             step_id=step_id,
-            direction=_DIRECTIONS[data["direction"]],
-            event=_EVENTS[data["event"]],
+            direction=_DIRECTIONS[direction],
+            event=_EVENTS[event],
             attempt=attempt,
-            at=at.replace(tzinfo=_UTC),
+            at=micros_to_datetime(at),
             error=error,
         )
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise StorageCorruptedError(
             f"saga {saga_id}: element {index} of the Redis list {key!r} is not a journal entry "
             f"({type(exc).__name__}: {exc}); the key was not written by saga-redis or was "

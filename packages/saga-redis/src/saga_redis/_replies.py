@@ -38,7 +38,6 @@ _KEY_TYPES = (
     ("record:", "hash"),
     ("journal:", "list"),
     ("updated", "sorted set"),
-    ("leases", "sorted set"),
     ("meta", "hash"),
     ("parked", "sorted set"),
     ("finished", "sorted set"),
@@ -132,9 +131,9 @@ def raise_failure(
         )
     if tag == "corrupt":
         raise StorageCorruptedError(
-            f"the Redis hash {detail[0]!r} is not a saga record (its version, status or update "
-            f"time is missing or invalid): it was not written by saga-redis or was changed by "
-            f"hand. Nothing was changed; inspect it with HGETALL"
+            f"the Redis hash {detail[0]!r} is not a saga record (its head field, which holds "
+            f"the version, status and update time, is missing or invalid): it was not written "
+            f"by saga-redis or was changed by hand. Nothing was changed; inspect it with HGETALL"
         )
     if tag == "orphan":
         record = layout.record(saga_id) if saga_id is not None else "its record"
@@ -145,6 +144,13 @@ def raise_failure(
         )
     if tag == "layout":
         key, shards, layout_version = detail
+        if shards == str(layout.shards) and layout_version != LAYOUT_VERSION:
+            raise StorageSchemaError(
+                f"the keys under the prefix {layout.prefix!r} were written by another version "
+                f"of saga-redis (key layout {layout_version or '?'}, see {key!r}; this one "
+                f"writes layout {LAYOUT_VERSION}); finish those sagas with the version that "
+                f"wrote them, or use another key_prefix (see the saga-redis README)"
+            )
         raise StorageSchemaError(
             f"the keys under the prefix {layout.prefix!r} were written with "
             f"shards={shards or '?'} (layout {layout_version or '?'}, see {key!r}), but this "

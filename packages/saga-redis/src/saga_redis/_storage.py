@@ -49,6 +49,7 @@ from ._records import (
     decode_journal,
     decode_record,
     encode_applied,
+    encode_body,
     encode_entry,
     pairs,
     text,
@@ -62,7 +63,6 @@ DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
 #: How many journal entries a saga keeps by default; older ones are dropped first.
 DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
-_NO_NEXT_STEP = ("0", "")
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -81,15 +81,8 @@ class _SagaKeys:
         self.sid = sid = str(saga_id)
         record = shard.record_stem + sid
         journal = shard.journal_stem + sid
-        self.create_keys = (record, journal, shard.updated, shard.leases, shard.meta)
-        self.checkpoint_keys = (
-            record,
-            journal,
-            shard.updated,
-            shard.leases,
-            shard.parked,
-            shard.finished,
-        )
+        self.create_keys = (record, journal, shard.updated, shard.meta)
+        self.checkpoint_keys = (record, journal, shard.updated, shard.parked, shard.finished)
         self.released: tuple[str, ...] = (sid, retain, cap, "", "0")
         # (lease owner, lease seconds, leading arguments) of the last checkpoint with a lease:
         # one tuple, replaced whole.
@@ -298,14 +291,13 @@ class RedisSagaStorage:
         args: list[Arg] = [
             keys.sid,
             saga.saga_name,
-            saga.context,
+            encode_body(0, _next_step(saga.next_step), "[]", saga.context),
             _owner(saga.lease_owner),
             _micros(saga.lease_seconds),
             self._token(),
             self._cap_arg,
             self._shards_arg,
             LAYOUT_VERSION,
-            *_next_step(saga.next_step),
         ]
         if saga.journal:
             args.extend(map(encode_entry, saga.journal))
@@ -352,29 +344,25 @@ class RedisSagaStorage:
                     )
                 lead = (*saga.released[:3], _owner(owner), _micros(lease_seconds))
                 saga.leased = (owner, lease_seconds, lead)
+        next_step = checkpoint.next_step
+        if next_step is not None and type(next_step) is not str:
+            _next_step(next_step)  # raises
         args: list[Arg] = [
             str(int(checkpoint.expected_version)),
             value,
-            str(int(checkpoint.cursor)),
-            encode_applied(checkpoint.applied),
-            checkpoint.context,
+            encode_body(
+                int(checkpoint.cursor),
+                next_step,
+                encode_applied(checkpoint.applied),
+                checkpoint.context,
+            ),
             f"{self._token_base}{next(self._tokens)}",
         ]
-        # Flags: 2 if an error follows, + 1 if a next step follows; each follows only if set.
         error = checkpoint.error
-        next_step = checkpoint.next_step
-        if next_step is None:
-            if error is None:
-                args.append("0")
-            else:
-                args += ("2", error)
-        elif type(next_step) is str:
-            if error is None:
-                args += ("1", next_step)
-            else:
-                args += ("3", error, next_step)
+        if error is None:
+            args.append("0")
         else:
-            _next_step(next_step)  # raises
+            args += ("1", error)
         journal = checkpoint.journal
         if journal:
             args.extend(map(encode_entry, journal))
@@ -443,7 +431,7 @@ class RedisSagaStorage:
             self._shards_arg,
             LAYOUT_VERSION,
         ]
-        keys = (record, shard.updated, shard.leases, shard.meta)
+        keys = (record, shard.updated, shard.meta)
         reply = await self._run(CLAIM_SCRIPT, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, self._layout)
@@ -502,7 +490,7 @@ class RedisSagaStorage:
         sid = str(saga_id)
         owner = _owner(owner)
         args: list[Arg] = [sid, owner, _micros(lease_seconds)]
-        reply = await self._run(RENEW_SCRIPT, (shard.record_stem + sid, shard.leases), args)
+        reply = await self._run(RENEW_SCRIPT, (shard.record_stem + sid,), args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout, owner=owner)
 
@@ -569,7 +557,7 @@ class RedisSagaStorage:
         sid = str(saga_id)
         owner = _owner(owner)
         args: list[Arg] = [sid, owner, reason, self._token()]
-        keys = (shard.record_stem + sid, shard.updated, shard.leases, shard.parked)
+        keys = (shard.record_stem + sid, shard.updated, shard.parked)
         reply = await self._run(PARK_SCRIPT, keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout, owner=owner)
@@ -719,20 +707,18 @@ class RedisSagaStorage:
             LAYOUT_VERSION,
         ]
         args.extend(ids)
-        keys = (shard.updated, shard.leases, shard.meta, shard.parked)
+        keys = (shard.updated, shard.meta, shard.parked)
         reply = await self._run(SCAN_SCRIPT, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, None, self._layout)
         return self._decode_pairs(shard, shard.updated, reply, 1)
 
 
-def _next_step(next_step: object) -> tuple[str, str]:
-    """The script arguments of a ``next_step``: whether there is one, and its id."""
-    if next_step is None:
-        return _NO_NEXT_STEP
-    if not isinstance(next_step, str):
-        raise SagaUsageError(f"next_step must be a step id (str) or None, got {next_step!r}")
-    return ("1", next_step)
+def _next_step(next_step: object) -> str | None:
+    """``next_step`` if it is a step id or None, else raise SagaUsageError."""
+    if next_step is None or isinstance(next_step, str):
+        return next_step
+    raise SagaUsageError(f"next_step must be a step id (str) or None, got {next_step!r}")
 
 
 def _owner(owner: object) -> str:
