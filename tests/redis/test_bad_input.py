@@ -327,6 +327,25 @@ async def test_a_foreign_value_at_a_journal_key_stops_the_checkpoint(
     assert raw.hgetall(journal) == {"not": "a list"}
 
 
+@pytest.mark.parametrize("status", [SagaStatus.RUNNING, SagaStatus.COMPLETED])
+async def test_a_foreign_journal_stops_the_checkpoint_of_a_parked_saga(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str, status: SagaStatus
+) -> None:
+    # A parked saga's index entry is in the parked index: the one the refused write puts back.
+    new = make_new_saga(lease_owner="runner")
+    await storage.create(new)
+    await storage.park(new.saga_id, owner="runner", reason="stuck")
+    parked = await storage.load(new.saga_id)
+    journal = storage.journal_key(new.saga_id)
+    raw.hset(journal, "not", "a list")
+    keys_before = snapshot(raw, redis_key_prefix)
+    checkpoint = make_checkpoint(new.saga_id, parked.version, status=status, journal=[make_entry()])
+    with pytest.raises(StorageCorruptedError, match="holds a hash, not the list"):
+        await storage.checkpoint(checkpoint)
+    assert snapshot(raw, redis_key_prefix) == keys_before
+    assert await storage.load(new.saga_id) == parked
+
+
 async def test_a_journal_without_its_record_is_not_adopted(
     storage: RedisSagaStorage, raw: redis.Redis
 ) -> None:
