@@ -486,6 +486,30 @@ async def test_a_prefix_written_with_another_shard_count_is_refused(
             await resharded.claim_recoverable(owner="recovery", lease_seconds=5)
 
 
+async def test_a_prefix_written_with_key_layout_1_is_refused_and_left_alone(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    # What an earlier saga-redis left: its meta says layout 1, its records had other fields.
+    meta = f"{redis_key_prefix}{{0}}:meta"
+    raw.hset(meta, mapping={"shards": "1", "layout": "1"})
+    old = make_new_saga()
+    raw.hset(storage.record_key(old.saga_id), mapping={"version": "1", "status": "running"})
+    before = snapshot(raw, redis_key_prefix)
+    calls = [
+        storage.create(make_new_saga()),
+        storage.claim(old.saga_id, owner="recovery", lease_seconds=5),
+        storage.claim_recoverable(owner="recovery", lease_seconds=5),
+        storage.list_recoverable(),
+        storage.list_sagas(),
+    ]
+    for call in calls:
+        with pytest.raises(StorageSchemaError, match="another version of saga-redis") as caught:
+            await call
+        assert "layout 1" in str(caught.value)
+        assert "layout 2" in str(caught.value)
+    assert snapshot(raw, redis_key_prefix) == before
+
+
 async def test_enums_in_records_come_back_as_enums(storage: RedisSagaStorage) -> None:
     new = make_new_saga(journal=[make_entry(direction=StepDirection.COMPENSATE)])
     await storage.create(new)
