@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
 from redis.crc import key_slot
 
 from saga_core import (
-    JournalEntry,
     SagaStatus,
     SagaUsageError,
-    StepDirection,
-    StepEvent,
     StorageCorruptedError,
 )
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
@@ -25,7 +21,6 @@ from saga_redis._records import (
     decode_record,
     encode_applied,
     encode_body,
-    encode_entry,
     micros_to_datetime,
 )
 from saga_redis._resp import (
@@ -271,65 +266,6 @@ def test_a_partial_reply_asks_for_more(cut: int) -> None:
 
 
 # --- values ---------------------------------------------------------------------------------------
-
-
-def test_journal_entries_round_trip_and_are_json_arrays() -> None:
-    paris = timezone(timedelta(hours=2))
-    entries = [
-        JournalEntry(
-            "s.Réserve",
-            StepDirection.ACT,
-            StepEvent.FAILED,
-            3,
-            datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
-            'E: "q"\n😀',
-        ),
-        JournalEntry(
-            "s.Charge",
-            StepDirection.COMPENSATE,
-            StepEvent.COMPLETED,
-            1,
-            datetime(2026, 1, 2, 5, 4, 5, 0, tzinfo=paris),
-        ),
-    ]
-    encoded = [encode_entry(entry) for entry in entries]
-    at_micros = (entries[0].at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
-        microseconds=1
-    )
-    assert json.loads(encoded[0]) == ["s.Réserve", "act", "failed", 3, at_micros, 'E: "q"\n😀']
-    assert json.loads(encoded[1]) == ["s.Charge", "compensate", "completed", 1, at_micros - 6, None]
-    decoded = decode_journal(uuid.uuid4(), "k", encoded)
-    assert decoded == entries
-    assert all(entry.at.tzinfo is timezone.utc for entry in decoded)
-
-
-@pytest.mark.parametrize(
-    "at",
-    [
-        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
-        datetime(2026, 1, 2, 3, 4, 5, 678902, tzinfo=timezone.utc),  # the same second again
-        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),  # no microseconds: still written
-        datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc),  # the next second
-        datetime(2026, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2))),
-        datetime.max.replace(tzinfo=timezone.utc),
-        datetime.min.replace(tzinfo=timezone.utc),
-    ],
-)
-def test_journal_times_are_written_as_exact_microseconds_since_the_epoch(at: datetime) -> None:
-    entry = JournalEntry(
-        step_id="s", direction=StepDirection.ACT, event=StepEvent.STARTED, attempt=1, at=at
-    )
-    written = json.loads(encode_entry(entry))[4]
-    assert micros_to_datetime(written) == at
-    (decoded,) = decode_journal(uuid.uuid4(), "k", [encode_entry(entry)])
-    assert decoded.at == at
-    assert decoded.at.tzinfo is timezone.utc
-
-
-def test_a_naive_journal_time_is_refused() -> None:
-    entry = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, datetime(2026, 1, 1))
-    with pytest.raises(SagaUsageError, match="naive"):
-        encode_entry(entry)
 
 
 def test_applied_step_ids_are_a_json_array() -> None:

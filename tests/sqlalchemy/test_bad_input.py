@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_core import (
+    SagaNotFoundError,
     SagaUsageError,
     StorageCorruptedError,
     StorageNotFoundError,
@@ -19,7 +22,7 @@ from saga_core import (
     open_storage,
     recover_saga,
 )
-from saga_core.testing import make_new_saga
+from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage, open_sqlalchemy_storage
 
 from ._sagas import ThreeStepSaga
@@ -121,6 +124,39 @@ async def test_a_journal_that_is_not_ours_is_reported_as_corrupted(
             await storage.history(new.saga_id)
         # The state itself still loads: only the history is unreadable.
         assert (await storage.load(new.saga_id)).saga_id == new.saga_id
+
+
+@pytest.mark.parametrize("path", ["sqlite-inline", "sqlite-threads", "psycopg", "asyncpg"])
+async def test_a_naive_journal_time_is_refused_and_nothing_written(
+    path: str, anyio_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Each write path (SQLite on the loop or in threads, PostgreSQL through a sync engine or
+    asyncpg's connection) refuses it as a usage error, not as an unknown outcome."""
+    if path == "asyncpg" and anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    naive = make_entry(at=datetime(2026, 1, 1, 12, 0))
+    with contextlib.ExitStack() as stack:
+        if path.startswith("sqlite"):
+            storage = open_storage(f"sqlite:///{tmp_path}/n.db", inline=path == "sqlite-inline")
+        else:
+            postgres_url = request.getfixturevalue("postgres_url")
+            schema = stack.enter_context(postgres_schema(postgres_url))
+            url = driver_url(postgres_url, path)
+            engine = create_async_engine(url) if path == "asyncpg" else sa.create_engine(url)
+            storage = SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True)
+            await storage.create_schema()
+        async with storage:
+            refused = make_new_saga(journal=[naive])
+            with pytest.raises(SagaUsageError, match="naive 'at'"):
+                await storage.create(refused)
+            with pytest.raises(SagaNotFoundError):
+                await storage.load(refused.saga_id)
+            new = make_new_saga()
+            await storage.create(new)
+            with pytest.raises(SagaUsageError, match="naive 'at'"):
+                await storage.checkpoint(make_checkpoint(new.saga_id, 1, journal=[naive]))
+            assert (await storage.load(new.saga_id)).version == 1
+            assert len(await storage.history(new.saga_id)) == len(new.journal)
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])

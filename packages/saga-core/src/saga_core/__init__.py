@@ -42,6 +42,8 @@ from ._errors import StorageUnavailableError as StorageUnavailableError
 from ._executor import SagaOutcome as SagaOutcome
 from ._fallback import CircuitBreaker as CircuitBreaker
 from ._fallback import Fallback as Fallback
+from ._journal_codec import decode_journal_entry as decode_journal_entry
+from ._journal_codec import encode_journal_entry as encode_journal_entry
 from ._mediator import SagaMap as SagaMap
 from ._mediator import SagaMediator as SagaMediator
 from ._mediator import bootstrap as bootstrap
@@ -124,6 +126,8 @@ __all__ = (
     "StorageUnavailableError",
     "bootstrap",
     "codec_for",
+    "decode_journal_entry",
+    "encode_journal_entry",
     "installed_breakers",
     "installed_storage_schemes",
     "load_breaker",

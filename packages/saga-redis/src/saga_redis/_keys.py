@@ -10,7 +10,7 @@ slot; a cluster spreads the sagas over its nodes when ``shards`` is larger (see 
 For the prefix ``saga:`` and a saga in shard 0::
 
     saga:{0}:record:<saga id>    hash: one saga's state (its lease included)
-    saga:{0}:journal:<saga id>   list: its journal entries, JSON objects, oldest first
+    saga:{0}:journal:<saga id>   list: its journal entries, JSON arrays, oldest first
     saga:{0}:updated             sorted set: unfinished, unparked sagas of the shard, by last
                                  update (µs): the recovery index
     saga:{0}:parked              sorted set: parked (dead-letter) sagas, by last update (µs)

@@ -2,8 +2,9 @@
 
 A record is a hash of a few text fields (see the README's key layout): ``name``, ``created``,
 ``head`` (what the scripts check, see :mod:`saga_redis._scripts`), ``body`` (written by the
-client, read by nobody but the client) and ``error``; a journal entry is one JSON object per
-list element, ``[step_id, direction, event, attempt, at (µs since the epoch), error]``::
+client, read by nobody but the client) and ``error``; a journal entry is one list element, in
+saga-core's journal entry form (:func:`saga_core.encode_journal_entry`: ``[step_id, direction,
+event, attempt, at (µs since the epoch), error]``)::
 
     ["orders.Reserve", "act", "failed", 2, 1767323045678901, "TimeoutError: stock service"]
 
@@ -24,80 +25,20 @@ from saga_core import (
     JournalEntry,
     SagaRecord,
     SagaStatus,
-    SagaUsageError,
-    StepDirection,
-    StepEvent,
     StorageCorruptedError,
+    decode_journal_entry,
 )
 
-_UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
-_dumps = json.dumps
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUSES = {status.value: status for status in SagaStatus}
-_DIRECTIONS = {direction.value: direction for direction in StepDirection}
-_EVENTS = {event.value: event for event in StepEvent}
 
-# JSON text of step ids seen so far: a process runs few distinct steps, and quoting them is
-# most of the cost of encoding an entry. Bounded so that unusual callers cannot grow it.
-_QUOTED: dict[str, str] = {}
-_QUOTED_MAX = 4096
-
-
-def _quoted(text: str) -> str:
-    quoted = _QUOTED.get(text)
-    if quoted is None:
-        quoted = _dumps(text, ensure_ascii=False)
-        if len(_QUOTED) < _QUOTED_MAX:
-            _QUOTED[text] = quoted
-    return quoted
-
-
-_MICROSECOND = timedelta(microseconds=1)
-_ACT = StepDirection.ACT
-_STARTED = StepEvent.STARTED
-_COMPLETED = StepEvent.COMPLETED
-_ACT_TEXT = '"act"'
-_COMPENSATE_TEXT = '"compensate"'
-
-
-def encode_entry(entry: JournalEntry) -> str:
-    """Return ``entry`` as the JSON array stored in the journal list:
-    ``[step_id, direction, event, attempt, at, error]``, ``at`` in integer microseconds since
-    the epoch (UTC), ``error`` a string or null.
-
-    Raises:
-        SagaUsageError: ``entry.at`` is a naive datetime (its time zone would be a guess).
-    """
-    at = entry.at
-    tz = at.tzinfo
-    if tz is not _UTC and (tz is None or at.utcoffset() is None):
-        raise SagaUsageError(
-            f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
-            f"time zone, e.g. datetime.now(timezone.utc)"
-        )
-    error = entry.error
-    step_id = entry.step_id
-    event = entry.event
-    # Identity tests and cached texts: `.value` of an Enum member and json.dumps of a step id
-    # are most of an entry's cost otherwise.
-    return (
-        f"[{_QUOTED.get(step_id) or _quoted(step_id)},"
-        f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
-        f"{_event_text(event)},{int(entry.attempt)},{(at - _EPOCH) // _MICROSECOND},"
-        f"{'null' if error is None else _dumps(error, ensure_ascii=False)}]"
-    )
-
-
-def _event_text(event: StepEvent) -> str:
-    if event is _STARTED:
-        return '"started"'
-    if event is _COMPLETED:
-        return '"completed"'
-    return _dumps(event.value)
-
+# A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
+_quote = json.encoder.encode_basestring
 
 # JSON arrays of the applied step ids seen so far: a saga definition has few distinct ones.
+# Bounded so that unusual callers cannot grow it.
 _APPLIED: dict[tuple[str, ...], str] = {}
+_APPLIED_MAX = 4096
 
 
 def encode_applied(applied: Sequence[str]) -> str:
@@ -106,7 +47,7 @@ def encode_applied(applied: Sequence[str]) -> str:
         text = _APPLIED.get(applied)
         if text is None:
             text = _applied_text(applied)
-            if len(_APPLIED) < _QUOTED_MAX:
+            if len(_APPLIED) < _APPLIED_MAX:
                 _APPLIED[applied] = text
         return text
     return _applied_text(applied)
@@ -115,7 +56,7 @@ def encode_applied(applied: Sequence[str]) -> str:
 def _applied_text(applied: Sequence[str]) -> str:
     if not applied:
         return "[]"
-    return f"[{','.join(_quoted(step_id) for step_id in applied)}]"
+    return f"[{','.join(map(_quote, applied))}]"
 
 
 def micros_to_datetime(micros: int) -> datetime:
@@ -142,7 +83,7 @@ def encode_body(cursor: int, next_step: str | None, applied: str, context: str) 
     """The record's ``body`` field: the cursor, the next step's id as a JSON string (empty for
     none), the applied step ids (JSON array) and the context, one per line (the context last,
     as it is: the others are JSON, which never holds a raw line break)."""
-    quoted = "" if next_step is None else (_QUOTED.get(next_step) or _quoted(next_step))
+    quoted = "" if next_step is None else _quote(next_step)
     return f"{cursor}\n{quoted}\n{applied}\n{context}"
 
 
@@ -229,25 +170,10 @@ def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[Journa
 
 def _decode_entry(saga_id: UUID, key: str, index: int, item: Any) -> JournalEntry:
     try:
-        step_id, direction, event, attempt, at, error = json.loads(item)
-        if not (
-            isinstance(step_id, str)
-            and type(attempt) is int
-            and type(at) is int
-            and (error is None or isinstance(error, str))
-        ):
-            raise ValueError("a part has the wrong type")
-        return JournalEntry(
-            step_id=step_id,
-            direction=_DIRECTIONS[direction],
-            event=_EVENTS[event],
-            attempt=attempt,
-            at=micros_to_datetime(at),
-            error=error,
-        )
-    except (KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        return decode_journal_entry(item)
+    except ValueError as exc:
         raise StorageCorruptedError(
             f"saga {saga_id}: element {index} of the Redis list {key!r} is not a journal entry "
-            f"({type(exc).__name__}: {exc}); the key was not written by saga-redis or was "
-            f"changed by hand. Nothing was changed; inspect it with LRANGE"
+            f"({exc}); the key was not written by saga-redis or was changed by hand. Nothing "
+            f"was changed; inspect it with LRANGE"
         ) from exc

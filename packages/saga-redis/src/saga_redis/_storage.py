@@ -26,6 +26,7 @@ from saga_core import (
     SagaUsageError,
     StorageCorruptedError,
     StorageUnavailableError,
+    encode_journal_entry,
 )
 
 from ._driver import (
@@ -50,7 +51,6 @@ from ._records import (
     decode_record,
     encode_applied,
     encode_body,
-    encode_entry,
     pairs,
     text,
 )
@@ -300,7 +300,7 @@ class RedisSagaStorage:
             LAYOUT_VERSION,
         ]
         if saga.journal:
-            args.extend(map(encode_entry, saga.journal))
+            args.extend(map(encode_journal_entry, saga.journal))
         reply = await self._run(CREATE_SCRIPT, keys.create_keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
@@ -344,15 +344,12 @@ class RedisSagaStorage:
                     )
                 lead = (*saga.released[:3], _owner(owner), _micros(lease_seconds))
                 saga.leased = (owner, lease_seconds, lead)
-        next_step = checkpoint.next_step
-        if next_step is not None and type(next_step) is not str:
-            _next_step(next_step)  # raises
         args: list[Arg] = [
             str(int(checkpoint.expected_version)),
             value,
             encode_body(
                 int(checkpoint.cursor),
-                next_step,
+                _next_step(checkpoint.next_step),
                 encode_applied(checkpoint.applied),
                 checkpoint.context,
             ),
@@ -365,7 +362,7 @@ class RedisSagaStorage:
             args += ("1", error)
         journal = checkpoint.journal
         if journal:
-            args.extend(map(encode_entry, journal))
+            args.extend(map(encode_journal_entry, journal))
         reply = await self._run(CHECKPOINT_SCRIPT, saga.checkpoint_keys, args, lead)
         if reply != 0:
             raise_failure(

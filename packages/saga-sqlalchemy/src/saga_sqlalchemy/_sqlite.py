@@ -333,6 +333,8 @@ class SqliteInline:
             if _is_busy(exc):
                 return ELSEWHERE
             raise translate(exc, describe_write(write)) from exc
+        except SagaError:  # a write the storage refused to encode (SagaUsageError), as is
+            raise
         except Exception as exc:
             raise translate(exc, describe_write(write)) from exc
         self.wal.committed(connection)

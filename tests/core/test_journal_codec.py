@@ -1,0 +1,104 @@
+"""saga-core's journal entry form, ``[step_id, direction, event, attempt, at, error]``, which
+saga-sqlalchemy and saga-redis store (their own tests check how they report a bad one)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from saga_core import (
+    JournalEntry,
+    SagaUsageError,
+    StepDirection,
+    StepEvent,
+    decode_journal_entry,
+    encode_journal_entry,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def test_entries_round_trip_as_one_line_json_arrays() -> None:
+    paris = timezone(timedelta(hours=2))
+    entries = [
+        JournalEntry(
+            "s.Réserve",
+            StepDirection.ACT,
+            StepEvent.FAILED,
+            3,
+            datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+            'E: "q"\n😀',
+        ),
+        JournalEntry(
+            "s.Charge",
+            StepDirection.COMPENSATE,
+            StepEvent.COMPLETED,
+            1,
+            datetime(2026, 1, 2, 5, 4, 5, 0, tzinfo=paris),
+        ),
+        JournalEntry("s.Ship", StepDirection.ACT, StepEvent.STARTED, 2, _EPOCH),
+    ]
+    encoded = [encode_journal_entry(entry) for entry in entries]
+    at_micros = (entries[0].at - _EPOCH) // timedelta(microseconds=1)
+    assert json.loads(encoded[0]) == ["s.Réserve", "act", "failed", 3, at_micros, 'E: "q"\n😀']
+    assert json.loads(encoded[1]) == ["s.Charge", "compensate", "completed", 1, at_micros - 6, None]
+    assert encoded[2] == '["s.Ship","act","started",2,0,null]'
+    assert not any("\n" in text for text in encoded)
+    decoded = [decode_journal_entry(text) for text in encoded]
+    assert decoded == entries
+    assert all(entry.at.tzinfo is timezone.utc for entry in decoded)
+    assert decode_journal_entry(encoded[0].encode()) == entries[0]  # bytes, as a client returns
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2))),
+        datetime.max.replace(tzinfo=timezone.utc),
+        datetime.min.replace(tzinfo=timezone.utc),
+    ],
+)
+def test_times_are_exact_microseconds_since_the_epoch(at: datetime) -> None:
+    entry = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, at)
+    text = encode_journal_entry(entry)
+    assert _EPOCH + timedelta(microseconds=json.loads(text)[4]) == at
+    decoded = decode_journal_entry(text)
+    assert decoded.at == at
+    assert decoded.at.tzinfo is timezone.utc
+
+
+def test_a_naive_time_is_refused() -> None:
+    entry = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, datetime(2026, 1, 1))
+    with pytest.raises(SagaUsageError, match=r"naive 'at'.*give it a time zone"):
+        encode_journal_entry(entry)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not json", "Expecting value"),
+        (b'["\xff"]', "can't decode"),
+        ("[1, 2]", "not a JSON array of 6 parts"),
+        ('{"step_id": "s"}', "not a JSON array of 6 parts"),
+        ('["s", "act", "started", 1, 0, null, 7]', "not a JSON array of 6 parts"),
+        ('["s", "sideways", "started", 1, 0, null]', "KeyError: 'sideways'"),
+        ('["s", "act", "paused", 1, 0, null]', "KeyError: 'paused'"),
+        ('["s", ["act"], "started", 1, 0, null]', "TypeError"),
+        ('["s", "act", "started", "1", 0, null]', "wrong type"),
+        ('["s", "act", "started", true, 0, null]', "wrong type"),
+        ('["s", "act", "started", 1, "2026-01-01T00:00:00+00:00", null]', "wrong type"),
+        ('["s", "act", "started", 1, 1.5, null]', "wrong type"),
+        ('["s", "act", "started", 1, 0, 7]', "wrong type"),
+        ('[7, "act", "started", 1, 0, null]', "wrong type"),
+        ('["s", "act", "started", 1, 99999999999999999999, null]', "OverflowError"),
+    ],
+)
+def test_a_text_that_is_not_an_entry_raises_value_error_saying_why(
+    text: str | bytes, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        decode_journal_entry(text)
