@@ -14,6 +14,9 @@ from ._context import SagaContext as SagaContext
 from ._di import Container as Container
 from ._di import StepResolver as StepResolver
 from ._di import make_step_resolver as make_step_resolver
+from ._error_text import MAX_ERROR_TEXT_LENGTH as MAX_ERROR_TEXT_LENGTH
+from ._error_text import describe_error as describe_error
+from ._error_text import storable_text as storable_text
 from ._errors import BreakerNotFoundError as BreakerNotFoundError
 from ._errors import CircuitOpenError as CircuitOpenError
 from ._errors import DependencyResolutionError as DependencyResolutionError
@@ -55,6 +58,9 @@ from ._plugins import installed_storage_schemes as installed_storage_schemes
 from ._plugins import load_breaker as load_breaker
 from ._plugins import open_storage as open_storage
 from ._policy import RetryPolicy as RetryPolicy
+from ._record_reading import ReadRecords as ReadRecords
+from ._record_reading import read_records as read_records
+from ._record_reading import report_corrupt_record as report_corrupt_record
 from ._recovery import recover_saga as recover_saga
 from ._response import Response as Response
 from ._saga import Saga as Saga
@@ -68,10 +74,12 @@ from ._storage import JournalEntry as JournalEntry
 from ._storage import NewSaga as NewSaga
 from ._storage import SagaRecord as SagaRecord
 from ._storage import SagaStorage as SagaStorage
+from ._validators import require_saga_id as require_saga_id
 from ._worker import RecoveryReport as RecoveryReport
 from ._worker import RecoveryWorker as RecoveryWorker
 
 __all__ = (
+    "MAX_ERROR_TEXT_LENGTH",
     "BreakerNotFoundError",
     "Checkpoint",
     "CircuitBreaker",
@@ -85,6 +93,7 @@ __all__ = (
     "LoggingObserver",
     "MemorySagaStorage",
     "NewSaga",
+    "ReadRecords",
     "RecoveryReport",
     "RecoveryWorker",
     "Response",
@@ -127,11 +136,16 @@ __all__ = (
     "bootstrap",
     "codec_for",
     "decode_journal_entry",
+    "describe_error",
     "encode_journal_entry",
     "installed_breakers",
     "installed_storage_schemes",
     "load_breaker",
     "make_step_resolver",
     "open_storage",
+    "read_records",
     "recover_saga",
+    "report_corrupt_record",
+    "require_saga_id",
+    "storable_text",
 )

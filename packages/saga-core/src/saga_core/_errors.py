@@ -135,8 +135,19 @@ class StorageUnavailableError(SagaStorageError, ConnectionError):
 
 
 class StorageCorruptedError(SagaStorageError, ValueError):
-    """Raised when stored data cannot be read back (not valid JSON, missing fields, an unknown
-    status, or a value that does not decode into the context type)."""
+    """Raised when stored data cannot be read back (not valid JSON, nested too deeply, missing
+    fields, an unknown status, a timestamp that is not one, or a value that does not decode
+    into the context type).
+
+    ``saga_id`` names the saga whose record is damaged when it is known, else ``None``. A
+    storage reading many records at once (recovery claims, listings) does not raise it for
+    one damaged record: it reports and skips that record (see
+    :func:`saga_core.read_records`), so the healthy ones are still served.
+    """
+
+    def __init__(self, message: str, *, saga_id: UUID | None = None) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
 
 
 class StorageSchemaError(SagaStorageError):

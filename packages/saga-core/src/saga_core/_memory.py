@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._status import SagaStatus
 from ._storage import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
+from ._validators import require_saga_id
 
 # Statuses as module globals, compared by identity on the write paths: reading an Enum member
 # off its class and hashing one both run Python code.
@@ -303,7 +304,7 @@ class MemorySagaStorage:
         if self._closed:
             raise _closed_error()
         saga_id = saga.saga_id
-        key = saga_id.int
+        key = _key(saga_id)
         if key in self._sagas:
             raise SagaAlreadyExistsError(
                 f"saga {saga_id} already exists; start the saga with a new id, or recover the "
@@ -317,7 +318,7 @@ class MemorySagaStorage:
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._closed:
             raise _closed_error()
-        saga = self._sagas.get(checkpoint.saga_id.int)
+        saga = self._sagas.get(_key(checkpoint.saga_id))
         if saga is None:
             raise _not_found(checkpoint.saga_id)
         stored_status = saga.status
@@ -373,7 +374,7 @@ class MemorySagaStorage:
     def _get(self, saga_id: UUID) -> _StoredSaga:
         if self._closed:
             raise _closed_error()
-        saga = self._sagas.get(saga_id.int)
+        saga = self._sagas.get(_key(saga_id))
         if saga is None:
             raise _not_found(saga_id)
         return saga
@@ -446,6 +447,14 @@ class MemorySagaStorage:
         saga.lease_owner = owner
         saga.lease_expires = expires
         saga.updated = now
+
+
+def _key(saga_id: UUID) -> int:
+    """The dict key of ``saga_id``; a saga id that is not a UUID is the caller's mistake
+    (:class:`~saga_core.SagaUsageError`), raised before anything is written."""
+    if type(saga_id) is UUID:
+        return saga_id.int
+    return require_saga_id(saga_id).int
 
 
 def _closed_error() -> StorageUnavailableError:

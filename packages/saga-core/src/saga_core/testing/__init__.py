@@ -16,6 +16,8 @@ This package requires pytest (and anyio's pytest plugin, which anyio installs). 
 """
 
 from ._contract import SagaStorageContract as SagaStorageContract
+from ._damage import DAMAGE_KINDS as DAMAGE_KINDS
+from ._damage import deeply_nested_json as deeply_nested_json
 from ._factories import DEFAULT_CONTEXT as DEFAULT_CONTEXT
 from ._factories import DEFAULT_LEASE_SECONDS as DEFAULT_LEASE_SECONDS
 from ._factories import DEFAULT_OWNER as DEFAULT_OWNER
@@ -25,11 +27,13 @@ from ._factories import make_entry as make_entry
 from ._factories import make_new_saga as make_new_saga
 
 __all__ = (
+    "DAMAGE_KINDS",
     "DEFAULT_CONTEXT",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_OWNER",
     "SagaStorageContract",
     "assert_same_json",
+    "deeply_nested_json",
     "make_checkpoint",
     "make_entry",
     "make_new_saga",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ._damage import DamagedRecordContract, SagaIdContract
 from ._leases import ConcurrencyContract, LeaseContract
 from ._operations import OperationsContract
 from ._payloads import ContextContract, ExecutorDriveContract, LifecycleContract
@@ -19,6 +20,8 @@ class SagaStorageContract(
     ExecutorDriveContract,
     LifecycleContract,
     OperationsContract,
+    DamagedRecordContract,
+    SagaIdContract,
 ):
     """Every rule of the storage protocol, as tests; subclass it and provide ``storage``.
 
@@ -47,6 +50,14 @@ class SagaStorageContract(
       (finished or version conflict);
     * contexts come back as JSON equal by ``json.loads``, JSON types included (whitespace,
       key order and escapes may change; ``1.0`` may not become ``1``).
+
+    A damaged record (one a hand edit or a bad migration left unreadable) must never stop the
+    others: list in ``damage_kinds`` the kinds of :data:`DAMAGE_KINDS` your records can suffer
+    and implement ``damage_record`` / ``repair_record``; the suite then checks that loading it
+    raises :class:`~saga_core.StorageCorruptedError` naming the saga, that listings skip it,
+    that a claim parks it (reason: the error) and claims the healthy ones, and that a
+    :class:`~saga_core.RecoveryWorker` recovers every healthy saga next to it. Batch reads get
+    this from :func:`saga_core.read_records`.
 
     Lease tests wait out :attr:`short_lease_seconds` plus :attr:`lease_margin_seconds` by the
     test's clock; a storage whose clock is coarse raises both.
