@@ -14,8 +14,6 @@ import pytest
 
 from saga_core import (
     Checkpoint,
-    Container,
-    DependencyResolutionError,
     InvalidStepResultError,
     MemorySagaStorage,
     RetryPolicy,
@@ -332,7 +330,7 @@ async def test_an_exhausted_compensation_ends_failed_visibly_and_recovery_finish
     assert record.applied == ()
 
 
-async def test_run_returns_a_failed_outcome_with_the_compensation_error(
+async def test_a_failed_outcome_keeps_the_compensation_error_and_the_rollback_cause(
     make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
     class OrderSaga(Saga[OrderContext]):
@@ -344,8 +342,40 @@ async def test_run_returns_a_failed_outcome_with_the_compensation_error(
     outcome = await make_mediator(OrderContext, OrderSaga).run(OrderContext())
 
     assert outcome.status is SagaStatus.FAILED
-    assert isinstance(outcome.error, ValueError)
-    assert str(outcome.error) == "a.compensate failed"
+    error = outcome.error
+    assert isinstance(error, SagaCompensationFailedError)
+    assert isinstance(error.compensation_error, ValueError)
+    assert str(error.compensation_error) == "a.compensate failed"
+    assert error.__cause__ is error.compensation_error
+    assert isinstance(error.trigger, ValueError)
+    assert str(error.trigger) == "b.act failed"
+    assert "ValueError: a.compensate failed" in str(error)
+    assert "triggered by ValueError: b.act failed" in str(error)
+
+
+async def test_the_raised_failure_names_the_rollback_cause_live_and_after_recovery(
+    make_step: StepFactory,
+    make_mediator: MediatorFactory,
+    storage: MemorySagaStorage,
+) -> None:
+    class OrderSaga(Saga[OrderContext]):
+        steps = [
+            make_step("a", compensate_fails=math.inf, compensation_retry=quick_retry(2)),
+            make_step("b", act_fails=1),
+        ]
+
+    saga_id = uuid.uuid4()
+    with pytest.raises(SagaCompensationFailedError) as live:
+        await collect(make_mediator(OrderContext, OrderSaga), OrderContext(), saga_id, [])
+    assert str(live.value.trigger) == "b.act failed"
+    assert "triggered by ValueError: b.act failed" in str(live.value)
+
+    with pytest.raises(SagaCompensationFailedError) as recovered:
+        await recover_saga(saga=OrderSaga, saga_id=saga_id, storage=storage)
+    # This runner did not see the step fail: the cause comes from the stored record.
+    assert recovered.value.trigger is None
+    assert str(recovered.value.compensation_error) == "a.compensate failed"
+    assert "triggered by ValueError: b.act failed" in str(recovered.value)
 
 
 async def test_a_compensation_failing_again_in_recovery_stays_failed(
@@ -408,56 +438,6 @@ async def test_an_act_returning_something_else_than_a_response_fails_and_is_comp
     record = await storage.load(saga_id)
     assert record.status is SagaStatus.COMPENSATED
     assert record.error is not None and record.error.startswith("InvalidStepResultError")
-
-
-class Unregistered:
-    """A dependency the container cannot build (its constructor needs an unannotated value)."""
-
-    def __init__(self, secret) -> None:  # type: ignore[no-untyped-def]
-        self.secret = secret
-
-
-class NeedsUnregistered(SagaStepHandler[OrderContext, None]):
-    name = "unbuildable"
-    built: list[str] = []
-
-    def __init__(self, dependency: Unregistered) -> None:
-        NeedsUnregistered.built.append("built")
-
-    async def act(self, context: OrderContext) -> None:
-        return None
-
-
-async def test_a_step_the_container_cannot_build_is_a_failure_that_is_not_compensated(
-    make_step: StepFactory,
-    make_mediator: MediatorFactory,
-    storage: MemorySagaStorage,
-    ledger: list[str],
-) -> None:
-    NeedsUnregistered.built = []
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), NeedsUnregistered, make_step("c")]
-
-    saga_id = uuid.uuid4()
-    results: list[SagaStepResult[Any, Any]] = []
-    mediator = make_mediator(OrderContext, OrderSaga, di_container=Container())
-    with pytest.raises(SagaCompensatedError) as caught:
-        await collect(mediator, OrderContext(), saga_id, results)
-
-    assert isinstance(caught.value.__cause__, DependencyResolutionError)
-    assert summary(results) == [
-        ("a", "act", False),
-        ("unbuildable", "act", True),
-        ("a", "compensate", False),
-    ]
-    assert NeedsUnregistered.built == []
-    assert ledger == ["act:a", "compensate:a"]
-    history = await storage.history(saga_id)
-    [failure] = [e for e in history if e.step_id == "unbuildable"]
-    assert failure.event is StepEvent.FAILED
-    assert failure.attempt == 0
-    assert failure.error is not None and failure.error.startswith("DependencyResolutionError")
 
 
 async def test_a_step_that_leaves_the_context_unstorable_is_rolled_back(

@@ -24,6 +24,7 @@ from saga_core import (
     RetryPolicy,
     Saga,
     SagaCompensatedError,
+    SagaCompensationFailedError,
     SagaContext,
     SagaContextError,
     SagaMap,
@@ -775,7 +776,8 @@ async def test_a_compensation_that_exceeds_its_timeout_is_a_failed_compensation(
     outcome = await make_mediator(OrderContext, TimeoutSaga).run(OrderContext())
 
     assert outcome.status is SagaStatus.FAILED
-    assert isinstance(outcome.error, TimeoutError)
+    assert isinstance(outcome.error, SagaCompensationFailedError)
+    assert isinstance(outcome.error.compensation_error, TimeoutError)
 
 
 # --- observers -----------------------------------------------------------------------------------

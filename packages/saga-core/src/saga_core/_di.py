@@ -138,6 +138,16 @@ class Container:
             builder = self._compile(cls, cls, (), ())
         return cast(T, builder())
 
+    def check(self, cls: type[Any]) -> None:
+        """Check, without building anything, that :meth:`resolve` can build ``cls`` with the
+        registrations made so far.
+
+        Raises ``DependencyResolutionError`` as :meth:`resolve` would (errors that only the
+        constructors or factories themselves would raise are not found).
+        """
+        if cls not in self._builders:
+            self._compile(cls, cls, (), ())
+
     # --- compilation (once per type) ----------------------------------------------------------
 
     def _compile(
@@ -297,17 +307,27 @@ class StepResolver(Protocol):
         """Return an instance of ``cls``; raises ``DependencyResolutionError`` when it cannot."""
         ...
 
+    def check(self, cls: type[Any]) -> None:
+        """Raise ``DependencyResolutionError`` if ``cls`` certainly cannot be built, when that
+        can be told without building it (``bootstrap`` checks every bound step this way);
+        a resolver that cannot tell does nothing."""
+        ...
+
 
 class _ContainerResolver:
     """Adapter of the built-in :class:`Container`."""
 
-    __slots__ = ("_resolve",)
+    __slots__ = ("_container", "_resolve")
 
     def __init__(self, container: Container) -> None:
+        self._container = container
         self._resolve = container.resolve
 
     async def resolve(self, cls: type[T]) -> T:
         return self._resolve(cls)
+
+    def check(self, cls: type[Any]) -> None:
+        self._container.check(cls)
 
     @property
     def resolve_sync(self) -> Callable[[type[Any]], Any]:
@@ -323,6 +343,10 @@ class _CallableResolver:
 
     def __init__(self, call: Callable[[type[Any]], Any]) -> None:
         self._call = call
+
+    def check(self, cls: type[Any]) -> None:
+        """A callable can only be asked by calling it, which would build the step: nothing
+        to check in advance."""
 
     async def resolve(self, cls: type[T]) -> T:
         result = self._call(cls)
@@ -372,6 +396,12 @@ class _DiResolver:
             raise DependencyResolutionError(
                 f"cannot build {_name(cls)} with the di container: {exc}"
             ) from exc
+
+    def check(self, cls: type[Any]) -> None:
+        """Solve the step's dependency graph (cached for later resolutions); raises
+        ``DependencyResolutionError`` when di cannot."""
+        if cls not in self._solved:
+            self._solve(cls)
 
     def _solve(self, cls: Any) -> tuple[Any, bool]:
         try:

@@ -59,8 +59,11 @@ class BreakerNotFoundError(SagaUsageError, LookupError):
 class SagaFailedError(SagaError, RuntimeError):
     """Base of the errors that report a saga which did not complete.
 
-    ``saga_id`` names the saga; ``__cause__`` is the error that triggered the rollback when it
-    is known (a live run), and ``None`` when recovery finished an earlier rollback.
+    ``saga_id`` names the saga; ``__cause__`` is the error that made it end this way when this
+    process saw it: the step error that triggered the rollback (:class:`SagaCompensatedError`)
+    or the exhausted compensation's error (:class:`SagaCompensationFailedError`). It is
+    ``None`` when recovery finished a rollback an earlier runner decided; the message then
+    quotes the stored cause.
     """
 
     def __init__(self, message: str, *, saga_id: UUID) -> None:
@@ -76,7 +79,25 @@ class SagaCompensatedError(SagaFailedError):
 
 class SagaCompensationFailedError(SagaFailedError):
     """Raised when a compensation exhausted its retries: the saga is FAILED, its error is
-    recorded, and recovery can retry the remaining compensations later."""
+    recorded, and recovery can retry the remaining compensations later.
+
+    It keeps both errors: ``compensation_error`` is the exhausted compensation's error (also
+    ``__cause__``), ``trigger`` the step error that started the rollback (``None`` when
+    recovery resumed a rollback an earlier runner decided). The message describes both.
+    ``SagaOutcome.error`` of a FAILED saga is this error.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga_id: UUID,
+        trigger: BaseException | None = None,
+        compensation_error: BaseException | None = None,
+    ) -> None:
+        super().__init__(message, saga_id=saga_id)
+        self.trigger = trigger
+        self.compensation_error = compensation_error
 
 
 # --- concurrency and state --------------------------------------------------------------------

@@ -21,8 +21,10 @@ import anyio.lowlevel
 
 from ._codec import ContextCodec
 from ._di import StepResolver
+from ._error_text import describe_error as describe
 from ._errors import (
     CircuitOpenError,
+    DependencyResolutionError,
     InvalidStepResultError,
     SagaAlreadyExistsError,
     SagaCompensatedError,
@@ -31,6 +33,7 @@ from ._errors import (
     SagaContextError,
 )
 from ._hooks import Hooks, fire
+from ._isolation import restore_in_place
 from ._memory import MemorySagaStorage
 from ._observer import logger
 from ._policy import RetryPolicy
@@ -66,11 +69,6 @@ _USUAL_LEASE = -1.0
 _RELEASE_TIMEOUT = 5.0
 
 
-def describe(error: BaseException) -> str:
-    """``"ExceptionType: message"``, as stored in the journal and the record's error."""
-    return f"{type(error).__name__}: {error}"
-
-
 class _Call(NamedTuple):
     value: Any
     error: Exception | None
@@ -99,6 +97,7 @@ class SagaRun:
         "_codec",
         "_context_text",
         "_error_text",
+        "_failed",
         "_failure",
         "_fenced",
         "_halted",
@@ -168,6 +167,7 @@ class SagaRun:
         self._journal: list[JournalEntry] = []
         self._trigger: BaseException | None = None
         self._failure: BaseException | None = None
+        self._failed: SagaCompensationFailedError | None = None
         self._halted = False
         self._fenced = False
         # A recovery worker's runs keep their lease this long after a failure (FAILED, or an
@@ -316,27 +316,47 @@ class SagaRun:
                 saga_id=self.saga_id,
             ) from self._trigger
         if self.status is _FAILED:
-            raise SagaCompensationFailedError(
-                f"saga {self.saga_id} ({self.definition.name}) could not be compensated "
-                f"({describe(self._failure) if self._failure else self._error_text}); it is "
-                "FAILED and recovery will retry it",
-                saga_id=self.saga_id,
-            ) from self._failure
+            raise self._failed_error()
         return SagaOutcome(self.saga_id, self.status, self.context, self.error)
 
     @property
     def error(self) -> BaseException | None:
-        """Why the saga compensated (or, once FAILED, the exhausted compensation's error)."""
-        return self._failure if self.status is _FAILED else self._trigger
+        """Why the saga did not complete: the step error that made it compensate, or once
+        FAILED the :class:`SagaCompensationFailedError` that holds that error and the
+        exhausted compensation's."""
+        return self._failed_error() if self.status is _FAILED else self._trigger
+
+    def _failed_error(self) -> SagaCompensationFailedError:
+        """The error of a FAILED run, built once: the compensation that was exhausted and the
+        cause of the rollback (the live trigger, or the cause stored by an earlier runner)."""
+        if self._failed is None:
+            failure = self._failure
+            what = f": {describe(failure)}" if failure is not None else ""
+            cause = describe(self._trigger) if self._trigger is not None else self._error_text
+            why = f"; the rollback was triggered by {cause}" if cause else ""
+            self._failed = SagaCompensationFailedError(
+                f"saga {self.saga_id} ({self.definition.name}) could not be compensated{what}"
+                f"{why}; it is FAILED and recovery will retry it",
+                saga_id=self.saga_id,
+                trigger=self._trigger,
+                compensation_error=failure,
+            )
+            self._failed.__cause__ = failure
+        return self._failed
 
     async def abandon(self, *, hold_seconds: float | None = None) -> None:
         """Hand the saga back to recovery after the run was interrupted (cancelled, the
         stream closed early, the process shutting down, an error): write the journal so far
         and release the lease — or keep it ``hold_seconds`` more, so that recovery waits that
-        long — shielded and bounded in time. Best effort: if it fails the lease simply
-        expires. Does nothing once the saga is finished, FAILED, or this runner was fenced."""
+        long — shielded and bounded in time. The context written is the last checkpoint's: an
+        attempt that was interrupted did not complete. Best effort: if it fails the lease
+        simply expires. Does nothing once the saga is finished, FAILED, or this runner was
+        fenced."""
         if self._fenced or self.status.is_terminal or self._halted:
             return
+        # An interrupted attempt did not complete: its changes are not written, as a run
+        # recovered from the last checkpoint would not see them either.
+        self._restore_context()
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
             try:
                 await self._checkpoint(
@@ -363,6 +383,7 @@ class SagaRun:
             value is None or type(value) is SagaStepResult or isinstance(value, _RESULT_TYPES)
         ):
             error = _invalid_result(spec, value)
+            self._restore_context()  # a call that returned garbage failed: its changes go too
         applied = self.applied
         if len(ids) == 1 and ids[0] not in applied:  # the common case, without a loop
             self.applied = applied + ids
@@ -420,6 +441,8 @@ class SagaRun:
 
             try:
                 await node.breaker.call(primary.step_id, guarded)
+            except DependencyResolutionError:
+                raise
             except CircuitOpenError as exc:
                 self._journal.append(
                     JournalEntry(primary.step_id, _ACT, StepEvent.FAILED, 0, _now(), describe(exc))
@@ -517,11 +540,23 @@ class SagaRun:
                 else await self._resolver.resolve(spec.cls)
             )
         except Exception as exc:
-            journal.append(
-                JournalEntry(step_id, direction, StepEvent.FAILED, 0, _now(), describe(exc))
+            # A step that cannot be built is a wiring mistake, not a business failure: the
+            # call stops the run (the saga stays as last written, recoverable once fixed)
+            # instead of compensating it.
+            error = (
+                exc
+                if isinstance(exc, DependencyResolutionError)
+                else DependencyResolutionError(
+                    f"cannot build step {step_id} ({spec.cls.__qualname__}): {describe(exc)}"
+                )
             )
-            fire(hooks.step_failed, saga_id, step_id, direction, 0, exc)
-            return _Call(None, exc, 0, False)
+            journal.append(
+                JournalEntry(step_id, direction, StepEvent.FAILED, 0, _now(), describe(error))
+            )
+            fire(hooks.step_failed, saga_id, step_id, direction, 0, error)
+            if error is exc:
+                raise
+            raise error from exc
         step.saga_id = saga_id
         step._direction = direction
         method: Callable[[Any], Any] = step.act if direction is _ACT else step.compensate
@@ -547,6 +582,8 @@ class SagaRun:
                 journal.append(
                     JournalEntry(step_id, direction, _RAISED, attempt, _clock(_UTC), describe(exc))
                 )
+                # The failed attempt's changes to the context are discarded (attempt isolation).
+                self._restore_context()
                 fire(hooks.step_failed, saga_id, step_id, direction, attempt, exc)
                 if policy.should_retry(attempt, exc):
                     await anyio.sleep(policy.delay_before(attempt + 1))
@@ -589,6 +626,18 @@ class SagaRun:
             self._fenced = True
             raise
         self._written(checkpoint)
+
+    def _restore_context(self) -> None:
+        """Undo a failed attempt's changes: the context becomes, in place, what the last
+        checkpoint stored (see :mod:`saga_core._isolation`)."""
+        try:
+            restore_in_place(self.context, self._codec.decode(self._context_text))
+        except Exception as exc:  # never seen: the text is this codec's own encoding
+            logger.error(
+                "saga %s: could not restore its context after a failed attempt: %s",
+                self.saga_id,
+                describe(exc),
+            )
 
     def _prepare(
         self, status: SagaStatus, error: str | None, strict: bool, lease_for: float | None

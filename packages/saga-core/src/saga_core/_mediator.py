@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,7 +14,12 @@ from anyio.abc import TaskGroup
 
 from ._codec import ContextCodec, codec_for
 from ._di import StepResolver, make_step_resolver
-from ._errors import SagaDefinitionError, SagaNotRegisteredError, SagaUsageError
+from ._errors import (
+    DependencyResolutionError,
+    SagaDefinitionError,
+    SagaNotRegisteredError,
+    SagaUsageError,
+)
 from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks
 from ._leases import LeaseKeeper
@@ -218,6 +223,7 @@ class SagaMediator:
         self.saga_map = saga_map
         self.storage = storage
         self.resolver: StepResolver = make_step_resolver(container)
+        check_steps_buildable((saga for _, saga in saga_map), self.resolver)
         self.hooks = Hooks([LoggingObserver(), *observers])
         self.lease_seconds = lease_seconds
         self.owner = owner or default_owner()
@@ -341,9 +347,33 @@ class SagaMediator:
         Raises:
             SagaNotRegisteredError: nothing is bound for it.
         """
-        found = (self.saga_map.saga_for(context_type).definition(), codec_for(context_type))
+        saga = self.saga_map.saga_for(context_type)
+        check_steps_buildable((saga,), self.resolver)  # bound after the mediator was built?
+        found = (saga.definition(), codec_for(context_type))
         self._by_context_type[context_type] = found
         return found
+
+
+def check_steps_buildable(sagas: Iterable[type[Saga[Any]]], resolver: StepResolver) -> None:
+    """Check that ``resolver`` can build every step of ``sagas``, where it can tell without
+    building one (the built-in container and ``di`` can; a plain callable cannot).
+
+    A step the container cannot build is a wiring mistake: found when the mediator or worker
+    is built, not turned into a business rollback when a saga reaches it.
+
+    Raises:
+        DependencyResolutionError: a step cannot be built (the message names the saga, the
+            step and what is missing).
+    """
+    for saga in sagas:
+        for spec in saga.definition().steps_by_id.values():
+            try:
+                resolver.check(spec.cls)
+            except DependencyResolutionError as exc:  # noqa: PERF203 - raises at once
+                raise DependencyResolutionError(
+                    f"{saga.__qualname__} cannot run: its step {spec.step_id} cannot be built "
+                    f"({exc}); register what it needs in the container before bootstrap"
+                ) from exc
 
 
 MapperSetup = Callable[[SagaMap], None]

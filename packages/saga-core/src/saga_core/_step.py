@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
@@ -92,6 +93,8 @@ class SagaStepHandler(Generic[Ctx, Resp]):
         # Only a name written on this very class counts: a subclass must not inherit its
         # parent's id, or the two would collide in one saga.
         cls.step_id = explicit or f"{cls.__module__}.{cls.__qualname__}"
+        for method in ("act", "compensate"):
+            _check_coroutine_method(cls, method)
         timeout = cls.__dict__.get("timeout")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise SagaDefinitionError(
@@ -120,6 +123,29 @@ class SagaStepHandler(Generic[Ctx, Resp]):
         """``"<saga id>:<step id>:<act|compensate>"``: the same on every retry and after
         recovery, so a remote service can deduplicate repeated calls."""
         return f"{self.saga_id}:{self.step_id}:{self._direction.value}"
+
+
+def _check_coroutine_method(cls: type[Any], name: str) -> None:
+    """Refuse an ``act``/``compensate`` written on ``cls`` that is a plain ``def`` (or an
+    async generator): the executor awaits it, so the mistake would otherwise surface only at
+    run time, as a failed step that rolls the saga back.
+
+    A plain function that wraps a coroutine function (a decorator with ``functools.wraps``)
+    is accepted: calling it returns the coroutine.
+    """
+    method = cls.__dict__.get(name)
+    if method is None or not inspect.isfunction(method):
+        return  # inherited, or a callable object whose kind cannot be told without calling it
+    candidate: Any = method
+    while candidate is not None:
+        if inspect.iscoroutinefunction(candidate):
+            return
+        candidate = getattr(candidate, "__wrapped__", None)
+    kind = "an async generator" if inspect.isasyncgenfunction(method) else "a plain function"
+    raise SagaDefinitionError(
+        f"{cls.__qualname__}.{name} is {kind}; the executor awaits it: write it as "
+        f"`async def {name}(self, context)`"
+    )
 
 
 def context_type_of(step: type[SagaStepHandler[Any, Any]]) -> type[Any] | None:

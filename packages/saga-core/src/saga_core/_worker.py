@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._di import make_step_resolver
+from ._error_text import describe_error, storable_text
 from ._errors import (
     SagaCompensatedError,
     SagaCompensationFailedError,
@@ -19,10 +20,10 @@ from ._errors import (
     SagaError,
     SagaUsageError,
 )
-from ._executor import SagaOutcome, SagaRun, describe
+from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks
 from ._leases import LeaseKeeper
-from ._mediator import DEFAULT_LEASE_SECONDS, SagaMap, default_owner
+from ._mediator import DEFAULT_LEASE_SECONDS, SagaMap, check_steps_buildable, default_owner
 from ._observer import LoggingObserver, SagaObserver
 from ._policy import RetryPolicy
 from ._recovery import check_record_matches, decode_context, resumed_run
@@ -125,6 +126,7 @@ class RecoveryWorker:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._resolver = make_step_resolver(container)
+        check_steps_buildable((saga for _, saga in sagas), self._resolver)
         self._hooks = Hooks([LoggingObserver(), *observers])
         self._keeper = LeaseKeeper(storage, owner=self.owner, lease_seconds=lease_seconds)
         self._last_errors: dict[UUID, str] = {}
@@ -145,7 +147,7 @@ class RecoveryWorker:
                 except Exception as exc:
                     # The storage is down (or refuses): keep polling; nothing is lost, the
                     # stalled sagas are still there when it is back.
-                    logger.warning("recovery poll failed: %s", describe(exc))
+                    logger.warning("recovery poll failed: %s", describe_error(exc))
                     await anyio.sleep(self.poll_interval)
                     continue
                 if report.claimed < self.batch_size:
@@ -203,8 +205,9 @@ class RecoveryWorker:
         if record.attempts > self.max_attempts:
             tried = record.attempts - 1
             cause = self._last_errors.pop(saga_id, None) or record.error
-            reason = f"recovery gave up after {tried} attempt{'s' if tried != 1 else ''}" + (
-                f"; last error: {cause}" if cause else ""
+            reason = storable_text(
+                f"recovery gave up after {tried} attempt{'s' if tried != 1 else ''}"
+                + (f"; last error: {cause}" if cause else "")
             )
             await self._park(saga_id, reason, report)
             return
@@ -215,7 +218,7 @@ class RecoveryWorker:
             # This worker cannot run it (unknown saga, changed steps, corrupted context):
             # another worker may; after its attempts it is parked for an operator.
             logger.warning("saga %s cannot be recovered here: %s", saga_id, exc)
-            self._remember(saga_id, describe(exc))
+            self._remember(saga_id, describe_error(exc))
             report.errors += 1
             await self._step_back(saga_id, pause)
             return
@@ -230,8 +233,8 @@ class RecoveryWorker:
             logger.info("saga %s was taken over while recovering: %s", saga_id, exc)
             report.lost += 1
         except Exception as exc:
-            logger.warning("recovery of saga %s failed: %s", saga_id, describe(exc))
-            self._remember(saga_id, describe(exc))
+            logger.warning("recovery of saga %s failed: %s", saga_id, describe_error(exc))
+            self._remember(saga_id, describe_error(exc))
             report.errors += 1
         else:
             report.completed += 1

@@ -9,6 +9,7 @@ from ._leases import ConcurrencyContract, LeaseContract
 from ._operations import OperationsContract
 from ._payloads import ContextContract, ExecutorDriveContract, LifecycleContract
 from ._records import JournalContract, RecordContract
+from ._runs import HostileErrorContract
 
 
 class SagaStorageContract(
@@ -22,6 +23,7 @@ class SagaStorageContract(
     OperationsContract,
     DamagedRecordContract,
     SagaIdContract,
+    HostileErrorContract,
 ):
     """Every rule of the storage protocol, as tests; subclass it and provide ``storage``.
 
