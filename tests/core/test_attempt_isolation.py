@@ -11,7 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pydantic
@@ -46,14 +46,20 @@ def quick_retry(attempts: int) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, initial_delay=0, jitter=0)
 
 
-def add_then_fail(item: str, *, failures: float) -> type[SagaStepHandler[Cart, None]]:
+class Recorded(SagaStepHandler[Cart, None]):
+    """A step that records the cart each of its calls started from."""
+
+    seen: ClassVar[list[tuple[list[str], int]]] = []
+    calls: ClassVar[int] = 0
+
+
+def add_then_fail(item: str, *, failures: float) -> type[Recorded]:
     """A step that adds ``item`` and 10 to the total, then raises on its first ``failures``
     calls; every call records the cart it started from."""
 
-    class AddThenFail(SagaStepHandler[Cart, None]):
+    class AddThenFail(Recorded):
         name = f"add-{item}"
-        seen: list[tuple[list[str], int]] = []
-        calls = 0
+        seen: ClassVar[list[tuple[list[str], int]]] = []
 
         async def act(self, context: Cart) -> None:
             type(self).seen.append((list(context.items), context.total))

@@ -69,7 +69,7 @@ def test_an_async_generator_act_is_refused() -> None:
     with pytest.raises(SagaDefinitionError, match="async def"):
 
         class Yields(SagaStepHandler[WiringContext, None]):
-            async def act(self, context: WiringContext) -> Any:  # type: ignore[override]
+            async def act(self, context: WiringContext) -> Any:
                 yield None
 
 
