@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saga_core._codec import ContextCodec, codec_for
+from saga_core._codec_types import MAX_CONTEXT_DEPTH
 from saga_core._context import SagaContext
 from saga_core._errors import SagaContextError, StorageCorruptedError
 
@@ -1028,3 +1029,60 @@ def test_pydantic_contexts_have_no_text_path() -> None:
     order = make_pydantic_order()
     assert codec._text(order) is None
     assert json.loads(codec.encode(order))["order_id"] == str(uuid.UUID(int=9))
+
+
+# --- limits: nesting depth and huge integers ----------------------------------------------------
+
+
+def nested_nodes(depth: int) -> Node:
+    """A chain of ``depth`` Nodes, each the only child of the one above."""
+    node = Node("leaf")
+    for level in range(depth - 1):
+        node = Node(f"level-{level}", [node])
+    return node
+
+
+def test_a_self_referring_context_nests_up_to_the_documented_limit() -> None:
+    codec = codec_for(Node)
+    deepest = nested_nodes(MAX_CONTEXT_DEPTH)
+    assert codec.decode(codec.encode(deepest)) == deepest
+
+
+def test_nesting_past_the_limit_is_a_context_error_that_states_the_limit() -> None:
+    with pytest.raises(SagaContextError, match=f"more than {MAX_CONTEXT_DEPTH} levels deep"):
+        codec_for(Node).encode(nested_nodes(MAX_CONTEXT_DEPTH + 1))
+
+
+def test_a_stored_context_nested_past_the_limit_is_corrupt_not_a_recursion_error() -> None:
+    level = '{"name":"x","children":['
+    text = level * MAX_CONTEXT_DEPTH + '{"name":"leaf","children":[]}' + "]}" * MAX_CONTEXT_DEPTH
+    with pytest.raises(StorageCorruptedError, match=f"more than {MAX_CONTEXT_DEPTH} levels"):
+        codec_for(Node).decode(text)
+
+
+def test_json_nested_beyond_any_parser_is_corrupt_not_a_recursion_error() -> None:
+    with pytest.raises(StorageCorruptedError, match="not valid JSON"):
+        codec_for(Node).decode("[" * 100_000 + "]" * 100_000)
+
+
+@dataclasses.dataclass
+class Ledger:
+    total: int
+    entries: list[int] = dataclasses.field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    ("ledger", "where"),
+    [(Ledger(10**5000), r"Ledger\.total"), (Ledger(1, [1, 10**5000]), r"Ledger\.entries\[1\]")],
+    ids=["field", "list item"],
+)
+def test_an_int_too_long_for_text_is_a_context_error_naming_where(
+    ledger: Ledger, where: str
+) -> None:
+    with pytest.raises(SagaContextError, match=f"{where}: .*digits"):
+        codec_for(Ledger).encode(ledger)
+
+
+def test_a_stored_int_too_long_for_python_is_corrupt() -> None:
+    with pytest.raises(StorageCorruptedError):
+        codec_for(Ledger).decode('{"total": %s, "entries": []}' % ("9" * 5000))

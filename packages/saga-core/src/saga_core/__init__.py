@@ -10,6 +10,7 @@ The public names are re-exported here from private modules; nothing else is publ
 
 from ._codec import ContextCodec as ContextCodec
 from ._codec import codec_for as codec_for
+from ._codec_types import MAX_CONTEXT_DEPTH as MAX_CONTEXT_DEPTH
 from ._context import SagaContext as SagaContext
 from ._di import Container as Container
 from ._di import StepResolver as StepResolver
@@ -79,6 +80,7 @@ from ._worker import RecoveryReport as RecoveryReport
 from ._worker import RecoveryWorker as RecoveryWorker
 
 __all__ = (
+    "MAX_CONTEXT_DEPTH",
     "MAX_ERROR_TEXT_LENGTH",
     "BreakerNotFoundError",
     "Checkpoint",

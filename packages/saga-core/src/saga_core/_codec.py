@@ -46,7 +46,16 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from saga_core._codec_plan import Compiler, DataclassPlan, is_pydantic_model
-from saga_core._codec_types import SUPPORTED, Conv, Mismatch, Unsupported, cls_name, got
+from saga_core._codec_types import (
+    MAX_CONTEXT_DEPTH,
+    SUPPORTED,
+    Conv,
+    Mismatch,
+    TooDeep,
+    Unsupported,
+    cls_name,
+    got,
+)
 from saga_core._errors import SagaContextError, StorageCorruptedError
 
 __all__ = ["ContextCodec", "codec_for"]
@@ -102,9 +111,8 @@ class ContextCodec(Generic[T]):
         self._pydantic = pydantic
         # A dataclass also gets its compiled direct-to-text encoder (the hot path).
         plan = getattr(conv.enc, "__self__", None)
-        self._text: Callable[[Any], str | None] = (
-            plan.text_encoder(_dumps) if isinstance(plan, DataclassPlan) else _no_text
-        )
+        text = plan.text_encoder(_dumps) if isinstance(plan, DataclassPlan) else None
+        self._text: Callable[[Any], str | None] = text or _no_text
 
     def to_jsonable(self, value: T) -> dict[str, object]:
         """The JSON-compatible dict :meth:`encode` dumps. Raises ``SagaContextError``."""
@@ -112,8 +120,8 @@ class ContextCodec(Generic[T]):
             data = self._enc(value)
         except Mismatch as m:
             raise SagaContextError(f"{self._name}{m.where()}: {m.detail}") from m.__cause__
-        except RecursionError:
-            raise SagaContextError(self._too_deep) from None
+        except (TooDeep, RecursionError) as exc:
+            raise SagaContextError(self._too_deep(exc)) from None
         if type(data) is not dict:
             raise SagaContextError(f"{self._name} must dump to a JSON object, not {got(data)}")
         return data
@@ -121,20 +129,25 @@ class ContextCodec(Generic[T]):
     def encode(self, value: T) -> str:
         """The context as compact JSON text. Raises ``SagaContextError`` when a value does not
         match its annotation or cannot be stored losslessly."""
-        text = self._text(value)
-        if text is None:  # not the common case: the general path encodes it or says why not
-            try:
+        try:
+            text = self._text(value)
+            if text is None:  # not the common case: the general path encodes it or says why not
                 text = _dumps(self._enc(value))
-            except Mismatch as m:
-                raise SagaContextError(f"{self._name}{m.where()}: {m.detail}") from m.__cause__
-            except RecursionError:
-                raise SagaContextError(self._too_deep) from None
+        except Mismatch as m:
+            raise SagaContextError(f"{self._name}{m.where()}: {m.detail}") from m.__cause__
+        except (TooDeep, RecursionError) as exc:
+            raise SagaContextError(self._too_deep(exc)) from None
+        except ValueError as exc:  # an int with more digits than Python turns into text
+            where = _find(self.to_jsonable(value), self._name, _int_too_long) or self._name
+            raise SagaContextError(
+                f"{where}: {exc}; store such a number as a str or a Decimal field"
+            ) from exc
         # str.isascii is O(1) in CPython; only non-ASCII text needs the UTF-8 check.
         if not text.isascii():
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                where = _find_surrogate(self.to_jsonable(value), self._name)
+                where = _find(self.to_jsonable(value), self._name, _has_lone_surrogate)
                 raise SagaContextError(
                     f"{where}: the string holds a lone surrogate, which is not valid Unicode "
                     "and cannot be stored as UTF-8"
@@ -150,8 +163,8 @@ class ContextCodec(Generic[T]):
                 f"stored context does not decode into {self._name}: "
                 f"{self._name}{m.where()}: {m.detail}"
             ) from (m.__cause__ or m)
-        except RecursionError as exc:
-            raise StorageCorruptedError(f"stored {self._name} is nested too deeply") from exc
+        except (TooDeep, RecursionError) as exc:
+            raise StorageCorruptedError(f"stored {self._too_deep(exc)}") from exc
 
     def decode(self, text: str) -> T:
         """Build the context from :meth:`encode` output. Raises ``StorageCorruptedError``
@@ -171,9 +184,14 @@ class ContextCodec(Generic[T]):
             ) from exc
         return self.from_jsonable(data)
 
-    @property
-    def _too_deep(self) -> str:
-        return f"{self._name} is nested too deeply or contains a reference cycle"
+    def _too_deep(self, error: TooDeep | RecursionError) -> str:
+        if isinstance(error, TooDeep):
+            return (
+                f"{self._name} nests {cls_name(error.cls)} more than {MAX_CONTEXT_DEPTH} levels "
+                "deep (the most a context may nest a class inside itself), or holds a reference "
+                "cycle"
+            )
+        return f"{self._name} is nested deeper than Python's recursion limit allows"
 
     def __repr__(self) -> str:
         return f"ContextCodec({self._name})"
@@ -212,21 +230,39 @@ def codec_for(context_type: type[T]) -> ContextCodec[T]:
     return codec
 
 
-def _find_surrogate(data: Any, path: str) -> str:
-    """Path (in JSON terms) of the first string holding a lone surrogate, for the message."""
-    if type(data) is str:
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-    elif type(data) is dict:
+def _has_lone_surrogate(value: object) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _int_too_long(value: object) -> bool:
+    if type(value) is not int:
+        return False
+    try:
+        str(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _find(data: Any, path: str, bad: Callable[[object], bool]) -> str:
+    """Path (in JSON terms) of the first value (or dict key) for which ``bad`` is true, for
+    the message; ``""`` when there is none."""
+    if bad(data):
+        return path
+    if type(data) is dict:
         for k, v in data.items():
-            found = _find_surrogate(k, f"{path} (a key)") or _find_surrogate(v, f"{path}.{k}")
+            found = (path + " (a key)") if bad(k) else _find(v, f"{path}.{k}", bad)
             if found:
                 return found
     elif type(data) is list:
         for i, v in enumerate(data):
-            found = _find_surrogate(v, f"{path}[{i}]")
+            found = _find(v, f"{path}[{i}]", bad)
             if found:
                 return found
     return ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -13,10 +14,12 @@ from typing import Any
 from saga_core._codec_text import TextEncoder, compile_text_encoder
 from saga_core._codec_types import (
     JSON_KIND,
+    MAX_CONTEXT_DEPTH,
     NONE,
     SCALARS,
     Conv,
     Mismatch,
+    TooDeep,
     Unsupported,
     cls_name,
     dict_conv,
@@ -123,6 +126,9 @@ class Compiler:
 
     def __init__(self) -> None:
         self.pending: dict[type, Conv] = {}
+        # Dataclasses whose fields are being compiled: meeting one again means it refers to
+        # itself, so its values can nest without bound and their depth is counted.
+        self.building: dict[type, DataclassPlan] = {}
 
     def commit(self) -> None:
         """Share what this call compiled with later calls (only once it all succeeded)."""
@@ -131,6 +137,9 @@ class Compiler:
     def obj(self, tp: type) -> Conv | None:
         conv = _OBJECTS.get(tp) or self.pending.get(tp)
         if conv is not None:
+            building = self.building.get(tp)
+            if building is not None:
+                building.refers_to_itself = True
             return conv
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return self._dataclass(tp)
@@ -182,6 +191,14 @@ class Compiler:
         plan = DataclassPlan(cls)
         conv = Conv(cls_name(cls), frozenset({"object"}), (cls,), plan.encode, plan.decode)
         self.pending[cls] = conv
+        self.building[cls] = plan
+        try:
+            self._dataclass_fields(cls, plan)
+        finally:
+            del self.building[cls]
+        return conv
+
+    def _dataclass_fields(self, cls: type, plan: DataclassPlan) -> None:
         owner = cls_name(cls)
         fields = dataclasses.fields(cls)
         names = {f.name for f in fields}
@@ -212,7 +229,6 @@ class Compiler:
                 )
         plan.fields = [(f, self._field(owner, f.name, hints[f.name])) for f in fields]
         plan.finish()
-        return conv
 
     def _field(self, owner: str, name: str, hint: Any) -> Conv:
         try:
@@ -254,13 +270,28 @@ class Compiler:
         return Conv(name, frozenset({"object"}), (cls,), enc, dec)
 
 
-class DataclassPlan:
-    """Per-dataclass field list; ``encode`` / ``decode`` are the hot path."""
+class _Depth(threading.local):
+    """How many values of self-referring dataclasses the current conversion is inside (per
+    thread: a conversion never awaits, but a program may convert on several threads)."""
 
-    __slots__ = ("_dec_fields", "_enc_fields", "_names", "cls", "fields")
+    level = 0
+
+
+_depth = _Depth()
+
+
+class DataclassPlan:
+    """Per-dataclass field list; ``encode`` / ``decode`` are the hot path.
+
+    A dataclass that refers to itself (``refers_to_itself``) counts how deeply its values nest
+    and refuses more than :data:`MAX_CONTEXT_DEPTH` levels (:class:`TooDeep`).
+    """
+
+    __slots__ = ("_dec_fields", "_enc_fields", "_names", "cls", "fields", "refers_to_itself")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
+        self.refers_to_itself = False
         self.fields: list[tuple[dataclasses.Field[Any], Conv]] = []
         self._enc_fields: tuple[tuple[str, type | None, Any], ...] = ()
         self._dec_fields: tuple[tuple[str, type | None, Any, bool, bool], ...] = ()
@@ -273,11 +304,25 @@ class DataclassPlan:
         )
         self._names = frozenset(f.name for f, _ in self.fields)
 
-    def text_encoder(self, dumps: Callable[[Any], str]) -> TextEncoder:
-        """The compiled direct-to-text encoder of this class (see :mod:`._codec_text`)."""
+    def text_encoder(self, dumps: Callable[[Any], str]) -> TextEncoder | None:
+        """The compiled direct-to-text encoder of this class (see :mod:`._codec_text`), or
+        None for a class that refers to itself (its values take the counted general path)."""
+        if self.refers_to_itself:
+            return None
         return compile_text_encoder(self.cls, self._enc_fields, dumps)
 
     def encode(self, v: Any) -> dict[str, Any]:
+        if self.refers_to_itself:
+            encoded: dict[str, Any] = _counted(self._encode, v, self.cls)
+            return encoded
+        return self._encode(v)
+
+    def decode(self, d: Any) -> Any:
+        if self.refers_to_itself:
+            return _counted(self._decode, d, self.cls)
+        return self._decode(d)
+
+    def _encode(self, v: Any) -> dict[str, Any]:
         if type(v) is not self.cls:
             raise Mismatch(f"expected {cls_name(self.cls)}, got {got(v)}")
         out = {}
@@ -294,7 +339,7 @@ class DataclassPlan:
             raise Mismatch(f"field {name!r} is not set") from exc
         return out
 
-    def decode(self, d: Any) -> Any:
+    def _decode(self, d: Any) -> Any:
         cls = self.cls
         if type(d) is not dict:
             raise Mismatch(f"expected {cls_name(cls)} as a JSON object, got {got(d)}")
@@ -328,6 +373,18 @@ class DataclassPlan:
         for name, x in late:
             object.__setattr__(obj, name, x)  # works for frozen dataclasses too
         return obj
+
+
+def _counted(convert: Callable[[Any], Any], value: Any, cls: type) -> Any:
+    """``convert(value)`` one level deeper; :class:`TooDeep` past :data:`MAX_CONTEXT_DEPTH`."""
+    depth = _depth
+    if depth.level >= MAX_CONTEXT_DEPTH:
+        raise TooDeep(cls)
+    depth.level += 1
+    try:
+        return convert(value)
+    finally:
+        depth.level -= 1
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:

@@ -55,6 +55,22 @@ class Mismatch(Exception):
         return "".join(reversed(self.path))
 
 
+#: How deeply a context may nest a dataclass inside itself (a tree: ``children: list[Node]``,
+#: or ``A -> B -> A``). A type that does not refer to itself nests only as deep as it is
+#: written; one that does is refused deeper than this, on encode (``SagaContextError``) and on
+#: decode (``StorageCorruptedError``), instead of overflowing Python's recursion limit.
+MAX_CONTEXT_DEPTH = 100
+
+
+class TooDeep(Exception):
+    """A value nests a self-referring dataclass more than :data:`MAX_CONTEXT_DEPTH` levels
+    deep (or holds a reference cycle). ``cls`` names the class."""
+
+    def __init__(self, cls: type) -> None:
+        super().__init__(cls)
+        self.cls = cls
+
+
 class Unsupported(Exception):
     """An annotation the codec cannot store losslessly: ``bad`` names it, ``reason`` says why
     when that is not obvious; ``message`` is the full text, set where the field is known."""

@@ -29,6 +29,7 @@ from ._saga import Saga, SagaDefinition
 from ._status import SagaStatus
 from ._step import SagaStepResult
 from ._storage import SagaStorage
+from ._validators import require_saga_id
 
 Ctx = TypeVar("Ctx")
 
@@ -274,6 +275,7 @@ class SagaMediator:
 
         Raises:
             SagaNotRegisteredError: no saga is bound to ``type(context)``.
+            SagaUsageError: ``saga_id`` is not a ``uuid.UUID`` (nothing written).
             SagaContextError: the context cannot be stored (raised before any step runs).
             SagaAlreadyExistsError: ``saga_id`` exists already (nothing run).
             SagaCompensatedError: a step failed and the saga was compensated.
@@ -330,7 +332,7 @@ class SagaMediator:
         definition, codec = found
         return await SagaRun.start(
             definition=definition,
-            saga_id=saga_id if saga_id is not None else _saga_ids.new(),
+            saga_id=_saga_ids.new() if saga_id is None else require_saga_id(saga_id),
             context=context,
             codec=codec,
             storage=self.storage,

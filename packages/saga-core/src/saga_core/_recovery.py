@@ -9,6 +9,7 @@ from uuid import UUID
 
 from ._codec import codec_for
 from ._di import StepResolver, make_step_resolver
+from ._error_text import describe_error
 from ._errors import SagaError, SagaRecoveryError, SagaUsageError, StorageCorruptedError
 from ._executor import SagaOutcome, SagaRun
 from ._hooks import Hooks, fire
@@ -17,6 +18,7 @@ from ._observer import LoggingObserver, SagaObserver
 from ._saga import Saga, SagaDefinition
 from ._status import SagaStatus
 from ._storage import SagaRecord, SagaStorage
+from ._validators import require_saga_id
 
 ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]
 
@@ -63,11 +65,15 @@ async def recover_saga(
         SagaLeaseHeldError: another runner holds a live lease on the saga.
         SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name, or
             step ids this class no longer has).
-        StorageCorruptedError: the stored context cannot be decoded.
+        SagaUsageError: ``saga_id`` is not a ``uuid.UUID``, or ``context_builder`` does not
+            fit the saga (another context class, a subclass the stored context is not, a
+            callable that raised); nothing is claimed.
+        StorageCorruptedError: the stored context cannot be decoded as its own type.
     """
     saga_type = saga if isinstance(saga, type) else type(saga)
     if not issubclass(saga_type, Saga):
         raise SagaUsageError(f"recover_saga(saga=...) needs a Saga class, got {saga!r}")
+    require_saga_id(saga_id)
     definition = saga_type.definition()
     record = await storage.load(saga_id)
     check_record_matches(definition, record)
@@ -196,43 +202,87 @@ def decode_context(
     """The stored context of ``record``, built by ``builder`` (a context class decoded with
     the strict codec, or a callable given the JSON object; default: the saga's context type).
 
-    Raises StorageCorruptedError, or SagaRecoveryError when it decodes as a subclass instead.
+    Raises:
+        SagaUsageError: ``builder`` is the caller's mistake: neither a class nor a callable, a
+            class that is not the saga's context type (nor a subclass of it), a subclass the
+            stored context is not, or a callable that raised something other than a
+            ``SagaError`` (which passes through as it is).
+        SagaRecoveryError: the default context type was used, and the context was stored by a
+            subclass of it (the message names which).
+        StorageCorruptedError: the stored context does not decode as its own type.
     """
+    saga = definition.saga_type.__qualname__
+    declared = definition.context_type
     if builder is None:
-        builder = definition.context_type
+        builder = declared
         if builder is None:
             raise SagaUsageError(
-                f"{definition.saga_type.__qualname__} does not declare its context type "
-                "(Saga[Ctx]); pass context_builder="
+                f"{saga} does not declare its context type (Saga[Ctx]); pass context_builder="
             )
     if isinstance(builder, type):
-        context_type: type[Any] = builder
-        try:
-            return codec_for(context_type).decode(record.context)
-        except StorageCorruptedError as exc:
-            if definition.context_type is context_type:
-                fits = _subclasses_that_decode(context_type, record.context)
-                if fits:
-                    # Not corruption: the saga ran on a subclass of its context type.
-                    raise SagaRecoveryError(
-                        f"saga {record.saga_id}: its stored context is not a "
-                        f"{context_type.__qualname__} but decodes as {', '.join(fits)}; pass that "
-                        "class as context_builder="
-                    ) from exc
-            raise
+        if declared is not None and not issubclass(builder, declared):
+            raise SagaUsageError(
+                f"context_builder={builder.__qualname__} is not a {declared.__qualname__}, the "
+                f"context type of {saga}; pass the context class saga {record.saga_id} was "
+                "started with"
+            )
+        return _decode_as(builder, declared, record)
+    if not callable(builder):
+        raise SagaUsageError(
+            f"context_builder must be a context class or a callable given the stored JSON "
+            f"object, got {builder!r}"
+        )
     try:
         data = json.loads(record.context)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StorageCorruptedError(
-            f"saga {record.saga_id}: stored context is not valid JSON"
+            f"saga {record.saga_id}: stored context is not valid JSON ({type(exc).__name__})",
+            saga_id=record.saga_id,
         ) from exc
-    return builder(data)
+    try:
+        return builder(data)
+    except SagaError:
+        raise  # the builder said what is wrong itself (e.g. the codec's StorageCorruptedError)
+    except Exception as exc:
+        raise SagaUsageError(
+            f"context_builder {builder!r} failed on the stored context of saga "
+            f"{record.saga_id}: {describe_error(exc)}; it is given the stored JSON object"
+        ) from exc
 
 
-def _subclasses_that_decode(base: type[Any], text: str) -> list[str]:
-    """Names of the (transitive) subclasses of ``base`` that the stored context decodes as."""
+def _decode_as(context_type: type[Any], declared: type[Any] | None, record: SagaRecord) -> Any:
+    """The stored context decoded as ``context_type`` (the saga's ``declared`` type or a
+    subclass of it); see :func:`decode_context` for what is raised when it does not fit."""
+    try:
+        return codec_for(context_type).decode(record.context)
+    except StorageCorruptedError as exc:
+        if declared is None:
+            raise  # nothing to compare with: the class given is all we know
+        fits = [
+            name
+            for name in _subclasses_that_decode(declared, record.context, include_base=True)
+            if name != context_type.__qualname__
+        ]
+        if fits and context_type is declared:
+            # Not damage: the saga ran on a subclass of its context type.
+            raise SagaRecoveryError(
+                f"saga {record.saga_id}: its stored context is not a "
+                f"{context_type.__qualname__} but decodes as {', '.join(fits)}; pass that "
+                "class as context_builder="
+            ) from exc
+        if fits:
+            raise SagaUsageError(
+                f"context_builder={context_type.__qualname__} does not fit the stored context "
+                f"of saga {record.saga_id}, which decodes as {', '.join(fits)}; pass that class"
+            ) from exc
+        raise StorageCorruptedError(str(exc), saga_id=record.saga_id) from exc
+
+
+def _subclasses_that_decode(base: type[Any], text: str, *, include_base: bool = False) -> list[str]:
+    """Names of the (transitive) subclasses of ``base`` that the stored context decodes as
+    (``base`` itself too with ``include_base``)."""
     found: list[str] = []
-    pending = list(base.__subclasses__())
+    pending = [base] if include_base else list(base.__subclasses__())
     while pending:
         klass = pending.pop()
         pending.extend(klass.__subclasses__())

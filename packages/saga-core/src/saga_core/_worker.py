@@ -29,6 +29,7 @@ from ._policy import RetryPolicy
 from ._recovery import check_record_matches, decode_context, resumed_run
 from ._saga import Saga
 from ._storage import SagaRecord, SagaStorage
+from ._validators import require_saga_id
 
 logger = logging.getLogger("saga_core.worker")
 
@@ -178,6 +179,7 @@ class RecoveryWorker:
 
         Raises what :func:`recover_saga` raises (SagaCompensatedError after a rollback).
         """
+        require_saga_id(saga_id)
         # Checked on the stored record first, so a saga this worker cannot run (unknown name,
         # changed steps, unreadable context) is refused without being left leased.
         self._run_for(await self.storage.load(saga_id), hold_seconds=None)
