@@ -85,7 +85,9 @@ class SagaOutcome(NamedTuple):
     status: SagaStatus
     context: Any
     error: BaseException | None
-    """The error that made the saga compensate (or the exhausted compensation's error)."""
+    """Why the saga did not complete: the step error that made it compensate (COMPENSATED), or
+    the :class:`~saga_core.SagaCompensationFailedError` holding that error and the exhausted
+    compensation's (FAILED); ``None`` for COMPLETED."""
 
 
 class SagaRun:

@@ -47,7 +47,9 @@ class SagaObserver:
     def saga_finished(
         self, saga_id: UUID, saga_name: str, status: SagaStatus, error: BaseException | None
     ) -> None:
-        """The run ended in COMPLETED, COMPENSATED or FAILED."""
+        """The run ended in COMPLETED, COMPENSATED or FAILED; ``error`` is as in
+        ``SagaOutcome.error`` (the step error, or for FAILED the
+        ``SagaCompensationFailedError`` that holds both errors)."""
 
 
 class LoggingObserver(SagaObserver):
