@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import anyio
 
 from saga_core import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
     SagaCompensatedError,
     SagaCompensationFailedError,
     SagaMediator,
     SagaStatus,
+    StepDirection,
+    StepEvent,
     bootstrap,
     open_storage,
 )
 
-from .cli_sagas import SWITCHES, NoteContext, OrderContext, saga_map
+from .cli_sagas import HOSTILE, SWITCHES, NoteContext, OrderContext, saga_map
 
 #: ``cli(*args) -> (exit code, stdout, stderr)``: the CLI run in-process.
 CliRunner = Callable[..., tuple[int, str, str]]
@@ -67,7 +75,7 @@ async def stalled_running(url: str, order_id: str = "stalled") -> uuid.UUID:
     return saga_id
 
 
-async def stalled_compensating(url: str) -> uuid.UUID:
+async def stalled_compensating(url: str, order_id: str = "compensating") -> uuid.UUID:
     """An order saga left COMPENSATING: shipping failed and the process stopped while the
     payment was being refunded (the refund finished; the reservation is still to undo)."""
     mediator, stack = _mediator(url)
@@ -78,7 +86,7 @@ async def stalled_compensating(url: str) -> uuid.UUID:
     async with stack, anyio.create_task_group() as task_group:
 
         async def run() -> None:
-            async for _ in mediator.stream(OrderContext("compensating"), saga_id=saga_id):
+            async for _ in mediator.stream(OrderContext(order_id), saga_id=saga_id):
                 pass
 
         task_group.start_soon(run)
@@ -89,14 +97,14 @@ async def stalled_compensating(url: str) -> uuid.UUID:
     return saga_id
 
 
-async def failed_order(url: str) -> uuid.UUID:
+async def failed_order(url: str, order_id: str = "failed") -> uuid.UUID:
     """An order saga that ended FAILED: shipping failed and the refund kept failing."""
     mediator, stack = _mediator(url)
     saga_id = uuid.uuid4()
     SWITCHES.fail_ship = SWITCHES.refunds_down = True
     try:
         async with stack:
-            async for _ in mediator.stream(OrderContext("failed"), saga_id=saga_id):
+            async for _ in mediator.stream(OrderContext(order_id), saga_id=saga_id):
                 pass
     except SagaCompensationFailedError:
         pass
@@ -119,3 +127,67 @@ async def status_of(url: str, saga_id: uuid.UUID) -> tuple[SagaStatus, bool]:
     async with open_storage(url) as storage:
         record = await storage.load(saga_id)
     return record.status, record.parked
+
+
+def _hostile_context() -> str:
+    """A context whose keys and values hold :data:`HOSTILE` (stored as the codec would: JSON
+    with the characters themselves, not their escapes)."""
+    order = OrderContext(order_id=HOSTILE)
+    return json.dumps({**dataclasses.asdict(order), HOSTILE: HOSTILE}, ensure_ascii=False)
+
+
+async def hostile_records(url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two sagas whose every stored text holds :data:`HOSTILE`: one RUNNING and leased, with
+    an error and a journal; one parked with it as the reason. Returns (leased, parked)."""
+    leased, parked = uuid.uuid4(), uuid.uuid4()
+    name, step, owner = f"saga {HOSTILE}", f"step {HOSTILE}", f"owner {HOSTILE}"
+    context = _hostile_context()
+    now = datetime.now(timezone.utc)
+    started = JournalEntry(step, StepDirection.ACT, StepEvent.STARTED, 1, now)
+    failed = JournalEntry(step, StepDirection.ACT, StepEvent.FAILED, 1, now, f"Error: {HOSTILE}")
+    async with open_storage(url) as storage:
+        for saga_id in (leased, parked):
+            await storage.create(
+                NewSaga(saga_id, name, context, owner, 600.0, [started], next_step=step)
+            )
+            await storage.checkpoint(
+                Checkpoint(
+                    saga_id,
+                    expected_version=1,
+                    status=SagaStatus.RUNNING,
+                    cursor=0,
+                    applied=(step,),
+                    context=context,
+                    journal=[failed],
+                    error=f"Error: {HOSTILE}",
+                    lease_owner=owner,
+                    lease_seconds=600.0,
+                    next_step=step,
+                )
+            )
+        await storage.park(parked, owner=owner, reason=f"gave up: {HOSTILE}")
+    return leased, parked
+
+
+async def given_up(url: str, error: str) -> uuid.UUID:
+    """An order saga RUNNING with ``error`` recorded, claimed once by a recovery that then let
+    go of it: a worker with ``--max-attempts 1`` parks it at its next claim."""
+    saga_id = uuid.uuid4()
+    context = json.dumps(dataclasses.asdict(OrderContext("given-up")))
+    async with open_storage(url) as storage:
+        await storage.create(NewSaga(saga_id, "order", context, "seed", 600.0, next_step="reserve"))
+        claimed = await storage.claim(saga_id, owner="seed", lease_seconds=600.0)
+        await storage.checkpoint(
+            Checkpoint(
+                saga_id,
+                expected_version=claimed.version,
+                status=SagaStatus.RUNNING,
+                cursor=0,
+                applied=(),
+                context=context,
+                journal=[],
+                error=error,
+                next_step="reserve",
+            )
+        )
+    return saga_id

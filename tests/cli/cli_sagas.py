@@ -77,7 +77,7 @@ class Charge(SagaStepHandler[OrderContext, None]):
 
     async def compensate(self, context: OrderContext) -> None:
         if SWITCHES.refunds_down:
-            raise RefundsDownError("payment provider unreachable")
+            raise RefundsDownError(f"payment provider unreachable for order {context.order_id}")
         started, may_finish = SWITCHES.refund_started, SWITCHES.refund_may_finish
         if started is not None and may_finish is not None:
             SWITCHES.refund_started = SWITCHES.refund_may_finish = None
@@ -133,6 +133,34 @@ class WalletFallbackSaga(Saga[OrderContext]):
         Fallback(step=Charge, fallback=ChargeWallet, circuit_breaker=PassThroughBreaker()),
         Ship,
     ]
+
+
+#: Text that acts on a terminal if printed raw: an OSC title change ended by BEL, a CSI
+#: clear-screen, a one-character C1 CSI and a C1 NEL, bidi overrides and isolates that reorder
+#: what is read, DEL, CR, TAB and a second line.
+HOSTILE = (
+    "\x1b]0;owned\x07\x1b[2J\x9b31m\x85\u202eevil\u202c\u2066x\u2069\u200f\x7f\rend\tok"
+    "\nsecond line"
+)
+#: How :data:`HOSTILE` reads once the CLI escaped it (on one line).
+HOSTILE_SHOWN = (
+    "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\x85\\u202eevil\\u202c\\u2066x\\u2069\\u200f"
+    "\\x7f\\rend\\tok\\nsecond line"
+)
+
+
+class HostileStep(SagaStepHandler[OrderContext, None]):
+    name = "step " + HOSTILE
+
+    async def act(self, context: OrderContext) -> None:
+        pass
+
+
+class HostileSaga(Saga[OrderContext]):
+    """A saga whose name and step id hold terminal escapes, for ``graph``."""
+
+    name = "saga " + HOSTILE
+    steps = [HostileStep, Reserve]
 
 
 def bind_sagas(mapper: SagaMap) -> None:

@@ -491,3 +491,23 @@ async def test_compensation_is_not_blocked_by_a_failed_step_that_left_the_contex
     record = await storage.load(outcome.saga_id)
     assert record.status is SagaStatus.COMPENSATED
     assert json.loads(record.context)["amount"] == 0
+
+
+async def test_a_multi_line_cause_survives_a_failed_saga_and_its_recovery(
+    make_step: StepFactory, make_mediator: MediatorFactory, storage: MemorySagaStorage
+) -> None:
+    class OrderSaga(Saga[OrderContext]):
+        steps = [
+            make_step("a", compensate_fails=math.inf, compensation_retry=quick_retry(1)),
+            make_step("b", act_fails=1, error=lambda text: ValueError(f"{text}\nline two")),
+        ]
+
+    outcome = await make_mediator(OrderContext, OrderSaga).run(OrderContext())
+    assert outcome.status is SagaStatus.FAILED
+
+    with pytest.raises(SagaCompensationFailedError) as recovered:
+        await recover_saga(saga=OrderSaga, saga_id=outcome.saga_id, storage=storage)
+    assert "triggered by ValueError: b.act failed\nline two" in str(recovered.value)
+    record = await storage.load(outcome.saga_id)
+    assert record.error is not None
+    assert record.error.startswith("ValueError: b.act failed\nline two\ncompensation of a")

@@ -5,18 +5,27 @@ Every command but ``graph`` works on the storage at ``--url`` (default: the
 ``SAGA_STORAGE_URL`` environment variable), opened with :func:`saga_core.open_storage`, so
 any installed storage plugin works. ``--json`` prints one JSON document on stdout instead of
 text. Errors are one line on stderr; the exit code is 0 on success, 1 for a runtime failure,
-2 for a usage error.
+2 for a usage error, and 141 (as for a process killed by SIGPIPE) when stdout was closed before
+everything was printed (``saga show ID | head``), which is not reported.
+
+Text for people shows stored text with its control characters escaped (see
+:func:`~saga_core._cli_format.terminal_text`), on stdout, on stderr and in log lines; ``--json``
+documents hold the stored text exactly. Logging is configured only while :func:`main` runs,
+and only if the process has not configured it: records at ``--log-level`` and above go to
+stderr, one line each (a damaged record a listing skipped shows up there).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
@@ -25,12 +34,15 @@ from uuid import UUID
 import anyio
 
 from ._cli_format import (
+    TerminalLogFormatter,
     journal_json,
     record_json,
     report_json,
     report_text,
     saga_report,
     sagas_table,
+    terminal_lines,
+    terminal_text,
 )
 from ._cli_graph import mermaid, saga_structure
 from ._cli_load import CliError, import_object, load_saga_class, load_saga_map, usage_error
@@ -53,19 +65,48 @@ logger = logging.getLogger("saga_core.cli")
 
 _RETRYABLE = frozenset({SagaStatus.FAILED, SagaStatus.COMPENSATING})
 
+#: The exit code when stdout is closed early: a shell's code for a process killed by SIGPIPE.
+BROKEN_PIPE_EXIT = 128 + 13
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+class _OutputClosed(Exception):
+    """Raised when stdout's reader went away (``saga show ID | head``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
     try:
+        code = _run(parser, argv)
+        _flush_stdout()  # what is still buffered fails here, where it can be handled
+    except _OutputClosed:
+        # Nothing more to say, and no traceback. Python's advice: point stdout at devnull, so
+        # that the flush at exit does not fail again.
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
+    except Exception as exc:  # a bug: its traceback, but escaped like any other output
+        traceback_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _tell_stderr("\n".join(terminal_lines(traceback_text.rstrip("\n"))))
+        return _fail(parser, f"unexpected {type(exc).__name__} (a bug: please report it)", 1)
+    return code
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    except BrokenPipeError:  # --help into a closed pipe
+        raise _OutputClosed from None
+    with _logging_to_stderr(args.log_level):
+        return _dispatch(parser, args)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "graph":
             return _graph(args)
@@ -105,9 +146,9 @@ async def _list(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json([record_json(record, with_context=False) for record in records])
     elif records:
-        print(sagas_table(records, now))
+        _say(sagas_table(records, now))
     else:
-        print("no saga matches")
+        _say("no saga matches")
     return 0
 
 
@@ -119,7 +160,7 @@ async def _show(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({**record_json(record, with_context=True), "journal": journal_json(entries)})
     else:
-        print(saga_report(record, entries, datetime.now(timezone.utc)))
+        _say(saga_report(record, entries, datetime.now(timezone.utc)))
     return 0
 
 
@@ -173,8 +214,8 @@ def _outcome(args: argparse.Namespace, result: dict[str, Any], text: str) -> int
         _emit_json(result)
     else:
         if result.get("unparked"):
-            print(f"saga {result['saga_id']} was parked; unparked it")
-        print(text)
+            _say(f"saga {result['saga_id']} was parked; unparked it")
+        _say(terminal_text(text))  # one line: it may quote a stored error
     return 0
 
 
@@ -215,7 +256,7 @@ async def _worker(args: argparse.Namespace) -> int:
             if args.json:
                 _emit_json(report_json(report))
             else:
-                print(report_text(report))
+                _say(report_text(report))
             return 0
         await _run_until_signalled(worker, storage)
     return 0
@@ -251,7 +292,7 @@ def _graph(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(saga_structure(saga_type))
     else:
-        print(mermaid(saga_type))
+        _say(mermaid(saga_type))
     return 0
 
 
@@ -259,12 +300,76 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _emit_json(document: object) -> None:
-    print(json.dumps(document, indent=2))
+    _print_stdout(json.dumps(document, indent=2))
+
+
+def _say(text: str) -> None:
+    """Print text for people. The formatters escape each stored value where it is placed;
+    this escapes the whole text once more, line by line, so that no control character
+    reaches the terminal even from a value a formatter missed."""
+    _print_stdout("\n".join(terminal_lines(text)))
+
+
+def _print_stdout(text: str) -> None:
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _OutputClosed from None
 
 
 def _fail(parser: argparse.ArgumentParser, message: str, exit_code: int) -> int:
-    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    _tell_stderr(f"{parser.prog}: error: {terminal_text(message)}")
     return exit_code
+
+
+def _tell_stderr(text: str) -> None:
+    # If stderr's reader went away too, no one is left to tell.
+    with contextlib.suppress(BrokenPipeError):
+        print(text, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """Send log records at ``level`` and above to stderr, one escaped line each, while the
+    CLI runs; then put the root logger back as it was.
+
+    A process that configured logging already (an application calling :func:`main`, a test
+    runner) keeps its own configuration.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalLogFormatter(_LOG_FORMAT))
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+
+
+def _discard_stdout() -> None:
+    """Point the stdout file descriptor at devnull (when it has one: not a test's capture)."""
+    try:
+        stdout_fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout_fd)
+    finally:
+        os.close(devnull)
 
 
 def _single(exc: BaseException) -> BaseException:

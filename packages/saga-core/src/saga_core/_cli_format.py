@@ -1,9 +1,16 @@
-"""How the CLI shows sagas: text tables and timelines for people, JSON documents for scripts."""
+"""How the CLI shows sagas: text tables and timelines for people, JSON documents for scripts.
+
+Everything a person reads passes through :func:`terminal_text`: stored text (saga names, step
+ids, lease owners, errors, park reasons, contexts) is data, and a control character in it must
+be shown, never obeyed by the operator's terminal. JSON documents are left exact: ``json.dumps``
+escapes what JSON requires, and a script gets the stored text unchanged.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -15,6 +22,59 @@ from ._worker import RecoveryReport
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ERROR_WIDTH = 60
+
+# What a terminal acts on or reorders instead of showing: the C0 controls (ESC starts escape
+# sequences, BEL ends an OSC one, CR rewrites the line), DEL, the C1 controls (U+009B is a
+# one-character CSI), the Unicode line and paragraph separators, and the bidi controls (marks,
+# embeddings, overrides, isolates), which change the order in which the text is read. Lone
+# surrogates are there too: no terminal encoding can write them.
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LINE_BREAK = re.compile(r"\r?\n")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal, on one line: every control character (C0, DEL,
+    C1), line or paragraph separator, bidi control and lone surrogate is shown as its
+    backslash escape (``\\x1b``, ``\\x9b``, ``\\u202e``, ``\\n``); everything else is kept.
+
+    A backslash already in the text is kept as it is, so ``\\x1b`` may also be those four
+    characters as stored; ``--json`` gives the exact text.
+    """
+    if text.isascii() and text.isprintable():  # the usual case: nothing to escape
+        return text
+    return _TERMINAL_UNSAFE.sub(_visible_escape, text)
+
+
+def terminal_lines(text: str) -> list[str]:
+    """``text`` split at its line breaks (``\\n`` or ``\\r\\n``), each line made safe by
+    :func:`terminal_text`: for multi-line values shown as several lines."""
+    return [terminal_text(line) for line in _LINE_BREAK.split(text)]
+
+
+def _visible_escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TerminalLogFormatter(logging.Formatter):
+    """A log formatter for a terminal: the message on one line and a traceback line by line,
+    each line made safe by :func:`terminal_text`.
+
+    Log messages carry stored text (park reasons, errors, saga names) as their arguments.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: other handlers of the same record (a file, a test's capture) keep the exact
+        # message.
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.msg, safe.args = terminal_text(record.getMessage()), None
+        return "\n".join(terminal_lines(super().format(safe)))
 
 
 def parse_duration(text: str) -> timedelta:
@@ -43,10 +103,11 @@ def short_time(moment: datetime | None) -> str:
 
 
 def first_line(text: str | None, width: int = _ERROR_WIDTH) -> str:
-    """The first line of ``text``, cut to ``width`` characters ("-" for none)."""
+    """The first line of ``text``, made safe by :func:`terminal_text` and cut to ``width``
+    characters ("-" for none)."""
     if not text:
         return "-"
-    line = text.splitlines()[0] if text.splitlines() else text
+    line = terminal_lines(text)[0]
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
@@ -54,10 +115,11 @@ def describe_lease(record: SagaRecord, now: datetime) -> str:
     """``owner until 12:00:00Z`` (``(expired)`` once past), or ``-`` for no lease."""
     if record.lease_owner is None:
         return "-"
+    owner = terminal_text(record.lease_owner)
     if record.lease_expires_at is None:
-        return record.lease_owner
+        return owner
     expired = " (expired)" if record.lease_expires_at <= now else ""
-    return f"{record.lease_owner} until {short_time(record.lease_expires_at)}{expired}"
+    return f"{owner} until {short_time(record.lease_expires_at)}{expired}"
 
 
 def record_json(record: SagaRecord, *, with_context: bool) -> dict[str, Any]:
@@ -125,7 +187,7 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
     rows = [
         (
             str(record.saga_id),
-            record.saga_name,
+            terminal_text(record.saga_name),
             record.status.value,
             str(record.version),
             str(record.cursor),
@@ -141,31 +203,35 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
 
 
 def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: datetime) -> str:
-    """The ``show`` text: the state block, the context as JSON, the journal as a timeline."""
+    """The ``show`` text: the state block, the context as JSON, the journal as a timeline.
+
+    Stored text is made safe by :func:`terminal_text`; only the error keeps its line breaks.
+    """
     state = [
-        ("status", record.status.value + (" (parked)" if record.parked else "")),
-        ("version", str(record.version)),
-        ("cursor", str(record.cursor)),
-        ("next step", record.next_step or "-"),
-        ("applied", ", ".join(record.applied) or "-"),
-        ("lease", describe_lease(record, now)),
-        ("attempts", str(record.attempts)),
-        ("parked", "yes" if record.parked else "no"),
-        ("created", short_time(record.created_at)),
-        ("updated", short_time(record.updated_at)),
-        ("error", record.error or "-"),
+        ("status", [record.status.value + (" (parked)" if record.parked else "")]),
+        ("version", [str(record.version)]),
+        ("cursor", [str(record.cursor)]),
+        ("next step", [terminal_text(record.next_step or "-")]),
+        ("applied", [", ".join(terminal_text(step) for step in record.applied) or "-"]),
+        ("lease", [describe_lease(record, now)]),
+        ("attempts", [str(record.attempts)]),
+        ("parked", ["yes" if record.parked else "no"]),
+        ("created", [short_time(record.created_at)]),
+        ("updated", [short_time(record.updated_at)]),
+        ("error", terminal_lines(record.error or "-")),
     ]
     width = max(len(label) for label, _ in state) + 1
-    lines = [f"saga {record.saga_id} ({record.saga_name})"]
-    for label, value in state:
-        value_lines = value.splitlines() or [""]
+    lines = [f"saga {record.saga_id} ({terminal_text(record.saga_name)})"]
+    for label, value_lines in state:
         lines.append(f"  {label + ':':<{width}} {value_lines[0]}")
         lines.extend(f"  {'':<{width}} {more}" for more in value_lines[1:])
     lines.append("")
     lines.append("context:")
     context = decoded_context(record)
     text = context if isinstance(context, str) else json.dumps(context, indent=2, sort_keys=True)
-    lines.extend("  " + line for line in text.splitlines())
+    # json.dumps escapes the C0 controls in strings but not DEL; a context that is not JSON
+    # is raw stored text.
+    lines.extend("  " + line for line in terminal_lines(text))
     lines.append("")
     lines.append(f"journal ({len(entries)} entries):")
     if entries:
@@ -181,7 +247,7 @@ def timeline(entries: Sequence[JournalEntry]) -> str:
     rows = [
         (
             f"+{(entry.at - start).total_seconds():.3f}s",
-            entry.step_id,
+            terminal_text(entry.step_id),
             entry.direction.value,
             entry.event.value,
             f"attempt {entry.attempt}",

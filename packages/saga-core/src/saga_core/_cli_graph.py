@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ._cli_format import terminal_text
 from ._saga import Node, Saga, StepSpec
 from ._step import SagaStepHandler
 
@@ -159,5 +160,6 @@ def _step_json(spec: StepSpec) -> dict[str, Any]:
 
 
 def _escape(text: str) -> str:
-    """Text safe inside a quoted Mermaid label."""
-    return text.replace('"', "#quot;").replace("\n", " ")
+    """Text safe inside a quoted Mermaid label, and on a terminal: saga and step names are
+    free text, control characters included (see :func:`terminal_text`)."""
+    return terminal_text(text.replace('"', "#quot;").replace("\n", " "))

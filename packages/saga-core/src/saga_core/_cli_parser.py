@@ -5,29 +5,39 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
+from typing import NoReturn
 from uuid import UUID
 
-from ._cli_format import parse_duration
+from ._cli_format import parse_duration, terminal_text
 from ._mediator import DEFAULT_LEASE_SECONDS
 from ._status import SagaStatus
 
 URL_ENV = "SAGA_STORAGE_URL"
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose error messages quote arguments with their control characters
+    escaped (``unrecognized arguments: ...`` quotes them as given). Subparsers are of the
+    same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(terminal_text(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (global options may come before or after the
     command's name)."""
     prog = "python -m saga_core" if sys.argv[0].endswith("__main__.py") else "saga"
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Operate sagas kept by saga-core: list and inspect them, recover stalled "
         "ones, retry failed compensations, run the recovery worker, draw a saga.",
         epilog=f"The storage URL comes from --url or ${URL_ENV}, e.g. sqlite:///sagas.db, "
         "postgresql+asyncpg://user@host/db, redis://host:6379/0. Exit codes: 0 success, "
-        "1 runtime failure, 2 usage error.",
+        "1 runtime failure, 2 usage error, 141 stdout closed early (as by head).",
     )
     _add_global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

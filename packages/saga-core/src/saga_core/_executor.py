@@ -59,8 +59,10 @@ _clock = datetime.now
 # __new__ (every field is passed, in order, so nothing is lost).
 _tuple_new: Any = tuple.__new__
 
-#: Separates a FAILED saga's original cause from its compensation failure in the error text.
+#: Separates a FAILED saga's original cause from its compensation failure in the error text;
+#: the failure part starts with :data:`_FAILURE_PREFIX`. (A cause may hold line breaks itself.)
 _FAILURE_SEPARATOR = "\n"
+_FAILURE_PREFIX = "compensation of "
 
 #: ``_checkpoint(lease_for=...)`` default: renew the lease while the saga runs, else release.
 _USUAL_LEASE = -1.0
@@ -165,7 +167,7 @@ class SagaRun:
         self._lease_seconds = lease_seconds
         self._context_text = context_text
         # A FAILED record's error is "<cause>\n<compensation failure>"; resuming keeps the cause.
-        self._error_text = error_text.partition(_FAILURE_SEPARATOR)[0] if error_text else None
+        self._error_text = _cause_of(error_text) if error_text else None
         self._journal: list[JournalEntry] = []
         self._trigger: BaseException | None = None
         self._failure: BaseException | None = None
@@ -510,7 +512,7 @@ class SagaRun:
             else:
                 self._failure = call.error
                 self._halted = True
-                failure = f"compensation of {spec.step_id} failed: {describe(call.error)}"
+                failure = f"{_FAILURE_PREFIX}{spec.step_id} failed: {describe(call.error)}"
                 await self._checkpoint(
                     _FAILED,
                     # The original cause stays first, so that it survives a later recovery.
@@ -720,6 +722,13 @@ class SagaRun:
 
 async def _nothing() -> None:
     return None
+
+
+def _cause_of(error_text: str) -> str:
+    """The cause part of a stored error: a FAILED record's error is ``"<cause>\n<failure>"``,
+    and the cause may itself span several lines."""
+    cause, separator, _ = error_text.rpartition(_FAILURE_SEPARATOR + _FAILURE_PREFIX)
+    return cause if separator else error_text
 
 
 def _synchronous_checkpoint(storage: SagaStorage) -> Callable[[Checkpoint], None] | None:
