@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from saga_core import (
     SagaUsageError,
     StorageCorruptedError,
 )
+from saga_core.testing import deeply_nested_json
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage, open_redis_storage
 from saga_redis._keys import KeyLayout, validate_key_prefix
 from saga_redis._records import (
@@ -22,6 +24,7 @@ from saga_redis._records import (
     encode_applied,
     encode_body,
     micros_to_datetime,
+    pairs,
 )
 from saga_redis._resp import (
     ServerReplyError,
@@ -187,6 +190,11 @@ def test_the_storage_reports_its_settings() -> None:
         ("redis://:s%40cret@h/2", RedisAddress("h", 6379, 2, None, "s@cret", False)),
         ("redis://app:pw@h:7000/1", RedisAddress("h", 7000, 1, "app", "pw", False)),
         ("rediss://[::1]:6380/5", RedisAddress("::1", 6380, 5, None, None, True)),
+        ("redis://[::1]/3", RedisAddress("::1", 6379, 3, None, None, False)),
+        ("redis://h:/2", RedisAddress("h", 6379, 2, None, None, False)),
+        ("redis://h:65535/2147483647", RedisAddress("h", 65535, 2**31 - 1, None, None, False)),
+        ("redis://:p%C3%A4ss@h", RedisAddress("h", 6379, 0, None, "päss", False)),
+        ("redis://bücher.example", RedisAddress("bücher.example", 6379, 0, None, None, False)),
     ],
 )
 def test_redis_urls_are_parsed(url: str, address: RedisAddress) -> None:
@@ -206,6 +214,66 @@ def test_redis_urls_are_parsed(url: str, address: RedisAddress) -> None:
 )
 def test_bad_redis_urls_are_refused_without_repeating_the_password(url: str) -> None:
     with pytest.raises(SagaUsageError) as caught:
+        parse_redis_url(url)
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # int() and str.isdigit() take other scripts' digits: Arabic-Indic, superscripts ...
+        ("redis://127.0.0.1:6379/\u0661", "database must be a number from 0 to 2147483647"),
+        ("redis://127.0.0.1:6379/\u00b2", "written in the digits 0-9"),
+        ("redis://h/0?db=\u0663", "got '\u0663'"),
+        ("redis://h/0?db=%C2%B2", "got '\u00b2'"),
+        ("redis://h/2147483648", "database must be a number from 0 to 2147483647"),
+        ("redis://h/" + "9" * 5000, "database must be a number"),  # int() refuses 4,300+ digits
+        ("redis://h/-1", "database must be a number"),
+        ("redis://h/+1", "database must be a number"),
+        ("redis://h/ 1", "database must be a number"),
+        ("redis://h/1_0", "database must be a number"),
+        ("redis://h/0?db=", "got ''"),
+        ("redis://h/0?db=1&db=2", "'db' query parameter more than once"),
+        ("redis://h:\u0666\u0663\u0667\u0669/0", "port must be a number from 1 to 65535"),
+        ("redis://h:6\u00b379/0", "written in the digits 0-9, got '6\u00b379'"),
+        ("redis://h:0/0", "port must be a number from 1 to 65535"),
+        ("redis://h:65536/0", "port must be a number from 1 to 65535"),
+        ("redis://h:+1/0", "port must be a number"),
+        ("redis://h:1:2/0", "port must be a number"),
+        ("redis://[::1]x/0", "port must be a number"),
+        ("redis://[::1/0", "malformed"),
+        ("redis://h\udcff/0", "host is not a valid host name"),
+        ("redis://" + "a" * 64 + "\u00e9.example/0", "host is not a valid host name"),
+        ("redis://:%FF@h/0", "password is not UTF-8"),
+        ("redis://:p\udcff@h/0", "password is not UTF-8"),
+        ("redis://u%FF:p@h/0", "user name is not UTF-8"),
+        ("redis://h/0?timeout=1", "not ['timeout']"),
+    ],
+)
+def test_each_bad_part_of_a_redis_url_is_named(url: str, message: str) -> None:
+    with pytest.raises(SagaUsageError, match=re.escape(message)):
+        parse_redis_url(url)
+
+
+def test_opening_a_storage_on_a_bad_url_is_a_usage_error() -> None:
+    with pytest.raises(SagaUsageError, match="written in the digits 0-9"):
+        RedisSagaStorage.from_url("redis://127.0.0.1:6379/\u00b2")
+    with pytest.raises(SagaUsageError, match="written in the digits 0-9"):
+        open_redis_storage("redis://127.0.0.1:6379/\u0661")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://u:se/cret@h/0",  # an unescaped '/' in the password: the rest looks like a port
+        "redis://:s@h/secret",
+        "redis://:s@h/0?secret=1",
+        "redis://:s@h:secret/0",
+        "redis://:s@h/0?db=secret",
+    ],
+)
+def test_a_bad_part_of_a_url_with_credentials_is_not_repeated(url: str) -> None:
+    with pytest.raises(SagaUsageError, match=r"not shown|other parameters") as caught:
         parse_redis_url(url)
     assert "secret" not in str(caught.value)
 
@@ -328,6 +396,8 @@ def _with(parts: list[str], index: int, value: str) -> list[str]:
         ("head", _fields(head=_with(_HEAD, 4, "many"))),
         ("head", _fields(head=_with(_HEAD, 4, "-1"))),
         ("head", _fields(head=_with(_HEAD, 5, "9"))),
+        ("head", _fields(head=_with(_HEAD, 0, "1" * 19))),  # more than the scripts can count
+        ("head", _fields(head=_with(_HEAD, 2, "9" * 400))),
         ("head", _fields(head=_with(_HEAD, 7, "owner"))),  # an owner without an expiry
         ("head", _fields(head=_HEAD[:6])),
         ("head", {k: v for k, v in _fields().items() if k != "head"}),
@@ -349,6 +419,26 @@ def test_a_foreign_record_field_is_reported_with_its_key_and_field(
 ) -> None:
     with pytest.raises(StorageCorruptedError, match=f"field '{field}' of the Redis hash 'the-key'"):
         decode_record(uuid.uuid4(), "the-key", fields)
+
+
+@pytest.mark.parametrize("part", [1, 2, 3], ids=["next-step", "applied", "context"])
+def test_json_nested_too_deeply_is_reported_as_corrupt_not_as_a_recursion_error(
+    part: int,
+) -> None:
+    saga_id = uuid.uuid4()
+    fields = _fields(body=_with(_BODY, part, deeply_nested_json()))
+    with pytest.raises(StorageCorruptedError, match="nested too deeply") as caught:
+        decode_record(saga_id, "the-key", fields)
+    assert caught.value.saga_id == saga_id
+    assert str(saga_id) in str(caught.value)
+
+
+def test_a_field_name_that_is_not_utf8_does_not_hide_the_record() -> None:
+    flat: list[bytes] = []
+    for field, value in _fields().items():
+        flat += (field.encode(), value)
+    record = decode_record(uuid.uuid4(), "the-key", pairs([b"\xff", b"x", *flat]))
+    assert record.version == 1
 
 
 def test_a_record_reads_back_every_part_of_its_head_and_body() -> None:

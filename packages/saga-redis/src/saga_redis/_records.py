@@ -9,8 +9,8 @@ event, attempt, at (µs since the epoch), error]``)::
     ["orders.Reserve", "act", "failed", 2, 1767323045678901, "TimeoutError: stock service"]
 
 Everything read back is checked: a value this storage would not have written raises
-:class:`~saga_core.StorageCorruptedError` naming the key, never a bare ``KeyError`` or
-``ValueError``.
+:class:`~saga_core.StorageCorruptedError` naming the saga (its ``saga_id`` set) and the key,
+never a bare ``KeyError``, ``ValueError`` or ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from saga_core import (
     SagaStatus,
     StorageCorruptedError,
     decode_journal_entry,
+    storable_text,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -75,8 +76,17 @@ def text(value: object) -> str:
 
 def pairs(flat: Sequence[Any]) -> dict[str, Any]:
     """``[k1, v1, k2, v2, ...]`` (an ``HGETALL`` reply inside a script) as a dict with str
-    keys; the values are left as the client returned them."""
-    return {text(flat[index]): flat[index + 1] for index in range(0, len(flat) - 1, 2)}
+    keys; the values are left as the client returned them.
+
+    A field name that is not UTF-8 is none of a record's fields: it is kept, with its bad
+    bytes replaced, so that it cannot stop the record's own fields from being read."""
+    return {_name(flat[index]): flat[index + 1] for index in range(0, len(flat) - 1, 2)}
+
+
+def _name(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return text(value)
 
 
 def encode_body(cursor: int, next_step: str | None, applied: str, context: str) -> str:
@@ -95,7 +105,8 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
     """Build the record of ``saga_id`` from its hash ``fields`` read from ``key``.
 
     Raises:
-        StorageCorruptedError: a field is missing or holds a value this storage never writes.
+        StorageCorruptedError: a field is missing or holds a value this storage never writes
+            (JSON nested too deeply for the parser included); ``saga_id`` is set.
     """
     field = "name"
     try:
@@ -107,6 +118,8 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         if len(parts) != len(HEAD_PARTS):
             raise ValueError(f"{len(parts)} parts, not {len(HEAD_PARTS)}")
         raw_version, raw_status, raw_updated, raw_expires, raw_attempts, raw_flags, _, owner = parts
+        if max(len(raw_version), len(raw_updated), len(raw_expires), len(raw_attempts)) > 18:
+            raise ValueError("a number of more than 18 digits")  # the scripts refuse it too
         status = _STATUSES[raw_status]
         version = int(raw_version)
         updated = micros_to_datetime(int(raw_updated))
@@ -132,13 +145,20 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         error = None if raw_error is None else text(raw_error)
         if (error is not None) != (flags >= 2):
             raise ValueError("the head's error flag does not match the field")
-    except (KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
-        missing = isinstance(exc, KeyError)
-        problem = "is missing" if missing else f"holds an invalid value ({exc})"
+    except (KeyError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # ValueError covers json's errors and UnicodeDecodeError; RecursionError is json's
+        # answer to a text nested deeper than it recurses.
+        if isinstance(exc, KeyError):
+            problem = "is missing"
+        elif isinstance(exc, RecursionError):
+            problem = "holds JSON nested too deeply to be read"
+        else:
+            problem = f"holds an invalid value ({storable_text(str(exc), limit=200)})"
         raise StorageCorruptedError(
             f"saga {saga_id}: field {field!r} of the Redis hash {key!r} {problem}; the key was "
             f"not written by saga-redis or was changed by hand. Nothing was changed; inspect the "
-            f"key (HGETALL) and delete or repair it"
+            f"key (HGETALL) and delete or repair it",
+            saga_id=saga_id,
         ) from exc
     return SagaRecord(
         saga_id=saga_id,
@@ -175,5 +195,6 @@ def _decode_entry(saga_id: UUID, key: str, index: int, item: Any) -> JournalEntr
         raise StorageCorruptedError(
             f"saga {saga_id}: element {index} of the Redis list {key!r} is not a journal entry "
             f"({exc}); the key was not written by saga-redis or was changed by hand. Nothing "
-            f"was changed; inspect it with LRANGE"
+            f"was changed; inspect it with LRANGE",
+            saga_id=saga_id,
         ) from exc

@@ -123,24 +123,16 @@ def raise_failure(
         )
     if tag == "type":
         key, found = detail
-        raise StorageCorruptedError(
-            f"the Redis key {key!r} holds a {found}, not the {_expected_type(key)} saga-redis "
-            f"keeps there: it was not written by saga-redis (does another application use the "
-            f"prefix {layout.prefix!r}?). Nothing was changed; delete or rename that key, or use "
-            f"another key_prefix"
-        )
+        raise foreign_type(key, found, layout, saga_id if _is_saga_key(key) else None)
     if tag == "corrupt":
-        raise StorageCorruptedError(
-            f"the Redis hash {detail[0]!r} is not a saga record (its head field, which holds "
-            f"the version, status and update time, is missing or invalid): it was not written "
-            f"by saga-redis or was changed by hand. Nothing was changed; inspect it with HGETALL"
-        )
+        raise not_a_record(detail[0], saga_id)
     if tag == "orphan":
         record = layout.record(saga_id) if saga_id is not None else "its record"
         raise StorageCorruptedError(
             f"the Redis list {detail[0]!r} exists but {saga} has no record ({record!r}): it was "
             f"not written by saga-redis, or the record was deleted by hand. Nothing was "
-            f"changed; delete the list to reuse the id"
+            f"changed; delete the list to reuse the id",
+            saga_id=saga_id,
         )
     if tag == "layout":
         key, shards, layout_version = detail
@@ -158,6 +150,37 @@ def raise_failure(
             f"same shard count, or use another key_prefix"
         )
     raise SagaStorageError(f"unexpected reply from a saga-redis script: {reply!r}")
+
+
+def foreign_type(
+    key: str, found: str, layout: KeyLayout, saga_id: UUID | None
+) -> StorageCorruptedError:
+    """The error for ``key`` holding a Redis type saga-redis never writes there; ``saga_id``
+    names the saga when the key is its record or journal."""
+    saga = "" if saga_id is None else f"saga {saga_id}: "
+    return StorageCorruptedError(
+        f"{saga}the Redis key {key!r} holds a {found}, not the {_expected_type(key)} saga-redis "
+        f"keeps there: it was not written by saga-redis (does another application use the "
+        f"prefix {layout.prefix!r}?). Nothing was changed; delete or rename that key, or use "
+        f"another key_prefix",
+        saga_id=saga_id,
+    )
+
+
+def not_a_record(key: str, saga_id: UUID | None) -> StorageCorruptedError:
+    """The error for the hash ``key`` (``saga_id``'s record) whose ``head`` the scripts cannot
+    read."""
+    saga = "" if saga_id is None else f"saga {saga_id}: "
+    return StorageCorruptedError(
+        f"{saga}the Redis hash {key!r} is not a saga record (its head field, which holds the "
+        f"version, status and update time, is missing or invalid): it was not written by "
+        f"saga-redis or was changed by hand. Nothing was changed; inspect it with HGETALL",
+        saga_id=saga_id,
+    )
+
+
+def _is_saga_key(key: str) -> bool:
+    return key.rsplit("}:", 1)[-1].startswith(("record:", "journal:"))
 
 
 def _expected_type(key: str) -> str:

@@ -41,7 +41,7 @@ one clock; a record's ``updated`` never moves backwards even if that clock does.
 from __future__ import annotations
 
 # The head's parts, as captured by string.match (see the module's docstring).
-_HEAD_PATTERN = "'^(%d+) (%l+) (%d+) (%d*) (%d+) (%d) (%S+) (.*)$'"
+_HEAD_PATTERN = "'^(%d+) (%l+) (%d+) (%d*) (%d+) ([0-3]) (%S+) (.*)$'"
 
 # Helpers, in the order they are defined; each script includes the ones it uses (and their
 # dependencies): a script defines its helpers anew on every call, so unused ones cost time.
@@ -124,7 +124,10 @@ local function head(record)
         + r""")
   end
   local live = status == 'running' or status == 'compensating' or status == 'failed'
-  if not (live or status == 'completed' or status == 'compensated') then
+  -- A number of more than 18 digits would not come back from Lua's numbers as it was: a
+  -- write would store garbage in place of the version or a time.
+  if not (live or status == 'completed' or status == 'compensated') or #version > 18
+      or #updated > 18 or #expires > 18 or #attempts > 18 then
     if redis.call('EXISTS', record) == 0 then
       return nil, {'missing'}
     end
@@ -475,7 +478,11 @@ return {'ok', redis.call('HGETALL', record)}
 #: KEYS: updated index, shard meta, parked index.
 #: ARGV: mode ('claim' or 'list'), limit, record key stem, owner, lease µs, write token,
 #: shard count, layout version, and optionally the only saga ids to consider...
-#: Reply: {'ok', id, fields, id, fields, ...}. The record keys are the stem followed by the
+#: Reply: {'ok', id, fields, id, fields, ...}: the recoverable records (claimed in mode
+#: 'claim'), then the members whose record the script cannot read, each with a string in
+#: place of its fields: its key's Redis type ('hash' for a hash without a valid head). Those
+#: are neither claimed nor counted against the limit, so that one damaged record never fails
+#: or fills a scan; the client reports them. The record keys are the stem followed by the
 #: id: they share the shard's hash slot, so this stays a single-slot script on a cluster.
 #: A member is recoverable when its record is live, not parked, and unleased or its lease
 #: (read from the record) has expired; records that are gone or finished are dropped from the
@@ -492,14 +499,22 @@ if err then
 end
 local now = now_us()
 -- Every member looked at is checked before anything is written.
-local chosen, stale, misfiled = {}, {}, {}
+local chosen, stale, misfiled, unreadable = {}, {}, {}, {}
+-- Unreadable records reported per call at most: the reply stays bounded by the request.
+local report = math.max(limit, 100)
 local function consider(id)
   local h, bad = head(stem .. id)
   if bad then
-    if bad[1] ~= 'missing' then
-      return bad
+    local why = bad[1]
+    if why == 'missing' then
+      stale[#stale + 1] = id  -- deleted by hand, or expired
+    elseif why == 'corrupt' or why == 'type' then
+      if #unreadable < report then
+        unreadable[#unreadable + 1] = {id, bad[3] or 'hash'}
+      end
+    else
+      return bad  -- an error reply (OOM, ...): the call fails as it is
     end
-    stale[#stale + 1] = id  -- deleted by hand, or expired
   elseif h.parked then
     misfiled[#misfiled + 1] = {id, h.updated}  -- parked: belongs in the parked index
   elseif not h.live then
@@ -557,6 +572,10 @@ for _, pair in ipairs(chosen) do
   end
   reply[#reply + 1] = id
   reply[#reply + 1] = redis.call('HGETALL', stem .. id)
+end
+for _, pair in ipairs(unreadable) do
+  reply[#reply + 1] = pair[1]
+  reply[#reply + 1] = pair[2]
 end
 if claim then
   for _, id in ipairs(stale) do
@@ -682,7 +701,10 @@ return {'ok', redis.call('HGETALL', record)}
 #: ARGV: record key stem, min score (inclusive), offset among the members at that score,
 #: max score ('+inf' or '(µs'), page size, matches wanted, status ('' any), name ('' any, else
 #: '=' followed by the name), parked ('' any, '1', '0'), shard count, layout version.
-#: Reply: {'ok', done (1/0), next min score, next offset, id, fields, id, fields, ...}.
+#: Reply: {'ok', done (1/0), next min score, next offset, id, fields, id, fields, ...}; a
+#: member whose record is a key of another type than a hash has its type (a string) in place
+#: of its fields, and is listed only when no filter is given (as a hash with an unreadable
+#: head is), so that the client reports it instead of the page failing.
 #: Members whose record is gone (expired, deleted by hand) are removed from the index.
 LIST = _script(
     r"""
@@ -714,26 +736,34 @@ for i = 1, #page, 2 do
   local found_kind = kind(record)
   if found_kind == 'none' then
     redis.call('ZREM', index, id)
-  elseif found_kind ~= 'hash' then
-    return {'type', record, found_kind}
   else
     if score == last then
       same = same + 1
     else
       last, same = score, 1
     end
-    local f = redis.call('HMGET', record, 'head', 'name')
-    -- An unreadable head matches no filter on it: with none, the record is returned and its
-    -- reader reports it as corrupt.
-    local head_status, head_flags
-    if f[1] then
-      head_status, head_flags = string.match(f[1], '^%d+ (%l+) %d+ %d* %d+ (%d) ')
+    -- What is unreadable matches no filter: with none, it is returned and its reader
+    -- reports it as corrupt.
+    local entry = nil
+    if found_kind ~= 'hash' then
+      if status == '' and name == nil and parked == '' then
+        entry = found_kind
+      end
+    else
+      local f = redis.call('HMGET', record, 'head', 'name')
+      local head_status, head_flags
+      if f[1] then
+        head_status, head_flags = string.match(f[1], '^%d+ (%l+) %d+ %d* %d+ (%d) ')
+      end
+      local is_parked = head_flags == '1' or head_flags == '3'
+      if (status == '' or head_status == status) and (name == nil or f[2] == name)
+          and (parked == '' or (head_flags and is_parked == (parked == '1'))) then
+        entry = redis.call('HGETALL', record)
+      end
     end
-    local is_parked = head_flags == '1' or head_flags == '3'
-    if (status == '' or head_status == status) and (name == nil or f[2] == name)
-        and (parked == '' or is_parked == (parked == '1')) then
+    if entry then
       reply[#reply + 1] = id
-      reply[#reply + 1] = redis.call('HGETALL', record)
+      reply[#reply + 1] = entry
       found = found + 1
       if found >= wanted then
         done = true

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import os
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
@@ -26,7 +27,10 @@ from saga_core import (
     SagaUsageError,
     StorageCorruptedError,
     StorageUnavailableError,
+    describe_error,
     encode_journal_entry,
+    read_records,
+    require_saga_id,
 )
 
 from ._driver import (
@@ -46,6 +50,7 @@ from ._driver import (
     ThreadDriver,
 )
 from ._keys import DEFAULT_KEY_PREFIX, LAYOUT_VERSION, KeyLayout, ShardKeys
+from ._reading import Row, is_unreadable, reply_rows, row_decoder
 from ._records import (
     decode_journal,
     decode_record,
@@ -97,6 +102,8 @@ _MICROS_TEXT: dict[float, str] = {}
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
+
+logger = logging.getLogger("saga_redis")
 
 
 class RedisSagaStorage:
@@ -285,6 +292,7 @@ class RedisSagaStorage:
             SagaAlreadyExistsError: the id is stored already (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
             StorageUnavailableError: Redis cannot be reached.
+            SagaUsageError: the saga id is not a :class:`uuid.UUID` (nothing written).
         """
         saga_id = saga.saga_id
         keys = self._saga_keys(saga_id)
@@ -316,7 +324,8 @@ class RedisSagaStorage:
             SagaFinishedError: the saga is COMPLETED or COMPENSATED (checked before the
                 version).
             SagaVersionConflictError: another runner wrote the saga.
-            SagaUsageError: ``lease_seconds`` without a ``lease_owner``.
+            SagaUsageError: ``lease_seconds`` without a ``lease_owner``, or a saga id that is
+                not a :class:`uuid.UUID` (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
             StorageUnavailableError: Redis cannot be reached; whether the write happened is
                 unknown, and the next write's version check tells.
@@ -375,7 +384,9 @@ class RedisSagaStorage:
         Raises:
             SagaNotFoundError: no such saga.
             StorageCorruptedError: its hash is not a saga record saga-redis wrote.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
+        require_saga_id(saga_id)
         record = self._layout.record(saga_id)
         reply = await self._read(saga_id, record, "record")
         return decode_record(saga_id, record, pairs(reply))
@@ -386,7 +397,9 @@ class RedisSagaStorage:
         Raises:
             SagaNotFoundError: no such saga.
             StorageCorruptedError: a journal element is not an entry saga-redis wrote.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
+        require_saga_id(saga_id)
         journal = self._layout.journal(saga_id)
         items = await self._read(saga_id, self._layout.record(saga_id), "journal")
         return decode_journal(saga_id, journal, items)
@@ -395,14 +408,16 @@ class RedisSagaStorage:
         """Return up to ``limit`` recoverable sagas, oldest update first, without claiming.
 
         Recoverable: RUNNING, COMPENSATING or FAILED, not parked, with no lease or an expired
-        one.
+        one. A record that cannot be read back is reported (see
+        :func:`saga_core.read_records`) and left out.
         """
         _check_limit(limit)
         if limit == 0:
             return []
         found: list[SagaRecord] = []
         for shard in self._layout.all_shards():
-            found.extend(await self._scan(shard, "list", limit, "", "0"))
+            rows = await self._scan(shard, "list", limit, "", "0")
+            found.extend(read_records(rows, self._decoder(shard, shard.updated)).records)
         return _oldest(found, limit)
 
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
@@ -416,7 +431,12 @@ class RedisSagaStorage:
             SagaParkedError: the saga is parked (dead-letter state).
             SagaLeaseHeldError: another owner's lease has not expired.
             StorageSchemaError: the key prefix was written with another shard count.
+            StorageCorruptedError: the record's head is not one saga-redis wrote (nothing
+                written), or another field cannot be read back (the saga is claimed all the
+                same: park it, or repair it).
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
+        require_saga_id(saga_id)
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
         record = shard.record_stem + sid
@@ -441,7 +461,10 @@ class RedisSagaStorage:
         first, and return their records with the new versions.
 
         Two concurrent callers never receive the same saga: each claim re-checks, inside the
-        script, that the saga is still recoverable.
+        script, that the saga is still recoverable. A claimed record that cannot be read back
+        is reported (see :func:`saga_core.read_records`), parked with the error as its reason
+        (so it is not claimed again until an operator repairs and unparks it) and left out; a
+        record whose ``head`` the scripts cannot read is reported, not claimed and left out.
         """
         _check_limit(limit)
         owner = _owner(owner)
@@ -450,25 +473,38 @@ class RedisSagaStorage:
             return []
         shards = self._layout.all_shards()
         if len(shards) == 1:
-            return await self._scan(shards[0], "claim", limit, owner, lease)
+            return await self._claim_in(shards[0], limit, owner, lease)
         # Sharded: find the globally oldest candidates, then claim them shard by shard. A
         # candidate another worker takes in between is skipped by the claim script.
         claimed: list[SagaRecord] = []
         for _ in range(_CLAIM_ROUNDS):
             wanted = limit - len(claimed)
             candidates: list[SagaRecord] = []
-            for shard in shards:
-                candidates.extend(await self._scan(shard, "list", wanted, "", "0"))
-            if not candidates:
+            # Candidates that cannot be read back, by shard: claimed too, to be parked.
+            damaged: dict[int, list[str]] = {}
+            for number, shard in enumerate(shards):
+                rows = await self._scan(shard, "list", wanted, "", "0")
+                decode = self._decoder(shard, shard.updated)
+                read_records(filter(is_unreadable, rows), decode)  # reported; never claimed
+                for row in rows:
+                    if not is_unreadable(row):
+                        try:
+                            candidates.append(decode(row))
+                        except StorageCorruptedError as error:  # reported when claimed
+                            if error.saga_id is not None:
+                                damaged.setdefault(number, []).append(str(error.saga_id))
+            if not candidates and not damaged:
                 break
             chosen = _oldest(candidates, wanted)
             order = {record.saga_id: index for index, record in enumerate(chosen)}
             taken: list[SagaRecord] = []
-            for shard in shards:
+            for number, shard in enumerate(shards):
                 ids = [str(r.saga_id) for r in chosen if self._layout.shard_of(r.saga_id) is shard]
+                ids += damaged.get(number, ())
                 if ids:
-                    taken.extend(await self._scan(shard, "claim", len(ids), owner, lease, ids))
-            claimed.extend(sorted(taken, key=lambda record: order[record.saga_id]))
+                    taken.extend(await self._claim_in(shard, len(ids), owner, lease, ids))
+            # A damaged candidate repaired meanwhile is claimed and returned, after the others.
+            claimed.extend(sorted(taken, key=lambda record: order.get(record.saga_id, wanted)))
             if len(claimed) >= limit:
                 break
         return claimed
@@ -482,7 +518,9 @@ class RedisSagaStorage:
             SagaFinishedError: the saga is COMPLETED or COMPENSATED.
             SagaLeaseHeldError: the lease is not ``owner``'s (taken over, or released): the
                 runner must stop.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
+        require_saga_id(saga_id)
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
         owner = _owner(owner)
@@ -547,7 +585,9 @@ class RedisSagaStorage:
             SagaNotFoundError: no such saga.
             SagaFinishedError: the saga is COMPLETED or COMPENSATED.
             SagaLeaseHeldError: the lease is not ``owner``'s.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`, or ``reason`` not a str.
         """
+        require_saga_id(saga_id)
         if not isinstance(reason, str):
             raise SagaUsageError(f"park reason must be a string, got {reason!r}")
         shard = self._layout.shard_of(saga_id)
@@ -566,7 +606,9 @@ class RedisSagaStorage:
 
         Raises:
             SagaNotFoundError: no such saga.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
+        require_saga_id(saga_id)
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
         record = shard.record_stem + sid
@@ -608,6 +650,8 @@ class RedisSagaStorage:
         # The entry holds the id object itself, so no other object can have its id() meanwhile.
         if found is not None and found.saga_id is saga_id:
             return found
+        if type(saga_id) is not UUID:  # checked once per saga: a cached id was checked
+            require_saga_id(saga_id)
         found = _SagaKeys(saga_id, self._layout.shard_of(saga_id), self._retain_arg, self._cap_arg)
         if len(cache) >= _SAGA_KEYS_CACHED:
             cache.clear()
@@ -641,11 +685,13 @@ class RedisSagaStorage:
         self, shard: ShardKeys, index: str, limit: int, filters: list[Arg]
     ) -> list[SagaRecord]:
         """Up to ``limit`` sagas of one index matching ``filters``, oldest first, one page
-        (one script call) at a time."""
+        (one script call) at a time; records that cannot be read back are reported and left
+        out."""
         status, name, parked, before = filters
         low: str = "-inf"
         offset = 0
         found: list[SagaRecord] = []
+        decode = self._decoder(shard, index)
         while True:
             args: list[Arg] = [
                 shard.record_stem,
@@ -663,26 +709,16 @@ class RedisSagaStorage:
             reply = await self._run(LIST_SCRIPT, (index, shard.meta), args)
             if reply_tag(reply) != "ok":
                 raise_failure(reply, None, self._layout)
-            found.extend(self._decode_pairs(shard, index, reply, 4))
-            if int(reply[1]) or len(found) >= limit:
+            read = read_records(reply_rows(reply, 4), decode)
+            found.extend(read.records)
+            # The script counts what it returns, damaged records included; when it stopped
+            # for that count, the next page holds the matches it did not return.
+            if len(found) >= limit or (int(reply[1]) and not read.corrupt):
                 return found
             low, offset = text(reply[2]), int(reply[3])
 
-    def _decode_pairs(
-        self, shard: ShardKeys, index: str, reply: Any, first: int
-    ) -> list[SagaRecord]:
-        records = []
-        for at in range(first, len(reply) - 1, 2):
-            sid = text(reply[at])
-            try:
-                saga_id = UUID(sid)
-            except ValueError as exc:
-                raise StorageCorruptedError(
-                    f"the Redis sorted set {index!r} holds {sid!r}, which is not a saga id; it "
-                    f"was not written by saga-redis. Remove that member (ZREM)"
-                ) from exc
-            records.append(decode_record(saga_id, shard.record_stem + sid, pairs(reply[at + 1])))
-        return records
+    def _decoder(self, shard: ShardKeys, index: str) -> Callable[[Row], SagaRecord]:
+        return row_decoder(self._layout, shard.record_stem, index)
 
     async def _scan(
         self,
@@ -692,7 +728,8 @@ class RedisSagaStorage:
         owner: str,
         lease: str,
         ids: Iterable[str] = (),
-    ) -> list[SagaRecord]:
+    ) -> list[Row]:
+        """The rows of one ``SCAN`` script call on ``shard`` (see :mod:`._reading`)."""
         args: list[Arg] = [
             mode,
             limit,
@@ -708,7 +745,37 @@ class RedisSagaStorage:
         reply = await self._run(SCAN_SCRIPT, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, None, self._layout)
-        return self._decode_pairs(shard, shard.updated, reply, 1)
+        return reply_rows(reply, 1)
+
+    async def _claim_in(
+        self, shard: ShardKeys, limit: int, owner: str, lease: str, ids: Iterable[str] = ()
+    ) -> list[SagaRecord]:
+        """Claim up to ``limit`` recoverable sagas of ``shard`` (of ``ids`` only, if given) and
+        return those that read back; park the claimed ones that do not."""
+        rows = await self._scan(shard, "claim", limit, owner, lease, ids)
+        decode = self._decoder(shard, shard.updated)
+        read_records(filter(is_unreadable, rows), decode)  # reported; the script claimed none
+        claimed = read_records(itertools.filterfalse(is_unreadable, rows), decode)
+        for error in claimed.corrupt:
+            if error.saga_id is not None:
+                await self._park_damaged(error.saga_id, owner, error)
+        return claimed.records
+
+    async def _park_damaged(self, saga_id: UUID, owner: str, error: StorageCorruptedError) -> None:
+        """Park a saga ``owner`` has just claimed whose record cannot be read back, with the
+        error as the reason, so that no worker claims it again until it is repaired."""
+        try:
+            await self.park(saga_id, owner=owner, reason=describe_error(error))
+        except SagaError as failure:
+            # The healthy sagas of the batch are claimed already, and must not be lost to the
+            # caller for this one: it stays leased to ``owner`` and is claimed (and parked)
+            # again when that lease runs out.
+            logger.error(
+                "could not park the damaged saga %s: %s",
+                saga_id,
+                describe_error(failure),
+                extra={"saga_id": saga_id},
+            )
 
 
 def _next_step(next_step: object) -> str | None:

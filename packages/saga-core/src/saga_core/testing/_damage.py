@@ -29,7 +29,7 @@ DAMAGE_KINDS: dict[str, str] = {
     "deep_context": "the context is JSON nested far deeper than a parser recurses",
     "applied": "the applied step ids are not a JSON array of strings",
     "status": "the status is not one saga-core knows",
-    "timestamp": "a timestamp (updated_at) is not a timestamp",
+    "timestamp": "a stored timestamp (created_at or updated_at) is not a timestamp",
 }
 
 #: Kinds after which the record is no longer selected as recoverable (its status is unknown),
