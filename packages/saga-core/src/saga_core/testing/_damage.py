@@ -111,6 +111,15 @@ class DamagedRecordContract(ContractBase):
             ids.append(new.saga_id)
         return ids
 
+    async def _damaged_among_healthy(
+        self, storage: SagaStorage, kind: str
+    ) -> tuple[list[UUID], UUID]:
+        """:data:`_HEALTHY` stalled sagas and one more, damaged as ``kind`` says."""
+        healthy = await self._stalled(storage, _HEALTHY)
+        (damaged,) = await self._stalled(storage, 1)
+        await self.damage_record(storage, damaged, kind)
+        return healthy, damaged
+
     async def test_loading_a_damaged_record_names_the_saga(self, storage: SagaStorage) -> None:
         for kind in self._kinds():
             (saga_id,) = await self._stalled(storage, 1)
@@ -124,9 +133,7 @@ class DamagedRecordContract(ContractBase):
         self, storage: SagaStorage
     ) -> None:
         for kind in self._kinds():
-            healthy = await self._stalled(storage, _HEALTHY)
-            (damaged,) = await self._stalled(storage, 1)
-            await self.damage_record(storage, damaged, kind)
+            healthy, damaged = await self._damaged_among_healthy(storage, kind)
             listed = {record.saga_id for record in await storage.list_sagas(limit=1000)}
             assert damaged not in listed, kind
             assert set(healthy) <= listed, kind
@@ -141,9 +148,7 @@ class DamagedRecordContract(ContractBase):
         self, storage: SagaStorage
     ) -> None:
         for kind in self._kinds():
-            healthy = await self._stalled(storage, _HEALTHY)
-            (damaged,) = await self._stalled(storage, 1)
-            await self.damage_record(storage, damaged, kind)
+            healthy, damaged = await self._damaged_among_healthy(storage, kind)
             claimed = await storage.claim_recoverable(owner="recovery", lease_seconds=3600.0)
             assert {record.saga_id for record in claimed} == set(healthy), kind
             assert await storage.claim_recoverable(owner="recovery", lease_seconds=3600.0) == []
@@ -166,9 +171,7 @@ class DamagedRecordContract(ContractBase):
         sagas.bind(ContractCounter, ContractBumpSaga)
         worker = RecoveryWorker(sagas, storage, owner="contract-worker", batch_size=20)
         for kind in self._kinds():
-            healthy = await self._stalled(storage, _HEALTHY)
-            (damaged,) = await self._stalled(storage, 1)
-            await self.damage_record(storage, damaged, kind)
+            healthy, damaged = await self._damaged_among_healthy(storage, kind)
             report = await worker.run_once()
             assert (report.claimed, report.completed) == (_HEALTHY, _HEALTHY), (kind, report)
             for saga_id in healthy:
