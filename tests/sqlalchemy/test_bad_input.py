@@ -107,7 +107,9 @@ async def test_stored_context_that_is_not_json_is_reported_as_corrupted(tmp_path
         '["s", "sideways", "started", 1, 0, null]\n',
         '["s", "act", "started", "1", 0, null]\n',
         "not json\n",
+        "[" * 100_000 + "]" * 100_000 + "\n",  # nested deeper than a parser recurses
     ],
+    ids=["partial", "object", "direction", "attempt", "not-json", "deep"],
 )
 async def test_a_journal_that_is_not_ours_is_reported_as_corrupted(
     journal: str, tmp_path: Path
@@ -120,8 +122,9 @@ async def test_a_journal_that_is_not_ours_is_reported_as_corrupted(
         with engine.begin() as connection:
             connection.execute(sa.update(storage.table).values(journal=journal))
         engine.dispose()
-        with pytest.raises(StorageCorruptedError, match="journal"):
+        with pytest.raises(StorageCorruptedError, match="journal") as info:
             await storage.history(new.saga_id)
+        assert info.value.saga_id == new.saga_id
         # The state itself still loads: only the history is unreadable.
         assert (await storage.load(new.saga_id)).saga_id == new.saga_id
 
@@ -203,3 +206,25 @@ async def test_async_engine_on_trio_says_to_use_a_sync_engine(
     async with SqlAlchemySagaStorage(engine) as storage:
         with pytest.raises(SagaUsageError, match="synchronous Engine"):
             await storage.create_schema()
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+@pytest.mark.parametrize("unknown", ["role", "database"])
+async def test_an_unknown_role_or_database_is_unavailable_not_a_missing_schema(
+    driver: str, unknown: str, postgres_url: str, anyio_backend: str
+) -> None:
+    """The server refuses the connection: that is not a schema to create, and the message is
+    the server's."""
+    if driver == "asyncpg" and anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    url = sa.make_url(driver_url(postgres_url, driver))
+    missing = "saga_no_such_name_19"
+    url = url.set(username=missing) if unknown == "role" else url.set(database=missing)
+    async with open_storage(url.render_as_string(hide_password=False)) as storage:
+        with pytest.raises(StorageUnavailableError) as info:
+            await storage.create(make_new_saga())
+    assert not isinstance(info.value, StorageSchemaError)
+    message = str(info.value)
+    assert f'{unknown} "{missing}" does not exist' in message
+    assert "create_schema" not in message
+    assert info.value.__cause__ is not None

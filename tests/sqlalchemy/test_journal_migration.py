@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from saga_core import JournalEntry, StepDirection, StepEvent, StorageSchemaError
-from saga_core.testing import make_checkpoint, make_new_saga
+from saga_core.testing import DEFAULT_OWNER, make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 
+from ._readme import apply_upgrade
 from ._support import driver_url, postgres_schema
 
 pytestmark = pytest.mark.anyio
@@ -30,34 +31,6 @@ CREATE TABLE {journal} (
     PRIMARY KEY (saga_id, version, position)
 )
 """
-
-#: The README's migration, per dialect ({saga} and {journal} are the tables' names).
-MIGRATION = {
-    "postgresql": [
-        "ALTER TABLE {saga} ADD COLUMN journal TEXT NOT NULL DEFAULT ''",
-        """UPDATE {saga} AS s SET journal = j.lines
-        FROM (
-            SELECT saga_id, string_agg(
-                json_build_array(step_id, direction, event, attempt,
-                                 (extract(epoch FROM at) * 1000000)::bigint, error)::text
-                || E'\\n', '' ORDER BY version, position) AS lines
-            FROM {journal} GROUP BY saga_id
-        ) AS j
-        WHERE s.saga_id = j.saga_id""",
-        "DROP TABLE {journal}",
-    ],
-    "sqlite": [
-        "ALTER TABLE {saga} ADD COLUMN journal TEXT NOT NULL DEFAULT ''",
-        """UPDATE {saga} SET journal = (
-            SELECT group_concat(line, '') FROM (
-                SELECT json_array(step_id, direction, event, attempt, at, error) || char(10)
-                    AS line
-                FROM {journal} WHERE {journal}.saga_id = {saga}.saga_id
-                ORDER BY version, position))
-        WHERE saga_id IN (SELECT saga_id FROM {journal})""",
-        "DROP TABLE {journal}",
-    ],
-}
 
 _BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -175,8 +148,7 @@ async def test_the_old_layout_is_refused_until_migrated(database: Database) -> N
 
 async def test_the_migration_keeps_every_event_in_order(database: Database) -> None:
     with_events, without = await _old_layout(database)
-    names = {"saga": database.name("saga"), "journal": database.name("saga_journal")}
-    database.run(*(statement.format(**names) for statement in MIGRATION[database.dialect]))
+    apply_upgrade(database.url, database.schema)
     async with database.storage() as storage:
         await storage.check_schema()
         assert await storage.history(with_events) == ENTRIES
@@ -192,3 +164,85 @@ async def test_the_migration_keeps_every_event_in_order(database: Database) -> N
         )
         history = await storage.history(with_events)
         assert history == [*ENTRIES, ENTRIES[0]._replace(step_id="steps.Ship")]
+
+
+#: The earlier layouts the README's upgrade starts from: the columns each lacked besides
+#: ``journal``, and the recovery index it had (``{saga}``: the table; ``{false}``: false as
+#: the dialect writes it).
+EARLIER = {
+    "before-parked": (
+        ("attempts", "parked", "next_step"),
+        "CREATE INDEX ix_saga_recoverable ON {saga} (status, lease_expires_at)",
+    ),
+    "before-next-step": (
+        ("next_step",),
+        "CREATE INDEX ix_saga_recoverable ON {saga} (status, lease_expires_at) "
+        "WHERE parked = {false}",
+    ),
+}
+
+
+def _index_definition(database: Database, schema: str | None) -> str:
+    """How the database itself describes the recovery index of ``schema``'s saga table, with
+    the schema's name taken out."""
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            if database.dialect == "sqlite":
+                query = "SELECT sql FROM sqlite_master WHERE name = 'ix_saga_active'"
+            else:
+                query = (
+                    f"SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' "
+                    "AND indexname = 'ix_saga_active'"
+                )
+            definition = str(connection.exec_driver_sql(query).scalar_one())
+    finally:
+        engine.dispose()
+    return " ".join(definition.replace(f"{schema}.", "").split())
+
+
+@pytest.mark.parametrize("earlier", sorted(EARLIER))
+async def test_the_readme_upgrade_makes_the_table_of_this_version(
+    database: Database, earlier: str
+) -> None:
+    """From each earlier layout, the README's three steps give the columns, the journal and
+    the very recovery index that ``create_schema`` makes."""
+    with_events, without = await _old_layout(database)
+    lacking, index = EARLIER[earlier]
+    saga = database.name("saga")
+    false = "false" if database.dialect == "postgresql" else "0"
+    database.run(
+        f"DROP INDEX {database.name('ix_saga_active')}",
+        *(f"ALTER TABLE {saga} DROP COLUMN {column}" for column in lacking),
+        index.format(saga=saga, false=false),
+    )
+    async with database.storage() as storage:
+        with pytest.raises(StorageSchemaError):
+            await storage.check_schema()
+
+    apply_upgrade(database.url, database.schema)
+
+    async with database.storage() as storage:
+        await storage.check_schema()
+        assert await storage.history(with_events) == ENTRIES
+        record = await storage.claim(without, owner=DEFAULT_OWNER, lease_seconds=60.0)
+        assert (record.attempts, record.parked, record.next_step) == (1, False, None)
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    try:
+        indexes = sa.inspect(engine).get_indexes("saga", schema=database.schema)
+    finally:
+        engine.dispose()
+    assert [(i["name"], i["column_names"]) for i in indexes] == [("ix_saga_active", ["status"])]
+    upgraded = _index_definition(database, database.schema)
+    # The same index as a table made by this version has.
+    if database.dialect == "sqlite":
+        fresh = Database(database.url.replace("old.db", "fresh.db"), None)
+        async with fresh.storage() as storage:
+            await storage.create_schema()
+        assert upgraded == _index_definition(fresh, None)
+    else:
+        postgres_url = database.url
+        with postgres_schema(postgres_url) as schema:
+            async with Database(postgres_url, schema).storage() as storage:
+                await storage.create_schema()
+            assert upgraded == _index_definition(database, schema)

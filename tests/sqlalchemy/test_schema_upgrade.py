@@ -2,9 +2,10 @@
 migrated, then fine.
 
 A table of an earlier version is simulated by dropping the columns it lacked (and, before
-``parked``, recreating the recovery index as it was); the migration is what the README tells an
-Alembic user to do: add the missing columns (``attempts`` and ``parked`` with their server
-defaults, ``next_step`` nullable).
+``parked``, recreating the recovery index as it was); the migration here adds the missing
+columns as Alembic's autogenerate renders them (``attempts`` and ``parked`` with their server
+defaults, ``next_step`` nullable). The README's own statements are run by
+test_journal_migration.
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ def _downgrade(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> No
 
 
 def _migrate(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> None:
-    """The migration the README describes: add the missing columns, as Alembic renders
-    them."""
+    """Add the missing columns, as Alembic's autogenerate renders them."""
     engine = database.engine()
     dialect = engine.dialect
     engine.dispose()

@@ -8,8 +8,10 @@ oldest waiting writer, whose batch is everything that queued meanwhile. Batches 
 by themselves with the load, and a lone writer pays no wait at all.
 
 Each writer returns only after the commit that holds its write. A refused write (version
-conflict, finished saga, id taken) is that writer's own error and does not touch the others; a
-failed transaction (connection lost, commit failed) is every writer's error. Two writes of one
+conflict, finished saga, id taken) is that writer's own error and does not touch the others,
+and so is a write the database refuses for its own data (the storage's batch function finds
+it by splitting the batch, see ``SqlAlchemySagaStorage._execute_batch``); a transaction that
+failed as a whole (connection lost, server gone) is every writer's error. Two writes of one
 saga never share a batch: the later one waits for the next, so each sees the other's effect.
 """
 
@@ -208,7 +210,7 @@ class GroupCommitter:
             outcomes = await self._execute([item.write for item in batch])
         except Exception as exc:
             for item in batch:
-                item.error = exc if item is me else _shared_failure(exc)
+                item.error = exc if item is me else shared_failure(exc)
         else:
             for item, outcome in zip(batch, outcomes, strict=True):
                 item.error = outcome
@@ -240,11 +242,11 @@ def _on_asyncio() -> bool:
     return bool(sniffio.current_async_library() == "asyncio")
 
 
-def _shared_failure(exc: Exception) -> BaseException:
+def shared_failure(exc: Exception) -> SagaError:
     """The error a follower raises when the transaction holding its write failed: its own
     instance (one exception object must not be raised by many tasks), same class."""
     if isinstance(exc, SagaStorageError):
-        copy: BaseException = type(exc)(str(exc))
+        copy: SagaError = type(exc)(str(exc))
     else:
         copy = StorageUnavailableError(f"the shared transaction holding this write failed: {exc}")
     copy.__cause__ = exc.__cause__ or exc

@@ -11,6 +11,7 @@ strings, so a line is always one event.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 from saga_core import (
     JournalEntry,
@@ -31,27 +32,33 @@ def encode_journal(entries: Sequence[JournalEntry]) -> str:
     return "".join([f"{encode_journal_entry(entry)}\n" for entry in entries])
 
 
-def decode_journal(saga_id: object, text: object) -> list[JournalEntry]:
+def decode_journal(saga_id: UUID, text: object) -> list[JournalEntry]:
     """The events of a journal column, in write order.
 
     Raises:
-        StorageCorruptedError: the column is not text made of :func:`encode_journal` lines.
+        StorageCorruptedError: (``saga_id`` set) the column is not text made of
+            :func:`encode_journal` lines.
     """
     if not isinstance(text, str):
-        raise StorageCorruptedError(f"the journal of saga {saga_id} is not text: {text!r}")
+        raise StorageCorruptedError(
+            f"the journal of saga {saga_id} is not text: {text!r:.100}", saga_id=saga_id
+        )
     entries = []
     line = ""
     try:
         for line in text.split("\n")[:-1]:
             entries.append(decode_journal_entry(line))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply to parse" if isinstance(exc, RecursionError) else exc
         raise StorageCorruptedError(
             f"the journal of saga {saga_id} cannot be read at event {len(entries) + 1}: "
-            f"{line[:200]!r} ({exc}); the row was changed outside saga-core"
+            f"{line[:200]!r} ({reason}); the row was changed outside saga-core",
+            saga_id=saga_id,
         ) from exc
     if text and not text.endswith("\n"):
         raise StorageCorruptedError(
             f"the journal of saga {saga_id} ends with a partial event: {text[-200:]!r}; the row "
-            "was changed outside saga-core"
+            "was changed outside saga-core",
+            saga_id=saga_id,
         )
     return entries

@@ -33,6 +33,9 @@ from saga_core import (
     SagaRecord,
     SagaStatus,
     SagaVersionConflictError,
+    StorageCorruptedError,
+    describe_error,
+    read_records,
 )
 
 from ._journal import decode_journal, encode_journal
@@ -163,6 +166,9 @@ class Operations:
             .where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
             .values(**lease_values)
         )
+        self._claim_many_returning = self._claim_many.returning(
+            c.saga_id, c.version, c.attempts, c.updated_at, c.lease_expires_at
+        )
         # Writes of the lease's owner (renew_lease, park): one conditional UPDATE each; a
         # parked or released saga has no owner, so it never matches.
         owned = sa.and_(
@@ -176,6 +182,19 @@ class Operations:
         self._park = self._returning_id(
             sa.update(saga)
             .where(owned)
+            .values(
+                parked=True,
+                error=sa.bindparam("b_reason"),
+                lease_owner=None,
+                lease_expires_at=None,
+                version=c.version + 1,
+                updated_at=now,
+            )
+        )
+        # A damaged row a recovery claim met (locked by it, leased to nobody in particular).
+        self._park_damaged_row = (
+            sa.update(saga)
+            .where(c.saga_id == sa.bindparam("b_id"), c.status.not_in(_TERMINAL))
             .values(
                 parked=True,
                 error=sa.bindparam("b_reason"),
@@ -325,29 +344,79 @@ class Operations:
         limit: int,
     ) -> list[SagaRecord]:
         """Claim up to ``limit`` recoverable sagas, oldest update first; concurrent callers
-        never get the same saga (row locks skipped on PostgreSQL, one writer on SQLite)."""
+        never get the same saga (row locks skipped on PostgreSQL, one writer on SQLite).
+
+        The chosen rows are read (and locked) first: a row that cannot be decoded is parked
+        in the same transaction, with the decode error as the reason (so no claim meets it
+        again until an operator repairs and unparks it), and only the others are claimed.
+        """
         if limit <= 0:
             return []
         if self.is_sqlite:
             _begin_immediate(connection)
         params = self._clock(lease_seconds)
         params["b_owner"] = owner
-        c = self.tables.saga.c
         chosen = (
-            sa.select(c.saga_id)
+            sa.select(*self._record_columns)
             .where(self._recoverable)
             .order_by(*self._recoverable_order)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        ids = [row[0] for row in connection.execute(chosen, params)]
-        if not ids:
-            return []
-        connection.execute(self._claim_many, {**params, "b_ids": ids})
-        rows = {row[0]: row for row in connection.execute(self._load_many, {"b_ids": ids})}
-        records = [record_from_row(rows[saga_id]) for saga_id in ids]
-        commit()
+        read = read_records(connection.execute(chosen, params), record_from_row)
+        if read.corrupt:
+            self._park_damaged(connection, read.corrupt)
+        records = read.records
+        if records:
+            records = self._lease_to(connection, records, owner, params)
+        if records or read.corrupt:
+            commit()
         return records
+
+    def _lease_to(
+        self,
+        connection: Connection,
+        records: list[SagaRecord],
+        owner: str,
+        params: dict[str, Any],
+    ) -> list[SagaRecord]:
+        """Lease the (locked) sagas of ``records`` to ``owner``; return them as claimed."""
+        ids = [record.saga_id for record in records]
+        if not self.update_returning:
+            connection.execute(self._claim_many, {**params, "b_ids": ids})
+            rows = {row[0]: row for row in connection.execute(self._load_many, {"b_ids": ids})}
+            return [record_from_row(rows[saga_id]) for saga_id in ids]
+        claimed = {
+            row[0]: row
+            for row in connection.execute(self._claim_many_returning, {**params, "b_ids": ids})
+        }
+        result = []
+        for record in records:
+            _, version, attempts, updated_at, expires = claimed[record.saga_id]
+            result.append(
+                record._replace(
+                    version=version,
+                    attempts=attempts,
+                    updated_at=updated_at,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+            )
+        return result
+
+    def _park_damaged(
+        self, connection: Connection, errors: Sequence[StorageCorruptedError]
+    ) -> None:
+        """Park the (locked) sagas whose rows could not be decoded, each with its error as the
+        reason, as :meth:`park` does: parked, no lease, a new version."""
+        params = self._clock(None)
+        for error in errors:
+            if error.saga_id is None:  # not this storage's decode errors: they name the saga
+                continue
+            connection.execute(
+                self._park_damaged_row,
+                {**params, "b_id": error.saga_id, "b_reason": describe_error(error)},
+            )
 
     def renew_lease(
         self,
@@ -436,7 +505,7 @@ class Operations:
             .order_by(*self._recoverable_order)
             .limit(limit)
         )
-        return [record_from_row(row) for row in connection.execute(query, self._clock(None))]
+        return read_records(connection.execute(query, self._clock(None)), record_from_row).records
 
     def list_sagas(
         self,
@@ -462,7 +531,7 @@ class Operations:
         if updated_before is not None:
             query = query.where(c.updated_at < updated_before)
         query = query.order_by(*self._recoverable_order).limit(limit)
-        return [record_from_row(row) for row in connection.execute(query)]
+        return read_records(connection.execute(query), record_from_row).records
 
     def check_schema(self, connection: Connection, commit: Commit) -> None:
         for probe in schema_probes(self.tables):

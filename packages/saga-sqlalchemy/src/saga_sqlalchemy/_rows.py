@@ -51,8 +51,9 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
     """Build a :class:`SagaRecord` from a row of :data:`RECORD_COLUMNS`.
 
     Raises:
-        StorageCorruptedError: the status is unknown, ``applied`` is not a JSON array of
-            strings, or the context is not valid JSON.
+        StorageCorruptedError: (``saga_id`` set) the status is unknown, ``applied`` is not a
+            JSON array of strings, the context is not valid JSON (or is nested too deeply to
+            parse), a timestamp is not one, or a counter is not an integer.
     """
     (
         saga_id,
@@ -71,55 +72,76 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         attempts,
         parked,
     ) = row
+    record_id = _uuid(saga_id)
     where = f"stored saga {saga_id}"
     try:
         status_value = _STATUSES[status]
-    except KeyError:
-        raise StorageCorruptedError(f"{where} has an unknown status {status!r}") from None
+    except (KeyError, TypeError):
+        raise _corrupted(record_id, f"{where} has an unknown status {status!r}") from None
     try:
         steps = json.loads(applied)
-    except (TypeError, ValueError) as exc:
-        raise StorageCorruptedError(f"{where}: its applied step ids are not valid JSON") from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _corrupted(
+            record_id, f"{where}: its applied step ids are not valid JSON ({_reason(exc)})"
+        ) from exc
     if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
-        raise StorageCorruptedError(f"{where}: its applied step ids are not a list of strings")
-    check_context(saga_id, context)
+        raise _corrupted(record_id, f"{where}: its applied step ids are not a list of strings")
+    check_context(record_id, context)
+    try:
+        numbers = (int(version), int(cursor), int(attempts))
+    except (TypeError, ValueError) as exc:
+        raise _corrupted(record_id, f"{where} has a counter that is not an integer") from exc
     return SagaRecord(
-        saga_id=_uuid(saga_id),
+        saga_id=record_id,
         saga_name=name,
         status=status_value,
-        version=int(version),
-        cursor=int(cursor),
+        version=numbers[0],
+        cursor=numbers[1],
         applied=tuple(steps),
         context=context,
         error=error,
-        created_at=_when(created, where),
-        updated_at=_when(updated, where),
+        created_at=_when(created, record_id, "created_at"),
+        updated_at=_when(updated, record_id, "updated_at"),
         lease_owner=owner,
-        lease_expires_at=None if expires is None else _when(expires, where),
+        lease_expires_at=None if expires is None else _when(expires, record_id, "lease_expires_at"),
         next_step=next_step,
-        attempts=int(attempts),
+        attempts=numbers[2],
         parked=bool(parked),
     )
 
 
-def check_context(saga_id: object, context: object) -> None:
-    """Raise StorageCorruptedError unless ``context`` is valid JSON text."""
+def check_context(saga_id: UUID, context: object) -> None:
+    """Raise StorageCorruptedError (naming ``saga_id``) unless ``context`` is valid JSON text
+    that a parser can read (JSON nested deeper than Python's recursion limit cannot be)."""
     if not isinstance(context, str):
-        raise StorageCorruptedError(f"stored saga {saga_id}: its context is not text")
+        raise _corrupted(saga_id, f"stored saga {saga_id}: its context is not text")
     try:
         json.loads(context)
-    except ValueError as exc:
-        raise StorageCorruptedError(
-            f"stored saga {saga_id}: its context is not valid JSON ({exc}); the row was changed "
-            f"outside saga-core, restore it from a backup or fix it by hand"
+    except (ValueError, RecursionError) as exc:
+        raise _corrupted(
+            saga_id,
+            f"stored saga {saga_id}: its context is not valid JSON ({_reason(exc)}); the row was "
+            f"changed outside saga-core, restore it from a backup or fix it by hand",
         ) from exc
+
+
+def _corrupted(saga_id: UUID, message: str) -> StorageCorruptedError:
+    return StorageCorruptedError(message, saga_id=saga_id)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to parse"
+    return str(exc)
 
 
 def _uuid(value: object) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _when(value: object, where: str) -> datetime:
+def _when(value: object, saga_id: UUID, column: str) -> datetime:
     if not isinstance(value, datetime):
-        raise StorageCorruptedError(f"{where} has a timestamp that is not one: {value!r}")
+        raise _corrupted(
+            saga_id, f"stored saga {saga_id}: its {column} is not a timestamp: {value!r:.100}"
+        )
     return value

@@ -13,6 +13,7 @@ exactly to the microsecond.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -28,8 +29,8 @@ from saga_core import SagaUsageError
 DEFAULT_TABLE = "saga"
 
 # Portable, unquoted-safe identifiers: a letter or underscore, then letters, digits and
-# underscores, at most 63 characters (PostgreSQL's limit, minus nothing: index names append
-# a suffix and are shortened by us, see _index_name).
+# underscores, at most 63 characters (PostgreSQL's limit; index names append a suffix and
+# are shortened by us, see index_name).
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -72,12 +73,21 @@ class UtcTimestamp(sa.types.TypeDecorator[datetime]):
             return value
         return to_micros(value)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        """The aware UTC datetime of a stored value; a stored value that is not a timestamp
+        (a hand edit on SQLite, which keeps any value in any column) is returned as it is, so
+        that the reader of its row reports that row alone: a fetch that raised would fail
+        every row of the result."""
         if value is None:
             return None
         if isinstance(value, datetime):
             return value.astimezone(timezone.utc)
-        return from_micros(int(value))
+        if type(value) is not int:
+            return value
+        try:
+            return from_micros(value)
+        except OverflowError:
+            return value
 
 
 def not_parked(saga: sa.Table) -> sa.ColumnElement[bool]:
@@ -103,9 +113,26 @@ class SagaTables(NamedTuple):
     saga: sa.Table
 
 
-def _index_name(table: str, suffix: str) -> str:
+#: The longest identifier PostgreSQL keeps whole (it cuts longer ones to this length).
+MAX_IDENTIFIER = 63
+
+
+def index_name(table: str, suffix: str) -> str:
+    """The name of the table's index ``suffix``: ``ix_<table>_<suffix>`` when that fits in
+    :data:`MAX_IDENTIFIER` characters (the name every existing table's index has).
+
+    A longer one keeps the table name's beginning and ends with 16 hex digits of a hash of
+    the whole table name: two tables whose names share their first characters still get
+    different index names (cut to the same length, they collided: PostgreSQL then refused the
+    second table's index, SQLite skipped it). A short name always ends with ``_<suffix>``, a
+    long one with hex digits, which ``suffix`` is not made of: they never meet either.
+    """
     name = f"ix_{table}_{suffix}"
-    return name if len(name) <= 63 else f"ix_{table[: 62 - len(suffix) - 4]}_{suffix}"
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(table.encode("utf-8")).hexdigest()[:16]
+    keep = MAX_IDENTIFIER - len(f"ix___{suffix}_{digest}") + 1
+    return f"ix_{table[:keep]}_{suffix}_{digest}"
 
 
 def define_tables(
@@ -154,7 +181,7 @@ def define_tables(
     # so PostgreSQL updates the row in place (a HOT update, no index entry written) and SQLite
     # leaves the index pages alone.
     sa.Index(
-        _index_name(table, "active"),
+        index_name(table, "active"),
         saga.c.status,
         postgresql_where=recoverable_terms(saga),
         sqlite_where=recoverable_terms(saga),

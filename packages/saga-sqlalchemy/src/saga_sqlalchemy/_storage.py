@@ -28,11 +28,12 @@ from saga_core import (
     SagaUsageError,
     StorageSchemaError,
     StorageUnavailableError,
+    require_saga_id,
 )
 
 from ._asyncpg import AsyncpgWrites
-from ._errors import What, translate
-from ._group_commit import GroupCommitter
+from ._errors import What, is_shared_failure, translate
+from ._group_commit import GroupCommitter, shared_failure
 from ._operations import Operations, Write, describe_write
 from ._postgres import PostgresBatch
 from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
@@ -270,11 +271,15 @@ class SqlAlchemySagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
+        if type(saga.saga_id) is not UUID:
+            require_saga_id(saga.saga_id)
         await self._write(saga)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Apply one checkpoint atomically, in one transaction (see
         :meth:`saga_core.SagaStorage.checkpoint`)."""
+        if type(checkpoint.saga_id) is not UUID:
+            require_saga_id(checkpoint.saga_id)
         if (
             checkpoint.lease_seconds is not None
             and checkpoint.lease_owner is None
@@ -288,6 +293,7 @@ class SqlAlchemySagaStorage:
 
     async def load(self, saga_id: UUID) -> SagaRecord:
         """Return the saga's record. Raises SagaNotFoundError, StorageCorruptedError."""
+        require_saga_id(saga_id)
         await self._ready()
         return await self._runner.run(
             partial(self._ops.load, saga_id=saga_id), f"loading saga {saga_id}"
@@ -295,6 +301,7 @@ class SqlAlchemySagaStorage:
 
     async def history(self, saga_id: UUID) -> list[JournalEntry]:
         """Return the saga's journal in write order. Raises SagaNotFoundError."""
+        require_saga_id(saga_id)
         await self._ready()
         return await self._runner.run(
             partial(self._ops.history, saga_id=saga_id), f"reading the journal of saga {saga_id}"
@@ -311,6 +318,7 @@ class SqlAlchemySagaStorage:
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
         """Lease one saga to ``owner`` and return it with its new version (see
         :meth:`saga_core.SagaStorage.claim`)."""
+        require_saga_id(saga_id)
         await self._ready()
         operation = partial(
             self._ops.claim, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
@@ -336,6 +344,7 @@ class SqlAlchemySagaStorage:
         Raises SagaNotFoundError, SagaFinishedError, or SagaLeaseHeldError when the lease is
         not (or no longer) ``owner``'s (see :meth:`saga_core.SagaStorage.renew_lease`).
         """
+        require_saga_id(saga_id)
         await self._ready()
         operation = partial(
             self._ops.renew_lease, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
@@ -388,6 +397,7 @@ class SqlAlchemySagaStorage:
 
         Raises SagaNotFoundError, SagaFinishedError or SagaLeaseHeldError (not ``owner``'s).
         """
+        require_saga_id(saga_id)
         await self._ready()
         operation = partial(self._ops.park, saga_id=saga_id, owner=owner, reason=reason)
         await self._runner.run(operation, f"parking saga {saga_id}")
@@ -396,6 +406,7 @@ class SqlAlchemySagaStorage:
         """Take a saga out of the dead-letter state (``parked`` false, ``attempts`` 0) and
         return its record; a saga that is not parked is returned unchanged (see
         :meth:`saga_core.SagaStorage.unpark`). Raises SagaNotFoundError."""
+        require_saga_id(saga_id)
         await self._ready()
         operation = partial(self._ops.unpark, saga_id=saga_id)
         return await self._runner.run(operation, f"unparking saga {saga_id}")
@@ -476,7 +487,53 @@ class SqlAlchemySagaStorage:
             raise StorageUnavailableError("storage is closed")
 
     async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
-        return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
+        """Write a group-commit batch in one transaction; return each write's outcome.
+
+        A write the database refuses for its own data (an application's constraint or
+        trigger, an encoding error, a value too large for its column) or that the storage
+        cannot encode fails the whole transaction, which then wrote nothing: the batch is
+        split and written again (see :meth:`_isolate`), so that only the writes that fail on
+        their own get an error, and each gets its own. A failure that is not one write's
+        (connection lost, server gone, table missing: see ``is_shared_failure``) raises, as
+        it is every write's outcome.
+        """
+        if len(writes) == 1:
+            return [await self._write_one(writes[0])]
+        try:
+            return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
+        except SagaError as exc:
+            if is_shared_failure(exc):
+                raise
+        # Outside the except clause, so that no error of the retries chains this failure:
+        # its text may quote the parameters of every write in the batch, other sagas' data.
+        return await self._isolate(writes)
+
+    async def _isolate(self, writes: Sequence[Write]) -> list[SagaError | None]:
+        """Write the halves of a batch that failed for one write's sake, each in its own
+        transaction and split again while it fails, down to the writes that fail alone;
+        return each write's outcome (a write that failed alone gets its own error). This is
+        the failure path only: a batch with one refused write costs about two transactions
+        per halving, and the writes of the halves that pass are committed at once."""
+        middle = len(writes) // 2
+        outcomes: list[SagaError | None] = []
+        shared: SagaError | None = None
+        for part in (writes[:middle], writes[middle:]):
+            if shared is None:
+                try:
+                    if len(part) == 1:
+                        outcomes.append(await self._write_one(part[0]))
+                    else:
+                        outcomes.extend(await self._execute_batch(part))
+                    continue
+                except SagaError as exc:
+                    if len(part) == 1 and not is_shared_failure(exc):
+                        outcomes.append(exc)
+                        continue
+                    shared = exc
+            # The database failed as a whole meanwhile: every write not yet written shares
+            # that outcome (each writer raises an instance of its own).
+            outcomes.extend(shared_failure(shared) for _ in part)
+        return outcomes
 
     async def _write_batch(self, writes: Sequence[Write], what: What) -> list[SagaError | None]:
         """Write ``writes`` (at most one per saga) in one transaction: one statement on
