@@ -102,3 +102,8 @@ def test_a_text_that_is_not_an_entry_raises_value_error_saying_why(
 ) -> None:
     with pytest.raises(ValueError, match=reason):
         decode_journal_entry(text)
+
+
+def test_an_entry_nested_too_deeply_is_a_value_error_not_a_recursion_error() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_journal_entry("[" * 100_000 + "]" * 100_000)

@@ -93,3 +93,5 @@ def decode_journal_entry(text: str | bytes | bytearray) -> JournalEntry:
         )
     except (TypeError, KeyError, OverflowError) as exc:  # an unknown member, a time too far
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    except RecursionError as exc:  # JSON nested deeper than the parser recurses
+        raise ValueError("JSON nested too deeply") from exc
