@@ -179,30 +179,21 @@ class Operations:
         self._renew = self._returning_id(
             sa.update(saga).where(owned).values(lease_expires_at=expires)
         )
-        self._park = self._returning_id(
-            sa.update(saga)
-            .where(owned)
-            .values(
-                parked=True,
-                error=sa.bindparam("b_reason"),
-                lease_owner=None,
-                lease_expires_at=None,
-                version=c.version + 1,
-                updated_at=now,
-            )
-        )
+        # What parking writes: the dead-letter flag, the reason, no lease, a new version.
+        parked = {
+            "parked": True,
+            "error": sa.bindparam("b_reason"),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "version": c.version + 1,
+            "updated_at": now,
+        }
+        self._park = self._returning_id(sa.update(saga).where(owned).values(**parked))
         # A damaged row a recovery claim met (locked by it, leased to nobody in particular).
         self._park_damaged_row = (
             sa.update(saga)
             .where(c.saga_id == sa.bindparam("b_id"), c.status.not_in(_TERMINAL))
-            .values(
-                parked=True,
-                error=sa.bindparam("b_reason"),
-                lease_owner=None,
-                lease_expires_at=None,
-                version=c.version + 1,
-                updated_at=now,
-            )
+            .values(**parked)
         )
         unpark = (
             sa.update(saga)
