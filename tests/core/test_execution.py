@@ -219,22 +219,6 @@ async def test_generated_saga_ids_are_random_version_4_uuids_like_any_other(
         assert copy.deepcopy(saga_id) == saga_id
 
 
-def test_the_fast_uuid_constructor_is_used_only_where_it_builds_what_uuid_builds(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from saga_core import _mediator
-
-    assert _mediator._pick_uuid_constructor() is _mediator._fast_uuid
-
-    class Extended(uuid.UUID):
-        __slots__ = ("extra",)
-
-    monkeypatch.setattr(uuid, "UUID", Extended)
-    fallback = _mediator._pick_uuid_constructor()
-    assert fallback is not _mediator._fast_uuid
-    assert fallback(5) == uuid.UUID(int=5)
-
-
 async def test_a_context_type_bound_after_the_first_run_is_found(
     make_step: StepFactory, storage: MemorySagaStorage
 ) -> None:

@@ -61,7 +61,6 @@ from ._plugins import open_storage as open_storage
 from ._policy import RetryPolicy as RetryPolicy
 from ._record_reading import ReadRecords as ReadRecords
 from ._record_reading import read_records as read_records
-from ._record_reading import report_corrupt_record as report_corrupt_record
 from ._recovery import recover_saga as recover_saga
 from ._response import Response as Response
 from ._saga import Saga as Saga
@@ -147,7 +146,6 @@ __all__ = (
     "open_storage",
     "read_records",
     "recover_saga",
-    "report_corrupt_record",
     "require_saga_id",
     "storable_text",
 )

@@ -55,9 +55,6 @@ _STARTED = StepEvent.STARTED
 _DONE = StepEvent.COMPLETED
 _RAISED = StepEvent.FAILED
 _clock = datetime.now
-# Building the hot-path records with tuple.__new__ skips the NamedTuple's Python-level
-# __new__ (every field is passed, in order, so nothing is lost).
-_tuple_new: Any = tuple.__new__
 
 #: Separates a FAILED saga's original cause from its compensation failure in the error text;
 #: the failure part starts with :data:`_FAILURE_PREFIX`. (A cause may hold line breaks itself.)
@@ -206,9 +203,8 @@ class SagaRun:
             SagaStorageError: the storage failed (nothing run).
         """
         text = codec.encode(context)
-        new: NewSaga = _tuple_new(
-            NewSaga,
-            (saga_id, definition.name, text, owner, lease_seconds, (), definition.next_step_ids[0]),
+        new = NewSaga(
+            saga_id, definition.name, text, owner, lease_seconds, (), definition.next_step_ids[0]
         )
         try:
             create_now = _synchronous_create(storage)
@@ -569,11 +565,7 @@ class SagaRun:
         while True:
             attempt += 1
             step.attempt = attempt
-            journal.append(
-                _tuple_new(
-                    JournalEntry, (step_id, direction, _STARTED, attempt, _clock(_UTC), None)
-                )
-            )
+            journal.append(JournalEntry(step_id, direction, _STARTED, attempt, _clock(_UTC)))
             if hooks.step_started:
                 fire(hooks.step_started, saga_id, step_id, direction, attempt)
             try:
@@ -593,12 +585,10 @@ class SagaRun:
                     await anyio.sleep(policy.delay_before(attempt + 1))
                     continue
                 return _Call(None, exc, attempt, True)
-            journal.append(
-                _tuple_new(JournalEntry, (step_id, direction, _DONE, attempt, _clock(_UTC), None))
-            )
+            journal.append(JournalEntry(step_id, direction, _DONE, attempt, _clock(_UTC)))
             if hooks.step_completed:
                 fire(hooks.step_completed, saga_id, step_id, direction, attempt)
-            return _tuple_new(_Call, (value, None, attempt, True))  # type: ignore[no-any-return]
+            return _Call(value, None, attempt, True)
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -665,23 +655,19 @@ class SagaRun:
             # Stepping back: from now on nobody may renew this lease (see `renewable`).
             self._holding = True
         lease = lease_for is not None
-        checkpoint: Checkpoint = _tuple_new(
-            Checkpoint,
-            (
-                self.saga_id,
-                self.version,
-                status,
-                self.cursor,
-                self.applied,
-                text,
-                self._journal,
-                error,
-                self._owner if lease else None,
-                lease_for,
-                self.definition.next_step_ids[self.cursor],
-            ),
+        return Checkpoint(
+            self.saga_id,
+            self.version,
+            status,
+            self.cursor,
+            self.applied,
+            text,
+            self._journal,
+            error,
+            self._owner if lease else None,
+            lease_for,
+            self.definition.next_step_ids[self.cursor],
         )
-        return checkpoint
 
     def _written(self, checkpoint: Checkpoint) -> None:
         """Take ``checkpoint`` as durable: the runner's state is now the stored one."""
@@ -767,8 +753,6 @@ def _applied_ids(spec: StepSpec, call: _Call) -> tuple[str, ...]:
 #: What ``act`` may return besides None (a SagaStepResult subclass too).
 _RESULT_TYPES = (Response, SagaStepResult)
 
-_new_object = object.__new__
-
 
 def _invalid_result(spec: StepSpec, value: Any) -> InvalidStepResultError:
     return InvalidStepResultError(
@@ -783,12 +767,9 @@ def _forward_result(
     """The forward result of a step whose ``act`` returned ``value`` (checked already): the
     step's own result object, with its identity fields set, or a new one around a Response
     or None."""
-    if isinstance(value, SagaStepResult):
-        result = value
-    else:
-        # Every slot is set below: the dataclass __init__ would only set them twice.
-        result = _new_object(SagaStepResult)
-        result.response = value
+    if not isinstance(value, SagaStepResult):
+        return SagaStepResult(spec.cls, value, saga_id, spec.step_id, _ACT, None, attempt)
+    result = value
     result.step_type = spec.cls
     result.saga_id = saga_id
     result.step_id = spec.step_id

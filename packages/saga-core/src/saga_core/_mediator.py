@@ -35,9 +35,6 @@ Ctx = TypeVar("Ctx")
 
 _COMPLETED = SagaStatus.COMPLETED
 
-# Builds a NamedTuple without its Python-level __new__ (every field is given, in order).
-_tuple_new: Any = tuple.__new__
-
 #: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
 DEFAULT_LEASE_SECONDS = 60.0
 
@@ -70,46 +67,12 @@ class _SagaIds:
         self._next = start + 16
         # The version and variant bits are set exactly as UUID(bytes=..., version=4) would.
         value = int.from_bytes(self._pool[start : start + 16], "big")
-        return _uuid_of((value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
+        return uuid.UUID(int=(value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
 
 
 # RFC 4122 version 4: variant bits 10 (bits 62-63), version 0100 (bits 76-79).
 _KEEP_RANDOM_BITS = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_BITS = (0x8000 << 48) | (4 << 76)
-
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-_SAFETY_UNKNOWN = uuid.SafeUUID.unknown
-
-
-def _fast_uuid(value: int) -> uuid.UUID:
-    # What UUID(int=value).__init__ stores, without its argument checks (half of its cost);
-    # `value` is a 128-bit int by construction.
-    made: uuid.UUID = _new_object(uuid.UUID)
-    _set_attribute(made, "int", value)
-    _set_attribute(made, "is_safe", _SAFETY_UNKNOWN)
-    return made
-
-
-def _pick_uuid_constructor() -> Callable[[int], uuid.UUID]:
-    """``_fast_uuid`` when it builds exactly what ``uuid.UUID(int=...)`` builds on this
-    Python, else the plain constructor (an implementation that keeps other state)."""
-    sample = (0x0123456789ABCDEF << 64) | 0xFEDCBA9876543210
-    plain, fast = uuid.UUID(int=sample), _fast_uuid(sample)
-    slots = getattr(uuid.UUID, "__slots__", ())
-    same = (
-        fast == plain
-        and hash(fast) == hash(plain)
-        and str(fast) == str(plain)
-        and set(slots) <= {"int", "is_safe", "__weakref__"}
-        and all(getattr(fast, name) == getattr(plain, name) for name in ("int", "is_safe"))
-    )
-    if same:
-        return _fast_uuid
-    return lambda value: uuid.UUID(int=value)
-
-
-_uuid_of = _pick_uuid_constructor()
 
 _saga_ids = _SagaIds()
 
@@ -320,10 +283,7 @@ class SagaMediator:
                 await run.run_to_end()
             finally:
                 keeper.drop(run)
-        outcome: SagaOutcome = _tuple_new(
-            SagaOutcome, (run.saga_id, run.status, run.context, run.error)
-        )
-        return outcome
+        return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
     async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
         found = self._by_context_type.get(type(context))

@@ -46,12 +46,12 @@ def read_records(rows: Iterable[Row], decode: Callable[[Row], SagaRecord]) -> Re
         try:
             records.append(decode(row))
         except StorageCorruptedError as error:  # noqa: PERF203 - each row is isolated
-            report_corrupt_record(error)
+            _report_corrupt_record(error)
             corrupt.append(error)
     return ReadRecords(records, corrupt)
 
 
-def report_corrupt_record(error: StorageCorruptedError) -> None:
+def _report_corrupt_record(error: StorageCorruptedError) -> None:
     """Log a damaged record a batch read skipped (ERROR on ``saga_core.storage``; the record's
     ``extra`` carries ``saga_id``), so an operator learns of it without any saga being held up."""
     logger.error(
