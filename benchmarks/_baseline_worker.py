@@ -1,27 +1,31 @@
-"""Measures single cases of ``shared/bench/baseline.py`` on request, for ``benchmarks/run.py``.
+"""Measures python-cqrs 5.3.0 and the raw limits on request, for ``benchmarks/run.py``.
 
-Runs in the python-cqrs environment (python-cqrs pins its own dependencies), so it imports
-nothing of this project. It loads ``baseline.py`` from the path given as its one argument and
-calls that script's own functions with that script's own sizes, so every figure is measured
-exactly as ``baseline.py`` measures it; only the order is ours: ``run.py`` asks for one case at
-a time, between its own measurements, so that both sides of a ratio are taken back to back.
+It runs in a virtual environment of its own (python-cqrs pins its own dependencies), so it
+imports nothing of this project: the python-cqrs saga below is the same workload as ours (3
+steps whose act bumps a context field), and the limits come from ``_limits.py``, the very
+functions this project's side uses. ``run.py`` asks for one case at a time, between its own
+measurements, so that both sides of a ratio are taken back to back.
 
 Protocol: one JSON object per line on stdin, ``{"case": "limit/sqlite-commit", "scale": 1.0}``;
-one JSON object per line on stdout in reply, as ``baseline.py`` prints them
-(``{"case", "sagas_per_s", "us_per_step"}`` or ``{"case", "ops_per_s"}``, or ``{"case",
-"error"}`` when the case could not be measured). End of input ends the process.
+one JSON object per line on stdout in reply: ``{"case", "sagas_per_s", "us_per_step"}``,
+``{"case", "ops_per_s"}``, or ``{"case", "error"}`` when the case could not be measured. End
+of input ends the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import dataclasses
 import json
 import sys
-from types import ModuleType
+import tempfile
+import time
+import uuid
 from typing import Any
 
-#: Saga cases of python-cqrs and their sizes, as ``baseline.main`` runs them.
+import _limits
+
+#: python-cqrs saga cases: (storage, sagas before scaling, sagas at a time).
 CQRS_CASES = {
     "python-cqrs/memory/conc=1": ("memory", 3_000, 1),
     "python-cqrs/sqlite/conc=1": ("sqlite", 300, 1),
@@ -29,7 +33,7 @@ CQRS_CASES = {
     "python-cqrs/postgres/conc=100": ("postgres", 1_000, 100),
 }
 
-#: Raw limits: (number of operations before scaling, seconds for n of them).
+#: Raw limits: operations before scaling.
 LIMIT_SIZES = {
     "limit/bare-loop": 50_000,
     "limit/sqlite-commit": 3_000,
@@ -39,49 +43,112 @@ LIMIT_SIZES = {
 }
 
 
-def load_baseline(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("saga_bench_baseline", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+async def cqrs_sagas(kind: str, n: int, conc: int) -> float:
+    """Seconds for ``n`` 3-step python-cqrs sagas, ``conc`` at a time, on ``kind`` storage
+    (``memory``, ``sqlite`` through aiosqlite, ``postgres`` through asyncpg), after one
+    warm-up saga; python-cqrs's own tables are created fresh."""
+    import cqrs
+    import di
+    from cqrs.bootstrap import saga as saga_bootstrap
+    from cqrs.handlers.saga import SagaStepHandler
+    from cqrs.saga.models import SagaContext
+    from cqrs.saga.saga import Saga
+    from cqrs.saga.storage.memory import MemorySagaStorage
+
+    @dataclasses.dataclass
+    class Order(SagaContext):
+        order_id: str
+        n: int = 0
+
+    class Bump1(SagaStepHandler[Order, cqrs.Response]):
+        async def act(self, context: Order) -> Any:
+            context.n += 1
+            return self._generate_step_result(cqrs.Response())
+
+        async def compensate(self, context: Order) -> None:
+            return None
+
+    class Bump2(Bump1):
+        pass
+
+    class Bump3(Bump1):
+        pass
+
+    class OrderSaga(Saga[Order]):
+        steps = [Bump1, Bump2, Bump3]
+
+    engine: Any = None
+    storage: Any
+    if kind == "memory":
+        storage = MemorySagaStorage()
+    else:
+        from cqrs.saga.storage.sqlalchemy import Base, SqlAlchemySagaStorage
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+        if kind == "sqlite":
+            engine = create_async_engine(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/cqrs.db")
+        else:
+            url = _limits.PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+            engine = create_async_engine(url, pool_size=max(conc, 5))
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+            await connection.run_sync(Base.metadata.create_all)
+        storage = SqlAlchemySagaStorage(async_sessionmaker(engine, expire_on_commit=False))
+
+    mediator = saga_bootstrap.bootstrap(
+        di_container=di.Container(),
+        sagas_mapper=lambda mapper: mapper.bind(Order, OrderSaga),
+        saga_storage=storage,
+    )
+    slots = asyncio.Semaphore(conc)
+
+    async def one(i: int) -> None:
+        async with slots:
+            async for _ in mediator.execute(Order(order_id=str(i)), saga_id=uuid.uuid4()):
+                pass
+
+    try:
+        await one(-1)
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - started
+    finally:
+        if engine is not None:
+            await engine.dispose()
 
 
-def measure(baseline: Any, case: str, scale: float) -> dict[str, Any]:
-    """One figure of ``case``, timed by ``baseline``'s own function for it."""
-    steps = baseline.STEPS
+def measure(case: str, scale: float) -> dict[str, Any]:
+    """One figure of ``case`` at ``scale`` times its size."""
+    steps = _limits.STEPS
     if case in CQRS_CASES:
         kind, n, conc = CQRS_CASES[case]
         n = max(20, int(n * scale))
-        elapsed = asyncio.run(baseline.cqrs_sagas(kind, n, conc))
+        elapsed = asyncio.run(cqrs_sagas(kind, n, conc))
         return {"case": case, "sagas_per_s": n / elapsed, "us_per_step": elapsed / n / steps * 1e6}
     if case not in LIMIT_SIZES:
         raise ValueError(f"unknown baseline case {case!r}")
     n = int(LIMIT_SIZES[case] * scale)
     if case == "limit/bare-loop":
-        elapsed = asyncio.run(baseline.bare_loop(n))
+        elapsed = asyncio.run(_limits.bare_loop(n))
         return {"case": case, "sagas_per_s": n / elapsed, "us_per_step": elapsed / n / steps * 1e6}
     if case == "limit/sqlite-commit":
-        elapsed = baseline.sqlite_commits(n)
+        elapsed = _limits.sqlite_commits(n)
     elif case == "limit/redis-round-trip":
-        elapsed = asyncio.run(baseline.redis_round_trips(n))
+        elapsed = asyncio.run(_limits.redis_round_trips(n))
     else:
         conc = int(case.rsplit("=", 1)[1])
-        elapsed = asyncio.run(baseline.pg_commits(n, conc))
+        elapsed = asyncio.run(_limits.pg_commits(n, conc))
     return {"case": case, "ops_per_s": n / elapsed}
 
 
 def main() -> None:
-    baseline = load_baseline(sys.argv[1])
     for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
         case = request["case"]
         try:
-            row = measure(baseline, case, float(request.get("scale", 1.0)))
+            row = measure(case, float(request.get("scale", 1.0)))
         except Exception as exc:  # a missing service is reported, not fatal
             first_line = (str(exc).splitlines() or [""])[0][:200]
             row = {"case": case, "error": f"{type(exc).__name__}: {first_line}"}

@@ -2,17 +2,17 @@
 
 ``measure(n, api)`` returns the elapsed seconds for ``n`` sagas run one at a time through
 ``mediator.stream`` (``api="stream"``) or ``mediator.run`` (``api="run"``), or for the bare
-loop of ``shared/bench/baseline.py`` (``api="bare"``: await the three acts, JSON-encode the
-context after each) — the best of ``repeats`` rounds, so that both sides of a ratio are
+loop of ``_limits.py`` (``api="bare"``: await the three acts, JSON-encode the context after
+each) — the best of ``repeats`` rounds, so that both sides of a ratio are
 measured the same way, in the same process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
+import _limits
 import anyio
 
 from saga_core import MemorySagaStorage, Response, Saga, SagaContext, SagaStepHandler, bootstrap
@@ -45,16 +45,6 @@ class BenchSaga(Saga[BenchContext]):
 STEPS = len(BenchSaga.steps)
 
 
-async def bare_loop(n: int) -> None:
-    """The raw limit, as shared/bench/baseline.py defines it."""
-    steps = [Bump1, Bump2, Bump3]
-    for i in range(n):
-        context = BenchContext(order_id=str(i))
-        for step in steps:
-            await step().act(context)
-            json.dumps(dataclasses.asdict(context))
-
-
 async def measure(n: int, api: str = "stream", repeats: int = 5) -> float:
     """Seconds for ``n`` sagas one at a time: the best of ``repeats`` rounds (after a warm-up)."""
     mediator = bootstrap(
@@ -68,7 +58,7 @@ async def measure(n: int, api: str = "stream", repeats: int = 5) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         if api == "bare":
-            await bare_loop(n)
+            await _limits.bare_loop(n)
         elif api == "stream":
             for i in range(n):
                 async for _ in mediator.stream(BenchContext(order_id=str(i))):

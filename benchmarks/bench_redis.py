@@ -3,8 +3,8 @@
 ``measure(conc, n)`` returns the elapsed seconds for ``n`` sagas run ``conc`` at a time through
 ``bootstrap(...).run(...)`` on :class:`saga_redis.RedisSagaStorage` (Redis database 15, a key
 prefix of its own, deleted afterwards). Run directly, it prints sagas/s one at a time and 100
-at a time, next to the raw round-trip rate measured in the same run (SET in a loop, as
-``shared/bench/baseline.py`` measures it) and the ratio to the target (raw / 4, since a
+at a time, next to the raw round-trip rate measured in the same run (SET in a loop, ``_limits.py``)
+and the ratio to the target (raw / 4, since a
 3-step saga takes 4 writes)::
 
     uv run python benchmarks/bench_redis.py [--backend trio] [--n 3000]
@@ -20,6 +20,7 @@ import os
 import time
 import uuid
 
+import _limits
 import anyio
 import redis
 
@@ -102,23 +103,6 @@ async def measure(conc: int, n: int) -> float:
         _purge(prefix)
 
 
-async def raw_round_trips(n: int) -> float:
-    """Seconds for ``n`` SETs one after another, as ``shared/bench/baseline.py`` measures."""
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        for i in range(100):  # connect and warm up, as the saga runs get a warm-up too
-            await client.set(f"bench:limit:{i}", '{"a": 1}')
-        start = time.perf_counter()
-        for i in range(n):
-            await client.set(f"bench:limit:{i % 100}", '{"a": 1}')
-        return time.perf_counter() - start
-    finally:
-        await client.delete(*(f"bench:limit:{i}" for i in range(100)))
-        await client.aclose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
@@ -128,10 +112,10 @@ def main() -> None:
     n = args.n
     # The machines here are noisy: each round measures the raw limit and the sagas back to
     # back, and the best round of each is kept, so both figures see the same conditions.
-    raw = max(n * 2 / anyio.run(raw_round_trips, n * 2) for _ in range(args.rounds))
+    raw = max(n * 2 / anyio.run(_limits.redis_round_trips, n * 2) for _ in range(args.rounds))
     rates: dict[int, float] = {}
     for _ in range(args.rounds):
-        raw = max(raw, n * 2 / anyio.run(raw_round_trips, n * 2))
+        raw = max(raw, n * 2 / anyio.run(_limits.redis_round_trips, n * 2))
         for conc, count in ((1, n), (100, n * 3)):
             rate = count / anyio.run(measure, conc, count, backend=args.backend)
             rates[conc] = max(rates.get(conc, 0.0), rate)

@@ -1,6 +1,6 @@
 """Throughput of saga-sqlalchemy next to the raw commit limits, measured in the same run.
 
-Workload (as ../shared/bench/baseline.py): sagas of 3 steps whose act only bumps an int field
+Workload: sagas of 3 steps whose act only bumps an int field
 of a small dataclass context, run through ``saga_core.bootstrap(...).run(...)``.
 
     uv run python benchmarks/bench_sqlalchemy.py [--quick] [--json out.json]
@@ -18,13 +18,13 @@ import argparse
 import dataclasses
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 import time
 import uuid
 from typing import Any
 
+import _limits
 import anyio
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -127,48 +127,6 @@ async def measure(kind: str, conc: int, n: int) -> float:
     )
 
 
-# --- raw limits, measured as ../shared/bench/baseline.py measures them --------------------------
-
-
-def sqlite_commits(n: int) -> float:
-    with tempfile.TemporaryDirectory() as directory:
-        con = sqlite3.connect(os.path.join(directory, "limit.db"), isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        started = time.perf_counter()
-        for _ in range(n):
-            con.execute("BEGIN")
-            con.execute("INSERT INTO t (v) VALUES (?)", ('{"a": 1}',))
-            con.execute("COMMIT")
-        elapsed = time.perf_counter() - started
-        con.close()
-        return elapsed
-
-
-async def pg_commits(n: int, conc: int) -> float:
-    import asyncpg  # type: ignore[import-untyped]
-
-    table = f"bench_limit_{uuid.uuid4().hex[:8]}"
-    pool = await asyncpg.create_pool(PG, min_size=conc, max_size=conc)
-    async with pool.acquire() as c:
-        await c.execute(f"CREATE TABLE {table} (id bigserial primary key, v jsonb)")
-
-    async def worker() -> None:
-        async with pool.acquire() as c:
-            for _ in range(n // conc):
-                await c.execute(f"INSERT INTO {table} (v) VALUES ($1)", '{"a": 1}')
-
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(conc):
-            tg.start_soon(worker)
-    elapsed = time.perf_counter() - started
-    async with pool.acquire() as c:
-        await c.execute(f"DROP TABLE {table}")
-    await pool.close()
-    return elapsed
-
-
 def _emit(out: list[dict[str, Any]], **row: Any) -> None:
     print(json.dumps(row), flush=True)
     out.append(row)
@@ -183,13 +141,13 @@ async def main() -> None:
     out: list[dict[str, Any]] = []
 
     n = int(3_000 * k)
-    sqlite_limit = n / sqlite_commits(n)
+    sqlite_limit = n / _limits.sqlite_commits(n)
     _emit(out, case="limit/sqlite-commit", ops_per_s=round(sqlite_limit))
     pg_limits: dict[int, float] = {}
     for conc in (1, 100):
         n = int((2_000 if conc == 1 else 10_000) * k)
         try:
-            pg_limits[conc] = n / await pg_commits(n, conc)
+            pg_limits[conc] = n / await _limits.pg_commits(n, conc)
             _emit(out, case=f"limit/postgres-commit/conc={conc}", ops_per_s=round(pg_limits[conc]))
         except Exception as exc:  # a missing service is reported, not fatal
             _emit(out, case=f"limit/postgres-commit/conc={conc}", error=repr(exc))

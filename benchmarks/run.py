@@ -6,12 +6,12 @@ Usage (from the repository root)::
     uv run python benchmarks/run.py --quick      # smaller and fewer rounds
     uv run python benchmarks/run.py --rounds 7 --json results.json
 
-The baseline figures are those of ``shared/bench/baseline.py`` (python-cqrs 5.3.0 and the raw
-limits: a bare loop, raw SQLite/PostgreSQL commits, raw Redis round trips), measured by that
-script's own functions at its own sizes, in a virtual environment of its own since python-cqrs
-pins its own dependencies (created at ``.venv-bench-cqrs`` on first use, or given with
-``--cqrs-python``). This project is measured on the same workload: sagas of 3 steps whose act
-only bumps a context field.
+The baseline figures are python-cqrs 5.3.0's and the raw limits' (a bare loop, raw
+SQLite/PostgreSQL commits, raw Redis round trips: ``_limits.py``), measured by
+``_baseline_worker.py`` in a virtual environment of its own since python-cqrs pins its own
+dependencies (created at ``.venv-bench-cqrs`` on first use, or given with ``--cqrs-python``).
+This project is measured on the same workload: sagas of 3 steps whose act only bumps a context
+field.
 
 The machines here are noisy (a loop's speed changes by a third from one second to the next),
 so a figure taken a minute after the one it is compared with says little. The run is made of
@@ -52,16 +52,6 @@ Row = dict[str, Any]
 Measure = Callable[[], Awaitable[float]]
 
 
-def find_baseline_script() -> Path:
-    for candidate in (
-        ROOT.parent / "shared" / "bench" / "baseline.py",
-        ROOT / "shared" / "bench" / "baseline.py",
-    ):
-        if candidate.exists():
-            return candidate
-    raise SystemExit("shared/bench/baseline.py not found beside the repository")
-
-
 def cqrs_python(explicit: str | None) -> str:
     """The interpreter of the python-cqrs environment, created on first use."""
     if explicit:
@@ -77,15 +67,14 @@ def cqrs_python(explicit: str | None) -> str:
 
 class Baseline:
     """The baseline's cases, measured one at a time by ``_baseline_worker.py`` (a process in
-    the python-cqrs environment that calls ``shared/bench/baseline.py``'s functions)."""
+    the python-cqrs environment)."""
 
     def __init__(self, python: str, scale: float) -> None:
-        script = find_baseline_script()
         worker = HERE / "_baseline_worker.py"
-        print(f"# baseline: {script} through {python}", flush=True)
+        print(f"# baseline: {worker.name} through {python}", flush=True)
         self._scale = scale
         self._process = subprocess.Popen(
-            [python, str(worker), str(script)],
+            [python, str(worker)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
