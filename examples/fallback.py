@@ -1,7 +1,7 @@
 """Fallback with a circuit breaker: when the primary step fails, its fallback step runs instead.
 
-The seed's fallback example with only its imports changed, run to its end inside ``main``, then
-run twice more to show the circuit breaker: ``PrimaryStep`` always raises, so after
+python-cqrs's documented fallback example with only its imports changed, run to its end inside
+``main``, then run twice more to show the circuit breaker: ``PrimaryStep`` always raises, so after
 ``fail_max=2`` failed sagas the circuit is open and the third saga does not call the primary at
 all (its journal records the skipped primary as failed with ``CircuitOpenError``); every saga
 still completes through ``FallbackStep``. The breaker keeps one circuit per primary step and
@@ -35,7 +35,7 @@ from saga_core import (
     bootstrap,
 )
 
-# --- the seed's example, unchanged but for its imports ------------------------------------------
+# --- python-cqrs's documented example, unchanged but for its imports -------------------------
 
 
 @dataclasses.dataclass
@@ -99,7 +99,7 @@ mediator = bootstrap.bootstrap(
 
 
 async def run_seed_example() -> uuid.UUID:
-    """The seed's "Execute" block (top-level ``async for`` needs a coroutine in a script)."""
+    """That example's "Execute" block (top-level ``async for`` needs a coroutine in a script)."""
     context = OrderContext(order_id="123")
     saga_id = uuid.uuid4()
 
@@ -108,7 +108,7 @@ async def run_seed_example() -> uuid.UUID:
     return saga_id
 
 
-# --- beyond the seed: watch the circuit open ----------------------------------------------------
+# --- beyond that example: watch the circuit open ------------------------------------------------
 
 
 async def primary_outcome(saga_id: uuid.UUID) -> str:

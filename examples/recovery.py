@@ -10,7 +10,7 @@ it with ``recover_saga``. The example plays three such endings, each followed by
 2. Shipping fails, and the process is told to stop while the payment is being refunded. A
    compensation is never cut in half: the refund finishes, and the saga stays COMPENSATING
    with the inventory still to release. Recovery finishes the rollback and raises a
-   ``RuntimeError`` (``SagaCompensatedError``), as the seed example expects.
+   ``RuntimeError`` (``SagaCompensatedError``), as python-cqrs's documented example expects.
 3. Shipping fails and the refund keeps failing: the saga ends FAILED with the error recorded.
    Once the payment provider is back, recovery retries the rollback to COMPENSATED.
 
@@ -222,7 +222,7 @@ async def run_until_crash(
 
 
 async def recover(saga_id: uuid.UUID, storage: SagaStorage, di_container: di.Container) -> None:
-    """The seed's recovery call, as another process would run it."""
+    """python-cqrs's documented recovery call, as another process would run it."""
     try:
         await recover_saga(
             saga=OrderSaga(),

@@ -2,7 +2,7 @@
 
 ``storage.list_recoverable()`` returns the sagas that are RUNNING, COMPENSATING or FAILED and
 whose runner's lease has run out (or was handed back); the job recovers each with
-``recover_saga``, then sleeps and scans again. Compared with the seed's loop it:
+``recover_saga``, then sleeps and scans again. Compared with python-cqrs's documented loop it:
 
 * asks the storage for stalled sagas instead of a hand-written query;
 * only takes the sagas of its own saga class (a storage may hold several kinds);

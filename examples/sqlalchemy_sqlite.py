@@ -1,6 +1,6 @@
-"""The seed's "SQLAlchemy Storage Example", ported to saga-core on SQLite (aiosqlite).
+"""python-cqrs's "SQLAlchemy Storage Example", ported to saga-core on SQLite (aiosqlite).
 
-Only the imports differ from the seed's snippet; around it, this program defines the order
+Only the imports differ from that snippet; around it, this program defines the order
 saga it runs and creates the tables from ``Base.metadata`` (an Alembic migration would too).
 
     uv run python examples/sqlalchemy_sqlite.py
@@ -61,7 +61,7 @@ di_container = di.Container()
 
 
 async def main() -> None:
-    # --- the seed's example, imports changed --------------------------------------------------
+    # --- python-cqrs's example, imports changed ------------------------------------------------
     # Setup
     engine = create_async_engine(f"sqlite+aiosqlite:///{DATABASE}")
     SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
@@ -69,7 +69,7 @@ async def main() -> None:
     async def create_storage() -> SqlAlchemySagaStorage:
         return SqlAlchemySagaStorage(SessionLocal())
 
-    # (not in the seed: the tables, as a migration would create them)
+    # (not in that example: the tables, as a migration would create them)
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
 
@@ -95,7 +95,7 @@ async def main() -> None:
         print(f"Step: {step_result.step_type.__name__}")
 
     await storage.session.commit()
-    # --- end of the seed's example ---------------------------------------------------------------
+    # --- end of python-cqrs's example -------------------------------------------------------------
 
     record = await storage.load(saga_id)
     print(f"Saga {saga_id}: {record.status.value}, version {record.version}")

@@ -15,10 +15,10 @@ import pytest
 PACKAGES = ["saga_core", "saga_core.testing", "saga_sqlalchemy", "saga_redis", "saga_breaker"]
 
 # Modules no package may import just by being imported: test tooling, and the DI library the
-# core accepts but must not require (DESIGN §2).
+# core accepts but must not require.
 NEVER_IMPORTED = ["pytest", "_pytest", "hypothesis", "di"]
 
-# saga_core depends on anyio only and runs on both backends (DESIGN §3.11): importing it must
+# saga_core depends on anyio only and runs on both backends: importing it must
 # not load an event loop library, a driver, or a plugin.
 NEVER_IMPORTED_BY_CORE = [
     "asyncio",

@@ -1,5 +1,5 @@
-"""examples/fallback.py (the seed's fallback example, ported) runs and prints what it should:
-as a script, and in-process on asyncio and trio."""
+"""examples/fallback.py (python-cqrs's documented fallback example, ported) runs and prints
+what it should: as a script, and in-process on asyncio and trio."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``LeaseKeeper`` and ``async with mediator:``: a running saga renews its lease, so a step longer
-than the lease is not taken over by recovery (DESIGN §5); a runner whose lease was taken over
+than the lease is not taken over by recovery; a runner whose lease was taken over
 is fenced off (invariant 3)."""
 
 from __future__ import annotations

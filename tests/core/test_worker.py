@@ -1,4 +1,4 @@
-"""``RecoveryWorker``: claims stalled sagas in batches and finishes them (DESIGN §5), with
+"""``RecoveryWorker``: claims stalled sagas in batches and finishes them, with
 backoff, a dead-letter state after ``max_attempts``, graceful shutdown (invariant 5) and
 fencing against a runner whose lease was taken over (invariant 3)."""
 

@@ -266,7 +266,7 @@ async def test_order_saga_steps_get_the_services_bound_in_di(load_example: LoadE
     m = load_example("order_saga")
     inventory, payments, shipping = m.InventoryService(), m.PaymentService(), m.ShippingService()
     storage = MemorySagaStorage()
-    mediator = bootstrap.bootstrap(  # the seed's spelling
+    mediator = bootstrap.bootstrap(  # python-cqrs's spelling
         di_container=m.build_container(inventory, payments, shipping),
         sagas_mapper=m.saga_mapper,
         saga_storage=storage,

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and loses nothing (DESIGN §3.10)."""
+"""Bad input gets a clear error and loses nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A successful saga of n steps costs exactly n + 1 commits (DESIGN §3.2), counted by the
+"""A successful saga of n steps costs exactly n + 1 commits, counted by the
 database layer itself: SQLAlchemy's ``commit`` event, or PostgreSQL's transaction ids."""
 
 from __future__ import annotations

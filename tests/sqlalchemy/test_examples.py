@@ -1,4 +1,4 @@
-"""The seed's SQLAlchemy example, ported to PostgreSQL and SQLite, runs as a program."""
+"""python-cqrs's SQLAlchemy example, ported to PostgreSQL and SQLite, runs as a program."""
 
 from __future__ import annotations
 
