@@ -99,7 +99,6 @@ class SagaRun:
         "_context_text",
         "_error_text",
         "_failed",
-        "_failure",
         "_fenced",
         "_halted",
         "_hold_seconds",
@@ -167,7 +166,7 @@ class SagaRun:
         self._error_text = _cause_of(error_text) if error_text else None
         self._journal: list[JournalEntry] = []
         self._trigger: BaseException | None = None
-        self._failure: BaseException | None = None
+        # Set when a compensation of this run is exhausted (the run ends FAILED).
         self._failed: SagaCompensationFailedError | None = None
         self._halted = False
         self._fenced = False
@@ -316,7 +315,8 @@ class SagaRun:
                 saga_id=self.saga_id,
             ) from self._trigger
         if self.status is _FAILED:
-            raise self._failed_error()
+            assert self._failed is not None, "a run ends FAILED only by an exhausted compensation"
+            raise self._failed
         return SagaOutcome(self.saga_id, self.status, self.context, self.error)
 
     @property
@@ -324,25 +324,23 @@ class SagaRun:
         """Why the saga did not complete: the step error that made it compensate, or once
         FAILED the :class:`SagaCompensationFailedError` that holds that error and the
         exhausted compensation's."""
-        return self._failed_error() if self.status is _FAILED else self._trigger
+        return self._failed if self.status is _FAILED else self._trigger
 
-    def _failed_error(self) -> SagaCompensationFailedError:
-        """The error of a FAILED run, built once: the compensation that was exhausted and the
-        cause of the rollback (the live trigger, or the cause stored by an earlier runner)."""
-        if self._failed is None:
-            failure = self._failure
-            what = f": {describe(failure)}" if failure is not None else ""
-            cause = describe(self._trigger) if self._trigger is not None else self._error_text
-            why = f"; the rollback was triggered by {cause}" if cause else ""
-            self._failed = SagaCompensationFailedError(
-                f"saga {self.saga_id} ({self.definition.name}) could not be compensated{what}"
-                f"{why}; it is FAILED and recovery will retry it",
-                saga_id=self.saga_id,
-                trigger=self._trigger,
-                compensation_error=failure,
-            )
-            self._failed.__cause__ = failure
-        return self._failed
+    def _compensation_failed(self, error: Exception) -> SagaCompensationFailedError:
+        """The error of a run whose compensation was exhausted by ``error``: it names that
+        error and the cause of the rollback (the live trigger, or the cause an earlier runner
+        stored)."""
+        cause = describe(self._trigger) if self._trigger is not None else self._error_text
+        why = f"; the rollback was triggered by {cause}" if cause else ""
+        failed = SagaCompensationFailedError(
+            f"saga {self.saga_id} ({self.definition.name}) could not be compensated: "
+            f"{describe(error)}{why}; it is FAILED and recovery will retry it",
+            saga_id=self.saga_id,
+            trigger=self._trigger,
+            compensation_error=error,
+        )
+        failed.__cause__ = error
+        return failed
 
     async def abandon(self, *, hold_seconds: float | None = None) -> None:
         """Hand the saga back to recovery after the run was interrupted (cancelled, the
@@ -506,7 +504,7 @@ class SagaRun:
                     strict=False,
                 )
             else:
-                self._failure = call.error
+                self._failed = self._compensation_failed(call.error)
                 self._halted = True
                 failure = f"{_FAILURE_PREFIX}{spec.step_id} failed: {describe(call.error)}"
                 await self._checkpoint(
@@ -681,11 +679,12 @@ class SagaRun:
         status = self.status
         if status is not _COMPLETED:  # what needs attention is logged, whoever observes
             if status is _FAILED:
+                failed = self._failed
                 logger.error(
                     "saga %s (%s) is FAILED: a compensation was exhausted: %r",
                     self.saga_id,
                     self.definition.name,
-                    self._failure,
+                    failed.compensation_error if failed is not None else None,
                 )
             else:
                 logger.warning(
