@@ -34,7 +34,6 @@ import anyio
 import anyio.abc
 
 from saga_core import (
-    NewSaga,
     RecoveryWorker,
     Response,
     Saga,
@@ -46,6 +45,7 @@ from saga_core import (
     codec_for,
     open_storage,
 )
+from saga_core.storage import NewSaga
 from saga_redis import RedisSagaStorage
 
 PG = os.environ.get("SAGA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -43,7 +43,6 @@ from di import bind_by_type
 from di.dependent import Dependent
 
 from saga_core import (
-    Checkpoint,
     MemorySagaStorage,
     Saga,
     SagaCompensationFailedError,
@@ -59,6 +58,7 @@ from saga_core import (
     bootstrap,
     recover_saga,
 )
+from saga_core.storage import Checkpoint
 
 logger = logging.getLogger("recovery_loop")
 

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 import pytest
 
-PACKAGES = ["saga_core", "saga_core.testing", "saga_sqlalchemy", "saga_redis", "saga_breaker"]
+PACKAGES = [
+    "saga_core",
+    "saga_core.storage",
+    "saga_core.testing",
+    "saga_sqlalchemy",
+    "saga_redis",
+    "saga_breaker",
+]
 
 # Modules no package may import just by being imported: test tooling, and the DI library the
 # core accepts but must not require.

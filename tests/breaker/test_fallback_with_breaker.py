@@ -18,7 +18,6 @@ import pytest
 from saga_breaker import AioBreakerAdapter
 from saga_core import (
     Fallback,
-    JournalEntry,
     MemorySagaStorage,
     RetryPolicy,
     Saga,
@@ -32,6 +31,7 @@ from saga_core import (
     StepEvent,
     recover_saga,
 )
+from saga_core.storage import JournalEntry
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,6 @@ from typing import Any
 import anyio
 
 from saga_core import (
-    Checkpoint,
-    JournalEntry,
-    NewSaga,
     SagaCompensatedError,
     SagaCompensationFailedError,
     SagaMediator,
@@ -25,6 +22,7 @@ from saga_core import (
     bootstrap,
     open_storage,
 )
+from saga_core.storage import Checkpoint, JournalEntry, NewSaga
 
 from .cli_sagas import HOSTILE, SWITCHES, NoteContext, OrderContext, saga_map
 

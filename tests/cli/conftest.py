@@ -3,7 +3,7 @@
 * ``backend`` — ``"asyncio"`` or ``"trio"``: the CLI runs with ``--backend`` set to it, and
   the sagas it works on are seeded on the same backend.
 * ``db_url`` — a SQLite file URL of the test's own.
-* ``cli(*args)`` — runs ``saga_core._cli.main`` in-process and returns
+* ``cli(*args)`` — runs ``saga_core._cli.main.main`` in-process and returns
   ``(exit_code, stdout, stderr)``.
 * ``seed(coroutine_function, *args)`` — runs an async seeding helper on ``backend``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from saga_core._cli import main
+from saga_core._cli.main import main
 
 from ._seed import CliRunner, Seeder
 from .cli_sagas import SWITCHES, Switches

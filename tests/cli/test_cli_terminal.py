@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from saga_core._cli import _COMMANDS
-from saga_core._cli_format import terminal_lines, terminal_text
+from saga_core._cli.format import terminal_lines, terminal_text
+from saga_core._cli.main import _COMMANDS
 
 from . import _seed
 from ._seed import CliRunner, Seeder

@@ -28,9 +28,7 @@ import anyio
 import pytest
 
 from saga_core import (
-    Checkpoint,
     MemorySagaStorage,
-    NewSaga,
     Response,
     Saga,
     SagaMediator,
@@ -39,6 +37,7 @@ from saga_core import (
     StorageUnavailableError,
     bootstrap,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 StepClass = type[SagaStepHandler[Any, Any]]
 

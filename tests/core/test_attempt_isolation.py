@@ -28,7 +28,7 @@ from saga_core import (
     SagaStepHandler,
     recover_saga,
 )
-from saga_core._isolation import restore_in_place
+from saga_core._engine.isolation import restore_in_place
 
 pytestmark = pytest.mark.anyio
 

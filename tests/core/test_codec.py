@@ -1,4 +1,4 @@
-"""Tests for saga_core._codec: the strict, lossless JSON context codec, and SagaContext.
+"""Tests for saga_core._codec.context: the strict, lossless JSON context codec, and SagaContext.
 
 This module uses ``from __future__ import annotations``, so every context below has string
 annotations that the codec resolves; ``make_dataclass`` covers real (unstringified) types.
@@ -24,10 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saga_core._codec import ContextCodec, codec_for
-from saga_core._codec_types import MAX_CONTEXT_DEPTH
-from saga_core._context import SagaContext
-from saga_core._errors import SagaContextError, StorageCorruptedError
+from saga_core._codec.context import ContextCodec, codec_for
+from saga_core._codec.types import MAX_CONTEXT_DEPTH
+from saga_core._model.context import SagaContext
+from saga_core._model.errors import SagaContextError, StorageCorruptedError
 
 # --- contexts used by the tests ----------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from saga_core import (
-    Checkpoint,
     InvalidStepResultError,
     MemorySagaStorage,
     RetryPolicy,
@@ -32,6 +31,7 @@ from saga_core import (
     StorageUnavailableError,
     recover_saga,
 )
+from saga_core.storage import Checkpoint
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,7 @@ import anyio
 import pytest
 
 from saga_core import (
-    Checkpoint,
     MemorySagaStorage,
-    NewSaga,
     Saga,
     SagaAlreadyExistsError,
     SagaCompensatedError,
@@ -35,6 +33,7 @@ from saga_core import (
     codec_for,
     recover_saga,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 pytestmark = pytest.mark.anyio
 
@@ -117,7 +116,7 @@ async def test_a_duplicate_stream_of_a_running_saga_is_refused_before_any_step_r
         first_mediator if same_mediator else make_mediator(OrderContext, OrderSaga, owner="second")
     )
     saga_id = uuid.uuid4()
-    outcomes: list[SagaOutcome] = []
+    outcomes: list[SagaOutcome[Any]] = []
 
     async def run_first() -> None:
         outcomes.append(await first_mediator.run(OrderContext(), saga_id=saga_id))
@@ -251,7 +250,7 @@ async def test_a_second_recovery_worker_is_refused_while_the_first_holds_the_lea
     context = codec_for(OrderContext).encode(OrderContext())
     await storage.create(NewSaga(saga_id, OrderSaga.definition().name, context, "dead", LEASE))
     advance_clock(LEASE + 1)
-    outcomes: list[SagaOutcome] = []
+    outcomes: list[SagaOutcome[Any]] = []
 
     async def first_worker() -> None:
         outcomes.append(
@@ -533,7 +532,7 @@ async def test_many_sagas_run_concurrently_on_one_mediator_without_interfering(
         steps = [make_step("a"), make_step("b"), make_step("c")]
 
     mediator = make_mediator(OrderContext, OrderSaga)
-    outcomes: list[SagaOutcome] = []
+    outcomes: list[SagaOutcome[Any]] = []
 
     async def run_one(index: int) -> None:
         outcomes.append(await mediator.run(OrderContext(order_id=f"o-{index}")))

@@ -1,4 +1,4 @@
-"""Tests for saga_core._di: the built-in Container and the step resolvers (None, Container,
+"""Tests for step resolution: the built-in Container and the step resolvers (None, Container,
 callable, di.Container), every async test on asyncio and trio."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from di import bind_by_type
 from di.dependent import Dependent
 
-from saga_core._di import Container, StepResolver, make_step_resolver
-from saga_core._errors import DependencyResolutionError, SagaUsageError
+from saga_core._engine.resolution import Container, StepResolver, make_step_resolver
+from saga_core._model.errors import DependencyResolutionError, SagaUsageError
 
 pytestmark = pytest.mark.anyio
 

@@ -17,9 +17,7 @@ import anyio
 import pytest
 
 from saga_core import (
-    Checkpoint,
     MemorySagaStorage,
-    NewSaga,
     Response,
     RetryPolicy,
     Saga,
@@ -40,6 +38,7 @@ from saga_core import (
     StepEvent,
     recover_saga,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import pytest
 
 from saga_core import (
-    Checkpoint,
     CircuitBreaker,
     CircuitOpenError,
     Fallback,
@@ -29,6 +28,7 @@ from saga_core import (
     StepDirection,
     StepEvent,
 )
+from saga_core.storage import Checkpoint
 
 pytestmark = pytest.mark.anyio
 

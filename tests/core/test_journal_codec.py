@@ -8,14 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from saga_core import (
-    JournalEntry,
-    SagaUsageError,
-    StepDirection,
-    StepEvent,
-    decode_journal_entry,
-    encode_journal_entry,
-)
+from saga_core import SagaUsageError, StepDirection, StepEvent
+from saga_core.storage import JournalEntry, decode_journal_entry, encode_journal_entry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -29,9 +29,9 @@ from saga_core import (
     codec_for,
     make_step_resolver,
 )
-from saga_core._executor import SagaRun
-from saga_core._hooks import Hooks
-from saga_core._leases import LeaseKeeper
+from saga_core._engine.executor import SagaRun
+from saga_core._engine.hooks import Hooks
+from saga_core._runtime.leases import LeaseKeeper
 
 pytestmark = pytest.mark.anyio
 

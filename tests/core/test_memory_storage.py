@@ -10,24 +10,17 @@ from uuid import uuid4
 
 import pytest
 
-from saga_core import (
-    Checkpoint,
-    NewSaga,
-    Response,
-    Saga,
-    SagaContext,
-    SagaStepHandler,
-    bootstrap,
-)
-from saga_core._errors import (
+from saga_core import Response, Saga, SagaContext, SagaStepHandler, bootstrap
+from saga_core._model.errors import (
     SagaNotFoundError,
     SagaUsageError,
     SagaVersionConflictError,
     StorageUnavailableError,
 )
-from saga_core._memory import MemorySagaStorage, open_memory_storage
-from saga_core._status import SagaStatus
-from saga_core._storage import SagaStorage
+from saga_core._model.status import SagaStatus
+from saga_core._storage.memory import MemorySagaStorage, open_memory_storage
+from saga_core._storage.protocol import SagaStorage
+from saga_core.storage import Checkpoint, NewSaga
 from saga_core.testing import (
     SagaStorageContract,
     make_checkpoint,

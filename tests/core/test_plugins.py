@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from saga_core._errors import BreakerNotFoundError, SagaUsageError, StorageNotFoundError
-from saga_core._memory import MemorySagaStorage, open_memory_storage
-from saga_core._plugins import (
+from saga_core._model.errors import BreakerNotFoundError, SagaUsageError, StorageNotFoundError
+from saga_core._storage.memory import MemorySagaStorage, open_memory_storage
+from saga_core._storage.plugins import (
     BREAKERS_GROUP,
     STORAGES_GROUP,
     installed_breakers,
@@ -23,7 +23,7 @@ from saga_core._plugins import (
 
 FAKE_MODULE = "fake_saga_plugins"
 MEMORY = metadata.EntryPoint(
-    name="memory", value="saga_core._memory:open_memory_storage", group=STORAGES_GROUP
+    name="memory", value="saga_core._storage.memory:open_memory_storage", group=STORAGES_GROUP
 )
 
 

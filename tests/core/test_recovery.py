@@ -15,12 +15,10 @@ from di import bind_by_type
 from di.dependent import Dependent
 
 from saga_core import (
-    Checkpoint,
     CircuitOpenError,
     Container,
     Fallback,
     MemorySagaStorage,
-    NewSaga,
     Saga,
     SagaCompensatedError,
     SagaContext,
@@ -37,6 +35,7 @@ from saga_core import (
     codec_for,
     recover_saga,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 pytestmark = pytest.mark.anyio
 

@@ -18,9 +18,7 @@ import anyio.lowlevel
 import pytest
 
 from saga_core import (
-    Checkpoint,
     MemorySagaStorage,
-    NewSaga,
     RecoveryReport,
     RecoveryWorker,
     RetryPolicy,
@@ -35,6 +33,7 @@ from saga_core import (
     StorageUnavailableError,
     codec_for,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 pytestmark = pytest.mark.anyio
 

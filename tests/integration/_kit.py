@@ -31,7 +31,6 @@ from typing import Any
 import anyio
 
 from saga_core import (
-    NewSaga,
     RecoveryWorker,
     Response,
     RetryPolicy,
@@ -48,6 +47,7 @@ from saga_core import (
     codec_for,
     open_storage,
 )
+from saga_core.storage import NewSaga
 from saga_redis import RedisSagaStorage
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,14 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_core import (
-    Checkpoint,
-    NewSaga,
     SagaAlreadyExistsError,
     SagaFinishedError,
     SagaNotFoundError,
     SagaStatus,
     SagaVersionConflictError,
 )
+from saga_core.storage import Checkpoint, NewSaga
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 from saga_sqlalchemy._asyncpg import AsyncpgWrites

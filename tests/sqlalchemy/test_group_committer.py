@@ -9,12 +9,8 @@ from functools import partial
 import anyio
 import pytest
 
-from saga_core import (
-    NewSaga,
-    SagaError,
-    SagaVersionConflictError,
-    StorageUnavailableError,
-)
+from saga_core import SagaError, SagaVersionConflictError, StorageUnavailableError
+from saga_core.storage import NewSaga
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy._group_commit import GroupCommitter
 from saga_sqlalchemy._operations import Write

@@ -13,7 +13,8 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 
-from saga_core import JournalEntry, StepDirection, StepEvent, StorageSchemaError
+from saga_core import StepDirection, StepEvent, StorageSchemaError
+from saga_core.storage import JournalEntry
 from saga_core.testing import DEFAULT_OWNER, make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 

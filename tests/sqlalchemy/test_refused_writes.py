@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_core import (
-    Checkpoint,
     Response,
     Saga,
     SagaError,
@@ -36,6 +35,7 @@ from saga_core import (
     bootstrap,
     open_storage,
 )
+from saga_core.storage import Checkpoint
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 

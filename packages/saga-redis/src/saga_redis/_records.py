@@ -21,14 +21,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
-from saga_core import (
-    JournalEntry,
-    SagaRecord,
-    SagaStatus,
-    StorageCorruptedError,
-    decode_journal_entry,
-    storable_text,
-)
+from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
+from saga_core.storage import JournalEntry, decode_journal_entry, storable_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUSES = {status.value: status for status in SagaStatus}

@@ -18,15 +18,17 @@ import redis
 import redis.asyncio
 
 from saga_core import (
-    Checkpoint,
-    JournalEntry,
-    NewSaga,
     SagaError,
     SagaRecord,
     SagaStatus,
     SagaUsageError,
     StorageCorruptedError,
     StorageUnavailableError,
+)
+from saga_core.storage import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
     describe_error,
     encode_journal_entry,
     read_records,

@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-from saga_core import Checkpoint, NewSaga, SagaError, SagaStatus, SagaUsageError
+from saga_core import SagaError, SagaStatus, SagaUsageError
+from saga_core.storage import Checkpoint, NewSaga
 
 from ._journal import encode_journal
 from ._operations import Write

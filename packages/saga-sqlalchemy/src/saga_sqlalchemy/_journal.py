@@ -13,12 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from saga_core import (
-    JournalEntry,
-    StorageCorruptedError,
-    decode_journal_entry,
-    encode_journal_entry,
-)
+from saga_core import StorageCorruptedError
+from saga_core.storage import JournalEntry, decode_journal_entry, encode_journal_entry
 
 
 def encode_journal(entries: Sequence[JournalEntry]) -> str:

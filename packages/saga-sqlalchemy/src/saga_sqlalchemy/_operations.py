@@ -21,9 +21,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from saga_core import (
-    Checkpoint,
-    JournalEntry,
-    NewSaga,
     SagaAlreadyExistsError,
     SagaError,
     SagaFinishedError,
@@ -34,9 +31,8 @@ from saga_core import (
     SagaStatus,
     SagaVersionConflictError,
     StorageCorruptedError,
-    describe_error,
-    read_records,
 )
+from saga_core.storage import Checkpoint, JournalEntry, NewSaga, describe_error, read_records
 
 from ._journal import decode_journal, encode_journal
 from ._rows import RECORD_COLUMNS, encode_applied, record_from_row

@@ -18,14 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from saga_core import (
-    Checkpoint,
-    NewSaga,
     SagaAlreadyExistsError,
     SagaError,
     SagaFinishedError,
     SagaNotFoundError,
     SagaVersionConflictError,
 )
+from saga_core.storage import Checkpoint, NewSaga
 
 from ._journal import encode_journal
 from ._operations import Commit, Write

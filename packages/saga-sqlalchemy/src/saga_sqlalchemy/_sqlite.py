@@ -28,7 +28,8 @@ from time import perf_counter, time_ns
 
 from sqlalchemy.engine import Dialect, Engine
 
-from saga_core import Checkpoint, SagaError, SagaStatus
+from saga_core import SagaError, SagaStatus
+from saga_core.storage import Checkpoint
 
 from ._errors import translate
 from ._journal import encode_journal

@@ -19,17 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
 from saga_core import (
-    Checkpoint,
-    JournalEntry,
-    NewSaga,
     SagaError,
     SagaRecord,
     SagaStatus,
     SagaUsageError,
     StorageSchemaError,
     StorageUnavailableError,
-    require_saga_id,
 )
+from saga_core.storage import Checkpoint, JournalEntry, NewSaga, require_saga_id
 
 from ._asyncpg import AsyncpgWrites
 from ._errors import What, is_shared_failure, translate

@@ -9,8 +9,8 @@ from uuid import UUID
 import anyio
 import pytest
 
-from saga_core._status import SagaStatus
-from saga_core._storage import SagaRecord, SagaStorage
+from saga_core._model.status import SagaStatus
+from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from ._factories import make_checkpoint, make_new_saga
 

@@ -10,14 +10,14 @@ from uuid import UUID
 
 import pytest
 
-from saga_core._errors import SagaUsageError, StorageCorruptedError
-from saga_core._mediator import SagaMap
-from saga_core._response import Response
-from saga_core._saga import Saga
-from saga_core._status import SagaStatus
-from saga_core._step import SagaStepHandler
-from saga_core._storage import SagaStorage
-from saga_core._worker import RecoveryWorker
+from saga_core._model.errors import SagaUsageError, StorageCorruptedError
+from saga_core._model.response import Response
+from saga_core._model.saga import Saga
+from saga_core._model.status import SagaStatus
+from saga_core._model.step import SagaStepHandler
+from saga_core._runtime.mediator import SagaMap
+from saga_core._runtime.worker import RecoveryWorker
+from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase
 from ._factories import DEFAULT_CONTEXT, make_checkpoint, make_new_saga

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from uuid import UUID, uuid4
 
-from saga_core._status import SagaStatus, StepDirection, StepEvent
-from saga_core._storage import Checkpoint, JournalEntry, NewSaga
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+from saga_core._storage.protocol import Checkpoint, JournalEntry, NewSaga
 
 #: The context text the builders use when none is given.
 DEFAULT_CONTEXT = '{"value": 0}'
@@ -47,6 +47,7 @@ def make_new_saga(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     journal: Sequence[JournalEntry] = (),
     next_step: str | None = "step-1",
+    saga_version: int = 1,
 ) -> NewSaga:
     """Build a :class:`~saga_core.NewSaga` with a fresh id, leased to ``"runner"`` for 60 s."""
     return NewSaga(
@@ -57,6 +58,7 @@ def make_new_saga(
         lease_seconds=lease_seconds,
         journal=journal,
         next_step=next_step,
+        saga_version=saga_version,
     )
 
 

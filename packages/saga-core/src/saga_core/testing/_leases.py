@@ -8,14 +8,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from saga_core._errors import (
+from saga_core._model.errors import (
     SagaAlreadyExistsError,
     SagaConcurrencyError,
     SagaLeaseHeldError,
     SagaVersionConflictError,
 )
-from saga_core._status import SagaStatus
-from saga_core._storage import SagaRecord, SagaStorage
+from saga_core._model.status import SagaStatus
+from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from ._base import ContractBase, assert_lease, assert_no_lease
 from ._factories import make_checkpoint, make_entry, make_new_saga

@@ -8,15 +8,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from saga_core._errors import (
+from saga_core._model.errors import (
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
     SagaParkedError,
     SagaVersionConflictError,
 )
-from saga_core._status import SagaStatus
-from saga_core._storage import SagaStorage
+from saga_core._model.status import SagaStatus
+from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase, assert_no_lease
 from ._factories import make_checkpoint, make_new_saga

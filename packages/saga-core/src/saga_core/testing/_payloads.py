@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from saga_core._errors import SagaFinishedError, SagaVersionConflictError
-from saga_core._status import SagaStatus, StepDirection, StepEvent
-from saga_core._storage import SagaStorage
+from saga_core._model.errors import SagaFinishedError, SagaVersionConflictError
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase, assert_lease, assert_no_lease
 from ._factories import assert_same_json, make_checkpoint, make_entry, make_new_saga

@@ -8,15 +8,15 @@ from uuid import uuid4
 
 import pytest
 
-from saga_core._errors import (
+from saga_core._model.errors import (
     SagaAlreadyExistsError,
     SagaConcurrencyError,
     SagaFinishedError,
     SagaNotFoundError,
     SagaVersionConflictError,
 )
-from saga_core._status import SagaStatus, StepDirection, StepEvent
-from saga_core._storage import SagaStorage
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase, assert_lease, assert_no_lease, assert_utc
 from ._factories import make_checkpoint, make_entry, make_new_saga
@@ -87,6 +87,27 @@ class RecordContract(ContractBase):
         for expected in (1, 2, 3):
             await storage.checkpoint(make_checkpoint(new.saga_id, expected, cursor=expected))
             assert (await storage.load(new.saga_id)).version == expected + 1
+
+    async def test_saga_version_is_stored_at_create_and_kept_by_every_write(
+        self, storage: SagaStorage
+    ) -> None:
+        """Recovery runs a saga on the definition version it started with; it needs this."""
+        first = make_new_saga(saga_name="orders", saga_version=1)
+        second = make_new_saga(saga_name="orders", saga_version=7)
+        await storage.create(first)
+        await storage.create(second)
+        assert (await storage.load(first.saga_id)).saga_version == 1
+        assert (await storage.load(second.saga_id)).saga_version == 7
+        await storage.checkpoint(make_checkpoint(second.saga_id, 1, cursor=1))
+        claimed = await storage.claim(second.saga_id, owner=second.lease_owner, lease_seconds=30)
+        assert claimed.saga_version == 7
+        await storage.checkpoint(
+            make_checkpoint(second.saga_id, 3, status=SagaStatus.COMPLETED, cursor=2)
+        )
+        assert (await storage.load(second.saga_id)).saga_version == 7
+        listed = {record.saga_id: record for record in await storage.list_sagas(limit=10)}
+        assert listed[first.saga_id].saga_version == 1
+        assert listed[second.saga_id].saga_version == 7
 
     async def test_next_step_round_trips_through_create_and_checkpoint(
         self, storage: SagaStorage

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from saga_core._error_text import MAX_ERROR_TEXT_LENGTH
-from saga_core._errors import SagaCompensatedError
-from saga_core._mediator import bootstrap
-from saga_core._response import Response
-from saga_core._saga import Saga
-from saga_core._status import SagaStatus, StepDirection, StepEvent
-from saga_core._step import SagaStepHandler
-from saga_core._storage import SagaStorage
+from saga_core._model.error_text import MAX_ERROR_TEXT_LENGTH
+from saga_core._model.errors import SagaCompensatedError
+from saga_core._model.response import Response
+from saga_core._model.saga import Saga
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+from saga_core._model.step import SagaStepHandler
+from saga_core._runtime.mediator import bootstrap
+from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase
 

@@ -1,0 +1,149 @@
+"""What the CLI imports: ``module:attribute`` paths to a SagaMap, a container or a Saga class."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+from saga_core._model.errors import SagaDefinitionError
+from saga_core._model.saga import Saga
+from saga_core._runtime.mediator import SagaMap
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line on stderr, with exit code ``exit_code``.
+
+    ``exit_code`` is 2 for a usage error (a bad argument or import path) and 1 for a runtime
+    failure (a saga that could not be recovered, a storage that is down).
+    """
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def usage_error(message: str) -> CliError:
+    """A :class:`CliError` with the usage exit code (2)."""
+    return CliError(message, exit_code=2)
+
+
+def import_object(path: str, *, option: str) -> object:
+    """Import ``"package.module:attr.sub"`` and return the attribute.
+
+    The current directory is put on ``sys.path`` first (as ``python -m`` does), so an
+    application's modules import from where the CLI is run.
+
+    Raises:
+        CliError: (usage) the path is malformed, the module is not found, importing it
+            raised, or the attribute is missing.
+    """
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name.strip() or not attribute.strip():
+        raise usage_error(
+            f"{option} takes an import path 'module:attribute' (e.g. app.sagas:saga_map), "
+            f"got {path!r}"
+        )
+    _put_cwd_on_path()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise usage_error(
+                f"{option} {path}: no module named {missing!r} (searched from "
+                f"{os.getcwd()} and sys.path)"
+            ) from None
+        raise usage_error(
+            f"{option} {path}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    except Exception as exc:
+        raise usage_error(
+            f"{option} {path}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    found: object = module
+    where = module_name
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise usage_error(f"{option} {path}: {where!r} has no attribute {part!r}") from None
+        where = f"{where}.{part}"
+    return found
+
+
+def load_saga_map(path: str) -> SagaMap:
+    """Build the :class:`SagaMap` named by ``--sagas``.
+
+    The attribute may be a ``SagaMap``, a function that binds sagas on a given ``SagaMap``
+    (what ``bootstrap(sagas_mapper=...)`` takes), or a ``Saga`` subclass (bound to its
+    declared context type).
+
+    Raises:
+        CliError: (usage) the path cannot be imported, the attribute is of another kind, or
+            binding the sagas failed.
+    """
+    found = import_object(path, option="--sagas")
+    if isinstance(found, SagaMap):
+        return found
+    saga_map = SagaMap()
+    if isinstance(found, type):
+        if not issubclass(found, Saga):
+            raise usage_error(f"--sagas {path}: {_WANTED_MAP}; got {_kind(found)}")
+        saga_type: type[Saga[Any]] = found
+        try:
+            context_type = saga_type.definition().context_type
+            if context_type is None:
+                raise usage_error(
+                    f"--sagas {path}: {saga_type.__qualname__} declares no context type "
+                    "(Saga[Ctx]); pass a SagaMap or a mapper function instead"
+                )
+            saga_map.bind(context_type, saga_type)
+        except SagaDefinitionError as exc:
+            raise usage_error(f"--sagas {path}: {exc}") from None
+        return saga_map
+    if callable(found):
+        try:
+            found(saga_map)
+        except SagaDefinitionError as exc:
+            raise usage_error(f"--sagas {path}: {exc}") from None
+        except Exception as exc:
+            raise usage_error(
+                f"--sagas {path}: calling it with a SagaMap raised {type(exc).__name__}: {exc}"
+            ) from None
+        if not len(saga_map):
+            raise usage_error(f"--sagas {path}: the function bound no saga on the SagaMap")
+        return saga_map
+    raise usage_error(f"--sagas {path}: {_WANTED_MAP}; got {_kind(found)}")
+
+
+def load_saga_class(path: str) -> type[Saga[Any]]:
+    """Import the ``Saga`` subclass (or instance) named by ``graph``'s argument.
+
+    Raises:
+        CliError: (usage) the path cannot be imported, or names something else or a saga
+            without steps.
+    """
+    found = import_object(path, option="graph")
+    saga_type = found if isinstance(found, type) else type(found)
+    if not issubclass(saga_type, Saga):
+        raise usage_error(f"graph {path}: expected a Saga subclass; got {_kind(found)}")
+    if saga_type.__saga_definition__ is None:
+        raise usage_error(f"graph {path}: {saga_type.__qualname__} defines no steps")
+    return saga_type
+
+
+def _put_cwd_on_path() -> None:
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+_WANTED_MAP = "expected a SagaMap, a function that binds sagas on a SagaMap, or a Saga subclass"
+
+
+def _kind(found: object) -> str:
+    if isinstance(found, type):
+        return f"the class {found.__qualname__}"
+    return f"a value of type {type(found).__qualname__}"

@@ -1,0 +1,237 @@
+"""The operations CLI's arguments: the parser of every command and its option types."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from typing import NoReturn
+from uuid import UUID
+
+from saga_core._model.status import SagaStatus
+from saga_core._runtime.mediator import DEFAULT_LEASE_SECONDS
+
+from .format import parse_duration, terminal_text
+
+URL_ENV = "SAGA_STORAGE_URL"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose error messages quote arguments with their control characters
+    escaped (``unrecognized arguments: ...`` quotes them as given). Subparsers are of the
+    same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(terminal_text(message))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (global options may come before or after the
+    command's name)."""
+    prog = "python -m saga_core" if sys.argv[0].endswith("__main__.py") else "saga"
+    parser = _Parser(
+        prog=prog,
+        description="Operate sagas kept by saga-core: list and inspect them, recover stalled "
+        "ones, retry failed compensations, run the recovery worker, draw a saga.",
+        epilog=f"The storage URL comes from --url or ${URL_ENV}, e.g. sqlite:///sagas.db, "
+        "postgresql+asyncpg://user@host/db, redis://host:6379/0. Exit codes: 0 success, "
+        "1 runtime failure, 2 usage error, 141 stdout closed early (as by head).",
+    )
+    _add_global_options(parser, suppress=False)
+    common = _Parser(add_help=False)
+    _add_global_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, parents=[common], help=summary, description=f"{summary}. {description}"
+        )
+
+    listing = command(
+        "list",
+        "List sagas, oldest update first",
+        "Filters combine; with --json, a JSON list of records (without their contexts).",
+    )
+    listing.add_argument(
+        "--status", choices=[status.value for status in SagaStatus], help="only this status"
+    )
+    listing.add_argument("--name", metavar="SAGA_NAME", help="only sagas of this saga name")
+    listing.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_duration,
+        help="only sagas not updated for this long (30s, 15m, 2h, 1d, 1h30m)",
+    )
+    listing.add_argument(
+        "--parked",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only sagas in the dead-letter state (--no-parked: only the others)",
+    )
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N (default 50)"
+    )
+
+    show = command(
+        "show",
+        "Show one saga: state, context and journal",
+        "The journal is a timeline of step attempts, with offsets from its first entry.",
+    )
+    show.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+
+    recover = command(
+        "recover",
+        "Recover one saga now",
+        "A RUNNING saga resumes forward (the step in flight runs again); a COMPENSATING or "
+        "FAILED one finishes its rollback. A parked saga is unparked first. Exit 0 when it "
+        "completed or was compensated, 1 when its compensation failed again.",
+    )
+    recover.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+    _add_saga_options(recover)
+    _add_lease_option(recover, "lease taken on the saga while it runs")
+
+    retry = command(
+        "retry-compensation",
+        "Retry the rollback of a FAILED or COMPENSATING saga",
+        "Refuses sagas in any other status. A parked saga is unparked first. Exit 0 when it "
+        "was compensated, 1 when its compensation failed again.",
+    )
+    retry.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+    _add_saga_options(retry)
+    _add_lease_option(retry, "lease taken on the saga while it runs")
+
+    worker = command(
+        "worker",
+        "Run the recovery worker",
+        "Claims stalled sagas (RUNNING, COMPENSATING or FAILED with no live lease) and "
+        "finishes them, until SIGINT or SIGTERM: then a compensation in progress finishes "
+        "and every other saga is handed back. With --once, one round and its report.",
+    )
+    _add_saga_options(worker)
+    worker.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds between polls when nothing is stalled (default 5)",
+    )
+    worker.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="sagas claimed per poll (default 20)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="sagas recovered at the same time (default 10)",
+    )
+    _add_lease_option(worker, "lease taken on a claimed saga, renewed while it runs")
+    worker.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="claims after which a saga is parked in the dead-letter state (default 10)",
+    )
+    worker.add_argument("--once", action="store_true", help="run one round, print its report")
+
+    graph = command(
+        "graph",
+        "Print a saga definition as a Mermaid flowchart",
+        "Forward steps top-down, Fallback branches and breakers, and dashed failure edges "
+        "into the compensation chain. No storage needed; --json prints the structure.",
+    )
+    graph.add_argument(
+        "saga_class", metavar="MODULE:SAGA_CLASS", help="import path of the Saga subclass"
+    )
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def default(value: object) -> object:
+        # On a command, an option left out must not reset what was given before the command.
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--url", default=default(None), help=f"storage URL (default: ${URL_ENV})")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document on stdout, for scripts",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default=default("asyncio"),
+        help="async backend (default asyncio)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=default("INFO"),
+        help="logging level on stderr (default INFO)",
+    )
+
+
+def _add_lease_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--lease-seconds",
+        type=_positive_float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="S",
+        help=f"{what} (default {DEFAULT_LEASE_SECONDS:g})",
+    )
+
+
+def _add_saga_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sagas",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the sagas it may run: a SagaMap, a function binding sagas on a SagaMap, or a "
+        "Saga subclass (e.g. app.sagas:saga_map)",
+    )
+    parser.add_argument(
+        "--container",
+        metavar="MODULE:ATTR",
+        help="what builds step classes, as bootstrap(di_container=...) takes",
+    )
+
+
+def _saga_id(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a saga id (a UUID): {text!r}") from None
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value

@@ -1,0 +1,217 @@
+"""``Saga[Ctx]``: a saga definition, validated and compiled when the class is created."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from .errors import SagaDefinitionError
+from .fallback import CircuitBreaker, Fallback
+from .policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY, RetryPolicy
+from .step import SagaStepHandler, context_type_of, is_step_class
+
+Ctx = TypeVar("Ctx")
+
+StepLike = type[SagaStepHandler[Any, Any]] | Fallback
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepSpec:
+    """A step class with its effective policies (the step's own, else the saga's)."""
+
+    cls: type[SagaStepHandler[Any, Any]]
+    step_id: str
+    retry: RetryPolicy
+    compensation_retry: RetryPolicy
+    timeout: float | None
+    failed_act_leaves_no_effect: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Node:
+    """One entry of ``steps``: a plain step, or a primary with its fallback."""
+
+    primary: StepSpec
+    fallback: StepSpec | None = None
+    breaker: CircuitBreaker | None = None
+    failure_exceptions: tuple[type[Exception], ...] = ()
+
+    @property
+    def step_ids(self) -> tuple[str, ...]:
+        if self.fallback is None:
+            return (self.primary.step_id,)
+        return (self.primary.step_id, self.fallback.step_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SagaDefinition:
+    """A saga class compiled for the executor."""
+
+    saga_type: type[Saga[Any]]
+    name: str
+    version: int
+    """The definition version stored with each saga it starts (``Saga.version``)."""
+    context_type: type[Any] | None
+    nodes: tuple[Node, ...]
+    steps_by_id: dict[str, StepSpec]
+    next_step_ids: tuple[str | None, ...]
+    """``next_step_ids[cursor]``: the id stored as the step at that cursor (None at the end)."""
+
+
+class Saga(Generic[Ctx]):
+    """Base for saga definitions: ``class OrderSaga(Saga[OrderContext]): steps = [...]``.
+
+    ``steps`` lists step classes and :class:`Fallback` nodes, run in order; it is validated
+    when the class is created. Class attributes:
+
+    * ``name`` — the saga's stable name in storage; default ``"<module>.<qualified name>"``.
+    * ``version`` — a positive int stored with each saga this class starts (default 1); a
+      saga runs to its end on the version it started with. Give two versions of one saga
+      the same ``name``.
+    * ``retry`` — default :class:`RetryPolicy` for acts (default: no retry).
+    * ``compensation_retry`` — default policy for compensations (default: 3 attempts).
+    * ``timeout`` — default seconds allowed per act/compensate call (default: none).
+
+    Raises:
+        SagaDefinitionError: ``steps`` is empty or not a list, holds something that is not a
+            step class or Fallback, holds two steps with the same id, or a step's context
+            type is not a base of the saga's; ``version`` is not a positive int.
+    """
+
+    steps: ClassVar[Sequence[StepLike]]
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    retry: ClassVar[RetryPolicy | None] = None
+    compensation_retry: ClassVar[RetryPolicy | None] = None
+    timeout: ClassVar[float | None] = None
+    __saga_definition__: ClassVar[SagaDefinition | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        explicit = cls.__dict__.get("name")
+        if explicit is not None and (not isinstance(explicit, str) or not explicit.strip()):
+            raise SagaDefinitionError(f"{cls.__qualname__}.name must be a non-empty string")
+        cls.name = explicit or f"{cls.__module__}.{cls.__qualname__}"
+        version = cls.version
+        if type(version) is not int or version < 1:
+            raise SagaDefinitionError(
+                f"{cls.__qualname__}.version must be a positive int (1, 2, ...), got {version!r}"
+            )
+        # A generic intermediate base without steps stays abstract; it cannot be bound.
+        cls.__saga_definition__ = compile_saga(cls) if hasattr(cls, "steps") else None
+
+    @classmethod
+    def definition(cls) -> SagaDefinition:
+        """The compiled definition. Raises SagaDefinitionError for a saga without steps."""
+        if cls.__saga_definition__ is None:
+            raise SagaDefinitionError(f"{cls.__qualname__} defines no steps; it cannot be run")
+        return cls.__saga_definition__
+
+
+def saga_context_type(saga: type[Saga[Any]]) -> type[Any] | None:
+    """The context class given as ``Saga[Ctx]``, or None when left generic."""
+    for klass in saga.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Saga):
+                args = typing.get_args(base)
+                if args and isinstance(args[0], type) and args[0] is not Any:
+                    return args[0]
+    return None
+
+
+def _check_policies(owner: type[Any], where: str) -> None:
+    for name in ("retry", "compensation_retry"):
+        value = getattr(owner, name)
+        if value is not None and not isinstance(value, RetryPolicy):
+            raise SagaDefinitionError(f"{where}.{name} must be a RetryPolicy, got {value!r}")
+    timeout = owner.timeout
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise SagaDefinitionError(
+            f"{where}.timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+
+
+def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
+    """Validate ``saga.steps`` and compile them; raises SagaDefinitionError."""
+    where = saga.__qualname__
+    steps = saga.steps
+    if not isinstance(steps, (list, tuple)):
+        raise SagaDefinitionError(
+            f"{where}.steps must be a list of step classes or Fallback nodes, got {steps!r}"
+        )
+    if not steps:
+        raise SagaDefinitionError(f"{where}.steps is empty: a saga needs at least one step")
+    context_type = saga_context_type(saga)
+    _check_policies(saga, where)
+
+    def spec(cls: type[SagaStepHandler[Any, Any]]) -> StepSpec:
+        _check_policies(cls, cls.__qualname__)
+        step_ctx = context_type_of(cls)
+        if (
+            context_type is not None
+            and step_ctx is not None
+            and not issubclass(context_type, step_ctx)
+        ):
+            raise SagaDefinitionError(
+                f"{where} runs on {context_type.__qualname__}, but step "
+                f"{cls.__qualname__} expects {step_ctx.__qualname__}"
+            )
+        return StepSpec(
+            cls=cls,
+            step_id=cls.step_id,
+            retry=cls.retry or saga.retry or NO_RETRY,
+            compensation_retry=(
+                cls.compensation_retry or saga.compensation_retry or DEFAULT_COMPENSATION_RETRY
+            ),
+            timeout=cls.timeout or saga.timeout,
+            failed_act_leaves_no_effect=cls.failed_act_leaves_no_effect,
+        )
+
+    nodes: list[Node] = []
+    for index, item in enumerate(steps):
+        if isinstance(item, Fallback):
+            nodes.append(
+                Node(
+                    primary=spec(item.step),
+                    fallback=spec(item.fallback),
+                    breaker=item.circuit_breaker,
+                    failure_exceptions=item.failure_exceptions,
+                )
+            )
+        elif is_step_class(item):
+            nodes.append(Node(primary=spec(item)))
+        else:
+            hint = ""
+            if isinstance(item, SagaStepHandler):
+                hint = " (pass the class, not an instance)"
+            elif isinstance(item, type) and issubclass(item, SagaStepHandler):
+                hint = " (it does not implement act())"
+            raise SagaDefinitionError(
+                f"{where}.steps[{index}] must be a SagaStepHandler subclass or a Fallback, "
+                f"got {item!r}{hint}"
+            )
+    by_id: dict[str, StepSpec] = {}
+    for node in nodes:
+        for step in (node.primary, node.fallback):
+            if step is None:
+                continue
+            if step.step_id in by_id:
+                raise SagaDefinitionError(
+                    f"{where}.steps has two steps with the id {step.step_id!r}; give one of "
+                    "them a distinct `name`"
+                )
+            by_id[step.step_id] = step
+    return SagaDefinition(
+        saga_type=saga,
+        name=saga.name,
+        version=saga.version,
+        context_type=context_type,
+        nodes=tuple(nodes),
+        steps_by_id=by_id,
+        next_step_ids=(*(node.primary.step_id for node in nodes), None),
+    )

@@ -1,0 +1,1 @@
+"""The runtime: the mediator applications call, the recovery worker, and lease keeping."""

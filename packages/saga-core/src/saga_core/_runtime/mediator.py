@@ -1,0 +1,404 @@
+"""``SagaMap``, ``SagaMediator`` and ``bootstrap``: how an application starts sagas."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from saga_core._codec.context import ContextCodec, codec_for
+from saga_core._engine.executor import SagaRun
+from saga_core._engine.hooks import Hooks
+from saga_core._engine.observer import LoggingObserver, SagaObserver
+from saga_core._engine.resolution import StepResolver, make_step_resolver
+from saga_core._model.errors import (
+    DependencyResolutionError,
+    SagaDefinitionError,
+    SagaNotRegisteredError,
+    SagaUsageError,
+)
+from saga_core._model.outcome import ContextT, SagaOutcome
+from saga_core._model.saga import Saga, SagaDefinition
+from saga_core._model.status import SagaStatus
+from saga_core._model.step import SagaStepResult
+from saga_core._model.validators import require_saga_id
+from saga_core._storage.memory import MemorySagaStorage
+from saga_core._storage.protocol import SagaStorage
+
+from .leases import LeaseKeeper
+
+Ctx = TypeVar("Ctx")
+
+_COMPLETED = SagaStatus.COMPLETED
+
+#: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+class _SagaIds:
+    """Random (version 4) saga ids, like ``uuid.uuid4`` but reading the OS's random source
+    256 ids at a time: one system call per id was a visible share of a saga's cost."""
+
+    _BATCH = 16 * 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._next = 0
+        self._hooked = False
+
+    def _forget(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+    def new(self) -> uuid.UUID:
+        start = self._next
+        if start >= len(self._pool):
+            if not self._hooked:  # registered on first use: importing has no side effects
+                # A forked child must never hand out the ids its parent's pool would.
+                if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+                    os.register_at_fork(after_in_child=self._forget)
+                self._hooked = True
+            self._pool = os.urandom(self._BATCH)
+            start = 0
+        self._next = start + 16
+        # The version and variant bits are set exactly as UUID(bytes=..., version=4) would.
+        value = int.from_bytes(self._pool[start : start + 16], "big")
+        return uuid.UUID(int=(value & _KEEP_RANDOM_BITS) | _VERSION_4_BITS)
+
+
+# RFC 4122 version 4: variant bits 10 (bits 62-63), version 0100 (bits 76-79).
+_KEEP_RANDOM_BITS = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_4_BITS = (0x8000 << 48) | (4 << 76)
+
+_saga_ids = _SagaIds()
+
+
+def default_owner() -> str:
+    """A runner name unique to this process: ``"<host>:<pid>:<random>"``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SagaMap:
+    """Which saga runs for which context type: ``mapper.bind(OrderContext, OrderSaga)``."""
+
+    def __init__(self) -> None:
+        self._by_context: dict[type[Any], type[Saga[Any]]] = {}
+        self._by_name: dict[str, type[Saga[Any]]] = {}
+
+    def bind(self, context_type: type[Ctx], saga_type: type[Saga[Ctx]]) -> None:
+        """Run ``saga_type`` for contexts of ``context_type`` (and its subclasses).
+
+        Raises:
+            SagaDefinitionError: ``saga_type`` is not a Saga with steps, its context type is
+                not a base of ``context_type``, or the context type or saga name is bound
+                already.
+        """
+        if not (isinstance(saga_type, type) and issubclass(saga_type, Saga)):
+            raise SagaDefinitionError(f"SagaMap.bind needs a Saga subclass, got {saga_type!r}")
+        if not isinstance(context_type, type):
+            raise SagaDefinitionError(f"SagaMap.bind needs a context class, got {context_type!r}")
+        definition = saga_type.definition()
+        declared = definition.context_type
+        if declared is not None and not issubclass(context_type, declared):
+            raise SagaDefinitionError(
+                f"{saga_type.__qualname__} runs on {declared.__qualname__}, which "
+                f"{context_type.__qualname__} is not"
+            )
+        codec_for(context_type)  # an unstorable context type fails here, at wiring time
+        if context_type in self._by_context:
+            raise SagaDefinitionError(
+                f"{context_type.__qualname__} is bound already, to "
+                f"{self._by_context[context_type].__qualname__}"
+            )
+        other = self._by_name.get(definition.name)
+        if other is not None and other is not saga_type:
+            raise SagaDefinitionError(
+                f"two sagas are named {definition.name!r}: {other.__qualname__} and "
+                f"{saga_type.__qualname__}; give one a distinct `name`"
+            )
+        self._by_context[context_type] = saga_type
+        self._by_name[definition.name] = saga_type
+
+    def saga_for(self, context_type: type[Any]) -> type[Saga[Any]]:
+        """The saga bound to ``context_type`` or its nearest bound base class.
+
+        Raises:
+            SagaNotRegisteredError: nothing is bound for it.
+        """
+        saga = self._by_context.get(context_type)
+        if saga is not None:
+            return saga
+        for base in context_type.__mro__[1:]:
+            saga = self._by_context.get(base)
+            if saga is not None:
+                self._by_context[context_type] = saga
+                return saga
+        bound = ", ".join(sorted(t.__qualname__ for t in self._by_context)) or "nothing"
+        raise SagaNotRegisteredError(
+            f"no saga is bound to context type {context_type.__qualname__} (bound: {bound}); "
+            "bind one with mapper.bind(ContextType, SagaType)"
+        )
+
+    def saga_named(self, name: str) -> type[Saga[Any]]:
+        """The saga whose stored name is ``name`` (as recovery finds it in storage).
+
+        Raises:
+            SagaNotRegisteredError: no bound saga has that name.
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise SagaNotRegisteredError(f"no bound saga is named {name!r}") from None
+
+    def __iter__(self) -> Iterator[tuple[type[Any], type[Saga[Any]]]]:
+        return iter(list(self._by_context.items()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+class SagaMediator:
+    """Starts sagas: picks the saga bound to the context's type and runs it.
+
+    Build it with :func:`bootstrap`, or directly with a :class:`SagaMap`, a storage and a
+    container (anything :func:`make_step_resolver` accepts).
+    """
+
+    def __init__(
+        self,
+        saga_map: SagaMap,
+        storage: SagaStorage,
+        *,
+        container: object | None = None,
+        observers: Sequence[SagaObserver] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+    ) -> None:
+        if not isinstance(storage, SagaStorage):
+            raise SagaUsageError(
+                f"saga_storage must implement the SagaStorage protocol, got {storage!r}"
+            )
+        if lease_seconds <= 0:
+            raise SagaUsageError(f"lease_seconds must be positive, got {lease_seconds}")
+        self.saga_map = saga_map
+        self.storage = storage
+        self.resolver: StepResolver = make_step_resolver(container)
+        check_steps_buildable((saga for _, saga in saga_map), self.resolver)
+        self.hooks = Hooks([LoggingObserver(), *observers])
+        self.lease_seconds = lease_seconds
+        self.owner = owner or default_owner()
+        self._keeper: LeaseKeeper | None = None
+        self._task_group: TaskGroup | None = None
+        self._by_context_type: dict[type[Any], tuple[SagaDefinition, ContextCodec[Any]]] = {}
+
+    async def __aenter__(self) -> SagaMediator:
+        """Start renewing the leases of this mediator's running sagas in the background, so
+        that a step longer than ``lease_seconds`` is not taken over by recovery. Use it around
+        the application's lifetime (e.g. a FastAPI lifespan)::
+
+            async with bootstrap(...) as mediator:
+                ...
+        """
+        if self._task_group is not None:
+            raise SagaUsageError("this mediator is already entered")
+        keeper = LeaseKeeper(self.storage, owner=self.owner, lease_seconds=self.lease_seconds)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        task_group.start_soon(keeper.run)
+        self._task_group, self._keeper = task_group, keeper
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None, "__aexit__ without __aenter__"
+        self._task_group = self._keeper = None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, tb)
+
+    async def stream(
+        self, context: ContextT, saga_id: uuid.UUID | None = None
+    ) -> AsyncGenerator[SagaStepResult[ContextT, Any], None]:
+        """Run the saga for ``context`` and yield a result per finished step call.
+
+        Forward results come first; if a step fails, its failed result is yielded, then one
+        result per compensation (``result.is_compensation``), and the stream ends by raising.
+        Each result is yielded after its checkpoint is durable. Leaving the loop early, or
+        cancelling it, leaves the saga to recovery (a compensation in progress finishes first);
+        wrap it in ``contextlib.aclosing`` to hand the saga back at once rather than when the
+        generator is garbage-collected.
+
+        Raises:
+            SagaNotRegisteredError: no saga is bound to ``type(context)``.
+            SagaUsageError: ``saga_id`` is not a ``uuid.UUID`` (nothing written).
+            SagaContextError: the context cannot be stored (raised before any step runs).
+            SagaAlreadyExistsError: ``saga_id`` exists already (nothing run).
+            SagaCompensatedError: a step failed and the saga was compensated.
+            SagaCompensationFailedError: a compensation was exhausted; the saga is FAILED.
+            SagaConcurrencyError: another runner took the saga over.
+            SagaStorageError: storage failed; the saga stays as last written, for recovery.
+        """
+        run = await self._start(context, saga_id)
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.hold(run)
+        done = False
+        try:
+            while True:
+                result = await run.next_result()
+                if result is None:
+                    break
+                yield result
+            done = True
+        finally:
+            if keeper is not None:
+                keeper.drop(run)
+            if not done:
+                await run.abandon()
+        if run.status is not _COMPLETED:
+            run.outcome()  # raises for a rolled-back or FAILED saga
+
+    async def run(
+        self, context: ContextT, saga_id: uuid.UUID | None = None
+    ) -> SagaOutcome[ContextT]:
+        """Run the saga for ``context`` to its end and return how it ended.
+
+        Unlike :meth:`stream` this does not raise for a rolled-back saga: check
+        ``outcome.status`` (COMPLETED, COMPENSATED or FAILED) and ``outcome.error``. It raises
+        what :meth:`stream` raises before the saga starts, and concurrency/storage errors.
+        """
+        run = await self._start(context, saga_id)
+        keeper = self._keeper
+        if keeper is None:
+            await run.run_to_end()
+        else:
+            keeper.hold(run)
+            try:
+                await run.run_to_end()
+            finally:
+                keeper.drop(run)
+        return SagaOutcome(run.saga_id, run.status, run.context, run.error)
+
+    async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
+        found = self._by_context_type.get(type(context))
+        if found is None:
+            found = self._wire(type(context))
+        definition, codec = found
+        return await SagaRun.start(
+            definition=definition,
+            saga_id=_saga_ids.new() if saga_id is None else require_saga_id(saga_id),
+            context=context,
+            codec=codec,
+            storage=self.storage,
+            resolver=self.resolver,
+            hooks=self.hooks,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+        )
+
+    def _wire(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:
+        """The definition and codec that run contexts of ``context_type``, remembered: a
+        context type's binding never changes once made (``SagaMap.bind`` refuses to rebind).
+
+        Raises:
+            SagaNotRegisteredError: nothing is bound for it.
+        """
+        saga = self.saga_map.saga_for(context_type)
+        check_steps_buildable((saga,), self.resolver)  # bound after the mediator was built?
+        found = (saga.definition(), codec_for(context_type))
+        self._by_context_type[context_type] = found
+        return found
+
+
+def check_steps_buildable(sagas: Iterable[type[Saga[Any]]], resolver: StepResolver) -> None:
+    """Check that ``resolver`` can build every step of ``sagas``, where it can tell without
+    building one (the built-in container and ``di`` can; a plain callable cannot).
+
+    A step the container cannot build is a wiring mistake: found when the mediator or worker
+    is built, not turned into a business rollback when a saga reaches it.
+
+    Raises:
+        DependencyResolutionError: a step cannot be built (the message names the saga, the
+            step and what is missing).
+    """
+    for saga in sagas:
+        for spec in saga.definition().steps_by_id.values():
+            try:
+                resolver.check(spec.cls)
+            except DependencyResolutionError as exc:  # noqa: PERF203 - raises at once
+                raise DependencyResolutionError(
+                    f"{saga.__qualname__} cannot run: its step {spec.step_id} cannot be built "
+                    f"({exc}); register what it needs in the container before bootstrap"
+                ) from exc
+
+
+MapperSetup = Callable[[SagaMap], None]
+
+
+class _Bootstrap:
+    """``bootstrap(...)``: build a :class:`SagaMediator`. Also reachable as
+    ``bootstrap.bootstrap(...)``, the spelling python-cqrs code uses after
+    ``from cqrs.saga import bootstrap``."""
+
+    def __call__(
+        self,
+        *,
+        di_container: object | None = None,
+        sagas_mapper: MapperSetup | SagaMap,
+        saga_storage: SagaStorage | None = None,
+        observers: Sequence[SagaObserver] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+    ) -> SagaMediator:
+        """Build a mediator.
+
+        Args:
+            di_container: builds step classes: a ``saga_core.Container``, a ``di.Container``,
+                any callable ``cls -> instance``, or None (steps with no-argument
+                constructors).
+            sagas_mapper: a function that binds sagas on the given :class:`SagaMap`, or a
+                ready map.
+            saga_storage: where sagas are kept; default a new :class:`MemorySagaStorage`.
+            observers: :class:`SagaObserver` hooks (logging is always on, through the
+                ``saga_core`` loggers).
+            lease_seconds: how long a runner's lease lasts before recovery may take over.
+            owner: this runner's name in leases (default: host, pid and a random suffix).
+
+        Raises:
+            SagaUsageError: an argument is of the wrong kind.
+            SagaDefinitionError: the mapper binds something invalid.
+        """
+        if isinstance(sagas_mapper, SagaMap):
+            saga_map = sagas_mapper
+        elif callable(sagas_mapper):
+            saga_map = SagaMap()
+            sagas_mapper(saga_map)
+        else:
+            raise SagaUsageError(
+                f"sagas_mapper must be a SagaMap or a function taking one, got {sagas_mapper!r}"
+            )
+        return SagaMediator(
+            saga_map,
+            saga_storage if saga_storage is not None else MemorySagaStorage(),
+            container=di_container,
+            observers=observers,
+            lease_seconds=lease_seconds,
+            owner=owner,
+        )
+
+    @property
+    def bootstrap(self) -> _Bootstrap:
+        return self
+
+
+bootstrap = _Bootstrap()

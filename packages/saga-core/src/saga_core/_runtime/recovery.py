@@ -1,0 +1,301 @@
+"""``recover_saga``: finish a saga that an earlier runner left unfinished."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from saga_core._codec.context import codec_for
+from saga_core._engine.executor import SagaRun
+from saga_core._engine.hooks import Hooks, fire
+from saga_core._engine.observer import LoggingObserver, SagaObserver
+from saga_core._engine.resolution import StepResolver, make_step_resolver
+from saga_core._model.error_text import describe_error
+from saga_core._model.errors import (
+    SagaError,
+    SagaRecoveryError,
+    SagaUsageError,
+    StorageCorruptedError,
+)
+from saga_core._model.outcome import ContextT, SagaOutcome
+from saga_core._model.saga import Saga, SagaDefinition
+from saga_core._model.status import SagaStatus
+from saga_core._model.validators import require_saga_id
+from saga_core._storage.protocol import SagaRecord, SagaStorage
+
+from .mediator import DEFAULT_LEASE_SECONDS, default_owner
+
+ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]
+
+
+async def recover_saga(
+    *,
+    saga: Saga[ContextT] | type[Saga[ContextT]],
+    saga_id: UUID,
+    storage: SagaStorage,
+    context_builder: ContextBuilder | None = None,
+    container: object | None = None,
+    observers: Sequence[SagaObserver] = (),
+    owner: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> SagaOutcome[ContextT]:
+    """Take over saga ``saga_id`` and run it to its end, from its stored state.
+
+    The context is loaded from storage (never taken from the caller). A RUNNING saga resumes
+    forward from its recorded cursor; the step that was in flight runs again (at-least-once:
+    steps read ``self.idempotency_key`` to deduplicate). A COMPENSATING or FAILED saga
+    finishes its compensation and then raises. A COMPLETED or COMPENSATED saga is returned
+    as it is, without running anything. The takeover is a claim: it bumps the saga's version,
+    so an earlier runner that is still alive is fenced off.
+
+    Args:
+        saga: the saga class (or an instance of it) the saga was started with.
+        saga_id: which saga.
+        storage: where it is stored.
+        context_builder: the context class (decoded with the strict codec; default: the
+            saga's context type), or a callable given the stored JSON object.
+        container: builds step classes, as ``bootstrap(di_container=...)``; use the same one.
+        observers: :class:`SagaObserver` hooks.
+        owner: this runner's name in the lease.
+        lease_seconds: how long the lease lasts.
+
+    Returns:
+        The outcome of a saga that ended COMPLETED (or was already COMPENSATED).
+
+    Raises:
+        SagaNotFoundError: storage has no saga ``saga_id``.
+        SagaCompensatedError: the saga was rolled back (it was COMPENSATING or FAILED, or a
+            step failed while resuming). It subclasses ``RuntimeError``.
+        SagaCompensationFailedError: a compensation was exhausted again; still FAILED.
+        SagaLeaseHeldError: another runner holds a live lease on the saga.
+        SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name, or
+            step ids this class no longer has).
+        SagaUsageError: ``saga_id`` is not a ``uuid.UUID``, or ``context_builder`` does not
+            fit the saga (another context class, a subclass the stored context is not, a
+            callable that raised); nothing is claimed.
+        StorageCorruptedError: the stored context cannot be decoded as its own type.
+    """
+    saga_type = saga if isinstance(saga, type) else type(saga)
+    if not issubclass(saga_type, Saga):
+        raise SagaUsageError(f"recover_saga(saga=...) needs a Saga class, got {saga!r}")
+    require_saga_id(saga_id)
+    definition = saga_type.definition()
+    record = await storage.load(saga_id)
+    check_record_matches(definition, record)
+    # Decoded before the claim too, so a saga that cannot be recovered is not left leased.
+    context = decode_context(definition, context_builder, record)
+    if record.status.is_terminal:
+        return SagaOutcome(saga_id, record.status, context, None)
+    runner = owner or default_owner()
+    claimed = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
+    if claimed.context != record.context or claimed.status is not record.status:
+        # Someone wrote the saga between the load and the claim: use what is stored now.
+        check_record_matches(definition, claimed)
+        context = decode_context(definition, context_builder, claimed)
+    run = resumed_run(
+        definition=definition,
+        record=claimed,
+        context=context,
+        storage=storage,
+        resolver=make_step_resolver(container),
+        hooks=Hooks([LoggingObserver(), *observers]),
+        owner=runner,
+        lease_seconds=lease_seconds,
+    )
+    await run.run_to_end()
+    return run.outcome()
+
+
+def resumed_run(
+    *,
+    definition: SagaDefinition,
+    record: SagaRecord,
+    context: Any,
+    storage: SagaStorage,
+    resolver: StepResolver,
+    hooks: Hooks,
+    owner: str,
+    lease_seconds: float,
+    hold_seconds: float | None = None,
+) -> SagaRun:
+    """The runner that continues a saga ``owner`` has just claimed (``record`` is the claimed
+    record, already checked with :func:`check_record_matches`; ``context`` its decoded
+    context). Fires the observers' ``saga_started(resumed=True)``."""
+    run = SagaRun(
+        definition=definition,
+        saga_id=record.saga_id,
+        context=context,
+        codec=codec_for(type(context)),
+        storage=storage,
+        resolver=resolver,
+        hooks=hooks,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        version=record.version,
+        status=record.status,
+        cursor=record.cursor,
+        applied=record.applied,
+        context_text=record.context,
+        error_text=record.error,
+        resumed=True,
+        hold_seconds=hold_seconds,
+    )
+    if hooks.saga_started:
+        fire(hooks.saga_started, record.saga_id, definition.name, resumed=True)
+    return run
+
+
+def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None:
+    """Check that a stored saga can be driven by ``definition``; raise SagaRecoveryError.
+
+    Steps are matched by id, never by position alone: a stored step id the class no longer
+    has, or forward progress that does not line up with the class's steps (renamed,
+    removed or reordered), is refused instead of running the wrong step.
+    """
+    where = f"saga {record.saga_id}"
+    if record.saga_name != definition.name:
+        raise SagaRecoveryError(
+            f"{where} was started as {record.saga_name!r}, not {definition.name!r}; recover it "
+            "with the saga class it was started with"
+        )
+    if record.status.is_terminal:
+        return
+    unknown = [step_id for step_id in record.applied if step_id not in definition.steps_by_id]
+    if unknown:
+        raise SagaRecoveryError(
+            f"{where} records step ids {unknown} that {definition.saga_type.__qualname__} does "
+            "not have (renamed or removed?); restore those steps (or their `name`) to recover it"
+        )
+    nodes = definition.nodes
+    if not 0 <= record.cursor <= len(nodes):
+        raise SagaRecoveryError(
+            f"{where} is at step {record.cursor}, but {definition.saga_type.__qualname__} has "
+            f"{len(nodes)} steps"
+        )
+    if record.status is not SagaStatus.RUNNING:
+        return
+    if record.next_step is not None and (
+        record.cursor >= len(nodes) or record.next_step not in nodes[record.cursor].step_ids
+    ):
+        found = "nothing" if record.cursor >= len(nodes) else nodes[record.cursor].primary.step_id
+        raise SagaRecoveryError(
+            f"{where} was about to run (or running) {record.next_step} as step {record.cursor}, "
+            f"but {definition.saga_type.__qualname__} has {found} there; steps were inserted, "
+            "removed or reordered before it. Add new steps at the end, or under a new saga name, "
+            "while sagas are in flight"
+        )
+    applied = set(record.applied)
+    for index, node in enumerate(nodes[: record.cursor]):
+        if not applied.intersection(node.step_ids):
+            raise SagaRecoveryError(
+                f"{where} finished {record.cursor} steps, but step {index} of "
+                f"{definition.saga_type.__qualname__} ({node.primary.step_id}) is not among "
+                f"them ({list(record.applied)}); the steps were reordered or replaced"
+            )
+    reachable = {i for node in nodes[: record.cursor + 1] for i in node.step_ids}
+    ahead = [step_id for step_id in record.applied if step_id not in reachable]
+    if ahead:
+        raise SagaRecoveryError(
+            f"{where} records steps {ahead} as done, but they come after its cursor in "
+            f"{definition.saga_type.__qualname__}; the steps were reordered"
+        )
+
+
+def decode_context(
+    definition: SagaDefinition, builder: ContextBuilder | None, record: SagaRecord
+) -> Any:
+    """The stored context of ``record``, built by ``builder`` (a context class decoded with
+    the strict codec, or a callable given the JSON object; default: the saga's context type).
+
+    Raises:
+        SagaUsageError: ``builder`` is the caller's mistake: neither a class nor a callable, a
+            class that is not the saga's context type (nor a subclass of it), a subclass the
+            stored context is not, or a callable that raised something other than a
+            ``SagaError`` (which passes through as it is).
+        SagaRecoveryError: the default context type was used, and the context was stored by a
+            subclass of it (the message names which).
+        StorageCorruptedError: the stored context does not decode as its own type.
+    """
+    saga = definition.saga_type.__qualname__
+    declared = definition.context_type
+    if builder is None:
+        builder = declared
+        if builder is None:
+            raise SagaUsageError(
+                f"{saga} does not declare its context type (Saga[Ctx]); pass context_builder="
+            )
+    if isinstance(builder, type):
+        if declared is not None and not issubclass(builder, declared):
+            raise SagaUsageError(
+                f"context_builder={builder.__qualname__} is not a {declared.__qualname__}, the "
+                f"context type of {saga}; pass the context class saga {record.saga_id} was "
+                "started with"
+            )
+        return _decode_as(builder, declared, record)
+    if not callable(builder):
+        raise SagaUsageError(
+            f"context_builder must be a context class or a callable given the stored JSON "
+            f"object, got {builder!r}"
+        )
+    try:
+        data = json.loads(record.context)
+    except (ValueError, RecursionError) as exc:
+        raise StorageCorruptedError(
+            f"saga {record.saga_id}: stored context is not valid JSON ({type(exc).__name__})",
+            saga_id=record.saga_id,
+        ) from exc
+    try:
+        return builder(data)
+    except SagaError:
+        raise  # the builder said what is wrong itself (e.g. the codec's StorageCorruptedError)
+    except Exception as exc:
+        raise SagaUsageError(
+            f"context_builder {builder!r} failed on the stored context of saga "
+            f"{record.saga_id}: {describe_error(exc)}; it is given the stored JSON object"
+        ) from exc
+
+
+def _decode_as(context_type: type[Any], declared: type[Any] | None, record: SagaRecord) -> Any:
+    """The stored context decoded as ``context_type`` (the saga's ``declared`` type or a
+    subclass of it); see :func:`decode_context` for what is raised when it does not fit."""
+    try:
+        return codec_for(context_type).decode(record.context)
+    except StorageCorruptedError as exc:
+        if declared is None:
+            raise  # nothing to compare with: the class given is all we know
+        fits = [
+            name
+            for name in _subclasses_that_decode(declared, record.context, include_base=True)
+            if name != context_type.__qualname__
+        ]
+        if fits and context_type is declared:
+            # Not damage: the saga ran on a subclass of its context type.
+            raise SagaRecoveryError(
+                f"saga {record.saga_id}: its stored context is not a "
+                f"{context_type.__qualname__} but decodes as {', '.join(fits)}; pass that "
+                "class as context_builder="
+            ) from exc
+        if fits:
+            raise SagaUsageError(
+                f"context_builder={context_type.__qualname__} does not fit the stored context "
+                f"of saga {record.saga_id}, which decodes as {', '.join(fits)}; pass that class"
+            ) from exc
+        raise StorageCorruptedError(str(exc), saga_id=record.saga_id) from exc
+
+
+def _subclasses_that_decode(base: type[Any], text: str, *, include_base: bool = False) -> list[str]:
+    """Names of the (transitive) subclasses of ``base`` that the stored context decodes as
+    (``base`` itself too with ``include_base``)."""
+    found: list[str] = []
+    pending = [base] if include_base else list(base.__subclasses__())
+    while pending:
+        klass = pending.pop()
+        pending.extend(klass.__subclasses__())
+        try:
+            codec_for(klass).decode(text)
+        except SagaError:  # not storable, or not this class
+            continue
+        found.append(klass.__qualname__)
+    return sorted(found)

@@ -1,0 +1,301 @@
+"""``RecoveryWorker``: finds stalled sagas and finishes them, safely across many processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskStatus
+
+from saga_core._engine.executor import SagaRun
+from saga_core._engine.hooks import Hooks
+from saga_core._engine.observer import LoggingObserver, SagaObserver
+from saga_core._engine.resolution import make_step_resolver
+from saga_core._model.error_text import describe_error, storable_text
+from saga_core._model.errors import (
+    SagaCompensatedError,
+    SagaCompensationFailedError,
+    SagaConcurrencyError,
+    SagaError,
+    SagaUsageError,
+)
+from saga_core._model.outcome import SagaOutcome
+from saga_core._model.policy import RetryPolicy
+from saga_core._model.saga import Saga
+from saga_core._model.validators import require_saga_id
+from saga_core._storage.protocol import SagaRecord, SagaStorage
+
+from .leases import LeaseKeeper
+from .mediator import DEFAULT_LEASE_SECONDS, SagaMap, check_steps_buildable, default_owner
+from .recovery import check_record_matches, decode_context, resumed_run
+
+logger = logging.getLogger("saga_core.worker")
+
+#: How many sagas' last errors a worker remembers for their park reasons.
+_REMEMBERED_ERRORS = 10_000
+
+#: Pauses between a saga's recovery attempts: 5 s, 10 s, 20 s ... up to 5 minutes.
+DEFAULT_BACKOFF = RetryPolicy(attempts=5, initial_delay=5.0, multiplier=2.0, max_delay=300.0)
+
+
+@dataclasses.dataclass
+class RecoveryReport:
+    """What one round of :meth:`RecoveryWorker.run_once` did."""
+
+    claimed: int = 0
+    completed: int = 0
+    compensated: int = 0
+    failed: int = 0
+    """Sagas whose compensation was exhausted again (they stay FAILED, retried after a pause)."""
+    parked: int = 0
+    """Sagas moved to the dead-letter state after their maximum attempts."""
+    errors: int = 0
+    """Sagas whose recovery raised something else (storage down, code mismatch ...)."""
+    lost: int = 0
+    """Sagas another runner took over while this worker ran them."""
+
+
+class RecoveryWorker:
+    """Claims stalled sagas in batches and finishes each the way :func:`recover_saga` does.
+
+    Many workers, in many processes on many machines, can share one storage: a claim is
+    atomic and bumps the saga's version, so each stalled saga is run by one worker at a time,
+    and a worker whose lease was taken over is fenced off. A saga is *stalled* when it is
+    RUNNING, COMPENSATING or FAILED and its lease has expired (its runner died, was cancelled
+    or gave it back).
+
+    Args:
+        sagas: the :class:`SagaMap` of the sagas this worker can run (as given to
+            ``bootstrap``).
+        storage: where the sagas are.
+        container: builds step classes, as ``bootstrap(di_container=...)``.
+        owner: this worker's name in leases (default: host, pid and a random suffix).
+        poll_interval: seconds between two polls when nothing was stalled.
+        batch_size: sagas claimed per poll.
+        concurrency: sagas recovered at the same time.
+        lease_seconds: the lease a claim takes; renewed while a saga runs.
+        max_attempts: claims after which a saga that still does not finish is parked in the
+            dead-letter state (``storage.list_sagas(parked=True)``; retried by an operator
+            with ``storage.unpark`` or the CLI).
+        backoff: the pause before the next attempt of a saga whose attempt failed: its
+            ``delay_before(attempts + 1)`` (the policy's ``attempts`` is not used).
+        observers: :class:`SagaObserver` hooks.
+
+    Raises:
+        SagaUsageError: an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        sagas: SagaMap,
+        storage: SagaStorage,
+        *,
+        container: object | None = None,
+        owner: str | None = None,
+        poll_interval: float = 5.0,
+        batch_size: int = 20,
+        concurrency: int = 10,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_attempts: int = 10,
+        backoff: RetryPolicy = DEFAULT_BACKOFF,
+        observers: Sequence[SagaObserver] = (),
+    ) -> None:
+        if not isinstance(sagas, SagaMap):
+            raise SagaUsageError(f"RecoveryWorker needs a SagaMap, got {sagas!r}")
+        for name, value in (
+            ("poll_interval", poll_interval),
+            ("lease_seconds", lease_seconds),
+        ):
+            if value <= 0:
+                raise SagaUsageError(f"RecoveryWorker({name}=...) must be positive, got {value}")
+        for name, count in (
+            ("batch_size", batch_size),
+            ("concurrency", concurrency),
+            ("max_attempts", max_attempts),
+        ):
+            if type(count) is not int or count < 1:
+                raise SagaUsageError(f"RecoveryWorker({name}=...) must be >= 1, got {count!r}")
+        self.sagas = sagas
+        self.storage = storage
+        self.owner = owner or default_owner()
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._resolver = make_step_resolver(container)
+        check_steps_buildable((saga for _, saga in sagas), self._resolver)
+        self._hooks = Hooks([LoggingObserver(), *observers])
+        self._keeper = LeaseKeeper(storage, owner=self.owner, lease_seconds=lease_seconds)
+        self._last_errors: dict[UUID, str] = {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs).
+
+        Cancelling it is a graceful shutdown: a compensation in progress finishes (shielded)
+        and its checkpoint is written; every other saga it holds is handed back (its lease
+        released) for the next worker.
+        """
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self._keeper.run)
+            task_status.started()
+            while True:
+                try:
+                    report = await self.run_once()
+                except Exception as exc:
+                    # The storage is down (or refuses): keep polling; nothing is lost, the
+                    # stalled sagas are still there when it is back.
+                    logger.warning("recovery poll failed: %s", describe_error(exc))
+                    await anyio.sleep(self.poll_interval)
+                    continue
+                if report.claimed < self.batch_size:
+                    await anyio.sleep(self.poll_interval)
+
+    async def run_once(self) -> RecoveryReport:
+        """Claim up to ``batch_size`` stalled sagas and recover them; return what happened."""
+        report = RecoveryReport()
+        records = await self.storage.claim_recoverable(
+            owner=self.owner, lease_seconds=self.lease_seconds, limit=self.batch_size
+        )
+        report.claimed = len(records)
+        if not records:
+            return report
+        limiter = anyio.CapacityLimiter(self.concurrency)
+
+        async def one(record: SagaRecord) -> None:
+            async with limiter:
+                await self._recover_claimed(record, report)
+
+        async with anyio.create_task_group() as task_group:
+            for record in records:
+                task_group.start_soon(one, record)
+        return report
+
+    async def recover(self, saga_id: UUID) -> SagaOutcome[Any]:
+        """Claim one saga now and run it to its end (an operator's ``recover``).
+
+        Raises what :func:`recover_saga` raises (SagaCompensatedError after a rollback).
+        """
+        require_saga_id(saga_id)
+        # Checked on the stored record first, so a saga this worker cannot run (unknown name,
+        # changed steps, unreadable context) is refused without being left leased.
+        self._run_for(await self.storage.load(saga_id), hold_seconds=None)
+        record = await self.storage.claim(
+            saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+        )
+        run = self._run_for(record, hold_seconds=None)
+        # Outside run() no keeper is running: keep this saga's lease alive meanwhile.
+        error: Exception | None = None
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self._keeper.run)
+            try:
+                await self._drive(run)
+            except Exception as exc:  # re-raised below, outside the task group
+                error = exc
+            task_group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return run.outcome()
+
+    # --- one saga ------------------------------------------------------------------------
+
+    async def _recover_claimed(self, record: SagaRecord, report: RecoveryReport) -> None:
+        saga_id = record.saga_id
+        if record.attempts > self.max_attempts:
+            tried = record.attempts - 1
+            cause = self._last_errors.pop(saga_id, None) or record.error
+            reason = storable_text(
+                f"recovery gave up after {tried} attempt{'s' if tried != 1 else ''}"
+                + (f"; last error: {cause}" if cause else "")
+            )
+            await self._park(saga_id, reason, report)
+            return
+        pause = self.backoff.delay_before(record.attempts + 1)
+        try:
+            run = self._run_for(record, hold_seconds=pause)
+        except SagaError as exc:
+            # This worker cannot run it (unknown saga, changed steps, corrupted context):
+            # another worker may; after its attempts it is parked for an operator.
+            logger.warning("saga %s cannot be recovered here: %s", saga_id, exc)
+            self._remember(saga_id, describe_error(exc))
+            report.errors += 1
+            await self._step_back(saga_id, pause)
+            return
+        try:
+            await self._drive(run)
+            run.outcome()
+        except SagaCompensatedError:
+            report.compensated += 1
+        except SagaCompensationFailedError:
+            report.failed += 1
+        except SagaConcurrencyError as exc:
+            logger.info("saga %s was taken over while recovering: %s", saga_id, exc)
+            report.lost += 1
+        except Exception as exc:
+            logger.warning("recovery of saga %s failed: %s", saga_id, describe_error(exc))
+            self._remember(saga_id, describe_error(exc))
+            report.errors += 1
+        else:
+            report.completed += 1
+            self._last_errors.pop(saga_id, None)
+
+    def _remember(self, saga_id: UUID, error: str) -> None:
+        """Keep the last error of a saga that could not be run, for its park reason (a
+        failure recorded in storage is there already). Bounded: the oldest is forgotten."""
+        errors = self._last_errors
+        errors.pop(saga_id, None)
+        errors[saga_id] = error
+        if len(errors) > _REMEMBERED_ERRORS:
+            del errors[next(iter(errors))]
+
+    def _run_for(self, record: SagaRecord, *, hold_seconds: float | None) -> SagaRun:
+        saga_type = self.sagas.saga_named(record.saga_name)
+        definition = saga_type.definition()
+        check_record_matches(definition, record)
+        context = decode_context(definition, self._context_type(saga_type), record)
+        return resumed_run(
+            definition=definition,
+            record=record,
+            context=context,
+            storage=self.storage,
+            resolver=self._resolver,
+            hooks=self._hooks,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            hold_seconds=hold_seconds,
+        )
+
+    async def _drive(self, run: SagaRun) -> None:
+        self._keeper.hold(run)
+        try:
+            await run.run_to_end()
+        finally:
+            self._keeper.drop(run)
+
+    def _context_type(self, saga_type: type[Saga[Any]]) -> type[Any] | None:
+        bound = [context for context, saga in self.sagas if saga is saga_type]
+        if len(bound) == 1:
+            return bound[0]
+        return saga_type.definition().context_type
+
+    async def _park(self, saga_id: UUID, reason: str, report: RecoveryReport) -> None:
+        try:
+            await self.storage.park(saga_id, owner=self.owner, reason=reason)
+        except SagaError as exc:
+            logger.warning("could not park saga %s: %s", saga_id, exc)
+            report.errors += 1
+            return
+        logger.error("saga %s parked in the dead-letter state: %s", saga_id, reason)
+        report.parked += 1
+
+    async def _step_back(self, saga_id: UUID, pause: float) -> None:
+        """Keep the lease ``pause`` seconds so that the saga is retried after a pause."""
+        try:
+            await self.storage.renew_lease(saga_id, owner=self.owner, lease_seconds=pause)
+        except Exception as exc:  # the lease expires on its own
+            logger.info("saga %s: could not hold its lease for the pause: %r", saga_id, exc)

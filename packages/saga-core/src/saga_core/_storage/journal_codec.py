@@ -1,0 +1,98 @@
+"""A journal entry as one line of JSON, the form the storage plugins keep a saga's history in.
+
+An entry is the JSON array ``[step_id, direction, event, attempt, at, error]``: ``direction``
+and ``event`` are the enums' values, ``at`` is in integer microseconds since the epoch (UTC)
+and ``error`` a string or null. The text holds no line break (JSON escapes those inside
+strings), so a store may keep entries one per line of a text column or one per element of a
+list. saga-sqlalchemy and saga-redis both store this form; a plugin for another store can too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from saga_core._model.errors import SagaUsageError
+from saga_core._model.status import StepDirection, StepEvent
+
+from .protocol import JournalEntry
+
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_DIRECTIONS = {direction.value: direction for direction in StepDirection}
+_EVENTS = {event.value: event for event in StepEvent}
+
+# A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
+_quote = json.encoder.encode_basestring
+
+# The texts of the frequent members, compared by identity: ``member.value`` and hashing a
+# member both run Python code, and every checkpoint encodes a few entries.
+_ACT = StepDirection.ACT
+_STARTED = StepEvent.STARTED
+_COMPLETED = StepEvent.COMPLETED
+_ACT_TEXT = '"act"'
+_COMPENSATE_TEXT = '"compensate"'
+
+
+def encode_journal_entry(entry: JournalEntry) -> str:
+    """The JSON text of ``entry`` (one line, no trailing line break).
+
+    Raises:
+        SagaUsageError: ``entry.at`` is a naive datetime (its time zone would be a guess).
+    """
+    at = entry.at
+    tz = at.tzinfo
+    if tz is not _UTC and (tz is None or at.utcoffset() is None):
+        raise SagaUsageError(
+            f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
+            f"time zone, e.g. datetime.now(timezone.utc)"
+        )
+    error = entry.error
+    return (
+        f"[{_quote(entry.step_id)},"
+        f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
+        f"{_event_text(entry.event)},{int(entry.attempt)},{(at - _EPOCH) // _MICROSECOND},"
+        f"{'null' if error is None else _quote(error)}]"
+    )
+
+
+def _event_text(event: StepEvent) -> str:
+    if event is _STARTED:
+        return '"started"'
+    if event is _COMPLETED:
+        return '"completed"'
+    return _quote(event.value)
+
+
+def decode_journal_entry(text: str | bytes | bytearray) -> JournalEntry:
+    """The entry that :func:`encode_journal_entry` wrote as ``text``.
+
+    Raises:
+        ValueError: ``text`` is not such an entry (the message says what is wrong); a store
+            reports it as :class:`~saga_core.StorageCorruptedError`, naming where it read it.
+    """
+    try:
+        parts = json.loads(text)
+        if type(parts) is not list or len(parts) != 6:
+            raise ValueError("not a JSON array of 6 parts")
+        step_id, direction, event, attempt, at, error = parts
+        if not (
+            isinstance(step_id, str)
+            and type(attempt) is int
+            and type(at) is int
+            and (error is None or isinstance(error, str))
+        ):
+            raise ValueError("a part has the wrong type")
+        return JournalEntry(
+            step_id,
+            _DIRECTIONS[direction],
+            _EVENTS[event],
+            attempt,
+            _EPOCH + timedelta(microseconds=at),
+            error,
+        )
+    except (TypeError, KeyError, OverflowError) as exc:  # an unknown member, a time too far
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    except RecursionError as exc:  # JSON nested deeper than the parser recurses
+        raise ValueError("JSON nested too deeply") from exc

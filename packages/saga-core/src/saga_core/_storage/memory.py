@@ -1,0 +1,502 @@
+"""In-memory saga storage: the storage protocol kept in one process, for tests and embedding.
+
+It keeps every rule of :mod:`saga_core.storage` exactly as a durable storage does (versions,
+compare-and-set, terminal immutability, leases, journal order), so a saga behaves the same on it
+as on SQL or Redis; it only forgets everything when the process ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from heapq import nsmallest
+from operator import attrgetter
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+from saga_core._model.errors import (
+    SagaAlreadyExistsError,
+    SagaFinishedError,
+    SagaLeaseHeldError,
+    SagaNotFoundError,
+    SagaParkedError,
+    SagaUsageError,
+    SagaVersionConflictError,
+    StorageUnavailableError,
+)
+from saga_core._model.status import SagaStatus
+from saga_core._model.validators import require_saga_id
+
+from .protocol import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
+
+# Statuses as module globals, compared by identity on the write paths: reading an Enum member
+# off its class and hashing one both run Python code.
+_RUNNING = SagaStatus.RUNNING
+_COMPLETED = SagaStatus.COMPLETED
+_COMPENSATED = SagaStatus.COMPENSATED
+
+
+_OPTIONS = frozenset({"retain_finished", "clock"})
+
+# Concurrency: every critical section below is a plain (synchronous) method, and the async
+# protocol methods only call it (the executor calls _create and _checkpoint directly on this
+# very class, saving a coroutine per write). A coroutine cannot be suspended inside a function
+# that has no await, so each operation is atomic on its event loop without a lock, and the
+# structure keeps it so: an await added later can only go into the async wrapper, outside the
+# critical section.
+# A lock would also cost a few microseconds per checkpoint, a large share of the step budget.
+# The storage belongs to one event loop; it is not thread-safe.
+
+
+class _StoredSaga:
+    """One saga's state. Timestamps stay clock floats until a read turns them into datetimes,
+    so a checkpoint does no datetime work."""
+
+    __slots__ = (
+        "applied",
+        "attempts",
+        "context",
+        "created",
+        "cursor",
+        "error",
+        "journal",
+        "lease_expires",
+        "lease_owner",
+        "next_step",
+        "parked",
+        "saga_id",
+        "saga_name",
+        "saga_version",
+        "status",
+        "updated",
+        "version",
+    )
+
+    def __init__(self, saga: NewSaga, now: float) -> None:
+        self.saga_id = saga.saga_id
+        self.saga_name = saga.saga_name
+        self.saga_version = saga.saga_version
+        self.status = _RUNNING
+        self.version = INITIAL_VERSION
+        self.cursor = 0
+        self.next_step: str | None = saga.next_step
+        self.applied: tuple[str, ...] = ()
+        self.context = saga.context
+        self.error: str | None = None
+        self.created = now
+        self.updated = now
+        self.lease_owner: str | None = saga.lease_owner
+        self.lease_expires: float | None = now + saga.lease_seconds
+        journal = saga.journal
+        self.journal: list[JournalEntry] = list(journal) if journal else []
+        self.attempts = 0
+        self.parked = False
+
+    def to_record(self) -> SagaRecord:
+        expires = self.lease_expires
+        utc = timezone.utc
+        return SagaRecord(
+            saga_id=self.saga_id,
+            saga_name=self.saga_name,
+            status=self.status,
+            version=self.version,
+            cursor=self.cursor,
+            applied=self.applied,
+            context=self.context,
+            error=self.error,
+            created_at=datetime.fromtimestamp(self.created, utc),
+            updated_at=datetime.fromtimestamp(self.updated, utc),
+            lease_owner=self.lease_owner,
+            lease_expires_at=None if expires is None else datetime.fromtimestamp(expires, utc),
+            next_step=self.next_step,
+            attempts=self.attempts,
+            parked=self.parked,
+            saga_version=self.saga_version,
+        )
+
+
+_by_update = attrgetter("updated")
+
+
+class MemorySagaStorage:
+    """Saga storage held in this process's memory; implements :class:`~saga_core.SagaStorage`.
+
+    Contexts are stored as the codec's JSON text, as a durable storage stores them.
+
+    Args:
+        retain_finished: keep at most this many finished (COMPLETED or COMPENSATED) sagas,
+            dropping the oldest-finished first together with their journals, so a long-running
+            process does not grow without bound. A dropped saga is forgotten: loading it raises
+            :class:`~saga_core.SagaNotFoundError`, and its id is free again. ``None`` (the
+            default) keeps every saga; FAILED and unfinished sagas are always kept.
+        clock: seconds since the epoch, used for timestamps and leases (inject a fake clock to
+            expire leases in tests without sleeping).
+
+    Raises:
+        SagaUsageError: ``retain_finished`` is not ``None`` or an int >= 0, or ``clock`` is
+            not callable.
+
+    After :meth:`aclose` every call raises :class:`~saga_core.StorageUnavailableError`.
+    """
+
+    def __init__(
+        self, *, retain_finished: int | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        if retain_finished is not None and (
+            isinstance(retain_finished, bool)
+            or not isinstance(retain_finished, int)
+            or retain_finished < 0
+        ):
+            raise SagaUsageError(
+                f"MemorySagaStorage(retain_finished=...) must be None or an int >= 0, "
+                f"got {retain_finished!r}"
+            )
+        if not callable(clock):
+            raise SagaUsageError(
+                f"MemorySagaStorage(clock=...) must be a callable returning seconds since the "
+                f"epoch, got {clock!r}"
+            )
+        self._retain_finished = retain_finished
+        self._clock = clock
+        # Keyed by the UUID's int: hashing a UUID runs Python code, an int hashes in C, and
+        # these dicts are touched on every checkpoint.
+        self._sagas: dict[int, _StoredSaga] = {}
+        # The non-terminal sagas, so recovery scans never walk the finished ones.
+        self._active: dict[int, _StoredSaga] = {}
+        self._finished_order: deque[int] = deque()
+        self._write_count = 0
+        self._closed = False
+
+    @property
+    def write_count(self) -> int:
+        """Number of successful writes so far: each ``create``, ``checkpoint`` and ``claim``
+        counts one, and so does a ``claim_recoverable`` that claimed at least one saga."""
+        return self._write_count
+
+    # --- protocol -------------------------------------------------------------------------
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+
+        Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
+        """
+        self._create(saga)
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically if the stored version is ``expected_version``.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal record, checked before the version), :class:`~saga_core.SagaVersionConflictError`,
+        or :class:`~saga_core.SagaUsageError` for a lease without an owner; nothing is written.
+        """
+        self._checkpoint(checkpoint)
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record. Raises :class:`~saga_core.SagaNotFoundError`."""
+        return self._get(saga_id).to_record()
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return a copy of the saga's journal in write order. Raises
+        :class:`~saga_core.SagaNotFoundError`."""
+        return list(self._get(saga_id).journal)
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        return [saga.to_record() for saga in self._recoverable(limit)]
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Lease one saga to ``owner`` for recovery and return its record with the new version.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        """
+        return self._claim(saga_id, owner, lease_seconds)
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first, and
+        return their records with the new versions."""
+        return self._claim_recoverable(owner, lease_seconds, limit)
+
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease to ``now + lease_seconds``; nothing else changes.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        saga = self._owned(saga_id, owner)
+        saga.lease_expires = self._clock() + lease_seconds
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas matching every given filter, oldest update first."""
+        if self._closed:
+            raise _closed_error()
+        if limit < 0:
+            raise SagaUsageError(f"limit must be >= 0, got {limit!r}")
+        if updated_before is not None and updated_before.utcoffset() is None:
+            raise SagaUsageError("list_sagas(updated_before=...) needs an aware datetime")
+        before = None if updated_before is None else updated_before.timestamp()
+        matching = (
+            saga
+            for saga in self._sagas.values()
+            if (status is None or saga.status is status)
+            and (saga_name is None or saga.saga_name == saga_name)
+            and (parked is None or saga.parked is parked)
+            and (before is None or saga.updated < before)
+        )
+        return [saga.to_record() for saga in nsmallest(limit, matching, key=_by_update)]
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga leased to ``owner`` to the dead-letter state (see the protocol).
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        saga = self._owned(saga_id, owner)
+        saga.parked = True
+        saga.error = reason
+        saga.lease_owner = None
+        saga.lease_expires = None
+        saga.version += 1
+        saga.updated = self._clock()
+        self._write_count += 1
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state; it is recoverable at once. Raises
+        :class:`~saga_core.SagaNotFoundError`."""
+        saga = self._get(saga_id)
+        if saga.parked and not saga.status.is_terminal:
+            saga.parked = False
+            saga.attempts = 0
+            saga.updated = self._clock()
+            self._write_count += 1
+        return saga.to_record()
+
+    async def aclose(self) -> None:
+        """Close the storage and drop what it holds. Idempotent."""
+        self._closed = True
+        self._sagas.clear()
+        self._active.clear()
+        self._finished_order.clear()
+
+    async def __aenter__(self) -> MemorySagaStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- critical sections (synchronous: see the note at the top of the module) -------------
+
+    def _create(self, saga: NewSaga) -> None:
+        if self._closed:
+            raise _closed_error()
+        saga_id = saga.saga_id
+        key = _key(saga_id)
+        if key in self._sagas:
+            raise SagaAlreadyExistsError(
+                f"saga {saga_id} already exists; start the saga with a new id, or recover the "
+                f"existing one"
+            )
+        stored = _StoredSaga(saga, self._clock())
+        self._sagas[key] = stored
+        self._active[key] = stored
+        self._write_count += 1
+
+    def _checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self._closed:
+            raise _closed_error()
+        saga = self._sagas.get(_key(checkpoint.saga_id))
+        if saga is None:
+            raise _not_found(checkpoint.saga_id)
+        stored_status = saga.status
+        if stored_status is _COMPLETED or stored_status is _COMPENSATED:
+            raise _finished(saga)
+        if saga.version != checkpoint.expected_version:
+            raise SagaVersionConflictError(
+                f"saga {saga.saga_id} is at version {saga.version}, not the expected "
+                f"{checkpoint.expected_version}: another runner wrote it; stop without writing"
+            )
+        status = checkpoint.status
+        lease_seconds = checkpoint.lease_seconds
+        terminal = status is _COMPLETED or status is _COMPENSATED
+        if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
+            raise SagaUsageError(
+                f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
+                f"pass both, or lease_seconds=None to release the lease"
+            )
+        # Every check is done: from here on nothing raises, so the write is all or nothing.
+        now = self._clock()
+        saga.status = status
+        saga.version += 1
+        saga.cursor = checkpoint.cursor
+        saga.next_step = checkpoint.next_step
+        applied = checkpoint.applied
+        # Stored as a tuple even if a list was passed by mistake (the check is cheaper than
+        # the call).
+        saga.applied = applied if type(applied) is tuple else tuple(applied)
+        saga.context = checkpoint.context
+        saga.error = checkpoint.error
+        saga.updated = now
+        if lease_seconds is None or terminal:
+            saga.lease_owner = None
+            saga.lease_expires = None
+        else:
+            saga.lease_owner = checkpoint.lease_owner
+            saga.lease_expires = now + lease_seconds
+        if checkpoint.journal:
+            saga.journal.extend(checkpoint.journal)
+        self._write_count += 1
+        if terminal:
+            del self._active[saga.saga_id.int]
+            retain = self._retain_finished
+            if retain is not None:
+                self._retire(saga.saga_id.int, retain)
+
+    def _retire(self, key: int, retain: int) -> None:
+        finished = self._finished_order
+        finished.append(key)
+        while len(finished) > retain:
+            del self._sagas[finished.popleft()]
+
+    def _get(self, saga_id: UUID) -> _StoredSaga:
+        if self._closed:
+            raise _closed_error()
+        saga = self._sagas.get(_key(saga_id))
+        if saga is None:
+            raise _not_found(saga_id)
+        return saga
+
+    def _owned(self, saga_id: UUID, owner: str) -> _StoredSaga:
+        saga = self._get(saga_id)
+        if saga.status.is_terminal:
+            raise _finished(saga)
+        if saga.lease_owner != owner:
+            raise SagaLeaseHeldError(
+                f"saga {saga_id} is not leased to {owner!r} (its lease is "
+                f"{saga.lease_owner!r}'s): it was taken over; stop without writing"
+            )
+        return saga
+
+    def _recoverable(self, limit: int) -> list[_StoredSaga]:
+        if self._closed:
+            raise _closed_error()
+        if limit < 0:
+            raise SagaUsageError(f"limit must be >= 0, got {limit!r}")
+        now = self._clock()
+        candidates = (
+            saga
+            for saga in self._active.values()
+            if not saga.parked and (saga.lease_expires is None or saga.lease_expires <= now)
+        )
+        # nsmallest is stable, so sagas updated at the same instant keep creation order.
+        return nsmallest(limit, candidates, key=_by_update)
+
+    def _claim(self, saga_id: UUID, owner: str, lease_seconds: float) -> SagaRecord:
+        saga = self._get(saga_id)
+        if saga.status.is_terminal:
+            raise _finished(saga)
+        if saga.parked:
+            raise SagaParkedError(
+                f"saga {saga_id} is parked in the dead-letter state ({saga.error}); unpark it "
+                "to let recovery try again"
+            )
+        now = self._clock()
+        held_by = saga.lease_owner
+        if (
+            held_by is not None
+            and held_by != owner
+            and saga.lease_expires is not None
+            and saga.lease_expires > now
+        ):
+            raise SagaLeaseHeldError(
+                f"saga {saga_id} is leased to {held_by!r} until "
+                f"{datetime.fromtimestamp(saga.lease_expires, timezone.utc).isoformat()}; "
+                f"it is not stalled, leave it to its owner"
+            )
+        self._take_lease(saga, owner, now + lease_seconds, now)
+        self._write_count += 1
+        return saga.to_record()
+
+    def _claim_recoverable(self, owner: str, lease_seconds: float, limit: int) -> list[SagaRecord]:
+        chosen = self._recoverable(limit)
+        if not chosen:
+            return []
+        now = self._clock()
+        for saga in chosen:
+            self._take_lease(saga, owner, now + lease_seconds, now)
+        self._write_count += 1
+        return [saga.to_record() for saga in chosen]
+
+    @staticmethod
+    def _take_lease(saga: _StoredSaga, owner: str, expires: float, now: float) -> None:
+        saga.version += 1
+        saga.attempts += 1
+        saga.lease_owner = owner
+        saga.lease_expires = expires
+        saga.updated = now
+
+
+def _key(saga_id: UUID) -> int:
+    """The dict key of ``saga_id``; a saga id that is not a UUID is the caller's mistake
+    (:class:`~saga_core.SagaUsageError`), raised before anything is written."""
+    if type(saga_id) is UUID:
+        return saga_id.int
+    return require_saga_id(saga_id).int
+
+
+def _closed_error() -> StorageUnavailableError:
+    return StorageUnavailableError("storage is closed")
+
+
+def _not_found(saga_id: UUID) -> SagaNotFoundError:
+    return SagaNotFoundError(f"no saga with id {saga_id} in storage")
+
+
+def _finished(saga: _StoredSaga) -> SagaFinishedError:
+    return SagaFinishedError(
+        f"saga {saga.saga_id} is {saga.status.value}, a final state that is never written again"
+    )
+
+
+def open_memory_storage(url: str, **options: Any) -> MemorySagaStorage:
+    """Open a :class:`MemorySagaStorage` for ``memory://`` (the ``memory`` entry point).
+
+    Args:
+        url: ``"memory://"`` or ``"memory:"``; nothing may follow the scheme.
+        options: passed to :class:`MemorySagaStorage` (``retain_finished``, ``clock``).
+
+    Raises:
+        SagaUsageError: the URL is not a bare memory URL, or an option is unknown.
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() != "memory":
+        raise SagaUsageError(f"not a memory storage URL (scheme {scheme!r}); use 'memory://'")
+    if rest not in ("", "//"):
+        raise SagaUsageError(
+            f"a memory storage URL takes nothing after 'memory://', got {url!r}; pass options "
+            f"as keyword arguments, e.g. open_storage('memory://', retain_finished=1000)"
+        )
+    unknown = sorted(options.keys() - _OPTIONS)
+    if unknown:
+        raise SagaUsageError(
+            f"unknown memory storage option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(_OPTIONS))}"
+        )
+    return MemorySagaStorage(**options)

@@ -1,0 +1,250 @@
+"""The storage protocol: what a saga storage must do, and the records it exchanges.
+
+A storage keeps one record per saga and an append-only journal per saga. The executor talks
+to it through five writes and reads; everything else (recovery, the worker, the CLI) uses the
+same calls. A third-party storage implements :class:`SagaStorage` and runs the contract suite
+in :mod:`saga_core.testing` to prove it keeps every rule below.
+
+Rules every storage keeps
+-------------------------
+* **Versions.** :meth:`SagaStorage.create` stores version 1. A successful
+  :meth:`~SagaStorage.checkpoint` stores ``expected_version + 1``; a successful claim adds 1 and
+  returns the new record. Any write whose ``expected_version`` is not the stored version raises
+  :class:`~saga_core.SagaVersionConflictError` and changes nothing (compare-and-set).
+* **Atomicity.** A checkpoint replaces status, cursor, next step, applied step ids, context,
+  error and lease, and appends its journal entries, all at once or not at all.
+* **Terminal states.** A saga whose status is COMPLETED or COMPENSATED is never written again:
+  a checkpoint or claim raises :class:`~saga_core.SagaFinishedError`.
+* **Journal order.** :meth:`~SagaStorage.history` returns entries in the order they were
+  written, the entries of one write in the order given.
+* **Leases.** A lease is an owner name and an expiry computed with the storage's own clock
+  (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
+  statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
+  or FAILED and it has no lease or its lease has expired.
+* **Claims.** A claim sets the lease, adds 1 to the version and sets ``updated_at`` (so a
+  claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
+  ``expires_at > now``; at the instant of expiry it has expired.
+* **Arguments.** ``lease_seconds`` without a ``lease_owner`` is a usage error
+  (:class:`~saga_core.SagaUsageError`); ``limit=0`` returns nothing, a negative limit is a
+  usage error. Storages do not check status transitions beyond terminal immutability (the
+  executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
+  :class:`~saga_core.StorageUnavailableError`.
+* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
+  moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
+  status, loses its lease, gets the reason as its error and a new version, and is never
+  recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
+  and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
+  and changes nothing else (not the version).
+* **Saga version.** :meth:`~SagaStorage.create` stores ``saga_version`` with the saga's name
+  and every read returns it, unchanged for the saga's life; a record written before versions
+  were stored reads as 1. (This is the definition's version, not the compare-and-set
+  ``version``.)
+* **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
+  unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
+* **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
+  cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
+  driver's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import NamedTuple, Protocol, runtime_checkable
+from uuid import UUID
+
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+
+#: The version :meth:`SagaStorage.create` stores.
+INITIAL_VERSION = 1
+
+
+class JournalEntry(NamedTuple):
+    """One event in a saga's history: a step attempt started, completed or failed."""
+
+    step_id: str
+    direction: StepDirection
+    event: StepEvent
+    attempt: int
+    at: datetime
+    """When it happened (UTC, timezone-aware)."""
+    error: str | None = None
+    """``"ExceptionType: message"`` for a failure, else ``None``."""
+
+
+class NewSaga(NamedTuple):
+    """What :meth:`SagaStorage.create` stores: a RUNNING saga at cursor 0, version 1."""
+
+    saga_id: UUID
+    saga_name: str
+    context: str
+    """The context as the codec's JSON text."""
+    lease_owner: str
+    lease_seconds: float
+    journal: Sequence[JournalEntry] = ()
+    next_step: str | None = None
+    """Id of the step at the cursor (the first step), stored so that recovery can check the
+    step in flight is still the one at that position."""
+    saga_version: int = 1
+    """The saga definition's version (``Saga.version``); recovery runs the saga on it."""
+
+
+class Checkpoint(NamedTuple):
+    """One atomic compare-and-set write of a saga's state (see the module's rules)."""
+
+    saga_id: UUID
+    expected_version: int
+    status: SagaStatus
+    cursor: int
+    """Number of steps of the saga's ``steps`` list finished going forward."""
+    applied: tuple[str, ...]
+    """Ids of the steps whose act may have had an effect and that are not yet compensated, in
+    the order they were applied; rollback compensates them from the end."""
+    context: str
+    journal: Sequence[JournalEntry]
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_seconds: float | None = None
+    """Extend the lease to ``now + lease_seconds`` for ``lease_owner``; ``None`` releases it."""
+    next_step: str | None = None
+    """Id of the step at ``cursor`` (the one to run, or in flight), ``None`` past the last
+    step. Stored as given; recovery uses it to refuse a saga whose steps were changed."""
+
+
+class SagaRecord(NamedTuple):
+    """A saga as storage holds it."""
+
+    saga_id: UUID
+    saga_name: str
+    status: SagaStatus
+    version: int
+    cursor: int
+    applied: tuple[str, ...]
+    context: str
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    next_step: str | None = None
+    attempts: int = 0
+    """How many times recovery claimed the saga (since it was created or last unparked)."""
+    parked: bool = False
+    """True in the dead-letter state: recovery leaves it alone until an operator unparks it."""
+    saga_version: int = 1
+    """The saga definition's version it was created with (1 for sagas stored before
+    versions were recorded)."""
+
+
+@runtime_checkable
+class SagaStorage(Protocol):
+    """What a saga storage implements. Every method is safe to call from concurrent tasks.
+
+    A storage is also an async context manager whose exit calls :meth:`aclose`.
+    """
+
+    async def create(self, saga: NewSaga) -> None:
+        """Store a new RUNNING saga at cursor 0 and version 1, with the given lease.
+
+        Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
+        """
+        ...
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Apply one checkpoint atomically if the stored version is ``expected_version``.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal record) or :class:`~saga_core.SagaVersionConflictError`; nothing is written
+        then.
+        """
+        ...
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        """Return the saga's record. Raises :class:`~saga_core.SagaNotFoundError`."""
+        ...
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        """Return the saga's journal in write order. Raises
+        :class:`~saga_core.SagaNotFoundError` for an unknown id."""
+        ...
+
+    async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
+        """Return up to ``limit`` recoverable sagas (see the module's rules; parked sagas
+        are not), oldest update first, without claiming them."""
+        ...
+
+    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+        """Take the lease on one saga for recovery and return its record with the new version.
+
+        Succeeds when the saga is recoverable or its lease is already ``owner``'s. Raises
+        :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` (terminal),
+        :class:`~saga_core.SagaParkedError` (dead-letter state) or
+        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        The version bump fences off any earlier runner of the saga.
+        """
+        ...
+
+    async def claim_recoverable(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[SagaRecord]:
+        """Atomically claim up to ``limit`` recoverable sagas, oldest update first.
+
+        Two concurrent callers never receive the same saga. Returns the claimed records with
+        their new versions.
+        """
+        ...
+
+    async def renew_lease(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease on a saga to ``now + lease_seconds``; nothing else changes.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal) or :class:`~saga_core.SagaLeaseHeldError` when the lease is not (or no
+        longer) ``owner``'s — a runner that gets it has been taken over and must stop.
+        A lease of ``owner``'s that expired but was not taken over is renewed.
+        """
+        ...
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_name: str | None = None,
+        parked: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SagaRecord]:
+        """Return up to ``limit`` sagas matching every given filter, oldest update first.
+
+        ``updated_before`` is an aware datetime (a naive one is a
+        :class:`~saga_core.SagaUsageError`); ``None`` filters are not applied.
+        """
+        ...
+
+    async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:
+        """Move a saga whose lease is ``owner``'s to the dead-letter state (see the rules).
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        or :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        ...
+
+    async def unpark(self, saga_id: UUID) -> SagaRecord:
+        """Take a saga out of the dead-letter state (``parked=False``, ``attempts=0``) and
+        return its record; it is recoverable at once. A saga that is not parked is returned
+        unchanged. Raises :class:`~saga_core.SagaNotFoundError`.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the storage opened (connections, pools). Idempotent."""
+        ...
+
+    async def __aenter__(self) -> SagaStorage: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
