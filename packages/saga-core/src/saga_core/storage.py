@@ -1,11 +1,51 @@
 """Everything a storage plugin author needs: the protocol, its records and rules, the journal
 codec, the storage errors, and helpers for reading and writing records safely.
 
-A storage implements :class:`SagaStorage` (its docstring states the rules every storage keeps)
-and proves it with the contract suite in :mod:`saga_core.testing`. It is found by
+A storage implements :class:`SagaStorage`, keeps the rules below, and proves it with the
+contract suite in :mod:`saga_core.testing`. It is found by
 :func:`saga_core.open_storage` through the ``saga_core.storages`` entry-point group: the entry
 point names a URL scheme and points to a callable ``open(url, **options) -> SagaStorage``.
 Applications rarely need this module; they use the names at the package root.
+
+Rules every storage keeps
+-------------------------
+* **Versions.** :meth:`SagaStorage.create` stores version 1. A successful
+  :meth:`~SagaStorage.checkpoint` stores ``expected_version + 1``; a successful claim adds 1 and
+  returns the new record. Any write whose ``expected_version`` is not the stored version raises
+  :class:`~saga_core.SagaVersionConflictError` and changes nothing (compare-and-set).
+* **Atomicity.** A checkpoint replaces status, cursor, next step, applied step ids, context,
+  error and lease, and appends its journal entries, all at once or not at all.
+* **Terminal states.** A saga whose status is COMPLETED or COMPENSATED is never written again:
+  a checkpoint or claim raises :class:`~saga_core.SagaFinishedError`.
+* **Journal order.** :meth:`~SagaStorage.history` returns entries in the order they were
+  written, the entries of one write in the order given.
+* **Leases.** A lease is an owner name and an expiry computed with the storage's own clock
+  (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
+  statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
+  or FAILED and it has no lease or its lease has expired.
+* **Claims.** A claim sets the lease, adds 1 to the version and sets ``updated_at`` (so a
+  claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
+  ``expires_at > now``; at the instant of expiry it has expired.
+* **Arguments.** ``lease_seconds`` without a ``lease_owner`` is a usage error
+  (:class:`~saga_core.SagaUsageError`); ``limit=0`` returns nothing, a negative limit is a
+  usage error. Storages do not check status transitions beyond terminal immutability (the
+  executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
+  :class:`~saga_core.StorageUnavailableError`.
+* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
+  moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
+  status, loses its lease, gets the reason as its error and a new version, and is never
+  recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
+  and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
+  and changes nothing else (not the version).
+* **Saga version.** :meth:`~SagaStorage.create` stores ``saga_version`` with the saga's name
+  and every read returns it, unchanged for the saga's life; a record written before versions
+  were stored reads as 1. (This is the definition's version, not the compare-and-set
+  ``version``.)
+* **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
+  unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
+* **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
+  cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
+  driver's exception as ``__cause__``.
 """
 
 from ._model.error_text import MAX_ERROR_TEXT_LENGTH as MAX_ERROR_TEXT_LENGTH
@@ -16,8 +56,10 @@ from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
 from ._model.errors import SagaFinishedError as SagaFinishedError
 from ._model.errors import SagaLeaseHeldError as SagaLeaseHeldError
 from ._model.errors import SagaNotFoundError as SagaNotFoundError
+from ._model.errors import SagaParkedError as SagaParkedError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
+from ._model.errors import SagaVersionConflictError as SagaVersionConflictError
 from ._model.errors import StorageCorruptedError as StorageCorruptedError
 from ._model.errors import StorageSchemaError as StorageSchemaError
 from ._model.errors import StorageUnavailableError as StorageUnavailableError
@@ -50,11 +92,13 @@ __all__ = (
     "SagaFinishedError",
     "SagaLeaseHeldError",
     "SagaNotFoundError",
+    "SagaParkedError",
     "SagaRecord",
     "SagaStatus",
     "SagaStorage",
     "SagaStorageError",
     "SagaUsageError",
+    "SagaVersionConflictError",
     "StepDirection",
     "StepEvent",
     "StorageCorruptedError",

@@ -163,7 +163,7 @@ class StorageCorruptedError(SagaStorageError, ValueError):
     ``saga_id`` names the saga whose record is damaged when it is known, else ``None``. A
     storage reading many records at once (recovery claims, listings) does not raise it for
     one damaged record: it reports and skips that record (see
-    :func:`saga_core.read_records`), so the healthy ones are still served.
+    :func:`saga_core.storage.read_records`), so the healthy ones are still served.
     """
 
     def __init__(self, message: str, *, saga_id: UUID | None = None) -> None:

@@ -3,47 +3,8 @@
 A storage keeps one record per saga and an append-only journal per saga. The executor talks
 to it through five writes and reads; everything else (recovery, the worker, the CLI) uses the
 same calls. A third-party storage implements :class:`SagaStorage` and runs the contract suite
-in :mod:`saga_core.testing` to prove it keeps every rule below.
-
-Rules every storage keeps
--------------------------
-* **Versions.** :meth:`SagaStorage.create` stores version 1. A successful
-  :meth:`~SagaStorage.checkpoint` stores ``expected_version + 1``; a successful claim adds 1 and
-  returns the new record. Any write whose ``expected_version`` is not the stored version raises
-  :class:`~saga_core.SagaVersionConflictError` and changes nothing (compare-and-set).
-* **Atomicity.** A checkpoint replaces status, cursor, next step, applied step ids, context,
-  error and lease, and appends its journal entries, all at once or not at all.
-* **Terminal states.** A saga whose status is COMPLETED or COMPENSATED is never written again:
-  a checkpoint or claim raises :class:`~saga_core.SagaFinishedError`.
-* **Journal order.** :meth:`~SagaStorage.history` returns entries in the order they were
-  written, the entries of one write in the order given.
-* **Leases.** A lease is an owner name and an expiry computed with the storage's own clock
-  (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
-  statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
-  or FAILED and it has no lease or its lease has expired.
-* **Claims.** A claim sets the lease, adds 1 to the version and sets ``updated_at`` (so a
-  claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
-  ``expires_at > now``; at the instant of expiry it has expired.
-* **Arguments.** ``lease_seconds`` without a ``lease_owner`` is a usage error
-  (:class:`~saga_core.SagaUsageError`); ``limit=0`` returns nothing, a negative limit is a
-  usage error. Storages do not check status transitions beyond terminal immutability (the
-  executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
-  :class:`~saga_core.StorageUnavailableError`.
-* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
-  moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
-  status, loses its lease, gets the reason as its error and a new version, and is never
-  recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
-  and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
-  and changes nothing else (not the version).
-* **Saga version.** :meth:`~SagaStorage.create` stores ``saga_version`` with the saga's name
-  and every read returns it, unchanged for the saga's life; a record written before versions
-  were stored reads as 1. (This is the definition's version, not the compare-and-set
-  ``version``.)
-* **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
-  unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
-* **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
-  cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
-  driver's exception as ``__cause__``.
+in :mod:`saga_core.testing` to prove it keeps every rule. The rules are stated once, in the
+public module :mod:`saga_core.storage` that re-exports these names.
 """
 
 from __future__ import annotations

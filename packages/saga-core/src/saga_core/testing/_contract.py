@@ -59,7 +59,7 @@ class SagaStorageContract(
     raises :class:`~saga_core.StorageCorruptedError` naming the saga, that listings skip it,
     that a claim parks it (reason: the error) and claims the healthy ones, and that a
     :class:`~saga_core.RecoveryWorker` recovers every healthy saga next to it. Batch reads get
-    this from :func:`saga_core.read_records`.
+    this from :func:`saga_core.storage.read_records`.
 
     Lease tests wait out :attr:`short_lease_seconds` plus :attr:`lease_margin_seconds` by the
     test's clock; a storage whose clock is coarse raises both.
