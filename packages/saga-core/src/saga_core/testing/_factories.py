@@ -49,7 +49,8 @@ def make_new_saga(
     next_step: str | None = "step-1",
     saga_version: int = 1,
 ) -> NewSaga:
-    """Build a :class:`~saga_core.storage.NewSaga` with a fresh id, leased to ``"runner"`` for 60 s."""
+    """Build a :class:`~saga_core.storage.NewSaga` with a fresh id, leased to ``"runner"``
+    for 60 s."""
     return NewSaga(
         saga_id=uuid4() if saga_id is None else saga_id,
         saga_name=saga_name,
@@ -76,8 +77,8 @@ def make_checkpoint(
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     next_step: str | None = None,
 ) -> Checkpoint:
-    """Build a :class:`~saga_core.storage.Checkpoint`; by default it keeps the saga RUNNING and renews
-    the 60 s lease of ``"runner"`` (pass ``lease_seconds=None`` to release it)."""
+    """Build a :class:`~saga_core.storage.Checkpoint`; by default it keeps the saga RUNNING
+    and renews the 60 s lease of ``"runner"`` (pass ``lease_seconds=None`` to release it)."""
     return Checkpoint(
         saga_id=saga_id,
         expected_version=expected_version,
