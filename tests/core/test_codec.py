@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saga_core._codec.context import ContextCodec, codec_for
+from saga_core._codec.saga_context import SagaContext
 from saga_core._codec.types import MAX_CONTEXT_DEPTH
-from saga_core._model.context import SagaContext
 from saga_core._model.errors import SagaContextError, StorageCorruptedError
 
 # --- contexts used by the tests ----------------------------------------------------------------

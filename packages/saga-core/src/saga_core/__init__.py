@@ -11,13 +11,13 @@ names are in :mod:`saga_core.storage`, the contract suite in :mod:`saga_core.tes
 
 from ._codec.context import ContextCodec as ContextCodec
 from ._codec.context import codec_for as codec_for
+from ._codec.saga_context import SagaContext as SagaContext
 from ._codec.types import MAX_CONTEXT_DEPTH as MAX_CONTEXT_DEPTH
 from ._engine.observer import LoggingObserver as LoggingObserver
 from ._engine.observer import SagaObserver as SagaObserver
 from ._engine.resolution import Container as Container
 from ._engine.resolution import StepResolver as StepResolver
 from ._engine.resolution import make_step_resolver as make_step_resolver
-from ._model.context import SagaContext as SagaContext
 from ._model.errors import BreakerNotFoundError as BreakerNotFoundError
 from ._model.errors import CircuitOpenError as CircuitOpenError
 from ._model.errors import DependencyResolutionError as DependencyResolutionError

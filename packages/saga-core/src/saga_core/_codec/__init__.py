@@ -1,2 +1,2 @@
-"""The context codec (part of the model layer): a strict, lossless JSON encoding of a saga's
-context, planned once per context type."""
+"""The context codec: a strict, lossless JSON encoding of a saga's context, planned once per
+context type, and ``SagaContext``, the optional base class that exposes it."""

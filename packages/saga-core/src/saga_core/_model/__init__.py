@@ -1,2 +1,2 @@
-"""The model layer: what a user defines, with no I/O — context types, steps, sagas, nodes
-(``Fallback``), retry policies, statuses and the error tree. Everything else imports it."""
+"""The model layer: what a user defines, with no I/O — steps, sagas, nodes (``Fallback``),
+retry policies, outcomes, statuses and the error tree. Every other layer imports it."""

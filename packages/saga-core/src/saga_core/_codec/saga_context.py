@@ -1,4 +1,4 @@
-"""The optional base class of saga contexts."""
+"""The optional base class of saga contexts: the codec as `to_dict` / `from_dict` methods."""
 
 from __future__ import annotations
 
