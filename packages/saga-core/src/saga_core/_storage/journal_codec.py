@@ -23,17 +23,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _DIRECTIONS = {direction.value: direction for direction in StepDirection}
 _EVENTS = {event.value: event for event in StepEvent}
 
-# A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
-_quote = json.encoder.encode_basestring
-
-# The texts of the frequent members, compared by identity: ``member.value`` and hashing a
-# member both run Python code, and every checkpoint encodes a few entries.
-_ACT = StepDirection.ACT
-_STARTED = StepEvent.STARTED
-_COMPLETED = StepEvent.COMPLETED
-_ACT_TEXT = '"act"'
-_COMPENSATE_TEXT = '"compensate"'
-
 
 def encode_journal_entry(entry: JournalEntry) -> str:
     """The JSON text of ``entry`` (one line, no trailing line break).
@@ -42,27 +31,23 @@ def encode_journal_entry(entry: JournalEntry) -> str:
         SagaUsageError: ``entry.at`` is a naive datetime (its time zone would be a guess).
     """
     at = entry.at
-    tz = at.tzinfo
-    if tz is not _UTC and (tz is None or at.utcoffset() is None):
+    if at.tzinfo is None or at.utcoffset() is None:
         raise SagaUsageError(
             f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
             f"time zone, e.g. datetime.now(timezone.utc)"
         )
-    error = entry.error
-    return (
-        f"[{_quote(entry.step_id)},"
-        f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
-        f"{_event_text(entry.event)},{int(entry.attempt)},{(at - _EPOCH) // _MICROSECOND},"
-        f"{'null' if error is None else _quote(error)}]"
+    return json.dumps(
+        [
+            entry.step_id,
+            entry.direction.value,
+            entry.event.value,
+            int(entry.attempt),
+            (at - _EPOCH) // _MICROSECOND,
+            entry.error,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
-
-
-def _event_text(event: StepEvent) -> str:
-    if event is _STARTED:
-        return '"started"'
-    if event is _COMPLETED:
-        return '"completed"'
-    return _quote(event.value)
 
 
 def decode_journal_entry(text: str | bytes | bytearray) -> JournalEntry:
