@@ -18,6 +18,7 @@ import pytest
 from saga_core import (
     MemorySagaStorage,
     RecoveryWorker,
+    RetryPolicy,
     Saga,
     SagaContext,
     SagaDefinitionError,
@@ -36,6 +37,17 @@ pytestmark = pytest.mark.anyio
 
 #: Events the next ``Reserve`` calls set and then hang on: a process that dies mid-act.
 HANGING: list[anyio.Event] = []
+#: Version 1's charge fails, and its refund fails, while these are set.
+CHARGE_FAILS: list[bool] = []
+REFUNDS_DOWN: list[bool] = []
+
+
+class CardDeclinedError(Exception):
+    """The card was declined."""
+
+
+class RefundsDownError(Exception):
+    """The payment provider does not refund right now."""
 
 
 @dataclasses.dataclass
@@ -61,9 +73,17 @@ class Reserve(SagaStepHandler[OrderContext, None]):
 
 class ChargeV1(SagaStepHandler[OrderContext, None]):
     name = "charge"
+    compensation_retry = RetryPolicy(attempts=1, initial_delay=0.0)
 
     async def act(self, context: OrderContext) -> None:
+        if CHARGE_FAILS:
+            raise CardDeclinedError("card declined")
         context.done.append("charge v1")
+
+    async def compensate(self, context: OrderContext) -> None:
+        if REFUNDS_DOWN:
+            raise RefundsDownError("payment provider unreachable")
+        context.done.append("refund v1")
 
 
 class ChargeV2(SagaStepHandler[OrderContext, None]):
@@ -116,6 +136,8 @@ V3_STEPS = ["reserve", "notify"]
 def _no_hanging_steps_left() -> Any:
     yield
     HANGING.clear()
+    CHARGE_FAILS.clear()
+    REFUNDS_DOWN.clear()
 
 
 def saga_map(*sagas: type[Saga[OrderContext]]) -> SagaMap:
@@ -292,6 +314,35 @@ async def test_worker_parks_a_saga_whose_older_version_was_unbound_too_soon() ->
         "(keep it bound until its sagas finish) and unpark it"
     )
     assert done(parked) == []
+
+
+async def test_a_failed_saga_parked_for_its_version_keeps_its_cause_and_rolls_back_on_it() -> None:
+    storage = MemorySagaStorage()
+    CHARGE_FAILS.append(True)
+    REFUNDS_DOWN.append(True)
+    failed = await SagaMediator(saga_map(OrderSagaV1), storage).run(OrderContext())
+    assert failed.status is SagaStatus.FAILED
+
+    report = await RecoveryWorker(saga_map(OrderSagaV2), storage).run_once()
+
+    assert report.parked == 1
+    parked = await storage.load(failed.saga_id)
+    assert parked.status is SagaStatus.FAILED
+    assert parked.error is not None
+    assert parked.error.startswith(
+        "saga orders is version 1 but this worker binds version 2: bind version 1 again "
+        "(keep it bound until its sagas finish) and unpark it; last error: "
+    )
+    assert "RefundsDownError: payment provider unreachable" in parked.error
+
+    REFUNDS_DOWN.clear()
+    await storage.unpark(failed.saga_id)
+    report = await RecoveryWorker(saga_map(OrderSagaV1, OrderSagaV2), storage).run_once()
+
+    assert report.compensated == 1
+    rolled_back = await storage.load(failed.saga_id)
+    assert rolled_back.status is SagaStatus.COMPENSATED
+    assert done(rolled_back) == ["reserve", "refund v1"]
 
 
 async def test_worker_recover_refuses_a_version_it_does_not_bind_without_claiming() -> None:

@@ -26,6 +26,7 @@ from saga_core._model.errors import (
 )
 from saga_core._model.outcome import SagaOutcome
 from saga_core._model.policy import RetryPolicy
+from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
@@ -213,7 +214,11 @@ class RecoveryWorker:
         unbound = self._version_not_bound(record)
         if unbound is not None:
             # It must wait for its own version to be deployed; retrying here cannot help.
-            await self._park(saga_id, storable_text(f"{unbound} and unpark it"), report)
+            reason = f"{unbound} and unpark it"
+            if record.status is not SagaStatus.RUNNING and record.error:
+                # The park reason replaces the stored error: keep the rollback's cause in it.
+                reason += f"; last error: {record.error}"
+            await self._park(saga_id, storable_text(reason), report)
             return
         if record.attempts > self.max_attempts:
             tried = record.attempts - 1
