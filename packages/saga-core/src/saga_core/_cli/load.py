@@ -1,4 +1,5 @@
-"""What the CLI imports: ``module:attribute`` paths to a SagaMap, a container or a Saga class."""
+"""What the CLI imports (``module:attribute`` paths to a SagaMap, a container or a Saga class)
+and whether what it imported can run a stored saga."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from saga_core._model.errors import SagaDefinitionError
 from saga_core._model.saga import Saga
 from saga_core._runtime.saga_map import SagaMap, describe_versions
+from saga_core._storage.protocol import SagaRecord
 
 
 class CliError(Exception):
@@ -171,6 +173,33 @@ def _saga_in_map(
             f"graph {path} binds saga {name!r} in {describe_versions(bound)}, not version {version}"
         )
     return saga_map.saga_named(name, version)
+
+
+def check_runnable(saga_map: SagaMap, record: SagaRecord, sagas_path: str) -> None:
+    """Refuse a stored saga that ``saga_map`` cannot run on the version it started with,
+    before it is claimed (a claim would hold it) or unparked.
+
+    Raises:
+        CliError: (usage) its saga name, or its version, is not bound; nothing was run.
+    """
+    saga_name, version = record.saga_name, record.saga_version
+    bound = saga_map.versions_of(saga_name)
+    if not bound:
+        names = ", ".join(repr(name) for name in saga_map.names()) or "none"
+        raise usage_error(
+            f"the saga is a {saga_name!r}, which --sagas {sagas_path} does not bind "
+            f"(bound: {names})"
+        )
+    if version not in bound:
+        advice = (
+            f"deploy version {version} and bind it"
+            if version > bound[-1]
+            else f"bind version {version} again (keep it bound until its sagas finish)"
+        )
+        raise usage_error(
+            f"saga {record.saga_id} is {saga_name!r} version {version}, but --sagas "
+            f"{sagas_path} binds {describe_versions(bound)}: {advice}; nothing was run"
+        )
 
 
 def _put_cwd_on_path() -> None:

@@ -41,10 +41,9 @@ from saga_core._model.errors import (
 )
 from saga_core._model.status import SagaStatus
 from saga_core._runtime.recovery import check_record_matches
-from saga_core._runtime.saga_map import SagaMap, describe_versions
 from saga_core._runtime.worker import RecoveryWorker
 from saga_core._storage.plugins import open_storage
-from saga_core._storage.protocol import SagaRecord, SagaStorage
+from saga_core._storage.protocol import SagaStorage
 
 from .format import (
     TerminalLogFormatter,
@@ -58,7 +57,14 @@ from .format import (
     terminal_text,
 )
 from .graph import mermaid, saga_structure
-from .load import CliError, import_object, load_saga_map, load_saga_to_draw, usage_error
+from .load import (
+    CliError,
+    check_runnable,
+    import_object,
+    load_saga_map,
+    load_saga_to_draw,
+    usage_error,
+)
 from .parser import URL_ENV, build_parser
 
 logger = logging.getLogger("saga_core.cli")
@@ -184,7 +190,7 @@ async def _recover(args: argparse.Namespace, *, only_rollback: bool) -> int:
                 f"saga {saga_id} is {record.status.value}, not failed or compensating; "
                 "retry-compensation only finishes a rollback (use 'recover' to resume it)"
             )
-        _check_runnable(saga_map, record, args.sagas)
+        check_runnable(saga_map, record, args.sagas)
         saga_type = saga_map.saga_named(record.saga_name, record.saga_version)
         check_record_matches(saga_type.definition(), record)
         result["unparked"] = record.parked
@@ -228,29 +234,6 @@ def _load_container(args: argparse.Namespace) -> object | None:
     if args.container is None:
         return None
     return import_object(args.container, option="--container")
-
-
-def _check_runnable(saga_map: SagaMap, record: SagaRecord, sagas_path: str) -> None:
-    """Refuse before claiming (or unparking) a saga this process cannot run on the version it
-    started with (a claim would hold it)."""
-    saga_name, version = record.saga_name, record.saga_version
-    bound = saga_map.versions_of(saga_name)
-    if not bound:
-        names = ", ".join(repr(name) for name in saga_map.names()) or "none"
-        raise usage_error(
-            f"the saga is a {saga_name!r}, which --sagas {sagas_path} does not bind "
-            f"(bound: {names})"
-        )
-    if version not in bound:
-        advice = (
-            f"deploy version {version} and bind it"
-            if version > bound[-1]
-            else f"bind version {version} again (keep it bound until its sagas finish)"
-        )
-        raise usage_error(
-            f"saga {record.saga_id} is {saga_name!r} version {version}, but --sagas "
-            f"{sagas_path} binds {describe_versions(bound)}: {advice}; nothing was run"
-        )
 
 
 async def _worker(args: argparse.Namespace) -> int:
