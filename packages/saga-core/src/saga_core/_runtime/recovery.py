@@ -194,8 +194,8 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         raise SagaRecoveryError(
             f"{where} was about to run (or running) {record.next_step} as step {record.cursor}, "
             f"but {definition.saga_type.__qualname__} has {found} there; steps were inserted, "
-            "removed or reordered before it. Add new steps at the end, or under a new saga name, "
-            "while sagas are in flight"
+            "removed or reordered before it. While sagas are in flight, add new steps at the "
+            "end, or make the change a new `version` of the saga and keep the old one bound"
         )
     applied = set(record.applied)
     for index, node in enumerate(nodes[: record.cursor]):
