@@ -14,12 +14,13 @@ from datetime import datetime, timezone
 import anyio
 import pytest
 
-from saga_core import SagaMediator, SagaStatus, codec_for, open_storage
+from saga_core import SagaMap, SagaMediator, SagaStatus, codec_for, open_storage
 from saga_core._cli.format import sagas_table
+from saga_core._cli.load import bound_sagas
 from saga_core.storage import SagaRecord
 
 from ._seed import CliRunner, Seeder
-from .versioned_sagas import HANGING, ParcelContext, v1_only
+from .versioned_sagas import HANGING, ParcelContext, bind_with_letters, v1_only
 
 BOTH = "tests.cli.versioned_sagas:both"
 V2_ONLY = "tests.cli.versioned_sagas:v2_only"
@@ -242,3 +243,9 @@ def test_graph_picks_a_saga_by_name_from_a_map_of_several(cli: CliRunner) -> Non
     assert (code, json.loads(out)["saga"]) == (0, "letters")
     code, out, _ = cli("--json", "graph", sagas, "--name", "parcels")
     assert json.loads(out)["version"] == 2
+
+
+def test_the_worker_names_the_versions_it_binds_in_its_start_line() -> None:
+    mapper = SagaMap()
+    bind_with_letters(mapper)
+    assert bound_sagas(mapper) == "letters version 1; parcels versions 1, 2"

@@ -175,6 +175,13 @@ def _saga_in_map(
     return saga_map.saga_named(name, version)
 
 
+def bound_sagas(saga_map: SagaMap) -> str:
+    """What ``saga_map`` binds, for operators: ``"letters version 1; orders versions 1, 2"``."""
+    return "; ".join(
+        f"{name} {describe_versions(saga_map.versions_of(name))}" for name in saga_map.names()
+    )
+
+
 def check_runnable(saga_map: SagaMap, record: SagaRecord, sagas_path: str) -> None:
     """Refuse a stored saga that ``saga_map`` cannot run on the version it started with,
     before it is claimed (a claim would hold it) or unparked.

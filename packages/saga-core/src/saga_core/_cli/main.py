@@ -59,6 +59,7 @@ from .format import (
 from .graph import mermaid, saga_structure
 from .load import (
     CliError,
+    bound_sagas,
     check_runnable,
     import_object,
     load_saga_map,
@@ -269,10 +270,10 @@ async def _run_until_signalled(worker: RecoveryWorker, storage: SagaStorage) -> 
         async with anyio.create_task_group() as task_group:
             await task_group.start(worker.run)
             logger.info(
-                "recovery worker %s running on %s storage (%d sagas); stop it with Ctrl-C",
+                "recovery worker %s running on %s storage (binds %s); stop it with Ctrl-C",
                 worker.owner,
                 scheme,
-                len(worker.sagas),
+                bound_sagas(worker.sagas),
             )
             async for signum in signals:
                 logger.info("%s received: stopping the worker", signal.Signals(signum).name)
