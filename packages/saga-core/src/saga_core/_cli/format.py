@@ -127,6 +127,7 @@ def record_json(record: SagaRecord, *, with_context: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
         "saga_id": str(record.saga_id),
         "saga_name": record.saga_name,
+        "saga_version": record.saga_version,
         "status": record.status.value,
         "version": record.version,
         "cursor": record.cursor,
@@ -171,10 +172,17 @@ def journal_json(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
 
 
 def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
-    """The ``list`` table: one row per saga, columns aligned."""
+    """The ``list`` table: one row per saga, columns aligned.
+
+    The ``SAGA_VERSION`` column (after ``NAME``) is shown when a listed saga runs on a
+    definition version other than 1, the version every saga has unless its class says
+    otherwise; ``VERSION`` is the record's write counter.
+    """
+    versioned = any(record.saga_version != 1 for record in records)
     header = (
         "ID",
         "NAME",
+        *(("SAGA_VERSION",) if versioned else ()),
         "STATUS",
         "VERSION",
         "CURSOR",
@@ -188,6 +196,7 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
         (
             str(record.saga_id),
             terminal_text(record.saga_name),
+            *((str(record.saga_version),) if versioned else ()),
             record.status.value,
             str(record.version),
             str(record.cursor),
@@ -205,15 +214,19 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
 def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: datetime) -> str:
     """The ``show`` text: the state block, the context as JSON, the journal as a timeline.
 
+    ``saga version`` is the definition version the saga runs on (``Saga.version``);
+    ``version`` the record's write counter (compare-and-set).
+
     Stored text is made safe by :func:`terminal_text`; only the error keeps its line breaks.
     """
     state = [
         ("status", [record.status.value + (" (parked)" if record.parked else "")]),
-        ("version", [str(record.version)]),
+        ("version", [str(record.version) + " (write counter)"]),
         ("cursor", [str(record.cursor)]),
         ("next step", [terminal_text(record.next_step or "-")]),
         ("applied", [", ".join(terminal_text(step) for step in record.applied) or "-"]),
         ("lease", [describe_lease(record, now)]),
+        ("saga version", [str(record.saga_version)]),
         ("attempts", [str(record.attempts)]),
         ("parked", ["yes" if record.parked else "no"]),
         ("created", [short_time(record.created_at)]),

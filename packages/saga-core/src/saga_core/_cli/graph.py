@@ -4,7 +4,8 @@ The forward path runs top-down from ``start`` through every step to ``completed`
 :class:`Fallback` shows its primary, its fallback branch (and its circuit breaker). Each step
 has a dashed failure edge into the compensation chain, which visits the compensations in
 rollback order (the reverse of the steps) down to ``compensated``. At run time a compensation
-whose act had no effect (not applied) is skipped.
+whose act had no effect (not applied) is skipped. A saga version other than 1 is shown after
+its name (``start: orders v2``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
     context = definition.context_type
     return {
         "saga": definition.name,
+        "version": definition.version,
         "class": f"{saga_type.__module__}.{saga_type.__qualname__}",
         "context": None if context is None else f"{context.__module__}.{context.__qualname__}",
         "steps": steps,
@@ -58,7 +60,10 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
     definition = saga_type.definition()
     nodes = definition.nodes
     rollback = _rollback_order(nodes)
-    declarations = [f'start(["start: {_escape(definition.name)}"])']
+    title = definition.name
+    if definition.version != 1:  # version 1 is every saga's unless its class says otherwise
+        title += f" v{definition.version}"
+    declarations = [f'start(["start: {_escape(title)}"])']
     forward: list[str] = []
     failures: list[str] = []
     previous = ["start"]

@@ -37,11 +37,9 @@ from saga_core._model.errors import (
     SagaCompensatedError,
     SagaCompensationFailedError,
     SagaError,
-    SagaNotRegisteredError,
     SagaUsageError,
 )
 from saga_core._model.status import SagaStatus
-from saga_core._runtime.mediator import SagaMap
 from saga_core._runtime.recovery import check_record_matches
 from saga_core._runtime.worker import RecoveryWorker
 from saga_core._storage.plugins import open_storage
@@ -59,7 +57,15 @@ from .format import (
     terminal_text,
 )
 from .graph import mermaid, saga_structure
-from .load import CliError, import_object, load_saga_class, load_saga_map, usage_error
+from .load import (
+    CliError,
+    bound_sagas,
+    check_runnable,
+    import_object,
+    load_saga_map,
+    load_saga_to_draw,
+    usage_error,
+)
 from .parser import URL_ENV, build_parser
 
 logger = logging.getLogger("saga_core.cli")
@@ -171,7 +177,11 @@ async def _recover(args: argparse.Namespace, *, only_rollback: bool) -> int:
     container = _load_container(args)
     async with open_storage(args.url) as storage:
         record = await storage.load(saga_id)
-        result: dict[str, Any] = {"saga_id": str(saga_id), "saga_name": record.saga_name}
+        result: dict[str, Any] = {
+            "saga_id": str(saga_id),
+            "saga_name": record.saga_name,
+            "saga_version": record.saga_version,
+        }
         if record.status.is_terminal:
             result.update(outcome=record.status.value, unparked=False, error=None)
             done = f"saga {saga_id} is {record.status.value} already; nothing to recover"
@@ -181,8 +191,9 @@ async def _recover(args: argparse.Namespace, *, only_rollback: bool) -> int:
                 f"saga {saga_id} is {record.status.value}, not failed or compensating; "
                 "retry-compensation only finishes a rollback (use 'recover' to resume it)"
             )
-        _check_runnable(saga_map, record.saga_name, args.sagas)
-        check_record_matches(saga_map.saga_named(record.saga_name).definition(), record)
+        check_runnable(saga_map, record, args.sagas)
+        saga_type = saga_map.saga_named(record.saga_name, record.saga_version)
+        check_record_matches(saga_type.definition(), record)
         result["unparked"] = record.parked
         if record.parked:  # the operator asks for this saga: take it out of the dead letters
             await storage.unpark(saga_id)
@@ -226,18 +237,6 @@ def _load_container(args: argparse.Namespace) -> object | None:
     return import_object(args.container, option="--container")
 
 
-def _check_runnable(saga_map: SagaMap, saga_name: str, sagas_path: str) -> None:
-    """Refuse before claiming a saga this process cannot run (a claim would hold it)."""
-    try:
-        saga_map.saga_named(saga_name)
-    except SagaNotRegisteredError:
-        bound = ", ".join(sorted(repr(saga.name) for _, saga in saga_map)) or "none"
-        raise usage_error(
-            f"the saga is a {saga_name!r}, which --sagas {sagas_path} does not bind "
-            f"(bound: {bound})"
-        ) from None
-
-
 async def _worker(args: argparse.Namespace) -> int:
     saga_map = load_saga_map(args.sagas)
     container = _load_container(args)
@@ -271,10 +270,10 @@ async def _run_until_signalled(worker: RecoveryWorker, storage: SagaStorage) -> 
         async with anyio.create_task_group() as task_group:
             await task_group.start(worker.run)
             logger.info(
-                "recovery worker %s running on %s storage (%d sagas); stop it with Ctrl-C",
+                "recovery worker %s running on %s storage (binds %s); stop it with Ctrl-C",
                 worker.owner,
                 scheme,
-                len(worker.sagas),
+                bound_sagas(worker.sagas),
             )
             async for signum in signals:
                 logger.info("%s received: stopping the worker", signal.Signals(signum).name)
@@ -289,7 +288,7 @@ def _storage_kind(storage: SagaStorage) -> str:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    saga_type = load_saga_class(args.saga_class)
+    saga_type = load_saga_to_draw(args.saga_class, version=args.version, name=args.name)
     if args.json:
         _emit_json(saga_structure(saga_type))
     else:

@@ -146,7 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
         "into the compensation chain. No storage needed; --json prints the structure.",
     )
     graph.add_argument(
-        "saga_class", metavar="MODULE:SAGA_CLASS", help="import path of the Saga subclass"
+        "saga_class",
+        metavar="MODULE:ATTR",
+        help="import path of the Saga subclass, or of a SagaMap (or a function binding sagas "
+        "on one) to draw any bound version from",
+    )
+    graph.add_argument(
+        "--version",
+        type=_positive_int,
+        metavar="N",
+        help="the saga version to draw (default: the class given, or the highest bound)",
+    )
+    graph.add_argument(
+        "--name",
+        metavar="SAGA_NAME",
+        help="which saga to draw when MODULE:ATTR binds several",
     )
     return parser
 

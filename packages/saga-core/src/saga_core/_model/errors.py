@@ -138,7 +138,8 @@ class SagaNotFoundError(SagaError, LookupError):
 
 class SagaRecoveryError(SagaError):
     """Raised when a stored saga cannot be recovered by the given saga class: its stored step
-    ids are not the class's steps (renamed, removed or reordered), or its saga name differs."""
+    ids are not the class's steps (renamed, removed or reordered), its saga name differs, or
+    it started on another version of the saga (``Saga.version``). Nothing is run then."""
 
 
 # --- storage ------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ class Saga(Generic[Ctx]):
         version = cls.version
         if type(version) is not int or version < 1:
             raise SagaDefinitionError(
-                f"{cls.__qualname__}.version must be a positive int (1, 2, ...), got {version!r}"
+                f"{cls.__qualname__}.version must be a positive int (1, 2, ...), got "
+                f"{version!r}; number the versions of one saga 1, 2, 3 ... under one `name`"
             )
         # A generic intermediate base without steps stays abstract; it cannot be bound.
         cls.__saga_definition__ = compile_saga(cls) if hasattr(cls, "steps") else None

@@ -1,13 +1,13 @@
-"""``SagaMap``, ``SagaMediator`` and ``bootstrap``: how an application starts sagas."""
+"""``SagaMediator`` and ``bootstrap``: how an application starts sagas (on a ``SagaMap``)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -17,12 +17,7 @@ from saga_core._engine.executor import SagaRun
 from saga_core._engine.hooks import Hooks
 from saga_core._engine.observer import LoggingObserver, SagaObserver
 from saga_core._engine.resolution import StepResolver, make_step_resolver
-from saga_core._model.errors import (
-    DependencyResolutionError,
-    SagaDefinitionError,
-    SagaNotRegisteredError,
-    SagaUsageError,
-)
+from saga_core._model.errors import DependencyResolutionError, SagaUsageError
 from saga_core._model.outcome import ContextT, SagaOutcome
 from saga_core._model.saga import Saga, SagaDefinition
 from saga_core._model.status import SagaStatus
@@ -32,8 +27,7 @@ from saga_core._storage.memory import MemorySagaStorage
 from saga_core._storage.protocol import SagaStorage
 
 from .leases import LeaseKeeper
-
-Ctx = TypeVar("Ctx")
+from .saga_map import SagaMap as SagaMap
 
 _COMPLETED = SagaStatus.COMPLETED
 
@@ -84,85 +78,6 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class SagaMap:
-    """Which saga runs for which context type: ``mapper.bind(OrderContext, OrderSaga)``."""
-
-    def __init__(self) -> None:
-        self._by_context: dict[type[Any], type[Saga[Any]]] = {}
-        self._by_name: dict[str, type[Saga[Any]]] = {}
-
-    def bind(self, context_type: type[Ctx], saga_type: type[Saga[Ctx]]) -> None:
-        """Run ``saga_type`` for contexts of ``context_type`` (and its subclasses).
-
-        Raises:
-            SagaDefinitionError: ``saga_type`` is not a Saga with steps, its context type is
-                not a base of ``context_type``, or the context type or saga name is bound
-                already.
-        """
-        if not (isinstance(saga_type, type) and issubclass(saga_type, Saga)):
-            raise SagaDefinitionError(f"SagaMap.bind needs a Saga subclass, got {saga_type!r}")
-        if not isinstance(context_type, type):
-            raise SagaDefinitionError(f"SagaMap.bind needs a context class, got {context_type!r}")
-        definition = saga_type.definition()
-        declared = definition.context_type
-        if declared is not None and not issubclass(context_type, declared):
-            raise SagaDefinitionError(
-                f"{saga_type.__qualname__} runs on {declared.__qualname__}, which "
-                f"{context_type.__qualname__} is not"
-            )
-        codec_for(context_type)  # an unstorable context type fails here, at wiring time
-        if context_type in self._by_context:
-            raise SagaDefinitionError(
-                f"{context_type.__qualname__} is bound already, to "
-                f"{self._by_context[context_type].__qualname__}"
-            )
-        other = self._by_name.get(definition.name)
-        if other is not None and other is not saga_type:
-            raise SagaDefinitionError(
-                f"two sagas are named {definition.name!r}: {other.__qualname__} and "
-                f"{saga_type.__qualname__}; give one a distinct `name`"
-            )
-        self._by_context[context_type] = saga_type
-        self._by_name[definition.name] = saga_type
-
-    def saga_for(self, context_type: type[Any]) -> type[Saga[Any]]:
-        """The saga bound to ``context_type`` or its nearest bound base class.
-
-        Raises:
-            SagaNotRegisteredError: nothing is bound for it.
-        """
-        saga = self._by_context.get(context_type)
-        if saga is not None:
-            return saga
-        for base in context_type.__mro__[1:]:
-            saga = self._by_context.get(base)
-            if saga is not None:
-                self._by_context[context_type] = saga
-                return saga
-        bound = ", ".join(sorted(t.__qualname__ for t in self._by_context)) or "nothing"
-        raise SagaNotRegisteredError(
-            f"no saga is bound to context type {context_type.__qualname__} (bound: {bound}); "
-            "bind one with mapper.bind(ContextType, SagaType)"
-        )
-
-    def saga_named(self, name: str) -> type[Saga[Any]]:
-        """The saga whose stored name is ``name`` (as recovery finds it in storage).
-
-        Raises:
-            SagaNotRegisteredError: no bound saga has that name.
-        """
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise SagaNotRegisteredError(f"no bound saga is named {name!r}") from None
-
-    def __iter__(self) -> Iterator[tuple[type[Any], type[Saga[Any]]]]:
-        return iter(list(self._by_context.items()))
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-
 class SagaMediator:
     """Starts sagas: picks the saga bound to the context's type and runs it.
 
@@ -196,6 +111,7 @@ class SagaMediator:
         self._keeper: LeaseKeeper | None = None
         self._task_group: TaskGroup | None = None
         self._by_context_type: dict[type[Any], tuple[SagaDefinition, ContextCodec[Any]]] = {}
+        self._map_revision = saga_map.revision
 
     async def __aenter__(self) -> SagaMediator:
         """Start renewing the leases of this mediator's running sagas in the background, so
@@ -290,6 +206,10 @@ class SagaMediator:
         return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
     async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
+        if self.saga_map.revision != self._map_revision:
+            # A saga (or a newer version of one) was bound since: start what it says now.
+            self._by_context_type.clear()
+            self._map_revision = self.saga_map.revision
         found = self._by_context_type.get(type(context))
         if found is None:
             found = self._wire(type(context))
@@ -307,8 +227,8 @@ class SagaMediator:
         )
 
     def _wire(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:
-        """The definition and codec that run contexts of ``context_type``, remembered: a
-        context type's binding never changes once made (``SagaMap.bind`` refuses to rebind).
+        """The definition and codec that start contexts of ``context_type`` (the highest
+        version bound), remembered until the map binds something more.
 
         Raises:
             SagaNotRegisteredError: nothing is bound for it.

@@ -51,7 +51,8 @@ async def recover_saga(
     so an earlier runner that is still alive is fenced off.
 
     Args:
-        saga: the saga class (or an instance of it) the saga was started with.
+        saga: the saga class (or an instance of it) the saga was started with: same
+            ``name`` and ``version`` as stored.
         saga_id: which saga.
         storage: where it is stored.
         context_builder: the context class (decoded with the strict codec; default: the
@@ -70,8 +71,9 @@ async def recover_saga(
             step failed while resuming). It subclasses ``RuntimeError``.
         SagaCompensationFailedError: a compensation was exhausted again; still FAILED.
         SagaLeaseHeldError: another runner holds a live lease on the saga.
-        SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name, or
-            step ids this class no longer has).
+        SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name,
+            another ``version`` than the one it started with, or step ids this class no
+            longer has); nothing is claimed or run.
         SagaUsageError: ``saga_id`` is not a ``uuid.UUID``, or ``context_builder`` does not
             fit the saga (another context class, a subclass the stored context is not, a
             callable that raised); nothing is claimed.
@@ -150,6 +152,8 @@ def resumed_run(
 def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None:
     """Check that a stored saga can be driven by ``definition``; raise SagaRecoveryError.
 
+    The saga name and definition version must be the stored ones: a saga runs to its end on
+    the version it started with, never on another.
     Steps are matched by id, never by position alone: a stored step id the class no longer
     has, or forward progress that does not line up with the class's steps (renamed,
     removed or reordered), is refused instead of running the wrong step.
@@ -159,6 +163,13 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         raise SagaRecoveryError(
             f"{where} was started as {record.saga_name!r}, not {definition.name!r}; recover it "
             "with the saga class it was started with"
+        )
+    if record.saga_version != definition.version:
+        raise SagaRecoveryError(
+            f"{where} needs version {record.saga_version} of saga {record.saga_name!r}, but "
+            f"{definition.saga_type.__qualname__} is version {definition.version}; nothing was "
+            f"run. A saga runs to its end on the version it started with: recover it with the "
+            f"class of version {record.saga_version}"
         )
     if record.status.is_terminal:
         return
@@ -183,8 +194,8 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         raise SagaRecoveryError(
             f"{where} was about to run (or running) {record.next_step} as step {record.cursor}, "
             f"but {definition.saga_type.__qualname__} has {found} there; steps were inserted, "
-            "removed or reordered before it. Add new steps at the end, or under a new saga name, "
-            "while sagas are in flight"
+            "removed or reordered before it. While sagas are in flight, add new steps at the "
+            "end, or make the change a new `version` of the saga and keep the old one bound"
         )
     applied = set(record.applied)
     for index, node in enumerate(nodes[: record.cursor]):

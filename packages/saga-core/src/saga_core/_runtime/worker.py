@@ -21,17 +21,19 @@ from saga_core._model.errors import (
     SagaCompensationFailedError,
     SagaConcurrencyError,
     SagaError,
+    SagaRecoveryError,
     SagaUsageError,
 )
 from saga_core._model.outcome import SagaOutcome
 from saga_core._model.policy import RetryPolicy
-from saga_core._model.saga import Saga
+from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from .leases import LeaseKeeper
-from .mediator import DEFAULT_LEASE_SECONDS, SagaMap, check_steps_buildable, default_owner
+from .mediator import DEFAULT_LEASE_SECONDS, check_steps_buildable, default_owner
 from .recovery import check_record_matches, decode_context, resumed_run
+from .saga_map import SagaMap, describe_versions
 
 logger = logging.getLogger("saga_core.worker")
 
@@ -52,7 +54,8 @@ class RecoveryReport:
     failed: int = 0
     """Sagas whose compensation was exhausted again (they stay FAILED, retried after a pause)."""
     parked: int = 0
-    """Sagas moved to the dead-letter state after their maximum attempts."""
+    """Sagas moved to the dead-letter state: after their maximum attempts, or at once when
+    their saga's version is not bound here."""
     errors: int = 0
     """Sagas whose recovery raised something else (storage down, code mismatch ...)."""
     lost: int = 0
@@ -80,7 +83,9 @@ class RecoveryWorker:
         lease_seconds: the lease a claim takes; renewed while a saga runs.
         max_attempts: claims after which a saga that still does not finish is parked in the
             dead-letter state (``storage.list_sagas(parked=True)``; retried by an operator
-            with ``storage.unpark`` or the CLI).
+            with ``storage.unpark`` or the CLI). A saga whose version this worker does not
+            bind (its name is bound, that version is not) is parked at once, with a reason
+            naming the version it needs: it is never run on another version.
         backoff: the pause before the next attempt of a saga whose attempt failed: its
             ``delay_before(attempts + 1)`` (the policy's ``attempts`` is not used).
         observers: :class:`SagaObserver` hooks.
@@ -206,6 +211,15 @@ class RecoveryWorker:
 
     async def _recover_claimed(self, record: SagaRecord, report: RecoveryReport) -> None:
         saga_id = record.saga_id
+        unbound = self._version_not_bound(record)
+        if unbound is not None:
+            # It must wait for its own version to be deployed; retrying here cannot help.
+            reason = f"{unbound} and unpark it"
+            if record.status is not SagaStatus.RUNNING and record.error:
+                # The park reason replaces the stored error: keep the rollback's cause in it.
+                reason += f"; last error: {record.error}"
+            await self._park(saga_id, storable_text(reason), report)
+            return
         if record.attempts > self.max_attempts:
             tried = record.attempts - 1
             cause = self._last_errors.pop(saga_id, None) or record.error
@@ -253,11 +267,31 @@ class RecoveryWorker:
         if len(errors) > _REMEMBERED_ERRORS:
             del errors[next(iter(errors))]
 
+    def _version_not_bound(self, record: SagaRecord) -> str | None:
+        """What to do about a saga whose name is bound here but not in its version (None
+        when its version is bound, or its name is not bound at all)."""
+        name, version = record.saga_name, record.saga_version
+        bound = self.sagas.versions_of(name)
+        if not bound or version in bound:
+            return None
+        advice = (
+            f"deploy version {version}"
+            if version > bound[-1]
+            else f"bind version {version} again (keep it bound until its sagas finish)"
+        )
+        binds = describe_versions(bound)
+        return f"saga {name} is version {version} but this worker binds {binds}: {advice}"
+
     def _run_for(self, record: SagaRecord, *, hold_seconds: float | None) -> SagaRun:
-        saga_type = self.sagas.saga_named(record.saga_name)
+        unbound = self._version_not_bound(record)
+        if unbound is not None:
+            raise SagaRecoveryError(f"saga {record.saga_id}: {unbound}; nothing was run")
+        saga_type = self.sagas.saga_named(record.saga_name, record.saga_version)
         definition = saga_type.definition()
         check_record_matches(definition, record)
-        context = decode_context(definition, self._context_type(saga_type), record)
+        context = decode_context(
+            definition, self._context_type(definition.name, definition.version), record
+        )
         return resumed_run(
             definition=definition,
             record=record,
@@ -277,11 +311,13 @@ class RecoveryWorker:
         finally:
             self._keeper.drop(run)
 
-    def _context_type(self, saga_type: type[Saga[Any]]) -> type[Any] | None:
-        bound = [context for context, saga in self.sagas if saga is saga_type]
+    def _context_type(self, name: str, version: int) -> type[Any] | None:
+        """The class to decode a stored context of saga ``name`` as: the context type
+        bound to it if it is one, else the declared context type of the version it runs."""
+        bound = self.sagas.context_types_of(name)
         if len(bound) == 1:
             return bound[0]
-        return saga_type.definition().context_type
+        return self.sagas.saga_named(name, version).definition().context_type
 
     async def _park(self, saga_id: UUID, reason: str, report: RecoveryReport) -> None:
         try:
