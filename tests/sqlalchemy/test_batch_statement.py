@@ -24,6 +24,8 @@ from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 from saga_sqlalchemy._asyncpg import AsyncpgWrites
 from saga_sqlalchemy._postgres import PostgresBatch
+from saga_sqlalchemy._split import write_splitting
+from saga_sqlalchemy._write_paths import AsyncpgWritePath
 
 from ._support import driver_url, outcomes_of, postgres_schema
 
@@ -85,7 +87,7 @@ async def test_each_refusal_in_a_batch_is_its_own(storage: SqlAlchemySagaStorage
         fresh,
     ]
     # One batch statement, as group commit sends it.
-    results = await storage._execute_batch(writes)
+    results = await write_splitting(storage._path, writes)
     assert results[0] is None
     assert isinstance(results[1], SagaVersionConflictError)
     assert isinstance(results[2], SagaFinishedError)
@@ -104,7 +106,7 @@ async def test_a_batch_finds_its_sagas_by_primary_key(
     storage: SqlAlchemySagaStorage, postgres_url: str
 ) -> None:
     sagas = [make_new_saga() for _ in range(50)]
-    await storage._execute_batch(sagas)
+    await write_splitting(storage._path, sagas)
     saga_table = storage.table
     await _seed(postgres_url, f'"{saga_table.schema}"."{saga_table.name}"')
     batch: list[NewSaga | Checkpoint] = [
@@ -136,7 +138,7 @@ async def _explain_batch(
 ) -> str:
     """The plan PostgreSQL picks for the storage's batch statement on ``writes`` (not run)."""
     dialect = storage._runner.dialect
-    if storage._asyncpg is not None:
+    if isinstance(storage._path, AsyncpgWritePath):
         import asyncpg  # type: ignore[import-untyped]
 
         statement = AsyncpgWrites(storage._tables, dialect)

@@ -1,7 +1,7 @@
 """Where the storage's SQL runs: a sync engine in a worker thread, or an async engine/session.
 
 Every database operation of the storage is written once, as a plain function of a synchronous
-:class:`~sqlalchemy.engine.Connection` (see ``_operations``). A runner calls it:
+:class:`~sqlalchemy.engine.Connection` (see ``_reads``, ``_leases`` and ``_core``). A runner calls it:
 
 * :class:`ThreadRunner` — a synchronous :class:`~sqlalchemy.engine.Engine` (any sync driver,
   SQLite's stdlib ``sqlite3`` included) in a worker thread through :mod:`anyio.to_thread`, so

@@ -151,6 +151,9 @@ def define_tables(
         metadata,
         sa.Column("saga_id", sa.Uuid(), primary_key=True),
         sa.Column("saga_name", sa.Text(), nullable=False),
+        # The saga definition's version the saga started on (recovery runs it on that one).
+        # A server default, so a migration can add it to a table that has rows: they read as 1.
+        sa.Column("saga_version", sa.Integer(), nullable=False, server_default=sa.text("1")),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("cursor", sa.Integer(), nullable=False),
