@@ -10,7 +10,7 @@ from uuid import UUID
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
@@ -28,8 +28,8 @@ from ._group_commit import GroupCommitter
 from ._leases import LeaseWrites
 from ._outcomes import Write
 from ._reads import Reads
-from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
-from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
+from ._runner import make_runner
+from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, create_tables, define_tables, drop_tables
 from ._split import write_splitting
 from ._write_paths import WritePath, open_write_path
 
@@ -98,8 +98,8 @@ class SqlAlchemySagaStorage:
         else:
             self._tables = define_tables(sa.MetaData(), table=table, schema=schema)
         self._schema = schema
-        self._session: AsyncSession | None = None
-        self._runner = self._make_runner(bind, max_threads, dispose_engine)
+        self._runner = make_runner(bind, max_threads=max_threads, dispose=dispose_engine)
+        self._session = bind if isinstance(bind, AsyncSession) else None
         dialect = self._runner.dialect
         if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
             raise SagaUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
@@ -135,31 +135,6 @@ class SqlAlchemySagaStorage:
         self._schema_lock = anyio.Lock()
         self._closed = False
 
-    def _make_runner(self, bind: object, max_threads: int | None, dispose: bool) -> Runner:
-        if isinstance(bind, AsyncSession):
-            self._session = bind
-            return AsyncSessionRunner(bind)
-        if isinstance(bind, (async_sessionmaker, sessionmaker)):
-            engine = bind.kw.get("bind")
-            if engine is None:
-                raise SagaUsageError(
-                    "SqlAlchemySagaStorage got a session maker without an engine; build it "
-                    "with async_sessionmaker(engine) or sessionmaker(engine)"
-                )
-            bind = engine
-        if isinstance(bind, AsyncEngine):
-            return AsyncEngineRunner(bind, owns_engine=dispose)
-        if isinstance(bind, Engine):
-            if max_threads is None:
-                size = getattr(bind.pool, "size", None)
-                pool_size = size() if callable(size) else 5
-                max_threads = max(1, min(pool_size, 40))
-            return ThreadRunner(bind, max_threads=max_threads, owns_engine=dispose)
-        raise SagaUsageError(
-            f"SqlAlchemySagaStorage needs an AsyncEngine, async_sessionmaker, AsyncSession, "
-            f"Engine or sessionmaker, got {type(bind).__qualname__}"
-        )
-
     # --- what users see beyond the protocol ----------------------------------------------------
 
     @property
@@ -189,7 +164,8 @@ class SqlAlchemySagaStorage:
                 migrate it, see the README).
         """
         try:
-            await self._runner.run(self._create_schema, "creating the saga table")
+            create = partial(create_tables, self._tables, schema=self._schema)
+            await self._runner.run(create, "creating the saga table")
         except StorageSchemaError as exc:
             raise StorageSchemaError(
                 f"the saga table {self._tables.saga.fullname!r} exists but is from an "
@@ -201,7 +177,7 @@ class SqlAlchemySagaStorage:
     async def drop_schema(self) -> None:
         """Drop the saga table if it exists, with every saga in it."""
         self._schema_checked = False  # first: a write from now on checks the schema again
-        await self._runner.run(self._drop_schema, "dropping the saga table")
+        await self._runner.run(partial(drop_tables, self._tables), "dropping the saga table")
 
     async def check_schema(self) -> None:
         """Check that the saga table exists with every column this version needs.
@@ -213,30 +189,6 @@ class SqlAlchemySagaStorage:
         """
         await self._runner.run(self._reads.check_schema, "checking the saga table")
         self._schema_checked = True
-
-    def _create_schema(self, connection: Connection, commit: Any) -> None:
-        schema = self._schema
-        if (
-            schema is not None
-            and connection.dialect.name == "postgresql"
-            and not connection.dialect.has_schema(connection, schema)
-        ):
-            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        try:
-            self._tables.metadata.create_all(connection)
-        except sa.exc.DBAPIError as exc:
-            # Another process created the table between create_all's check and its CREATE
-            # (several processes opening a fresh database at once): use them.
-            if "already exists" not in str(exc.orig).lower():
-                raise
-            connection.rollback()
-        # create_all skips a table that exists: check that one has every column.
-        self._reads.check_schema(connection, commit)
-        commit()
-
-    def _drop_schema(self, connection: Connection, commit: Any) -> None:
-        self._tables.metadata.drop_all(connection)
-        commit()
 
     # --- protocol ------------------------------------------------------------------------------
 
