@@ -9,6 +9,10 @@ from contextlib import contextmanager
 import anyio
 import sqlalchemy as sa
 
+from saga_sqlalchemy import SqlAlchemySagaStorage
+from saga_sqlalchemy._sqlite_inline import SqliteInline
+from saga_sqlalchemy._write_paths import SqliteWritePath
+
 
 def unique_name(prefix: str = "saga_t") -> str:
     """A schema or table name no other test run uses."""
@@ -51,3 +55,16 @@ async def outcomes_of(calls: Sequence[Callable[[], Awaitable[object]]]) -> list[
         for index in range(len(calls)):
             tg.start_soon(one, index)
     return outcomes
+
+
+def sqlite_path(storage: object) -> SqliteWritePath:
+    """The write path of a storage on SQLite through the stdlib driver."""
+    assert isinstance(storage, SqlAlchemySagaStorage)
+    path = storage._path
+    assert isinstance(path, SqliteWritePath)
+    return path
+
+
+def inline_of(storage: object) -> SqliteInline | None:
+    """The inline connection of a storage on SQLite through the stdlib driver (or None)."""
+    return sqlite_path(storage).inline

@@ -21,9 +21,17 @@ from saga_core import (
 )
 from saga_core.storage import Checkpoint, NewSaga
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
-from saga_sqlalchemy import SqlAlchemySagaStorage
+from saga_sqlalchemy import SqlAlchemySagaStorage, define_tables
 from saga_sqlalchemy._asyncpg import AsyncpgWrites
-from saga_sqlalchemy._postgres import PostgresBatch
+from saga_sqlalchemy._postgres import (
+    CHECKPOINT_FIELDS,
+    CREATE_FIELDS,
+    PostgresBatch,
+    checkpoint_values,
+    create_values,
+)
+from saga_sqlalchemy._split import write_splitting
+from saga_sqlalchemy._write_paths import AsyncpgWritePath
 
 from ._support import driver_url, outcomes_of, postgres_schema
 
@@ -85,7 +93,7 @@ async def test_each_refusal_in_a_batch_is_its_own(storage: SqlAlchemySagaStorage
         fresh,
     ]
     # One batch statement, as group commit sends it.
-    results = await storage._execute_batch(writes)
+    results = await write_splitting(storage._path, writes)
     assert results[0] is None
     assert isinstance(results[1], SagaVersionConflictError)
     assert isinstance(results[2], SagaFinishedError)
@@ -104,7 +112,7 @@ async def test_a_batch_finds_its_sagas_by_primary_key(
     storage: SqlAlchemySagaStorage, postgres_url: str
 ) -> None:
     sagas = [make_new_saga() for _ in range(50)]
-    await storage._execute_batch(sagas)
+    await write_splitting(storage._path, sagas)
     saga_table = storage.table
     await _seed(postgres_url, f'"{saga_table.schema}"."{saga_table.name}"')
     batch: list[NewSaga | Checkpoint] = [
@@ -136,7 +144,7 @@ async def _explain_batch(
 ) -> str:
     """The plan PostgreSQL picks for the storage's batch statement on ``writes`` (not run)."""
     dialect = storage._runner.dialect
-    if storage._asyncpg is not None:
+    if isinstance(storage._path, AsyncpgWritePath):
         import asyncpg  # type: ignore[import-untyped]
 
         statement = AsyncpgWrites(storage._tables, dialect)
@@ -158,3 +166,30 @@ async def _explain_batch(
     finally:
         engine.dispose()
     return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        make_new_saga(saga_version=3, next_step="steps.First"),
+        make_checkpoint(make_new_saga().saga_id, 4, cursor=2, error="boom", next_step=None),
+        make_checkpoint(make_new_saga().saga_id, 2, status=SagaStatus.COMPLETED),
+    ],
+)
+def test_asyncpg_sends_a_single_write_s_values_in_the_statement_s_order(
+    write: NewSaga | Checkpoint,
+) -> None:
+    """asyncpg numbers its parameters: the values it sends for one write are the shared
+    statement's fields, in their order (the same values the other drivers send by name)."""
+    dialect = sa.create_engine("postgresql+psycopg://").dialect  # connects to nothing
+    fields: tuple[str, ...]
+    values: tuple[Any, ...]
+    sql, args = AsyncpgWrites(define_tables(sa.MetaData()), dialect).single(write)
+    if isinstance(write, Checkpoint):
+        fields, values = CHECKPOINT_FIELDS, checkpoint_values(write)
+    else:
+        fields, values = CREATE_FIELDS, create_values(write)
+    assert tuple(args) == values
+    for number, name in enumerate(fields, start=1):
+        cast = "::float8" if name == "lease" else ""
+        assert f"${number}{cast}" in sql, (name, sql)

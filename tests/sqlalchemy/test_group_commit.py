@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from saga_core import SagaStatus, SagaVersionConflictError, bootstrap
+from saga_core import SagaStatus, SagaVersionConflictError, bootstrap, open_storage
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
 
@@ -128,3 +128,48 @@ async def test_two_writes_of_one_saga_never_share_a_batch(make_storage: Any) -> 
             tg.start_soon(racer, index)
     assert sorted(outcomes) == ["conflict"] * 4 + ["written"]
     assert (await storage.load(new.saga_id)).version == 2
+
+
+@pytest.mark.parametrize("inline", ["auto", False])
+async def test_sqlite_by_default_batches_only_the_writes_that_overlap(
+    tmp_path: Any, inline: Any
+) -> None:
+    """No option set: writes that come one at a time are each written as they come, writes
+    that overlap share transactions (on the event loop's connection and in worker threads)."""
+    url = f"sqlite:///{tmp_path}/sagas.db"
+    async with open_storage(url, inline=inline) as storage:
+        assert isinstance(storage, SqlAlchemySagaStorage)
+        lone = make_new_saga()
+        await storage.create(lone)
+        for version in (1, 2, 3):
+            await storage.checkpoint(make_checkpoint(lone.saga_id, version))
+        assert storage.group_commit_stats == (4, 4)  # each write its own transaction
+        mediator = bootstrap(
+            sagas_mapper=lambda m: m.bind(CounterContext, ThreeStepSaga), saga_storage=storage
+        )
+        outcomes = []
+
+        async def one(index: int) -> None:
+            outcomes.append(await mediator.run(CounterContext(name=f"saga-{index}")))
+
+        async with anyio.create_task_group() as tg:
+            for index in range(50):
+                tg.start_soon(one, index)
+        assert [o.status for o in outcomes] == [SagaStatus.COMPLETED] * 50
+        transactions, writes = storage.group_commit_stats
+        assert writes == 4 + 50 * 4
+        assert transactions - 4 <= (writes - 4) // 4, (transactions, writes)
+        for outcome in outcomes:
+            assert (await storage.load(outcome.saga_id)).version == 4
+
+
+async def test_sqlite_group_commit_false_writes_each_write_alone(tmp_path: Any) -> None:
+    async with open_storage(f"sqlite:///{tmp_path}/sagas.db", group_commit=False) as storage:
+        assert isinstance(storage, SqlAlchemySagaStorage)
+        sagas = [make_new_saga() for _ in range(10)]
+        async with anyio.create_task_group() as tg:
+            for saga in sagas:
+                tg.start_soon(storage.create, saga)
+        assert storage.group_commit_stats == (0, 0)
+        for saga in sagas:
+            assert (await storage.load(saga.saga_id)).version == 1

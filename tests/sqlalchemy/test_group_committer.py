@@ -13,7 +13,7 @@ from saga_core import SagaError, SagaVersionConflictError, StorageUnavailableErr
 from saga_core.storage import NewSaga
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy._group_commit import GroupCommitter
-from saga_sqlalchemy._operations import Write
+from saga_sqlalchemy._outcomes import Write
 
 from ._support import outcomes_of
 

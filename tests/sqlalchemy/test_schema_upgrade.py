@@ -23,6 +23,7 @@ from saga_core import SagaStatus, SagaUsageError, StorageSchemaError, open_stora
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage, define_tables
 
+from ._readme import apply_upgrade
 from ._support import driver_url, postgres_schema
 
 pytestmark = pytest.mark.anyio
@@ -223,3 +224,28 @@ async def test_list_sagas_refuses_bad_filters(tmp_path: Path) -> None:
             )
             == []
         )
+
+
+@pytest.mark.parametrize("migration", ["alembic", "readme"])
+async def test_a_table_without_saga_version_is_refused_then_reads_version_1(
+    database: Database, migration: str
+) -> None:
+    saga_id = await _tables_with_one_saga(database, ("saga_version",))
+    async with database.storage() as storage:
+        with pytest.raises(StorageSchemaError, match="incompatible") as info:
+            await storage.load(saga_id)
+        assert "saga_version" in str(info.value)
+    if migration == "alembic":
+        _migrate(database, ("saga_version",))
+    else:
+        apply_upgrade(database.url, database.schema)
+    async with database.storage() as storage:
+        await storage.check_schema()
+        assert (await storage.load(saga_id)).saga_version == 1
+        [record] = await storage.list_recoverable()
+        assert record.saga_version == 1
+        claimed = await storage.claim(saga_id, owner="worker", lease_seconds=60)
+        assert claimed.saga_version == 1
+        new = make_new_saga(saga_version=3)
+        await storage.create(new)
+        assert (await storage.load(new.saga_id)).saga_version == 3

@@ -27,7 +27,9 @@ from saga_core import (
 )
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
-from saga_sqlalchemy._sqlite import AUTO_MAX_BLOCK, BlockBudget
+from saga_sqlalchemy._sqlite_inline import AUTO_MAX_BLOCK, BlockBudget
+
+from ._support import inline_of, sqlite_path
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +103,7 @@ async def test_an_inline_storage_used_from_another_thread_writes_in_threads(
     async with open_storage(f"sqlite:///{tmp_path}/sagas.db", inline=True) as storage:
         assert isinstance(storage, SqlAlchemySagaStorage)
         await storage.create(make_new_saga())
-        inline = storage._inline
+        inline = inline_of(storage)
         assert inline is not None
         assert inline.connection() is not None
         assert await anyio.to_thread.run_sync(inline.connection) is None
@@ -138,8 +140,7 @@ async def test_inline_needs_a_stdlib_sqlite_file(tmp_path: Path, anyio_backend: 
 
 async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bool]:
     """Run ``count`` creates; for each, whether it ran on the calling (event loop's) thread."""
-    sqlite = storage._sqlite
-    assert sqlite is not None
+    sqlite = sqlite_path(storage).statements
     # Every write goes through _write, inline (write_alone) or in a thread (write_batch).
     original = sqlite._write
     on_loop: list[bool] = []
@@ -163,7 +164,7 @@ async def test_open_storage_writes_a_sqlite_file_inline_while_commits_are_fast(
 ) -> None:
     async with open_storage(f"sqlite:///{tmp_path}/sagas.db") as storage:
         assert isinstance(storage, SqlAlchemySagaStorage)
-        inline = storage._inline
+        inline = inline_of(storage)
         assert inline is not None
         assert inline.budget.max_block == AUTO_MAX_BLOCK
         inline.budget.average = 0.0
@@ -194,17 +195,17 @@ async def test_open_storage_writes_a_sqlite_file_inline_while_commits_are_fast(
 async def test_auto_inline_is_threads_where_inline_cannot_run(tmp_path: Path) -> None:
     async with open_storage("sqlite://") as memory:  # one in-memory database: no inline
         assert isinstance(memory, SqlAlchemySagaStorage)
-        assert memory._inline is None
+        assert inline_of(memory) is None
         await memory.create(make_new_saga())
     engine = sa.create_engine(f"sqlite:///{tmp_path}/sagas.db")
     async with SqlAlchemySagaStorage(engine, inline="auto", auto_create_schema=True) as storage:
-        assert storage._inline is not None
+        assert inline_of(storage) is not None
         await storage.create(make_new_saga())
     async with SqlAlchemySagaStorage(engine, auto_create_schema=True) as default:
-        assert default._inline is None  # the constructor's default stays threads
+        assert inline_of(default) is None  # the constructor's default stays threads
     async with open_storage(f"sqlite:///{tmp_path}/sagas.db", inline=False) as off:
         assert isinstance(off, SqlAlchemySagaStorage)
-        assert off._inline is None
+        assert inline_of(off) is None
     engine.dispose()
 
 

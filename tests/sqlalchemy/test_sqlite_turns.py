@@ -17,10 +17,11 @@ import pytest
 from saga_core import SagaStatus, StorageUnavailableError, bootstrap, open_storage
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
-from saga_sqlalchemy import _storage as storage_module
-from saga_sqlalchemy._sqlite import YIELD_INTERVAL
+from saga_sqlalchemy import _write_paths as write_paths_module
+from saga_sqlalchemy._sqlite_inline import YIELD_INTERVAL
 
 from ._sagas import CounterContext, ThreeStepSaga
+from ._support import inline_of
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_inline_writes_yield_once_per_interval(
         yields += 1
         await checkpoint()
 
-    monkeypatch.setattr(storage_module, "perf_counter", lambda: now)
+    monkeypatch.setattr(write_paths_module, "perf_counter", lambda: now)
     monkeypatch.setattr(anyio.lowlevel, "checkpoint", counted)
     async with storage:
         await storage.create(make_new_saga())
@@ -159,7 +160,7 @@ async def test_a_write_waiting_for_its_turn_when_the_storage_closes_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = await _open(tmp_path)
-    inline = storage._inline
+    inline = inline_of(storage)
     assert inline is not None
     outcome: list[BaseException] = []
     at_turn = anyio.Event()

@@ -20,8 +20,10 @@ import sqlalchemy as sa
 from saga_core import SagaStatus, StepEvent, open_storage
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage
-from saga_sqlalchemy._sqlite import SqliteInline
+from saga_sqlalchemy._sqlite_inline import SqliteInline
 from saga_sqlalchemy._wal import EVERY_COMMITS, BackgroundCheckpointer
+
+from ._support import inline_of
 
 pytestmark = pytest.mark.anyio
 
@@ -45,8 +47,7 @@ def _log_restarts(database: Path) -> int:
 
 
 def _inline(storage: object) -> SqliteInline:
-    assert isinstance(storage, SqlAlchemySagaStorage)
-    inline = storage._inline
+    inline = inline_of(storage)
     assert inline is not None
     return inline
 

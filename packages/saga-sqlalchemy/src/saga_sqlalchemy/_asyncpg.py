@@ -8,7 +8,7 @@ lowest Python cost:
   (asyncpg checks every element of an array parameter);
 * a batch sends three texts: the creates and the checkpoints as JSON, read back with
   ``json_to_recordset`` (one ``json.dumps`` instead of a dozen arrays of up to a hundred
-  elements), and the checkpointed ids as a ``uuid[]`` literal (see ``BATCH_WRITES``).
+  elements), and the checkpointed ids as a ``uuid[]`` literal (see ``_postgres``).
 
 Text round-trips exactly through JSON: contexts and journal lines stay byte for byte.
 """
@@ -23,57 +23,56 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-from saga_core import SagaError, SagaStatus, SagaUsageError
+from saga_core import SagaStatus, SagaUsageError
 from saga_core.storage import Checkpoint, NewSaga
 
 from ._journal import encode_journal
-from ._operations import Write
-from ._postgres import BATCH_WRITES, PostgresBatch, refusal, storable_error
+from ._outcomes import Outcome, Write, refusal
+from ._postgres import (
+    CHECKPOINT_FIELDS,
+    CREATE_FIELDS,
+    Placeholder,
+    batch,
+    batch_outcomes,
+    compare_and_set,
+    create,
+    diagnose,
+    diagnose_many,
+    refused_checkpoints,
+    storable_error,
+)
 from ._rows import encode_applied
 from ._schema import SagaTables
 
-_COMPLETED = SagaStatus.COMPLETED
-_COMPENSATED = SagaStatus.COMPENSATED
-
-_CHECKPOINT = """
-UPDATE {saga}
-SET status = $1, version = version + 1, "cursor" = $2, applied = $3, context = $4,
-    error = $5, updated_at = now(), lease_owner = $6,
-    lease_expires_at = now() + make_interval(secs => $7::float8), next_step = $10,
-    journal = journal || $11
-WHERE saga_id = $8 AND version = $9 AND status NOT IN ('completed', 'compensated')
-"""
-
-_CREATE = """
-INSERT INTO {saga} (saga_id, saga_name, status, version, "cursor", applied, context, error,
-                    created_at, updated_at, lease_owner, lease_expires_at, next_step, journal)
-VALUES ($1, $2, 'running', 1, 0, '[]', $3, NULL, now(), now(), $4,
-        now() + make_interval(secs => $5::float8), $6, $7)
-"""
-# (No ON CONFLICT: a speculative insertion costs the server more than a plain one, on every
-# create; a taken id is the primary key's unique violation instead, see write_one.)
-# (No RETURNING either: whether a single write wrote is in its command tag, "INSERT 0 1" or
-# "UPDATE 1", which the server sends anyway; a returned row costs a row description and a
-# data row to send and decode, ~2% of a write measured one at a time.)
+# (No ON CONFLICT on a single create: a speculative insertion costs the server more than a
+# plain one, on every create; a taken id is the primary key's unique violation instead, see
+# write_one. No RETURNING either: whether a single write wrote is in its command tag,
+# "INSERT 0 1" or "UPDATE 1", which the server sends anyway; a returned row costs a row
+# description and a data row to send and decode, ~2% of a write measured one at a time.)
 _UNIQUE_VIOLATION = "23505"
 
-_BATCH = (
-    """
-WITH new_sagas AS (
+#: The batch's inputs as two JSON texts, read back with ``json_to_recordset``.
+_JSON_INPUTS = """new_sagas AS (
     SELECT * FROM json_to_recordset($1::json)
-        AS n(saga_id uuid, saga_name text, context text, owner text, lease float8,
-             next_step text, journal text)
+        AS n(saga_id uuid, saga_name text, saga_version int, context text, owner text,
+             lease float8, next_step text, journal text)
 ), changes AS (
     SELECT * FROM json_to_recordset($2::json)
         AS c(saga_id uuid, expected int, status text, "cursor" int, applied text,
              context text, error text, owner text, lease float8, next_step text,
              journal text)
-"""
-    + BATCH_WRITES
-)
+)"""
 
-_DIAGNOSE = "SELECT status, version FROM {saga} WHERE saga_id = $1"
-_DIAGNOSE_MANY = "SELECT saga_id, status, version FROM {saga} WHERE saga_id = ANY($1::uuid[])"
+
+def _numbered(fields: tuple[str, ...]) -> Placeholder:
+    """``$n`` for each field, numbered in ``fields`` order (the lease cast to float8)."""
+
+    def value(name: str) -> str:
+        number = fields.index(name) + 1
+        return f"${number}::float8" if name == "lease" else f"${number}"
+
+    return value
+
 
 # A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
 _quote = json.encoder.encode_basestring
@@ -105,19 +104,26 @@ class AsyncpgWrites:
         saga = dialect.identifier_preparer.format_table(tables.saga)
         # The checkpointed ids travel once more as a text array literal, built from the strings
         # the JSON needs anyway (see BATCH_WRITES for why the statement wants them).
-        self.batch_sql = _BATCH.format(changed_ids="$3::text::uuid[]", saga=saga)
-        self.checkpoint_sql = _CHECKPOINT.format(saga=saga)
-        self.create_sql = _CREATE.format(saga=saga)
-        self.diagnose_sql = _DIAGNOSE.format(saga=saga)
-        self.diagnose_many_sql = _DIAGNOSE_MANY.format(saga=saga)
+        self.batch_sql = batch(saga, _JSON_INPUTS, "$3::text::uuid[]")
+        self.checkpoint_sql = compare_and_set(saga, _numbered(CHECKPOINT_FIELDS))
+        self.create_sql = create(saga, _numbered(CREATE_FIELDS))
+        self.diagnose_sql = diagnose(saga, "$1")
+        self.diagnose_many_sql = diagnose_many(saga, "$1::uuid[]")
 
     def single(self, write: Write) -> tuple[str, list[Any]]:
-        """The statement and arguments of one write: its command tag ends in " 1" if it
-        wrote, " 0" if it matched nothing."""
+        """The statement and arguments of one write (in ``CHECKPOINT_FIELDS`` or
+        ``CREATE_FIELDS`` order): its command tag ends in " 1" if it wrote, " 0" if it
+        matched nothing."""
         if isinstance(write, Checkpoint):
             status = write.status
-            lease = None if status is _COMPLETED or status is _COMPENSATED else write.lease_seconds
+            lease = (
+                None
+                if status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED
+                else write.lease_seconds
+            )
             return self.checkpoint_sql, [
+                write.saga_id,
+                write.expected_version,
                 status.value,
                 write.cursor,
                 encode_applied(write.applied),
@@ -125,14 +131,13 @@ class AsyncpgWrites:
                 storable_error(write.error),
                 None if lease is None else write.lease_owner,
                 None if lease is None else float(lease),
-                write.saga_id,
-                write.expected_version,
                 write.next_step,
                 encode_journal(write.journal),
             ]
         return self.create_sql, [
             write.saga_id,
             write.saga_name,
+            int(write.saga_version),
             write.context,
             write.lease_owner,
             float(write.lease_seconds),
@@ -160,7 +165,7 @@ class AsyncpgWrites:
             if isinstance(write, Checkpoint):
                 status = write.status
                 leased = (
-                    not (status is _COMPLETED or status is _COMPENSATED)
+                    not (status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED)
                     and write.lease_seconds is not None
                 )
                 changed_ids.append(saga_id)
@@ -181,6 +186,7 @@ class AsyncpgWrites:
                 next_step = write.next_step
                 creates.append(
                     f'{{"saga_id":"{saga_id}","saga_name":{quote(write.saga_name)},'
+                    f'"saga_version":{int(write.saga_version)},'
                     f'"context":{quote(write.context)},"owner":{quote(write.lease_owner)},'
                     f'"lease":{_float_text(write.lease_seconds)},'
                     f'"next_step":{_NULL if next_step is None else quote(next_step)},'
@@ -192,7 +198,7 @@ class AsyncpgWrites:
             "{" + ",".join(changed_ids) + "}",
         )
 
-    async def write_one(self, driver: Any, write: Write) -> SagaError | None:
+    async def write_one(self, driver: Any, write: Write) -> Outcome:
         """Write ``write`` alone on asyncpg's connection ``driver`` (its own transaction);
         return its refusal, or None when it was written."""
         sql, args = self.single(write)
@@ -209,7 +215,7 @@ class AsyncpgWrites:
             found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
         return refusal(write, None if found is None else (found[0], found[1]))
 
-    async def write(self, driver: Any, writes: Sequence[Write]) -> list[SagaError | None]:
+    async def write(self, driver: Any, writes: Sequence[Write]) -> list[Outcome]:
         """Write ``writes`` on asyncpg's connection ``driver``, outside any transaction (the
         statement is its own transaction); return each write's refusal."""
         if len(writes) == 1:
@@ -219,8 +225,8 @@ class AsyncpgWrites:
             return [None] * len(writes)
         written = {row[0] for row in rows}
         stored: dict[Any, tuple[str, int]] = {}
-        refused = PostgresBatch.refused_checkpoints(writes, written)
+        refused = refused_checkpoints(writes, written)
         if refused:
             for saga_id, status, version in await driver.fetch(self.diagnose_many_sql, refused):
                 stored[saga_id] = (status, version)
-        return PostgresBatch.outcomes(writes, written, stored)
+        return batch_outcomes(writes, written, stored)

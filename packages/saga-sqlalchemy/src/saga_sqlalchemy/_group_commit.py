@@ -10,7 +10,7 @@ by themselves with the load, and a lone writer pays no wait at all.
 Each writer returns only after the commit that holds its write. A refused write (version
 conflict, finished saga, id taken) is that writer's own error and does not touch the others,
 and so is a write the database refuses for its own data (the storage's batch function finds
-it by splitting the batch, see ``SqlAlchemySagaStorage._execute_batch``); a transaction that
+it by splitting the batch, see ``_split``); a transaction that
 failed as a whole (connection lost, server gone) is every writer's error. Two writes of one
 saga never share a batch: the later one waits for the next, so each sees the other's effect.
 """
@@ -27,10 +27,10 @@ import anyio.lowlevel
 
 from saga_core import SagaError, SagaStorageError, StorageUnavailableError
 
-from ._operations import Write
+from ._outcomes import Outcome, Write
 
-ExecuteBatch = Callable[[Sequence[Write]], Awaitable[list[SagaError | None]]]
-ExecuteOne = Callable[[Write], Awaitable[SagaError | None]]
+ExecuteBatch = Callable[[Sequence[Write]], Awaitable[list[Outcome]]]
+ExecuteOne = Callable[[Write], Awaitable[Outcome]]
 
 
 class _Pending:

@@ -15,6 +15,7 @@ from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
 RECORD_COLUMNS = (
     "saga_id",
     "saga_name",
+    "saga_version",
     "status",
     "version",
     "cursor",
@@ -58,6 +59,7 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
     (
         saga_id,
         name,
+        saga_version,
         status,
         version,
         cursor,
@@ -88,7 +90,7 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         raise _corrupted(record_id, f"{where}: its applied step ids are not a list of strings")
     check_context(record_id, context)
     try:
-        numbers = (int(version), int(cursor), int(attempts))
+        numbers = (int(version), int(cursor), int(attempts), int(saga_version))
     except (TypeError, ValueError) as exc:
         raise _corrupted(record_id, f"{where} has a counter that is not an integer") from exc
     return SagaRecord(
@@ -107,6 +109,7 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         next_step=next_step,
         attempts=numbers[2],
         parked=bool(parked),
+        saga_version=numbers[3],
     )
 
 

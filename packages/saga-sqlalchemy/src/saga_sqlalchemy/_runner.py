@@ -1,7 +1,8 @@
 """Where the storage's SQL runs: a sync engine in a worker thread, or an async engine/session.
 
 Every database operation of the storage is written once, as a plain function of a synchronous
-:class:`~sqlalchemy.engine.Connection` (see ``_operations``). A runner calls it:
+:class:`~sqlalchemy.engine.Connection` (see ``_reads``, ``_leases`` and ``_core``). A runner
+calls it:
 
 * :class:`ThreadRunner` — a synchronous :class:`~sqlalchemy.engine.Engine` (any sync driver,
   SQLite's stdlib ``sqlite3`` included) in a worker thread through :mod:`anyio.to_thread`, so
@@ -23,8 +24,8 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from saga_core import SagaError, SagaUsageError
 
@@ -235,3 +236,33 @@ def _in_session(session: Session, operation: Operation[T]) -> T:
 def describe_bind(bind: Any) -> str:
     """A short name of what was passed as the storage's bind, for error messages."""
     return type(bind).__qualname__
+
+
+def make_runner(bind: object, *, max_threads: int | None, dispose: bool) -> Runner:
+    """The runner for what the storage was given as its ``bind``.
+
+    Raises:
+        SagaUsageError: ``bind`` is of an unsupported kind, or a session maker has no engine.
+    """
+    if isinstance(bind, AsyncSession):
+        return AsyncSessionRunner(bind)
+    if isinstance(bind, (async_sessionmaker, sessionmaker)):
+        engine = bind.kw.get("bind")
+        if engine is None:
+            raise SagaUsageError(
+                "SqlAlchemySagaStorage got a session maker without an engine; build it "
+                "with async_sessionmaker(engine) or sessionmaker(engine)"
+            )
+        bind = engine
+    if isinstance(bind, AsyncEngine):
+        return AsyncEngineRunner(bind, owns_engine=dispose)
+    if isinstance(bind, Engine):
+        if max_threads is None:
+            size = getattr(bind.pool, "size", None)
+            pool_size = size() if callable(size) else 5
+            max_threads = max(1, min(pool_size, 40))
+        return ThreadRunner(bind, max_threads=max_threads, owns_engine=dispose)
+    raise SagaUsageError(
+        f"SqlAlchemySagaStorage needs an AsyncEngine, async_sessionmaker, AsyncSession, "
+        f"Engine or sessionmaker, got {type(bind).__qualname__}"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -151,6 +152,9 @@ def define_tables(
         metadata,
         sa.Column("saga_id", sa.Uuid(), primary_key=True),
         sa.Column("saga_name", sa.Text(), nullable=False),
+        # The saga definition's version the saga started on (recovery runs it on that one).
+        # A server default, so a migration can add it to a table that has rows: they read as 1.
+        sa.Column("saga_version", sa.Integer(), nullable=False, server_default=sa.text("1")),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("cursor", sa.Integer(), nullable=False),
@@ -204,3 +208,38 @@ def schema_probes(tables: SagaTables) -> list[sa.Select[Any]]:
     """Queries that read every column of the table and return no row: they fail exactly
     when the table or a column is missing."""
     return [sa.select(*tables.saga.columns).where(sa.false()).limit(1)]
+
+
+def create_tables(
+    tables: SagaTables, connection: sa.Connection, commit: Callable[[], None], schema: str | None
+) -> None:
+    """Create the saga table (and its PostgreSQL schema) if missing, then check that an
+    existing one has every column; commit.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver's error (a missing column among them).
+    """
+    if (
+        schema is not None
+        and connection.dialect.name == "postgresql"
+        and not connection.dialect.has_schema(connection, schema)
+    ):
+        connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    try:
+        tables.metadata.create_all(connection)
+    except sa.exc.DBAPIError as exc:
+        # Another process created the table between create_all's check and its CREATE
+        # (several processes opening a fresh database at once): use them.
+        if "already exists" not in str(exc.orig).lower():
+            raise
+        connection.rollback()
+    # create_all skips a table that exists: check that one has every column.
+    for probe in schema_probes(tables):
+        connection.execute(probe).all()
+    commit()
+
+
+def drop_tables(tables: SagaTables, connection: sa.Connection, commit: Callable[[], None]) -> None:
+    """Drop the saga table if it exists; commit."""
+    tables.metadata.drop_all(connection)
+    commit()

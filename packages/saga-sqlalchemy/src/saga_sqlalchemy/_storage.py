@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal
 from uuid import UUID
 
 import anyio
-import anyio.lowlevel
-import anyio.to_thread
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
 from saga_core import (
-    SagaError,
     SagaRecord,
     SagaStatus,
     SagaUsageError,
@@ -28,23 +23,15 @@ from saga_core import (
 )
 from saga_core.storage import Checkpoint, JournalEntry, NewSaga, require_saga_id
 
-from ._asyncpg import AsyncpgWrites
-from ._errors import What, is_shared_failure, translate
-from ._group_commit import GroupCommitter, shared_failure
-from ._operations import Operations, Write, describe_write
-from ._postgres import PostgresBatch
-from ._runner import AsyncEngineRunner, AsyncSessionRunner, Runner, ThreadRunner
-from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, define_tables
-from ._sqlite import (
-    AUTO_MAX_BLOCK,
-    ELSEWHERE,
-    YIELD_INTERVAL,
-    SqliteBusy,
-    SqliteInline,
-    SqliteWrites,
-    is_file_database,
-    is_stdlib_sqlite,
-)
+from ._core import CoreSql
+from ._group_commit import GroupCommitter
+from ._leases import LeaseWrites
+from ._outcomes import Write
+from ._reads import Reads
+from ._runner import make_runner
+from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, create_tables, define_tables, drop_tables
+from ._split import write_splitting
+from ._write_paths import WritePath, open_write_path
 
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
@@ -64,8 +51,10 @@ class SqlAlchemySagaStorage:
         table, schema: where the saga table is (identifiers; default ``saga`` in the default
             schema). Create it with :meth:`create_schema` or an Alembic migration of
             :attr:`metadata`.
-        group_commit: coalesce concurrent writes of many sagas into shared transactions.
-            Default: on for PostgreSQL, off elsewhere.
+        group_commit: whether writes of many sagas that overlap share one transaction (a
+            write that comes alone is written as it comes, either way). Default (None): on
+            for PostgreSQL and SQLite, off elsewhere; ``False``: every write in a transaction
+            of its own; ``True``: on for any database.
         max_batch: most writes in one shared transaction.
         max_wait: seconds a batch leader lingers for more writes (0: take what is queued).
         lanes: shared transactions in flight at once (default 4 on PostgreSQL, else 1).
@@ -109,82 +98,42 @@ class SqlAlchemySagaStorage:
         else:
             self._tables = define_tables(sa.MetaData(), table=table, schema=schema)
         self._schema = schema
-        self._session: AsyncSession | None = None
-        self._runner = self._make_runner(bind, max_threads, dispose_engine)
+        self._runner = make_runner(bind, max_threads=max_threads, dispose=dispose_engine)
+        self._session = bind if isinstance(bind, AsyncSession) else None
         dialect = self._runner.dialect
-        self._ops = Operations(self._tables, dialect)
         if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
             raise SagaUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
         if not isinstance(max_wait, (int, float)) or not 0 <= max_wait <= 1:
             raise SagaUsageError(f"max_wait must be seconds between 0 and 1, got {max_wait!r}")
-        if group_commit is None:
-            group_commit = dialect.name == "postgresql"
-        if self._session is not None:
-            group_commit = False  # one session runs one operation at a time anyway
         if lanes is None:
             lanes = 4 if dialect.name == "postgresql" else 1
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise SagaUsageError(f"lanes must be an int >= 1, got {lanes!r}")
-        self._batch = PostgresBatch(self._tables, dialect) if dialect.name == "postgresql" else None
-        self._asyncpg: AsyncpgWrites | None = None
-        if (
-            self._batch is not None
-            and isinstance(self._runner, AsyncEngineRunner)
-            and dialect.driver == "asyncpg"
-        ):
-            self._asyncpg = AsyncpgWrites(self._tables, dialect)
-        # SQLite through the stdlib driver: writes go straight to sqlite3 (see _sqlite).
-        self._sqlite: SqliteWrites | None = None
-        self._inline: SqliteInline | None = None
-        runner = self._runner
-        if isinstance(runner, ThreadRunner) and is_stdlib_sqlite(runner.engine):
-            self._sqlite = SqliteWrites(self._tables, dialect)
-            if inline and is_file_database(runner.engine):
-                max_block = AUTO_MAX_BLOCK if inline == "auto" else float("inf")
-                self._inline = SqliteInline(runner.engine, self._sqlite, max_block=max_block)
-        if inline is True and self._inline is None:
-            raise SagaUsageError(
-                "inline=True needs a SQLite file database through the stdlib sqlite3 driver "
-                "(a synchronous Engine such as open_storage('sqlite:///sagas.db') opens)"
-            )
+        sql = CoreSql(self._tables, dialect)
+        self._reads = Reads(sql)
+        self._leases = LeaseWrites(sql, self._reads)
+        # Chosen once: every create and checkpoint of this storage goes this way.
+        self._path: WritePath = open_write_path(self._runner, self._tables, sql, inline=inline)
+        if group_commit is None:
+            # Where batches are tested and pay (PostgreSQL's one-statement batch, SQLite's
+            # single writer), writes that overlap share a transaction; one that comes alone
+            # is written as it comes (see GroupCommitter.submit).
+            group_commit = dialect.name in ("postgresql", "sqlite")
+        if self._session is not None:
+            group_commit = False  # one session runs one operation at a time anyway
         self._group: GroupCommitter | None = None
         if group_commit:
             self._group = GroupCommitter(
-                self._execute_batch,
+                partial(write_splitting, self._path),
                 max_batch=max_batch,
                 max_wait=float(max_wait),
                 lanes=lanes,
-                execute_one=self._write_one,
+                execute_one=self._path.write_one,
             )
         self._schema_checked = False
         self._auto_create_schema = auto_create_schema
         self._schema_lock = anyio.Lock()
         self._closed = False
-
-    def _make_runner(self, bind: object, max_threads: int | None, dispose: bool) -> Runner:
-        if isinstance(bind, AsyncSession):
-            self._session = bind
-            return AsyncSessionRunner(bind)
-        if isinstance(bind, (async_sessionmaker, sessionmaker)):
-            engine = bind.kw.get("bind")
-            if engine is None:
-                raise SagaUsageError(
-                    "SqlAlchemySagaStorage got a session maker without an engine; build it "
-                    "with async_sessionmaker(engine) or sessionmaker(engine)"
-                )
-            bind = engine
-        if isinstance(bind, AsyncEngine):
-            return AsyncEngineRunner(bind, owns_engine=dispose)
-        if isinstance(bind, Engine):
-            if max_threads is None:
-                size = getattr(bind.pool, "size", None)
-                pool_size = size() if callable(size) else 5
-                max_threads = max(1, min(pool_size, 40))
-            return ThreadRunner(bind, max_threads=max_threads, owns_engine=dispose)
-        raise SagaUsageError(
-            f"SqlAlchemySagaStorage needs an AsyncEngine, async_sessionmaker, AsyncSession, "
-            f"Engine or sessionmaker, got {type(bind).__qualname__}"
-        )
 
     # --- what users see beyond the protocol ----------------------------------------------------
 
@@ -215,7 +164,8 @@ class SqlAlchemySagaStorage:
                 migrate it, see the README).
         """
         try:
-            await self._runner.run(self._create_schema, "creating the saga table")
+            create = partial(create_tables, self._tables, schema=self._schema)
+            await self._runner.run(create, "creating the saga table")
         except StorageSchemaError as exc:
             raise StorageSchemaError(
                 f"the saga table {self._tables.saga.fullname!r} exists but is from an "
@@ -227,7 +177,7 @@ class SqlAlchemySagaStorage:
     async def drop_schema(self) -> None:
         """Drop the saga table if it exists, with every saga in it."""
         self._schema_checked = False  # first: a write from now on checks the schema again
-        await self._runner.run(self._drop_schema, "dropping the saga table")
+        await self._runner.run(partial(drop_tables, self._tables), "dropping the saga table")
 
     async def check_schema(self) -> None:
         """Check that the saga table exists with every column this version needs.
@@ -237,39 +187,24 @@ class SqlAlchemySagaStorage:
                 or migrate them).
             StorageUnavailableError: the database cannot be reached.
         """
-        await self._runner.run(self._ops.check_schema, "checking the saga table")
+        await self._runner.run(self._reads.check_schema, "checking the saga table")
         self._schema_checked = True
-
-    def _create_schema(self, connection: Connection, commit: Any) -> None:
-        schema = self._schema
-        if (
-            schema is not None
-            and connection.dialect.name == "postgresql"
-            and not connection.dialect.has_schema(connection, schema)
-        ):
-            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        try:
-            self._tables.metadata.create_all(connection)
-        except sa.exc.DBAPIError as exc:
-            # Another process created the table between create_all's check and its CREATE
-            # (several processes opening a fresh database at once): use them.
-            if "already exists" not in str(exc.orig).lower():
-                raise
-            connection.rollback()
-        # create_all skips a table that exists: check that one has every column.
-        self._ops.check_schema(connection, commit)
-        commit()
-
-    def _drop_schema(self, connection: Connection, commit: Any) -> None:
-        self._tables.metadata.drop_all(connection)
-        commit()
 
     # --- protocol ------------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at version 1 (see :meth:`saga_core.SagaStorage.create`)."""
+        """Store a new RUNNING saga at version 1, with its definition's ``saga_version``
+        (see :meth:`saga_core.SagaStorage.create`).
+
+        Raises:
+            SagaUsageError: ``saga_version`` is not an int >= 1.
+        """
         if type(saga.saga_id) is not UUID:
             require_saga_id(saga.saga_id)
+        if type(saga.saga_version) is not int or saga.saga_version < 1:
+            raise SagaUsageError(
+                f"saga {saga.saga_id}: saga_version must be an int >= 1, got {saga.saga_version!r}"
+            )
         await self._write(saga)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -293,7 +228,7 @@ class SqlAlchemySagaStorage:
         require_saga_id(saga_id)
         await self._ready()
         return await self._runner.run(
-            partial(self._ops.load, saga_id=saga_id), f"loading saga {saga_id}"
+            partial(self._reads.load, saga_id=saga_id), f"loading saga {saga_id}"
         )
 
     async def history(self, saga_id: UUID) -> list[JournalEntry]:
@@ -301,7 +236,7 @@ class SqlAlchemySagaStorage:
         require_saga_id(saga_id)
         await self._ready()
         return await self._runner.run(
-            partial(self._ops.history, saga_id=saga_id), f"reading the journal of saga {saga_id}"
+            partial(self._reads.history, saga_id=saga_id), f"reading the journal of saga {saga_id}"
         )
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
@@ -309,7 +244,7 @@ class SqlAlchemySagaStorage:
         _check_limit(limit)
         await self._ready()
         return await self._runner.run(
-            partial(self._ops.list_recoverable, limit=limit), "listing recoverable sagas"
+            partial(self._reads.list_recoverable, limit=limit), "listing recoverable sagas"
         )
 
     async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
@@ -318,7 +253,7 @@ class SqlAlchemySagaStorage:
         require_saga_id(saga_id)
         await self._ready()
         operation = partial(
-            self._ops.claim, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
+            self._leases.claim, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
         )
         return await self._runner.run(operation, f"claiming saga {saga_id}")
 
@@ -330,7 +265,7 @@ class SqlAlchemySagaStorage:
         _check_limit(limit)
         await self._ready()
         operation = partial(
-            self._ops.claim_recoverable, owner=owner, lease_seconds=lease_seconds, limit=limit
+            self._leases.claim_recoverable, owner=owner, lease_seconds=lease_seconds, limit=limit
         )
         return await self._runner.run(operation, "claiming recoverable sagas")
 
@@ -344,7 +279,7 @@ class SqlAlchemySagaStorage:
         require_saga_id(saga_id)
         await self._ready()
         operation = partial(
-            self._ops.renew_lease, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
+            self._leases.renew_lease, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
         )
         await self._runner.run(operation, f"renewing the lease on saga {saga_id}")
 
@@ -378,7 +313,7 @@ class SqlAlchemySagaStorage:
             )
         await self._ready()
         operation = partial(
-            self._ops.list_sagas,
+            self._reads.list_sagas,
             status=status,
             saga_name=saga_name,
             parked=parked,
@@ -396,7 +331,7 @@ class SqlAlchemySagaStorage:
         """
         require_saga_id(saga_id)
         await self._ready()
-        operation = partial(self._ops.park, saga_id=saga_id, owner=owner, reason=reason)
+        operation = partial(self._leases.park, saga_id=saga_id, owner=owner, reason=reason)
         await self._runner.run(operation, f"parking saga {saga_id}")
 
     async def unpark(self, saga_id: UUID) -> SagaRecord:
@@ -405,7 +340,7 @@ class SqlAlchemySagaStorage:
         :meth:`saga_core.SagaStorage.unpark`). Raises SagaNotFoundError."""
         require_saga_id(saga_id)
         await self._ready()
-        operation = partial(self._ops.unpark, saga_id=saga_id)
+        operation = partial(self._leases.unpark, saga_id=saga_id)
         return await self._runner.run(operation, f"unparking saga {saga_id}")
 
     async def aclose(self) -> None:
@@ -413,11 +348,8 @@ class SqlAlchemySagaStorage:
         if self._closed:
             return
         self._closed = True
-        if self._inline is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._inline.wal.close)
-            self._inline.close()
         with anyio.CancelScope(shield=True):
+            await self._path.aclose()
             await self._runner.aclose()
 
     async def __aenter__(self) -> SqlAlchemySagaStorage:
@@ -459,129 +391,9 @@ class SqlAlchemySagaStorage:
         if self._group is not None:
             await self._group.submit(write)
             return
-        outcome = await self._write_one(write)
+        outcome = await self._path.write_one(write)
         if outcome is not None:
             raise outcome
-
-    async def _write_one(self, write: Write) -> SagaError | None:
-        """Write ``write`` alone, in its own transaction; return its refusal. On asyncpg it is
-        sent straight to asyncpg's connection (the hot path of sagas run one at a time)."""
-        what = partial(describe_write, write)
-        asyncpg = self._asyncpg
-        if asyncpg is not None:
-            runner = self._runner
-            assert isinstance(runner, AsyncEngineRunner)
-            return await runner.run_driver(asyncpg.write_one, what, write)
-        (outcome,) = await self._write_batch((write,), what)
-        return outcome
-
-    async def _take_turn(self, inline: SqliteInline) -> None:
-        """A schedule point (and cancellation point) before inline writes, which never yield;
-        at most one every YIELD_INTERVAL seconds."""
-        await anyio.lowlevel.checkpoint()
-        inline.last_yield = perf_counter()
-        if self._closed:  # closed while this write waited for its turn
-            raise StorageUnavailableError("storage is closed")
-
-    async def _execute_batch(self, writes: Sequence[Write]) -> list[SagaError | None]:
-        """Write a group-commit batch in one transaction; return each write's outcome.
-
-        A write the database refuses for its own data (an application's constraint or
-        trigger, an encoding error, a value too large for its column) or that the storage
-        cannot encode fails the whole transaction, which then wrote nothing: the batch is
-        split and written again (see :meth:`_isolate`), so that only the writes that fail on
-        their own get an error, and each gets its own. A failure that is not one write's
-        (connection lost, server gone, table missing: see ``is_shared_failure``) raises, as
-        it is every write's outcome.
-        """
-        if len(writes) == 1:
-            return [await self._write_one(writes[0])]
-        try:
-            return await self._write_batch(writes, f"writing {len(writes)} saga checkpoint(s)")
-        except SagaError as exc:
-            if is_shared_failure(exc):
-                raise
-        # Outside the except clause, so that no error of the retries chains this failure:
-        # its text may quote the parameters of every write in the batch, other sagas' data.
-        return await self._isolate(writes)
-
-    async def _isolate(self, writes: Sequence[Write]) -> list[SagaError | None]:
-        """Write the halves of a batch that failed for one write's sake, each in its own
-        transaction and split again while it fails, down to the writes that fail alone;
-        return each write's outcome (a write that failed alone gets its own error). This is
-        the failure path only: a batch with one refused write costs about two transactions
-        per halving, and the writes of the halves that pass are committed at once."""
-        middle = len(writes) // 2
-        outcomes: list[SagaError | None] = []
-        shared: SagaError | None = None
-        for part in (writes[:middle], writes[middle:]):
-            if shared is None:
-                try:
-                    if len(part) == 1:
-                        outcomes.append(await self._write_one(part[0]))
-                    else:
-                        outcomes.extend(await self._execute_batch(part))
-                    continue
-                except SagaError as exc:
-                    if len(part) == 1 and not is_shared_failure(exc):
-                        outcomes.append(exc)
-                        continue
-                    shared = exc
-            # The database failed as a whole meanwhile: every write not yet written shares
-            # that outcome (each writer raises an instance of its own).
-            outcomes.extend(shared_failure(shared) for _ in part)
-        return outcomes
-
-    async def _write_batch(self, writes: Sequence[Write], what: What) -> list[SagaError | None]:
-        """Write ``writes`` (at most one per saga) in one transaction: one statement on
-        PostgreSQL, straight on asyncpg's connection when the engine is asyncpg's."""
-        if self._sqlite is not None:
-            return await self._sqlite_batch(self._sqlite, writes, what)
-        batch = self._batch
-        if batch is None:
-            return await self._runner.run(partial(self._ops.write_batch, writes=writes), what)
-        if self._asyncpg is not None:
-            assert isinstance(self._runner, AsyncEngineRunner)
-            return await self._runner.run_driver(self._asyncpg.write, what, writes)
-        return await self._runner.run(partial(batch.write_batch, writes=writes), what)
-
-    async def _sqlite_batch(
-        self, sqlite: SqliteWrites, writes: Sequence[Write], what: What
-    ) -> list[SagaError | None]:
-        own = self._inline
-        timed = None
-        if own is not None:
-            budget = own.budget
-            timed = budget.record
-            if budget.allows():
-                # The write does not yield: a schedule point (and cancellation point) first,
-                # unless this storage's inline writes gave other tasks a turn very recently.
-                if perf_counter() - own.last_yield >= YIELD_INTERVAL:
-                    await self._take_turn(own)
-                if len(writes) == 1:
-                    outcome = own.write(writes[0])
-                    if outcome is not ELSEWHERE:
-                        return [outcome]
-                else:
-                    try:
-                        connection = own.connection()
-                        if connection is not None:
-                            outcomes = sqlite.write_batch(
-                                connection, writes, inline=True, timed=timed
-                            )
-                            own.wal.committed(connection)
-                            return outcomes
-                    except SqliteBusy:
-                        pass  # another connection writes: wait for its lock in a worker thread
-                    except SagaError:
-                        raise
-                    except Exception as exc:
-                        raise translate(exc, what) from exc
-        runner = self._runner
-        assert isinstance(runner, ThreadRunner)
-        return await runner.run_driver(
-            partial(sqlite.write_batch, writes=writes, timed=timed), what
-        )
 
     @property
     def group_commit_stats(self) -> tuple[int, int]:
