@@ -3,10 +3,9 @@
 Each event is one line in saga-core's journal entry form
 (:func:`saga_core.storage.encode_journal_entry`: ``[step_id, direction, event, attempt, at,
 error]``, ``at`` in integer microseconds since the epoch), ended by ``"\\n"``. A write appends
-its events' lines to the column (``journal ||
-:lines``) in the same statement that updates the row, so the history is in write order and is
-written atomically with the state it belongs to. JSON escapes newlines inside
-strings, so a line is always one event.
+its events' lines to the column (``journal || :lines``) in the same statement that updates the
+row, so the history is in write order and is written atomically with the state it belongs to.
+JSON escapes newlines inside strings, so a line is always one event.
 """
 
 from __future__ import annotations
