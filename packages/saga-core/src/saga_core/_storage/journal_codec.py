@@ -26,11 +26,6 @@ _EVENTS = {event.value: event for event in StepEvent}
 # A JSON string literal of a str, non-ASCII kept as it is (json's own C function).
 _quote = json.encoder.encode_basestring
 
-# The texts of the frequent members, compared by identity: ``member.value`` and hashing a
-# member both run Python code, and every checkpoint encodes a few entries.
-_ACT = StepDirection.ACT
-_STARTED = StepEvent.STARTED
-_COMPLETED = StepEvent.COMPLETED
 _ACT_TEXT = '"act"'
 _COMPENSATE_TEXT = '"compensate"'
 
@@ -51,16 +46,16 @@ def encode_journal_entry(entry: JournalEntry) -> str:
     error = entry.error
     return (
         f"[{_quote(entry.step_id)},"
-        f"{_ACT_TEXT if entry.direction is _ACT else _COMPENSATE_TEXT},"
+        f"{_ACT_TEXT if entry.direction is StepDirection.ACT else _COMPENSATE_TEXT},"
         f"{_event_text(entry.event)},{int(entry.attempt)},{(at - _EPOCH) // _MICROSECOND},"
         f"{'null' if error is None else _quote(error)}]"
     )
 
 
 def _event_text(event: StepEvent) -> str:
-    if event is _STARTED:
+    if event is StepEvent.STARTED:
         return '"started"'
-    if event is _COMPLETED:
+    if event is StepEvent.COMPLETED:
         return '"completed"'
     return _quote(event.value)
 
