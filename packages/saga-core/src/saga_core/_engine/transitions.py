@@ -271,7 +271,7 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
     if not isinstance(state.call, Act):
         return state
     cursor = state.cursor + 1
-    applied = _with(state.applied, _completed_ids(nodes, state))
+    applied = _applied_with_node(nodes, state)
     if cursor == len(nodes):
         step = Write("step", SagaStatus.COMPLETED, cursor, applied, state.error, "release", True)
     else:
@@ -283,20 +283,23 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
 def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
     if not isinstance(state.call, Act):
         return state
-    return _compensate_after(state, _completed_ids(nodes, state), event.error)
+    return _compensate_after(
+        state._replace(applied=_applied_with_node(nodes, state)), (), event.error
+    )
 
 
-def _completed_ids(nodes: Sequence[Node], state: RunState) -> tuple[str, ...]:
-    """What the node at the cursor applied, its running branch having completed."""
+def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...]:
+    """``state.applied`` with what the node at the cursor applied, its running branch having
+    completed."""
     node = nodes[state.cursor]
     if node.fallback is None:
-        return (node.primary.step_id,)
+        return _with(state.applied, (node.primary.step_id,))
     if state.on_fallback:
-        return (*state.node_applied, node.fallback.step_id)
+        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if state.resumed_at == state.cursor:
         # After a stop inside this node either branch may have run; both are rolled back.
-        return (node.primary.step_id, node.fallback.step_id)
-    return (node.primary.step_id,)
+        return _with(state.applied, (node.primary.step_id, node.fallback.step_id))
+    return _with(state.applied, (node.primary.step_id,))
 
 
 def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> RunState:
