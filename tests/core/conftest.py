@@ -57,8 +57,8 @@ class FakeClock:
 class RecordingStorage(MemorySagaStorage):
     """A memory storage that records its writes and fails chosen checkpoint calls.
 
-    It overrides the protocol's async ``create``/``checkpoint``, so the executor awaits them as
-    it awaits any storage (see :class:`DirectRecordingStorage` for the other path)."""
+    It overrides the protocol's async ``create``/``checkpoint``, which the engine awaits as it
+    awaits any storage's."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock=clock)
@@ -86,36 +86,15 @@ class RecordingStorage(MemorySagaStorage):
             )
 
 
-class DirectRecordingStorage(RecordingStorage):
-    """The same recording, done in the synchronous critical sections that the executor calls
-    directly on a memory storage whose ``create``/``checkpoint`` are not overridden."""
-
-    # The protocol methods are MemorySagaStorage's own again: the executor's direct path.
-    create = MemorySagaStorage.create
-    checkpoint = MemorySagaStorage.checkpoint
-
-    def _create(self, saga: NewSaga) -> None:
-        super()._create(saga)
-        self.creates.append(saga)
-
-    def _checkpoint(self, checkpoint: Checkpoint) -> None:
-        self._count_call()
-        super()._checkpoint(checkpoint)
-        self.checkpoints.append(checkpoint)
-
-
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=[RecordingStorage, DirectRecordingStorage], ids=["awaited", "direct"])
-def storage(request: pytest.FixtureRequest, fake_clock: FakeClock) -> RecordingStorage:
-    """The storage every saga of the test runs on (annotate it as ``MemorySagaStorage``), once
-    awaited through the protocol methods and once written through the memory storage's direct
-    path (the executor's fast path)."""
-    storage_class: type[RecordingStorage] = request.param
-    return storage_class(fake_clock)
+@pytest.fixture
+def storage(fake_clock: FakeClock) -> RecordingStorage:
+    """The storage every saga of the test runs on (annotate it as ``MemorySagaStorage``)."""
+    return RecordingStorage(fake_clock)
 
 
 @pytest.fixture

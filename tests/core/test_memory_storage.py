@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
@@ -10,7 +9,6 @@ from uuid import uuid4
 
 import pytest
 
-from saga_core import Response, Saga, SagaContext, SagaStepHandler, bootstrap
 from saga_core._model.errors import (
     SagaNotFoundError,
     SagaUsageError,
@@ -20,7 +18,6 @@ from saga_core._model.errors import (
 from saga_core._model.status import SagaStatus
 from saga_core._storage.memory import MemorySagaStorage, open_memory_storage
 from saga_core._storage.protocol import SagaStorage
-from saga_core.storage import Checkpoint, NewSaga
 from saga_core.testing import (
     SagaStorageContract,
     make_checkpoint,
@@ -236,81 +233,3 @@ def test_open_memory_storage_rejects_another_scheme() -> None:
 def test_open_memory_storage_rejects_unknown_options() -> None:
     with pytest.raises(SagaUsageError, match="unknown memory storage option"):
         open_memory_storage("memory://", retain=3)
-
-
-# --- the executor's direct path ---------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Counter(SagaContext):
-    n: int = 0
-
-
-class _Bump(SagaStepHandler[_Counter, Response]):
-    async def act(self, context: _Counter) -> Response:
-        context.n += 1
-        return Response()
-
-
-class _Bump2(_Bump):
-    pass
-
-
-class _CounterSaga(Saga[_Counter]):
-    steps = [_Bump, _Bump2]
-
-
-class _CountingSections(MemorySagaStorage):
-    """Counts calls of the protocol methods and of the synchronous critical sections."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def _create(self, saga: NewSaga) -> None:
-        self.calls.append("_create")
-        super()._create(saga)
-
-    def _checkpoint(self, checkpoint: Checkpoint) -> None:
-        self.calls.append("_checkpoint")
-        super()._checkpoint(checkpoint)
-
-
-class _OverridingProtocol(_CountingSections):
-    async def create(self, saga: NewSaga) -> None:
-        self.calls.append("create")
-        await super().create(saga)
-
-    async def checkpoint(self, checkpoint: Checkpoint) -> None:
-        self.calls.append("checkpoint")
-        await super().checkpoint(checkpoint)
-
-
-@pytest.mark.anyio
-async def test_the_executor_writes_a_memory_storage_through_its_critical_sections() -> None:
-    """Its protocol methods only call the synchronous sections, so the executor calls those
-    directly (a coroutine less per write): every write still goes through them."""
-    storage = _CountingSections()
-    outcome = await bootstrap(
-        sagas_mapper=lambda m: m.bind(_Counter, _CounterSaga), saga_storage=storage
-    ).run(_Counter())
-    assert outcome.status is SagaStatus.COMPLETED
-    assert storage.calls == ["_create", "_checkpoint", "_checkpoint"]
-    record = await storage.load(outcome.saga_id)
-    assert (record.version, record.context) == (3, '{"n":2}')
-
-
-@pytest.mark.anyio
-async def test_a_subclass_that_overrides_the_protocol_methods_is_called_through_them() -> None:
-    storage = _OverridingProtocol()
-    await bootstrap(
-        sagas_mapper=lambda m: m.bind(_Counter, _CounterSaga), saga_storage=storage
-    ).run(_Counter())
-    assert storage.calls == [
-        "create",
-        "_create",
-        "checkpoint",
-        "_checkpoint",
-        "checkpoint",
-        "_checkpoint",
-    ]

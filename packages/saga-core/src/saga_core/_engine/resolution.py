@@ -329,12 +329,6 @@ class _ContainerResolver:
     def check(self, cls: type[Any]) -> None:
         self._container.check(cls)
 
-    @property
-    def resolve_sync(self) -> Callable[[type[Any]], Any]:
-        """The container's synchronous ``resolve``: the executor calls it directly, saving a
-        coroutine per step (an optional fast path of the resolver protocol)."""
-        return self._resolve
-
 
 class _CallableResolver:
     """Adapter of a callable ``cls -> instance | awaitable``."""

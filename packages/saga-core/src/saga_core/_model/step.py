@@ -67,8 +67,8 @@ class SagaStepHandler(Generic[Ctx, Resp]):
     * ``failed_act_leaves_no_effect`` — set True when an ``act`` that raised is known to have
       changed nothing, so its compensation is skipped on rollback.
 
-    While a call runs, ``self.saga_id``, ``self.step_id``, ``self.attempt`` and
-    ``self.idempotency_key`` tell which saga, step and attempt this is.
+    While a call runs, ``self.saga_id``, ``self.step_id``, ``self.direction``, ``self.attempt``
+    and ``self.idempotency_key`` tell which saga, step, direction and attempt this is.
     """
 
     name: ClassVar[str | None] = None
@@ -78,10 +78,11 @@ class SagaStepHandler(Generic[Ctx, Resp]):
     timeout: ClassVar[float | None] = None
     failed_act_leaves_no_effect: ClassVar[bool] = False
 
-    # Set by the executor on each instance before it calls act or compensate.
+    # Set by the engine on each instance before it calls act or compensate.
     saga_id: UUID
     attempt: int = 1
-    _direction: StepDirection = StepDirection.ACT
+    direction: StepDirection = StepDirection.ACT
+    """Whether the current call is ``act`` or ``compensate``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,19 +111,14 @@ class SagaStepHandler(Generic[Ctx, Resp]):
 
     def _generate_step_result(self, response: Resp) -> SagaStepResult[Ctx, Resp]:
         """Wrap ``response`` as this step's result (what ``act`` usually returns)."""
-        # The executor fills in the saga id, step id and attempt when the step returns.
+        # The engine fills in the saga id, step id, direction and attempt when act returns.
         return SagaStepResult(type(self), response)
-
-    @property
-    def direction(self) -> StepDirection:
-        """Whether the current call is ``act`` or ``compensate``."""
-        return self._direction
 
     @property
     def idempotency_key(self) -> str:
         """``"<saga id>:<step id>:<act|compensate>"``: the same on every retry and after
         recovery, so a remote service can deduplicate repeated calls."""
-        return f"{self.saga_id}:{self.step_id}:{self._direction.value}"
+        return f"{self.saga_id}:{self.step_id}:{self.direction.value}"
 
 
 def _check_coroutine_method(cls: type[Any], name: str) -> None:

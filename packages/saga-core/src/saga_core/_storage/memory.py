@@ -32,23 +32,13 @@ from saga_core._model.validators import require_saga_id
 
 from .protocol import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
 
-# Statuses as module globals, compared by identity on the write paths: reading an Enum member
-# off its class and hashing one both run Python code.
-_RUNNING = SagaStatus.RUNNING
-_COMPLETED = SagaStatus.COMPLETED
-_COMPENSATED = SagaStatus.COMPENSATED
-
-
 _OPTIONS = frozenset({"retain_finished", "clock"})
 
 # Concurrency: every critical section below is a plain (synchronous) method, and the async
-# protocol methods only call it (the executor calls _create and _checkpoint directly on this
-# very class, saving a coroutine per write). A coroutine cannot be suspended inside a function
-# that has no await, so each operation is atomic on its event loop without a lock, and the
-# structure keeps it so: an await added later can only go into the async wrapper, outside the
-# critical section.
-# A lock would also cost a few microseconds per checkpoint, a large share of the step budget.
-# The storage belongs to one event loop; it is not thread-safe.
+# protocol methods only call it. A coroutine cannot be suspended inside a function that has
+# no await, so each operation is atomic on its event loop without a lock, and the structure
+# keeps it so: an await added later can only go into the async wrapper, outside the critical
+# section. The storage belongs to one event loop; it is not thread-safe.
 
 
 class _StoredSaga:
@@ -79,7 +69,7 @@ class _StoredSaga:
         self.saga_id = saga.saga_id
         self.saga_name = saga.saga_name
         self.saga_version = saga.saga_version
-        self.status = _RUNNING
+        self.status = SagaStatus.RUNNING
         self.version = INITIAL_VERSION
         self.cursor = 0
         self.next_step: str | None = saga.next_step
@@ -326,7 +316,7 @@ class MemorySagaStorage:
         if saga is None:
             raise _not_found(checkpoint.saga_id)
         stored_status = saga.status
-        if stored_status is _COMPLETED or stored_status is _COMPENSATED:
+        if stored_status is SagaStatus.COMPLETED or stored_status is SagaStatus.COMPENSATED:
             raise _finished(saga)
         if saga.version != checkpoint.expected_version:
             raise SagaVersionConflictError(
@@ -335,7 +325,7 @@ class MemorySagaStorage:
             )
         status = checkpoint.status
         lease_seconds = checkpoint.lease_seconds
-        terminal = status is _COMPLETED or status is _COMPENSATED
+        terminal = status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED
         if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
             raise SagaUsageError(
                 f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
@@ -348,9 +338,8 @@ class MemorySagaStorage:
         saga.cursor = checkpoint.cursor
         saga.next_step = checkpoint.next_step
         applied = checkpoint.applied
-        # Stored as a tuple even if a list was passed by mistake (the check is cheaper than
-        # the call).
-        saga.applied = applied if type(applied) is tuple else tuple(applied)
+        # Stored as a tuple even if a list was passed by mistake.
+        saga.applied = tuple(applied)
         saga.context = checkpoint.context
         saga.error = checkpoint.error
         saga.updated = now

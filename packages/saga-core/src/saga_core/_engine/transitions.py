@@ -1,0 +1,487 @@
+"""The saga state machine as a pure function: state + event -> new state.
+
+:func:`transition` decides everything a runner of one saga does — which step to call next,
+what each checkpoint holds, when the saga compensates, which steps it rolls back and in which
+order — and does none of it: no I/O, no clock, nothing raised. The state it returns names the
+write to make (:attr:`RunState.write`) or the call to start (:attr:`RunState.call`); the
+driver (:mod:`saga_core._engine.executor`) performs it and feeds back its outcome as the next
+event.
+
+The rules it keeps:
+
+* A new saga is written once (:func:`start`), then once per node: the write after the last
+  node also sets COMPLETED, so a successful saga of n nodes costs n + 1 writes.
+* A failure first makes the decision to compensate durable (COMPENSATING, or COMPENSATED when
+  nothing was applied), and only then are the applied steps compensated, last applied first,
+  one write each.
+* A step is *applied* (compensated on rollback) once its act may have had an effect: it
+  completed, or it was called and raised — unless it declares ``failed_act_leaves_no_effect``.
+  A step whose checkpoint failed is applied too. A ``Fallback`` node applies the branches that
+  may have run; when the node was in flight as an earlier runner stopped, either branch may
+  have run, so both count as applied.
+* An exhausted compensation ends the run FAILED; its error keeps the original cause first.
+* COMPLETED and COMPENSATED absorb every event; a fenced runner (another one owns the saga)
+  writes nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
+
+from saga_core._model.error_text import describe_error
+from saga_core._model.saga import Node
+from saga_core._model.status import SagaStatus
+
+#: Separates a FAILED saga's cause from its compensation failure in the stored error text;
+#: the failure part starts with :data:`FAILURE_PREFIX`. (A cause may hold line breaks itself.)
+FAILURE_SEPARATOR = "\n"
+FAILURE_PREFIX = "compensation of "
+
+
+Lease = Literal["keep", "release", "pause"]
+"""What a write does with the runner's lease: ``"keep"`` renews it (the saga is still running
+or compensating); ``"release"`` gives it up (the saga is finished, or handed back to recovery
+at once); ``"pause"`` keeps it for the runner's pause, if it has one, so that recovery retries
+only later."""
+
+WriteKind = Literal["create", "step", "decision", "compensation", "finish", "hand_back"]
+"""Why a write is made, which decides what its failure means: ``"create"`` the new saga (the
+storage's ``create``); ``"step"`` a node completed and the saga moves forward — if this write
+fails, the saga compensates; ``"decision"`` the decision to compensate (COMPENSATING, or
+COMPENSATED when nothing is applied); ``"compensation"`` a compensation completed
+(COMPENSATING/COMPENSATED) or was exhausted (FAILED); ``"finish"`` the terminal status of a
+run with nothing left to call; ``"hand_back"`` the run was interrupted and hands the saga back
+to recovery as last written."""
+
+
+class Write(NamedTuple):
+    """The content of one checkpoint (the driver adds the context, journal and version)."""
+
+    kind: WriteKind
+    status: SagaStatus
+    cursor: int
+    applied: tuple[str, ...]
+    error: str | None
+    lease: Lease
+    strict_context: bool
+    """True: a context that cannot be encoded fails the write. False: the last stored
+    context is written instead (a rollback is never blocked by an unstorable context)."""
+
+
+class Act(NamedTuple):
+    """Call the ``act`` of node ``node``: its primary step, or the fallback step of a
+    ``Fallback`` node when ``fallback``."""
+
+    node: int
+    fallback: bool = False
+
+
+class Compensate(NamedTuple):
+    """Call the ``compensate`` of step ``step_id``."""
+
+    step_id: str
+
+
+Call = Act | Compensate
+
+
+class RunState(NamedTuple):
+    """What one runner knows about its saga, and what it waits for."""
+
+    status: SagaStatus
+    """The last status written (durable)."""
+    cursor: int
+    """The node to run next (the number of nodes completed)."""
+    applied: tuple[str, ...]
+    """Step ids whose act may have had an effect, in order of application."""
+    error: str | None = None
+    """Why the saga compensates (the cause text), once it does."""
+    on_fallback: bool = False
+    """The node at ``cursor`` runs its fallback step (its primary failed)."""
+    node_applied: tuple[str, ...] = ()
+    """Ids the current node's primary may have applied while its fallback runs."""
+    resumed_at: int | None = None
+    """The node that was in flight when an earlier runner stopped."""
+    halted: bool = False
+    """This runner does no more work: a compensation was exhausted, or it handed back."""
+    fenced: bool = False
+    """Another runner owns the saga: this one writes nothing more."""
+    call: Call | None = None
+    """The call to start, then in flight until its outcome is an event."""
+    write: Write | None = None
+    """The write to make, then in flight until its outcome is an event."""
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+class Signal:
+    """An event that carries nothing but what happened; each is one of the constants below,
+    told apart by identity."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+ADVANCE = Signal("advance")
+"""The driver asks for the next thing to do."""
+ACT_COMPLETED = Signal("act completed")
+"""The act in flight returned a valid result."""
+COMPENSATION_DONE = Signal("compensation done")
+"""The compensation in flight completed."""
+WRITTEN = Signal("written")
+"""The write in flight is durable."""
+WRITE_REFUSED = Signal("write refused")
+"""The storage refused the write in flight: another runner owns the saga."""
+LEASE_LOST = Signal("lease lost")
+"""The runner's lease was found in another runner's hands."""
+
+
+class ActInvalid(NamedTuple):
+    """The act in flight completed (its effect is done) but returned something that is not a
+    result: the saga compensates."""
+
+    error: Exception
+
+
+class ActFailed(NamedTuple):
+    """The act in flight failed after its retries."""
+
+    error: Exception
+    called: bool = True
+    """False when the act was never invoked, so it had no effect."""
+    refused: bool = False
+    """True when a circuit breaker refused to call the primary: the fallback runs whatever
+    the node's ``failure_exceptions``."""
+
+
+class CompensationFailed(NamedTuple):
+    """The compensation in flight was exhausted."""
+
+    error: Exception
+
+
+class WriteFailed(NamedTuple):
+    """The write in flight failed (an outage, or a context that cannot be encoded)."""
+
+    error: Exception
+
+
+class Interrupted(NamedTuple):
+    """The run stops before its end (cancelled, an error, shut down): hand the saga back."""
+
+    pause: bool = False
+    """Keep the lease for the runner's pause (after an error) instead of releasing it."""
+
+
+Event = Signal | ActInvalid | ActFailed | CompensationFailed | WriteFailed | Interrupted
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def start() -> RunState:
+    """The state of a new saga, waiting for its creation write (RUNNING at node 0)."""
+    create = Write("create", SagaStatus.RUNNING, 0, (), None, "keep", True)
+    return RunState(SagaStatus.RUNNING, 0, (), write=create)
+
+
+def resumed(
+    status: SagaStatus, cursor: int, applied: tuple[str, ...], error: str | None
+) -> RunState:
+    """The state of a runner that continues a stored saga (claimed by recovery).
+
+    The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped;
+    a FAILED saga's stored error ``"<cause>\\n<compensation failure>"`` keeps its cause only.
+    """
+    return RunState(
+        status,
+        cursor,
+        applied,
+        cause_of(error) if error else None,
+        resumed_at=cursor if status is SagaStatus.RUNNING else None,
+    )
+
+
+def cause_of(error_text: str) -> str:
+    """The cause part of a stored error: a FAILED record's error is ``"<cause>\\n<failure>"``,
+    and the cause may itself span several lines."""
+    cause, separator, _ = error_text.rpartition(FAILURE_SEPARATOR + FAILURE_PREFIX)
+    return cause if separator else error_text
+
+
+def transition(nodes: Sequence[Node], state: RunState, event: Event) -> RunState:
+    """The state after ``event``: its ``write`` is the write to make, else its ``call`` the
+    call to start next; neither when the run has nothing more to do.
+
+    ``nodes`` are the saga definition's nodes. An event that does not apply to ``state``
+    leaves it as it is: the outcome of a call or write that is not in flight, anything but
+    the outcome of its write in flight for a fenced or halted runner, and anything at all for
+    a finished saga (COMPLETED or COMPENSATED waits for nothing).
+    """
+    handler, applies_when_stopped = _HANDLERS[event if type(event) is Signal else type(event)]
+    if (state.fenced or state.halted) and not applies_when_stopped:
+        return state
+    return handler(nodes, state, event)
+
+
+# --- forward -----------------------------------------------------------------------------------
+
+
+def _advance(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    if state.call is not None or state.write is not None or state.status.is_terminal:
+        return state  # already waiting for an outcome, or finished
+    return _next(nodes, state)
+
+
+def _next(nodes: Sequence[Node], state: RunState) -> RunState:
+    """``state`` (idle, not finished) waiting for the next call, or for its final write when
+    nothing is left to call."""
+    if state.status is SagaStatus.RUNNING:
+        if state.cursor < len(nodes):
+            return _calling(state, Act(state.cursor, state.on_fallback))
+        return _write(state, "finish", SagaStatus.COMPLETED, strict_context=True)
+    # COMPENSATING, or FAILED as an earlier runner left it: compensate what is left.
+    if state.applied:
+        return _calling(state, Compensate(state.applied[-1]))
+    return _write(state, "finish", SagaStatus.COMPENSATED)
+
+
+def _calling(state: RunState, call: Call) -> RunState:
+    """``state`` waiting for ``call``."""
+    return RunState(
+        state.status,
+        state.cursor,
+        state.applied,
+        state.error,
+        state.on_fallback,
+        state.node_applied,
+        state.resumed_at,
+        call=call,
+    )
+
+
+def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    if not isinstance(state.call, Act):
+        return state
+    cursor = state.cursor + 1
+    applied = _applied_with_node(nodes, state)
+    if cursor == len(nodes):
+        step = Write("step", SagaStatus.COMPLETED, cursor, applied, state.error, "release", True)
+    else:
+        # Still RUNNING (the only status that moves forward), keeping the lease.
+        step = Write("step", state.status, cursor, applied, state.error, "keep", True)
+    return RunState(state.status, cursor, applied, state.error, write=step)
+
+
+def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
+    if not isinstance(state.call, Act):
+        return state
+    return _compensate_after(
+        state._replace(applied=_applied_with_node(nodes, state)), (), event.error
+    )
+
+
+def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...]:
+    """``state.applied`` with what the node at the cursor applied, its running branch having
+    completed."""
+    node = nodes[state.cursor]
+    if node.fallback is None:
+        return _with(state.applied, (node.primary.step_id,))
+    if state.on_fallback:
+        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
+    if state.resumed_at == state.cursor:
+        # After a stop inside this node either branch may have run; both are rolled back.
+        return _with(state.applied, (node.primary.step_id, node.fallback.step_id))
+    return _with(state.applied, (node.primary.step_id,))
+
+
+def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> RunState:
+    if not isinstance(state.call, Act):
+        return state
+    node = nodes[state.cursor]
+    if node.fallback is None or state.on_fallback:
+        spec = node.primary if node.fallback is None else node.fallback
+        effect = (spec.step_id,) if event.called and not spec.failed_act_leaves_no_effect else ()
+        return _compensate_after(state, (*state.node_applied, *effect), event.error)
+    primary = node.primary
+    # The primary may have had an effect if it was called, or if an earlier runner stopped
+    # inside this node (it may have called it then).
+    may_have_run = event.called or state.resumed_at == state.cursor
+    primary_ids = (
+        (primary.step_id,) if may_have_run and not primary.failed_act_leaves_no_effect else ()
+    )
+    if (
+        not event.refused
+        and node.failure_exceptions
+        and not isinstance(event.error, node.failure_exceptions)
+    ):
+        return _compensate_after(state, primary_ids, event.error)
+    return state._replace(
+        on_fallback=True,
+        node_applied=primary_ids,
+        call=Act(state.cursor, fallback=True),
+    )
+
+
+def _compensate_after(state: RunState, ids: tuple[str, ...], error: Exception) -> RunState:
+    """The decision to compensate after ``error``, with ``ids`` applied too."""
+    applied = _with(state.applied, ids)
+    deciding = RunState(state.status, state.cursor, applied, describe_error(error))
+    status = SagaStatus.COMPENSATING if applied else SagaStatus.COMPENSATED
+    return _write(deciding, "decision", status)
+
+
+# --- compensation ------------------------------------------------------------------------------
+
+
+def _compensation_done(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    if not isinstance(state.call, Compensate):
+        return state
+    remaining = state.applied[:-1]
+    status = SagaStatus.COMPENSATING if remaining else SagaStatus.COMPENSATED
+    return _write(
+        RunState(state.status, state.cursor, remaining, state.error),
+        "compensation",
+        status,
+    )
+
+
+def _compensation_failed(
+    nodes: Sequence[Node], state: RunState, event: CompensationFailed
+) -> RunState:
+    if not isinstance(state.call, Compensate):
+        return state
+    failure = f"{FAILURE_PREFIX}{state.call.step_id} failed: {describe_error(event.error)}"
+    cause = state.error
+    # The original cause stays first, so that it survives a later recovery.
+    text = f"{cause}{FAILURE_SEPARATOR}{failure}" if cause else failure
+    failed = Write(
+        "compensation",
+        SagaStatus.FAILED,
+        state.cursor,
+        state.applied,
+        text,
+        "pause",
+        False,
+    )
+    return RunState(state.status, state.cursor, state.applied, cause, halted=True, write=failed)
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def _write(
+    state: RunState, kind: WriteKind, status: SagaStatus, *, strict_context: bool = False
+) -> RunState:
+    """``state`` waiting to be written with ``status``; the lease is renewed unless the saga
+    ends."""
+    lease: Lease = (
+        "keep" if status is SagaStatus.RUNNING or status is SagaStatus.COMPENSATING else "release"
+    )
+    write = Write(kind, status, state.cursor, state.applied, state.error, lease, strict_context)
+    return state._replace(call=None, write=write)
+
+
+def _written(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    write = state.write
+    if write is None:
+        return state
+    status = write.status
+    cursor = state.cursor
+    if (write.kind == "step" or write.kind == "create") and cursor < len(nodes):
+        # The common case: the saga created, or moved forward, and a node to run.
+        return RunState(status, cursor, state.applied, state.error, call=Act(cursor))
+    durable = RunState(
+        status,
+        cursor,
+        state.applied,
+        state.error,
+        resumed_at=state.resumed_at,
+        halted=state.halted,
+        fenced=state.fenced,
+    )
+    if state.halted or state.fenced or status.is_terminal:
+        return durable
+    return _next(nodes, durable)
+
+
+def _write_failed(nodes: Sequence[Node], state: RunState, event: WriteFailed) -> RunState:
+    write = state.write
+    if write is None:
+        return state
+    settled = state._replace(write=None)
+    if write.kind != "step" or state.fenced:
+        # The saga stays as last written; the driver reports the failure and hands it back.
+        return settled
+    # The node ran but its checkpoint failed: it is applied, so it is rolled back with the
+    # others if the decision to compensate can be written.
+    return _compensate_after(settled._replace(cursor=state.cursor - 1), (), event.error)
+
+
+def _fenced(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    if state.status.is_terminal:
+        return state
+    return state._replace(fenced=True, call=None, write=None)
+
+
+def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> RunState:
+    if state.status.is_terminal:
+        return state
+    cursor = state.cursor
+    pending = state.write
+    if pending is not None and pending.kind == "step":
+        # The node's checkpoint did not finish: the node runs again on recovery.
+        cursor -= 1
+    back = Write(
+        "hand_back",
+        state.status,
+        cursor,
+        state.applied,
+        state.error,
+        "pause" if event.pause else "release",
+        False,
+    )
+    return RunState(
+        state.status,
+        cursor,
+        state.applied,
+        state.error,
+        resumed_at=state.resumed_at,
+        halted=True,
+        write=back,
+    )
+
+
+def _with(applied: tuple[str, ...], ids: tuple[str, ...]) -> tuple[str, ...]:
+    """``applied`` followed by those of ``ids`` not in it yet (a resumed step may be listed
+    already: an earlier runner recorded it before its checkpoint failed)."""
+    for step_id in ids:
+        if step_id not in applied:
+            applied = (*applied, step_id)
+    return applied
+
+
+_Handler = Callable[[Sequence[Node], RunState, Any], RunState]
+
+#: Each event's handler (by signal, or by record type), and whether it applies to a fenced or
+#: halted runner too: the outcome of the write in flight does, nothing else does.
+_HANDLERS: dict[Any, tuple[_Handler, bool]] = {
+    ADVANCE: (_advance, False),
+    ACT_COMPLETED: (_act_completed, False),
+    ActInvalid: (_act_invalid, False),
+    ActFailed: (_act_failed, False),
+    COMPENSATION_DONE: (_compensation_done, False),
+    CompensationFailed: (_compensation_failed, False),
+    Interrupted: (_hand_back, False),
+    WRITTEN: (_written, True),
+    WriteFailed: (_write_failed, True),
+    WRITE_REFUSED: (_fenced, True),
+    LEASE_LOST: (_fenced, True),
+}

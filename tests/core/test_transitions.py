@@ -1,0 +1,493 @@
+"""The engine's state machine (``saga_core._engine.transitions``), exhaustively and by example.
+
+A Hypothesis state machine drives the pure transition function with every event a runner can
+see — acts that complete, fail (called or not, refused by a breaker, invalid results),
+compensations that complete or are exhausted, writes that are durable, fail or are refused,
+lost leases, interruptions and recovery by a new runner — over random saga shapes (plain
+steps, ``Fallback`` nodes, steps whose failed act leaves no effect), and checks the rules the
+engine keeps after every event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import assume, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from saga_core import SagaStatus, SagaStepHandler
+from saga_core._engine import transitions as machine
+from saga_core._engine.transitions import (
+    Act,
+    ActFailed,
+    ActInvalid,
+    Compensate,
+    CompensationFailed,
+    Interrupted,
+    RunState,
+    Write,
+    WriteFailed,
+)
+from saga_core._model.policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY
+from saga_core._model.saga import Node, StepSpec
+
+RUNNING = SagaStatus.RUNNING
+COMPENSATING = SagaStatus.COMPENSATING
+COMPENSATED = SagaStatus.COMPENSATED
+COMPLETED = SagaStatus.COMPLETED
+FAILED = SagaStatus.FAILED
+
+#: Every durable status change the state machine may make (a hand-back rewrites the same).
+ALLOWED = {
+    (RUNNING, RUNNING),
+    (RUNNING, COMPLETED),
+    (RUNNING, COMPENSATING),
+    (RUNNING, COMPENSATED),
+    (COMPENSATING, COMPENSATING),
+    (COMPENSATING, COMPENSATED),
+    (COMPENSATING, FAILED),
+    (FAILED, COMPENSATING),
+    (FAILED, COMPENSATED),
+    (FAILED, FAILED),
+}
+
+
+class _Step(SagaStepHandler[Any, Any]):
+    async def act(self, context: Any) -> None:
+        return None
+
+
+def spec(step_id: str, *, no_effect: bool = False) -> StepSpec:
+    return StepSpec(_Step, step_id, NO_RETRY, DEFAULT_COMPENSATION_RETRY, None, no_effect)
+
+
+def plain(step_id: str, *, no_effect: bool = False) -> Node:
+    return Node(spec(step_id, no_effect=no_effect))
+
+
+def fallback(
+    primary: str,
+    other: str,
+    *,
+    no_effect: bool = False,
+    only: tuple[type[Exception], ...] = (),
+) -> Node:
+    return Node(spec(primary, no_effect=no_effect), spec(other), None, only)
+
+
+@st.composite
+def saga_shapes(draw: st.DrawFn) -> tuple[Node, ...]:
+    nodes: list[Node] = []
+    for index in range(draw(st.integers(1, 4))):
+        no_effect = draw(st.booleans())
+        if draw(st.booleans()):
+            only = draw(st.sampled_from([(), (ValueError,)]))
+            nodes.append(fallback(f"p{index}", f"f{index}", no_effect=no_effect, only=only))
+        else:
+            nodes.append(plain(f"s{index}", no_effect=no_effect))
+    return tuple(nodes)
+
+
+class SagaRunner(RuleBasedStateMachine):
+    """One saga, its stored record and its runners, driven event by event."""
+
+    @initialize(nodes=saga_shapes())
+    def create(self, nodes: tuple[Node, ...]) -> None:
+        self.nodes = nodes
+        created = machine.start()
+        assert created.write is not None and created.write.kind == "create"
+        self.state = created
+        self.stored: Write = created.write
+        self.writes: list[Write] = []  # durable, in order (the creation first)
+        self.compensations: list[str] = []  # compensations called, in order
+        self.applied_at_decision: tuple[str, ...] | None = None
+        self.effects: set[str] = set()  # steps whose act may have had an effect
+        self.clean = True  # no failure, interruption, conflict or recovery so far
+        self.fenced_seen = False
+        self.handed_back = False
+        self.feed(machine.WRITTEN)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def feed(self, event: machine.Event) -> RunState:
+        before = self.state
+        after = machine.transition(self.nodes, before, event)
+        write = before.write
+        if self.handed_back:
+            assert after.call is None and after.write is None  # this runner is done
+        if event is machine.WRITTEN and write is not None and not before.status.is_terminal:
+            assert (self.stored.status, write.status) in ALLOWED, (self.stored, write)
+            self.stored = write
+            self.writes.append(write)
+            if write.kind == "decision":
+                self.applied_at_decision = write.applied
+            self.handed_back = write.kind == "hand_back"
+        call = after.call
+        if isinstance(call, Compensate) and call != before.call:
+            # Durable before any compensation: the decision (or an earlier FAILED).
+            assert self.stored.status in (COMPENSATING, FAILED), self.stored
+            # Last applied first.
+            assert call.step_id == after.applied[-1]
+            self.compensations.append(call.step_id)
+        self.state = after
+        return after
+
+    def running_act(self) -> Act | None:
+        call = self.state.call
+        return call if isinstance(call, Act) else None
+
+    def act_spec(self) -> StepSpec:
+        call = self.running_act()
+        assert call is not None
+        node = self.nodes[call.node]
+        chosen = node.fallback if call.fallback else node.primary
+        assert chosen is not None
+        return chosen
+
+    # --- events ----------------------------------------------------------------------------
+
+    @rule(events=st.integers(1, 8))
+    def proceeds_without_trouble(self, events: int) -> None:
+        """What a healthy run sees next, ``events`` times: acts and compensations complete,
+        writes are durable."""
+        for _ in range(events):
+            state = self.state
+            if state.write is not None:
+                self.write_is_durable()
+            elif isinstance(state.call, Act):
+                self.act_completes()
+            elif isinstance(state.call, Compensate):
+                self.compensation_completes()
+            elif not (state.status.is_terminal or state.halted or state.fenced):
+                self.advance()
+
+    @precondition(lambda self: self.state.call is None and self.state.write is None)
+    @rule()
+    def advance(self) -> None:
+        self.feed(machine.ADVANCE)
+
+    @precondition(lambda self: isinstance(self.state.call, Act))
+    @rule()
+    def act_completes(self) -> None:
+        self.effects.add(self.act_spec().step_id)
+        self.feed(machine.ACT_COMPLETED)
+
+    @precondition(lambda self: isinstance(self.state.call, Act))
+    @rule(called=st.booleans(), refused=st.booleans(), value_error=st.booleans())
+    def act_fails(self, called: bool, refused: bool, value_error: bool) -> None:
+        self.clean = False
+        chosen = self.act_spec()
+        called = called and not refused  # a breaker that refused did not call the step
+        if called and not chosen.failed_act_leaves_no_effect:
+            self.effects.add(chosen.step_id)
+        error = ValueError("boom") if value_error else RuntimeError("boom")
+        self.feed(ActFailed(error, called=called, refused=refused))
+
+    @precondition(lambda self: isinstance(self.state.call, Act))
+    @rule()
+    def act_returns_garbage(self) -> None:
+        self.clean = False
+        self.effects.add(self.act_spec().step_id)
+        self.feed(ActInvalid(TypeError("not a result")))
+
+    @precondition(lambda self: isinstance(self.state.call, Compensate))
+    @rule()
+    def compensation_completes(self) -> None:
+        self.feed(machine.COMPENSATION_DONE)
+
+    @precondition(lambda self: isinstance(self.state.call, Compensate))
+    @rule()
+    def compensation_is_exhausted(self) -> None:
+        self.clean = False
+        self.feed(CompensationFailed(RuntimeError("refund refused")))
+
+    @precondition(lambda self: self.state.write is not None)
+    @rule()
+    def write_is_durable(self) -> None:
+        self.feed(machine.WRITTEN)
+
+    @precondition(lambda self: self.state.write is not None)
+    @rule()
+    def write_fails(self) -> None:
+        self.clean = False
+        self.feed(WriteFailed(ConnectionError("storage down")))
+
+    @precondition(lambda self: self.state.write is not None)
+    @rule()
+    def write_is_refused(self) -> None:
+        self.clean = False
+        self.fenced_seen = not self.state.status.is_terminal
+        self.feed(machine.WRITE_REFUSED)
+
+    @rule()
+    def lease_is_lost(self) -> None:
+        self.clean = False
+        self.fenced_seen = not self.state.status.is_terminal
+        self.feed(machine.LEASE_LOST)
+
+    @rule(pause=st.booleans())
+    def interrupted(self, pause: bool) -> None:
+        self.clean = False
+        self.feed(Interrupted(pause=pause))
+
+    @precondition(lambda self: not self.stored.status.is_terminal)
+    @rule()
+    def recovered_by_a_new_runner(self) -> None:
+        # The old runner is gone; a new one claims the saga as it is stored.
+        self.clean = False
+        self.fenced_seen = False
+        self.handed_back = False
+        stored = self.stored
+        self.state = machine.resumed(stored.status, stored.cursor, stored.applied, stored.error)
+        self.effects = set(stored.applied)
+        self.applied_at_decision = None
+        self.compensations = []
+
+    @rule(
+        event=st.sampled_from(
+            [
+                machine.ADVANCE,
+                machine.ACT_COMPLETED,
+                machine.COMPENSATION_DONE,
+                machine.WRITTEN,
+                machine.WRITE_REFUSED,
+                machine.LEASE_LOST,
+                ActFailed(RuntimeError("x")),
+                ActInvalid(TypeError("x")),
+                CompensationFailed(RuntimeError("x")),
+                WriteFailed(ConnectionError("x")),
+                Interrupted(),
+            ]
+        )
+    )
+    def any_event_on_a_finished_or_fenced_runner(self, event: machine.Event) -> None:
+        state = self.state
+        assume(state.status.is_terminal or (state.fenced and state.write is None))
+        after = machine.transition(self.nodes, state, event)
+        if state.status.is_terminal:
+            assert after is state  # terminal states absorb every event
+        else:
+            assert after.write is None and after.call is None  # a fenced runner is done
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def waits_for_one_thing_at_a_time(self) -> None:
+        assert self.state.call is None or self.state.write is None
+
+    @invariant()
+    def a_fenced_runner_writes_and_calls_nothing(self) -> None:
+        if self.state.fenced:
+            assert self.state.write is None and self.state.call is None
+
+    @invariant()
+    def nothing_applied_is_forgotten(self) -> None:
+        state = self.state
+        if state.status.is_terminal and state.status is COMPLETED:
+            return
+        kept = set(state.applied) | set(state.node_applied)
+        compensated = set(self.compensations) - set(state.applied)
+        # A recovered runner counts the node it resumes inside when that node ends.
+        if state.resumed_at is not None and state.resumed_at == state.cursor:
+            kept |= set(self.nodes[state.cursor].step_ids)
+        assert self.effects <= kept | compensated, (self.effects, state)
+
+    @invariant()
+    def applied_steps_are_the_sagas_own_and_unique(self) -> None:
+        ids = [step_id for node in self.nodes for step_id in node.step_ids]
+        assert set(self.state.applied) <= set(ids)
+        assert len(set(self.state.applied)) == len(self.state.applied)
+
+    @invariant()
+    def a_clean_success_costs_one_write_per_node_plus_the_creation(self) -> None:
+        if self.stored.status is COMPLETED and self.clean:
+            assert len(self.writes) == len(self.nodes) + 1
+            assert [w.kind for w in self.writes] == ["create"] + ["step"] * len(self.nodes)
+
+    @invariant()
+    def a_full_rollback_compensates_each_applied_step_once_last_first(self) -> None:
+        decided = self.applied_at_decision
+        if (
+            self.stored.status is COMPENSATED
+            and decided is not None
+            and not any(w.kind == "hand_back" for w in self.writes)
+        ):
+            assert self.compensations == list(reversed(decided))
+
+    @invariant()
+    def the_write_in_flight_holds_the_state(self) -> None:
+        write = self.state.write
+        if write is not None and write.kind not in ("hand_back", "compensation"):
+            assert write.applied == self.state.applied
+            assert write.cursor == self.state.cursor
+
+
+SagaRunner.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestStateMachine = SagaRunner.TestCase
+
+
+# --- single transitions ----------------------------------------------------------------------
+
+
+def run_to(nodes: tuple[Node, ...], *events: machine.Event) -> RunState:
+    state = machine.transition(nodes, machine.start(), machine.WRITTEN)
+    for event in events:
+        state = machine.transition(nodes, state, event)
+    return state
+
+
+def test_a_new_saga_is_written_running_at_its_first_node_then_calls_it() -> None:
+    created = machine.start()
+    assert created.write == Write("create", RUNNING, 0, (), None, "keep", True)
+    assert run_to((plain("a"),)).call == Act(0)
+
+
+def test_the_last_node_completes_the_saga_in_its_own_write() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, machine.ACT_COMPLETED)
+    assert state.write == Write("step", RUNNING, 1, ("a",), None, "keep", True)
+    state = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN, machine.ACT_COMPLETED)
+    assert state.write == Write("step", COMPLETED, 2, ("a", "b"), None, "release", True)
+    done = machine.transition(nodes, state, machine.WRITTEN)
+    assert (done.status, done.call, done.write) == (COMPLETED, None, None)
+
+
+def test_a_failed_act_is_applied_and_the_decision_is_written_before_compensating() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(
+        nodes, machine.ACT_COMPLETED, machine.WRITTEN, ActFailed(RuntimeError("declined"))
+    )
+    assert state.write == Write(
+        "decision", COMPENSATING, 1, ("a", "b"), "RuntimeError: declined", "keep", False
+    )
+    assert state.call is None
+    state = machine.transition(nodes, state, machine.WRITTEN)
+    assert state.call == Compensate("b")
+
+
+def test_a_failed_act_that_leaves_no_effect_is_not_compensated() -> None:
+    nodes = (plain("a"), plain("b", no_effect=True))
+    state = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN, ActFailed(RuntimeError("x")))
+    assert state.write is not None and state.write.applied == ("a",)
+
+
+def test_a_first_step_that_fails_without_effect_ends_compensated_at_once() -> None:
+    state = run_to((plain("a"),), ActFailed(RuntimeError("x"), called=False))
+    assert state.write is not None
+    assert (state.write.status, state.write.applied, state.write.lease) == (
+        COMPENSATED,
+        (),
+        "release",
+    )
+
+
+def test_a_checkpoint_that_fails_rolls_back_its_step_too() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, machine.ACT_COMPLETED, WriteFailed(ConnectionError("down")))
+    assert state.write == Write(
+        "decision", COMPENSATING, 0, ("a",), "ConnectionError: down", "keep", False
+    )
+
+
+def test_compensations_run_last_applied_first() -> None:
+    nodes = (plain("a"), plain("b"), plain("c"))
+    state = run_to(
+        nodes,
+        *[machine.ACT_COMPLETED, machine.WRITTEN] * 2,
+        ActFailed(RuntimeError("x")),
+        machine.WRITTEN,
+    )
+    called = []
+    while isinstance(state.call, Compensate):
+        called.append(state.call.step_id)
+        state = machine.transition(nodes, state, machine.COMPENSATION_DONE)
+        state = machine.transition(nodes, state, machine.WRITTEN)
+    assert called == ["c", "b", "a"]
+    assert state.status is COMPENSATED
+
+
+def test_an_exhausted_compensation_ends_failed_with_the_cause_first() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(
+        nodes,
+        machine.ACT_COMPLETED,
+        machine.WRITTEN,
+        ActFailed(RuntimeError("declined")),
+        machine.WRITTEN,
+        CompensationFailed(TimeoutError("bank down")),
+    )
+    assert state.write == Write(
+        "compensation",
+        FAILED,
+        1,
+        ("a", "b"),
+        "RuntimeError: declined\ncompensation of b failed: TimeoutError: bank down",
+        "pause",
+        False,
+    )
+    assert state.halted
+    assert machine.transition(nodes, state, machine.WRITTEN).call is None
+
+
+def test_a_recovered_failed_saga_keeps_only_its_cause_and_compensates_again() -> None:
+    state = machine.resumed(FAILED, 1, ("a",), "E: x\ncompensation of a failed: F: y")
+    assert state.error == "E: x"
+    assert machine.transition((plain("a"),), state, machine.ADVANCE).call == Compensate("a")
+
+
+def test_a_fallback_runs_when_its_primary_fails_and_both_may_be_applied() -> None:
+    nodes = (fallback("p", "f"),)
+    state = run_to(nodes, ActFailed(RuntimeError("x")))
+    assert state.call == Act(0, fallback=True)
+    done = machine.transition(nodes, state, machine.ACT_COMPLETED)
+    assert done.write is not None and done.write.applied == ("p", "f")
+
+
+def test_a_fallback_is_not_run_for_an_error_it_does_not_cover() -> None:
+    nodes = (fallback("p", "f", only=(ValueError,)),)
+    state = run_to(nodes, ActFailed(RuntimeError("x")))
+    assert state.call is None
+    assert state.write is not None and state.write.kind == "decision"
+    refused = run_to(nodes, ActFailed(RuntimeError("open"), called=False, refused=True))
+    assert refused.call == Act(0, fallback=True)  # an open circuit always falls back
+
+
+def test_a_resumed_fallback_node_counts_both_branches() -> None:
+    nodes = (fallback("p", "f", no_effect=True),)
+    resumed = machine.resumed(RUNNING, 0, (), None)
+    state = machine.transition(nodes, resumed, machine.ADVANCE)
+    done = machine.transition(nodes, state, machine.ACT_COMPLETED)
+    assert done.write is not None and done.write.applied == ("p", "f")
+
+
+@pytest.mark.parametrize("event", [machine.WRITE_REFUSED, machine.LEASE_LOST])
+def test_after_a_conflict_nothing_more_is_written(event: machine.Event) -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, machine.ACT_COMPLETED, event)
+    assert state.fenced and state.write is None
+    for later in (machine.ADVANCE, machine.ACT_COMPLETED, Interrupted(), machine.WRITTEN):
+        state = machine.transition(nodes, state, later)
+        assert state.write is None and state.call is None
+
+
+def test_an_interrupted_step_write_hands_the_saga_back_before_that_step() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, machine.ACT_COMPLETED, Interrupted(pause=True))
+    assert state.write == Write("hand_back", RUNNING, 0, ("a",), None, "pause", False)
+    assert state.halted
+
+
+def test_a_finished_saga_absorbs_every_event() -> None:
+    nodes = (plain("a"),)
+    done = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN)
+    assert done.status is COMPLETED
+    for event in (machine.ADVANCE, machine.LEASE_LOST, Interrupted(), ActFailed(ValueError())):
+        assert machine.transition(nodes, done, event) is done
