@@ -434,8 +434,6 @@ def _is_di_container(obj: object) -> bool:
 
 
 _DEFAULT_RESOLVER = _ContainerResolver(Container())
-_DI_RESOLVERS: dict[int, tuple[object, _DiResolver]] = {}
-_DI_RESOLVERS_MAX = 32
 
 
 def make_step_resolver(container: object | None) -> StepResolver:
@@ -443,8 +441,10 @@ def make_step_resolver(container: object | None) -> StepResolver:
 
     ``None`` builds classes by the built-in rules with no registrations (no-argument steps just
     work); a :class:`Container` resolves through it; a ``di.Container`` through the di adapter
-    (its solved graphs are cached per container, so calling this again is cheap); any other
+    ; any other
     callable ``cls -> instance`` (the result may be awaitable) is called per resolution.
+    A ``di.Container``'s solved graphs are kept by the resolver returned, so keep the
+    resolver (or the mediator built with it) rather than adapting the container per call.
     Raises ``SagaUsageError`` for anything else, including a class passed instead of an instance.
     """
     if container is None:
@@ -456,14 +456,7 @@ def make_step_resolver(container: object | None) -> StepResolver:
     if isinstance(container, (_ContainerResolver, _CallableResolver, _DiResolver)):
         return container
     if _is_di_container(container):
-        cached = _DI_RESOLVERS.get(id(container))
-        if cached is not None and cached[0] is container:
-            return cached[1]
-        resolver = _DiResolver(container)
-        if len(_DI_RESOLVERS) >= _DI_RESOLVERS_MAX:
-            del _DI_RESOLVERS[next(iter(_DI_RESOLVERS))]
-        _DI_RESOLVERS[id(container)] = (container, resolver)
-        return resolver
+        return _DiResolver(container)
     if isinstance(container, type):
         raise SagaUsageError(
             f"di_container={_name(container)} is a class; pass an instance "

@@ -29,8 +29,6 @@ from saga_core._storage.protocol import SagaStorage
 from .leases import LeaseKeeper
 from .saga_map import SagaMap as SagaMap
 
-_COMPLETED = SagaStatus.COMPLETED
-
 #: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
 DEFAULT_LEASE_SECONDS = 60.0
 
@@ -181,7 +179,7 @@ class SagaMediator:
                 keeper.drop(run)
             if not done:
                 await run.abandon()
-        if run.status is not _COMPLETED:
+        if run.status is not SagaStatus.COMPLETED:
             run.outcome()  # raises for a rolled-back or FAILED saga
 
     async def run(
