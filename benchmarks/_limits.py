@@ -1,14 +1,15 @@
-"""The raw limits every comparison is held against, measured on this machine.
+"""The raw limits every comparison is held against, measured on this machine, and the scratch
+PostgreSQL schemas the workers put their tables in.
 
 It imports nothing of this project (only the standard library, and asyncpg or redis when a
-limit needs them), so the same functions run in this project's environment and in the
-python-cqrs one (``_baseline_worker.py``): every figure of a limit is taken the same way.
+function needs them), so the peers' workers use it too, each in its own environment:
 
 * ``bare_loop``: the least a 3-step saga costs in Python — await each step's act (which
   bumps a context field) and JSON-encode the context after it, with no storage at all;
 * ``sqlite_commits``: one-row INSERT transactions on a WAL SQLite file (stdlib driver);
 * ``pg_commits``: one-row INSERTs in autocommit through asyncpg, one or many connections;
-* ``redis_round_trips``: SETs one after another through redis-py's asyncio client.
+* ``redis_round_trips``: SETs one after another through redis-py's asyncio client;
+* ``pg_scratch_schema`` / ``pg_drop_schema``: a fresh schema for one measurement's tables.
 
 A 3-step saga writes 4 times (create, then one checkpoint per step), so the targets compare
 sagas/s with a limit's operations/s divided by 4.
@@ -113,3 +114,27 @@ async def redis_round_trips(n: int) -> float:
     finally:
         await client.delete(*keys)
         await client.aclose()
+
+
+async def pg_scratch_schema(prefix: str) -> str:
+    """Create a new, empty schema named ``prefix`` plus a random suffix, and return its name."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_URL)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    return schema
+
+
+async def pg_drop_schema(schema: str) -> None:
+    """Drop ``schema`` and every table in it."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(PG_URL)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
