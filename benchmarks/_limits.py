@@ -9,7 +9,8 @@ function needs them), so the peers' workers use it too, each in its own environm
 * ``sqlite_commits``: one-row INSERT transactions on a WAL SQLite file (stdlib driver);
 * ``pg_commits``: one-row INSERTs in autocommit through asyncpg, one or many connections;
 * ``redis_round_trips``: SETs one after another through redis-py's asyncio client;
-* ``pg_scratch_schema`` / ``pg_drop_schema``: a fresh schema for one measurement's tables.
+* ``pg_scratch_schema``, ``pg_settings``, ``pg_drop_schema``: a fresh schema for one
+  measurement's tables, and its connections' settings.
 
 A 3-step saga writes 4 times (create, then one checkpoint per step), so the targets compare
 sagas/s with a limit's operations/s divided by 4.
@@ -129,12 +130,29 @@ async def pg_scratch_schema(prefix: str) -> str:
     return schema
 
 
+def pg_settings(schema: str) -> dict[str, str]:
+    """asyncpg ``server_settings`` for a connection that works in ``schema``: its tables go
+    there, and the connection is named after it so that ``pg_drop_schema`` can end it."""
+    return {"search_path": schema, "application_name": schema}
+
+
 async def pg_drop_schema(schema: str) -> None:
-    """Drop ``schema`` and every table in it."""
+    """End the connections still open with ``pg_settings(schema)`` and drop ``schema`` with
+    every table in it.
+
+    A peer may leave connections checked out of its pool after a measurement (python-cqrs at
+    100 sagas at a time does): they would hold the server's connection slots until the
+    worker exits, so the server ends them.
+    """
     import asyncpg  # type: ignore[import-untyped]
 
     connection = await asyncpg.connect(PG_URL)
     try:
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            schema,
+        )
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await connection.close()

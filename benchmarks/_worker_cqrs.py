@@ -80,7 +80,7 @@ async def cqrs_sagas(kind: str, n: int, conc: int) -> float:
                 engine = create_async_engine(
                     url,
                     pool_size=max(conc, 5),
-                    connect_args={"server_settings": {"search_path": schema}},
+                    connect_args={"server_settings": _limits.pg_settings(schema)},
                 )
             async with engine.begin() as connection:
                 await connection.run_sync(Base.metadata.drop_all)

@@ -109,7 +109,7 @@ async def measure_kind(kind: str, n: int, conc: int) -> float:
             _limits.PG_URL,
             pool_min_size=min(conc, 5),
             pool_max_size=max(conc, 5),
-            server_settings={"search_path": schema},
+            server_settings=_limits.pg_settings(schema),
         )
         async with postgres:
             return await run_sagas(postgres, n, conc)
