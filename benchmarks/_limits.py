@@ -138,7 +138,8 @@ def pg_settings(schema: str) -> dict[str, str]:
 
 async def pg_drop_schema(schema: str) -> None:
     """End the connections still open with ``pg_settings(schema)`` and drop ``schema`` with
-    every table in it.
+    every table in it; tried three times, a second apart, when the server has no free
+    connection (the PostgreSQL server may be shared with other work).
 
     A peer may leave connections checked out of its pool after a measurement (python-cqrs at
     100 sagas at a time does): they would hold the server's connection slots until the
@@ -146,13 +147,21 @@ async def pg_drop_schema(schema: str) -> None:
     """
     import asyncpg  # type: ignore[import-untyped]
 
-    connection = await asyncpg.connect(PG_URL)
-    try:
-        await connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            schema,
-        )
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
+    for attempt in range(3):
+        try:
+            connection = await asyncpg.connect(PG_URL)
+        except asyncpg.TooManyConnectionsError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                schema,
+            )
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+        return
