@@ -79,7 +79,9 @@ async def cqrs_sagas(kind: str, n: int, conc: int) -> float:
                 schema = await _limits.pg_scratch_schema("bench_cqrs")
                 engine = create_async_engine(
                     url,
-                    pool_size=max(conc, 5),
+                    # At most 20 connections, as the other peers: the server is shared.
+                    pool_size=min(max(conc, 5), 20),
+                    max_overflow=0,
                     connect_args={"server_settings": _limits.pg_settings(schema)},
                 )
             async with engine.begin() as connection:
