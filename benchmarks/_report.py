@@ -146,9 +146,13 @@ def _ratio(kind: str, mine: Row, theirs: Row) -> float | None:
     return float(mine["sagas_per_s"] / theirs["sagas_per_s"]) if "sagas_per_s" in theirs else None
 
 
-def _compare(rows: list[Row], ours: str, against: str, kind: str, target: float | None) -> Row:
-    """Per-round ratios of ``ours`` to ``against`` and their median held against ``target``."""
-    by_round = {(row["case"], row["round"]): row for row in rows}
+def _compare(
+    rows: list[Row], group: str, ours: str, against: str, kind: str, target: float | None
+) -> Row:
+    """Per-round ratios of ``ours`` to ``against`` and their median held against ``target``;
+    both sides are taken from ``group``'s measurements (a limit is measured in each group
+    that needs it, next to that group's cases)."""
+    by_round = {(row["case"], row["round"]): row for row in rows if row["group"] == group}
     ratios: list[float] = []
     reason = "not measured"
     for number in sorted({row["round"] for row in rows}):
@@ -196,10 +200,11 @@ def comparisons(rows: list[Row], peers: tuple[str, ...]) -> list[Row]:
     for line in LINES:
         if line.limit is not None:
             limit = line.limit
-            out.append(_compare(rows, line.ours, limit.case, limit.kind, limit.target))
+            out.append(_compare(rows, line.group, line.ours, limit.case, limit.kind, limit.target))
         for peer, (case, target) in line.peers.items():
             if peer in peers:
-                out.append({**_compare(rows, line.ours, case, "speedup", target), "peer": peer})
+                entry = _compare(rows, line.group, line.ours, case, "speedup", target)
+                out.append({**entry, "peer": peer})
     return out
 
 

@@ -134,18 +134,18 @@ def run_rounds(
     backend: str,
     only: str | None,
 ) -> list[Row]:
-    """Every case's row of every round, tagged with the round's number (only the groups with
-    a case whose name contains ``only``, when given)."""
+    """Every case's row of every round, tagged with the round's number and its group (only
+    the groups with a case whose name contains ``only``, when given)."""
     cases = our_cases(scale)
     groups = [
-        (theirs, limits, ours)
-        for theirs, limits, ours in _report.groups(peers).values()
+        (name, theirs, limits, ours)
+        for name, (theirs, limits, ours) in _report.groups(peers).items()
         if only is None or any(only in c for c in theirs + limits + ours)
     ]
     rows: list[Row] = []
     for number in range(rounds):
         print(f"# round {number + 1} of {rounds}", flush=True)
-        for theirs, limits, ours in groups:
+        for group, theirs, limits, ours in groups:
             # The raw limits next to our cases, the peers (seconds per case) farther out: the
             # two sides of a ratio are measured back to back, in both orders.
             names = (
@@ -158,7 +158,7 @@ def run_rounds(
                     row = measure_ours(case, *cases[case], backend)
                 else:
                     row = workers.measure(case)
-                row = {**row, "round": number}
+                row = {**row, "round": number, "group": group}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
