@@ -244,6 +244,8 @@ def print_table(rows: list[Row], peers: tuple[str, ...]) -> tuple[dict[str, Row]
     print("\n| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 2) + "---|")
     for line in LINES:
+        if line.ours not in figs:
+            continue  # not measured in this run (--only)
         mine = [c for c in comps if c["ours"] == line.ours]
         limit = next((c for c in mine if "peer" not in c), None)
         by_peer = {c["peer"]: c for c in mine if "peer" in c}
