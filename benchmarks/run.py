@@ -98,12 +98,14 @@ def measure_ours(case: str, n: int, make: Callable[[], Measure], backend: str) -
 
 
 class Workers:
-    """The worker processes: the raw limits' and each peer's that is measured."""
+    """The worker processes, by the first part of the case names they measure: the raw
+    limits' (``limit/...``) and each peer's (``sagaz/...``). A peer whose environment could not
+    be made is kept as the reason, reported for each of its cases."""
 
     def __init__(self, peers: tuple[str, ...], scale: float) -> None:
-        self._by_prefix: dict[str, _envs.Worker | str] = {}
-        self.limits = _envs.Worker("limits", sys.executable, "_worker_limits.py", scale)
-        self._by_prefix["limit"] = self.limits
+        self._by_prefix: dict[str, _envs.Worker | str] = {
+            "limit": _envs.Worker("limits", sys.executable, "_worker_limits.py", scale)
+        }
         for peer in peers:
             try:
                 python = _envs.peer_python(peer)
@@ -113,6 +115,7 @@ class Workers:
             self._by_prefix[peer] = _envs.Worker(peer, python, _envs.WORKERS[peer], scale)
 
     def measure(self, case: str) -> Row:
+        """``case``'s figure from its worker, or an error row saying why it has none."""
         worker = self._by_prefix.get(case.split("/", 1)[0], "not measured")
         return (
             worker.measure(case)
@@ -121,6 +124,7 @@ class Workers:
         )
 
     def close(self) -> None:
+        """End every worker process."""
         for worker in self._by_prefix.values():
             if isinstance(worker, _envs.Worker):
                 worker.close()
