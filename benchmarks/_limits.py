@@ -1,14 +1,16 @@
-"""The raw limits every comparison is held against, measured on this machine.
+"""The raw limits every comparison is held against, measured on this machine, and the scratch
+PostgreSQL schemas the workers put their tables in.
 
 It imports nothing of this project (only the standard library, and asyncpg or redis when a
-limit needs them), so the same functions run in this project's environment and in the
-python-cqrs one (``_baseline_worker.py``): every figure of a limit is taken the same way.
+function needs them), so the peers' workers use it too, each in its own environment:
 
 * ``bare_loop``: the least a 3-step saga costs in Python — await each step's act (which
   bumps a context field) and JSON-encode the context after it, with no storage at all;
 * ``sqlite_commits``: one-row INSERT transactions on a WAL SQLite file (stdlib driver);
 * ``pg_commits``: one-row INSERTs in autocommit through asyncpg, one or many connections;
-* ``redis_round_trips``: SETs one after another through redis-py's asyncio client.
+* ``redis_round_trips``: SETs one after another through redis-py's asyncio client;
+* ``pg_scratch_schema``, ``pg_settings``, ``pg_drop_schema``: a fresh schema for one
+  measurement's tables, and its connections' settings.
 
 A 3-step saga writes 4 times (create, then one checkpoint per step), so the targets compare
 sagas/s with a limit's operations/s divided by 4.
@@ -113,3 +115,53 @@ async def redis_round_trips(n: int) -> float:
     finally:
         await client.delete(*keys)
         await client.aclose()
+
+
+async def pg_scratch_schema(prefix: str) -> str:
+    """Create a new, empty schema named ``prefix`` plus a random suffix, and return its name."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_URL)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    return schema
+
+
+def pg_settings(schema: str) -> dict[str, str]:
+    """asyncpg ``server_settings`` for a connection that works in ``schema``: its tables go
+    there, and the connection is named after it so that ``pg_drop_schema`` can end it."""
+    return {"search_path": schema, "application_name": schema}
+
+
+async def pg_drop_schema(schema: str) -> None:
+    """End the connections still open with ``pg_settings(schema)`` and drop ``schema`` with
+    every table in it; tried three times, a second apart, when the server has no free
+    connection (the PostgreSQL server may be shared with other work).
+
+    A peer may leave connections checked out of its pool after a measurement (python-cqrs at
+    100 sagas at a time does): they would hold the server's connection slots until the
+    worker exits, so the server ends them.
+    """
+    import asyncpg  # type: ignore[import-untyped]
+
+    for attempt in range(3):
+        try:
+            connection = await asyncpg.connect(PG_URL)
+        except asyncpg.TooManyConnectionsError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                schema,
+            )
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+        return
