@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import anyio
 import pytest
@@ -52,7 +52,7 @@ def _field(raw: redis.Redis, key: str, field: str) -> str:
 
 
 def _head(raw: redis.Redis, key: str) -> dict[str, str]:
-    """The parts of a record's head field, by name (see saga_redis._scripts)."""
+    """The parts of a record's head field, by name (see saga_redis/lua/prelude.lua)."""
     return dict(zip(HEAD_PARTS, _field(raw, key, "head").split(" ", 7), strict=True))
 
 
@@ -248,6 +248,40 @@ async def test_a_next_step_that_is_not_a_string_is_refused_and_nothing_written(
     assert (record.version, record.next_step) == (1, "s.Reserve")
 
 
+# --- saga_version --------------------------------------------------------------------------------
+
+
+async def test_a_record_stored_before_saga_versions_reads_as_version_1_everywhere(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga(saga_version=3)
+    await storage.create(new)
+    key = storage.record_key(new.saga_id)
+    assert _field(raw, key, "saga_version") == "3"
+    # What saga-redis wrote before it stored the definition's version: no such field.
+    raw.hdel(key, "saga_version")
+    assert set(raw.hkeys(key)) == {"name", "created", "head", "body"}
+    assert (await storage.load(new.saga_id)).saga_version == 1
+    assert [r.saga_version for r in await storage.list_sagas()] == [1]
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, lease_seconds=None))
+    assert [r.saga_version for r in await storage.list_recoverable()] == [1]
+    claimed = await storage.claim_recoverable(owner="recovery", lease_seconds=30)
+    assert [r.saga_version for r in claimed] == [1]
+    assert (await storage.claim(new.saga_id, owner="recovery", lease_seconds=30)).saga_version == 1
+    assert (await storage.unpark(new.saga_id)).saga_version == 1
+    assert "saga_version" not in raw.hkeys(key)  # no write adds it
+
+
+@pytest.mark.parametrize("saga_version", [0, -1, True, 1.0, "2", None])
+async def test_a_saga_version_that_is_not_an_int_from_1_is_refused_before_any_write(
+    storage: RedisSagaStorage, redis_url: str, redis_key_prefix: str, saga_version: object
+) -> None:
+    new = make_new_saga(saga_version=saga_version)  # type: ignore[arg-type]
+    with pytest.raises(SagaUsageError, match="saga_version must be an int >= 1"):
+        await storage.create(new)
+    assert keys_under(redis_url, redis_key_prefix) == []
+
+
 # --- list_sagas ----------------------------------------------------------------------------------
 
 
@@ -403,28 +437,6 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
     with pytest.raises(StorageCorruptedError, match="not the sorted set"):
         await storage.unpark(new.saga_id)
     assert (await storage.load(new.saga_id)).parked is True
-
-
-async def test_the_keys_a_storage_remembers_per_saga_are_always_its_own(
-    redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A storage computes a saga's key names once and reuses them for its next writes: an
-    # equal id in another object, and more sagas than it remembers, still reach their keys.
-    monkeypatch.setattr(storage_module, "_SAGA_KEYS_CACHED", 3)
-    async with RedisSagaStorage.from_url(
-        redis_url, key_prefix=redis_key_prefix, shards=4
-    ) as storage:
-        ids = [uuid4() for _ in range(10)]
-        for saga_id in ids:
-            await storage.create(make_new_saga(saga_id=saga_id))
-        for saga_id in ids:
-            await storage.checkpoint(make_checkpoint(UUID(str(saga_id)), 1, cursor=1))
-            await storage.checkpoint(make_checkpoint(saga_id, 2, cursor=2))
-        for saga_id in ids:
-            record = await storage.load(saga_id)
-            assert (record.saga_id, record.version, record.cursor) == (saga_id, 3, 2)
-        records = [key for key in keys_under(redis_url, redis_key_prefix) if ":record:" in key]
-        assert records == sorted(storage.record_key(saga_id) for saga_id in ids)
 
 
 async def test_what_a_checkpoint_may_set_or_clear_is_stored_each_time(
