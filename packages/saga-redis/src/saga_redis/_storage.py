@@ -95,6 +95,7 @@ DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
+_TERMINAL_VALUES = frozenset(status.value for status in SagaStatus if status.is_terminal)
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
@@ -338,10 +339,11 @@ class RedisSagaStorage:
         status = checkpoint.status
         if not isinstance(status, SagaStatus):
             raise SagaUsageError(f"checkpoint status must be a SagaStatus, got {status!r}")
+        value = status.value
         lease_seconds = checkpoint.lease_seconds
         # A terminal status releases the lease whatever the checkpoint asks.
         owner, lease_us = "", "0"
-        if lease_seconds is not None and not status.is_terminal:
+        if lease_seconds is not None and value not in _TERMINAL_VALUES:
             if checkpoint.lease_owner is None:
                 raise SagaUsageError(
                     f"checkpoint of saga {saga_id} sets lease_seconds without a lease_owner; "
@@ -365,7 +367,7 @@ class RedisSagaStorage:
             owner=owner,
             lease_us=lease_us,
             expected_version=str(int(checkpoint.expected_version)),
-            status=status.value,
+            status=value,
             body=encode_body(
                 int(checkpoint.cursor),
                 next_step_arg(checkpoint.next_step),

@@ -18,7 +18,7 @@ import redis.asyncio
 
 from saga_core import SagaUsageError
 
-from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack
+from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_command
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -29,22 +29,27 @@ class RespTransport:
     """The package's own anyio connection pool (:mod:`._resp`): native on asyncio and trio,
     and the fastest path on both."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_heads", "_pool")
 
     def __init__(self, pool: RespPool) -> None:
         self._pool = pool
+        # "EVALSHA <sha1> <numkeys>" encoded, by script: one per script the storage runs.
+        self._heads: dict[tuple[str, int], bytes] = {}
 
     async def evalsha(self, sha: str, numkeys: int, keys_and_args: Sequence[str | int]) -> Any:
-        return await self._execute(pack(("EVALSHA", sha, str(numkeys), *keys_and_args)))
-
-    async def script_load(self, source: str) -> None:
-        await self._execute(pack(("SCRIPT", "LOAD", source)))
-
-    async def _execute(self, command: bytes) -> Any:
-        reply = await self._pool.execute(command)
+        head = self._heads.get((sha, numkeys))
+        if head is None:
+            head = pack(("EVALSHA", sha, str(numkeys))).split(b"\r\n", 1)[1]
+            self._heads[sha, numkeys] = head
+        reply = await self._pool.execute(pack_command(head, 3, keys_and_args))
         if isinstance(reply, ServerReplyError):
             raise reply
         return reply
+
+    async def script_load(self, source: str) -> None:
+        reply = await self._pool.execute(pack(("SCRIPT", "LOAD", source)))
+        if isinstance(reply, ServerReplyError):
+            raise reply
 
     async def aclose(self) -> None:
         await self._pool.aclose()
