@@ -54,7 +54,7 @@ from ._records import (
     pairs,
     text,
 )
-from ._replies import driver_error, raise_failure, reply_tag
+from ._replies import raise_failure, reply_tag, transport_error
 from ._resp import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RespPool
 from ._scripts import (
     CHECKPOINT,
@@ -664,7 +664,7 @@ class RedisSagaStorage:
         except SagaError:
             raise
         except Exception as exc:
-            raise driver_error(exc, self.key_prefix) from exc
+            raise transport_error(exc, self.key_prefix) from exc
 
     async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
         shard = self._layout.shard_of(saga_id)
