@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import pytest
@@ -21,6 +21,7 @@ from saga_core import (
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _storage as storage_module
+from saga_redis import _transports as transports_module
 from saga_redis._records import HEAD_PARTS
 
 from ._support import keys_under
@@ -437,6 +438,30 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
     with pytest.raises(StorageCorruptedError, match="not the sorted set"):
         await storage.unpark(new.saga_id)
     assert (await storage.load(new.saga_id)).parked is True
+
+
+async def test_the_keys_a_storage_keeps_per_saga_are_always_its_own(
+    redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storage builds a saga's key names once and reuses them for its next writes (and its
+    # connection pool their encoding): an equal id in another object, and more sagas than
+    # either keeps, still reach their own keys.
+    monkeypatch.setattr(storage_module, "_SAGAS_KEPT", 3)
+    monkeypatch.setattr(transports_module, "_HEADS_KEPT", 3)
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, shards=4
+    ) as storage:
+        ids = [uuid4() for _ in range(10)]
+        for saga_id in ids:
+            await storage.create(make_new_saga(saga_id=saga_id))
+        for saga_id in ids:
+            await storage.checkpoint(make_checkpoint(UUID(str(saga_id)), 1, cursor=1))
+            await storage.checkpoint(make_checkpoint(saga_id, 2, cursor=2))
+        for saga_id in ids:
+            record = await storage.load(saga_id)
+            assert (record.saga_id, record.version, record.cursor) == (saga_id, 3, 2)
+        records = [key for key in keys_under(redis_url, redis_key_prefix) if ":record:" in key]
+        assert records == sorted(storage.record_key(saga_id) for saga_id in ids)
 
 
 async def test_what_a_checkpoint_may_set_or_clear_is_stored_each_time(

@@ -11,7 +11,14 @@ from typing import Any, NamedTuple
 import pytest
 
 from saga_redis._lua import LUA_FOLDER, PRELUDE, Script, script_source
-from saga_redis._scripts import ALL_SCRIPTS, CHECKPOINT, CheckpointArgs, CheckpointKeys
+from saga_redis._scripts import (
+    ALL_SCRIPTS,
+    CHECKPOINT,
+    CLAIM,
+    CheckpointArgs,
+    CheckpointKeys,
+    ClaimArgs,
+)
 
 _KEY = re.compile(r"^local (\w+) = KEYS\[(\d+)\]", re.MULTILINE)
 _ARG = re.compile(r"^local (\w+) = ARGV\[(\d+)\]", re.MULTILINE)
@@ -93,8 +100,7 @@ def test_a_script_runs_after_the_prelude_which_reads_no_keys_or_arguments_of_its
 
 
 def test_a_trailing_argument_list_is_spread_after_the_fixed_arguments() -> None:
-    keys = CheckpointKeys("r", "j", "u", "p", "f")
     fixed = ("id", "", "", "", "0", "1", "running", "body", "t", "0", "")
-    spread = CHECKPOINT.keys_and_args(keys, CheckpointArgs(*fixed, entries=["e1", "e2"]))
-    assert spread == (*keys, *fixed, "e1", "e2")
-    assert CHECKPOINT.keys_and_args(keys, CheckpointArgs(*fixed, entries=())) == (*keys, *fixed)
+    assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=["e1", "e2"])) == (*fixed, "e1", "e2")
+    assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=())) == fixed
+    assert CLAIM.argv(ClaimArgs("id", "o", "1", "t", "1", "2")) == ("id", "o", "1", "t", "1", "2")

@@ -82,12 +82,11 @@ class Script(Generic[KeysT, ArgsT]):
         self.source = script_source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    def keys_and_args(self, keys: KeysT, args: ArgsT) -> tuple[str | int, ...]:
-        """What follows the key count on the wire: the keys, then the arguments."""
+    def argv(self, args: ArgsT) -> tuple[str, ...]:
+        """``args`` as the script's ``ARGV``: the trailing list, if any, spread."""
         if self.spread_last:
-            *fixed, rest = args
-            return (*keys, *fixed, *rest)
-        return (*keys, *args)
+            return (*args[:-1], *args[-1])
+        return args
 
     def __repr__(self) -> str:
         return f"Script({self.name!r})"
@@ -96,8 +95,8 @@ class Script(Generic[KeysT, ArgsT]):
 class Transport(Protocol):
     """Sends commands to Redis over some client; translates nothing (the storage does)."""
 
-    async def evalsha(self, sha: str, numkeys: int, keys_and_args: Sequence[str | int]) -> Any:
-        """Run the script loaded as ``sha`` and return its reply.
+    async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
+        """Run the script loaded as ``sha`` with ``keys`` and ``argv`` and return its reply.
 
         Raises the client's exception for an error reply (``NOSCRIPT`` included) or a lost
         connection."""
@@ -129,11 +128,11 @@ async def run_script(
     Raises:
         Exception: what the transport raises (the caller translates it).
     """
-    keys_and_args = script.keys_and_args(keys, args)
+    argv = script.argv(args)
     try:
-        return await transport.evalsha(script.sha, len(keys), keys_and_args)
+        return await transport.evalsha(script.sha, keys, argv)
     except Exception as exc:
         if not is_not_loaded(exc):
             raise
     await transport.script_load(script.source)
-    return await transport.evalsha(script.sha, len(keys), keys_and_args)
+    return await transport.evalsha(script.sha, keys, argv)

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import redis
@@ -96,11 +96,21 @@ DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
 _TERMINAL_VALUES = frozenset(status.value for status in SagaStatus if status.is_terminal)
+# Sagas whose keys a storage keeps for their next writes (about 1 KB each).
+_SAGAS_KEPT = 1024
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
 
 logger = logging.getLogger("saga_redis")
+
+
+class _SagaKeys(NamedTuple):
+    """One saga's id as text and the keys its create and checkpoints pass to their scripts."""
+
+    sid: str
+    create: CreateKeys
+    checkpoint: CheckpointKeys
 
 
 class RedisSagaStorage:
@@ -247,6 +257,8 @@ class RedisSagaStorage:
         # recognised as already applied instead of reported as a conflict.
         self._token_base = f"{os.urandom(6).hex()}-"
         self._tokens = itertools.count()
+        # By the id's integer value: a saga's writes pass equal ids, not always the same object.
+        self._keys_by_saga: dict[int, _SagaKeys] = {}
         self._closed = False
 
     # --- introspection ------------------------------------------------------------------
@@ -293,16 +305,9 @@ class RedisSagaStorage:
                 an int >= 1 (nothing written).
         """
         saga_id = require_saga_id(saga.saga_id)
-        sid = str(saga_id)
-        shard = self._layout.shard_of(saga_id)
-        keys = CreateKeys(
-            record=shard.record_stem + sid,
-            journal=shard.journal_stem + sid,
-            updated=shard.updated,
-            meta=shard.meta,
-        )
+        keys = self._saga_keys(saga_id)
         args = CreateArgs(
-            saga_id=sid,
+            saga_id=keys.sid,
             saga_name=saga.saga_name,
             saga_version=saga_version_arg(saga.saga_version),
             body=encode_body(0, next_step_arg(saga.next_step), "[]", saga.context),
@@ -312,9 +317,9 @@ class RedisSagaStorage:
             journal_cap=self._cap_arg,
             shards=self._shards_arg,
             layout_version=LAYOUT_VERSION,
-            entries=[encode_journal_entry(entry) for entry in saga.journal],
+            entries=list(map(encode_journal_entry, saga.journal)),
         )
-        reply = await self._run(CREATE, keys, args)
+        reply = await self._run(CREATE, keys.create, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
 
@@ -339,7 +344,7 @@ class RedisSagaStorage:
         status = checkpoint.status
         if not isinstance(status, SagaStatus):
             raise SagaUsageError(f"checkpoint status must be a SagaStatus, got {status!r}")
-        value = status.value
+        value = status._value_
         lease_seconds = checkpoint.lease_seconds
         # A terminal status releases the lease whatever the checkpoint asks.
         owner, lease_us = "", "0"
@@ -351,17 +356,9 @@ class RedisSagaStorage:
                 )
             owner, lease_us = owner_arg(checkpoint.lease_owner), micros_arg(lease_seconds)
         error = checkpoint.error
-        sid = str(saga_id)
-        shard = self._layout.shard_of(saga_id)
-        keys = CheckpointKeys(
-            record=shard.record_stem + sid,
-            journal=shard.journal_stem + sid,
-            updated=shard.updated,
-            parked=shard.parked,
-            finished=shard.finished,
-        )
+        keys = self._saga_keys(saga_id)
         args = CheckpointArgs(
-            saga_id=sid,
+            saga_id=keys.sid,
             retention_ms=self._retain_arg,
             journal_cap=self._cap_arg,
             owner=owner,
@@ -377,9 +374,9 @@ class RedisSagaStorage:
             token=self._token(),
             has_error="0" if error is None else "1",
             error_text="" if error is None else error,
-            entries=[encode_journal_entry(entry) for entry in checkpoint.journal],
+            entries=list(map(encode_journal_entry, checkpoint.journal)),
         )
-        reply = await self._run(CHECKPOINT, keys, args)
+        reply = await self._run(CHECKPOINT, keys.checkpoint, args)
         if reply != 0:
             raise_failure(
                 reply, saga_id, self._layout, expected_version=checkpoint.expected_version
@@ -650,6 +647,33 @@ class RedisSagaStorage:
         await self.aclose()
 
     # --- internals --------------------------------------------------------------------------
+
+    def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
+        """The keys of ``saga_id``'s create and checkpoints, built once while it is in flight:
+        a saga's writes come one after another, each naming the same keys."""
+        found = self._keys_by_saga.get(saga_id.int)
+        if found is None:
+            sid = str(saga_id)
+            shard = self._layout.shard_of(saga_id)
+            record = shard.record_stem + sid
+            journal = shard.journal_stem + sid
+            found = _SagaKeys(
+                sid=sid,
+                create=CreateKeys(
+                    record=record, journal=journal, updated=shard.updated, meta=shard.meta
+                ),
+                checkpoint=CheckpointKeys(
+                    record=record,
+                    journal=journal,
+                    updated=shard.updated,
+                    parked=shard.parked,
+                    finished=shard.finished,
+                ),
+            )
+            if len(self._keys_by_saga) >= _SAGAS_KEPT:
+                self._keys_by_saga.clear()
+            self._keys_by_saga[saga_id.int] = found
+        return found
 
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"

@@ -23,6 +23,8 @@ from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_co
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 T = TypeVar("T")
+# Encoded command heads the RESP transport keeps (about 300 bytes each).
+_HEADS_KEPT = 1024
 
 
 class RespTransport:
@@ -33,15 +35,18 @@ class RespTransport:
 
     def __init__(self, pool: RespPool) -> None:
         self._pool = pool
-        # "EVALSHA <sha1> <numkeys>" encoded, by script: one per script the storage runs.
-        self._heads: dict[tuple[str, int], bytes] = {}
+        # "EVALSHA <sha1> <key count> <keys...>" encoded, by script and keys: a saga's writes
+        # pass the same keys again and again. Bounded: the sagas in flight.
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
-    async def evalsha(self, sha: str, numkeys: int, keys_and_args: Sequence[str | int]) -> Any:
-        head = self._heads.get((sha, numkeys))
+    async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
+        head = self._heads.get((sha, keys))
         if head is None:
-            head = pack(("EVALSHA", sha, str(numkeys))).split(b"\r\n", 1)[1]
-            self._heads[sha, numkeys] = head
-        reply = await self._pool.execute(pack_command(head, 3, keys_and_args))
+            head = pack(("EVALSHA", sha, str(len(keys)), *keys)).split(b"\r\n", 1)[1]
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[sha, keys] = head
+        reply = await self._pool.execute(pack_command(head, 3 + len(keys), argv))
         if isinstance(reply, ServerReplyError):
             raise reply
         return reply
@@ -78,13 +83,13 @@ class AsyncioTransport:
         self._client = client
         self._owned = owned
 
-    async def evalsha(self, sha: str, numkeys: int, keys_and_args: Sequence[str | int]) -> Any:
+    async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         if not asyncio_is_running():
             raise _asyncio_client_on_other_loop()
         try:
-            return await self._client.evalsha(sha, numkeys, *keys_and_args)
+            return await self._client.evalsha(sha, len(keys), *keys, *argv)
         except redis.ConnectionError:
-            return await self._client.evalsha(sha, numkeys, *keys_and_args)
+            return await self._client.evalsha(sha, len(keys), *keys, *argv)
 
     async def script_load(self, source: str) -> None:
         if not asyncio_is_running():
@@ -114,9 +119,9 @@ class ThreadTransport:
         self._client = client
         self._owned = owned
 
-    async def evalsha(self, sha: str, numkeys: int, keys_and_args: Sequence[str | int]) -> Any:
+    async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         return await anyio.to_thread.run_sync(
-            partial(_twice, partial(self._client.evalsha, sha, numkeys, *keys_and_args))
+            partial(_twice, partial(self._client.evalsha, sha, len(keys), *keys, *argv))
         )
 
     async def script_load(self, source: str) -> None:
