@@ -369,7 +369,8 @@ _BODY = ["0", "", "[]", "{}"]
 
 
 def _fields(head: list[str] = _HEAD, body: list[str] = _BODY, **more: bytes) -> dict[str, bytes]:
-    """A record's hash fields from its head and body parts (see saga_redis._scripts)."""
+    """A record's hash fields from its head and body parts (see saga_redis/lua/prelude.lua),
+    as saga-redis wrote them before it stored the definition's version."""
     return {
         "name": b"n",
         "created": b"1",
@@ -412,6 +413,11 @@ def _with(parts: list[str], index: int, value: str) -> list[str]:
         ("error", _fields(error=b"Boom: x")),  # an error without the head's flag
         ("name", {k: v for k, v in _fields().items() if k != "name"}),
         ("created", _fields(created=b"yesterday")),
+        ("saga_version", _fields(saga_version=b"0")),
+        ("saga_version", _fields(saga_version=b"seven")),
+        ("saga_version", _fields(saga_version=b" 7")),
+        ("saga_version", _fields(saga_version="\u0667".encode())),  # int() takes it
+        ("saga_version", _fields(saga_version=b"1" * 19)),
     ],
 )
 def test_a_foreign_record_field_is_reported_with_its_key_and_field(
@@ -462,6 +468,12 @@ def test_a_record_reads_back_every_part_of_its_head_and_body() -> None:
     assert (record.context, record.error) == ('{"x": "1\\n2"}', "Boom: x")
     empty_step = decode_record(uuid.uuid4(), "the-key", _fields(body=_with(_BODY, 1, '""')))
     assert empty_step.next_step == ""
+
+
+def test_the_saga_version_reads_back_and_is_1_when_the_record_has_none() -> None:
+    assert decode_record(uuid.uuid4(), "the-key", _fields()).saga_version == 1
+    stored = decode_record(uuid.uuid4(), "the-key", _fields(saga_version=b"42"))
+    assert stored.saga_version == 42
 
 
 def test_the_body_keeps_the_context_and_the_step_id_as_given() -> None:

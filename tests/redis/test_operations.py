@@ -21,6 +21,7 @@ from saga_core import (
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _storage as storage_module
+from saga_redis import _transports as transports_module
 from saga_redis._records import HEAD_PARTS
 
 from ._support import keys_under
@@ -52,7 +53,7 @@ def _field(raw: redis.Redis, key: str, field: str) -> str:
 
 
 def _head(raw: redis.Redis, key: str) -> dict[str, str]:
-    """The parts of a record's head field, by name (see saga_redis._scripts)."""
+    """The parts of a record's head field, by name (see saga_redis/lua/prelude.lua)."""
     return dict(zip(HEAD_PARTS, _field(raw, key, "head").split(" ", 7), strict=True))
 
 
@@ -248,6 +249,40 @@ async def test_a_next_step_that_is_not_a_string_is_refused_and_nothing_written(
     assert (record.version, record.next_step) == (1, "s.Reserve")
 
 
+# --- saga_version --------------------------------------------------------------------------------
+
+
+async def test_a_record_stored_before_saga_versions_reads_as_version_1_everywhere(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    new = make_new_saga(saga_version=3)
+    await storage.create(new)
+    key = storage.record_key(new.saga_id)
+    assert _field(raw, key, "saga_version") == "3"
+    # What saga-redis wrote before it stored the definition's version: no such field.
+    raw.hdel(key, "saga_version")
+    assert set(raw.hkeys(key)) == {"name", "created", "head", "body"}
+    assert (await storage.load(new.saga_id)).saga_version == 1
+    assert [r.saga_version for r in await storage.list_sagas()] == [1]
+    await storage.checkpoint(make_checkpoint(new.saga_id, 1, cursor=1, lease_seconds=None))
+    assert [r.saga_version for r in await storage.list_recoverable()] == [1]
+    claimed = await storage.claim_recoverable(owner="recovery", lease_seconds=30)
+    assert [r.saga_version for r in claimed] == [1]
+    assert (await storage.claim(new.saga_id, owner="recovery", lease_seconds=30)).saga_version == 1
+    assert (await storage.unpark(new.saga_id)).saga_version == 1
+    assert "saga_version" not in raw.hkeys(key)  # no write adds it
+
+
+@pytest.mark.parametrize("saga_version", [0, -1, True, 1.0, "2", None])
+async def test_a_saga_version_that_is_not_an_int_from_1_is_refused_before_any_write(
+    storage: RedisSagaStorage, redis_url: str, redis_key_prefix: str, saga_version: object
+) -> None:
+    new = make_new_saga(saga_version=saga_version)  # type: ignore[arg-type]
+    with pytest.raises(SagaUsageError, match="saga_version must be an int >= 1"):
+        await storage.create(new)
+    assert keys_under(redis_url, redis_key_prefix) == []
+
+
 # --- list_sagas ----------------------------------------------------------------------------------
 
 
@@ -405,12 +440,14 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
     assert (await storage.load(new.saga_id)).parked is True
 
 
-async def test_the_keys_a_storage_remembers_per_saga_are_always_its_own(
+async def test_the_keys_a_storage_keeps_per_saga_are_always_its_own(
     redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A storage computes a saga's key names once and reuses them for its next writes: an
-    # equal id in another object, and more sagas than it remembers, still reach their keys.
-    monkeypatch.setattr(storage_module, "_SAGA_KEYS_CACHED", 3)
+    # A storage builds a saga's key names once and reuses them for its next writes (and its
+    # connection pool their encoding): an equal id in another object, and more sagas than
+    # either keeps, still reach their own keys.
+    monkeypatch.setattr(storage_module, "_SAGAS_KEPT", 3)
+    monkeypatch.setattr(transports_module, "_HEADS_KEPT", 3)
     async with RedisSagaStorage.from_url(
         redis_url, key_prefix=redis_key_prefix, shards=4
     ) as storage:

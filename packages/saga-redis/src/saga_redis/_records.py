@@ -1,7 +1,8 @@
 """Turning records and journal entries into Redis values and back.
 
-A record is a hash of a few text fields (see the README's key layout): ``name``, ``created``,
-``head`` (what the scripts check, see :mod:`saga_redis._scripts`), ``body`` (written by the
+A record is a hash of a few text fields (see the README's key layout): ``name``,
+``saga_version`` (absent from records written before it was stored: version 1), ``created``,
+``head`` (what the scripts check, see ``lua/prelude.lua``), ``body`` (written by the
 client, read by nobody but the client) and ``error``; a journal entry is one list element, in
 saga-core's journal entry form (:func:`saga_core.encode_journal_entry`: ``[step_id, direction,
 event, attempt, at (µs since the epoch), error]``)::
@@ -91,7 +92,7 @@ def encode_body(cursor: int, next_step: str | None, applied: str, context: str) 
     return f"{cursor}\n{quoted}\n{applied}\n{context}"
 
 
-#: The parts of a record's ``head`` field, in order (see :mod:`saga_redis._scripts`).
+#: The parts of a record's ``head`` field, in order (see ``lua/prelude.lua``).
 HEAD_PARTS = ("version", "status", "updated", "expires", "attempts", "flags", "token", "owner")
 
 
@@ -134,6 +135,17 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         if not isinstance(applied, list) or not all(isinstance(s, str) for s in applied):
             raise ValueError("not a JSON array of step ids")
         json.loads(context)
+        field = "saga_version"
+        raw_saga_version = fields.get("saga_version")
+        # Records written before the definition's version was stored are version 1.
+        saga_version = 1
+        if raw_saga_version is not None:
+            digits = text(raw_saga_version)
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+                raise ValueError("not a number of 1 to 18 digits")
+            saga_version = int(digits)
+            if saga_version < 1:
+                raise ValueError("not a version >= 1")
         field = "error"
         raw_error = fields.get("error")
         error = None if raw_error is None else text(raw_error)
@@ -170,6 +182,7 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         next_step=next_step,
         attempts=attempts,
         parked=flags % 2 == 1,
+        saga_version=saga_version,
     )
 
 

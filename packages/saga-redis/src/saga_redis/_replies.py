@@ -1,8 +1,8 @@
-"""What a failure means for a saga: script failure replies and driver exceptions turned into
+"""What a failure means for a saga: script failure replies and transport exceptions turned into
 the core's errors.
 
 The scripts (:mod:`._scripts`) answer a refused call with a table naming the failure; the
-drivers raise redis-py's or :mod:`._resp`'s exceptions. Both end here, so that one place
+transports raise redis-py's or :mod:`._resp`'s exceptions. Both end here, so that one place
 decides which core error a caller sees, and every message says what to do.
 """
 
@@ -52,8 +52,8 @@ def reply_tag(reply: Any) -> str:
     return ""
 
 
-def driver_error(exc: Exception, prefix: str) -> SagaError:
-    """The core error for an exception a driver raised (the caller chains ``exc``)."""
+def transport_error(exc: Exception, prefix: str) -> SagaError:
+    """The core error for an exception a transport raised (the caller chains ``exc``)."""
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return StorageUnavailableError(
             f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its last "

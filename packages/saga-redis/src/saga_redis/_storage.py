@@ -8,10 +8,10 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import redis
@@ -35,23 +35,16 @@ from saga_core.storage import (
     require_saga_id,
 )
 
-from ._driver import (
-    CHECKPOINT_SCRIPT,
-    CLAIM_SCRIPT,
-    CREATE_SCRIPT,
-    LIST_SCRIPT,
-    PARK_SCRIPT,
-    READ_SCRIPT,
-    RENEW_SCRIPT,
-    SCAN_SCRIPT,
-    UNPARK_SCRIPT,
-    Arg,
-    AsyncioDriver,
-    Driver,
-    RespDriver,
-    ThreadDriver,
+from ._arguments import (
+    check_limit,
+    list_filters,
+    micros_arg,
+    next_step_arg,
+    owner_arg,
+    saga_version_arg,
 )
 from ._keys import DEFAULT_KEY_PREFIX, LAYOUT_VERSION, KeyLayout, ShardKeys
+from ._lua import ArgsT, KeysT, Script, Transport, run_script
 from ._reading import Row, is_unreadable, reply_rows, row_decoder
 from ._records import (
     decode_journal,
@@ -61,8 +54,38 @@ from ._records import (
     pairs,
     text,
 )
-from ._replies import driver_error, raise_failure, reply_tag
+from ._replies import raise_failure, reply_tag, transport_error
 from ._resp import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RespPool
+from ._scripts import (
+    CHECKPOINT,
+    CLAIM,
+    CREATE,
+    LIST,
+    PARK,
+    READ,
+    RENEW,
+    SCAN,
+    UNPARK,
+    CheckpointArgs,
+    CheckpointKeys,
+    ClaimArgs,
+    ClaimKeys,
+    CreateArgs,
+    CreateKeys,
+    ListArgs,
+    ListKeys,
+    ParkArgs,
+    ParkKeys,
+    ReadArgs,
+    ReadKeys,
+    RenewArgs,
+    RenewKeys,
+    ScanArgs,
+    ScanKeys,
+    UnparkArgs,
+    UnparkKeys,
+)
+from ._transports import AsyncioTransport, RespTransport, ThreadTransport
 from ._url import parse_redis_url
 
 #: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
@@ -72,40 +95,22 @@ DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
 # Index members a list_sagas script call reads at most: bounds the time one call holds Redis.
 _LIST_PAGE = 500
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _TERMINAL_VALUES = frozenset(status.value for status in SagaStatus if status.is_terminal)
-
-
-class _SagaKeys:
-    """One saga's id as text, the keys its create and checkpoints pass to their scripts, and
-    the leading arguments of its checkpoints: that lease released, and the last lease set."""
-
-    __slots__ = ("checkpoint_keys", "create_keys", "leased", "released", "saga_id", "sid")
-
-    def __init__(self, saga_id: UUID, shard: ShardKeys, retain: str, cap: str) -> None:
-        self.saga_id = saga_id
-        self.sid = sid = str(saga_id)
-        record = shard.record_stem + sid
-        journal = shard.journal_stem + sid
-        self.create_keys = (record, journal, shard.updated, shard.meta)
-        self.checkpoint_keys = (record, journal, shard.updated, shard.parked, shard.finished)
-        self.released: tuple[str, ...] = (sid, retain, cap, "", "0")
-        # (lease owner, lease seconds, leading arguments) of the last checkpoint with a lease:
-        # one tuple, replaced whole.
-        self.leased: tuple[object, object, tuple[str, ...]] | None = None
-
-
-# Sagas whose keys are kept for their next writes (about 1 KB each).
-_SAGA_KEYS_CACHED = 1024
-_INF = math.inf
-# Lease lengths seen so far, in microseconds as text: a program uses few.
-_MICROS_TEXT: dict[float, str] = {}
+# Sagas whose keys a storage keeps for their next writes (about 1 KB each).
+_SAGAS_KEPT = 1024
 # Rounds of "list the oldest candidates, then claim them" a sharded claim_recoverable makes
 # when other workers keep taking its candidates first.
 _CLAIM_ROUNDS = 5
 
 logger = logging.getLogger("saga_redis")
+
+
+class _SagaKeys(NamedTuple):
+    """One saga's id as text and the keys its create and checkpoints pass to their scripts."""
+
+    sid: str
+    create: CreateKeys
+    checkpoint: CheckpointKeys
 
 
 class RedisSagaStorage:
@@ -148,16 +153,16 @@ class RedisSagaStorage:
         shards: int = 1,
     ) -> None:
         if isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
-            driver: Driver = AsyncioDriver(client, owned=False)
+            transport: Transport = AsyncioTransport(client, owned=False)
         elif isinstance(client, (redis.Redis, redis.RedisCluster)):
-            driver = ThreadDriver(client, owned=False)
+            transport = ThreadTransport(client, owned=False)
         else:
             raise SagaUsageError(
                 f"RedisSagaStorage needs a redis-py client (redis.asyncio.Redis, or redis.Redis "
                 f"for trio), got {type(client).__qualname__}; or use "
                 f"RedisSagaStorage.from_url('redis://host:6379/0')"
             )
-        self._setup(driver, key_prefix, retain_finished_seconds, max_journal_entries, shards)
+        self._setup(transport, key_prefix, retain_finished_seconds, max_journal_entries, shards)
 
     @classmethod
     def from_url(
@@ -207,13 +212,13 @@ class RedisSagaStorage:
         )
         storage = cls.__new__(cls)
         storage._setup(
-            RespDriver(pool), key_prefix, retain_finished_seconds, max_journal_entries, shards
+            RespTransport(pool), key_prefix, retain_finished_seconds, max_journal_entries, shards
         )
         return storage
 
     def _setup(
         self,
-        driver: Driver,
+        transport: Transport,
         key_prefix: str,
         retain_finished_seconds: float | None,
         max_journal_entries: int | None,
@@ -239,7 +244,7 @@ class RedisSagaStorage:
                 f"max_journal_entries must be None (keep every entry) or an int >= 1, got "
                 f"{max_journal_entries!r}"
             )
-        self._driver = driver
+        self._transport = transport
         self._layout = layout
         self._retain_finished_seconds = retain_finished_seconds
         self._max_journal_entries = max_journal_entries
@@ -252,7 +257,8 @@ class RedisSagaStorage:
         # recognised as already applied instead of reported as a conflict.
         self._token_base = f"{os.urandom(6).hex()}-"
         self._tokens = itertools.count()
-        self._saga_keys_cache: dict[int, _SagaKeys] = {}
+        # By the id's integer value: a saga's writes pass equal ids, not always the same object.
+        self._keys_by_saga: dict[int, _SagaKeys] = {}
         self._closed = False
 
     # --- introspection ------------------------------------------------------------------
@@ -288,30 +294,32 @@ class RedisSagaStorage:
     # --- protocol -------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``,
+        with its definition's version ``saga.saga_version``.
 
         Raises:
             SagaAlreadyExistsError: the id is stored already (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
             StorageUnavailableError: Redis cannot be reached.
-            SagaUsageError: the saga id is not a :class:`uuid.UUID` (nothing written).
+            SagaUsageError: the saga id is not a :class:`uuid.UUID`, or ``saga_version`` not
+                an int >= 1 (nothing written).
         """
-        saga_id = saga.saga_id
+        saga_id = require_saga_id(saga.saga_id)
         keys = self._saga_keys(saga_id)
-        args: list[Arg] = [
-            keys.sid,
-            saga.saga_name,
-            encode_body(0, _next_step(saga.next_step), "[]", saga.context),
-            _owner(saga.lease_owner),
-            _micros(saga.lease_seconds),
-            self._token(),
-            self._cap_arg,
-            self._shards_arg,
-            LAYOUT_VERSION,
-        ]
-        if saga.journal:
-            args.extend(map(encode_journal_entry, saga.journal))
-        reply = await self._run(CREATE_SCRIPT, keys.create_keys, args)
+        args = CreateArgs(
+            saga_id=keys.sid,
+            saga_name=saga.saga_name,
+            saga_version=saga_version_arg(saga.saga_version),
+            body=encode_body(0, next_step_arg(saga.next_step), "[]", saga.context),
+            owner=owner_arg(saga.lease_owner),
+            lease_us=micros_arg(saga.lease_seconds),
+            token=self._token(),
+            journal_cap=self._cap_arg,
+            shards=self._shards_arg,
+            layout_version=LAYOUT_VERSION,
+            entries=list(map(encode_journal_entry, saga.journal)),
+        )
+        reply = await self._run(CREATE, keys.create, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout)
 
@@ -332,49 +340,43 @@ class RedisSagaStorage:
             StorageUnavailableError: Redis cannot be reached; whether the write happened is
                 unknown, and the next write's version check tells.
         """
-        saga_id = checkpoint.saga_id
-        saga = self._saga_keys(saga_id)
+        saga_id = require_saga_id(checkpoint.saga_id)
         status = checkpoint.status
-        if type(status) is not SagaStatus:
+        if not isinstance(status, SagaStatus):
             raise SagaUsageError(f"checkpoint status must be a SagaStatus, got {status!r}")
         value = status._value_
-        terminal = value in _TERMINAL_VALUES
         lease_seconds = checkpoint.lease_seconds
-        if lease_seconds is None or terminal:
-            lead = saga.released
-        else:
-            owner = checkpoint.lease_owner
-            leased = saga.leased
-            if leased is not None and leased[0] is owner and leased[1] is lease_seconds:
-                lead = leased[2]  # the saga's lease as in its last checkpoint
-            else:
-                if owner is None:
-                    raise SagaUsageError(
-                        f"checkpoint of saga {saga_id} sets lease_seconds without a "
-                        f"lease_owner; pass both, or lease_seconds=None to release the lease"
-                    )
-                lead = (*saga.released[:3], _owner(owner), _micros(lease_seconds))
-                saga.leased = (owner, lease_seconds, lead)
-        args: list[Arg] = [
-            str(int(checkpoint.expected_version)),
-            value,
-            encode_body(
+        # A terminal status releases the lease whatever the checkpoint asks.
+        owner, lease_us = "", "0"
+        if lease_seconds is not None and value not in _TERMINAL_VALUES:
+            if checkpoint.lease_owner is None:
+                raise SagaUsageError(
+                    f"checkpoint of saga {saga_id} sets lease_seconds without a lease_owner; "
+                    f"pass both, or lease_seconds=None to release the lease"
+                )
+            owner, lease_us = owner_arg(checkpoint.lease_owner), micros_arg(lease_seconds)
+        error = checkpoint.error
+        keys = self._saga_keys(saga_id)
+        args = CheckpointArgs(
+            saga_id=keys.sid,
+            retention_ms=self._retain_arg,
+            journal_cap=self._cap_arg,
+            owner=owner,
+            lease_us=lease_us,
+            expected_version=str(int(checkpoint.expected_version)),
+            status=value,
+            body=encode_body(
                 int(checkpoint.cursor),
-                _next_step(checkpoint.next_step),
+                next_step_arg(checkpoint.next_step),
                 encode_applied(checkpoint.applied),
                 checkpoint.context,
             ),
-            f"{self._token_base}{next(self._tokens)}",
-        ]
-        error = checkpoint.error
-        if error is None:
-            args.append("0")
-        else:
-            args += ("1", error)
-        journal = checkpoint.journal
-        if journal:
-            args.extend(map(encode_journal_entry, journal))
-        reply = await self._run(CHECKPOINT_SCRIPT, saga.checkpoint_keys, args, lead)
+            token=self._token(),
+            has_error="0" if error is None else "1",
+            error_text="" if error is None else error,
+            entries=list(map(encode_journal_entry, checkpoint.journal)),
+        )
+        reply = await self._run(CHECKPOINT, keys.checkpoint, args)
         if reply != 0:
             raise_failure(
                 reply, saga_id, self._layout, expected_version=checkpoint.expected_version
@@ -413,7 +415,7 @@ class RedisSagaStorage:
         one. A record that cannot be read back is reported (see
         :func:`saga_core.read_records`) and left out.
         """
-        _check_limit(limit)
+        check_limit(limit)
         if limit == 0:
             return []
         found: list[SagaRecord] = []
@@ -442,16 +444,16 @@ class RedisSagaStorage:
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
         record = shard.record_stem + sid
-        args: list[Arg] = [
-            sid,
-            _owner(owner),
-            _micros(lease_seconds),
-            self._token(),
-            self._shards_arg,
-            LAYOUT_VERSION,
-        ]
-        keys = (record, shard.updated, shard.meta)
-        reply = await self._run(CLAIM_SCRIPT, keys, args)
+        keys = ClaimKeys(record=record, updated=shard.updated, meta=shard.meta)
+        args = ClaimArgs(
+            saga_id=sid,
+            owner=owner_arg(owner),
+            lease_us=micros_arg(lease_seconds),
+            token=self._token(),
+            shards=self._shards_arg,
+            layout_version=LAYOUT_VERSION,
+        )
+        reply = await self._run(CLAIM, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, self._layout)
         return decode_record(saga_id, record, pairs(reply[1]))
@@ -468,9 +470,9 @@ class RedisSagaStorage:
         (so it is not claimed again until an operator repairs and unparks it) and left out; a
         record whose ``head`` the scripts cannot read is reported, not claimed and left out.
         """
-        _check_limit(limit)
-        owner = _owner(owner)
-        lease = _micros(lease_seconds)
+        check_limit(limit)
+        owner = owner_arg(owner)
+        lease = micros_arg(lease_seconds)
         if limit == 0:
             return []
         shards = self._layout.all_shards()
@@ -525,9 +527,9 @@ class RedisSagaStorage:
         require_saga_id(saga_id)
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
-        owner = _owner(owner)
-        args: list[Arg] = [sid, owner, _micros(lease_seconds)]
-        reply = await self._run(RENEW_SCRIPT, (shard.record_stem + sid,), args)
+        owner = owner_arg(owner)
+        keys = RenewKeys(record=shard.record_stem + sid)
+        reply = await self._run(RENEW, keys, RenewArgs(owner, micros_arg(lease_seconds)))
         if reply != 0:
             raise_failure(reply, saga_id, self._layout, owner=owner)
 
@@ -554,8 +556,8 @@ class RedisSagaStorage:
         Raises:
             SagaUsageError: ``limit`` is negative, or a filter has the wrong type.
         """
-        _check_limit(limit)
-        filters = _list_filters(status, saga_name, parked, updated_before)
+        check_limit(limit)
+        filters = list_filters(status, saga_name, parked, updated_before)
         if self._closed:
             raise StorageUnavailableError("the Redis saga storage is closed")
         if limit == 0:
@@ -594,10 +596,10 @@ class RedisSagaStorage:
             raise SagaUsageError(f"park reason must be a string, got {reason!r}")
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
-        owner = _owner(owner)
-        args: list[Arg] = [sid, owner, reason, self._token()]
-        keys = (shard.record_stem + sid, shard.updated, shard.parked)
-        reply = await self._run(PARK_SCRIPT, keys, args)
+        owner = owner_arg(owner)
+        keys = ParkKeys(record=shard.record_stem + sid, updated=shard.updated, parked=shard.parked)
+        args = ParkArgs(saga_id=sid, owner=owner, reason=reason, token=self._token())
+        reply = await self._run(PARK, keys, args)
         if reply != 0:
             raise_failure(reply, saga_id, self._layout, owner=owner)
 
@@ -614,8 +616,10 @@ class RedisSagaStorage:
         shard = self._layout.shard_of(saga_id)
         sid = str(saga_id)
         record = shard.record_stem + sid
-        keys = (record, shard.updated, shard.parked, shard.finished)
-        reply = await self._run(UNPARK_SCRIPT, keys, (sid,))
+        keys = UnparkKeys(
+            record=record, updated=shard.updated, parked=shard.parked, finished=shard.finished
+        )
+        reply = await self._run(UNPARK, keys, UnparkArgs(saga_id=sid))
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, self._layout)
         return decode_record(saga_id, record, pairs(reply[1]))
@@ -629,7 +633,7 @@ class RedisSagaStorage:
         if self._closed:
             return
         self._closed = True
-        await self._driver.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> RedisSagaStorage:
         return self
@@ -645,46 +649,57 @@ class RedisSagaStorage:
     # --- internals --------------------------------------------------------------------------
 
     def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
-        """What the writes of ``saga_id`` pass to their scripts, computed once per saga: the
-        runner of a saga passes the same id object to each of its writes."""
-        cache = self._saga_keys_cache
-        found = cache.get(id(saga_id))
-        # The entry holds the id object itself, so no other object can have its id() meanwhile.
-        if found is not None and found.saga_id is saga_id:
-            return found
-        if type(saga_id) is not UUID:  # checked once per saga: a cached id was checked
-            require_saga_id(saga_id)
-        found = _SagaKeys(saga_id, self._layout.shard_of(saga_id), self._retain_arg, self._cap_arg)
-        if len(cache) >= _SAGA_KEYS_CACHED:
-            cache.clear()
-        cache[id(saga_id)] = found
+        """The keys of ``saga_id``'s create and checkpoints, built once while it is in flight:
+        a saga's writes come one after another, each naming the same keys."""
+        found = self._keys_by_saga.get(saga_id.int)
+        if found is None:
+            sid = str(saga_id)
+            shard = self._layout.shard_of(saga_id)
+            record = shard.record_stem + sid
+            journal = shard.journal_stem + sid
+            found = _SagaKeys(
+                sid=sid,
+                create=CreateKeys(
+                    record=record, journal=journal, updated=shard.updated, meta=shard.meta
+                ),
+                checkpoint=CheckpointKeys(
+                    record=record,
+                    journal=journal,
+                    updated=shard.updated,
+                    parked=shard.parked,
+                    finished=shard.finished,
+                ),
+            )
+            if len(self._keys_by_saga) >= _SAGAS_KEPT:
+                self._keys_by_saga.clear()
+            self._keys_by_saga[saga_id.int] = found
         return found
 
     def _token(self) -> str:
         return f"{self._token_base}{next(self._tokens)}"
 
-    async def _run(
-        self, script: int, keys: Sequence[str], args: Sequence[Arg], lead: Sequence[str] = ()
-    ) -> Any:
+    async def _run(self, script: Script[KeysT, ArgsT], keys: KeysT, args: ArgsT) -> Any:
+        """Run ``script`` (every operation's one request path) and return its reply, with the
+        transport's exceptions translated into the core's errors."""
         if self._closed:
             raise StorageUnavailableError("the Redis saga storage is closed")
         try:
-            return await self._driver.run(script, keys, args, lead)
+            return await run_script(self._transport, script, keys, args)
         except SagaError:
             raise
         except Exception as exc:
-            raise driver_error(exc, self.key_prefix) from exc
+            raise transport_error(exc, self.key_prefix) from exc
 
     async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
         shard = self._layout.shard_of(saga_id)
-        keys = (record, f"{shard.journal_stem}{saga_id}")
-        reply = await self._run(READ_SCRIPT, keys, (what,))
+        keys = ReadKeys(record=record, journal=f"{shard.journal_stem}{saga_id}")
+        reply = await self._run(READ, keys, ReadArgs(what=what))
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, self._layout)
         return reply[1]
 
     async def _list_index(
-        self, shard: ShardKeys, index: str, limit: int, filters: list[Arg]
+        self, shard: ShardKeys, index: str, limit: int, filters: list[str]
     ) -> list[SagaRecord]:
         """Up to ``limit`` sagas of one index matching ``filters``, oldest first, one page
         (one script call) at a time; records that cannot be read back are reported and left
@@ -695,20 +710,20 @@ class RedisSagaStorage:
         found: list[SagaRecord] = []
         decode = self._decoder(shard, index)
         while True:
-            args: list[Arg] = [
-                shard.record_stem,
-                low,
-                offset,
-                before,
-                _LIST_PAGE,
-                limit - len(found),
-                status,
-                name,
-                parked,
-                self._shards_arg,
-                LAYOUT_VERSION,
-            ]
-            reply = await self._run(LIST_SCRIPT, (index, shard.meta), args)
+            args = ListArgs(
+                record_stem=shard.record_stem,
+                min_score=low,
+                offset=str(offset),
+                max_score=before,
+                page_size=str(_LIST_PAGE),
+                wanted=str(limit - len(found)),
+                status_filter=status,
+                name_filter=name,
+                parked_filter=parked,
+                shards=self._shards_arg,
+                layout_version=LAYOUT_VERSION,
+            )
+            reply = await self._run(LIST, ListKeys(index_key=index, meta=shard.meta), args)
             if reply_tag(reply) != "ok":
                 raise_failure(reply, None, self._layout)
             read = read_records(reply_rows(reply, 4), decode)
@@ -732,19 +747,19 @@ class RedisSagaStorage:
         ids: Iterable[str] = (),
     ) -> list[Row]:
         """The rows of one ``SCAN`` script call on ``shard`` (see :mod:`._reading`)."""
-        args: list[Arg] = [
-            mode,
-            limit,
-            shard.record_stem,
-            owner,
-            lease,
-            self._token(),
-            self._shards_arg,
-            LAYOUT_VERSION,
-        ]
-        args.extend(ids)
-        keys = (shard.updated, shard.meta, shard.parked)
-        reply = await self._run(SCAN_SCRIPT, keys, args)
+        args = ScanArgs(
+            mode=mode,
+            limit=str(limit),
+            record_stem=shard.record_stem,
+            owner=owner,
+            lease_us=lease,
+            token=self._token(),
+            shards=self._shards_arg,
+            layout_version=LAYOUT_VERSION,
+            only=list(ids),
+        )
+        keys = ScanKeys(updated=shard.updated, meta=shard.meta, parked=shard.parked)
+        reply = await self._run(SCAN, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, None, self._layout)
         return reply_rows(reply, 1)
@@ -778,72 +793,6 @@ class RedisSagaStorage:
                 describe_error(failure),
                 extra={"saga_id": saga_id},
             )
-
-
-def _next_step(next_step: object) -> str | None:
-    """``next_step`` if it is a step id or None, else raise SagaUsageError."""
-    if next_step is None or isinstance(next_step, str):
-        return next_step
-    raise SagaUsageError(f"next_step must be a step id (str) or None, got {next_step!r}")
-
-
-def _owner(owner: object) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise SagaUsageError(f"a lease owner must be a non-empty string, got {owner!r}")
-    return owner
-
-
-def _micros(seconds: object) -> str:
-    """``lease_seconds`` as whole microseconds, in digits."""
-    if type(seconds) is float or type(seconds) is int:  # not bool
-        text = _MICROS_TEXT.get(seconds)
-        if text is not None:
-            return text
-        if 0 <= seconds < _INF:
-            text = str(round(seconds * 1_000_000))
-            if len(_MICROS_TEXT) < 256:
-                _MICROS_TEXT[seconds] = text
-            return text
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds)
-        or seconds < 0
-    ):
-        raise SagaUsageError(f"lease_seconds must be a finite number >= 0, got {seconds!r}")
-    return str(round(seconds * 1_000_000))
-
-
-def _list_filters(
-    status: object, saga_name: object, parked: object, updated_before: object
-) -> list[Arg]:
-    """``list_sagas``'s filters as the list script's arguments: status, name, parked, and
-    the highest update time (exclusive), each ``''`` / ``'+inf'`` when not applied."""
-    if status is not None and not isinstance(status, SagaStatus):
-        raise SagaUsageError(f"status must be a SagaStatus or None, got {status!r}")
-    if saga_name is not None and not isinstance(saga_name, str):
-        raise SagaUsageError(f"saga_name must be a string or None, got {saga_name!r}")
-    if parked is not None and not isinstance(parked, bool):
-        raise SagaUsageError(f"parked must be True, False or None, got {parked!r}")
-    before = "+inf"
-    if updated_before is not None:
-        if not isinstance(updated_before, datetime) or updated_before.utcoffset() is None:
-            raise SagaUsageError(
-                f"updated_before must be an aware datetime (e.g. datetime.now(timezone.utc)) "
-                f"or None, got {updated_before!r}"
-            )
-        before = f"({(updated_before - _EPOCH) // _MICROSECOND}"
-    return [
-        "" if status is None else status.value,
-        "" if saga_name is None else f"={saga_name}",
-        "" if parked is None else ("1" if parked else "0"),
-        before,
-    ]
-
-
-def _check_limit(limit: object) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise SagaUsageError(f"limit must be an int >= 0, got {limit!r}")
 
 
 def _oldest(records: list[SagaRecord], limit: int) -> list[SagaRecord]:

@@ -1,0 +1,40 @@
+-- claim: lease one recoverable saga (or one already leased to the caller) to `owner`.
+-- Reply: {'ok', fields} (the record's HGETALL after the claim), or a failure reply.
+local record = KEYS[1]
+local updated = KEYS[2]
+local meta = KEYS[3]
+local saga_id = ARGV[1]
+local owner = ARGV[2]
+local lease_us = ARGV[3]
+local token = ARGV[4]
+local shards = ARGV[5]
+local layout_version = ARGV[6]
+
+local fresh, err = layout(meta, shards, layout_version)
+if err then
+  return err
+end
+local h
+h, err = head(record)
+if err then
+  return err
+end
+if not h.live then
+  return {'finished', h.status}
+end
+if h.parked then
+  return {'parked'}
+end
+err = expect(updated, 'ZCARD')
+if err then
+  return err
+end
+local now = now_us()
+if h.owner ~= '' and h.owner ~= owner and h.expires and h.expires > now then
+  return {'leased', h.owner, int(h.expires)}
+end
+if fresh then
+  redis.call('HSET', meta, 'shards', shards, 'layout', layout_version)
+end
+take(record, updated, saga_id, h, owner, lease_us, token, now)
+return {'ok', redis.call('HGETALL', record)}
