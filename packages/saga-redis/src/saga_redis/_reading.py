@@ -3,9 +3,9 @@
 The ``SCAN`` and ``LIST`` scripts (:mod:`._scripts`) answer with ``id, fields`` pairs: a
 record's ``HGETALL`` reply, or, for a member whose record the script cannot read (a hash
 without a valid ``head``, a key of another type), that key's Redis type as a string. The
-storage decodes the pairs through :func:`saga_core.read_records`, so that a damaged record is
-reported and set aside while every other record is served; this module says how one pair
-becomes a record or a :class:`~saga_core.StorageCorruptedError` naming its saga.
+storage decodes the pairs through :func:`saga_core.storage.read_records`, so that a damaged
+record is reported and set aside while every other record is served; this module says how one
+pair becomes a record or a :class:`~saga_core.StorageCorruptedError` naming its saga.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A record is a hash of a few text fields (see the README's key layout): ``name``,
 ``saga_version`` (absent from records written before it was stored: version 1), ``created``,
 ``head`` (what the scripts check, see ``lua/prelude.lua``), ``body`` (written by the
 client, read by nobody but the client) and ``error``; a journal entry is one list element, in
-saga-core's journal entry form (:func:`saga_core.encode_journal_entry`: ``[step_id, direction,
-event, attempt, at (µs since the epoch), error]``)::
+saga-core's journal entry form (:func:`saga_core.storage.encode_journal_entry`:
+``[step_id, direction, event, attempt, at (µs since the epoch), error]``)::
 
     ["orders.Reserve", "act", "failed", 2, 1767323045678901, "TimeoutError: stock service"]
 

@@ -145,15 +145,22 @@ class RedisSagaStorage:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis | redis.asyncio.RedisCluster | redis.Redis | redis.RedisCluster,
+        client: redis.asyncio.Redis
+        | redis.asyncio.RedisCluster
+        | redis.Redis
+        | redis.RedisCluster
+        | RespTransport,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         *,
         retain_finished_seconds: float | None = DEFAULT_RETAIN_FINISHED_SECONDS,
         max_journal_entries: int | None = DEFAULT_MAX_JOURNAL_ENTRIES,
         shards: int = 1,
     ) -> None:
-        if isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
-            transport: Transport = AsyncioTransport(client, owned=False)
+        transport: Transport
+        if isinstance(client, RespTransport):  # the storage's own pool, from from_url
+            transport = client
+        elif isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
+            transport = AsyncioTransport(client, owned=False)
         elif isinstance(client, (redis.Redis, redis.RedisCluster)):
             transport = ThreadTransport(client, owned=False)
         else:
@@ -210,11 +217,13 @@ class RedisSagaStorage:
             command_timeout=command_timeout,
             ssl_context=ssl_context,
         )
-        storage = cls.__new__(cls)
-        storage._setup(
-            RespTransport(pool), key_prefix, retain_finished_seconds, max_journal_entries, shards
+        return cls(
+            RespTransport(pool),
+            key_prefix,
+            retain_finished_seconds=retain_finished_seconds,
+            max_journal_entries=max_journal_entries,
+            shards=shards,
         )
-        return storage
 
     def _setup(
         self,
@@ -413,7 +422,7 @@ class RedisSagaStorage:
 
         Recoverable: RUNNING, COMPENSATING or FAILED, not parked, with no lease or an expired
         one. A record that cannot be read back is reported (see
-        :func:`saga_core.read_records`) and left out.
+        :func:`saga_core.storage.read_records`) and left out.
         """
         check_limit(limit)
         if limit == 0:
@@ -466,9 +475,10 @@ class RedisSagaStorage:
 
         Two concurrent callers never receive the same saga: each claim re-checks, inside the
         script, that the saga is still recoverable. A claimed record that cannot be read back
-        is reported (see :func:`saga_core.read_records`), parked with the error as its reason
-        (so it is not claimed again until an operator repairs and unparks it) and left out; a
-        record whose ``head`` the scripts cannot read is reported, not claimed and left out.
+        is reported (see :func:`saga_core.storage.read_records`), parked with the error as its
+        reason (so it is not claimed again until an operator repairs and unparks it) and left
+        out; a record whose ``head`` the scripts cannot read is reported, not claimed and left
+        out.
         """
         check_limit(limit)
         owner = owner_arg(owner)
