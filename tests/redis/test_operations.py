@@ -20,8 +20,9 @@ from saga_core import (
 )
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
-from saga_redis import _storage as storage_module
+from saga_redis import _listing as listing_module
 from saga_redis import _transports as transports_module
+from saga_redis import _writes as writes_module
 from saga_redis._records import HEAD_PARTS
 
 from ._support import keys_under
@@ -289,7 +290,7 @@ async def test_a_saga_version_that_is_not_an_int_from_1_is_refused_before_any_wr
 async def test_list_sagas_pages_through_sagas_updated_at_the_same_microsecond(
     storage: RedisSagaStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage_module, "_LIST_PAGE", 3)
+    monkeypatch.setattr(listing_module, "_LIST_PAGE", 3)
     ids = {await _released(storage) for _ in range(10)}
     # One claim_recoverable stamps every saga it claims with the same time.
     claimed = await storage.claim_recoverable(owner="w", lease_seconds=60)
@@ -446,7 +447,7 @@ async def test_the_keys_a_storage_keeps_per_saga_are_always_its_own(
     # A storage builds a saga's key names once and reuses them for its next writes (and its
     # connection pool their encoding): an equal id in another object, and more sagas than
     # either keeps, still reach their own keys.
-    monkeypatch.setattr(storage_module, "_SAGAS_KEPT", 3)
+    monkeypatch.setattr(writes_module, "_SAGAS_KEPT", 3)
     monkeypatch.setattr(transports_module, "_HEADS_KEPT", 3)
     async with RedisSagaStorage.from_url(
         redis_url, key_prefix=redis_key_prefix, shards=4

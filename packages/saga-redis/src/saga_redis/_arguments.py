@@ -91,3 +91,37 @@ def saga_version_arg(saga_version: object) -> str:
     raise SagaUsageError(
         f"saga_version must be an int >= 1 (the saga definition's version), got {saga_version!r}"
     )
+
+
+def retention_arg(retain_finished_seconds: object) -> str:
+    """``retain_finished_seconds`` (``None``, or seconds >= 0.001) as whole milliseconds in
+    digits, ``''`` for ``None``."""
+    if retain_finished_seconds is None:
+        return ""
+    if (
+        isinstance(retain_finished_seconds, bool)
+        or not isinstance(retain_finished_seconds, (int, float))
+        or not math.isfinite(retain_finished_seconds)
+        or retain_finished_seconds < 0.001
+    ):
+        raise SagaUsageError(
+            f"retain_finished_seconds must be None (keep finished sagas) or a positive "
+            f"number of seconds, got {retain_finished_seconds!r}"
+        )
+    return str(round(retain_finished_seconds * 1000))
+
+
+def journal_cap_arg(max_journal_entries: object) -> str:
+    """``max_journal_entries`` (``None``, or an int >= 1) in digits, ``''`` for ``None``."""
+    if max_journal_entries is None:
+        return ""
+    if (
+        isinstance(max_journal_entries, bool)
+        or not isinstance(max_journal_entries, int)
+        or max_journal_entries < 1
+    ):
+        raise SagaUsageError(
+            f"max_journal_entries must be None (keep every entry) or an int >= 1, got "
+            f"{max_journal_entries!r}"
+        )
+    return str(max_journal_entries)

@@ -93,7 +93,7 @@ class Script(Generic[KeysT, ArgsT]):
 
 
 class Transport(Protocol):
-    """Sends commands to Redis over some client; translates nothing (the storage does)."""
+    """Sends commands to Redis over some client; translates nothing (:mod:`._request` does)."""
 
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         """Run the script loaded as ``sha`` with ``keys`` and ``argv`` and return its reply.

@@ -10,6 +10,7 @@ pair becomes a record or a :class:`~saga_core.StorageCorruptedError` naming its 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
@@ -63,3 +64,8 @@ def row_decoder(layout: KeyLayout, stem: str, index: str) -> Callable[[Row], Sag
         return decode_record(saga_id, key, pairs(fields))
 
     return decode
+
+
+def oldest(records: list[SagaRecord], limit: int) -> list[SagaRecord]:
+    """The ``limit`` records of ``records`` updated first, oldest first."""
+    return heapq.nsmallest(limit, records, key=lambda record: record.updated_at)

@@ -3,7 +3,7 @@ redis-py asyncio client awaited directly, or a synchronous redis-py client in wo
 (``anyio.to_thread``), so that a storage given a client also runs on trio.
 
 A transport only sends; :func:`saga_redis._lua.run_script` decides what to send, and the
-storage what an exception means for a saga.
+storage's request path (:mod:`._request`) what an exception means for a saga.
 """
 
 from __future__ import annotations

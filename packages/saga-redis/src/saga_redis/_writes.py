@@ -1,0 +1,182 @@
+"""A saga's own writes and reads, the runners' hot path: ``create``, ``checkpoint``, ``load``
+and ``history``, each one script call on the saga's keys."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from saga_core import SagaRecord, SagaStatus, SagaUsageError
+from saga_core.storage import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    encode_journal_entry,
+    require_saga_id,
+)
+
+from ._arguments import micros_arg, next_step_arg, owner_arg, saga_version_arg
+from ._keys import LAYOUT_VERSION, KeyLayout
+from ._records import decode_journal, decode_record, encode_applied, encode_body, pairs
+from ._replies import raise_failure, reply_tag
+from ._request import RequestPath
+from ._scripts import (
+    CHECKPOINT,
+    CREATE,
+    READ,
+    CheckpointArgs,
+    CheckpointKeys,
+    CreateArgs,
+    CreateKeys,
+    ReadArgs,
+    ReadKeys,
+)
+
+_TERMINAL_VALUES = frozenset(status.value for status in SagaStatus if status.is_terminal)
+# Sagas whose keys a storage keeps for their next writes (about 1 KB each).
+_SAGAS_KEPT = 1024
+
+
+class _SagaKeys(NamedTuple):
+    """One saga's id as text and the keys its create and checkpoints pass to their scripts."""
+
+    sid: str
+    create: CreateKeys
+    checkpoint: CheckpointKeys
+
+
+class SagaWrites:
+    """Creates, checkpoints and reads sagas one at a time; the storage's public methods of
+    the same names say what each does and raises.
+
+    Args:
+        path: the storage's request path.
+        layout: the storage's key layout.
+        retain_arg: how long a finished saga is kept, in milliseconds as text (``''``:
+            forever).
+        cap_arg: how many journal entries a saga keeps, as text (``''``: all).
+    """
+
+    __slots__ = ("_cap_arg", "_keys_by_saga", "_layout", "_path", "_retain_arg", "_shards_arg")
+
+    def __init__(self, path: RequestPath, layout: KeyLayout, retain_arg: str, cap_arg: str) -> None:
+        self._path = path
+        self._layout = layout
+        self._retain_arg = retain_arg
+        self._cap_arg = cap_arg
+        self._shards_arg = str(layout.shards)
+        # By the id's integer value: a saga's writes pass equal ids, not always the same object.
+        self._keys_by_saga: dict[int, _SagaKeys] = {}
+
+    async def create(self, saga: NewSaga) -> None:
+        saga_id = require_saga_id(saga.saga_id)
+        keys = self._saga_keys(saga_id)
+        path = self._path
+        args = CreateArgs(
+            saga_id=keys.sid,
+            saga_name=saga.saga_name,
+            saga_version=saga_version_arg(saga.saga_version),
+            body=encode_body(0, next_step_arg(saga.next_step), "[]", saga.context),
+            owner=owner_arg(saga.lease_owner),
+            lease_us=micros_arg(saga.lease_seconds),
+            token=path.token(),
+            journal_cap=self._cap_arg,
+            shards=self._shards_arg,
+            layout_version=LAYOUT_VERSION,
+            entries=list(map(encode_journal_entry, saga.journal)),
+        )
+        reply = await path.run(CREATE, keys.create, args)
+        if reply != 0:
+            raise_failure(reply, saga_id, self._layout)
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        saga_id = require_saga_id(checkpoint.saga_id)
+        status = checkpoint.status
+        if not isinstance(status, SagaStatus):
+            raise SagaUsageError(f"checkpoint status must be a SagaStatus, got {status!r}")
+        value = status._value_
+        lease_seconds = checkpoint.lease_seconds
+        # A terminal status releases the lease whatever the checkpoint asks.
+        owner, lease_us = "", "0"
+        if lease_seconds is not None and value not in _TERMINAL_VALUES:
+            if checkpoint.lease_owner is None:
+                raise SagaUsageError(
+                    f"checkpoint of saga {saga_id} sets lease_seconds without a lease_owner; "
+                    f"pass both, or lease_seconds=None to release the lease"
+                )
+            owner, lease_us = owner_arg(checkpoint.lease_owner), micros_arg(lease_seconds)
+        error = checkpoint.error
+        keys = self._saga_keys(saga_id)
+        path = self._path
+        args = CheckpointArgs(
+            saga_id=keys.sid,
+            retention_ms=self._retain_arg,
+            journal_cap=self._cap_arg,
+            owner=owner,
+            lease_us=lease_us,
+            expected_version=str(int(checkpoint.expected_version)),
+            status=value,
+            body=encode_body(
+                int(checkpoint.cursor),
+                next_step_arg(checkpoint.next_step),
+                encode_applied(checkpoint.applied),
+                checkpoint.context,
+            ),
+            token=path.token(),
+            has_error="0" if error is None else "1",
+            error_text="" if error is None else error,
+            entries=list(map(encode_journal_entry, checkpoint.journal)),
+        )
+        reply = await path.run(CHECKPOINT, keys.checkpoint, args)
+        if reply != 0:
+            raise_failure(
+                reply, saga_id, self._layout, expected_version=checkpoint.expected_version
+            )
+
+    async def load(self, saga_id: UUID) -> SagaRecord:
+        require_saga_id(saga_id)
+        record = self._layout.record(saga_id)
+        reply = await self._read(saga_id, record, "record")
+        return decode_record(saga_id, record, pairs(reply))
+
+    async def history(self, saga_id: UUID) -> list[JournalEntry]:
+        require_saga_id(saga_id)
+        journal = self._layout.journal(saga_id)
+        items = await self._read(saga_id, self._layout.record(saga_id), "journal")
+        return decode_journal(saga_id, journal, items)
+
+    def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
+        """The keys of ``saga_id``'s create and checkpoints, built once while it is in flight:
+        a saga's writes come one after another, each naming the same keys."""
+        found = self._keys_by_saga.get(saga_id.int)
+        if found is None:
+            sid = str(saga_id)
+            shard = self._layout.shard_of(saga_id)
+            record = shard.record_stem + sid
+            journal = shard.journal_stem + sid
+            found = _SagaKeys(
+                sid=sid,
+                create=CreateKeys(
+                    record=record, journal=journal, updated=shard.updated, meta=shard.meta
+                ),
+                checkpoint=CheckpointKeys(
+                    record=record,
+                    journal=journal,
+                    updated=shard.updated,
+                    parked=shard.parked,
+                    finished=shard.finished,
+                ),
+            )
+            if len(self._keys_by_saga) >= _SAGAS_KEPT:
+                self._keys_by_saga.clear()
+            self._keys_by_saga[saga_id.int] = found
+        return found
+
+    async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
+        """The ``READ`` script's answer for ``record``: its fields or its journal."""
+        shard = self._layout.shard_of(saga_id)
+        keys = ReadKeys(record=record, journal=f"{shard.journal_stem}{saga_id}")
+        reply = await self._path.run(READ, keys, ReadArgs(what=what))
+        if reply_tag(reply) != "ok":
+            raise_failure(reply, saga_id, self._layout)
+        return reply[1]
