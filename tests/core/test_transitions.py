@@ -24,8 +24,9 @@ from hypothesis.stateful import (
 )
 
 from saga_core import SagaStatus, SagaStepHandler
+from saga_core._engine import states
 from saga_core._engine import transitions as machine
-from saga_core._engine.transitions import (
+from saga_core._engine.states import (
     Act,
     ActFailed,
     ActInvalid,
@@ -39,24 +40,18 @@ from saga_core._engine.transitions import (
 from saga_core._model.policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY
 from saga_core._model.saga import Node, StepSpec
 
-RUNNING = SagaStatus.RUNNING
-COMPENSATING = SagaStatus.COMPENSATING
-COMPENSATED = SagaStatus.COMPENSATED
-COMPLETED = SagaStatus.COMPLETED
-FAILED = SagaStatus.FAILED
-
 #: Every durable status change the state machine may make (a hand-back rewrites the same).
 ALLOWED = {
-    (RUNNING, RUNNING),
-    (RUNNING, COMPLETED),
-    (RUNNING, COMPENSATING),
-    (RUNNING, COMPENSATED),
-    (COMPENSATING, COMPENSATING),
-    (COMPENSATING, COMPENSATED),
-    (COMPENSATING, FAILED),
-    (FAILED, COMPENSATING),
-    (FAILED, COMPENSATED),
-    (FAILED, FAILED),
+    (SagaStatus.RUNNING, SagaStatus.RUNNING),
+    (SagaStatus.RUNNING, SagaStatus.COMPLETED),
+    (SagaStatus.RUNNING, SagaStatus.COMPENSATING),
+    (SagaStatus.RUNNING, SagaStatus.COMPENSATED),
+    (SagaStatus.COMPENSATING, SagaStatus.COMPENSATING),
+    (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED),
+    (SagaStatus.COMPENSATING, SagaStatus.FAILED),
+    (SagaStatus.FAILED, SagaStatus.COMPENSATING),
+    (SagaStatus.FAILED, SagaStatus.COMPENSATED),
+    (SagaStatus.FAILED, SagaStatus.FAILED),
 }
 
 
@@ -113,17 +108,17 @@ class SagaRunner(RuleBasedStateMachine):
         self.clean = True  # no failure, interruption, conflict or recovery so far
         self.fenced_seen = False
         self.handed_back = False
-        self.feed(machine.WRITTEN)
+        self.feed(states.WRITTEN)
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def feed(self, event: machine.Event) -> RunState:
+    def feed(self, event: states.Event) -> RunState:
         before = self.state
         after = machine.transition(self.nodes, before, event)
         write = before.write
         if self.handed_back:
             assert after.call is None and after.write is None  # this runner is done
-        if event is machine.WRITTEN and write is not None and not before.status.is_terminal:
+        if event is states.WRITTEN and write is not None and not before.status.is_terminal:
             assert (self.stored.status, write.status) in ALLOWED, (self.stored, write)
             self.stored = write
             self.writes.append(write)
@@ -133,7 +128,7 @@ class SagaRunner(RuleBasedStateMachine):
         call = after.call
         if isinstance(call, Compensate) and call != before.call:
             # Durable before any compensation: the decision (or an earlier FAILED).
-            assert self.stored.status in (COMPENSATING, FAILED), self.stored
+            assert self.stored.status in (SagaStatus.COMPENSATING, SagaStatus.FAILED), self.stored
             # Last applied first.
             assert call.step_id == after.applied[-1]
             self.compensations.append(call.step_id)
@@ -172,13 +167,13 @@ class SagaRunner(RuleBasedStateMachine):
     @precondition(lambda self: self.state.call is None and self.state.write is None)
     @rule()
     def advance(self) -> None:
-        self.feed(machine.ADVANCE)
+        self.feed(states.ADVANCE)
 
     @precondition(lambda self: isinstance(self.state.call, Act))
     @rule()
     def act_completes(self) -> None:
         self.effects.add(self.act_spec().step_id)
-        self.feed(machine.ACT_COMPLETED)
+        self.feed(states.ACT_COMPLETED)
 
     @precondition(lambda self: isinstance(self.state.call, Act))
     @rule(called=st.booleans(), refused=st.booleans(), value_error=st.booleans())
@@ -201,7 +196,7 @@ class SagaRunner(RuleBasedStateMachine):
     @precondition(lambda self: isinstance(self.state.call, Compensate))
     @rule()
     def compensation_completes(self) -> None:
-        self.feed(machine.COMPENSATION_DONE)
+        self.feed(states.COMPENSATION_DONE)
 
     @precondition(lambda self: isinstance(self.state.call, Compensate))
     @rule()
@@ -212,7 +207,7 @@ class SagaRunner(RuleBasedStateMachine):
     @precondition(lambda self: self.state.write is not None)
     @rule()
     def write_is_durable(self) -> None:
-        self.feed(machine.WRITTEN)
+        self.feed(states.WRITTEN)
 
     @precondition(lambda self: self.state.write is not None)
     @rule()
@@ -225,13 +220,13 @@ class SagaRunner(RuleBasedStateMachine):
     def write_is_refused(self) -> None:
         self.clean = False
         self.fenced_seen = not self.state.status.is_terminal
-        self.feed(machine.WRITE_REFUSED)
+        self.feed(states.WRITE_REFUSED)
 
     @rule()
     def lease_is_lost(self) -> None:
         self.clean = False
         self.fenced_seen = not self.state.status.is_terminal
-        self.feed(machine.LEASE_LOST)
+        self.feed(states.LEASE_LOST)
 
     @rule(pause=st.booleans())
     def interrupted(self, pause: bool) -> None:
@@ -254,12 +249,12 @@ class SagaRunner(RuleBasedStateMachine):
     @rule(
         event=st.sampled_from(
             [
-                machine.ADVANCE,
-                machine.ACT_COMPLETED,
-                machine.COMPENSATION_DONE,
-                machine.WRITTEN,
-                machine.WRITE_REFUSED,
-                machine.LEASE_LOST,
+                states.ADVANCE,
+                states.ACT_COMPLETED,
+                states.COMPENSATION_DONE,
+                states.WRITTEN,
+                states.WRITE_REFUSED,
+                states.LEASE_LOST,
                 ActFailed(RuntimeError("x")),
                 ActInvalid(TypeError("x")),
                 CompensationFailed(RuntimeError("x")),
@@ -268,7 +263,7 @@ class SagaRunner(RuleBasedStateMachine):
             ]
         )
     )
-    def any_event_on_a_finished_or_fenced_runner(self, event: machine.Event) -> None:
+    def any_event_on_a_finished_or_fenced_runner(self, event: states.Event) -> None:
         state = self.state
         assume(state.status.is_terminal or (state.fenced and state.write is None))
         after = machine.transition(self.nodes, state, event)
@@ -291,12 +286,16 @@ class SagaRunner(RuleBasedStateMachine):
     @invariant()
     def nothing_applied_is_forgotten(self) -> None:
         state = self.state
-        if state.status.is_terminal and state.status is COMPLETED:
+        if state.status.is_terminal and state.status is SagaStatus.COMPLETED:
             return
         kept = set(state.applied) | set(state.node_applied)
         compensated = set(self.compensations) - set(state.applied)
         # A recovered runner counts the node it resumes inside when that node ends.
         if state.resumed_at is not None and state.resumed_at == state.cursor:
+            kept |= set(self.nodes[state.cursor].step_ids)
+        # A runner that hands a RUNNING saga back leaves the node at its cursor to recovery,
+        # which resumes inside it and counts what that node may have applied.
+        if state.halted and state.status is SagaStatus.RUNNING and state.cursor < len(self.nodes):
             kept |= set(self.nodes[state.cursor].step_ids)
         assert self.effects <= kept | compensated, (self.effects, state)
 
@@ -308,7 +307,7 @@ class SagaRunner(RuleBasedStateMachine):
 
     @invariant()
     def a_clean_success_costs_one_write_per_node_plus_the_creation(self) -> None:
-        if self.stored.status is COMPLETED and self.clean:
+        if self.stored.status is SagaStatus.COMPLETED and self.clean:
             assert len(self.writes) == len(self.nodes) + 1
             assert [w.kind for w in self.writes] == ["create"] + ["step"] * len(self.nodes)
 
@@ -316,7 +315,7 @@ class SagaRunner(RuleBasedStateMachine):
     def a_full_rollback_compensates_each_applied_step_once_last_first(self) -> None:
         decided = self.applied_at_decision
         if (
-            self.stored.status is COMPENSATED
+            self.stored.status is SagaStatus.COMPENSATED
             and decided is not None
             and not any(w.kind == "hand_back" for w in self.writes)
         ):
@@ -337,8 +336,8 @@ TestStateMachine = SagaRunner.TestCase
 # --- single transitions ----------------------------------------------------------------------
 
 
-def run_to(nodes: tuple[Node, ...], *events: machine.Event) -> RunState:
-    state = machine.transition(nodes, machine.start(), machine.WRITTEN)
+def run_to(nodes: tuple[Node, ...], *events: states.Event) -> RunState:
+    state = machine.transition(nodes, machine.start(), states.WRITTEN)
     for event in events:
         state = machine.transition(nodes, state, event)
     return state
@@ -346,36 +345,34 @@ def run_to(nodes: tuple[Node, ...], *events: machine.Event) -> RunState:
 
 def test_a_new_saga_is_written_running_at_its_first_node_then_calls_it() -> None:
     created = machine.start()
-    assert created.write == Write("create", RUNNING, 0, (), None, "keep", True)
+    assert created.write == Write("create", SagaStatus.RUNNING, 0, (), None, "keep", True)
     assert run_to((plain("a"),)).call == Act(0)
 
 
 def test_the_last_node_completes_the_saga_in_its_own_write() -> None:
     nodes = (plain("a"), plain("b"))
-    state = run_to(nodes, machine.ACT_COMPLETED)
-    assert state.write == Write("step", RUNNING, 1, ("a",), None, "keep", True)
-    state = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN, machine.ACT_COMPLETED)
-    assert state.write == Write("step", COMPLETED, 2, ("a", "b"), None, "release", True)
-    done = machine.transition(nodes, state, machine.WRITTEN)
-    assert (done.status, done.call, done.write) == (COMPLETED, None, None)
+    state = run_to(nodes, states.ACT_COMPLETED)
+    assert state.write == Write("step", SagaStatus.RUNNING, 1, ("a",), None, "keep", True)
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, states.ACT_COMPLETED)
+    assert state.write == Write("step", SagaStatus.COMPLETED, 2, ("a", "b"), None, "release", True)
+    done = machine.transition(nodes, state, states.WRITTEN)
+    assert (done.status, done.call, done.write) == (SagaStatus.COMPLETED, None, None)
 
 
 def test_a_failed_act_is_applied_and_the_decision_is_written_before_compensating() -> None:
     nodes = (plain("a"), plain("b"))
-    state = run_to(
-        nodes, machine.ACT_COMPLETED, machine.WRITTEN, ActFailed(RuntimeError("declined"))
-    )
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, ActFailed(RuntimeError("declined")))
     assert state.write == Write(
-        "decision", COMPENSATING, 1, ("a", "b"), "RuntimeError: declined", "keep", False
+        "decision", SagaStatus.COMPENSATING, 1, ("a", "b"), "RuntimeError: declined", "keep", False
     )
     assert state.call is None
-    state = machine.transition(nodes, state, machine.WRITTEN)
+    state = machine.transition(nodes, state, states.WRITTEN)
     assert state.call == Compensate("b")
 
 
 def test_a_failed_act_that_leaves_no_effect_is_not_compensated() -> None:
     nodes = (plain("a"), plain("b", no_effect=True))
-    state = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN, ActFailed(RuntimeError("x")))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, ActFailed(RuntimeError("x")))
     assert state.write is not None and state.write.applied == ("a",)
 
 
@@ -383,7 +380,7 @@ def test_a_first_step_that_fails_without_effect_ends_compensated_at_once() -> No
     state = run_to((plain("a"),), ActFailed(RuntimeError("x"), called=False))
     assert state.write is not None
     assert (state.write.status, state.write.applied, state.write.lease) == (
-        COMPENSATED,
+        SagaStatus.COMPENSATED,
         (),
         "release",
     )
@@ -391,9 +388,9 @@ def test_a_first_step_that_fails_without_effect_ends_compensated_at_once() -> No
 
 def test_a_checkpoint_that_fails_rolls_back_its_step_too() -> None:
     nodes = (plain("a"), plain("b"))
-    state = run_to(nodes, machine.ACT_COMPLETED, WriteFailed(ConnectionError("down")))
+    state = run_to(nodes, states.ACT_COMPLETED, WriteFailed(ConnectionError("down")))
     assert state.write == Write(
-        "decision", COMPENSATING, 0, ("a",), "ConnectionError: down", "keep", False
+        "decision", SagaStatus.COMPENSATING, 0, ("a",), "ConnectionError: down", "keep", False
     )
 
 
@@ -401,32 +398,32 @@ def test_compensations_run_last_applied_first() -> None:
     nodes = (plain("a"), plain("b"), plain("c"))
     state = run_to(
         nodes,
-        *[machine.ACT_COMPLETED, machine.WRITTEN] * 2,
+        *[states.ACT_COMPLETED, states.WRITTEN] * 2,
         ActFailed(RuntimeError("x")),
-        machine.WRITTEN,
+        states.WRITTEN,
     )
     called = []
     while isinstance(state.call, Compensate):
         called.append(state.call.step_id)
-        state = machine.transition(nodes, state, machine.COMPENSATION_DONE)
-        state = machine.transition(nodes, state, machine.WRITTEN)
+        state = machine.transition(nodes, state, states.COMPENSATION_DONE)
+        state = machine.transition(nodes, state, states.WRITTEN)
     assert called == ["c", "b", "a"]
-    assert state.status is COMPENSATED
+    assert state.status is SagaStatus.COMPENSATED
 
 
 def test_an_exhausted_compensation_ends_failed_with_the_cause_first() -> None:
     nodes = (plain("a"), plain("b"))
     state = run_to(
         nodes,
-        machine.ACT_COMPLETED,
-        machine.WRITTEN,
+        states.ACT_COMPLETED,
+        states.WRITTEN,
         ActFailed(RuntimeError("declined")),
-        machine.WRITTEN,
+        states.WRITTEN,
         CompensationFailed(TimeoutError("bank down")),
     )
     assert state.write == Write(
         "compensation",
-        FAILED,
+        SagaStatus.FAILED,
         1,
         ("a", "b"),
         "RuntimeError: declined\ncompensation of b failed: TimeoutError: bank down",
@@ -434,20 +431,20 @@ def test_an_exhausted_compensation_ends_failed_with_the_cause_first() -> None:
         False,
     )
     assert state.halted
-    assert machine.transition(nodes, state, machine.WRITTEN).call is None
+    assert machine.transition(nodes, state, states.WRITTEN).call is None
 
 
 def test_a_recovered_failed_saga_keeps_only_its_cause_and_compensates_again() -> None:
-    state = machine.resumed(FAILED, 1, ("a",), "E: x\ncompensation of a failed: F: y")
+    state = machine.resumed(SagaStatus.FAILED, 1, ("a",), "E: x\ncompensation of a failed: F: y")
     assert state.error == "E: x"
-    assert machine.transition((plain("a"),), state, machine.ADVANCE).call == Compensate("a")
+    assert machine.transition((plain("a"),), state, states.ADVANCE).call == Compensate("a")
 
 
 def test_a_fallback_runs_when_its_primary_fails_and_both_may_be_applied() -> None:
     nodes = (fallback("p", "f"),)
     state = run_to(nodes, ActFailed(RuntimeError("x")))
     assert state.call == Act(0, fallback=True)
-    done = machine.transition(nodes, state, machine.ACT_COMPLETED)
+    done = machine.transition(nodes, state, states.ACT_COMPLETED)
     assert done.write is not None and done.write.applied == ("p", "f")
 
 
@@ -462,32 +459,32 @@ def test_a_fallback_is_not_run_for_an_error_it_does_not_cover() -> None:
 
 def test_a_resumed_fallback_node_counts_both_branches() -> None:
     nodes = (fallback("p", "f", no_effect=True),)
-    resumed = machine.resumed(RUNNING, 0, (), None)
-    state = machine.transition(nodes, resumed, machine.ADVANCE)
-    done = machine.transition(nodes, state, machine.ACT_COMPLETED)
+    resumed = machine.resumed(SagaStatus.RUNNING, 0, (), None)
+    state = machine.transition(nodes, resumed, states.ADVANCE)
+    done = machine.transition(nodes, state, states.ACT_COMPLETED)
     assert done.write is not None and done.write.applied == ("p", "f")
 
 
-@pytest.mark.parametrize("event", [machine.WRITE_REFUSED, machine.LEASE_LOST])
-def test_after_a_conflict_nothing_more_is_written(event: machine.Event) -> None:
+@pytest.mark.parametrize("event", [states.WRITE_REFUSED, states.LEASE_LOST])
+def test_after_a_conflict_nothing_more_is_written(event: states.Event) -> None:
     nodes = (plain("a"), plain("b"))
-    state = run_to(nodes, machine.ACT_COMPLETED, event)
+    state = run_to(nodes, states.ACT_COMPLETED, event)
     assert state.fenced and state.write is None
-    for later in (machine.ADVANCE, machine.ACT_COMPLETED, Interrupted(), machine.WRITTEN):
+    for later in (states.ADVANCE, states.ACT_COMPLETED, Interrupted(), states.WRITTEN):
         state = machine.transition(nodes, state, later)
         assert state.write is None and state.call is None
 
 
 def test_an_interrupted_step_write_hands_the_saga_back_before_that_step() -> None:
     nodes = (plain("a"), plain("b"))
-    state = run_to(nodes, machine.ACT_COMPLETED, Interrupted(pause=True))
-    assert state.write == Write("hand_back", RUNNING, 0, ("a",), None, "pause", False)
+    state = run_to(nodes, states.ACT_COMPLETED, Interrupted(pause=True))
+    assert state.write == Write("hand_back", SagaStatus.RUNNING, 0, ("a",), None, "pause", False)
     assert state.halted
 
 
 def test_a_finished_saga_absorbs_every_event() -> None:
     nodes = (plain("a"),)
-    done = run_to(nodes, machine.ACT_COMPLETED, machine.WRITTEN)
-    assert done.status is COMPLETED
-    for event in (machine.ADVANCE, machine.LEASE_LOST, Interrupted(), ActFailed(ValueError())):
+    done = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN)
+    assert done.status is SagaStatus.COMPLETED
+    for event in (states.ADVANCE, states.LEASE_LOST, Interrupted(), ActFailed(ValueError())):
         assert machine.transition(nodes, done, event) is done

@@ -2,9 +2,9 @@
 
 It asks the state machine (:mod:`saga_core._engine.transitions`) what to do, performs the
 writes through the storage protocol and the calls through the step-call layer
-(:mod:`saga_core._engine.calls`), and feeds back what happened. Every checkpoint is a
-compare-and-set on the version this runner last wrote, so a second runner of the same saga
-is refused and can never overwrite a newer state.
+(:mod:`saga_core._engine.calls`), and feeds back what happened. The checkpoints are stored
+by :mod:`saga_core._engine.checkpoints`; how the run ended is reported by
+:mod:`saga_core._engine.reporting`.
 
 The run is advanced one result at a time (:meth:`SagaRun.next_result`) so that
 ``mediator.stream`` can yield between steps without holding a cancel scope across a yield.
@@ -19,23 +19,20 @@ import anyio
 import anyio.lowlevel
 
 from saga_core._codec.context import ContextCodec
-from saga_core._model.error_text import describe_error
-from saga_core._model.errors import (
-    SagaAlreadyExistsError,
-    SagaCompensatedError,
-    SagaCompensationFailedError,
-    SagaConcurrencyError,
-)
+from saga_core._model.errors import SagaConcurrencyError
 from saga_core._model.outcome import SagaOutcome
 from saga_core._model.saga import SagaDefinition
 from saga_core._model.status import SagaStatus, StepDirection
 from saga_core._model.step import SagaStepResult
-from saga_core._storage.protocol import Checkpoint, NewSaga, SagaStorage
+from saga_core._storage.protocol import SagaStorage
 
+from . import states
 from . import transitions as machine
 from .calls import CallOutcome, StepCalls, forward_result
+from .checkpoints import CheckpointWriter, create_saga
 from .hooks import Hooks, fire
 from .observer import logger
+from .reporting import RunReport
 from .resolution import StepResolver
 
 #: How long an abandoned run may spend handing its lease back (shielded from cancellation).
@@ -48,18 +45,13 @@ class SagaRun:
 
     __slots__ = (
         "_calls",
-        "_failed",
         "_hold_seconds",
-        "_hooks",
-        "_lease_seconds",
-        "_owner",
+        "_report",
         "_state",
-        "_storage",
-        "_trigger",
+        "_writer",
         "context",
         "definition",
         "saga_id",
-        "version",
     )
 
     def __init__(
@@ -87,20 +79,16 @@ class SagaRun:
         # The caller's object: the steps change it in place, and attempt isolation restores
         # it in place, so it stays the same object for the whole run.
         self.context = context
-        self.version = version  # the stored version this runner last wrote (or claimed)
-        self._storage = storage
-        self._hooks = hooks
-        self._owner = owner
-        self._lease_seconds = lease_seconds
         self._calls = StepCalls(saga_id, context, codec, context_text, resolver, hooks)
+        self._writer = CheckpointWriter(
+            saga_id, storage, self._calls, definition.next_step_ids, owner, lease_seconds, version
+        )
+        self._report = RunReport(saga_id, definition.name, hooks)
         self._state = (
             machine.resumed(status, cursor, applied, error_text)
             if resumed
-            else machine.RunState(status, cursor, applied, error_text)
+            else states.RunState(status, cursor, applied, error_text)
         )
-        self._trigger: BaseException | None = None
-        # Set when a compensation of this run is exhausted (the run ends FAILED).
-        self._failed: SagaCompensationFailedError | None = None
         # A recovery worker's runs keep their lease this long after a failure (FAILED, or an
         # error) instead of releasing it, so the saga is retried only after a pause.
         self._hold_seconds = hold_seconds
@@ -132,27 +120,10 @@ class SagaRun:
         new = machine.start()
         write = new.write
         assert write is not None, "a new saga is written before it runs"
-        try:
-            await storage.create(
-                NewSaga(
-                    saga_id,
-                    definition.name,
-                    text,
-                    owner,
-                    lease_seconds,
-                    (),  # journal
-                    definition.next_step_ids[write.cursor],
-                    definition.version,
-                )
-            )
-        except SagaAlreadyExistsError as exc:
-            raise SagaAlreadyExistsError(
-                f"saga {saga_id} already exists in storage, so it was not started again "
-                "(a saga id runs once): resume it with recover_saga, or start with a new id"
-            ) from exc
+        await create_saga(storage, definition, saga_id, text, owner, lease_seconds, write)
         if hooks.saga_started:
             fire(hooks.saga_started, saga_id, definition.name, resumed=False)
-        created = machine.transition(definition.nodes, new, machine.WRITTEN)
+        created = machine.transition(definition.nodes, new, states.WRITTEN)
         run = cls(
             definition=definition,
             saga_id=saga_id,
@@ -173,6 +144,11 @@ class SagaRun:
         return run
 
     # --- the runner's state ------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The stored version this runner last wrote (or claimed)."""
+        return self._writer.version
 
     @property
     def status(self) -> SagaStatus:
@@ -204,7 +180,7 @@ class SagaRun:
     def fence(self) -> None:
         """Mark this runner as taken over (its lease is someone else's now): it writes nothing
         more."""
-        self._feed(machine.LEASE_LOST)
+        self._feed(states.LEASE_LOST)
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -220,20 +196,20 @@ class SagaRun:
                 durably; it stays as last written, for recovery.
         """
         if self._state.fenced:
-            raise self._taken_over()
+            raise self._report.taken_over()
         state = self._state
         if state.call is None and state.write is None:
-            state = self._feed(machine.ADVANCE)  # nothing named yet: ask what comes next
+            state = self._feed(states.ADVANCE)  # nothing named yet: ask what comes next
         call = state.call
-        if isinstance(call, machine.Act):
+        if isinstance(call, states.Act):
             return await self._act(call)
-        if isinstance(call, machine.Compensate):
+        if isinstance(call, states.Compensate):
             return await self._compensate(call)
         write = state.write
         if write is not None and write.kind == "finish":
             # Nothing left to call: write how the run ends.
             await self._perform(write)
-            self._finished()
+            self._report.finished(self._state.status)
         return None
 
     async def run_to_end(self) -> None:
@@ -257,7 +233,7 @@ class SagaRun:
         attempt that was interrupted did not complete. Best effort: if it fails the lease
         simply expires. Does nothing once the saga is finished, FAILED, or this runner was
         fenced."""
-        write = self._feed(machine.Interrupted(pause=hold_seconds is not None)).write
+        write = self._feed(states.Interrupted(pause=hold_seconds is not None)).write
         if write is None:
             return
         # An interrupted attempt did not complete: its changes are not written, as a run
@@ -278,28 +254,18 @@ class SagaRun:
             SagaCompensatedError: the saga was rolled back (status COMPENSATED).
             SagaCompensationFailedError: a compensation was exhausted (status FAILED).
         """
-        status = self._state.status
-        if status is SagaStatus.COMPENSATED:
-            raise SagaCompensatedError(
-                f"saga {self.saga_id} ({self.definition.name}) failed and was compensated: "
-                f"{self._state.error}",
-                saga_id=self.saga_id,
-            ) from self._trigger
-        if status is SagaStatus.FAILED:
-            assert self._failed is not None, "a run ends FAILED only by an exhausted compensation"
-            raise self._failed
-        return SagaOutcome(self.saga_id, status, self.context, self.error)
+        return self._report.outcome(self._state.status, self.context, self._state.error)
 
     @property
     def error(self) -> BaseException | None:
         """Why the saga did not complete: the step error that made it compensate, or once
         FAILED the :class:`SagaCompensationFailedError` that holds that error and the
         exhausted compensation's."""
-        return self._failed if self._state.status is SagaStatus.FAILED else self._trigger
+        return self._report.error(self._state.status)
 
     # --- forward ---------------------------------------------------------------------------
 
-    async def _act(self, call: machine.Act) -> SagaStepResult[Any, Any]:
+    async def _act(self, call: states.Act) -> SagaStepResult[Any, Any]:
         """Run the node at the cursor (its fallback too if the primary fails), write where it
         led and return the result of the branch that ran last."""
         nodes = self.definition.nodes
@@ -309,14 +275,14 @@ class SagaRun:
             assert spec is not None, "only a Fallback node has a fallback branch"
             outcome = await self._calls.act(node, spec)
             state = self._feed(
-                machine.ACT_COMPLETED if outcome.error is None else _act_failure(outcome)
+                states.ACT_COMPLETED if outcome.error is None else _act_failure(outcome)
             )
-            if not isinstance(state.call, machine.Act):
+            if not isinstance(state.call, states.Act):
                 break
             call = state.call  # the primary failed: the node's fallback runs
         write = state.write
         if write is None:  # fenced while the step ran
-            raise self._taken_over()
+            raise self._report.taken_over()
         error = outcome.error
         if write.kind == "step":
             try:
@@ -325,20 +291,20 @@ class SagaRun:
                 raise
             except Exception as exc:
                 # The node ran but its checkpoint failed: the saga compensates, this node too.
-                write = self._feed(machine.WriteFailed(exc)).write
+                write = self._feed(states.WriteFailed(exc)).write
                 if write is None:
                     raise
                 error = exc
             else:
                 if write.cursor == len(self.definition.nodes):  # the last node: COMPLETED
-                    self._finished()
+                    self._report.finished(self._state.status)
                 return forward_result(spec, outcome.value, self.saga_id, outcome.attempt)
         assert error is not None, "a node that did not complete has an error"
         return await self._begin_compensation(write, spec.cls, spec.step_id, error, outcome)
 
     async def _begin_compensation(
         self,
-        write: machine.Write,
+        write: states.Write,
         step_type: Any,
         step_id: str,
         error: Exception,
@@ -347,34 +313,34 @@ class SagaRun:
         """Make the decision to compensate durable (before any compensation runs); if this
         write fails the saga stays as last written (RUNNING) and recovery runs the node
         again."""
-        self._trigger = error
+        self._report.trigger = error
         await self._perform(write)
-        fire(self._hooks.compensation_started, self.saga_id, self.definition.name, error)
+        self._report.compensation_started()
         if self._state.status is SagaStatus.COMPENSATED:
-            self._finished()
+            self._report.finished(self._state.status)
         return SagaStepResult(
             step_type, None, self.saga_id, step_id, StepDirection.ACT, error, outcome.attempt
         )
 
     # --- compensation ----------------------------------------------------------------------
 
-    async def _compensate(self, call: machine.Compensate) -> SagaStepResult[Any, Any]:
+    async def _compensate(self, call: states.Compensate) -> SagaStepResult[Any, Any]:
         spec = self.definition.steps_by_id[call.step_id]
         # A compensation and its checkpoint are never interrupted halfway: cancellation is
         # held off until both are done, then delivered below.
         with anyio.CancelScope(shield=True):
             outcome = await self._calls.compensate(spec)
             if outcome.error is None:
-                event: machine.Event = machine.COMPENSATION_DONE
+                event: states.Event = states.COMPENSATION_DONE
             else:
-                self._failed = self._compensation_failed(outcome.error)
-                event = machine.CompensationFailed(outcome.error)
+                self._report.compensation_failed(outcome.error, self._state.error)
+                event = states.CompensationFailed(outcome.error)
             write = self._feed(event).write
             if write is None:
-                raise self._taken_over()
+                raise self._report.taken_over()
             await self._perform(write)
         if self._state.status is not SagaStatus.COMPENSATING:
-            self._finished()
+            self._report.finished(self._state.status)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return SagaStepResult(
             spec.cls,
@@ -386,32 +352,15 @@ class SagaRun:
             outcome.attempt,
         )
 
-    def _compensation_failed(self, error: Exception) -> SagaCompensationFailedError:
-        """The error of a run whose compensation was exhausted by ``error``: it names that
-        error and the cause of the rollback (the live trigger, or the cause an earlier runner
-        stored)."""
-        trigger = self._trigger
-        cause = describe_error(trigger) if trigger is not None else self._state.error
-        why = f"; the rollback was triggered by {cause}" if cause else ""
-        failed = SagaCompensationFailedError(
-            f"saga {self.saga_id} ({self.definition.name}) could not be compensated: "
-            f"{describe_error(error)}{why}; it is FAILED and recovery will retry it",
-            saga_id=self.saga_id,
-            trigger=trigger,
-            compensation_error=error,
-        )
-        failed.__cause__ = error
-        return failed
-
     # --- writes ----------------------------------------------------------------------------
 
-    def _feed(self, event: machine.Event) -> machine.RunState:
+    def _feed(self, event: states.Event) -> states.RunState:
         """Apply ``event`` to the runner's state and return the new state."""
         state = machine.transition(self.definition.nodes, self._state, event)
         self._state = state
         return state
 
-    async def _perform(self, write: machine.Write, *, hold_seconds: float | None = None) -> None:
+    async def _perform(self, write: states.Write, *, hold_seconds: float | None = None) -> None:
         """Store ``write`` (see :meth:`_store`); a failure leaves the saga as last written.
 
         Raises:
@@ -423,91 +372,30 @@ class SagaRun:
         except SagaConcurrencyError:
             raise
         except Exception as exc:
-            self._feed(machine.WriteFailed(exc))
+            self._feed(states.WriteFailed(exc))
             raise
 
-    async def _store(self, write: machine.Write, *, hold_seconds: float | None = None) -> None:
+    async def _store(self, write: states.Write, *, hold_seconds: float | None = None) -> None:
         """Write ``write`` as one compare-and-set checkpoint; once it is durable the runner's
-        state is the stored one.
+        state is the stored one. ``hold_seconds`` is the lease a hand-back keeps (None: the
+        runner's pause).
 
         Raises:
             SagaConcurrencyError: another runner owns the saga; this one writes nothing more.
             Exception: what the storage (or the context codec) raised; not fed back.
         """
-        checkpoint = self._checkpoint(write, hold_seconds)
+        pause = hold_seconds if hold_seconds is not None else self._hold_seconds
         try:
-            await self._storage.checkpoint(checkpoint)
+            await self._writer.store(write, pause)
         except SagaConcurrencyError:
-            self._feed(machine.WRITE_REFUSED)
+            self._feed(states.WRITE_REFUSED)
             raise
-        self.version += 1
-        self._calls.written(checkpoint.context)
-        self._feed(machine.WRITTEN)
-
-    def _checkpoint(self, write: machine.Write, hold_seconds: float | None) -> Checkpoint:
-        """The checkpoint that stores ``write`` with the runner's context and journal.
-
-        ``hold_seconds`` is the lease a hand-back keeps (None: the runner's pause).
-
-        Raises:
-            SagaContextError: ``write.strict_context`` and the context cannot be encoded.
-        """
-        text = self._calls.encode_context(strict=write.strict_context)
-        lease = write.lease
-        if lease == "keep":
-            lease_seconds: float | None = self._lease_seconds
-        elif lease == "pause":
-            lease_seconds = hold_seconds if hold_seconds is not None else self._hold_seconds
-        else:
-            lease_seconds = None
-        return Checkpoint(
-            self.saga_id,
-            self.version,  # expected: the version this runner last wrote
-            write.status,
-            write.cursor,
-            write.applied,
-            text,
-            self._calls.journal,
-            write.error,
-            self._owner if lease_seconds is not None else None,
-            lease_seconds,
-            self.definition.next_step_ids[write.cursor],
-        )
-
-    # --- reporting -------------------------------------------------------------------------
-
-    def _taken_over(self) -> SagaConcurrencyError:
-        return SagaConcurrencyError(
-            f"saga {self.saga_id} was taken over by another runner; this one stops"
-        )
-
-    def _finished(self) -> None:
-        """Log a run that ended other than COMPLETED and tell the observers it ended."""
-        status = self._state.status
-        if status is SagaStatus.FAILED:
-            failed = self._failed
-            logger.error(
-                "saga %s (%s) is FAILED: a compensation was exhausted: %r",
-                self.saga_id,
-                self.definition.name,
-                failed.compensation_error if failed is not None else None,
-            )
-        elif status is SagaStatus.COMPENSATED:
-            logger.warning(
-                "saga %s (%s) was compensated%s",
-                self.saga_id,
-                self.definition.name,
-                f" after: {self._trigger!r}"
-                if self._trigger is not None
-                else " (rollback finished by recovery)",
-            )
-        if self._hooks.saga_finished:
-            fire(self._hooks.saga_finished, self.saga_id, self.definition.name, status, self.error)
+        self._feed(states.WRITTEN)
 
 
-def _act_failure(outcome: CallOutcome) -> machine.Event:
+def _act_failure(outcome: CallOutcome) -> states.Event:
     """The state machine's event for an act that did not complete with a valid result."""
     assert outcome.error is not None, "only a failed call is a failure"
     if outcome.returned:
-        return machine.ActInvalid(outcome.error)
-    return machine.ActFailed(outcome.error, called=outcome.called, refused=outcome.refused)
+        return states.ActInvalid(outcome.error)
+    return states.ActFailed(outcome.error, called=outcome.called, refused=outcome.refused)

@@ -2,9 +2,9 @@
 
 :func:`transition` decides everything a runner of one saga does — which step to call next,
 what each checkpoint holds, when the saga compensates, which steps it rolls back and in which
-order — and does none of it: no I/O, no clock, nothing raised. The state it returns names the
-write to make (:attr:`RunState.write`) or the call to start (:attr:`RunState.call`); the
-driver (:mod:`saga_core._engine.executor`) performs it and feeds back its outcome as the next
+order — and does none of it: no I/O, no clock, nothing raised. The state it returns
+(:class:`~saga_core._engine.states.RunState`) names the write to make or the call to start;
+the driver (:mod:`saga_core._engine.executor`) performs it and feeds back its outcome as the next
 event.
 
 The rules it keeps:
@@ -27,160 +27,39 @@ The rules it keeps:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 from saga_core._model.error_text import describe_error
 from saga_core._model.saga import Node
 from saga_core._model.status import SagaStatus
 
+from .states import (
+    ACT_COMPLETED,
+    ADVANCE,
+    COMPENSATION_DONE,
+    LEASE_LOST,
+    WRITE_REFUSED,
+    WRITTEN,
+    Act,
+    ActFailed,
+    ActInvalid,
+    Call,
+    Compensate,
+    CompensationFailed,
+    Event,
+    Interrupted,
+    Lease,
+    RunState,
+    Signal,
+    Write,
+    WriteFailed,
+    WriteKind,
+)
+
 #: Separates a FAILED saga's cause from its compensation failure in the stored error text;
 #: the failure part starts with :data:`FAILURE_PREFIX`. (A cause may hold line breaks itself.)
 FAILURE_SEPARATOR = "\n"
 FAILURE_PREFIX = "compensation of "
-
-
-Lease = Literal["keep", "release", "pause"]
-"""What a write does with the runner's lease: ``"keep"`` renews it (the saga is still running
-or compensating); ``"release"`` gives it up (the saga is finished, or handed back to recovery
-at once); ``"pause"`` keeps it for the runner's pause, if it has one, so that recovery retries
-only later."""
-
-WriteKind = Literal["create", "step", "decision", "compensation", "finish", "hand_back"]
-"""Why a write is made, which decides what its failure means: ``"create"`` the new saga (the
-storage's ``create``); ``"step"`` a node completed and the saga moves forward — if this write
-fails, the saga compensates; ``"decision"`` the decision to compensate (COMPENSATING, or
-COMPENSATED when nothing is applied); ``"compensation"`` a compensation completed
-(COMPENSATING/COMPENSATED) or was exhausted (FAILED); ``"finish"`` the terminal status of a
-run with nothing left to call; ``"hand_back"`` the run was interrupted and hands the saga back
-to recovery as last written."""
-
-
-class Write(NamedTuple):
-    """The content of one checkpoint (the driver adds the context, journal and version)."""
-
-    kind: WriteKind
-    status: SagaStatus
-    cursor: int
-    applied: tuple[str, ...]
-    error: str | None
-    lease: Lease
-    strict_context: bool
-    """True: a context that cannot be encoded fails the write. False: the last stored
-    context is written instead (a rollback is never blocked by an unstorable context)."""
-
-
-class Act(NamedTuple):
-    """Call the ``act`` of node ``node``: its primary step, or the fallback step of a
-    ``Fallback`` node when ``fallback``."""
-
-    node: int
-    fallback: bool = False
-
-
-class Compensate(NamedTuple):
-    """Call the ``compensate`` of step ``step_id``."""
-
-    step_id: str
-
-
-Call = Act | Compensate
-
-
-class RunState(NamedTuple):
-    """What one runner knows about its saga, and what it waits for."""
-
-    status: SagaStatus
-    """The last status written (durable)."""
-    cursor: int
-    """The node to run next (the number of nodes completed)."""
-    applied: tuple[str, ...]
-    """Step ids whose act may have had an effect, in order of application."""
-    error: str | None = None
-    """Why the saga compensates (the cause text), once it does."""
-    on_fallback: bool = False
-    """The node at ``cursor`` runs its fallback step (its primary failed)."""
-    node_applied: tuple[str, ...] = ()
-    """Ids the current node's primary may have applied while its fallback runs."""
-    resumed_at: int | None = None
-    """The node that was in flight when an earlier runner stopped."""
-    halted: bool = False
-    """This runner does no more work: a compensation was exhausted, or it handed back."""
-    fenced: bool = False
-    """Another runner owns the saga: this one writes nothing more."""
-    call: Call | None = None
-    """The call to start, then in flight until its outcome is an event."""
-    write: Write | None = None
-    """The write to make, then in flight until its outcome is an event."""
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-class Signal:
-    """An event that carries nothing but what happened; each is one of the constants below,
-    told apart by identity."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-
-ADVANCE = Signal("advance")
-"""The driver asks for the next thing to do."""
-ACT_COMPLETED = Signal("act completed")
-"""The act in flight returned a valid result."""
-COMPENSATION_DONE = Signal("compensation done")
-"""The compensation in flight completed."""
-WRITTEN = Signal("written")
-"""The write in flight is durable."""
-WRITE_REFUSED = Signal("write refused")
-"""The storage refused the write in flight: another runner owns the saga."""
-LEASE_LOST = Signal("lease lost")
-"""The runner's lease was found in another runner's hands."""
-
-
-class ActInvalid(NamedTuple):
-    """The act in flight completed (its effect is done) but returned something that is not a
-    result: the saga compensates."""
-
-    error: Exception
-
-
-class ActFailed(NamedTuple):
-    """The act in flight failed after its retries."""
-
-    error: Exception
-    called: bool = True
-    """False when the act was never invoked, so it had no effect."""
-    refused: bool = False
-    """True when a circuit breaker refused to call the primary: the fallback runs whatever
-    the node's ``failure_exceptions``."""
-
-
-class CompensationFailed(NamedTuple):
-    """The compensation in flight was exhausted."""
-
-    error: Exception
-
-
-class WriteFailed(NamedTuple):
-    """The write in flight failed (an outage, or a context that cannot be encoded)."""
-
-    error: Exception
-
-
-class Interrupted(NamedTuple):
-    """The run stops before its end (cancelled, an error, shut down): hand the saga back."""
-
-    pause: bool = False
-    """Keep the lease for the runner's pause (after an error) instead of releasing it."""
-
-
-Event = Signal | ActInvalid | ActFailed | CompensationFailed | WriteFailed | Interrupted
 
 
 # --- entry points ------------------------------------------------------------------------------
