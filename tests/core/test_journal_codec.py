@@ -101,3 +101,26 @@ def test_a_text_that_is_not_an_entry_raises_value_error_saying_why(
 def test_an_entry_nested_too_deeply_is_a_value_error_not_a_recursion_error() -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
         decode_journal_entry("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["orders.Reserve", 'quo"te\\back', "ünïcode — 注文", "tab\tnew\nline\x00nul", "\udcff lone"],
+)
+@pytest.mark.parametrize("direction", list(StepDirection))
+@pytest.mark.parametrize("event", list(StepEvent))
+def test_the_text_is_what_json_dumps_writes(
+    text: str, direction: StepDirection, event: StepEvent
+) -> None:
+    """The encoder writes the array out by hand; it must stay byte-for-byte the compact JSON
+    that json.dumps gives, which stored histories already hold."""
+    at = datetime(2026, 12, 7, 5, 6, 7, 891011, tzinfo=timezone.utc)
+    for error in (None, text):
+        entry = JournalEntry(text, direction, event, 3, at, error)
+        micros = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        expected = json.dumps(
+            [text, direction.value, event.value, 3, micros, error],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        assert encode_journal_entry(entry) == expected

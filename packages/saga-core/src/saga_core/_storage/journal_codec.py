@@ -10,6 +10,7 @@ list. saga-sqlalchemy and saga-redis both store this form; a plugin for another 
 from __future__ import annotations
 
 import json
+import json.encoder
 from datetime import datetime, timedelta, timezone
 
 from saga_core._model.errors import SagaUsageError
@@ -22,6 +23,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _DIRECTIONS = {direction.value: direction for direction in StepDirection}
 _EVENTS = {event.value: event for event in StepEvent}
+
+#: A str as a JSON string literal, non-ASCII kept as it is (what ``json.dumps`` uses).
+_quote = json.encoder.encode_basestring
 
 
 def encode_journal_entry(entry: JournalEntry) -> str:
@@ -36,17 +40,14 @@ def encode_journal_entry(entry: JournalEntry) -> str:
             f"journal entry of step {entry.step_id!r} has a naive 'at' ({at!r}); give it a "
             f"time zone, e.g. datetime.now(timezone.utc)"
         )
-    return json.dumps(
-        [
-            entry.step_id,
-            entry.direction.value,
-            entry.event.value,
-            int(entry.attempt),
-            (at - _EPOCH) // _MICROSECOND,
-            entry.error,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
+    error = "null" if entry.error is None else _quote(entry.error)
+    # Written out rather than through json.dumps, which builds an encoder per call: every
+    # checkpoint encodes its entries. Same text as json.dumps(..., ensure_ascii=False,
+    # separators=(",", ":")); tests/core/test_journal_codec.py pins it.
+    return (
+        f"[{_quote(entry.step_id)},{_quote(entry.direction.value)},"
+        f"{_quote(entry.event.value)},{int(entry.attempt)},"
+        f"{(at - _EPOCH) // _MICROSECOND},{error}]"
     )
 
 
