@@ -34,8 +34,10 @@ from ._postgres import (
     Placeholder,
     batch,
     batch_outcomes,
+    checkpoint_values,
     compare_and_set,
     create,
+    create_values,
     diagnose,
     diagnose_many,
     refused_checkpoints,
@@ -115,35 +117,8 @@ class AsyncpgWrites:
         ``CREATE_FIELDS`` order): its command tag ends in " 1" if it wrote, " 0" if it
         matched nothing."""
         if isinstance(write, Checkpoint):
-            status = write.status
-            lease = (
-                None
-                if status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED
-                else write.lease_seconds
-            )
-            return self.checkpoint_sql, [
-                write.saga_id,
-                write.expected_version,
-                status.value,
-                write.cursor,
-                encode_applied(write.applied),
-                write.context,
-                storable_error(write.error),
-                None if lease is None else write.lease_owner,
-                None if lease is None else float(lease),
-                write.next_step,
-                encode_journal(write.journal),
-            ]
-        return self.create_sql, [
-            write.saga_id,
-            write.saga_name,
-            int(write.saga_version),
-            write.context,
-            write.lease_owner,
-            float(write.lease_seconds),
-            write.next_step,
-            encode_journal(write.journal),
-        ]
+            return self.checkpoint_sql, list(checkpoint_values(write))
+        return self.create_sql, list(create_values(write))
 
     @staticmethod
     def batch_args(writes: Sequence[Write]) -> tuple[str, str, str]:
