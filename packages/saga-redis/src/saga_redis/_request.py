@@ -33,11 +33,6 @@ class RequestPath:
         self._tokens = itertools.count()
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
     def check_open(self) -> None:
         """Raise :class:`~saga_core.StorageUnavailableError` if the storage is closed."""
         if self._closed:
@@ -54,8 +49,7 @@ class RequestPath:
             StorageUnavailableError: the storage is closed, or Redis cannot be reached.
             SagaError: the core's error for anything else the transport raised.
         """
-        if self._closed:
-            raise StorageUnavailableError("the Redis saga storage is closed")
+        self.check_open()
         try:
             return await run_script(self._transport, script, keys, args)
         except SagaError:

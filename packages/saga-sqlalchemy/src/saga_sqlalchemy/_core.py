@@ -34,7 +34,6 @@ from ._schema import SagaTables, UtcTimestamp
 #: Makes an operation's writes durable (the connection's or the session's commit).
 Commit = Callable[[], None]
 
-_TERMINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 _UTC = timezone.utc
 
 
@@ -147,7 +146,7 @@ class CoreSql:
         return result.rowcount == 1
 
     def _checkpoint_params(self, checkpoint: Checkpoint) -> dict[str, Any]:
-        lease = None if checkpoint.status in _TERMINAL_STATUSES else checkpoint.lease_seconds
+        lease = None if checkpoint.status.is_terminal else checkpoint.lease_seconds
         params = self.clock(lease)
         params.update(
             b_id=checkpoint.saga_id,

@@ -41,9 +41,7 @@ class LeaseWrites:
             "lease_expires_at": sql.expires,
             "updated_at": sql.now,
         }
-        free = sa.or_(
-            c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= sql.now
-        )
+        free = reads.free
         claim = (
             sa.update(saga)
             .where(

@@ -30,11 +30,12 @@ class Reads:
         self._sql = sql
         c = sql.tables.saga.c
         self._history = sa.select(c.journal).where(c.saga_id == sa.bindparam("b_id"))
-        free = sa.or_(
+        #: No live lease: none was taken, or it has expired.
+        self.free = sa.or_(
             c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= sql.now
         )
         #: Sagas recovery may take: unfinished, not parked, and with no live lease.
-        self.recoverable = sa.and_(recoverable_terms(sql.tables.saga), free)
+        self.recoverable = sa.and_(recoverable_terms(sql.tables.saga), self.free)
         #: The order recovery takes them in: oldest update first.
         self.recoverable_order = (c.updated_at, c.created_at, c.saga_id)
 

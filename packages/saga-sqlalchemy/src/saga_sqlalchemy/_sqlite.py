@@ -11,10 +11,11 @@ COMPENSATING: most of them) is written by an UPDATE that does not assign ``statu
 rewrites an index's entry whenever the statement assigns one of its columns, even to the value
 it had, and each page it touches is one more page written to the WAL and synced at commit.
 
-Every write transaction starts with ``BEGIN IMMEDIATE``: it takes SQLite's write lock first,
-so a write never fails half-way on a lock upgrade, and, on a connection without a busy timeout
-(the inline one, see ``_sqlite_inline``), the only statement that can find the database
-busy is the ``BEGIN`` itself, before anything was done.
+A batch starts with ``BEGIN IMMEDIATE``: it takes SQLite's write lock first, so it never
+fails half-way on a lock upgrade, and on a connection without a busy timeout (the inline one,
+see ``_sqlite_inline``) only the ``BEGIN`` can find the database busy, before anything was
+done. A single inline write is one statement in autocommit mode, its own transaction: busy,
+it did nothing either.
 """
 
 from __future__ import annotations

@@ -75,8 +75,9 @@ class SqliteInline:
 
     It comes from the engine (so its ``connect`` listeners ran: WAL, ``synchronous``...) and
     is detached from the pool. Its busy timeout is 0: a write that finds the database locked
-    by another connection raises :class:`SqliteBusy` at once, and the storage waits for the
-    lock in a worker thread instead of blocking the event loop.
+    by another connection gives up at once (:meth:`write` returns :data:`ELSEWHERE`, a batch
+    raises :class:`SqliteBusy`), and the storage waits for the lock in a worker thread
+    instead of blocking the event loop.
     """
 
     def __init__(
