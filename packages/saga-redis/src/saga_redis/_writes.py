@@ -136,13 +136,13 @@ class SagaWrites:
     async def load(self, saga_id: UUID) -> SagaRecord:
         require_saga_id(saga_id)
         record = self._layout.record(saga_id)
-        reply = await self._read(saga_id, record, "record")
+        reply = await self._read(saga_id, record, self._layout.journal(saga_id), "record")
         return decode_record(saga_id, record, pairs(reply))
 
     async def history(self, saga_id: UUID) -> list[JournalEntry]:
         require_saga_id(saga_id)
         journal = self._layout.journal(saga_id)
-        items = await self._read(saga_id, self._layout.record(saga_id), "journal")
+        items = await self._read(saga_id, self._layout.record(saga_id), journal, "journal")
         return decode_journal(saga_id, journal, items)
 
     def _saga_keys(self, saga_id: UUID) -> _SagaKeys:
@@ -150,12 +150,11 @@ class SagaWrites:
         a saga's writes come one after another, each naming the same keys."""
         found = self._keys_by_saga.get(saga_id.int)
         if found is None:
-            sid = str(saga_id)
             shard = self._layout.shard_of(saga_id)
-            record = shard.record_stem + sid
-            journal = shard.journal_stem + sid
+            record = self._layout.record(saga_id)
+            journal = self._layout.journal(saga_id)
             found = _SagaKeys(
-                sid=sid,
+                sid=str(saga_id),
                 create=CreateKeys(
                     record=record, journal=journal, updated=shard.updated, meta=shard.meta
                 ),
@@ -172,10 +171,10 @@ class SagaWrites:
             self._keys_by_saga[saga_id.int] = found
         return found
 
-    async def _read(self, saga_id: UUID, record: str, what: str) -> Any:
-        """The ``READ`` script's answer for ``record``: its fields or its journal."""
-        shard = self._layout.shard_of(saga_id)
-        keys = ReadKeys(record=record, journal=f"{shard.journal_stem}{saga_id}")
+    async def _read(self, saga_id: UUID, record: str, journal: str, what: str) -> Any:
+        """The ``READ`` script's answer for the saga's ``record`` and ``journal`` keys: its
+        fields (``what="record"``) or its journal (``"journal"``)."""
+        keys = ReadKeys(record=record, journal=journal)
         reply = await self._path.run(READ, keys, ReadArgs(what=what))
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, self._layout)
