@@ -139,10 +139,7 @@ class AsyncpgWrites:
             saga_id = write.saga_id.hex
             if isinstance(write, Checkpoint):
                 status = write.status
-                leased = (
-                    not (status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED)
-                    and write.lease_seconds is not None
-                )
+                leased = not status.is_terminal and write.lease_seconds is not None
                 changed_ids.append(saga_id)
                 error = storable_error(write.error)
                 next_step = write.next_step

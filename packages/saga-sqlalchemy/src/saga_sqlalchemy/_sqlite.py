@@ -147,8 +147,7 @@ class SqliteWrites:
                 == 1
             )
         status = write.status
-        finished = status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED
-        lease = None if finished else write.lease_seconds
+        lease = None if status.is_terminal else write.lease_seconds
         changes = (
             write.cursor,
             encode_applied(write.applied),

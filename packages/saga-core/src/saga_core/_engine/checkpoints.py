@@ -87,8 +87,9 @@ class CheckpointWriter:
         self._lease_seconds = lease_seconds
 
     async def store(self, write: Write, pause_seconds: float | None) -> None:
-        """Write ``write`` as one compare-and-set checkpoint, then count the new version and
-        tell the step calls their context and journal are durable.
+        """Write ``write`` as one compare-and-set checkpoint (with the run's context and
+        journal), then count the new version and tell the step calls their context and journal
+        are durable.
 
         ``pause_seconds`` is how long a ``"pause"`` lease is kept (None: released).
 
@@ -97,13 +98,6 @@ class CheckpointWriter:
             SagaContextError: ``write.strict_context`` and the context cannot be encoded.
             Exception: what the storage raised.
         """
-        checkpoint = self._checkpoint(write, pause_seconds)
-        await self._storage.checkpoint(checkpoint)
-        self.version += 1
-        self._calls.written(checkpoint.context)
-
-    def _checkpoint(self, write: Write, pause_seconds: float | None) -> Checkpoint:
-        """The checkpoint that stores ``write`` with the run's context and journal."""
         text = self._calls.encode_context(strict=write.strict_context)
         lease = write.lease
         if lease == "keep":
@@ -112,16 +106,20 @@ class CheckpointWriter:
             lease_seconds = pause_seconds
         else:
             lease_seconds = None
-        return Checkpoint(
-            self.saga_id,
-            self.version,  # expected: the version this runner last wrote
-            write.status,
-            write.cursor,
-            write.applied,
-            text,
-            self._calls.journal,
-            write.error,
-            self._owner if lease_seconds is not None else None,
-            lease_seconds,
-            self._next_step_ids[write.cursor],
+        await self._storage.checkpoint(
+            Checkpoint(
+                self.saga_id,
+                self.version,  # expected: the version this runner last wrote
+                write.status,
+                write.cursor,
+                write.applied,
+                text,
+                self._calls.journal,
+                write.error,
+                self._owner if lease_seconds is not None else None,
+                lease_seconds,
+                self._next_step_ids[write.cursor],
+            )
         )
+        self.version += 1
+        self._calls.written(text)

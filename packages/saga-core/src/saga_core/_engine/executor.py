@@ -41,7 +41,8 @@ _RELEASE_TIMEOUT = 5.0
 
 class SagaRun:
     """One runner of one saga id. Build it with :meth:`start` (a new saga) or through
-    recovery; then call :meth:`next_result` until it returns None, then :meth:`outcome`."""
+    recovery (with the state :func:`~saga_core._engine.transitions.resumed` gives); then call
+    :meth:`next_result` until it returns None, then :meth:`outcome`."""
 
     __slots__ = (
         "_calls",
@@ -66,12 +67,8 @@ class SagaRun:
         owner: str,
         lease_seconds: float,
         version: int,
-        status: SagaStatus,
-        cursor: int,
-        applied: tuple[str, ...],
+        state: states.RunState,
         context_text: str,
-        error_text: str | None = None,
-        resumed: bool = False,
         hold_seconds: float | None = None,
     ) -> None:
         self.definition = definition
@@ -84,11 +81,7 @@ class SagaRun:
             saga_id, storage, self._calls, definition.next_step_ids, owner, lease_seconds, version
         )
         self._report = RunReport(saga_id, definition.name, hooks)
-        self._state = (
-            machine.resumed(status, cursor, applied, error_text)
-            if resumed
-            else states.RunState(status, cursor, applied, error_text)
-        )
+        self._state = state
         # A recovery worker's runs keep their lease this long after a failure (FAILED, or an
         # error) instead of releasing it, so the saga is retried only after a pause.
         self._hold_seconds = hold_seconds
@@ -117,13 +110,12 @@ class SagaRun:
             SagaStorageError: the storage failed (nothing run).
         """
         text = codec.encode(context)
-        new = machine.start()
+        new = machine.start(definition.nodes)
         write = new.write
         assert write is not None, "a new saga is written before it runs"
         await create_saga(storage, definition, saga_id, text, owner, lease_seconds, write)
         if hooks.saga_started:
             fire(hooks.saga_started, saga_id, definition.name, resumed=False)
-        created = machine.transition(definition.nodes, new, states.WRITTEN)
         run = cls(
             definition=definition,
             saga_id=saga_id,
@@ -135,12 +127,9 @@ class SagaRun:
             owner=owner,
             lease_seconds=lease_seconds,
             version=1,
-            status=created.status,
-            cursor=created.cursor,
-            applied=created.applied,
+            state=machine.written(new),  # created, with its first call named
             context_text=text,
         )
-        run._state = created  # created, with its first call named
         return run
 
     # --- the runner's state ------------------------------------------------------------------
@@ -390,7 +379,7 @@ class SagaRun:
         except SagaConcurrencyError:
             self._feed(states.WRITE_REFUSED)
             raise
-        self._feed(states.WRITTEN)
+        self._state = machine.written(self._state)
 
 
 def _act_failure(outcome: CallOutcome) -> states.Event:

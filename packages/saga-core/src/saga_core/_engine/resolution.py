@@ -136,7 +136,8 @@ class Container:
         builder = self._builders.get(cls)
         if builder is None:
             builder = self._compile(cls, cls, (), ())
-        return cast(T, builder())
+        instance: T = builder()  # a builder of cls builds a cls
+        return instance
 
     def check(self, cls: type[Any]) -> None:
         """Check, without building anything, that :meth:`resolve` can build ``cls`` with the

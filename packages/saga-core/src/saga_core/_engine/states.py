@@ -29,7 +29,8 @@ to recovery as last written."""
 
 
 class Write(NamedTuple):
-    """The content of one checkpoint (the driver adds the context, journal and version)."""
+    """The content of one checkpoint (the driver adds the context, journal and version), and
+    the state it leads to."""
 
     kind: WriteKind
     status: SagaStatus
@@ -40,6 +41,9 @@ class Write(NamedTuple):
     strict_context: bool
     """True: a context that cannot be encoded fails the write. False: the last stored
     context is written instead (a rollback is never blocked by an unstorable context)."""
+    then: RunState
+    """The runner's state once this write is durable (see ``transitions.written``): decided
+    with the write, so that its success needs no further decision."""
 
 
 class Act(NamedTuple):
@@ -60,7 +64,8 @@ Call = Act | Compensate
 
 
 class RunState(NamedTuple):
-    """What one runner knows about its saga, and what it waits for."""
+    """What one runner knows about its saga, and what it waits for: a call or a write, at
+    most one (built positionally on the common path: a keyword costs a dict per record)."""
 
     status: SagaStatus
     """The last status written (durable)."""
@@ -70,6 +75,10 @@ class RunState(NamedTuple):
     """Step ids whose act may have had an effect, in order of application."""
     error: str | None = None
     """Why the saga compensates (the cause text), once it does."""
+    call: Call | None = None
+    """The call to start, then in flight until its outcome is an event."""
+    write: Write | None = None
+    """The write to make, then in flight until its outcome is an event."""
     on_fallback: bool = False
     """The node at ``cursor`` runs its fallback step (its primary failed)."""
     node_applied: tuple[str, ...] = ()
@@ -80,10 +89,6 @@ class RunState(NamedTuple):
     """This runner does no more work: a compensation was exhausted, or it handed back."""
     fenced: bool = False
     """Another runner owns the saga: this one writes nothing more."""
-    call: Call | None = None
-    """The call to start, then in flight until its outcome is an event."""
-    write: Write | None = None
-    """The write to make, then in flight until its outcome is an event."""
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -109,7 +114,7 @@ ACT_COMPLETED = Signal("act completed")
 COMPENSATION_DONE = Signal("compensation done")
 """The compensation in flight completed."""
 WRITTEN = Signal("written")
-"""The write in flight is durable."""
+"""The write in flight is durable (the driver asks ``transitions.written`` directly)."""
 WRITE_REFUSED = Signal("write refused")
 """The storage refused the write in flight: another runner owns the saga."""
 LEASE_LOST = Signal("lease lost")

@@ -5,7 +5,8 @@ what each checkpoint holds, when the saga compensates, which steps it rolls back
 order — and does none of it: no I/O, no clock, nothing raised. The state it returns
 (:class:`~saga_core._engine.states.RunState`) names the write to make or the call to start;
 the driver (:mod:`saga_core._engine.executor`) performs it and feeds back its outcome as the next
-event.
+event. A write names the state it leads to (``Write.then``), decided with it: once the write is
+durable the driver takes that state (:func:`written`) without another decision.
 
 The rules it keeps:
 
@@ -65,10 +66,19 @@ FAILURE_PREFIX = "compensation of "
 # --- entry points ------------------------------------------------------------------------------
 
 
-def start() -> RunState:
-    """The state of a new saga, waiting for its creation write (RUNNING at node 0)."""
-    create = Write("create", SagaStatus.RUNNING, 0, (), None, "keep", True)
+def start(nodes: Sequence[Node]) -> RunState:
+    """The state of a new saga of ``nodes``, waiting for its creation write (RUNNING at
+    node 0)."""
+    created = _next(nodes, RunState(SagaStatus.RUNNING, 0, ()))
+    create = Write("create", SagaStatus.RUNNING, 0, (), None, "keep", True, created)
     return RunState(SagaStatus.RUNNING, 0, (), write=create)
+
+
+def written(state: RunState) -> RunState:
+    """The state once the write in flight is durable: the one that write named. A runner
+    with no write in flight (fenced meanwhile) stays as it is."""
+    write = state.write
+    return state if write is None else write.then
 
 
 def resumed(
@@ -125,11 +135,11 @@ def _next(nodes: Sequence[Node], state: RunState) -> RunState:
     if state.status is SagaStatus.RUNNING:
         if state.cursor < len(nodes):
             return _calling(state, Act(state.cursor, state.on_fallback))
-        return _write(state, "finish", SagaStatus.COMPLETED, strict_context=True)
+        return _write(nodes, state, "finish", SagaStatus.COMPLETED, strict_context=True)
     # COMPENSATING, or FAILED as an earlier runner left it: compensate what is left.
     if state.applied:
         return _calling(state, Compensate(state.applied[-1]))
-    return _write(state, "finish", SagaStatus.COMPENSATED)
+    return _write(nodes, state, "finish", SagaStatus.COMPENSATED)
 
 
 def _calling(state: RunState, call: Call) -> RunState:
@@ -139,10 +149,11 @@ def _calling(state: RunState, call: Call) -> RunState:
         state.cursor,
         state.applied,
         state.error,
+        call,
+        None,
         state.on_fallback,
         state.node_applied,
         state.resumed_at,
-        call=call,
     )
 
 
@@ -151,19 +162,23 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
         return state
     cursor = state.cursor + 1
     applied = _applied_with_node(nodes, state)
+    error = state.error
     if cursor == len(nodes):
-        step = Write("step", SagaStatus.COMPLETED, cursor, applied, state.error, "release", True)
+        done = RunState(SagaStatus.COMPLETED, cursor, applied, error)
+        step = Write("step", SagaStatus.COMPLETED, cursor, applied, error, "release", True, done)
     else:
-        # Still RUNNING (the only status that moves forward), keeping the lease.
-        step = Write("step", state.status, cursor, applied, state.error, "keep", True)
-    return RunState(state.status, cursor, applied, state.error, write=step)
+        # Still RUNNING (the only status that moves forward), keeping the lease; once the
+        # write is durable the next node runs.
+        following = RunState(state.status, cursor, applied, error, Act(cursor))
+        step = Write("step", state.status, cursor, applied, error, "keep", True, following)
+    return RunState(state.status, cursor, applied, error, None, step)
 
 
 def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
     if not isinstance(state.call, Act):
         return state
     return _compensate_after(
-        state._replace(applied=_applied_with_node(nodes, state)), (), event.error
+        nodes, state._replace(applied=_applied_with_node(nodes, state)), (), event.error
     )
 
 
@@ -172,7 +187,9 @@ def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...
     completed."""
     node = nodes[state.cursor]
     if node.fallback is None:
-        return _with(state.applied, (node.primary.step_id,))
+        step_id = node.primary.step_id
+        # A resumed step may be listed already (see _with).
+        return state.applied if step_id in state.applied else (*state.applied, step_id)
     if state.on_fallback:
         return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if state.resumed_at == state.cursor:
@@ -188,7 +205,7 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
     if node.fallback is None or state.on_fallback:
         spec = node.primary if node.fallback is None else node.fallback
         effect = (spec.step_id,) if event.called and not spec.failed_act_leaves_no_effect else ()
-        return _compensate_after(state, (*state.node_applied, *effect), event.error)
+        return _compensate_after(nodes, state, (*state.node_applied, *effect), event.error)
     primary = node.primary
     # The primary may have had an effect if it was called, or if an earlier runner stopped
     # inside this node (it may have called it then).
@@ -201,7 +218,7 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
         and node.failure_exceptions
         and not isinstance(event.error, node.failure_exceptions)
     ):
-        return _compensate_after(state, primary_ids, event.error)
+        return _compensate_after(nodes, state, primary_ids, event.error)
     return state._replace(
         on_fallback=True,
         node_applied=primary_ids,
@@ -209,12 +226,14 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
     )
 
 
-def _compensate_after(state: RunState, ids: tuple[str, ...], error: Exception) -> RunState:
+def _compensate_after(
+    nodes: Sequence[Node], state: RunState, ids: tuple[str, ...], error: Exception
+) -> RunState:
     """The decision to compensate after ``error``, with ``ids`` applied too."""
     applied = _with(state.applied, ids)
     deciding = RunState(state.status, state.cursor, applied, describe_error(error))
     status = SagaStatus.COMPENSATING if applied else SagaStatus.COMPENSATED
-    return _write(deciding, "decision", status)
+    return _write(nodes, deciding, "decision", status)
 
 
 # --- compensation ------------------------------------------------------------------------------
@@ -226,6 +245,7 @@ def _compensation_done(nodes: Sequence[Node], state: RunState, event: Signal) ->
     remaining = state.applied[:-1]
     status = SagaStatus.COMPENSATING if remaining else SagaStatus.COMPENSATED
     return _write(
+        nodes,
         RunState(state.status, state.cursor, remaining, state.error),
         "compensation",
         status,
@@ -241,6 +261,8 @@ def _compensation_failed(
     cause = state.error
     # The original cause stays first, so that it survives a later recovery.
     text = f"{cause}{FAILURE_SEPARATOR}{failure}" if cause else failure
+    # The runner stops here: recovery retries the rollback later.
+    stopped = RunState(SagaStatus.FAILED, state.cursor, state.applied, cause, halted=True)
     failed = Write(
         "compensation",
         SagaStatus.FAILED,
@@ -249,6 +271,7 @@ def _compensation_failed(
         text,
         "pause",
         False,
+        stopped,
     )
     return RunState(state.status, state.cursor, state.applied, cause, halted=True, write=failed)
 
@@ -257,38 +280,35 @@ def _compensation_failed(
 
 
 def _write(
-    state: RunState, kind: WriteKind, status: SagaStatus, *, strict_context: bool = False
+    nodes: Sequence[Node],
+    state: RunState,
+    kind: WriteKind,
+    status: SagaStatus,
+    *,
+    strict_context: bool = False,
 ) -> RunState:
     """``state`` waiting to be written with ``status``; the lease is renewed unless the saga
-    ends."""
-    lease: Lease = (
-        "keep" if status is SagaStatus.RUNNING or status is SagaStatus.COMPENSATING else "release"
-    )
-    write = Write(kind, status, state.cursor, state.applied, state.error, lease, strict_context)
-    return state._replace(call=None, write=write)
-
-
-def _written(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
-    write = state.write
-    if write is None:
-        return state
-    status = write.status
-    cursor = state.cursor
-    if (write.kind == "step" or write.kind == "create") and cursor < len(nodes):
-        # The common case: the saga created, or moved forward, and a node to run.
-        return RunState(status, cursor, state.applied, state.error, call=Act(cursor))
+    ends. Once durable, the runner goes on with what comes next, unless the saga ended or the
+    runner stopped."""
+    lease: Lease = "release" if status.is_terminal else "keep"
     durable = RunState(
         status,
-        cursor,
+        state.cursor,
         state.applied,
         state.error,
         resumed_at=state.resumed_at,
         halted=state.halted,
         fenced=state.fenced,
     )
-    if state.halted or state.fenced or status.is_terminal:
-        return durable
-    return _next(nodes, durable)
+    then = durable if state.halted or state.fenced or status.is_terminal else _next(nodes, durable)
+    write = Write(
+        kind, status, state.cursor, state.applied, state.error, lease, strict_context, then
+    )
+    return state._replace(call=None, write=write)
+
+
+def _written(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    return written(state)
 
 
 def _write_failed(nodes: Sequence[Node], state: RunState, event: WriteFailed) -> RunState:
@@ -301,7 +321,7 @@ def _write_failed(nodes: Sequence[Node], state: RunState, event: WriteFailed) ->
         return settled
     # The node ran but its checkpoint failed: it is applied, so it is rolled back with the
     # others if the decision to compensate can be written.
-    return _compensate_after(settled._replace(cursor=state.cursor - 1), (), event.error)
+    return _compensate_after(nodes, settled._replace(cursor=state.cursor - 1), (), event.error)
 
 
 def _fenced(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
@@ -318,6 +338,10 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
     if pending is not None and pending.kind == "step":
         # The node's checkpoint did not finish: the node runs again on recovery.
         cursor -= 1
+    # The runner stops once the saga is handed back.
+    stopped = RunState(
+        state.status, cursor, state.applied, state.error, resumed_at=state.resumed_at, halted=True
+    )
     back = Write(
         "hand_back",
         state.status,
@@ -326,16 +350,9 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         state.error,
         "pause" if event.pause else "release",
         False,
+        stopped,
     )
-    return RunState(
-        state.status,
-        cursor,
-        state.applied,
-        state.error,
-        resumed_at=state.resumed_at,
-        halted=True,
-        write=back,
-    )
+    return stopped._replace(write=back)
 
 
 def _with(applied: tuple[str, ...], ids: tuple[str, ...]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from saga_core._engine.executor import SagaRun
 from saga_core._engine.hooks import Hooks, fire
 from saga_core._engine.observer import LoggingObserver, SagaObserver
 from saga_core._engine.resolution import StepResolver, make_step_resolver
+from saga_core._engine.transitions import resumed
 from saga_core._model.error_text import describe_error
 from saga_core._model.errors import (
     SagaError,
@@ -136,12 +137,8 @@ def resumed_run(
         owner=owner,
         lease_seconds=lease_seconds,
         version=record.version,
-        status=record.status,
-        cursor=record.cursor,
-        applied=record.applied,
+        state=resumed(record.status, record.cursor, record.applied, record.error),
         context_text=record.context,
-        error_text=record.error,
-        resumed=True,
         hold_seconds=hold_seconds,
     )
     if hooks.saga_started:

@@ -43,10 +43,12 @@ def encode_journal_entry(entry: JournalEntry) -> str:
     error = "null" if entry.error is None else _quote(entry.error)
     # Written out rather than through json.dumps, which builds an encoder per call: every
     # checkpoint encodes its entries. Same text as json.dumps(..., ensure_ascii=False,
-    # separators=(",", ":")); tests/core/test_journal_codec.py pins it.
+    # separators=(",", ":")); tests/core/test_journal_codec.py pins it. The direction and
+    # event are str enums, so each member is its value as a str: quoted as it is (``.value``
+    # runs Python code on every read).
     return (
-        f"[{_quote(entry.step_id)},{_quote(entry.direction.value)},"
-        f"{_quote(entry.event.value)},{int(entry.attempt)},"
+        f"[{_quote(entry.step_id)},{_quote(entry.direction)},"
+        f"{_quote(entry.event)},{int(entry.attempt)},"
         f"{(at - _EPOCH) // _MICROSECOND},{error}]"
     )
 

@@ -315,8 +315,7 @@ class MemorySagaStorage:
         saga = self._sagas.get(_key(checkpoint.saga_id))
         if saga is None:
             raise _not_found(checkpoint.saga_id)
-        stored_status = saga.status
-        if stored_status is SagaStatus.COMPLETED or stored_status is SagaStatus.COMPENSATED:
+        if saga.status.is_terminal:
             raise _finished(saga)
         if saga.version != checkpoint.expected_version:
             raise SagaVersionConflictError(
@@ -325,7 +324,7 @@ class MemorySagaStorage:
             )
         status = checkpoint.status
         lease_seconds = checkpoint.lease_seconds
-        terminal = status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED
+        terminal = status.is_terminal
         if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
             raise SagaUsageError(
                 f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
