@@ -14,6 +14,7 @@ from saga_core import (
     CircuitBreaker,
     CircuitOpenError,
     Fallback,
+    InvalidStepResultError,
     MemorySagaStorage,
     Response,
     RetryPolicy,
@@ -251,6 +252,32 @@ async def test_the_breaker_counts_a_failed_primary_and_the_fallback_runs(
     assert outcome.status is SagaStatus.COMPLETED
     assert breaker.failures == ["primary: primary.act failed"]
     assert ledger == ["act:primary", "act:fallback"]
+
+
+async def test_a_primary_that_returns_an_invalid_result_is_no_breaker_failure(
+    make_step: StepFactory, make_mediator: MediatorFactory, ledger: list[str]
+) -> None:
+    # The act reached its service and returned: the breaker counts a success, and the saga
+    # compensates the step (its effect is done) without running the fallback.
+    breaker = FakeBreaker()
+    garbage: Any = 42
+
+    class ShipSaga(Saga[OrderContext]):
+        steps = [
+            Fallback(
+                step=make_step("primary", response=garbage),
+                fallback=make_step("fallback"),
+                circuit_breaker=breaker,
+            )
+        ]
+
+    outcome = await make_mediator(OrderContext, ShipSaga).run(OrderContext())
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert isinstance(outcome.error, InvalidStepResultError)
+    assert breaker.calls == ["primary"]
+    assert breaker.failures == []
+    assert ledger == ["act:primary", "compensate:primary"]
 
 
 async def test_an_open_breaker_skips_the_primary(

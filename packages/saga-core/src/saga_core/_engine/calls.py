@@ -9,7 +9,7 @@ and a failed attempt's changes to the context are undone (attempt isolation, see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -128,24 +128,17 @@ class StepCalls:
                 describe_error(exc),
             )
 
-    async def act(self, node: Node, spec: StepSpec) -> CallOutcome:
+    def act(self, node: Node, spec: StepSpec) -> Awaitable[CallOutcome]:
         """Call ``spec``'s act (a step of ``node``), through the node's circuit breaker when
-        ``spec`` is a primary with one, and check what it returned.
+        ``spec`` is a primary with one; what it returned is checked (see :meth:`_call`).
 
-        Raises:
+        Raises (when awaited):
             DependencyResolutionError: the step class cannot be built (nothing was called).
         """
         breaker = node.breaker
         if breaker is None or spec is not node.primary:
-            outcome = await self._call(spec, StepDirection.ACT, spec.retry)
-        else:
-            outcome = await self._through_breaker(breaker, spec)
-        value = outcome.value
-        if outcome.error is None and not (value is None or isinstance(value, _RESULT_TYPES)):
-            # A call that returned garbage failed: its changes to the context go too.
-            self.restore_context()
-            return CallOutcome(None, _invalid_result(spec, value), outcome.attempt, returned=True)
-        return outcome
+            return self._call(spec, StepDirection.ACT, spec.retry)
+        return self._through_breaker(breaker, spec)
 
     async def _through_breaker(self, breaker: CircuitBreaker, spec: StepSpec) -> CallOutcome:
         outcomes: list[CallOutcome] = []
@@ -153,7 +146,9 @@ class StepCalls:
         async def guarded() -> None:
             outcome = await self._call(spec, StepDirection.ACT, spec.retry)
             outcomes.append(outcome)
-            if outcome.error is not None:
+            # An act that returned an invalid result did reach its service: not a breaker
+            # failure (the saga still compensates).
+            if outcome.error is not None and not outcome.returned:
                 raise outcome.error
 
         try:
@@ -176,17 +171,20 @@ class StepCalls:
             return CallOutcome(None, refusal, 0, called=False, refused=True)
         return outcomes[0]
 
-    async def compensate(self, spec: StepSpec) -> CallOutcome:
+    def compensate(self, spec: StepSpec) -> Awaitable[CallOutcome]:
         """Call ``spec``'s compensate.
 
-        Raises:
+        Raises (when awaited):
             DependencyResolutionError: the step class cannot be built (nothing was called).
         """
-        return await self._call(spec, StepDirection.COMPENSATE, spec.compensation_retry)
+        return self._call(spec, StepDirection.COMPENSATE, spec.compensation_retry)
 
     async def _call(
         self, spec: StepSpec, direction: StepDirection, policy: RetryPolicy
     ) -> CallOutcome:
+        """Attempt ``spec``'s call in ``direction`` until it succeeds or ``policy`` gives up.
+        An act that returns something other than None, a Response or a step result has
+        failed (``returned``: its effect is done) and is not retried."""
         try:
             step: SagaStepHandler[Any, Any] = await self._resolver.resolve(spec.cls)
         except Exception as exc:
@@ -196,9 +194,8 @@ class StepCalls:
             raise error from exc
         step.saga_id = self.saga_id
         step.direction = direction
-        method: Callable[[Any], Any] = (
-            step.act if direction is StepDirection.ACT else step.compensate
-        )
+        acting = direction is StepDirection.ACT
+        method: Callable[[Any], Any] = step.act if acting else step.compensate
         hooks = self._hooks
         context = self.context
         step_id = spec.step_id
@@ -236,6 +233,10 @@ class StepCalls:
             )
             if hooks.step_completed:
                 fire(hooks.step_completed, self.saga_id, step_id, direction, attempt)
+            if acting and not (value is None or isinstance(value, _RESULT_TYPES)):
+                # An act that returned garbage failed: its changes to the context go too.
+                self.restore_context()
+                return CallOutcome(None, _invalid_result(spec, value), attempt, returned=True)
             return CallOutcome(value, None, attempt)
 
     def _unbuildable(
