@@ -26,14 +26,6 @@ from saga_redis._records import (
     micros_to_datetime,
     pairs,
 )
-from saga_redis._resp import (
-    ServerReplyError,
-    _Incomplete,
-    _pack_general,
-    _parse,
-    pack,
-    pack_command,
-)
 from saga_redis._url import RedisAddress, parse_redis_url
 
 # --- key prefix and layout ---------------------------------------------------------------------
@@ -281,56 +273,6 @@ def test_a_bad_part_of_a_url_with_credentials_is_not_repeated(url: str) -> None:
 def test_an_address_describes_itself_without_credentials() -> None:
     address = parse_redis_url("rediss://user:pw@[::1]:6380/5")
     assert address.describe() == "rediss://[::1]:6380/5"
-
-
-# --- RESP framing -------------------------------------------------------------------------------
-
-
-def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
-    big = "é" * 5000
-    packed = pack(("SET", "k", 12, "\x00raw", big))
-    big_bytes = big.encode()
-    assert packed == (
-        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$4\r\n\x00raw\r\n"
-        + b"$%d\r\n" % len(big_bytes)
-        + big_bytes
-        + b"\r\n"
-    )
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        (),
-        ("GET", "k"),
-        ("EVALSHA", "x" * 40, "2", "a:{0}:record:1", "", '{"n":1}', "\r\n"),
-        ("SET", "k", "caf\u00e9"),  # non-ASCII: lengths in bytes
-        ("SET", "k", 12, True),  # ints: as digits
-        ("SET", "k", "x" * 1023),
-        ("SET", "k", "x" * 1024),  # longer than the sizes framed in advance
-        tuple(str(n) for n in range(70)),  # more arguments than the counts framed in advance
-    ],
-)
-def test_the_fast_and_the_general_packing_agree(args: tuple[str | int, ...]) -> None:
-    head = pack(("EVALSHA", "0" * 40)).split(b"\r\n", 1)[1]
-    assert pack_command(head, 2, args) == _pack_general(head, 2, args)
-    assert pack(args) == _pack_general(b"", 0, args)
-
-
-def test_replies_are_parsed() -> None:
-    reply = b"*6\r\n:0\r\n$3\r\nabc\r\n$-1\r\n+OK\r\n*2\r\n$0\r\n\r\n:-7\r\n*-1\r\n-ERR no\r\n"
-    value, used = _parse(bytearray(reply), 0)
-    assert value == [0, b"abc", None, b"OK", [b"", -7], None]
-    error, end = _parse(bytearray(reply), used)
-    assert isinstance(error, ServerReplyError)
-    assert str(error) == "ERR no"
-    assert end == len(reply)
-
-
-@pytest.mark.parametrize("cut", [1, 4, 9, 12, 15])
-def test_a_partial_reply_asks_for_more(cut: int) -> None:
-    with pytest.raises(_Incomplete):
-        _parse(bytearray(b"*2\r\n$3\r\nabc\r\n:1\r\n"[:cut]), 0)
 
 
 # --- values ---------------------------------------------------------------------------------------

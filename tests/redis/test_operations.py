@@ -21,7 +21,6 @@ from saga_core import (
 from saga_core.testing import make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _listing as listing_module
-from saga_redis import _transports as transports_module
 from saga_redis import _writes as writes_module
 from saga_redis._records import HEAD_PARTS
 
@@ -444,11 +443,9 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
 async def test_the_keys_a_storage_keeps_per_saga_are_always_its_own(
     redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A storage builds a saga's key names once and reuses them for its next writes (and its
-    # connection pool their encoding): an equal id in another object, and more sagas than
-    # either keeps, still reach their own keys.
+    # A storage builds a saga's key names once and reuses them for its next writes: an equal
+    # id in another object, and more sagas than it keeps, still reach their own keys.
     monkeypatch.setattr(writes_module, "_SAGAS_KEPT", 3)
-    monkeypatch.setattr(transports_module, "_HEADS_KEPT", 3)
     async with RedisSagaStorage.from_url(
         redis_url, key_prefix=redis_key_prefix, shards=4
     ) as storage:

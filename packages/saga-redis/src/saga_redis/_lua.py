@@ -27,9 +27,8 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any, Generic, Protocol, TypeVar
 
+import coredis.exceptions
 import redis
-
-from ._resp import ServerReplyError
 
 #: The scripts' folder inside the package.
 LUA_FOLDER = "lua"
@@ -106,6 +105,11 @@ class Transport(Protocol):
         """Load a script's source into the server's script cache."""
         ...
 
+    async def open(self) -> None:
+        """Open what the transport opens itself (a client built from a URL); nothing for a
+        client the storage was given."""
+        ...
+
     async def aclose(self) -> None:
         """Release what the transport opened itself. Idempotent."""
         ...
@@ -114,9 +118,7 @@ class Transport(Protocol):
 def is_not_loaded(exc: BaseException) -> bool:
     """Whether ``exc`` is the server's answer to a script it does not know (``NOSCRIPT``:
     restarted, failed over, or ``SCRIPT FLUSH``)."""
-    if isinstance(exc, ServerReplyError):
-        return str(exc).startswith("NOSCRIPT")
-    return isinstance(exc, redis.exceptions.NoScriptError)
+    return isinstance(exc, (redis.exceptions.NoScriptError, coredis.exceptions.NoScriptError))
 
 
 async def run_script(

@@ -2,7 +2,7 @@
 the core's errors.
 
 The scripts (:mod:`._scripts`) answer a refused call with a table naming the failure; the
-transports raise redis-py's or :mod:`._resp`'s exceptions. Both end here, so that one place
+transports raise coredis's or redis-py's exceptions. Both end here, so that one place
 decides which core error a caller sees, and every message says what to do.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 from uuid import UUID
 
+import coredis.exceptions
 import redis
 
 from saga_core import (
@@ -29,7 +30,6 @@ from saga_core import (
 
 from ._keys import LAYOUT_VERSION, KeyLayout
 from ._records import micros_to_datetime, text
-from ._resp import ServerReplyError
 
 # Error replies that mean "not now" rather than "never": a busy, loading or read-only server.
 _UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
@@ -52,18 +52,31 @@ def reply_tag(reply: Any) -> str:
     return ""
 
 
+# What a client raises while no node can serve: unreachable, timed out, a cluster without a
+# node for the slot, a Sentinel set that names no primary.
+_UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    coredis.exceptions.ConnectionError,
+    coredis.exceptions.ClusterError,
+    coredis.exceptions.PrimaryNotFoundError,
+)
+# Error replies: the server answered, and refused.
+_REFUSALS = (redis.ResponseError, coredis.exceptions.ResponseError)
+_READ_ONLY = (redis.exceptions.ReadOnlyError, coredis.exceptions.ReadOnlyError)
+
+
 def transport_error(exc: Exception, prefix: str) -> SagaError:
     """The core error for an exception a transport raised (the caller chains ``exc``)."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+    if isinstance(exc, _UNREACHABLE):
         return StorageUnavailableError(
             f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its last "
             f"written state and is recoverable once Redis is back"
         )
-    if isinstance(exc, (redis.ResponseError, ServerReplyError)):
+    if isinstance(exc, _REFUSALS):
         message = str(exc)
-        if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
-            _UNAVAILABLE_REPLIES
-        ):
+        if isinstance(exc, _READ_ONLY) or message.startswith(_UNAVAILABLE_REPLIES):
             return StorageUnavailableError(
                 f"Redis cannot take writes now ({message}); retry once it is back"
             )

@@ -57,6 +57,20 @@ class RequestPath:
         except Exception as exc:
             raise transport_error(exc, self._key_prefix) from exc
 
+    async def open(self) -> None:
+        """Open what the transport opens itself (see :meth:`Transport.open`).
+
+        Raises:
+            StorageUnavailableError: the storage is closed, or Redis cannot be reached.
+        """
+        self.check_open()
+        try:
+            await self._transport.open()
+        except SagaError:
+            raise
+        except Exception as exc:
+            raise transport_error(exc, self._key_prefix) from exc
+
     async def aclose(self) -> None:
         """Refuse every later call and close the transport (a client the storage was given
         stays open: its transport does not close it). Idempotent."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from uuid import UUID
 
+import coredis
 import redis
 import redis.asyncio
 
@@ -24,8 +25,8 @@ from ._arguments import journal_cap_arg, retention_arg
 from ._keys import DEFAULT_KEY_PREFIX, KeyLayout
 from ._lua import Transport
 from ._request import RequestPath
-from ._resp import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RespPool
-from ._transports import AsyncioTransport, RespTransport, ThreadTransport
+from ._clients import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, build_client
+from ._transports import AsyncioTransport, CoredisTransport, ThreadTransport
 from ._url import parse_redis_url
 from ._writes import SagaWrites
 
@@ -45,11 +46,12 @@ class RedisSagaStorage:
     server's clock. The key layout is in the package README.
 
     Args:
-        client: a ``redis.asyncio.Redis`` (awaited directly; asyncio only) or a synchronous
-            ``redis.Redis`` (run in worker threads through ``anyio.to_thread``, so it works on
-            asyncio and trio). The ``RedisCluster`` variants work too. The storage does not
-            close a client it was given. :meth:`from_url` needs no redis-py client at all and
-            is faster on both backends.
+        client: a coredis ``Redis`` or ``RedisCluster`` (asyncio and trio; open it yourself,
+            ``async with client:``), a ``redis.asyncio.Redis`` (awaited directly; asyncio
+            only) or a synchronous ``redis.Redis`` (run in worker threads through
+            ``anyio.to_thread``, so it works on asyncio and trio); the redis-py
+            ``RedisCluster`` variants work too. The storage does not close a client it was
+            given. :meth:`from_url` opens its own coredis client.
         key_prefix: prefix of every key this storage uses; 1 to 100 letters, digits and
             ``_.:/-``. Storages with different prefixes share a database without meeting.
         retain_finished_seconds: how long a COMPLETED or COMPENSATED saga (and its journal)
@@ -62,16 +64,19 @@ class RedisSagaStorage:
             prefix once sagas are stored: a different count is refused.
 
     Raises:
-        SagaUsageError: ``client`` is not a redis-py client, or an argument is invalid.
+        SagaUsageError: ``client`` is not a coredis or redis-py client, or an argument is
+            invalid.
     """
 
     def __init__(
         self,
-        client: redis.asyncio.Redis
+        client: coredis.Redis[bytes]
+        | coredis.RedisCluster[bytes]
+        | redis.asyncio.Redis
         | redis.asyncio.RedisCluster
         | redis.Redis
         | redis.RedisCluster
-        | RespTransport,
+        | CoredisTransport,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         *,
         retain_finished_seconds: float | None = DEFAULT_RETAIN_FINISHED_SECONDS,
@@ -79,16 +84,18 @@ class RedisSagaStorage:
         shards: int = 1,
     ) -> None:
         transport: Transport
-        if isinstance(client, RespTransport):  # the storage's own pool, from from_url
+        if isinstance(client, CoredisTransport):  # the storage's own client, from from_url
             transport = client
+        elif isinstance(client, (coredis.Redis, coredis.RedisCluster)):
+            transport = CoredisTransport(client)
         elif isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
             transport = AsyncioTransport(client, owned=False)
         elif isinstance(client, (redis.Redis, redis.RedisCluster)):
             transport = ThreadTransport(client, owned=False)
         else:
             raise SagaUsageError(
-                f"RedisSagaStorage needs a redis-py client (redis.asyncio.Redis, or redis.Redis "
-                f"for trio), got {type(client).__qualname__}; or use "
+                f"RedisSagaStorage needs a coredis or redis-py client (coredis.Redis, "
+                f"redis.asyncio.Redis, redis.Redis), got {type(client).__qualname__}; or use "
                 f"RedisSagaStorage.from_url('redis://host:6379/0')"
             )
         layout = KeyLayout(key_prefix, shards)
@@ -139,15 +146,23 @@ class RedisSagaStorage:
             SagaUsageError: the URL is not a Redis URL, or an argument is invalid. Messages
                 never repeat the URL, which may hold a password.
         """
-        pool = RespPool(
-            parse_redis_url(url),
+        address = parse_redis_url(url)
+        client, contexts = build_client(
+            kind="single",
+            nodes=((address.host, address.port),),
+            socket_path=None,
+            db=address.db,
+            username=address.username,
+            password=address.password,
+            tls=address.tls,
+            service_name=None,
             max_connections=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             ssl_context=ssl_context,
         )
         return cls(
-            RespTransport(pool),
+            CoredisTransport(client, contexts),
             key_prefix,
             retain_finished_seconds=retain_finished_seconds,
             max_journal_entries=max_journal_entries,
@@ -355,6 +370,13 @@ class RedisSagaStorage:
         await self._path.aclose()
 
     async def __aenter__(self) -> RedisSagaStorage:
+        """Open the client the storage opened itself (:meth:`from_url`); its connections
+        live until the block ends.
+
+        Raises:
+            StorageUnavailableError: Redis cannot be reached.
+        """
+        await self._path.open()
         return self
 
     async def __aexit__(

@@ -1,6 +1,6 @@
-"""How commands reach Redis: the package's own connection pool (storages opened from a URL), a
-redis-py asyncio client awaited directly, or a synchronous redis-py client in worker threads
-(``anyio.to_thread``), so that a storage given a client also runs on trio.
+"""How commands reach Redis: a coredis client (storages opened from a URL, or a coredis client
+given to the storage), a redis-py asyncio client awaited directly, or a synchronous redis-py
+client in worker threads (``anyio.to_thread``), so that a storage given one also runs on trio.
 
 A transport only sends; :func:`saga_redis._lua.run_script` decides what to send, and the
 storage's request path (:mod:`._request`) what an exception means for a saga.
@@ -8,56 +8,86 @@ storage's request path (:mod:`._request`) what an exception means for a saga.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import coredis
 import redis
 import redis.asyncio
 
 from saga_core import SagaUsageError
 
-from ._resp import RespPool, ServerReplyError, asyncio_is_running, pack, pack_command
-
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
+CoredisClient = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 T = TypeVar("T")
-# Encoded command heads the RESP transport keeps (about 300 bytes each).
-_HEADS_KEPT = 1024
 
 
-class RespTransport:
-    """The package's own anyio connection pool (:mod:`._resp`): native on asyncio and trio,
-    and the fastest path on both."""
+def asyncio_is_running() -> bool:
+    """Whether the calling code runs in an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
-    __slots__ = ("_heads", "_pool")
 
-    def __init__(self, pool: RespPool) -> None:
-        self._pool = pool
-        # "EVALSHA <sha1> <key count> <keys...>" encoded, by script and keys: a saga's writes
-        # pass the same keys again and again. Bounded: the sagas in flight.
-        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
+class CoredisTransport:
+    """A coredis client (one server, a cluster, or a Sentinel's primary): native on asyncio
+    and trio. coredis routes each script to the node that holds its keys and follows the
+    cluster's redirections itself.
+
+    An owned client (built from a URL) is opened by :meth:`open` and closed by
+    :meth:`aclose`, both in the task that enters the storage; a client the storage was given
+    is the caller's to open and close.
+    """
+
+    __slots__ = ("_client", "_contexts", "_owned", "_stack")
+
+    def __init__(self, client: CoredisClient, contexts: Sequence[Any] = ()) -> None:
+        self._client = client
+        self._owned = bool(contexts)
+        self._contexts = tuple(contexts)
+        self._stack: AsyncExitStack | None = None
+
+    async def open(self) -> None:
+        """Open an owned client (its connections live until :meth:`aclose`); nothing to do
+        for a client the storage was given."""
+        if not self._owned or self._stack is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            for context in self._contexts:
+                await stack.enter_async_context(context)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    def _check_opened(self) -> None:
+        if self._owned and self._stack is None:
+            raise SagaUsageError(
+                "a Redis storage opened from a URL is used inside 'async with': write "
+                "'async with open_storage(url) as storage:' (its connections live in that "
+                "block, which also closes them)"
+            )
 
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
-        head = self._heads.get((sha, keys))
-        if head is None:
-            head = pack(("EVALSHA", sha, str(len(keys)), *keys)).split(b"\r\n", 1)[1]
-            if len(self._heads) >= _HEADS_KEPT:
-                self._heads.clear()
-            self._heads[sha, keys] = head
-        reply = await self._pool.execute(pack_command(head, 3 + len(keys), argv))
-        if isinstance(reply, ServerReplyError):
-            raise reply
-        return reply
+        self._check_opened()
+        return await self._client.evalsha(sha, keys, argv)
 
     async def script_load(self, source: str) -> None:
-        reply = await self._pool.execute(pack(("SCRIPT", "LOAD", source)))
-        if isinstance(reply, ServerReplyError):
-            raise reply
+        self._check_opened()
+        await self._client.script_load(source)
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
 
 def _asyncio_client_on_other_loop() -> SagaUsageError:
@@ -82,6 +112,9 @@ class AsyncioTransport:
     def __init__(self, client: AsyncClient, *, owned: bool) -> None:
         self._client = client
         self._owned = owned
+
+    async def open(self) -> None:
+        """Nothing: the client is the caller's."""
 
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         if not asyncio_is_running():
@@ -118,6 +151,9 @@ class ThreadTransport:
     def __init__(self, client: SyncClient, *, owned: bool) -> None:
         self._client = client
         self._owned = owned
+
+    async def open(self) -> None:
+        """Nothing: the client is the caller's."""
 
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         return await anyio.to_thread.run_sync(
