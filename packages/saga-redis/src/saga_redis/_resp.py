@@ -20,7 +20,7 @@ import ssl
 import sys
 import typing
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -30,7 +30,7 @@ from anyio.lowlevel import RunVar
 
 from saga_core import SagaStorageError, SagaUsageError, StorageUnavailableError
 
-from ._url import RedisAddress
+from ._url import RedisTarget
 
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -285,7 +285,7 @@ class RespPool:
 
     def __init__(
         self,
-        address: RedisAddress,
+        url: tuple[RedisTarget, Mapping[str, str]],
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
@@ -311,6 +311,19 @@ class RespPool:
                 raise SagaUsageError(f"{name} must be None or seconds > 0, got {value!r}")
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise SagaUsageError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+        address, query = url
+        # This pool speaks to one server over TCP, and from_url passes options as keyword
+        # arguments only, until the storage's client is replaced.
+        if address.kind != "single":
+            raise SagaUsageError(
+                f"RedisSagaStorage.from_url opens redis:// and rediss:// URLs only, for now; "
+                f"for {address.kind} URLs pass a redis-py client to RedisSagaStorage(client)"
+            )
+        if query:
+            raise SagaUsageError(
+                "RedisSagaStorage.from_url takes storage options as keyword arguments only, "
+                "for now; the URL's query may only carry 'db'"
+            )
         if ssl_context is not None and not address.tls:
             raise SagaUsageError("ssl_context is given but the URL is not rediss:// (TLS)")
         self.address = address
@@ -453,14 +466,15 @@ class RespPool:
         context = None
         if address.tls:
             context = self._ssl_context or ssl.create_default_context()
+        [(host, port)] = address.nodes
         loop = asyncio._get_running_loop()
         if loop is not None:
             _, protocol = await loop.create_connection(
                 partial(_AsyncioConnection, loop),
-                address.host,
-                address.port,
+                host,
+                port,
                 ssl=context,
-                server_hostname=address.host if context else None,
+                server_hostname=host if context else None,
             )
             transport = protocol._transport
             sock = transport.get_extra_info("socket") if transport is not None else None
@@ -470,10 +484,10 @@ class RespPool:
             return protocol
         if context is not None:
             stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                address.host, address.port, ssl_context=context, tls_hostname=address.host
+                host, port, ssl_context=context, tls_hostname=host
             )
         else:
-            stream = await anyio.connect_tcp(address.host, address.port)
+            stream = await anyio.connect_tcp(host, port)
         return RespConnection(stream)
 
     async def _handshake(self, connection: Connection) -> None:
