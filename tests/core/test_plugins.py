@@ -129,6 +129,9 @@ async def test_open_storage_works_as_async_context_manager() -> None:
         ("postgresql+psycopg://db/saga", 'pip install "saga-core[postgres]"'),
         ("redis://localhost", 'pip install "saga-core[redis]"'),
         ("rediss://localhost", 'pip install "saga-core[redis]"'),
+        ("unix:///run/redis.sock", 'pip install "saga-core[redis]"'),
+        ("redis+cluster://h1:7000,h2:7000", 'pip install "saga-core[redis]"'),
+        ("rediss+sentinel://h1,h2/mymaster", 'pip install "saga-core[redis]"'),
         (
             "mongodb://localhost",
             "install a package that registers the 'mongodb' scheme in the "

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
 import anyio
-import pytest
 import coredis.exceptions
+import pytest
 import redis
 import redis.asyncio
 

@@ -1,9 +1,8 @@
-"""Key layout, URL parsing, RESP framing and value encoding: no server needed."""
+"""Key layout, RESP framing and value encoding: no server needed (URLs: test_urls.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 
 import pytest
@@ -26,7 +25,6 @@ from saga_redis._records import (
     micros_to_datetime,
     pairs,
 )
-from saga_redis._url import RedisAddress, parse_redis_url
 
 # --- key prefix and layout ---------------------------------------------------------------------
 
@@ -126,13 +124,13 @@ def test_storage_refuses_something_that_is_not_a_redis_client() -> None:
 @pytest.mark.parametrize("retain", [0, -1, float("nan"), float("inf"), "7d", True])
 def test_invalid_retention_is_refused(retain: object) -> None:
     with pytest.raises(SagaUsageError, match="retain_finished_seconds"):
-        RedisSagaStorage.from_url("redis://127.0.0.1/0", retain_finished_seconds=retain)  # type: ignore[arg-type]
+        RedisSagaStorage.from_url("redis://127.0.0.1/0", retain_finished_seconds=retain)
 
 
 @pytest.mark.parametrize("cap", [0, -5, 2.5, True])
 def test_invalid_journal_caps_are_refused(cap: object) -> None:
     with pytest.raises(SagaUsageError, match="max_journal_entries"):
-        RedisSagaStorage.from_url("redis://127.0.0.1/0", max_journal_entries=cap)  # type: ignore[arg-type]
+        RedisSagaStorage.from_url("redis://127.0.0.1/0", max_journal_entries=cap)
 
 
 @pytest.mark.parametrize(
@@ -166,113 +164,6 @@ def test_the_storage_reports_its_settings() -> None:
     assert (storage.key_prefix, storage.shards) == ("app:", 2)
     assert storage.retain_finished_seconds is None
     assert storage.max_journal_entries is None
-
-
-# --- URLs ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "address"),
-    [
-        ("redis://127.0.0.1:6379/14", RedisAddress("127.0.0.1", 6379, 14, None, None, False)),
-        ("redis://localhost", RedisAddress("localhost", 6379, 0, None, None, False)),
-        ("redis://", RedisAddress("localhost", 6379, 0, None, None, False)),
-        ("REDIS://h:1/", RedisAddress("h", 1, 0, None, None, False)),
-        ("redis://h?db=3", RedisAddress("h", 6379, 3, None, None, False)),
-        ("redis://:s%40cret@h/2", RedisAddress("h", 6379, 2, None, "s@cret", False)),
-        ("redis://app:pw@h:7000/1", RedisAddress("h", 7000, 1, "app", "pw", False)),
-        ("rediss://[::1]:6380/5", RedisAddress("::1", 6380, 5, None, None, True)),
-        ("redis://[::1]/3", RedisAddress("::1", 6379, 3, None, None, False)),
-        ("redis://h:/2", RedisAddress("h", 6379, 2, None, None, False)),
-        ("redis://h:65535/2147483647", RedisAddress("h", 65535, 2**31 - 1, None, None, False)),
-        ("redis://:p%C3%A4ss@h", RedisAddress("h", 6379, 0, None, "päss", False)),
-        ("redis://bücher.example", RedisAddress("bücher.example", 6379, 0, None, None, False)),
-    ],
-)
-def test_redis_urls_are_parsed(url: str, address: RedisAddress) -> None:
-    assert parse_redis_url(url) == address
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://secret@h/0",
-        "redis://:secret@h:notaport/0",
-        "redis://:secret@h/zero",
-        "redis://:secret@h/0?socket_timeout=3",
-        "redis://:secret@h/0#frag",
-        "unix:///tmp/redis.sock",
-    ],
-)
-def test_bad_redis_urls_are_refused_without_repeating_the_password(url: str) -> None:
-    with pytest.raises(SagaUsageError) as caught:
-        parse_redis_url(url)
-    assert "secret" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        # int() and str.isdigit() take other scripts' digits: Arabic-Indic, superscripts ...
-        ("redis://127.0.0.1:6379/\u0661", "database must be a number from 0 to 2147483647"),
-        ("redis://127.0.0.1:6379/\u00b2", "written in the digits 0-9"),
-        ("redis://h/0?db=\u0663", "got '\u0663'"),
-        ("redis://h/0?db=%C2%B2", "got '\u00b2'"),
-        ("redis://h/2147483648", "database must be a number from 0 to 2147483647"),
-        ("redis://h/" + "9" * 5000, "database must be a number"),  # int() refuses 4,300+ digits
-        ("redis://h/-1", "database must be a number"),
-        ("redis://h/+1", "database must be a number"),
-        ("redis://h/ 1", "database must be a number"),
-        ("redis://h/1_0", "database must be a number"),
-        ("redis://h/0?db=", "got ''"),
-        ("redis://h/0?db=1&db=2", "'db' query parameter more than once"),
-        ("redis://h:\u0666\u0663\u0667\u0669/0", "port must be a number from 1 to 65535"),
-        ("redis://h:6\u00b379/0", "written in the digits 0-9, got '6\u00b379'"),
-        ("redis://h:0/0", "port must be a number from 1 to 65535"),
-        ("redis://h:65536/0", "port must be a number from 1 to 65535"),
-        ("redis://h:+1/0", "port must be a number"),
-        ("redis://h:1:2/0", "port must be a number"),
-        ("redis://[::1]x/0", "port must be a number"),
-        ("redis://[::1/0", "malformed"),
-        ("redis://h\udcff/0", "host is not a valid host name"),
-        ("redis://" + "a" * 64 + "\u00e9.example/0", "host is not a valid host name"),
-        ("redis://:%FF@h/0", "password is not UTF-8"),
-        ("redis://:p\udcff@h/0", "password is not UTF-8"),
-        ("redis://u%FF:p@h/0", "user name is not UTF-8"),
-        ("redis://h/0?timeout=1", "not ['timeout']"),
-    ],
-)
-def test_each_bad_part_of_a_redis_url_is_named(url: str, message: str) -> None:
-    with pytest.raises(SagaUsageError, match=re.escape(message)):
-        parse_redis_url(url)
-
-
-def test_opening_a_storage_on_a_bad_url_is_a_usage_error() -> None:
-    with pytest.raises(SagaUsageError, match="written in the digits 0-9"):
-        RedisSagaStorage.from_url("redis://127.0.0.1:6379/\u00b2")
-    with pytest.raises(SagaUsageError, match="written in the digits 0-9"):
-        open_redis_storage("redis://127.0.0.1:6379/\u0661")
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "redis://u:se/cret@h/0",  # an unescaped '/' in the password: the rest looks like a port
-        "redis://:s@h/secret",
-        "redis://:s@h/0?secret=1",
-        "redis://:s@h:secret/0",
-        "redis://:s@h/0?db=secret",
-    ],
-)
-def test_a_bad_part_of_a_url_with_credentials_is_not_repeated(url: str) -> None:
-    with pytest.raises(SagaUsageError, match=r"not shown|other parameters") as caught:
-        parse_redis_url(url)
-    assert "secret" not in str(caught.value)
-
-
-def test_an_address_describes_itself_without_credentials() -> None:
-    address = parse_redis_url("rediss://user:pw@[::1]:6380/5")
-    assert address.describe() == "rediss://[::1]:6380/5"
 
 
 # --- values ---------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ script cache (what a restart does) is survived without the caller noticing."""
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
@@ -205,12 +204,12 @@ async def _black_hole(task_group: anyio.abc.TaskGroup) -> int:
 async def test_a_server_that_does_not_answer_the_handshake_times_out_as_unavailable(
     database: str,
 ) -> None:
-    # Connecting includes the handshake (HELLO, and SELECT for database 14): connect_timeout
-    # bounds it.
+    # The connection opens, its handshake (HELLO, and SELECT for database 14) gets no
+    # answer: command_timeout bounds the wait.
     async with anyio.create_task_group() as tg:
         port = await _black_hole(tg)
         async with RedisSagaStorage.from_url(
-            f"redis://127.0.0.1:{port}/{database}", connect_timeout=0.3
+            f"redis://127.0.0.1:{port}/{database}", command_timeout=0.3
         ) as storage:
             with pytest.raises(StorageUnavailableError, match="cannot be reached") as caught:
                 await storage.load(uuid.uuid4())
@@ -257,6 +256,19 @@ async def test_a_storage_opened_from_a_url_is_used_inside_async_with(
     with pytest.raises(StorageUnavailableError, match="closed"):
         async with storage:
             pass
+
+
+async def test_closing_a_storage_inside_its_block_releases_the_client_at_the_end(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    # aclose() from a nested cancel scope refuses later calls; the connections are released
+    # where they were opened, when the block ends.
+    async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
+        await storage.list_recoverable()
+        with anyio.move_on_after(5):
+            await storage.aclose()
+        with pytest.raises(StorageUnavailableError, match="closed"):
+            await storage.list_recoverable()
 
 
 async def test_storages_on_event_loops_in_several_threads_at_once_stay_their_own(

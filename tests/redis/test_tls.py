@@ -11,14 +11,14 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import anyio
 import anyio.abc
 import pytest
 from anyio.streams.tls import TLSListener
 
-from saga_core import SagaStatus, StorageUnavailableError
+from saga_core import SagaStatus, SagaUsageError, StorageUnavailableError
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_redis import RedisSagaStorage
 
@@ -108,4 +108,35 @@ async def test_an_untrusted_certificate_is_refused_as_unavailable(
     ) as storage:
         with pytest.raises(StorageUnavailableError) as caught:
             await storage.load(make_new_saga().saga_id)
-        assert isinstance(caught.value.__cause__, (ssl.SSLError, OSError))
+        assert any(isinstance(error, ssl.SSLError) for error in _chain(caught.value))
+
+
+async def test_a_ca_bundle_named_in_the_url_makes_the_server_trusted(
+    tls_port: int, certificate: tuple[Path, Path], redis_url: str, redis_key_prefix: str
+) -> None:
+    database = redis_url.rsplit("/", 1)[1]
+    bundle = quote(str(certificate[0]), safe="")
+    async with RedisSagaStorage.from_url(
+        f"rediss://127.0.0.1:{tls_port}/{database}?ssl_ca_certs={bundle}",
+        key_prefix=redis_key_prefix,
+    ) as storage:
+        new = make_new_saga()
+        await storage.create(new)
+        assert (await storage.load(new.saga_id)).version == 1
+
+
+def test_a_ca_bundle_without_a_certificate_is_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "empty.pem"
+    bundle.write_text("")
+    with pytest.raises(SagaUsageError, match="ssl_ca_certs"):
+        RedisSagaStorage.from_url("rediss://127.0.0.1:6380/0", ssl_ca_certs=str(bundle))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from or while handling."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen

@@ -11,6 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 from saga_core import SagaStatus, SagaUsageError
 
+#: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
+DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
+#: How many journal entries a saga keeps by default; older ones are dropped first.
+DEFAULT_MAX_JOURNAL_ENTRIES = 1000
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _INF = math.inf

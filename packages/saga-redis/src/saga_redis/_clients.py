@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import ssl
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import coredis
+from coredis.connection import TCPLocation
 from coredis.retry import ConstantRetryPolicy
+
+from saga_core import SagaUsageError
+
+if TYPE_CHECKING:
+    from ._options import RedisOptions
+    from ._url import RedisTarget
 
 #: Connections a storage's client opens at most (per node on a cluster).
 DEFAULT_MAX_CONNECTIONS = 100
-#: Seconds to connect (and authenticate) before giving up.
+#: Seconds to connect (the TCP and TLS connection) before giving up.
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for one reply, the connection's handshake (HELLO, AUTH, SELECT) included:
+#: coredis bounds only the socket's connection by ``connect_timeout``, so without a reply
+#: limit a server that accepts and never answers would hold a saga forever.
+DEFAULT_COMMAND_TIMEOUT = 10.0
+#: Shards (hash slots of the indexes) a storage on a cluster uses unless told otherwise: the
+#: recovery indexes spread over the masters instead of loading one, and a recovery round
+#: reads this many indexes.
+CLUSTER_DEFAULT_SHARDS = 16
 
-Kind = Literal["single", "unix", "cluster", "sentinel"]
+# What the sentinels themselves are reached with.
+_SENTINEL_SETTINGS = frozenset({"connect_timeout", "stream_timeout", "ssl", "ssl_context"})
+
 Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
 # A command that lost its connection is sent again, twice at most, after a short pause: a
@@ -37,63 +54,65 @@ class OpenableClient(NamedTuple):
     """Entered in order to open the client, exited in reverse to close it."""
 
 
-def build_client(
-    *,
-    kind: Kind,
-    nodes: tuple[tuple[str, int], ...],
-    socket_path: str | None,
-    db: int,
-    username: str | None,
-    password: str | None,
-    tls: bool,
-    service_name: str | None,
-    max_connections: int,
-    connect_timeout: float | None,
-    command_timeout: float | None,
-    ssl_context: ssl.SSLContext | None,
-) -> OpenableClient:
-    """The coredis client for a deployment (nothing connects until it is opened).
+def build_client(target: RedisTarget, options: RedisOptions) -> OpenableClient:
+    """The coredis client for ``target`` with the connection ``options`` (nothing connects
+    until it is opened).
 
-    ``nodes`` are the server (single), the seed nodes (cluster) or the sentinels (sentinel);
-    ``service_name`` the primary the sentinels monitor. ``command_timeout`` bounds the wait
-    for one reply (None: no limit).
+    Raises:
+        SagaUsageError: the TLS settings cannot be used (a CA bundle that holds no
+            certificate, say).
+    """
+    try:
+        return _build(target, options)
+    except ssl.SSLError as exc:
+        raise SagaUsageError(
+            f"the TLS settings of the Redis storage cannot be used ({exc.reason or exc}): "
+            f"check ssl_ca_certs (a PEM file of CA certificates) or ssl_context"
+        ) from exc
+
+
+def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
+    """A target's nodes are the server (single), the seed nodes (cluster: the client learns
+    the rest) or the sentinels (sentinel: the client asks them for the primary of
+    ``target.service_name``, and again after a failover).
     """
     common: dict[str, Any] = {
-        "username": username,
-        "password": password,
-        "connect_timeout": connect_timeout,
-        "stream_timeout": command_timeout,
-        "max_connections": max_connections,
+        "username": target.username,
+        "password": target.password,
+        "connect_timeout": options.connect_timeout,
+        "stream_timeout": options.command_timeout,
+        "max_connections": options.max_connections,
         "retry_policy": _RETRY,
     }
-    if tls:
+    if target.tls:
         common["ssl"] = True
-        if ssl_context is not None:
-            common["ssl_context"] = ssl_context
-    if kind == "cluster":
+        common["ssl_check_hostname"] = options.ssl_check_hostname
+        if options.ssl_context is not None:
+            common["ssl_context"] = options.ssl_context
+        if options.ssl_ca_certs is not None:
+            common["ssl_ca_certs"] = options.ssl_ca_certs
+    if target.kind == "cluster":
         cluster: coredis.RedisCluster[bytes] = coredis.RedisCluster(
-            startup_nodes=[coredis.connection.TCPLocation(host, port) for host, port in nodes],
+            startup_nodes=[TCPLocation(host, port) for host, port in target.nodes],
             max_connections_per_node=True,
             **common,
         )
         return OpenableClient(cluster, (cluster,))
-    if kind == "sentinel":
-        assert service_name is not None, "a sentinel URL names its service"
+    if target.kind == "sentinel":
+        assert target.service_name is not None, "a sentinel URL names its service"
         # The URL's credentials are the primary's; sentinels are reached with the same
         # timeouts and TLS, without them.
-        sentinel_kwargs = {
-            key: value
-            for key, value in common.items()
-            if key in ("connect_timeout", "stream_timeout", "ssl", "ssl_context")
-        }
+        sentinel_kwargs = {key: value for key, value in common.items() if key in _SENTINEL_SETTINGS}
         sentinels: coredis.Sentinel[bytes] = coredis.Sentinel(
-            [(host, port) for host, port in nodes], sentinel_kwargs=sentinel_kwargs
+            list(target.nodes), sentinel_kwargs=sentinel_kwargs
         )
-        primary = sentinels.primary_for(service_name, db=db, **common)
+        primary = sentinels.primary_for(target.service_name, db=target.db, **common)
         return OpenableClient(primary, (sentinels, primary))
-    if kind == "unix":
-        single: coredis.Redis[bytes] = coredis.Redis(unix_socket_path=socket_path, db=db, **common)
+    if target.kind == "unix":
+        single: coredis.Redis[bytes] = coredis.Redis(
+            unix_socket_path=target.socket_path, db=target.db, **common
+        )
     else:
-        ((host, port),) = nodes
-        single = coredis.Redis(host, port, db, **common)
+        ((host, port),) = target.nodes
+        single = coredis.Redis(host, port, target.db, **common)
     return OpenableClient(single, (single,))

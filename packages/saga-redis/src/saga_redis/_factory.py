@@ -1,42 +1,27 @@
-"""The ``redis`` and ``rediss`` entry points of the ``saga_core.storages`` group."""
+"""The entry points of the ``saga_core.storages`` group: one factory for every Redis scheme."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from saga_core import SagaUsageError
-
+from ._options import resolve_url
 from ._storage import RedisSagaStorage
-
-_OPTIONS = frozenset(
-    {
-        "key_prefix",
-        "retain_finished_seconds",
-        "max_journal_entries",
-        "shards",
-        "max_connections",
-        "connect_timeout",
-        "command_timeout",
-        "ssl_context",
-    }
-)
 
 
 def open_redis_storage(url: str, **options: Any) -> RedisSagaStorage:
-    """Open a :class:`RedisSagaStorage` for a ``redis://`` or ``rediss://`` URL.
+    """Open a :class:`RedisSagaStorage` for a Redis URL.
 
-    This is what ``saga_core.open_storage("redis://127.0.0.1:6379/0", ...)`` calls. The
-    options are :meth:`RedisSagaStorage.from_url`'s: ``key_prefix``,
-    ``retain_finished_seconds``, ``max_journal_entries``, ``shards``, ``max_connections``,
-    ``connect_timeout``, ``command_timeout`` and ``ssl_context``.
+    This is what ``saga_core.open_storage(url, ...)`` calls for the schemes ``redis``,
+    ``rediss``, ``unix``, ``redis+cluster``, ``rediss+cluster``, ``redis+sentinel`` and
+    ``rediss+sentinel``. The options are :meth:`RedisSagaStorage.from_url`'s (the package
+    README's table), given here or in the URL's query; a text value reads as in the query
+    (``shards="16"``), which is how the CLI's ``--option shards=16`` arrives.
 
     Raises:
-        SagaUsageError: the URL is not a Redis URL, or an option is unknown or invalid.
+        SagaUsageError: the URL is not a Redis URL, or an option is unknown, invalid or
+            contradicts the URL. Messages never repeat a part of a URL with credentials.
     """
-    unknown = sorted(options.keys() - _OPTIONS)
-    if unknown:
-        raise SagaUsageError(
-            f"unknown Redis storage option(s) {', '.join(unknown)}; accepted: "
-            f"{', '.join(sorted(_OPTIONS))}"
-        )
-    return RedisSagaStorage.from_url(url, **options)
+    # Read here too, so that text options reach from_url as the values they stand for.
+    _, resolved = resolve_url(url, options)
+    given = {name: getattr(resolved, name) for name in options}
+    return RedisSagaStorage.from_url(url, **given)

@@ -71,10 +71,12 @@ class RequestPath:
         except Exception as exc:
             raise transport_error(exc, self._key_prefix) from exc
 
+    def refuse_calls(self) -> None:
+        """Refuse every later call; the transport stays open until :meth:`aclose`."""
+        self._closed = True
+
     async def aclose(self) -> None:
         """Refuse every later call and close the transport (a client the storage was given
         stays open: its transport does not close it). Idempotent."""
-        if self._closed:
-            return
         self._closed = True
         await self._transport.aclose()

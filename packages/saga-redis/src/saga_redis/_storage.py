@@ -8,9 +8,9 @@ all send their scripts through one :class:`._request.RequestPath`.
 
 from __future__ import annotations
 
-import ssl
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 from uuid import UUID
 
 import coredis
@@ -21,19 +21,19 @@ from saga_core import SagaRecord, SagaStatus, SagaUsageError
 from saga_core.storage import Checkpoint, JournalEntry, NewSaga
 
 from . import _listing, _recovery
-from ._arguments import journal_cap_arg, retention_arg
+from ._arguments import (
+    DEFAULT_MAX_JOURNAL_ENTRIES,
+    DEFAULT_RETAIN_FINISHED_SECONDS,
+    journal_cap_arg,
+    retention_arg,
+)
+from ._clients import CLUSTER_DEFAULT_SHARDS, build_client
 from ._keys import DEFAULT_KEY_PREFIX, KeyLayout
 from ._lua import Transport
+from ._options import resolve_url
 from ._request import RequestPath
-from ._clients import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, build_client
 from ._transports import AsyncioTransport, CoredisTransport, ThreadTransport
-from ._url import parse_redis_url
 from ._writes import SagaWrites
-
-#: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
-DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
-#: How many journal entries a saga keeps by default; older ones are dropped first.
-DEFAULT_MAX_JOURNAL_ENTRIES = 1000
 
 
 class RedisSagaStorage:
@@ -105,67 +105,44 @@ class RedisSagaStorage:
         self._retain_finished_seconds = retain_finished_seconds
         self._max_journal_entries = max_journal_entries
         self._path = RequestPath(transport, layout.prefix)
+        # Inside 'async with': closing then waits for the block's end (see aclose).
+        self._entered = False
         self._writes = SagaWrites(self._path, layout, retain_arg, cap_arg)
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        retain_finished_seconds: float | None = DEFAULT_RETAIN_FINISHED_SECONDS,
-        max_journal_entries: int | None = DEFAULT_MAX_JOURNAL_ENTRIES,
-        shards: int = 1,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-        command_timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> RedisSagaStorage:
-        """Open a storage on ``url``: ``redis://[[user]:password@]host[:port][/db]``, or
-        ``rediss://`` for TLS.
+    def from_url(cls, url: str, **options: Any) -> RedisSagaStorage:
+        """Open a storage on the Redis deployment ``url`` names, with its own coredis client
+        (asyncio and trio, natively). Use it inside ``async with``: the client's connections
+        live in that block, which closes them.
 
-        The storage talks to Redis through its own small connection pool on anyio streams, so
-        it runs natively on asyncio and trio. Nothing connects before the first call, and
-        :meth:`aclose` closes the connections. For Sentinel, Cluster or other client features,
-        pass a redis-py client to the constructor instead.
+        URLs: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS),
+        ``unix://[[user]:password@]/path/to/redis.sock[?db=N]``,
+        ``redis+cluster://h1:p1[,h2:p2...]`` and
+        ``redis+sentinel://s1:p1[,s2:p2...]/service_name[/db]`` (``rediss+...`` for TLS).
 
-        Args:
-            url: the server and database; only a ``db`` query parameter is accepted.
-            max_connections: connections open at once per event loop; more concurrent calls
-                wait for one.
-            connect_timeout: seconds to connect (and authenticate) before giving up.
-            command_timeout: seconds to wait for one reply before giving up (``None``: no
-                limit). A timed-out write may still have happened: the next write's version
-                check tells.
-            ssl_context: TLS settings for ``rediss://`` (default: the system's trusted CAs,
-                hostname checked).
-            key_prefix, retain_finished_seconds, max_journal_entries, shards: as for the
-                constructor.
+        Options, as keyword arguments or query parameters of the URL (the package README
+        has the table): ``key_prefix``, ``shards`` (default 1, or
+        :data:`CLUSTER_DEFAULT_SHARDS` on a cluster), ``retain_finished_seconds``,
+        ``max_journal_entries``, ``max_connections`` (per node), ``connect_timeout``
+        (seconds to connect, handshake included), ``command_timeout`` (seconds to wait for
+        one reply; a timed-out write may still have happened: the next write's version
+        check tells), and for TLS ``ssl_context`` (keyword only), ``ssl_ca_certs`` and
+        ``ssl_check_hostname``.
 
         Raises:
-            SagaUsageError: the URL is not a Redis URL, or an argument is invalid. Messages
-                never repeat the URL, which may hold a password.
+            SagaUsageError: the URL or an option is invalid, or an option contradicts the
+                URL. Messages never repeat a part of the URL that holds a password.
         """
-        address = parse_redis_url(url)
-        client, contexts = build_client(
-            kind="single",
-            nodes=((address.host, address.port),),
-            socket_path=None,
-            db=address.db,
-            username=address.username,
-            password=address.password,
-            tls=address.tls,
-            service_name=None,
-            max_connections=max_connections,
-            connect_timeout=connect_timeout,
-            command_timeout=command_timeout,
-            ssl_context=ssl_context,
-        )
+        target, resolved = resolve_url(url, options)
+        client, contexts = build_client(target, resolved)
+        shards = resolved.shards
+        if shards is None:
+            shards = CLUSTER_DEFAULT_SHARDS if target.kind == "cluster" else 1
         return cls(
             CoredisTransport(client, contexts),
-            key_prefix,
-            retain_finished_seconds=retain_finished_seconds,
-            max_journal_entries=max_journal_entries,
+            resolved.key_prefix,
+            retain_finished_seconds=resolved.retain_finished_seconds,
+            max_journal_entries=resolved.max_journal_entries,
             shards=shards,
         )
 
@@ -364,19 +341,25 @@ class RedisSagaStorage:
     async def aclose(self) -> None:
         """Close the storage: later calls raise :class:`~saga_core.StorageUnavailableError`.
 
-        Closes the clients the storage opened itself (:meth:`from_url`), never a client it
-        was given. Idempotent.
+        Inside ``async with`` the client the storage opened itself (:meth:`from_url`) keeps
+        its connections until the block ends, which releases them (a client's connections
+        live in the block that opened them); outside, they are released now. Never closes a
+        client the storage was given. Idempotent.
         """
-        await self._path.aclose()
+        if self._entered:
+            self._path.refuse_calls()
+        else:
+            await self._path.aclose()
 
     async def __aenter__(self) -> RedisSagaStorage:
         """Open the client the storage opened itself (:meth:`from_url`); its connections
         live until the block ends.
 
         Raises:
-            StorageUnavailableError: Redis cannot be reached.
+            StorageUnavailableError: the storage is closed, or Redis cannot be reached.
         """
         await self._path.open()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -385,4 +368,5 @@ class RedisSagaStorage:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        self._entered = False
+        await self._path.aclose()

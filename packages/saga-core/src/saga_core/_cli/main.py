@@ -3,10 +3,12 @@
 Commands: ``list``, ``show``, ``recover``, ``retry-compensation``, ``worker`` and ``graph``.
 Every command but ``graph`` works on the storage at ``--url`` (default: the
 ``SAGA_STORAGE_URL`` environment variable), opened with :func:`saga_core.open_storage`, so
-any installed storage plugin works. ``--json`` prints one JSON document on stdout instead of
-text. Errors are one line on stderr; the exit code is 0 on success, 1 for a runtime failure,
-2 for a usage error, and 141 (as for a process killed by SIGPIPE) when stdout was closed before
-everything was printed (``saga show ID | head``), which is not reported.
+any installed storage plugin works; each ``--option KEY=VALUE`` becomes one of its keyword
+arguments, as text (the plugin reads it as it reads its URL's query). ``--json`` prints one
+JSON document on stdout instead of text. Errors are one line on stderr; the exit code is 0 on
+success, 1 for a runtime failure, 2 for a usage error, and 141 (as for a process killed by
+SIGPIPE) when stdout was closed before everything was printed (``saga show ID | head``), which
+is not reported.
 
 Text for people shows stored text with its control characters escaped (see
 :func:`~saga_core._cli.format.terminal_text`), on stdout, on stderr and in log lines; ``--json``
@@ -66,7 +68,7 @@ from .load import (
     load_saga_to_draw,
     usage_error,
 )
-from .parser import URL_ENV, build_parser
+from .parser import COMMAND_OPTIONS_DEST, OPTIONS_DEST, URL_ENV, build_parser
 
 logger = logging.getLogger("saga_core.cli")
 
@@ -121,6 +123,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             args.url = os.environ.get(URL_ENV)
         if not args.url:
             raise usage_error(f"no storage URL: pass --url URL or set {URL_ENV}")
+        args.storage_options = _storage_options(args)
         command = _COMMANDS[args.command]
         try:
             return anyio.run(partial(command, args), backend=args.backend)
@@ -136,13 +139,29 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 130
 
 
+def _storage_options(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--option`` pairs given before and after the command's name, as keyword
+    arguments; a name given twice with two values is a usage error."""
+    pairs = [*getattr(args, OPTIONS_DEST), *getattr(args, COMMAND_OPTIONS_DEST, [])]
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if options.setdefault(key, value) != value:
+            raise usage_error(f"--option {key} is given twice, with different values")
+    return options
+
+
+def _open_storage(args: argparse.Namespace) -> SagaStorage:
+    """The storage at ``--url``, opened with the ``--option`` pairs (as text)."""
+    return open_storage(args.url, **args.storage_options)
+
+
 # --- commands ------------------------------------------------------------------------------
 
 
 async def _list(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     older_than: timedelta | None = args.older_than
-    async with open_storage(args.url) as storage:
+    async with _open_storage(args) as storage:
         records = await storage.list_sagas(
             status=None if args.status is None else SagaStatus(args.status),
             saga_name=args.name,
@@ -161,7 +180,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     saga_id: UUID = args.saga_id
-    async with open_storage(args.url) as storage:
+    async with _open_storage(args) as storage:
         record = await storage.load(saga_id)
         entries = await storage.history(saga_id)
     if args.json:
@@ -175,7 +194,7 @@ async def _recover(args: argparse.Namespace, *, only_rollback: bool) -> int:
     saga_id: UUID = args.saga_id
     saga_map = load_saga_map(args.sagas)
     container = _load_container(args)
-    async with open_storage(args.url) as storage:
+    async with _open_storage(args) as storage:
         record = await storage.load(saga_id)
         result: dict[str, Any] = {
             "saga_id": str(saga_id),
@@ -240,7 +259,7 @@ def _load_container(args: argparse.Namespace) -> object | None:
 async def _worker(args: argparse.Namespace) -> int:
     saga_map = load_saga_map(args.sagas)
     container = _load_container(args)
-    async with open_storage(args.url) as storage:
+    async with _open_storage(args) as storage:
         worker = RecoveryWorker(
             saga_map,
             storage,

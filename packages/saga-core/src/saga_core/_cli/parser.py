@@ -14,6 +14,9 @@ from saga_core._runtime.mediator import DEFAULT_LEASE_SECONDS
 from .format import parse_duration, terminal_text
 
 URL_ENV = "SAGA_STORAGE_URL"
+#: Where the ``--option`` pairs given before the command's name go, and those after it.
+OPTIONS_DEST = "storage_options"
+COMMAND_OPTIONS_DEST = "command_storage_options"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +175,19 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
 
     parser.add_argument("--url", default=default(None), help=f"storage URL (default: ${URL_ENV})")
     parser.add_argument(
+        "--option",
+        # Given before and after the command's name, the two lists are kept apart (a
+        # command's parser would replace the list given before it) and joined by main.
+        dest=COMMAND_OPTIONS_DEST if suppress else OPTIONS_DEST,
+        action="append",
+        type=_storage_option,
+        default=default([]),
+        metavar="KEY=VALUE",
+        help="a storage option, passed to the storage plugin as text, as open_storage(url, "
+        "KEY='VALUE') (repeatable), e.g. key_prefix=shop: for Redis, table=sagas for SQL; "
+        "the storage's README lists its options",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         default=default(False),
@@ -229,6 +245,26 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _storage_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as ``(key, value)``; the value may be empty or hold ``=``. The value is
+    never quoted in a message: it may be a secret."""
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(
+            "expected KEY=VALUE, as in key_prefix=shop: (the argument has no '=')"
+        )
+    if not key:
+        raise argparse.ArgumentTypeError(
+            "expected KEY=VALUE, as in key_prefix=shop: (the name before '=' is empty)"
+        )
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with KEY an option name (letters, digits and '_', as in "
+            f"key_prefix=shop:), got the name {key!r}"
+        )
+    return key, value
 
 
 def _positive_int(text: str) -> int:

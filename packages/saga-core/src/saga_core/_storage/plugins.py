@@ -183,6 +183,6 @@ def _storage_install(scheme: str) -> str | None:
         return _POSTGRES_HINT
     if scheme.startswith("sqlite"):
         return _SQLALCHEMY_HINT
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "unix") or scheme.startswith(("redis+", "rediss+")):
         return _REDIS_HINT
     return None
