@@ -1,14 +1,14 @@
 """The raw limits every comparison is held against, measured on this machine, and the scratch
 PostgreSQL schemas the workers put their tables in.
 
-It imports nothing of this project (only the standard library, and asyncpg or redis when a
+It imports nothing of this project (only the standard library, and asyncpg or coredis when a
 function needs them), so the peers' workers use it too, each in its own environment:
 
 * ``bare_loop``: the least a 3-step saga costs in Python — await each step's act (which
   bumps a context field) and JSON-encode the context after it, with no storage at all;
 * ``sqlite_commits``: one-row INSERT transactions on a WAL SQLite file (stdlib driver);
 * ``pg_commits``: one-row INSERTs in autocommit through asyncpg, one or many connections;
-* ``redis_round_trips``: SETs one after another through redis-py's asyncio client;
+* ``redis_round_trips``: SETs one after another through coredis (saga-redis's client);
 * ``pg_scratch_schema``, ``pg_settings``, ``pg_drop_schema``: a fresh schema for one
   measurement's tables, and its connections' settings.
 
@@ -100,21 +100,21 @@ async def pg_commits(n: int, conc: int) -> float:
 
 
 async def redis_round_trips(n: int) -> float:
-    """Seconds for ``n`` SETs one after another (after a warm-up of 100)."""
-    import redis.asyncio
+    """Seconds for ``n`` SETs one after another (after a warm-up of 100), through coredis,
+    the client saga-redis opens from a URL."""
+    import coredis
 
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
     keys = [f"bench:limit:{i}" for i in range(100)]
-    try:
-        for key in keys:
-            await client.set(key, _ROW)
-        started = time.perf_counter()
-        for i in range(n):
-            await client.set(keys[i % 100], _ROW)
-        return time.perf_counter() - started
-    finally:
-        await client.delete(*keys)
-        await client.aclose()
+    async with coredis.Redis.from_url(REDIS_URL) as client:
+        try:
+            for key in keys:
+                await client.set(key, _ROW)
+            started = time.perf_counter()
+            for i in range(n):
+                await client.set(keys[i % 100], _ROW)
+            return time.perf_counter() - started
+        finally:
+            await client.delete(keys)
 
 
 async def pg_scratch_schema(prefix: str) -> str:

@@ -23,6 +23,7 @@ import uuid
 import _limits
 import anyio
 import redis
+import redis.asyncio
 
 from saga_core import Response, Saga, SagaContext, SagaStepHandler, bootstrap
 from saga_redis import RedisSagaStorage
@@ -65,42 +66,53 @@ def _purge(prefix: str) -> None:
         client.close()
 
 
-async def measure(conc: int, n: int) -> float:
-    """Seconds for ``n`` sagas, ``conc`` at a time (after a short warm-up)."""
+async def measure(conc: int, n: int, client: str = "coredis") -> float:
+    """Seconds for ``n`` sagas, ``conc`` at a time (after a short warm-up). ``client``:
+    ``"coredis"`` (``RedisSagaStorage.from_url``, what ``open_storage`` opens) or
+    ``"redis-py"`` (the storage given a ``redis.asyncio.Redis``; asyncio only)."""
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     # Finished sagas expire after a minute, so repeated runs do not fill the database.
-    storage = RedisSagaStorage.from_url(
-        REDIS_URL,
-        key_prefix=prefix,
-        retain_finished_seconds=60,
-        max_connections=max(conc, 10),
-    )
-    try:
-        mediator = bootstrap(
-            sagas_mapper=lambda m: m.bind(BenchContext, BenchSaga), saga_storage=storage
+    settings = {"key_prefix": prefix, "retain_finished_seconds": 60}
+    given = None
+    if client == "redis-py":
+        given = redis.asyncio.Redis.from_url(REDIS_URL, max_connections=max(conc, 10))
+        storage = RedisSagaStorage(given, **settings)  # type: ignore[arg-type]
+    else:
+        storage = RedisSagaStorage.from_url(
+            REDIS_URL, max_connections=max(conc, 10), **settings
         )
-        for i in range(50):
-            await mediator.run(BenchContext(order_id=f"warm-{i}"))
-        if conc == 1:
-            start = time.perf_counter()
-            for i in range(n):
-                await mediator.run(BenchContext(order_id=str(i)))
-            return time.perf_counter() - start
-
-        counter = iter(range(n))
-
-        async def worker() -> None:
-            for i in counter:
-                await mediator.run(BenchContext(order_id=str(i)))
-
-        start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for _ in range(conc):
-                tg.start_soon(worker)
-        return time.perf_counter() - start
+    try:
+        async with storage:
+            return await _run(storage, conc, n)
     finally:
-        await storage.aclose()
+        if given is not None:
+            await given.aclose()
         _purge(prefix)
+
+
+async def _run(storage: RedisSagaStorage, conc: int, n: int) -> float:
+    mediator = bootstrap(
+        sagas_mapper=lambda m: m.bind(BenchContext, BenchSaga), saga_storage=storage
+    )
+    for i in range(50):
+        await mediator.run(BenchContext(order_id=f"warm-{i}"))
+    if conc == 1:
+        start = time.perf_counter()
+        for i in range(n):
+            await mediator.run(BenchContext(order_id=str(i)))
+        return time.perf_counter() - start
+
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            await mediator.run(BenchContext(order_id=str(i)))
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(conc):
+            tg.start_soon(worker)
+    return time.perf_counter() - start
 
 
 def main() -> None:
