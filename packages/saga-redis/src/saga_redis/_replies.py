@@ -31,8 +31,18 @@ from saga_core import (
 from ._keys import LAYOUT_VERSION, KeyLayout
 from ._records import micros_to_datetime, text
 
-# Error replies that mean "not now" rather than "never": a busy, loading or read-only server.
-_UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+# Error replies that mean "not now" rather than "never": a busy, loading or read-only server,
+# or a primary that lost the replicas it needs to take writes (min-replicas-to-write: the
+# moment of a failover, before the sentinels demote it).
+_UNAVAILABLE_REPLIES = (
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "NOREPLICAS",
+)
 # What each role of key (the part after the hash tag) holds.
 _KEY_TYPES = (
     ("record:", "hash"),
