@@ -106,7 +106,10 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
         sentinels: coredis.Sentinel[bytes] = coredis.Sentinel(
             list(target.nodes), sentinel_kwargs=sentinel_kwargs
         )
-        primary = sentinels.primary_for(target.service_name, db=target.db, **common)
+        # The primary's client takes connection settings only: coredis gives it its default
+        # retry policy (a lost connection is retried, the primary asked for again).
+        settings = {key: value for key, value in common.items() if key != "retry_policy"}
+        primary = sentinels.primary_for(target.service_name, db=target.db, **settings)
         return OpenableClient(primary, (sentinels, primary))
     if target.kind == "unix":
         single: coredis.Redis[bytes] = coredis.Redis(
