@@ -1,18 +1,46 @@
-"""Fixtures of the saga-redis tests: a key prefix of the test's own, deleted afterwards.
+"""Fixtures of the saga-redis tests: key prefixes of the test's own, and the Redis Cluster and
+Sentinel setups.
 
-The server and the backends come from the root conftest (``redis_url``, ``anyio_backend``).
-Every test uses the root's ``redis_url`` (database 14) under a prefix nobody else uses, so
-tests never see each other's keys and may run while other programs use the server.
+The single server and the backends come from the root conftest (``redis_url``,
+``anyio_backend``). Every test uses the root's ``redis_url`` (database 14) under a prefix nobody
+else uses, so tests never see each other's keys and may run while other programs use the server.
+
+The Redis Cluster (``redis_cluster_nodes``, ``redis_cluster_url``) and the Sentinel setup
+(``redis_sentinel_url``) are started on first use by :mod:`.servers`, or reused when already
+running (``.ci/run`` starts them); a setup the session started is stopped when it ends. When
+they cannot start (no ``redis-server``, a port held by another program) the tests that need them
+are skipped with the reason, or fail when ``SAGA_REQUIRE_SERVICES=1``. Such tests get the
+``redis_cluster`` / ``redis_sentinel`` marker automatically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
+from . import servers
 from ._support import purge
+
+# The marker each setup's fixtures give the tests that use them.
+_MARKERS = {
+    "redis_cluster_nodes": "redis_cluster",
+    "redis_cluster_url": "redis_cluster",
+    "redis_sentinel_url": "redis_sentinel",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function):
+            for fixture, marker in _MARKERS.items():
+                if fixture in item.fixturenames:
+                    item.add_marker(marker)
 
 
 @pytest.fixture
@@ -21,3 +49,85 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
     purge(redis_url, prefix)
+
+
+@contextlib.contextmanager
+def _running(setup: servers.Setup) -> Iterator[None]:
+    """Start ``setup`` (or reuse it) for the block, and stop it afterwards if it was started
+    here. Skips, or fails with ``SAGA_REQUIRE_SERVICES=1``, when it cannot start."""
+    try:
+        started = servers.start(setup)
+    except servers.ServerSetupError as exc:
+        error = exc
+    else:
+        try:
+            yield
+        finally:
+            if started:
+                servers.stop(setup)
+        return
+    # Skipped or failed outside the `except` block, so the report shows no chained traceback.
+    reason = f"the {setup.describe()} cannot start: {error}"
+    if os.environ.get("SAGA_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (SAGA_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
+    """The Redis Cluster's masters, ``[("127.0.0.1", 7101), ...]``, started for the session
+    (see :mod:`tests.redis.servers`)."""
+    with _running(servers.CLUSTER):
+        yield [(servers.HOST, port) for port in servers.CLUSTER_PORTS]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster_nodes: list[tuple[str, int]]) -> str:
+    """``redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103``."""
+    return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in redis_cluster_nodes)
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    """``redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/sagaprimary``: the
+    Sentinel setup, started for the session. Its primary may have moved to 7202 (a test
+    failed over); ask for ``sentinel_setup`` to have it on 7201."""
+    with _running(servers.SENTINEL):
+        sentinels = ",".join(f"{servers.HOST}:{port}" for port in servers.SENTINEL_PORTS)
+        yield f"redis+sentinel://{sentinels}/{servers.SERVICE_NAME}"
+
+
+@pytest.fixture
+def sentinel_setup(redis_sentinel_url: str) -> servers.SentinelSetup:
+    """The Sentinel setup as :func:`servers.start` leaves it: healthy, empty, its primary on
+    7201 (restarted if a failover moved it). For tests that fail over."""
+    servers.reset(servers.SENTINEL)
+    return servers.SENTINEL
+
+
+@pytest.fixture
+def cluster_key_prefix(redis_cluster_nodes: list[tuple[str, int]]) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted from every node afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    for host, port in redis_cluster_nodes:
+        _unlink_under(redis.Redis(host=host, port=port), prefix)
+
+
+@pytest.fixture
+def sentinel_key_prefix(redis_sentinel_url: str) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted from the primary afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    primary = servers.SENTINEL.primary_port()
+    _unlink_under(redis.Redis(host=servers.HOST, port=primary), prefix)
+
+
+def _unlink_under(server: redis.Redis, prefix: str) -> None:
+    """Delete the keys under ``prefix`` on one server, and close the client."""
+    try:
+        # One key at a time: a cluster node refuses a DEL naming keys of different slots.
+        for key in server.scan_iter(match=f"{prefix}*", count=1000):
+            server.unlink(key)
+    finally:
+        server.close()
