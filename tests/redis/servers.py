@@ -478,12 +478,12 @@ def start(setup: Setup) -> bool:
             held by a program that is not the setup's own server, or the setup did not get
             healthy (the message names the directory of the logs).
     """
-    missing = missing_programs()
-    if missing:
-        raise ServerSetupError(f"{' and '.join(missing)} not found on PATH: install Redis 7")
     with _locked(setup):
         if status(setup) is None:
             return False
+        missing = missing_programs()
+        if missing:
+            raise ServerSetupError(f"{' and '.join(missing)} not found on PATH: install Redis 7")
         _stop_unlocked(setup)
         held = [port for port in setup.ports if _port_taken(port)]
         if held:

@@ -35,6 +35,7 @@ class RedisDamage(SagaStorageContract):
     package README): every kind of :data:`saga_core.testing.DAMAGE_KINDS` a record can hold."""
 
     damage_kinds: ClassVar[tuple[str, ...]] = tuple(_DAMAGE)
+    _raw: redis.Redis | redis.RedisCluster  # a cluster's subclass (test_cluster) sets the latter
 
     @pytest.fixture(autouse=True)
     def raw(self, redis_url: str) -> Iterator[redis.Redis]:
