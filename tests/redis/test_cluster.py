@@ -2,8 +2,9 @@
 runs spread over every node, a worker recovering stalled sagas, and the CLI.
 
 The storage is opened as applications open it, ``RedisSagaStorage.from_url("redis+cluster://
-...")``; those tests are marked xfail, and not run, while from_url refuses such URLs (until the
-coredis transport). A redis-py ``RedisCluster`` client given to the constructor runs them today.
+...")``; those tests are marked xfail, and not run, while from_url refuses such URLs. A coredis
+``RedisCluster`` client (what from_url is to build) or a redis-py one, given to the storage, runs
+them today.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.to_thread
+import coredis
 import pytest
+from coredis.typing import Node
 from redis.cluster import RedisCluster
 
 from saga_core import (
@@ -82,6 +85,17 @@ def _cluster_client(nodes: list[tuple[str, int]]) -> RedisCluster:
     return RedisCluster(host=host, port=port)
 
 
+@contextlib.asynccontextmanager
+async def _coredis_cluster(
+    nodes: list[tuple[str, int]],
+) -> AsyncIterator[coredis.RedisCluster[bytes]]:
+    """A coredis cluster client, open."""
+    startup = [Node(host=host, port=port) for host, port in nodes]
+    client = coredis.RedisCluster(startup_nodes=startup)
+    async with client:
+        yield client
+
+
 # --- the storage contract --------------------------------------------------------------------
 
 
@@ -111,7 +125,21 @@ class TestClusterFromUrlContract(ClusterDamage):
             yield storage
 
 
-class TestClusterClientContract(ClusterDamage):
+class TestClusterCoredisContract(ClusterDamage):
+    """A coredis ``RedisCluster`` client."""
+
+    @pytest.fixture
+    async def storage(
+        self, redis_cluster_nodes: list[tuple[str, int]], cluster_key_prefix: str
+    ) -> AsyncIterator[SagaStorage]:
+        async with (
+            _coredis_cluster(redis_cluster_nodes) as client,
+            RedisSagaStorage(client, key_prefix=cluster_key_prefix, shards=SHARDS) as storage,
+        ):
+            yield storage
+
+
+class TestClusterRedisPyContract(ClusterDamage):
     """A synchronous redis-py ``RedisCluster`` client, in worker threads."""
 
     @pytest.fixture
@@ -209,7 +237,9 @@ def _no_stall() -> Iterator[None]:
     STALL.on, STALL.expected, STALL.waiting, STALL.arrived = False, 0, 0, None
 
 
-@pytest.fixture(params=[pytest.param("from_url", marks=NEEDS_CLUSTER_URLS), "redis-py client"])
+@pytest.fixture(
+    params=[pytest.param("from_url", marks=NEEDS_CLUSTER_URLS), "coredis client", "redis-py client"]
+)
 async def storage(
     request: pytest.FixtureRequest,
     redis_cluster_nodes: list[tuple[str, int]],
@@ -217,11 +247,18 @@ async def storage(
     cluster_key_prefix: str,
 ) -> AsyncIterator[RedisSagaStorage]:
     """A storage on the cluster under the test's key prefix, opened from the URL or given a
-    redis-py cluster client."""
+    cluster client."""
     if request.param == "from_url":
         async with RedisSagaStorage.from_url(
             redis_cluster_url, key_prefix=cluster_key_prefix, shards=SHARDS
         ) as storage:
+            yield storage
+        return
+    if request.param == "coredis client":
+        async with (
+            _coredis_cluster(redis_cluster_nodes) as cluster,
+            RedisSagaStorage(cluster, key_prefix=cluster_key_prefix, shards=SHARDS) as storage,
+        ):
             yield storage
         return
     client = _cluster_client(redis_cluster_nodes)
