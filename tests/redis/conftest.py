@@ -100,7 +100,7 @@ def redis_sentinel_url() -> Iterator[str]:
 @pytest.fixture
 def sentinel_setup(redis_sentinel_url: str) -> servers.SentinelSetup:
     """The Sentinel setup as :func:`servers.start` leaves it: healthy, empty, its primary on
-    7201 (restarted if a failover moved it). For tests that fail over."""
+    7201 and the replica following it (restarted if a failover moved the primary)."""
     servers.reset(servers.SENTINEL)
     return servers.SENTINEL
 
