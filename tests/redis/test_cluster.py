@@ -2,16 +2,14 @@
 runs spread over every node, a worker recovering stalled sagas, and the CLI.
 
 The storage is opened as applications open it, ``RedisSagaStorage.from_url("redis+cluster://
-...")``; those tests are marked xfail, and not run, while from_url refuses such URLs. A coredis
-``RedisCluster`` client (what from_url is to build) or a redis-py one, given to the storage, runs
-them today.
+...")``, and also given a cluster client: a coredis one (the runs), or a redis-py one, driven in
+worker threads (the contract too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,11 +30,9 @@ from saga_core import (
     SagaStatus,
     SagaStepHandler,
     SagaStorage,
-    SagaUsageError,
     bootstrap,
 )
 from saga_core._cli.main import main as cli_main
-from saga_core._cli.parser import build_parser
 from saga_redis import RedisSagaStorage
 
 from . import servers
@@ -46,38 +42,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis_cluster]
 
 #: The hash slots the sagas are spread over: shards {0} to {5} fall on all three nodes.
 SHARDS = 6
-
-# What RedisSagaStorage.from_url says of a URL scheme it does not know.
-_UNKNOWN_SCHEME = "a Redis storage URL starts with redis:// or rediss://"
-
-
-def from_url_refuses(url: str) -> bool:
-    """Whether ``RedisSagaStorage.from_url`` refuses ``url``'s scheme (before the coredis
-    transport it takes ``redis://`` and ``rediss://`` only). Any other outcome counts as
-    taking it, so that the tests run and show it."""
-    try:
-        storage = RedisSagaStorage.from_url(url)
-    except SagaUsageError as exc:
-        return _UNKNOWN_SCHEME in str(exc)
-    except Exception:
-        return False
-    with contextlib.suppress(Exception):
-        anyio.run(storage.aclose)
-    return False
-
-
-def needs_from_url(url: str) -> pytest.MarkDecorator:
-    """xfail, without running, the tests of a storage opened from ``url`` while
-    ``RedisSagaStorage.from_url`` refuses it; nothing once it takes it."""
-    scheme = url.partition("://")[0]
-    return pytest.mark.xfail(
-        from_url_refuses(url),
-        reason=f"needs the coredis transport: RedisSagaStorage.from_url refuses {scheme}://",
-        run=False,
-    )
-
-
-NEEDS_CLUSTER_URLS = needs_from_url("redis+cluster://127.0.0.1:7101,127.0.0.1:7102")
 
 
 def _cluster_client(nodes: list[tuple[str, int]]) -> RedisCluster:
@@ -111,7 +75,6 @@ class ClusterDamage(RedisDamage):
         client.close()
 
 
-@NEEDS_CLUSTER_URLS
 class TestClusterFromUrlContract(ClusterDamage):
     """``RedisSagaStorage.from_url("redis+cluster://...")``."""
 
@@ -122,20 +85,6 @@ class TestClusterFromUrlContract(ClusterDamage):
         async with RedisSagaStorage.from_url(
             redis_cluster_url, key_prefix=cluster_key_prefix, shards=SHARDS
         ) as storage:
-            yield storage
-
-
-class TestClusterCoredisContract(ClusterDamage):
-    """A coredis ``RedisCluster`` client."""
-
-    @pytest.fixture
-    async def storage(
-        self, redis_cluster_nodes: list[tuple[str, int]], cluster_key_prefix: str
-    ) -> AsyncIterator[SagaStorage]:
-        async with (
-            _coredis_cluster(redis_cluster_nodes) as client,
-            RedisSagaStorage(client, key_prefix=cluster_key_prefix, shards=SHARDS) as storage,
-        ):
             yield storage
 
 
@@ -237,9 +186,7 @@ def _no_stall() -> Iterator[None]:
     STALL.on, STALL.expected, STALL.waiting, STALL.arrived = False, 0, 0, None
 
 
-@pytest.fixture(
-    params=[pytest.param("from_url", marks=NEEDS_CLUSTER_URLS), "coredis client", "redis-py client"]
-)
+@pytest.fixture(params=["from_url", "coredis client", "redis-py client"])
 async def storage(
     request: pytest.FixtureRequest,
     redis_cluster_nodes: list[tuple[str, int]],
@@ -334,22 +281,6 @@ async def test_a_worker_recovers_the_stalled_sagas_of_every_node(
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-def _cli_takes_storage_options() -> bool:
-    """Whether the CLI has ``--option NAME=VALUE`` (added on another branch)."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            build_parser().parse_args(["--option", "key_prefix=x", "list"])
-        except SystemExit:
-            return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _cli_takes_storage_options(),
-    reason="needs the CLI's --option NAME=VALUE flag (another helper's branch), to pass the "
-    "key prefix",
-)
-@NEEDS_CLUSTER_URLS  # the CLI opens the storage from its URL
 @pytest.mark.parametrize("storage", ["from_url"], indirect=True)
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the CLI picks its own backend
 async def test_the_cli_lists_the_sagas_on_the_cluster(
