@@ -34,15 +34,13 @@ class RunsFailedDuringFailover(AssertionError):
     """Runs raised a storage error during the failover instead of pausing and going on."""
 
 
-# Faults of the storage's Sentinel clients that these tests catch. The marks are strict, so that
-# a fix shows as XPASS and its mark is removed.
-_RETRY_POLICY_REFUSED = (
-    "from_url's Sentinel client hands coredis's primary_for a retry_policy, which its "
-    "connections refuse (TypeError: unexpected keyword argument 'retry_policy')"
-)
-_OLD_PRIMARY_KEPT = (
-    "after a failover the client keeps writing to the old primary, which answers NOREPLICAS "
-    "(StorageUnavailableError), instead of asking the sentinels again and retrying"
+# A fault of the storage's Sentinel clients that the failover test catches. The mark is strict,
+# so that the fix shows as XPASS and the mark is removed.
+OLD_PRIMARY_KEPT = pytest.mark.xfail(
+    raises=RunsFailedDuringFailover,
+    strict=True,
+    reason="after a failover the client keeps writing to the old primary, which answers "
+    "NOREPLICAS (StorageUnavailableError), instead of asking the sentinels again and retrying",
 )
 
 
@@ -64,13 +62,7 @@ async def _coredis_primary() -> AsyncIterator[coredis.Redis[bytes]]:
         yield primary
 
 
-FROM_URL = pytest.param(
-    "from_url",
-    marks=pytest.mark.xfail(raises=SagaStorageError, strict=True, reason=_RETRY_POLICY_REFUSED),
-)
-
-
-@pytest.fixture(params=[FROM_URL, "coredis client", "redis-py client"])
+@pytest.fixture(params=["from_url", "coredis client", "redis-py client"])
 async def storage(
     request: pytest.FixtureRequest,
     sentinel_setup: servers.SentinelSetup,
@@ -120,20 +112,8 @@ async def test_sagas_run_through_the_sentinels_and_reach_the_replica(
 @pytest.mark.parametrize(
     "storage",
     [
-        pytest.param(
-            "from_url",
-            marks=pytest.mark.xfail(
-                raises=(SagaStorageError, RunsFailedDuringFailover),
-                strict=True,
-                reason=f"{_RETRY_POLICY_REFUSED}; once that is mended: {_OLD_PRIMARY_KEPT}",
-            ),
-        ),
-        pytest.param(
-            "coredis client",
-            marks=pytest.mark.xfail(
-                raises=RunsFailedDuringFailover, strict=True, reason=_OLD_PRIMARY_KEPT
-            ),
-        ),
+        pytest.param("from_url", marks=OLD_PRIMARY_KEPT),
+        pytest.param("coredis client", marks=OLD_PRIMARY_KEPT),
     ],
     indirect=True,
 )
