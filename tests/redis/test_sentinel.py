@@ -21,7 +21,7 @@ import pytest
 from coredis.connection import TCPLocation
 from redis.sentinel import Sentinel
 
-from saga_core import SagaStatus, SagaStorageError
+from saga_core import SagaNotFoundError, SagaStatus, SagaStorageError
 from saga_redis import RedisSagaStorage
 
 from . import servers
@@ -34,13 +34,24 @@ class RunsFailedDuringFailover(AssertionError):
     """Runs raised a storage error during the failover instead of pausing and going on."""
 
 
-# A fault of the storage's Sentinel clients that the failover test catches. The mark is strict,
-# so that the fix shows as XPASS and the mark is removed.
+class AcknowledgedWritesLost(AssertionError):
+    """Runs found their saga gone after the failover: the old primary acknowledged a write
+    that never reached the replica promoted in its place."""
+
+
+# Faults the failover test catches. The marks are strict, so that a fix shows as XPASS and
+# its mark is removed.
 OLD_PRIMARY_KEPT = pytest.mark.xfail(
     raises=RunsFailedDuringFailover,
     strict=True,
-    reason="after a failover the client keeps writing to the old primary, which answers "
-    "NOREPLICAS (StorageUnavailableError), instead of asking the sentinels again and retrying",
+    reason="a coredis client without the storage's failover wait keeps writing to the old "
+    "primary, which answers NOREPLICAS (StorageUnavailableError)",
+)
+UNREPLICATED_WRITES_LOST = pytest.mark.xfail(
+    raises=AcknowledgedWritesLost,
+    strict=True,
+    reason="replication is asynchronous and the storage does not WAIT for a replica: a write "
+    "the old primary acknowledged just before the promotion can be lost",
 )
 
 
@@ -112,7 +123,7 @@ async def test_sagas_run_through_the_sentinels_and_reach_the_replica(
 @pytest.mark.parametrize(
     "storage",
     [
-        pytest.param("from_url", marks=OLD_PRIMARY_KEPT),
+        "from_url",
         pytest.param("coredis client", marks=OLD_PRIMARY_KEPT),
     ],
     indirect=True,
@@ -124,6 +135,7 @@ async def test_a_failover_mid_run_loses_duplicates_and_fails_no_saga(
     started: list[uuid.UUID] = []
     completed: list[uuid.UUID] = []
     failed: list[SagaStorageError] = []
+    lost: list[uuid.UUID] = []  # runs that found their saga gone
     ready = anyio.Event()  # 20 sagas completed, or a run failed before the failover
     switched = anyio.Event()
     after_switch: list[uuid.UUID] = []  # the sagas whose run ended after the switch
@@ -135,6 +147,9 @@ async def test_a_failover_mid_run_loses_duplicates_and_fails_no_saga(
             started.append(saga_id)
             try:
                 outcome = await mediator.run(Parcel(label="failover"), saga_id=saga_id)
+            except SagaNotFoundError:
+                lost.append(saga_id)
+                continue
             except SagaStorageError as exc:  # not acknowledged: stored or not
                 failed.append(exc)
                 if not switched.is_set():
@@ -163,6 +178,8 @@ async def test_a_failover_mid_run_loses_duplicates_and_fails_no_saga(
                 switched.set()
     if not switched.is_set():
         raise failed[0]
+    if lost:
+        raise AcknowledgedWritesLost(f"{len(lost)} sagas lost their acknowledged create")
     assert servers.SENTINEL.primary_port() == servers.REPLICA_PORT
 
     # Read back on the new primary itself: no saga lost, none twice, none unknown.

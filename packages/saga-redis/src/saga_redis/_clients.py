@@ -31,6 +31,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: coredis bounds only the socket's connection by ``connect_timeout``, so without a reply
 #: limit a server that accepts and never answers would hold a saga forever.
 DEFAULT_COMMAND_TIMEOUT = 10.0
+#: How long a script waits out a failover of a Sentinel or Cluster deployment before it
+#: raises StorageUnavailableError (Sentinel's own failover takes a few seconds once the
+#: primary is judged down).
+FAILOVER_SECONDS = 30.0
 #: Shards (hash slots of the indexes) a storage on a cluster uses unless told otherwise: the
 #: recovery indexes spread over the masters instead of loading one, and a recovery round
 #: reads this many indexes.
@@ -52,6 +56,10 @@ class OpenableClient(NamedTuple):
     client: Client
     contexts: tuple[AbstractAsyncContextManager[Any], ...]
     """Entered in order to open the client, exited in reverse to close it."""
+    failover_seconds: float | None = None
+    """How long a script waits out a failover (Sentinel, Cluster); None: no wait."""
+    replica_ack: bool = False
+    """A write counts once a replica has it too (Sentinel)."""
 
 
 def build_client(target: RedisTarget, options: RedisOptions) -> OpenableClient:
@@ -97,7 +105,7 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
             max_connections_per_node=True,
             **common,
         )
-        return OpenableClient(cluster, (cluster,))
+        return OpenableClient(cluster, (cluster,), FAILOVER_SECONDS)
     if target.kind == "sentinel":
         assert target.service_name is not None, "a sentinel URL names its service"
         # The URL's credentials are the primary's; sentinels are reached with the same
@@ -110,7 +118,7 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
         # retry policy (a lost connection is retried, the primary asked for again).
         settings = {key: value for key, value in common.items() if key != "retry_policy"}
         primary = sentinels.primary_for(target.service_name, db=target.db, **settings)
-        return OpenableClient(primary, (sentinels, primary))
+        return OpenableClient(primary, (sentinels, primary), FAILOVER_SECONDS, replica_ack=True)
     if target.kind == "unix":
         single: coredis.Redis[bytes] = coredis.Redis(
             unix_socket_path=target.socket_path, db=target.db, **common

@@ -134,12 +134,14 @@ class RedisSagaStorage:
                 URL. Messages never repeat a part of the URL that holds a password.
         """
         target, resolved = resolve_url(url, options)
-        client, contexts = build_client(target, resolved)
+        client, contexts, failover_seconds, replica_ack = build_client(target, resolved)
         shards = resolved.shards
         if shards is None:
             shards = CLUSTER_DEFAULT_SHARDS if target.kind == "cluster" else 1
         return cls(
-            CoredisTransport(client, contexts),
+            CoredisTransport(
+                client, contexts, failover_seconds=failover_seconds, replica_ack=replica_ack
+            ),
             resolved.key_prefix,
             retain_finished_seconds=resolved.retain_finished_seconds,
             max_journal_entries=resolved.max_journal_entries,

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import coredis
+import coredis.exceptions
 import redis
 import redis.asyncio
+from coredis.retry import ExponentialBackoffRetryPolicy
 
 from saga_core import SagaUsageError
 
@@ -44,15 +46,46 @@ class CoredisTransport:
     An owned client (built from a URL) is opened by :meth:`open` and closed by
     :meth:`aclose`, both in the task that enters the storage; a client the storage was given
     is the caller's to open and close.
+
+    With ``failover_seconds`` (Sentinel and Cluster deployments), a script that meets a
+    failover — the connection lost, the old primary refusing writes (``READONLY``,
+    ``NOREPLICAS``), the cluster down or resharding — is sent again, with growing pauses, for
+    that long; after a refusal the client's connections are dropped, so that the next ones
+    go to the primary the sentinels (or the cluster) name now. Sending a write again is safe:
+    it carries its write token. When the time is up the last error is raised.
+
+    With ``replica_ack`` (Sentinel), a script's reply counts only once a replica has its
+    effect too (``WAIT 1``, pipelined after the script on the same connection): replication is
+    asynchronous, and a write only the old primary had is lost when a replica is promoted.
+    Without that acknowledgement the script is sent again (its token makes it apply once).
     """
 
-    __slots__ = ("_client", "_contexts", "_owned", "_stack")
+    __slots__ = ("_client", "_contexts", "_owned", "_replica_ack", "_retry", "_stack")
 
-    def __init__(self, client: CoredisClient, contexts: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        client: CoredisClient,
+        contexts: Sequence[Any] = (),
+        *,
+        failover_seconds: float | None = None,
+        replica_ack: bool = False,
+    ) -> None:
         self._client = client
+        self._replica_ack = replica_ack
         self._owned = bool(contexts)
         self._contexts = tuple(contexts)
         self._stack: AsyncExitStack | None = None
+        self._retry: ExponentialBackoffRetryPolicy | None = (
+            None
+            if failover_seconds is None
+            else ExponentialBackoffRetryPolicy(
+                _FAILOVER_ERRORS,
+                retries=None,
+                deadline=failover_seconds,
+                base_delay=0.05,
+                max_delay=1.0,
+            )
+        )
 
     async def open(self) -> None:
         """Open an owned client (its connections live until :meth:`aclose`); nothing to do
@@ -78,7 +111,36 @@ class CoredisTransport:
 
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         self._check_opened()
-        return await self._client.evalsha(sha, keys, argv)
+        if self._retry is None:
+            return await self._client.evalsha(sha, keys, argv)
+        return await self._retry.call_with_retries(
+            partial(self._evalsha_once, sha, keys, argv), failure_hook=self._after_failure
+        )
+
+    async def _evalsha_once(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
+        try:
+            if not self._replica_ack:
+                return await self._client.evalsha(sha, keys, argv)
+            # Errors stay with their command (raised when its reply is awaited), as the
+            # server sent them.
+            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                reply = pipe.evalsha(sha, keys, argv)
+                acknowledged = pipe.wait(1, REPLICA_ACK_MS)
+            result = await reply
+            if await acknowledged < 1:
+                raise NotReplicatedError(
+                    f"no replica acknowledged the write within {REPLICA_ACK_MS} ms"
+                )
+            return result
+        except coredis.exceptions.ResponseError as exc:
+            if str(exc).startswith("NOREPLICAS"):
+                raise NoReplicasError(str(exc)) from exc
+            raise
+
+    def _after_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, (coredis.exceptions.ReadOnlyError, NoReplicasError, NotReplicatedError)):
+            # This node is no longer (or not yet) the primary: the next connections ask.
+            self._client.connection_pool.disconnect()
 
     async def script_load(self, source: str) -> None:
         self._check_opened()
@@ -88,6 +150,31 @@ class CoredisTransport:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+
+class NoReplicasError(coredis.exceptions.ResponseError):
+    """A primary refused a write for want of the replicas ``min-replicas-to-write`` asks for
+    (coredis has no class of its own for this reply)."""
+
+
+class NotReplicatedError(coredis.exceptions.ConnectionError):
+    """No replica acknowledged a write in time: it may be lost if a replica is promoted now
+    (a kind of lost connection to the replicas: retried, then unavailable)."""
+
+
+#: How long a write on a Sentinel deployment waits for a replica's acknowledgement.
+REPLICA_ACK_MS = 1000
+
+# What a failover looks like to a client, while it lasts.
+_FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,
+    coredis.exceptions.ReadOnlyError,
+    coredis.exceptions.ClusterDownError,
+    coredis.exceptions.TryAgainError,
+    coredis.exceptions.PrimaryNotFoundError,
+    NoReplicasError,
+    NotReplicatedError,
+)
 
 
 def _asyncio_client_on_other_loop() -> SagaUsageError:
