@@ -7,7 +7,8 @@ else uses, so tests never see each other's keys and may run while other programs
 
 The Redis Cluster (``redis_cluster_nodes``, ``redis_cluster_url``) and the Sentinel setup
 (``redis_sentinel_url``) are started on first use by :mod:`.servers`, or reused when already
-running (``.ci/run`` starts them); a setup the session started is stopped when it ends. When
+running (``.ci/run`` starts them); a setup the session started is stopped when it ends. Their
+ports are fixed, so a session holds them until it ends: another one waits meanwhile. When
 they cannot start (no ``redis-server``, a port held by another program) the tests that need them
 are skipped with the reason, or fail when ``SAGA_REQUIRE_SERVICES=1``. Such tests get the
 ``redis_cluster`` / ``redis_sentinel`` marker automatically.
@@ -19,6 +20,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 import redis
@@ -51,6 +53,29 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
     purge(redis_url, prefix)
 
 
+def _unavailable(reason: str) -> NoReturn:
+    """Skip the test, or fail it with ``SAGA_REQUIRE_SERVICES=1``."""
+    if os.environ.get("SAGA_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (SAGA_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_setups_ports() -> Iterator[None]:
+    """The setups' ports, held for the session: another test session on this machine that
+    uses them (they are fixed) waits until this one ends, rather than restarting or failing
+    over the servers under its tests."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(servers.ports_held())
+        except servers.ServerSetupError as exc:
+            error = exc
+        else:
+            yield
+            return
+    _unavailable(f"the Redis Cluster and Sentinel setups are busy: {error}")
+
+
 @contextlib.contextmanager
 def _running(setup: servers.Setup) -> Iterator[None]:
     """Start ``setup`` (or reuse it) for the block, and stop it afterwards if it was started
@@ -67,14 +92,11 @@ def _running(setup: servers.Setup) -> Iterator[None]:
                 servers.stop(setup)
         return
     # Skipped or failed outside the `except` block, so the report shows no chained traceback.
-    reason = f"the {setup.describe()} cannot start: {error}"
-    if os.environ.get("SAGA_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (SAGA_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(reason)
+    _unavailable(f"the {setup.describe()} cannot start: {error}")
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
+def redis_cluster_nodes(redis_setups_ports: None) -> Iterator[list[tuple[str, int]]]:
     """The Redis Cluster's masters, ``[("127.0.0.1", 7101), ...]``, started for the session
     (see :mod:`tests.redis.servers`)."""
     with _running(servers.CLUSTER):
@@ -88,7 +110,7 @@ def redis_cluster_url(redis_cluster_nodes: list[tuple[str, int]]) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_sentinel_url() -> Iterator[str]:
+def redis_sentinel_url(redis_setups_ports: None) -> Iterator[str]:
     """``redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/sagaprimary``: the
     Sentinel setup, started for the session. Its primary may have moved to 7202 (a test
     failed over); ask for ``sentinel_setup`` to have it on 7201."""

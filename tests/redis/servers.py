@@ -49,6 +49,9 @@ import redis
 
 #: The environment variable naming the directory of the setups' files.
 ROOT_ENV = "SAGA_TEST_REDIS_SERVERS"
+#: Held by a test session while it uses the setups, and by this script's start and stop: the
+#: ports are the same whatever the directory, so it is one file for the whole machine.
+PORTS_LOCK = Path(tempfile.gettempdir()) / "saga-redis-servers.ports.lock"
 HOST = "127.0.0.1"
 CLUSTER_PORTS = (7101, 7102, 7103)
 PRIMARY_PORT, REPLICA_PORT = 7201, 7202
@@ -58,6 +61,8 @@ CLUSTER_SLOTS = 16384
 
 # How long a setup may take to get healthy, and a server to exit after SIGTERM.
 READY_TIMEOUT_SECONDS = 30.0
+# How long to wait for another test session to finish with the setups (a whole CI run).
+PORTS_WAIT_SECONDS = 1200.0
 STOP_TIMEOUT_SECONDS = 10.0
 # The longest writes stay paused during a switch, should this process die before unpausing.
 SWITCH_PAUSE_MILLISECONDS = 10_000
@@ -384,6 +389,38 @@ def _locked(setup: Setup) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def ports_held(on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold the setups' ports for the block (:data:`PORTS_LOCK`), so that no other test
+    session restarts, fails over or stops the servers meanwhile; wait while another holds
+    them, calling ``on_wait`` once. Not re-entrant: take it once per process.
+
+    Raises:
+        ServerSetupError: another session held them for PORTS_WAIT_SECONDS.
+    """
+    with open(PORTS_LOCK, "a") as lock:
+        deadline = time.monotonic() + PORTS_WAIT_SECONDS
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ServerSetupError(
+                        f"another test session has used the Redis setups' ports for "
+                        f"{PORTS_WAIT_SECONDS:g}s (it holds {PORTS_LOCK})"
+                    ) from None
+                if not waiting:
+                    waiting = True
+                    on_wait()
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _pid_of(setup: Setup, port: int) -> int | None:
     """The PID in the server's pidfile, if that process runs and is ours to signal."""
     try:
@@ -539,23 +576,29 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(arguments.setups) - SETUPS.keys())
     if unknown:
         parser.error(f"unknown setup(s) {', '.join(unknown)}: choose from {', '.join(SETUPS)}")
-    failed = False
-    for setup in [SETUPS[name] for name in arguments.setups] or list(SETUPS.values()):
-        if arguments.action == "start":
-            try:
-                started = start(setup)
-            except ServerSetupError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            print(f"{setup.describe()}: {'started' if started else 'already running'}")
-        elif arguments.action == "stop":
-            ports = stop(setup)
-            print(f"{setup.name}: stopped {', '.join(map(str, ports)) or 'nothing'}")
-        else:
-            found = status(setup)
-            failed = failed or found is not None
-            print(f"{setup.describe()}: {found or 'healthy'}")
-    return 1 if failed else 0
+    chosen = [SETUPS[name] for name in arguments.setups] or list(SETUPS.values())
+    if arguments.action == "status":
+        found = {setup: status(setup) for setup in chosen}
+        for setup, problem in found.items():
+            print(f"{setup.describe()}: {problem or 'healthy'}")
+        return 1 if any(found.values()) else 0
+
+    def waiting() -> None:
+        print(f"waiting for another test session to finish with the setups ({PORTS_LOCK})")
+
+    try:
+        with ports_held(waiting):
+            for setup in chosen:
+                if arguments.action == "start":
+                    started = start(setup)
+                    print(f"{setup.describe()}: {'started' if started else 'already running'}")
+                else:
+                    ports = stop(setup)
+                    print(f"{setup.name}: stopped {', '.join(map(str, ports)) or 'nothing'}")
+    except ServerSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
