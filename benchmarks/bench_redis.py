@@ -78,9 +78,7 @@ async def measure(conc: int, n: int, client: str = "coredis") -> float:
         given = redis.asyncio.Redis.from_url(REDIS_URL, max_connections=max(conc, 10))
         storage = RedisSagaStorage(given, **settings)  # type: ignore[arg-type]
     else:
-        storage = RedisSagaStorage.from_url(
-            REDIS_URL, max_connections=max(conc, 10), **settings
-        )
+        storage = RedisSagaStorage.from_url(REDIS_URL, max_connections=max(conc, 10), **settings)
     try:
         async with storage:
             return await _run(storage, conc, n)

@@ -112,7 +112,8 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
         # timeouts and TLS, without them.
         sentinel_kwargs = {key: value for key, value in common.items() if key in _SENTINEL_SETTINGS}
         sentinels: coredis.Sentinel[bytes] = coredis.Sentinel(
-            list(target.nodes), sentinel_kwargs=sentinel_kwargs
+            [TCPLocation(host, port) for host, port in target.nodes],
+            sentinel_kwargs=sentinel_kwargs,
         )
         # The primary's client takes connection settings only: coredis gives it its default
         # retry policy (a lost connection is retried, the primary asked for again).
