@@ -45,7 +45,7 @@ _SENTINEL_SETTINGS = frozenset({"connect_timeout", "stream_timeout", "ssl", "ssl
 
 Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
-# A command that lost its connection is sent again, twice at most, after a short pause: a
+# On one server, a command that lost its connection is sent again, twice at most, after a short pause: a
 # write carries a token, so one that had landed is recognised, not applied twice.
 _RETRY = ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=2, delay=0.05)
 
@@ -90,7 +90,6 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
         "connect_timeout": options.connect_timeout,
         "stream_timeout": options.command_timeout,
         "max_connections": options.max_connections,
-        "retry_policy": _RETRY,
     }
     if target.tls:
         common["ssl"] = True
@@ -115,16 +114,14 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
             [TCPLocation(host, port) for host, port in target.nodes],
             sentinel_kwargs=sentinel_kwargs,
         )
-        # The primary's client takes connection settings only: coredis gives it its default
-        # retry policy (a lost connection is retried, the primary asked for again).
-        settings = {key: value for key, value in common.items() if key != "retry_policy"}
-        primary = sentinels.primary_for(target.service_name, db=target.db, **settings)
+        # Retries are the transport's failover wait (see CoredisTransport).
+        primary = sentinels.primary_for(target.service_name, db=target.db, **common)
         return OpenableClient(primary, (sentinels, primary), FAILOVER_SECONDS, replica_ack=True)
     if target.kind == "unix":
         single: coredis.Redis[bytes] = coredis.Redis(
-            unix_socket_path=target.socket_path, db=target.db, **common
+            unix_socket_path=target.socket_path, db=target.db, retry_policy=_RETRY, **common
         )
     else:
         ((host, port),) = target.nodes
-        single = coredis.Redis(host, port, target.db, **common)
+        single = coredis.Redis(host, port, target.db, retry_policy=_RETRY, **common)
     return OpenableClient(single, (single,))

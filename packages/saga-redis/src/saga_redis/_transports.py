@@ -60,7 +60,7 @@ class CoredisTransport:
     Without that acknowledgement the script is sent again (its token makes it apply once).
     """
 
-    __slots__ = ("_client", "_contexts", "_owned", "_replica_ack", "_retry", "_stack")
+    __slots__ = ("_client", "_contexts", "_replica_ack", "_retry", "_stack")
 
     def __init__(
         self,
@@ -72,7 +72,6 @@ class CoredisTransport:
     ) -> None:
         self._client = client
         self._replica_ack = replica_ack
-        self._owned = bool(contexts)
         self._contexts = tuple(contexts)
         self._stack: AsyncExitStack | None = None
         self._retry: ExponentialBackoffRetryPolicy | None = (
@@ -90,7 +89,7 @@ class CoredisTransport:
     async def open(self) -> None:
         """Open an owned client (its connections live until :meth:`aclose`); nothing to do
         for a client the storage was given."""
-        if not self._owned or self._stack is not None:
+        if not self._contexts or self._stack is not None:
             return
         stack = AsyncExitStack()
         try:
@@ -102,7 +101,7 @@ class CoredisTransport:
         self._stack = stack
 
     def _check_opened(self) -> None:
-        if self._owned and self._stack is None:
+        if self._contexts and self._stack is None:
             raise SagaUsageError(
                 "a Redis storage opened from a URL is used inside 'async with': write "
                 "'async with open_storage(url) as storage:' (its connections live in that "
