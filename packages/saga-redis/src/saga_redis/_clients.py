@@ -45,8 +45,9 @@ _SENTINEL_SETTINGS = frozenset({"connect_timeout", "stream_timeout", "ssl", "ssl
 
 Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
-# On one server, a command that lost its connection is sent again, twice at most, after a short pause: a
-# write carries a token, so one that had landed is recognised, not applied twice.
+# On one server, a command that lost its connection is sent again, twice at most, after a
+# short pause: a write carries a token, so one that had landed is recognised, not applied
+# twice. (On Sentinel and Cluster the transport's failover wait does this.)
 _RETRY = ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=2, delay=0.05)
 
 
