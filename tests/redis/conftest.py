@@ -5,13 +5,14 @@ The single server and the backends come from the root conftest (``redis_url``,
 ``anyio_backend``). Every test uses the root's ``redis_url`` (database 14) under a prefix nobody
 else uses, so tests never see each other's keys and may run while other programs use the server.
 
-The Redis Cluster (``redis_cluster_nodes``, ``redis_cluster_url``) and the Sentinel setup
-(``redis_sentinel_url``) are started on first use by :mod:`.servers`, or reused when already
-running (``.ci/run`` starts them); a setup the session started is stopped when it ends. Their
-ports are fixed, so a session holds them until it ends: another one waits meanwhile. When
-they cannot start (no ``redis-server``, a port held by another program) the tests that need them
-are skipped with the reason, or fail when ``SAGA_REQUIRE_SERVICES=1``. Such tests get the
-``redis_cluster`` / ``redis_sentinel`` marker automatically.
+The Redis Cluster (``redis_cluster_nodes``, ``redis_cluster_url``), the Sentinel setup
+(``redis_sentinel_url``) and a server on a unix socket (``redis_unix_url``) are started on
+first use by :mod:`.servers`, or reused when already running (``.ci/run`` starts them); a
+setup the session started is stopped when it ends. Their ports are fixed, so a session holds
+them until it ends: another one waits meanwhile. When they cannot start (no
+``redis-server``, a port held by another program) the tests that need them are skipped with
+the reason, or fail when ``SAGA_REQUIRE_SERVICES=1``. Such tests get the ``redis_cluster`` /
+``redis_sentinel`` / ``redis_unix`` marker automatically.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _MARKERS = {
     "redis_cluster_nodes": "redis_cluster",
     "redis_cluster_url": "redis_cluster",
     "redis_sentinel_url": "redis_sentinel",
+    "redis_unix_url": "redis_unix",
 }
 
 
@@ -117,6 +119,13 @@ def redis_sentinel_url(redis_setups_ports: None) -> Iterator[str]:
     with _running(servers.SENTINEL):
         sentinels = ",".join(f"{servers.HOST}:{port}" for port in servers.SENTINEL_PORTS)
         yield f"redis+sentinel://{sentinels}/{servers.SERVICE_NAME}"
+
+
+@pytest.fixture(scope="session")
+def redis_unix_url(redis_setups_ports: None) -> Iterator[str]:
+    """``unix://<dir>/redis.sock?db=0``: a server on a unix socket, started for the session."""
+    with _running(servers.UNIX):
+        yield f"unix://{servers.UNIX.socket_path()}?db=0"
 
 
 @pytest.fixture

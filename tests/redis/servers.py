@@ -2,7 +2,7 @@
 
 Import it (the fixtures in ``tests/redis/conftest.py`` do) or run it (``.ci/run`` does)::
 
-    python tests/redis/servers.py start|stop|status [cluster] [sentinel]
+    python tests/redis/servers.py start|stop|status [cluster] [sentinel] [unix]
 
 * ``cluster``: three masters without replicas on 127.0.0.1:7101, 7102 and 7103, the 16384
   slots shared out by ``redis-cli --cluster create``.
@@ -10,6 +10,8 @@ Import it (the fixtures in ``tests/redis/conftest.py`` do) or run it (``.ci/run`
   to their append-only file before answering (``appendfsync always``), watched by three
   sentinels on 7211, 7212 and 7213 under the service name ``sagaprimary`` (quorum 2, down after
   1 s, failover timeout 5 s).
+* ``unix``: one server listening on the unix socket ``<setup dir>/redis.sock`` (and on
+  127.0.0.1:7221, by which its process is known).
 
 Every server is a ``redis-server`` started with ``--daemonize yes --pidfile``; its config, data,
 log and pidfile are under ``$SAGA_TEST_REDIS_SERVERS/<setup>/`` (default
@@ -56,6 +58,7 @@ HOST = "127.0.0.1"
 CLUSTER_PORTS = (7101, 7102, 7103)
 PRIMARY_PORT, REPLICA_PORT = 7201, 7202
 SENTINEL_PORTS = (7211, 7212, 7213)
+UNIX_SOCKET_SERVER_PORT = 7221
 SERVICE_NAME = "sagaprimary"
 CLUSTER_SLOTS = 16384
 
@@ -367,9 +370,40 @@ class SentinelSetup(Setup):
         return None if written == received else f"replica at {received} of {written}"
 
 
+@dataclasses.dataclass(frozen=True)
+class UnixSocketSetup(Setup):
+    """One server that also listens on a unix socket (``unix://`` URLs); its TCP port is
+    how the setup's processes are told apart, as in the other setups."""
+
+    def socket_path(self) -> Path:
+        return self.directory() / "redis.sock"
+
+    def config(self, port: int) -> list[str]:
+        return [f"unixsocket {self.socket_path()}", "unixsocketperm 700", 'save ""']
+
+    def launch(self) -> None:
+        self.start_servers(*self.ports)
+        _wait("the unix socket", self.problem, self.directory())
+
+    def problem(self) -> str | None:
+        try:
+            with redis.Redis(unix_socket_path=str(self.socket_path()), socket_timeout=2) as client:
+                return None if client.ping() else "PING over the socket failed"
+        except (redis.RedisError, OSError) as exc:
+            return f"the socket {self.socket_path()} does not answer ({exc})"
+
+    def clean(self) -> None:
+        for port in self.ports:
+            ask(port, "FLUSHALL")
+
+    def describe(self) -> str:
+        return f"Redis on the unix socket {self.socket_path()} (and {HOST}:{self.ports[0]})"
+
+
 CLUSTER = ClusterSetup("cluster", CLUSTER_PORTS)
 SENTINEL = SentinelSetup("sentinel", (PRIMARY_PORT, REPLICA_PORT, *SENTINEL_PORTS))
-SETUPS = {setup.name: setup for setup in (CLUSTER, SENTINEL)}
+UNIX = UnixSocketSetup("unix", (UNIX_SOCKET_SERVER_PORT,))
+SETUPS = {setup.name: setup for setup in (CLUSTER, SENTINEL, UNIX)}
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -567,11 +601,14 @@ def reset(setup: Setup) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python tests/redis/servers.py",
-        description="Start, stop or check the Redis Cluster and Sentinel setups of the tests "
+        description="Start, stop or check the Redis Cluster, Sentinel and unix-socket setups "
+        "of the tests "
         f"(files under ${ROOT_ENV}, default {root()}).",
     )
     parser.add_argument("action", choices=("start", "stop", "status"))
-    parser.add_argument("setups", nargs="*", metavar="SETUP", help="cluster, sentinel (default)")
+    parser.add_argument(
+        "setups", nargs="*", metavar="SETUP", help="cluster, sentinel, unix (default: all)"
+    )
     arguments = parser.parse_args(argv)
     unknown = sorted(set(arguments.setups) - SETUPS.keys())
     if unknown:

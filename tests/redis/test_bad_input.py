@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import anyio
 import coredis.exceptions
@@ -88,6 +90,63 @@ async def test_unreachable_redis_raises_storage_unavailable_quickly_with_the_cau
         for call in (storage.load(uuid.uuid4()), storage.list_recoverable()):
             with pytest.raises(StorageUnavailableError):
                 await call
+
+
+@pytest.fixture
+def dead_socket(tmp_path: Path) -> Iterator[str]:
+    """The path of a unix socket nothing listens on (bound, never listening: refused)."""
+    path = str(tmp_path / "redis.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+        yield path
+
+
+# Each kind of URL with a password, on ports where nothing listens, and the addresses its
+# error must name. The Sentinel one waits out a failover first: shortened to a second.
+UNREACHABLE = [
+    ("redis://:s3cret@127.0.0.1:1/14", ["redis://127.0.0.1:1/14"]),
+    ("rediss://user:s3cret@127.0.0.1:1", ["rediss://127.0.0.1:1/0"]),
+    ("redis+cluster://:s3cret@127.0.0.1:1,127.0.0.1:2", ["127.0.0.1:1,127.0.0.1:2"]),
+    (
+        "redis+sentinel://:s3cret@127.0.0.1:1,127.0.0.1:2/shop/3?failover_timeout=1",
+        ["redis+sentinel://127.0.0.1:1,127.0.0.1:2/shop/3", "No primary found for 'shop'"],
+    ),
+    ("unix://:s3cret@{socket}?db=2", ["unix://{socket}?db=2"]),
+]
+
+
+@pytest.mark.parametrize(("url", "named"), UNREACHABLE, ids=lambda value: str(value)[:14])
+async def test_an_unreachable_deployment_names_the_addresses_tried_never_the_password(
+    url: str, named: list[str], dead_socket: str
+) -> None:
+    url = url.format(socket=dead_socket)
+    # A cluster client learns the cluster's layout as it opens; the others connect on use.
+    with anyio.fail_after(15), pytest.raises(StorageUnavailableError) as caught:
+        async with RedisSagaStorage.from_url(url) as storage:
+            await storage.load(uuid.uuid4())
+    message = str(caught.value)
+    for part in named:
+        assert part.format(socket=dead_socket) in message
+    assert "s3cret" not in message
+    assert "recoverable once Redis is back" in message
+
+
+@pytest.mark.parametrize(
+    ("scheme", "message"),
+    [
+        ("redis+cluster", "names servers that run without cluster mode"),
+        ("redis+sentinel", "names servers that are not Redis Sentinels"),
+    ],
+)
+async def test_a_url_naming_the_wrong_kind_of_deployment_says_so(
+    redis_url: str, scheme: str, message: str
+) -> None:
+    address = redis_url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    url = f"{scheme}://{address}" + ("/shop" if scheme == "redis+sentinel" else "")
+    with pytest.raises(SagaUsageError, match=re.escape(message)) as caught:
+        async with RedisSagaStorage.from_url(url) as storage:
+            await storage.load(uuid.uuid4())
+    assert address in str(caught.value)
 
 
 async def test_unreachable_redis_through_a_sync_client_raises_storage_unavailable() -> None:

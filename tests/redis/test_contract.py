@@ -103,8 +103,8 @@ class TestSyncClientContract(RedisDamage):
 
 
 class TestFromUrlContract(RedisDamage):
-    """``RedisSagaStorage.from_url`` (what ``open_storage`` uses): it picks the asyncio client
-    on asyncio and the threaded synchronous client on trio."""
+    """``RedisSagaStorage.from_url`` (what ``open_storage`` uses): its own coredis client, on
+    asyncio and trio alike."""
 
     @pytest.fixture
     async def storage(self, redis_url: str, redis_key_prefix: str) -> AsyncIterator[SagaStorage]:

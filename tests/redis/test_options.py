@@ -19,6 +19,7 @@ from saga_redis import (
 from saga_redis._clients import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILOVER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
 )
 from saga_redis._options import OPTIONS, RedisOptions, resolve_options, resolve_url
@@ -36,6 +37,7 @@ def test_options_left_out_take_the_storage_defaults() -> None:
         max_connections=DEFAULT_MAX_CONNECTIONS,
         connect_timeout=DEFAULT_CONNECT_TIMEOUT,
         command_timeout=DEFAULT_COMMAND_TIMEOUT,
+        failover_timeout=DEFAULT_FAILOVER_TIMEOUT,
         ssl_context=None,
         ssl_ca_certs=None,
         ssl_check_hostname=True,
@@ -67,6 +69,7 @@ SPELLINGS: list[tuple[str, str, Any, Any]] = [
     ("connect_timeout", ".25", 0.25, 0.25),
     ("connect_timeout", "none", None, None),
     ("command_timeout", "2.", 2, 2.0),
+    ("failover_timeout", "7.5", 7.5, 7.5),
     ("ssl_check_hostname", "false", False, False),
     ("ssl_check_hostname", "TRUE", True, True),
 ]
@@ -146,6 +149,9 @@ def test_a_ca_bundle_and_an_ssl_context_go_with_a_tls_url(tmp_path: Path) -> Non
         ({}, {"max_connections": 0}, "max_connections must be an int >= 1, got 0"),
         ({}, {"connect_timeout": -1}, "connect_timeout must be None or seconds > 0, got -1"),
         ({}, {"command_timeout": float("nan")}, "command_timeout must be None or seconds > 0"),
+        ({}, {"failover_timeout": 0}, "failover_timeout must be seconds > 0, got 0.0"),
+        ({}, {"failover_timeout": None}, "failover_timeout must be a number of seconds > 0"),
+        ({"failover_timeout": "none"}, {}, "failover_timeout option must be a number of seconds"),
         ({}, {"ssl_check_hostname": "maybe"}, "ssl_check_hostname must be true or false"),
         ({}, {"ssl_check_hostname": None}, "ssl_check_hostname must be true or false"),
         ({}, {"ssl_context": "default"}, "ssl_context must be an ssl.SSLContext, or None"),
@@ -199,6 +205,28 @@ def test_a_query_value_is_quoted_when_the_url_holds_no_credentials() -> None:
 def test_tls_options_need_a_tls_url(url: str, kwargs: dict[str, Any]) -> None:
     with pytest.raises(SagaUsageError, match="given, but the URL is not TLS: use a rediss://"):
         resolve_url(url, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs"),
+    [
+        ("redis://h/0?failover_timeout=5", {}),
+        ("unix:///", {"failover_timeout": 5}),
+    ],
+)
+def test_a_failover_timeout_needs_a_deployment_that_fails_over(
+    url: str, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(
+        SagaUsageError, match="failover_timeout given, but the URL names one server"
+    ):
+        resolve_url(url, kwargs)
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://h:7000", "rediss+sentinel://s/m"])
+def test_a_failover_timeout_is_read_for_cluster_and_sentinel_urls(url: str) -> None:
+    _, options = resolve_url(f"{url}?failover_timeout=2.5", {})
+    assert options.failover_timeout == 2.5
 
 
 def test_tls_options_left_at_none_are_not_tls_options() -> None:

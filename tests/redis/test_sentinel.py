@@ -10,6 +10,7 @@ primary until that one follows the new one, some 11 s later).
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ from coredis.connection import TCPLocation
 from redis.sentinel import Sentinel
 
 from saga_core import SagaNotFoundError, SagaStatus, SagaStorageError
+from saga_core._cli.main import main as cli_main
 from saga_redis import RedisSagaStorage
 
 from . import servers
@@ -193,3 +195,21 @@ async def test_a_failover_mid_run_loses_duplicates_and_fails_no_saga(
     if failed:
         raise RunsFailedDuringFailover(f"{len(failed)} runs failed, the first with: {failed[0]}")
     assert sorted(listed) == sorted(started)
+
+
+@pytest.mark.parametrize("storage", ["from_url"], indirect=True)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the CLI picks its own backend
+async def test_the_cli_lists_the_sagas_through_the_sentinels(
+    storage: RedisSagaStorage, redis_sentinel_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcome = await mediator_for(storage).run(Parcel(label="listed"))
+    capsys.readouterr()
+
+    url = f"{redis_sentinel_url}?key_prefix={storage.key_prefix}&failover_timeout=5"
+    code = await anyio.to_thread.run_sync(cli_main, ["--url", url, "list", "--json"])
+
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert [(saga["saga_id"], saga["status"]) for saga in json.loads(out)] == [
+        (str(outcome.saga_id), "completed")
+    ]

@@ -154,7 +154,10 @@ def test_a_unix_target_describes_its_path_and_database(tmp_path: Path) -> None:
         ("redis+sentinel://s1/mymaster/1/2", "is /service_name or /service_name/db"),
         ("redis+sentinel://s1/mymaster/x", "database must be a number"),
         ("redis+sentinel://s1/%FF", "service name is not UTF-8"),
-        ("unix:///no/such/dir/redis.sock", "socket path '/no/such/dir/redis.sock' does not exist"),
+        (
+            "unix:///no/such/dir/redis.sock",
+            "socket path of the Redis URL, '/no/such/dir/redis.sock', does not exist",
+        ),
         ("unix://localhost/tmp/redis.sock", "a unix:// URL names no host"),
         ("unix:relative.sock", "names the socket's absolute path"),
         ("unix:///tmp/%FF.sock", "socket path is not UTF-8"),
@@ -285,6 +288,6 @@ def test_open_storage_hands_every_scheme_to_the_redis_factory(scheme: str) -> No
 
 def test_open_storage_hands_unix_urls_to_the_redis_factory() -> None:
     with pytest.raises(
-        SagaUsageError, match=re.escape("socket path '/no/such.sock' does not exist")
+        SagaUsageError, match=re.escape("socket path of the Redis URL, '/no/such.sock', does not")
     ):
         open_storage("unix:///no/such.sock")

@@ -31,10 +31,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: coredis bounds only the socket's connection by ``connect_timeout``, so without a reply
 #: limit a server that accepts and never answers would hold a saga forever.
 DEFAULT_COMMAND_TIMEOUT = 10.0
-#: How long a script waits out a failover of a Sentinel or Cluster deployment before it
-#: raises StorageUnavailableError (Sentinel's own failover takes a few seconds once the
-#: primary is judged down).
-FAILOVER_SECONDS = 30.0
+#: Seconds a script waits out a failover of a Sentinel or Cluster deployment before it
+#: raises StorageUnavailableError, unless the ``failover_timeout`` option says otherwise
+#: (Sentinel's own failover takes a few seconds once the primary is judged down).
+DEFAULT_FAILOVER_TIMEOUT = 30.0
 #: Shards (hash slots of the indexes) a storage on a cluster uses unless told otherwise: the
 #: recovery indexes spread over the masters instead of loading one, and a recovery round
 #: reads this many indexes.
@@ -105,7 +105,7 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
             max_connections_per_node=True,
             **common,
         )
-        return OpenableClient(cluster, (cluster,), FAILOVER_SECONDS)
+        return OpenableClient(cluster, (cluster,), options.failover_timeout)
     if target.kind == "sentinel":
         assert target.service_name is not None, "a sentinel URL names its service"
         # The URL's credentials are the primary's; sentinels are reached with the same
@@ -117,7 +117,9 @@ def _build(target: RedisTarget, options: RedisOptions) -> OpenableClient:
         )
         # Retries are the transport's failover wait (see CoredisTransport).
         primary = sentinels.primary_for(target.service_name, db=target.db, **common)
-        return OpenableClient(primary, (sentinels, primary), FAILOVER_SECONDS, replica_ack=True)
+        return OpenableClient(
+            primary, (sentinels, primary), options.failover_timeout, replica_ack=True
+        )
     if target.kind == "unix":
         single: coredis.Redis[bytes] = coredis.Redis(
             unix_socket_path=target.socket_path, db=target.db, retry_policy=_RETRY, **common

@@ -94,6 +94,12 @@ class Script(Generic[KeysT, ArgsT]):
 class Transport(Protocol):
     """Sends commands to Redis over some client; translates nothing (:mod:`._request` does)."""
 
+    @property
+    def where(self) -> str | None:
+        """The deployment the commands go to, without credentials, for error messages; None
+        when the client was given to the storage (its own errors name the address)."""
+        ...
+
     async def evalsha(self, sha: str, keys: tuple[str, ...], argv: Sequence[str]) -> Any:
         """Run the script loaded as ``sha`` with ``keys`` and ``argv`` and return its reply.
 

@@ -24,7 +24,12 @@ from ._arguments import (
     journal_cap_arg,
     retention_arg,
 )
-from ._clients import DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from ._clients import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILOVER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+)
 from ._keys import DEFAULT_KEY_PREFIX, KeyLayout, validate_key_prefix
 from ._url import RedisTarget, ascii_number, may_quote, parse_redis_url
 
@@ -49,6 +54,7 @@ class RedisOptions(NamedTuple):
     max_connections: int
     connect_timeout: float | None
     command_timeout: float | None
+    failover_timeout: float
     ssl_context: ssl.SSLContext | None
     ssl_ca_certs: str | None
     ssl_check_hostname: bool
@@ -148,6 +154,14 @@ def _limit(name: str) -> Callable[[Any], None]:
     return check
 
 
+def _positive(name: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not (math.isfinite(value) and value > 0):
+            raise SagaUsageError(f"{name} must be seconds > 0, got {value!r}")
+
+    return check
+
+
 def _shards(value: Any) -> None:
     if value is not None:
         KeyLayout(DEFAULT_KEY_PREFIX, value)  # the layout's own rule for the shard count
@@ -212,6 +226,13 @@ OPTIONS: dict[str, _Option] = {
         _or_none(_seconds),
         _limit("command_timeout"),
     ),
+    "failover_timeout": _Option(
+        DEFAULT_FAILOVER_TIMEOUT,
+        "a number of seconds > 0 (Sentinel and Cluster URLs only)",
+        _seconds_text,
+        _seconds,
+        _positive("failover_timeout"),
+    ),
     "ssl_context": _Option(None, "an ssl.SSLContext, or None", None, _context),
     "ssl_ca_certs": _Option(
         None, "the path of a file of CA certificates (PEM)", str, _or_none(_text), _ca_file
@@ -275,10 +296,16 @@ def resolve_url(url: str, kwargs: Mapping[str, Any]) -> tuple[RedisTarget, Redis
         SagaUsageError: the URL is not a Redis URL (see :func:`._url.parse_redis_url`), an
             option is wrong (see :func:`resolve_options`), or a TLS option
             (``ssl_context``, ``ssl_ca_certs``, ``ssl_check_hostname``) comes with a URL
-            that is not TLS (``rediss://``, ``rediss+cluster://``, ``rediss+sentinel://``).
+            that is not TLS (``rediss://``, ``rediss+cluster://``, ``rediss+sentinel://``),
+            or ``failover_timeout`` with a URL of one server (nothing fails over).
     """
     target, query = parse_redis_url(url)
     options = resolve_options(query, kwargs, quote_query=may_quote(url))
+    if target.kind in ("single", "unix") and "failover_timeout" in (query.keys() | kwargs.keys()):
+        raise SagaUsageError(
+            "failover_timeout given, but the URL names one server, which has no failover to "
+            "wait out: use it with a redis+sentinel:// or redis+cluster:// URL, or drop it"
+        )
     if not target.tls:
         given = [
             name

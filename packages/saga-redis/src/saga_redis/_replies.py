@@ -22,6 +22,7 @@ from saga_core import (
     SagaNotFoundError,
     SagaParkedError,
     SagaStorageError,
+    SagaUsageError,
     SagaVersionConflictError,
     StorageCorruptedError,
     StorageSchemaError,
@@ -70,25 +71,39 @@ _UNREACHABLE = (
     OSError,
     coredis.exceptions.ConnectionError,
     coredis.exceptions.ClusterError,
+    coredis.exceptions.ClusterRoutingError,
     coredis.exceptions.PrimaryNotFoundError,
 )
+# A cluster client raises the base class itself when it cannot learn the cluster's layout
+# (no seed node reachable, slots not all covered); its subclasses mean other things (keys in
+# two slots: a bug of ours), so the class is matched exactly.
+_CLUSTER_LAYOUT_UNKNOWN = coredis.exceptions.RedisClusterError
 # Error replies: the server answered, and refused.
 _REFUSALS = (redis.ResponseError, coredis.exceptions.ResponseError)
 _READ_ONLY = (redis.exceptions.ReadOnlyError, coredis.exceptions.ReadOnlyError)
 
 
-def transport_error(exc: Exception, prefix: str) -> SagaError:
-    """The core error for an exception a transport raised (the caller chains ``exc``)."""
-    if isinstance(exc, _UNREACHABLE):
+def transport_error(exc: Exception, prefix: str, where: str | None = None) -> SagaError:
+    """The core error for an exception a transport raised (the caller chains ``exc``).
+
+    ``where`` names the deployment the storage was opened on, without credentials (a URL's
+    :meth:`~._url.RedisTarget.describe`), or is None for a client the storage was given,
+    whose own errors name the address they tried.
+    """
+    at = f" at {where}" if where else ""
+    misconfigured = _wrong_deployment(exc, where)
+    if misconfigured is not None:
+        return misconfigured
+    if isinstance(exc, _UNREACHABLE) or type(exc) is _CLUSTER_LAYOUT_UNKNOWN:
         return StorageUnavailableError(
-            f"Redis cannot be reached ({type(exc).__name__}: {exc}); the saga keeps its last "
-            f"written state and is recoverable once Redis is back"
+            f"Redis cannot be reached{at} ({type(exc).__name__}: {exc}); the saga keeps its "
+            f"last written state and is recoverable once Redis is back"
         )
     if isinstance(exc, _REFUSALS):
         message = str(exc)
         if isinstance(exc, _READ_ONLY) or message.startswith(_UNAVAILABLE_REPLIES):
             return StorageUnavailableError(
-                f"Redis cannot take writes now ({message}); retry once it is back"
+                f"Redis{at} cannot take writes now ({message}); retry once it is back"
             )
         if "WRONGTYPE" in message:
             return StorageCorruptedError(
@@ -97,6 +112,30 @@ def transport_error(exc: Exception, prefix: str) -> SagaError:
             )
         return SagaStorageError(f"Redis refused a saga-redis script: {message}")
     return SagaStorageError(f"the Redis client failed ({type(exc).__name__}: {exc})")
+
+
+def _wrong_deployment(exc: Exception, where: str | None) -> SagaUsageError | None:
+    """The error for a URL that names the wrong kind of deployment: a ``redis+cluster://``
+    URL whose nodes run without cluster mode, or a ``redis+sentinel://`` URL whose nodes are
+    plain servers rather than sentinels; None for anything else."""
+    named = where or "the Redis URL"
+    cause = exc.__cause__
+    if (
+        isinstance(exc, coredis.exceptions.RedisClusterError)
+        and isinstance(cause, coredis.exceptions.ResponseError)
+        and "cluster support disabled" in str(cause)
+    ):
+        return SagaUsageError(
+            f"{named} names servers that run without cluster mode ({cause}): open one "
+            f"server with a redis:// URL, or give the URL the nodes of a Redis Cluster"
+        )
+    if isinstance(exc, coredis.exceptions.UnknownCommandError) and "'SENTINEL'" in str(exc):
+        return SagaUsageError(
+            f"{named} names servers that are not Redis Sentinels (they do not know the "
+            f"SENTINEL command): give the sentinels' addresses (port 26379 by default), or "
+            f"open one server with a redis:// URL"
+        )
+    return None
 
 
 def raise_failure(

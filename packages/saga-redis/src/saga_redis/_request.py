@@ -55,7 +55,7 @@ class RequestPath:
         except SagaError:
             raise
         except Exception as exc:
-            raise transport_error(exc, self._key_prefix) from exc
+            raise transport_error(exc, self._key_prefix, self._transport.where) from exc
 
     async def open(self) -> None:
         """Open what the transport opens itself (see :meth:`Transport.open`).
@@ -69,7 +69,7 @@ class RequestPath:
         except SagaError:
             raise
         except Exception as exc:
-            raise transport_error(exc, self._key_prefix) from exc
+            raise transport_error(exc, self._key_prefix, self._transport.where) from exc
 
     def refuse_calls(self) -> None:
         """Refuse every later call; the transport stays open until :meth:`aclose`."""

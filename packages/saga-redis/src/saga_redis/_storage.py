@@ -126,12 +126,18 @@ class RedisSagaStorage:
         ``max_journal_entries``, ``max_connections`` (per node), ``connect_timeout``
         (seconds to connect, handshake included), ``command_timeout`` (seconds to wait for
         one reply; a timed-out write may still have happened: the next write's version
-        check tells), and for TLS ``ssl_context`` (keyword only), ``ssl_ca_certs`` and
-        ``ssl_check_hostname``.
+        check tells), ``failover_timeout`` (Sentinel and Cluster: seconds a call waits out a
+        failover before it raises StorageUnavailableError, default 30), and for TLS
+        ``ssl_context`` (keyword only), ``ssl_ca_certs`` and ``ssl_check_hostname``.
 
         Raises:
             SagaUsageError: the URL or an option is invalid, or an option contradicts the
                 URL. Messages never repeat a part of the URL that holds a password.
+
+        Once open, a deployment that cannot be reached raises StorageUnavailableError naming
+        the URL's addresses (never its credentials); a ``redis+cluster://`` URL whose nodes
+        run without cluster mode, or a ``redis+sentinel://`` URL whose nodes are not
+        sentinels, raises SagaUsageError.
         """
         target, resolved = resolve_url(url, options)
         client, contexts, failover_seconds, replica_ack = build_client(target, resolved)
@@ -140,7 +146,11 @@ class RedisSagaStorage:
             shards = CLUSTER_DEFAULT_SHARDS if target.kind == "cluster" else 1
         return cls(
             CoredisTransport(
-                client, contexts, failover_seconds=failover_seconds, replica_ack=replica_ack
+                client,
+                contexts,
+                failover_seconds=failover_seconds,
+                replica_ack=replica_ack,
+                where=target.describe(),
             ),
             resolved.key_prefix,
             retain_finished_seconds=resolved.retain_finished_seconds,

@@ -58,9 +58,11 @@ class CoredisTransport:
     effect too (``WAIT 1``, pipelined after the script on the same connection): replication is
     asynchronous, and a write only the old primary had is lost when a replica is promoted.
     Without that acknowledgement the script is sent again (its token makes it apply once).
+
+    ``where`` names the deployment in error messages (a URL's parts without credentials).
     """
 
-    __slots__ = ("_client", "_contexts", "_replica_ack", "_retry", "_stack")
+    __slots__ = ("_client", "_contexts", "_replica_ack", "_retry", "_stack", "where")
 
     def __init__(
         self,
@@ -69,8 +71,10 @@ class CoredisTransport:
         *,
         failover_seconds: float | None = None,
         replica_ack: bool = False,
+        where: str | None = None,
     ) -> None:
         self._client = client
+        self.where = where
         self._replica_ack = replica_ack
         self._contexts = tuple(contexts)
         self._stack: AsyncExitStack | None = None
@@ -194,6 +198,8 @@ class AsyncioTransport:
     """
 
     __slots__ = ("_client", "_owned")
+    #: The client's own errors name the address it tried.
+    where: str | None = None
 
     def __init__(self, client: AsyncClient, *, owned: bool) -> None:
         self._client = client
@@ -233,6 +239,8 @@ class ThreadTransport:
     """
 
     __slots__ = ("_client", "_owned")
+    #: The client's own errors name the address it tried.
+    where: str | None = None
 
     def __init__(self, client: SyncClient, *, owned: bool) -> None:
         self._client = client

@@ -313,7 +313,7 @@ def _socket_path(hosts: str, path: str, url: str) -> str:
         )
     if not os.path.exists(socket_path):
         raise SagaUsageError(
-            f"the Redis URL's socket path {_quoted(socket_path, url)} does not exist: is "
+            f"the socket path of the Redis URL, {_quoted(socket_path, url)}, does not exist: is "
             f"Redis running, with its 'unixsocket' setting pointing there?"
         )
     return socket_path
