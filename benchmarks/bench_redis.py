@@ -129,7 +129,7 @@ def main() -> None:
         for conc, count in ((1, n), (100, n * 3)):
             rate = count / anyio.run(measure, conc, count, backend=args.backend)
             rates[conc] = max(rates.get(conc, 0.0), rate)
-    print(f"limit/redis-round-trip: {raw:.0f} round trips/s (redis-py asyncio SET loop)")
+    print(f"limit/redis-round-trip: {raw:.0f} round trips/s (coredis SET loop)")
     for conc, rate in rates.items():
         print(
             f"saga/redis/conc={conc} ({args.backend}): {rate:.0f} sagas/s, "
