@@ -168,12 +168,16 @@ class NotReplicatedError(coredis.exceptions.ConnectionError):
 #: How long a write on a Sentinel deployment waits for a replica's acknowledgement.
 REPLICA_ACK_MS = 1000
 
-# What a failover looks like to a client, while it lasts.
+# What a failover or a slot migration looks like to a client, while it lasts. A cluster
+# client follows MOVED, ASK and TRYAGAIN itself, but only for a fraction of a second: then it
+# gives up with ClusterError, while the slot it wants may be mid-migration for much longer
+# (every script of a shard is refused with TRYAGAIN until its slot has moved).
 _FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
     coredis.exceptions.ConnectionError,
     coredis.exceptions.ReadOnlyError,
     coredis.exceptions.ClusterDownError,
     coredis.exceptions.TryAgainError,
+    coredis.exceptions.ClusterError,
     coredis.exceptions.PrimaryNotFoundError,
     NoReplicasError,
     NotReplicatedError,
