@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 import redis
-from bench_redis import REDIS_URL, BenchContext, Bump1, Bump3, purge
+from bench_redis import REDIS_URL, BenchContext, BenchSaga, Bump1, Bump2, Bump3, purge
 
 from saga_core import Response, Saga, SagaStatus, SagaStepHandler, bootstrap
 from saga_redis import DEFAULT_KEY_PREFIX, RedisSagaStorage
@@ -49,6 +49,9 @@ class Gate:
 class HeldStep(SagaStepHandler[BenchContext, Response]):
     """Bumps the field, as the workload's steps do, once its gate opens."""
 
+    # The ids the workload's saga stores, so that its keys are measured byte for byte.
+    name = Bump2.step_id
+
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
@@ -59,6 +62,7 @@ class HeldStep(SagaStepHandler[BenchContext, Response]):
 
 
 class HeldSaga(Saga[BenchContext]):
+    name = BenchSaga.name
     steps = [Bump1, HeldStep, Bump3]
 
 
