@@ -56,7 +56,8 @@ class BenchSaga(Saga[BenchContext]):
     steps = [Bump1, Bump2, Bump3]
 
 
-def _purge(prefix: str) -> None:
+def purge(prefix: str) -> None:
+    """Delete every key under ``prefix`` in the benchmark's Redis database."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -85,7 +86,7 @@ async def measure(conc: int, n: int, client: str = "coredis") -> float:
     finally:
         if given is not None:
             await given.aclose()
-        _purge(prefix)
+        purge(prefix)
 
 
 async def _run(storage: RedisSagaStorage, conc: int, n: int) -> float:

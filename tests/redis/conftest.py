@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
@@ -95,6 +95,19 @@ def _running(setup: servers.Setup) -> Iterator[None]:
         return
     # Skipped or failed outside the `except` block, so the report shows no chained traceback.
     _unavailable(f"the {setup.describe()} cannot start: {error}")
+
+
+@pytest.fixture
+def own_setup(redis_setups_ports: None) -> Iterator[Callable[[servers.Setup], None]]:
+    """A function that starts a setup of the test's own (on ports and under a directory no
+    other setup uses); each is stopped by PID when the test ends. Skips, or fails with
+    ``SAGA_REQUIRE_SERVICES=1``, when one cannot start."""
+    with contextlib.ExitStack() as stack:
+
+        def start(setup: servers.Setup) -> None:
+            stack.enter_context(_running(setup))
+
+        yield start
 
 
 @pytest.fixture(scope="session")

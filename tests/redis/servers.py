@@ -4,8 +4,9 @@ Import it (the fixtures in ``tests/redis/conftest.py`` do) or run it (``.ci/run`
 
     python tests/redis/servers.py start|stop|status [cluster] [sentinel] [unix]
 
-* ``cluster``: three masters without replicas on 127.0.0.1:7101, 7102 and 7103, the 16384
-  slots shared out by ``redis-cli --cluster create``.
+* ``cluster``: three masters without replicas on 127.0.0.1:7101, 7102 and 7103, each holding
+  a third of the 16384 slots. A :class:`ClusterSetup` of one or two masters on other ports is
+  formed the same way (the benchmarks start such clusters of their own).
 * ``sentinel``: a primary on 127.0.0.1:7201 and its replica on 7202, both writing each command
   to their append-only file before answering (``appendfsync always``), watched by three
   sentinels on 7211, 7212 and 7213 under the service name ``sagaprimary`` (quorum 2, down after
@@ -15,9 +16,10 @@ Import it (the fixtures in ``tests/redis/conftest.py`` do) or run it (``.ci/run`
 
 Every server is a ``redis-server`` started with ``--daemonize yes --pidfile``; its config, data,
 log and pidfile are under ``$SAGA_TEST_REDIS_SERVERS/<setup>/`` (default
-``<temp dir>/saga-redis-servers``). Servers are stopped by the PID in their pidfile (SIGTERM,
-then SIGKILL), never by name. :func:`start` reuses a setup that is up and healthy and otherwise
-starts it afresh; a port held by any other program is an error.
+``<temp dir>/saga-redis-servers``; a setup made with ``under=DIR``: ``DIR/<setup>/``). Servers
+are stopped by the PID in their pidfile (SIGTERM, then SIGKILL), never by name. :func:`start`
+reuses a setup that is up and healthy and otherwise starts it afresh; a port held by any other
+program is an error.
 
 Failing over without losing what was acknowledged: Redis replicates asynchronously, so a bare
 ``SENTINEL FAILOVER`` under load drops writes the primary acknowledged in the last instant
@@ -148,10 +150,16 @@ class Setup:
 
     name: str
     ports: tuple[int, ...]
+    under: Path | None = None
+    """The directory its files and lock go in; None: :func:`root`."""
+
+    def base(self) -> Path:
+        """The directory of this setup's directory and lock file."""
+        return root() if self.under is None else self.under
 
     def directory(self) -> Path:
         """Where this setup's configs, data, logs and pidfiles are."""
-        return root() / self.name
+        return self.base() / self.name
 
     def pidfile(self, port: int) -> Path:
         return self.directory() / f"{port}.pid"
@@ -203,27 +211,38 @@ def _pong(port: int) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSetup(Setup):
-    """Cluster masters without replicas, sharing the slots."""
+    """Cluster masters without replicas, one or more, each holding an equal run of the slots
+    (the first master the lowest)."""
 
     def config(self, port: int) -> list[str]:
         return [
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",  # in the node's own data directory
             "cluster-node-timeout 5000",
+            # A master alone would name its address as '' to clients (a node learns its
+            # address from the first node that meets it): every node names this one.
+            f"cluster-announce-ip {HOST}",
             "appendonly no",
             'save ""',
         ]
 
+    def slots(self, port: int) -> tuple[int, int]:
+        """The first and last slot of the master on ``port``."""
+        index, count = self.ports.index(port), len(self.ports)
+        return index * CLUSTER_SLOTS // count, (index + 1) * CLUSTER_SLOTS // count - 1
+
     def launch(self) -> None:
+        # By hand rather than with `redis-cli --cluster create`, which wants three masters at
+        # least: the same steps for any number.
         self.start_servers(*self.ports)
-        command = ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports)]
-        command += ["--cluster-replicas", "0", "--cluster-yes"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise ServerSetupError(
-                f"redis-cli --cluster create failed (exit {done.returncode}): "
-                f"{(done.stdout + done.stderr).strip()[-2000:]}"
-            )
+        for epoch, port in enumerate(self.ports, start=1):
+            first, last = self.slots(port)
+            ask(port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+            # Distinct epochs from the start, so no two masters claim their slots with the same
+            # one and have to settle it after meeting (what `redis-cli --cluster create` does).
+            ask(port, "CLUSTER", "SET-CONFIG-EPOCH", str(epoch))
+        for port in self.ports[1:]:  # the others learn of each other by gossip
+            ask(self.ports[0], "CLUSTER", "MEET", HOST, str(port))
         _wait("the Redis Cluster", self.problem, self.directory())
 
     def problem(self) -> str | None:
@@ -411,14 +430,14 @@ SETUPS = {setup.name: setup for setup in (CLUSTER, SENTINEL, UNIX)}
 
 def missing_programs() -> list[str]:
     """The Redis programs the setups need that are not on PATH."""
-    return [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    return [name for name in ("redis-server",) if shutil.which(name) is None]
 
 
 @contextlib.contextmanager
 def _locked(setup: Setup) -> Iterator[None]:
     """Hold the setup's lock file, so that two test runs do not start it over each other."""
-    root().mkdir(parents=True, exist_ok=True)
-    with open(root() / f"{setup.name}.lock", "w") as lock:
+    setup.base().mkdir(parents=True, exist_ok=True)
+    with open(setup.base() / f"{setup.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -545,7 +564,7 @@ def start(setup: Setup) -> bool:
     started it (whoever started it stops it).
 
     Raises:
-        ServerSetupError: redis-server or redis-cli is not on PATH, a port of the setup is
+        ServerSetupError: redis-server is not on PATH, a port of the setup is
             held by a program that is not the setup's own server, or the setup did not get
             healthy (the message names the directory of the logs).
     """

@@ -1,9 +1,13 @@
 """The Redis Cluster and Sentinel setups of ``servers.py`` are what the saga tests assume: three
-masters sharing every slot, and a primary that a failover moves to its replica without losing
-an acknowledged write, while a client that asks the sentinels keeps writing."""
+masters sharing every slot (and clusters of one to three masters on ports of their own, formed
+the same way, as the benchmarks start them), and a primary that a failover moves to its
+replica without losing an acknowledged write, while a client that asks the sentinels keeps
+writing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,18 +29,62 @@ def _owner(cluster: RedisCluster, key: str) -> int:
     return int(cluster.get_node_from_key(key).port)  # type: ignore[no-untyped-call]
 
 
+#: Ports of the clusters a test starts of its own, by their number of masters.
+OWN_CLUSTERS = {1: (7111,), 2: (7121, 7122), 3: (7131, 7132, 7133)}
+
+
+def _slot_owners(port: int) -> dict[int, tuple[str, int]]:
+    """Every slot's master as the node on ``port`` names it to clients; no slot has replicas."""
+    owners: dict[int, tuple[str, int]] = {}
+    for start, end, *nodes in ask(port, "CLUSTER", "SLOTS"):
+        assert len(nodes) == 1, f"slots {start}-{end} have replicas: {nodes}"
+        owners.update(dict.fromkeys(range(start, end + 1), (nodes[0][0], nodes[0][1])))
+    return owners
+
+
+def _assert_masters_share_every_slot(ports: tuple[int, ...]) -> None:
+    """Every node names the same owners: each master one run of slots, all of about one
+    size, together every slot."""
+    views = [_slot_owners(port) for port in ports]
+    assert all(view == views[0] for view in views)
+    owners = views[0]
+    assert sorted(owners) == list(range(servers.CLUSTER_SLOTS))
+    runs = [sorted(s for s, owner in owners.items() if owner == (HOST, p)) for p in ports]
+    assert all(run == list(range(run[0], run[-1] + 1)) for run in runs)
+    assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
 def test_three_masters_without_replicas_share_every_slot(
     redis_cluster_nodes: list[tuple[str, int]],
 ) -> None:
-    ports = {port for _, port in redis_cluster_nodes}
-    assert ports == set(servers.CLUSTER_PORTS)
-    for port in ports:  # every node has the same view
-        owners: dict[int, int] = {}
-        for start, end, *nodes in ask(port, "CLUSTER", "SLOTS"):
-            assert len(nodes) == 1, f"slots {start}-{end} have replicas: {nodes}"
-            owners.update(dict.fromkeys(range(start, end + 1), nodes[0][1]))
-        assert sorted(owners) == list(range(servers.CLUSTER_SLOTS))
-        assert set(owners.values()) == ports
+    assert {port for _, port in redis_cluster_nodes} == set(servers.CLUSTER_PORTS)
+    _assert_masters_share_every_slot(servers.CLUSTER_PORTS)
+
+
+@pytest.mark.redis_cluster
+@pytest.mark.parametrize("masters", sorted(OWN_CLUSTERS))
+def test_a_cluster_of_one_to_three_masters_forms_serves_and_stops_by_pid(
+    masters: int, own_setup: Callable[[servers.Setup], None], tmp_path: Path
+) -> None:
+    setup = servers.ClusterSetup(f"cluster-{masters}", OWN_CLUSTERS[masters], under=tmp_path)
+    own_setup(setup)
+    assert servers.status(setup) is None
+    _assert_masters_share_every_slot(setup.ports)
+    cluster = RedisCluster(host=HOST, port=setup.ports[0], decode_responses=True)
+    try:
+        # A key on every master, through a client that found the others from the first.
+        keys = {_owner(cluster, f"{{{n}}}"): f"{{{n}}}:key" for n in range(100)}
+        assert set(keys) == set(setup.ports)
+        for owner, key in keys.items():
+            cluster.set(key, owner)
+    finally:
+        cluster.close()
+    for owner, key in keys.items():
+        assert ask(owner, "GET", key) == str(owner)
+    assert sorted(servers.stop(setup)) == sorted(setup.ports)
+    for port in setup.ports:
+        with pytest.raises(redis.ConnectionError):
+            ask(port, "PING")
 
 
 def test_keys_with_different_hash_tags_land_on_different_nodes(
