@@ -37,6 +37,12 @@ Rules every storage keeps
   recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
   and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
   and changes nothing else (not the version).
+* **Taking over.** ``claim(..., force=True)`` takes the lease whoever holds it (live or not)
+  and is otherwise a claim: a parked saga stays refused, a terminal one too. A lease names its
+  owner until another claim or a checkpoint changes it, expired or not, and
+  ``list_sagas(lease_owner=...)`` finds the sagas whose lease names that owner (a process
+  restarted under its old name recovers them at once); check the filter with
+  :func:`require_lease_owner_filter`.
 * **Saga version.** :meth:`~SagaStorage.create` stores ``saga_version`` with the saga's name
   and every read returns it, unchanged for the saga's life; a record written before versions
   were stored reads as 1. (This is the definition's version, not the compare-and-set
@@ -66,6 +72,7 @@ from ._model.errors import StorageUnavailableError as StorageUnavailableError
 from ._model.status import SagaStatus as SagaStatus
 from ._model.status import StepDirection as StepDirection
 from ._model.status import StepEvent as StepEvent
+from ._model.validators import require_lease_owner_filter as require_lease_owner_filter
 from ._model.validators import require_saga_id as require_saga_id
 from ._storage.journal_codec import decode_journal_entry as decode_journal_entry
 from ._storage.journal_codec import encode_journal_entry as encode_journal_entry
@@ -108,6 +115,7 @@ __all__ = (
     "describe_error",
     "encode_journal_entry",
     "read_records",
+    "require_lease_owner_filter",
     "require_saga_id",
     "storable_text",
 )

@@ -21,3 +21,15 @@ def require_saga_id(saga_id: Any, *, where: str = "saga_id") -> UUID:
     raise SagaUsageError(
         f"{where} must be a uuid.UUID, got {saga_id!r} of type {type(saga_id).__qualname__}{hint}"
     )
+
+
+def require_lease_owner_filter(owner: Any) -> str | None:
+    """Return ``owner`` if it is ``None`` or a non-empty string, else raise
+    :class:`~saga_core.SagaUsageError`: the ``lease_owner`` filter of ``list_sagas``, which
+    storage plugins check with this before they query."""
+    if owner is None or (isinstance(owner, str) and owner):
+        return owner
+    raise SagaUsageError(
+        f"list_sagas(lease_owner=...) needs an owner name (a non-empty string) or None, "
+        f"got {owner!r}"
+    )

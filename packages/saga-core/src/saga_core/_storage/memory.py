@@ -28,7 +28,7 @@ from saga_core._model.errors import (
     StorageUnavailableError,
 )
 from saga_core._model.status import SagaStatus
-from saga_core._model.validators import require_saga_id
+from saga_core._model.validators import require_lease_owner_filter, require_saga_id
 
 from .protocol import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
 
@@ -197,13 +197,17 @@ class MemorySagaStorage:
         """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
         return [saga.to_record() for saga in self._recoverable(limit)]
 
-    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
-        """Lease one saga to ``owner`` for recovery and return its record with the new version.
+    async def claim(
+        self, saga_id: UUID, *, owner: str, lease_seconds: float, force: bool = False
+    ) -> SagaRecord:
+        """Lease one saga to ``owner`` for recovery and return its record with the new version
+        (``force``: whoever holds the lease now).
 
-        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
-        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`,
+        :class:`~saga_core.SagaParkedError` or :class:`~saga_core.SagaLeaseHeldError` (another
+        owner's lease has not expired, without ``force``).
         """
-        return self._claim(saga_id, owner, lease_seconds)
+        return self._claim(saga_id, owner, lease_seconds, force)
 
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
@@ -228,11 +232,13 @@ class MemorySagaStorage:
         saga_name: str | None = None,
         parked: bool | None = None,
         updated_before: datetime | None = None,
+        lease_owner: str | None = None,
         limit: int = 100,
     ) -> list[SagaRecord]:
         """Return up to ``limit`` sagas matching every given filter, oldest update first."""
         if self._closed:
             raise _closed_error()
+        require_lease_owner_filter(lease_owner)
         if limit < 0:
             raise SagaUsageError(f"limit must be >= 0, got {limit!r}")
         if updated_before is not None and updated_before.utcoffset() is None:
@@ -245,6 +251,7 @@ class MemorySagaStorage:
             and (saga_name is None or saga.saga_name == saga_name)
             and (parked is None or saga.parked is parked)
             and (before is None or saga.updated < before)
+            and (lease_owner is None or saga.lease_owner == lease_owner)
         )
         return [saga.to_record() for saga in nsmallest(limit, matching, key=_by_update)]
 
@@ -396,7 +403,7 @@ class MemorySagaStorage:
         # nsmallest is stable, so sagas updated at the same instant keep creation order.
         return nsmallest(limit, candidates, key=_by_update)
 
-    def _claim(self, saga_id: UUID, owner: str, lease_seconds: float) -> SagaRecord:
+    def _claim(self, saga_id: UUID, owner: str, lease_seconds: float, force: bool) -> SagaRecord:
         saga = self._get(saga_id)
         if saga.status.is_terminal:
             raise _finished(saga)
@@ -408,7 +415,8 @@ class MemorySagaStorage:
         now = self._clock()
         held_by = saga.lease_owner
         if (
-            held_by is not None
+            not force
+            and held_by is not None
             and held_by != owner
             and saga.lease_expires is not None
             and saga.lease_expires > now

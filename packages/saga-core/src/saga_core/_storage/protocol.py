@@ -135,14 +135,18 @@ class SagaStorage(Protocol):
         are not), oldest update first, without claiming them."""
         ...
 
-    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+    async def claim(
+        self, saga_id: UUID, *, owner: str, lease_seconds: float, force: bool = False
+    ) -> SagaRecord:
         """Take the lease on one saga for recovery and return its record with the new version.
 
-        Succeeds when the saga is recoverable or its lease is already ``owner``'s. Raises
-        :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` (terminal),
-        :class:`~saga_core.SagaParkedError` (dead-letter state) or
-        :class:`~saga_core.SagaLeaseHeldError` (another owner's lease has not expired).
-        The version bump fences off any earlier runner of the saga.
+        Succeeds when the saga is recoverable or its lease is already ``owner``'s, or with
+        ``force=True`` whoever holds its lease (an operator taking over from a runner they
+        know is dead). Raises :class:`~saga_core.SagaNotFoundError`,
+        :class:`~saga_core.SagaFinishedError` (terminal), :class:`~saga_core.SagaParkedError`
+        (dead-letter state, forced or not) or :class:`~saga_core.SagaLeaseHeldError` (another
+        owner's lease has not expired, without ``force``). The version bump fences off any
+        earlier runner of the saga.
         """
         ...
 
@@ -173,12 +177,16 @@ class SagaStorage(Protocol):
         saga_name: str | None = None,
         parked: bool | None = None,
         updated_before: datetime | None = None,
+        lease_owner: str | None = None,
         limit: int = 100,
     ) -> list[SagaRecord]:
         """Return up to ``limit`` sagas matching every given filter, oldest update first.
 
         ``updated_before`` is an aware datetime (a naive one is a
-        :class:`~saga_core.SagaUsageError`); ``None`` filters are not applied.
+        :class:`~saga_core.SagaUsageError`); ``lease_owner`` matches the sagas whose lease
+        names that owner, live or expired (a process restarted under its old name finds its
+        sagas with it; a non-empty string, else a usage error); ``None`` filters are not
+        applied.
         """
         ...
 

@@ -150,6 +150,38 @@ class LeaseContract(ContractBase):
         assert record.version == 2
         assert_lease(record, "recovery", 60.0)
 
+    async def test_a_forced_claim_takes_over_a_live_lease_and_fences_its_runner(
+        self, storage: SagaStorage
+    ) -> None:
+        new = make_new_saga(lease_owner="crashed", lease_seconds=600.0)
+        await storage.create(new)
+        before = await storage.load(new.saga_id)
+        record = await storage.claim(
+            new.saga_id, owner="operator", lease_seconds=60.0, force=True
+        )
+        assert (record.version, record.attempts) == (2, 1)
+        assert (record.status, record.cursor, record.context) == (
+            before.status,
+            before.cursor,
+            before.context,
+        )
+        assert_lease(record, "operator", 60.0)
+        assert record == await storage.load(new.saga_id)
+        # The runner whose lease was taken is refused from now on.
+        with pytest.raises(SagaVersionConflictError):
+            await storage.checkpoint(make_checkpoint(new.saga_id, 1))
+        with pytest.raises(SagaLeaseHeldError):
+            await storage.renew_lease(new.saga_id, owner="crashed", lease_seconds=60.0)
+        assert await storage.load(new.saga_id) == record
+
+    async def test_a_forced_claim_of_a_stalled_saga_is_a_plain_claim(
+        self, storage: SagaStorage
+    ) -> None:
+        saga_id = await self.create_recoverable(storage)
+        record = await storage.claim(saga_id, owner="operator", lease_seconds=60.0, force=True)
+        assert (record.version, record.attempts) == (3, 1)
+        assert_lease(record, "operator", 60.0)
+
     @pytest.mark.parametrize("status", [SagaStatus.RUNNING, SagaStatus.FAILED])
     async def test_claim_bumps_version_and_fences_off_the_earlier_runner(
         self, storage: SagaStorage, status: SagaStatus

@@ -13,6 +13,7 @@ from saga_core._model.errors import (
     SagaLeaseHeldError,
     SagaNotFoundError,
     SagaParkedError,
+    SagaUsageError,
     SagaVersionConflictError,
 )
 from saga_core._model.status import SagaStatus
@@ -120,6 +121,42 @@ class OperationsContract(ContractBase):
         listed = await storage.list_sagas(status=SagaStatus.COMPLETED)
         assert [r.saga_id for r in listed] == [done]
 
+    async def test_list_sagas_filters_by_lease_owner_live_or_expired(
+        self, storage: SagaStorage
+    ) -> None:
+        first = make_new_saga(lease_owner="orders-7", lease_seconds=self.short_lease_seconds)
+        await storage.create(first)
+        await self.pause_between_updates()
+        second = make_new_saga(lease_owner="orders-7")
+        await storage.create(second)
+        await storage.create(make_new_saga(lease_owner="orders-8"))
+        released = await self.create_recoverable(storage)  # created by "runner", released
+        finished = make_new_saga(lease_owner="orders-7")
+        await storage.create(finished)
+        await self.finish(storage, finished.saga_id, SagaStatus.COMPLETED)
+
+        owned = await storage.list_sagas(lease_owner="orders-7")
+        assert [r.saga_id for r in owned] == [first.saga_id, second.saga_id]
+        assert {r.lease_owner for r in owned} == {"orders-7"}
+        # An expired lease still names its owner until someone else claims the saga.
+        await self.wait_out_short_lease()
+        still = await storage.list_sagas(lease_owner="orders-7", limit=1)
+        assert [r.saga_id for r in still] == [first.saga_id]
+        await storage.claim(first.saga_id, owner="orders-8", lease_seconds=60.0)
+        assert [r.saga_id for r in await storage.list_sagas(lease_owner="orders-7")] == [
+            second.saga_id
+        ]
+        by_both = await storage.list_sagas(lease_owner="orders-8", status=SagaStatus.COMPLETED)
+        assert by_both == []
+        assert released not in {r.saga_id for r in await storage.list_sagas(lease_owner="runner")}
+
+    @pytest.mark.parametrize("owner", ["", 7])
+    async def test_list_sagas_refuses_a_lease_owner_that_is_not_a_name(
+        self, storage: SagaStorage, owner: object
+    ) -> None:
+        with pytest.raises(SagaUsageError, match="lease_owner"):
+            await storage.list_sagas(lease_owner=owner)  # type: ignore[arg-type]
+
     # --- attempts and the dead-letter state -------------------------------------------------
 
     async def test_each_claim_counts_one_attempt(self, storage: SagaStorage) -> None:
@@ -145,6 +182,8 @@ class OperationsContract(ContractBase):
         assert await storage.claim_recoverable(owner="other", lease_seconds=60.0) == []
         with pytest.raises(SagaParkedError):
             await storage.claim(saga_id, owner="other", lease_seconds=60.0)
+        with pytest.raises(SagaParkedError):
+            await storage.claim(saga_id, owner="other", lease_seconds=60.0, force=True)
         listed = await storage.list_sagas(parked=True)
         assert [r.saga_id for r in listed] == [saga_id]
         assert await storage.list_sagas(parked=False) == []

@@ -80,6 +80,8 @@ class RecordContract(ContractBase):
     async def test_claim_unknown_id_raises_not_found(self, storage: SagaStorage) -> None:
         with pytest.raises(SagaNotFoundError):
             await storage.claim(uuid4(), owner="recovery", lease_seconds=60.0)
+        with pytest.raises(SagaNotFoundError):
+            await storage.claim(uuid4(), owner="recovery", lease_seconds=60.0, force=True)
 
     async def test_checkpoint_increments_version(self, storage: SagaStorage) -> None:
         new = make_new_saga()
@@ -223,6 +225,8 @@ class RecordContract(ContractBase):
             await storage.claim(new.saga_id, owner="recovery", lease_seconds=60.0)
         with pytest.raises(SagaFinishedError):
             await storage.claim(new.saga_id, owner=new.lease_owner, lease_seconds=60.0)
+        with pytest.raises(SagaFinishedError):
+            await storage.claim(new.saga_id, owner="operator", lease_seconds=60.0, force=True)
         assert await storage.load(new.saga_id) == before
 
     async def test_failed_saga_can_move_back_to_compensating(self, storage: SagaStorage) -> None:
