@@ -5,7 +5,8 @@
 The JSON gives ``storage`` (a ``StorageSpec`` as JSON), ``backend`` (asyncio | trio),
 ``ledger`` (path), ``run`` (the run's name: saga ids derive from it), ``first`` and ``count``
 (which of the run's sagas to start), ``fail_every``, ``concurrency``, ``lease`` (seconds),
-``pause`` (seconds inside each effect), and ``point`` / ``at``: die the ``at``-th time
+``pause`` (seconds inside each effect), optionally ``owner`` (the process's name in leases,
+``bootstrap(owner=...)``), and ``point`` / ``at``: die the ``at``-th time
 ``point`` (one of ``CRASH_POINTS``) is reached. If the point is never reached the program
 ends normally (exit status 0), which the test reports.
 """
@@ -35,6 +36,7 @@ async def run(config: dict[str, Any]) -> None:
             saga_storage=storage,
             observers=[_kit.CrashObserver()],
             lease_seconds=config["lease"],
+            owner=config.get("owner"),
         )
         limiter = anyio.CapacityLimiter(config["concurrency"])
 

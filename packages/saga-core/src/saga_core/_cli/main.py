@@ -39,6 +39,7 @@ from saga_core._model.errors import (
     SagaCompensatedError,
     SagaCompensationFailedError,
     SagaError,
+    SagaLeaseHeldError,
     SagaUsageError,
 )
 from saga_core._model.status import SagaStatus
@@ -227,7 +228,9 @@ async def _drive(
     args: argparse.Namespace, worker: RecoveryWorker, saga_id: UUID, result: dict[str, Any]
 ) -> int:
     try:
-        await worker.recover(saga_id)
+        await worker.recover(saga_id, force=args.force)
+    except SagaLeaseHeldError as exc:
+        raise CliError(f"{exc}. If that runner is dead, take the saga over with --force") from None
     except SagaCompensatedError as exc:
         result.update(outcome=SagaStatus.COMPENSATED.value, error=str(exc))
         return _outcome(args, result, str(exc))

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(recover)
     _add_lease_option(recover, "lease taken on the saga while it runs")
+    recover.add_argument(
+        "--force",
+        action="store_true",
+        help="take the saga over even while another runner's lease on it is live (that "
+        "runner is fenced off: use it when you know it is dead)",
+    )
 
     retry = command(
         "retry-compensation",
@@ -102,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(retry)
     _add_lease_option(retry, "lease taken on the saga while it runs")
+    retry.add_argument(
+        "--force",
+        action="store_true",
+        help="take the saga over even while another runner's lease on it is live (that "
+        "runner is fenced off: use it when you know it is dead)",
+    )
 
     worker = command(
         "worker",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
@@ -27,6 +26,7 @@ from saga_core._storage.memory import MemorySagaStorage
 from saga_core._storage.protocol import SagaStorage
 
 from .leases import LeaseKeeper
+from .owner import default_owner, name_owner
 from .saga_map import SagaMap as SagaMap
 
 #: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
@@ -71,11 +71,6 @@ _VERSION_4_BITS = (0x8000 << 48) | (4 << 76)
 _saga_ids = _SagaIds()
 
 
-def default_owner() -> str:
-    """A runner name unique to this process: ``"<host>:<pid>:<random>"``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 class SagaMediator:
     """Starts sagas: picks the saga bound to the context's type and runs it.
 
@@ -105,7 +100,7 @@ class SagaMediator:
         check_steps_buildable((saga for _, saga in saga_map), self.resolver)
         self.hooks = Hooks([LoggingObserver(), *observers])
         self.lease_seconds = lease_seconds
-        self.owner = owner or default_owner()
+        self.owner = default_owner() if owner is None else name_owner(owner)
         self._keeper: LeaseKeeper | None = None
         self._task_group: TaskGroup | None = None
         self._by_context_type: dict[type[Any], tuple[SagaDefinition, ContextCodec[Any]]] = {}
@@ -290,7 +285,12 @@ class _Bootstrap:
             observers: :class:`SagaObserver` hooks (logging is always on, through the
                 ``saga_core`` loggers).
             lease_seconds: how long a runner's lease lasts before recovery may take over.
-            owner: this runner's name in leases (default: host, pid and a random suffix).
+            owner: this process's name in leases: the mediator's runs use it, and so do
+                ``recover_saga`` and ``RecoveryWorker`` built later without an owner (in the
+                same context). A process restarted under the same name takes back the sagas it
+                held at once (their leases are its own) instead of waiting for the leases to
+                expire. Default: the name given before in this context, else host, pid and a
+                random suffix.
 
         Raises:
             SagaUsageError: an argument is of the wrong kind.

@@ -26,7 +26,8 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
-from .mediator import DEFAULT_LEASE_SECONDS, default_owner
+from .mediator import DEFAULT_LEASE_SECONDS
+from .owner import default_owner
 
 ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]
 
@@ -41,6 +42,7 @@ async def recover_saga(
     observers: Sequence[SagaObserver] = (),
     owner: str | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    force: bool = False,
 ) -> SagaOutcome[ContextT]:
     """Take over saga ``saga_id`` and run it to its end, from its stored state.
 
@@ -60,8 +62,12 @@ async def recover_saga(
             saga's context type), or a callable given the stored JSON object.
         container: builds step classes, as ``bootstrap(di_container=...)``; use the same one.
         observers: :class:`SagaObserver` hooks.
-        owner: this runner's name in the lease.
+        owner: this runner's name in the lease (default: the name given to
+            ``bootstrap(owner=...)`` in this context, so that a process restarted under its
+            old name takes back its sagas at once; else a name of its own).
         lease_seconds: how long the lease lasts.
+        force: take the saga over even while another owner's lease on it is live, for an
+            operator who knows that runner is dead (it is fenced off all the same).
 
     Returns:
         The outcome of a saga that ended COMPLETED (or was already COMPENSATED).
@@ -71,7 +77,8 @@ async def recover_saga(
         SagaCompensatedError: the saga was rolled back (it was COMPENSATING or FAILED, or a
             step failed while resuming). It subclasses ``RuntimeError``.
         SagaCompensationFailedError: a compensation was exhausted again; still FAILED.
-        SagaLeaseHeldError: another runner holds a live lease on the saga.
+        SagaLeaseHeldError: another runner holds a live lease on the saga (without
+            ``force``).
         SagaRecoveryError: the stored saga does not match ``saga`` (another saga's name,
             another ``version`` than the one it started with, or step ids this class no
             longer has); nothing is claimed or run.
@@ -92,7 +99,7 @@ async def recover_saga(
     if record.status.is_terminal:
         return SagaOutcome(saga_id, record.status, context, None)
     runner = owner or default_owner()
-    claimed = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds)
+    claimed = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds, force=force)
     if claimed.context != record.context or claimed.status is not record.status:
         # Someone wrote the saga between the load and the claim: use what is stored now.
         check_record_matches(definition, claimed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +32,8 @@ from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from .leases import LeaseKeeper
-from .mediator import DEFAULT_LEASE_SECONDS, check_steps_buildable, default_owner
+from .mediator import DEFAULT_LEASE_SECONDS, check_steps_buildable
+from .owner import default_owner
 from .recovery import check_record_matches, decode_context, resumed_run
 from .saga_map import SagaMap, describe_versions
 
@@ -39,6 +41,11 @@ logger = logging.getLogger("saga_core.worker")
 
 #: How many sagas' last errors a worker remembers for their park reasons.
 _REMEMBERED_ERRORS = 10_000
+
+#: How much older than the worker's start a saga leased to its own name must be for the
+#: worker to take it back at start: a saga this process started since then is not its
+#: predecessor's, and the storage's clock may lag this machine's a little.
+OWN_SAGAS_MARGIN = timedelta(seconds=2)
 
 #: Pauses between a saga's recovery attempts: 5 s, 10 s, 20 s ... up to 5 minutes.
 DEFAULT_BACKOFF = RetryPolicy(attempts=5, initial_delay=5.0, multiplier=2.0, max_delay=300.0)
@@ -76,7 +83,10 @@ class RecoveryWorker:
             ``bootstrap``).
         storage: where the sagas are.
         container: builds step classes, as ``bootstrap(di_container=...)``.
-        owner: this worker's name in leases (default: host, pid and a random suffix).
+        owner: this worker's name in leases (default: the name given to
+            ``bootstrap(owner=...)`` in this context, else host, pid and a random suffix).
+            Started under the name of a process that died, the worker takes back at once
+            the sagas that process held (see :meth:`recover_own`).
         poll_interval: seconds between two polls when nothing was stalled.
         batch_size: sagas claimed per poll.
         concurrency: sagas recovered at the same time.
@@ -142,13 +152,20 @@ class RecoveryWorker:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs).
 
-        Cancelling it is a graceful shutdown: a compensation in progress finishes (shielded)
-        and its checkpoint is written; every other saga it holds is handed back (its lease
-        released) for the next worker.
+        It first takes back the sagas still leased to its own name from before it started
+        (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
+        progress finishes (shielded) and its checkpoint is written; every other saga it holds
+        is handed back (its lease released) for the next worker.
         """
+        started = datetime.now(timezone.utc)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
             task_status.started()
+            try:
+                await self.recover_own(before=started - OWN_SAGAS_MARGIN)
+            except Exception as exc:
+                # Nothing lost: their leases expire and the polls below recover them.
+                logger.warning("taking back this owner's sagas failed: %s", describe_error(exc))
             while True:
                 try:
                     report = await self.run_once()
@@ -181,8 +198,52 @@ class RecoveryWorker:
                 task_group.start_soon(one, record)
         return report
 
-    async def recover(self, saga_id: UUID) -> SagaOutcome[Any]:
-        """Claim one saga now and run it to its end (an operator's ``recover``).
+    async def recover_own(self, *, before: datetime) -> RecoveryReport:
+        """Take back now the sagas whose lease still names this worker's owner and that were
+        last written before ``before``: those of a process that ran under the same name and
+        died. Their claims succeed at once (the leases are the owner's own) instead of
+        waiting for the leases to expire; each is then recovered as :meth:`run_once`
+        recovers a stalled saga. :meth:`run` calls it when it starts.
+
+        ``before`` keeps out the sagas this process has started since (a claim would fence
+        off their runners): pass the moment the process started, a little earlier.
+        """
+        report = RecoveryReport()
+        limiter = anyio.CapacityLimiter(self.concurrency)
+
+        async def one(record: SagaRecord) -> None:
+            async with limiter:
+                try:
+                    claimed = await self.storage.claim(
+                        record.saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+                    )
+                except SagaError as exc:  # finished, parked or taken meanwhile
+                    logger.info("saga %s was not taken back: %s", record.saga_id, exc)
+                    return
+                report.claimed += 1
+                await self._recover_claimed(claimed, report)
+
+        seen: set[UUID] = set()
+        while True:
+            # Each claim moves its saga's update time past ``before``, so the next page holds
+            # other sagas; one that was listed again (its claim failed) ends the round.
+            records = await self.storage.list_sagas(
+                lease_owner=self.owner,
+                parked=False,
+                updated_before=before,
+                limit=self.batch_size,
+            )
+            records = [record for record in records if record.saga_id not in seen]
+            if not records:
+                return report
+            seen.update(record.saga_id for record in records)
+            async with anyio.create_task_group() as task_group:
+                for record in records:
+                    task_group.start_soon(one, record)
+
+    async def recover(self, saga_id: UUID, *, force: bool = False) -> SagaOutcome[Any]:
+        """Claim one saga now and run it to its end (an operator's ``recover``); ``force``
+        takes it over even while another owner's lease on it is live.
 
         Raises what :func:`recover_saga` raises (SagaCompensatedError after a rollback).
         """
@@ -191,7 +252,7 @@ class RecoveryWorker:
         # changed steps, unreadable context) is refused without being left leased.
         self._run_for(await self.storage.load(saga_id), hold_seconds=None)
         record = await self.storage.claim(
-            saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+            saga_id, owner=self.owner, lease_seconds=self.lease_seconds, force=force
         )
         run = self._run_for(record, hold_seconds=None)
         # Outside run() no keeper is running: keep this saga's lease alive meanwhile.

@@ -156,9 +156,7 @@ class LeaseContract(ContractBase):
         new = make_new_saga(lease_owner="crashed", lease_seconds=600.0)
         await storage.create(new)
         before = await storage.load(new.saga_id)
-        record = await storage.claim(
-            new.saga_id, owner="operator", lease_seconds=60.0, force=True
-        )
+        record = await storage.claim(new.saga_id, owner="operator", lease_seconds=60.0, force=True)
         assert (record.version, record.attempts) == (2, 1)
         assert (record.status, record.cursor, record.context) == (
             before.status,

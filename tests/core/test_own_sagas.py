@@ -1,0 +1,211 @@
+"""A process that runs under a fixed owner name takes back the sagas it held when it died at
+once: their leases are its own. ``bootstrap(owner=...)`` names the process for the runners
+built after it; ``claim(force=True)`` lets an operator take over from a runner they know is
+dead."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import pytest
+
+from saga_core import (
+    MemorySagaStorage,
+    RecoveryReport,
+    RecoveryWorker,
+    Saga,
+    SagaContext,
+    SagaLeaseHeldError,
+    SagaMap,
+    SagaMediator,
+    SagaStatus,
+    SagaStepHandler,
+    SagaUsageError,
+    bootstrap,
+    codec_for,
+    recover_saga,
+)
+from saga_core.storage import NewSaga
+
+pytestmark = pytest.mark.anyio
+
+StepClass = type[SagaStepHandler[Any, Any]]
+
+OWNER = "orders-7"
+#: Longer than any test: only the owner's own claims (or a forced one) can take these sagas.
+LONG_LEASE = 600.0
+
+
+@dataclasses.dataclass
+class OrderContext(SagaContext):
+    order_id: str = "o-1"
+
+
+TEXT = codec_for(OrderContext).encode(OrderContext())
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def saga_of(make_step: Callable[..., StepClass]) -> type[Saga[OrderContext]]:
+    class OrderSaga(Saga[OrderContext]):
+        steps = [make_step("reserve"), make_step("charge")]
+
+    return OrderSaga
+
+
+def worker(saga: type[Saga[Any]], storage: MemorySagaStorage, **options: Any) -> RecoveryWorker:
+    sagas = SagaMap()
+    sagas.bind(OrderContext, saga)
+    return RecoveryWorker(sagas, storage, poll_interval=0.001, **options)
+
+
+async def left_by_a_dead_process(
+    storage: MemorySagaStorage, saga: type[Saga[Any]], owner: str = OWNER
+) -> uuid.UUID:
+    """A saga as a process named ``owner`` left it when it was killed inside its first step:
+    RUNNING, its lease live for 10 minutes."""
+    definition = saga.definition()
+    saga_id = uuid.uuid4()
+    first = definition.next_step_ids[0]
+    await storage.create(
+        NewSaga(saga_id, definition.name, TEXT, owner, LONG_LEASE, next_step=first)
+    )
+    return saga_id
+
+
+async def test_a_worker_under_the_dead_process_name_takes_back_its_sagas_at_once(
+    make_step: Callable[..., StepClass],
+    storage: MemorySagaStorage,
+    ledger: list[str],
+    fake_clock: Any,
+) -> None:
+    saga = saga_of(make_step)
+    mine = [await left_by_a_dead_process(storage, saga) for _ in range(3)]
+    theirs = await left_by_a_dead_process(storage, saga, owner="orders-8")
+
+    assert await worker(saga, storage).run_once() == RecoveryReport()  # leases are live
+    report = await worker(saga, storage, owner=OWNER, batch_size=2).recover_own(
+        before=at(fake_clock.now + 1)
+    )
+
+    assert report == RecoveryReport(claimed=3, completed=3)
+    for saga_id in mine:
+        record = await storage.load(saga_id)
+        assert (record.status, record.lease_owner, record.attempts) == (
+            SagaStatus.COMPLETED,
+            None,
+            1,
+        )
+    assert (await storage.load(theirs)).status is SagaStatus.RUNNING  # not its name
+    assert ledger.count("act:reserve") == 3
+
+
+async def test_run_takes_back_the_sagas_leased_to_its_name_when_it_starts(
+    make_step: Callable[..., StepClass],
+    storage: MemorySagaStorage,
+    advance_clock: Callable[[float], None],
+    wait_until: Callable[[Callable[[], Any]], Any],
+) -> None:
+    saga = saga_of(make_step)
+    # Written a minute before this process (the worker) started.
+    advance_clock(-60)
+    saga_id = await left_by_a_dead_process(storage, saga)
+    advance_clock(60)
+
+    async def completed() -> bool:
+        return (await storage.load(saga_id)).status is SagaStatus.COMPLETED
+
+    with anyio.fail_after(20):  # a safety net: the worker stops when cancelled
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(worker(saga, storage, owner=OWNER).run)
+            await wait_until(completed)
+            task_group.cancel_scope.cancel()
+
+
+async def test_sagas_this_process_started_since_are_not_taken_back(
+    make_step: Callable[..., StepClass],
+    make_mediator: Callable[..., SagaMediator],
+    storage: MemorySagaStorage,
+    fake_clock: Any,
+) -> None:
+    saga = saga_of(make_step)
+    started = at(fake_clock.now)
+    release = anyio.Event()
+    entered = anyio.Event()
+
+    class Slow(SagaStepHandler[OrderContext, None]):
+        name = "reserve"
+
+        async def act(self, context: OrderContext) -> None:
+            entered.set()
+            await release.wait()
+
+    class SlowSaga(Saga[OrderContext]):
+        name = saga.definition().name
+        steps = [Slow]
+
+    mediator = make_mediator(OrderContext, SlowSaga, owner=OWNER, lease_seconds=LONG_LEASE)
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(mediator.run, OrderContext())
+        await entered.wait()
+        report = await worker(SlowSaga, storage, owner=OWNER).recover_own(before=started)
+        release.set()
+
+    assert report == RecoveryReport()
+    [record] = await storage.list_sagas()
+    assert (record.status, record.attempts) == (SagaStatus.COMPLETED, 0)
+
+
+async def test_bootstrap_names_the_process_for_recover_saga_and_workers(
+    make_step: Callable[..., StepClass], storage: MemorySagaStorage
+) -> None:
+    saga = saga_of(make_step)
+    saga_id = await left_by_a_dead_process(storage, saga)
+    with pytest.raises(SagaLeaseHeldError):
+        await recover_saga(saga=saga, saga_id=saga_id, storage=storage)
+
+    async def restarted_process() -> None:
+        bootstrap(sagas_mapper=lambda m: m.bind(OrderContext, saga), owner=OWNER)
+        assert worker(saga, storage).owner == OWNER
+        # The seed's recovery call, as written: no owner, the process's name is used.
+        outcome = await recover_saga(
+            saga=saga,
+            saga_id=saga_id,
+            context_builder=OrderContext,
+            container=None,
+            storage=storage,
+        )
+        assert outcome.status is SagaStatus.COMPLETED
+
+    # In a task of its own, so the name stays in that task's context.
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(restarted_process)
+    assert worker(saga, storage).owner != OWNER
+
+
+async def test_a_forced_recovery_takes_over_a_live_lease(
+    make_step: Callable[..., StepClass], storage: MemorySagaStorage, ledger: list[str]
+) -> None:
+    saga = saga_of(make_step)
+    saga_id = await left_by_a_dead_process(storage, saga, owner="hung-process")
+    with pytest.raises(SagaLeaseHeldError):
+        await worker(saga, storage).recover(saga_id)
+
+    outcome = await worker(saga, storage, owner="operator").recover(saga_id, force=True)
+
+    assert outcome.status is SagaStatus.COMPLETED
+    assert ledger == ["act:reserve", "act:charge"]
+    assert (await storage.load(saga_id)).attempts == 1
+
+
+@pytest.mark.parametrize("owner", ["", 7])
+async def test_an_owner_that_is_not_a_name_is_refused(owner: object) -> None:
+    with pytest.raises(SagaUsageError, match="owner must be a non-empty string"):
+        bootstrap(sagas_mapper=SagaMap(), owner=owner)  # type: ignore[arg-type]
