@@ -182,6 +182,50 @@ async def test_renew_lease_moves_only_the_lease(
     assert raw.zscore(updated, member) == updated_score
 
 
+async def test_a_forced_claim_rewrites_only_the_head_and_the_index_entry(
+    storage: RedisSagaStorage, raw: redis.Redis, redis_key_prefix: str
+) -> None:
+    new = make_new_saga(lease_owner="crashed runner", lease_seconds=600)
+    await storage.create(new)
+    key, member = storage.record_key(new.saga_id), str(new.saga_id)
+    updated = _index(redis_key_prefix, "updated")
+    before, head_before = raw.hgetall(key), _head(raw, key)
+
+    record = await storage.claim(new.saga_id, owner="operator", lease_seconds=60, force=True)
+    after, head_after = raw.hgetall(key), _head(raw, key)
+    assert {k: v for k, v in after.items() if k != "head"} == {
+        k: v for k, v in before.items() if k != "head"
+    }
+    assert (head_after["owner"], head_after["version"], head_after["attempts"]) == (
+        "operator",
+        str(record.version),
+        str(int(head_before["attempts"]) + 1),
+    )
+    assert (head_after["status"], head_after["flags"]) == (
+        head_before["status"],
+        head_before["flags"],
+    )
+    assert raw.zscore(updated, member) == int(head_after["updated"])
+    assert int(head_after["updated"]) > int(head_before["updated"])
+
+
+@pytest.mark.parametrize("force", [1, "yes", None])
+async def test_a_claim_whose_force_is_not_a_bool_is_refused_and_nothing_written(
+    storage: RedisSagaStorage, raw: redis.Redis, force: object
+) -> None:
+    new = make_new_saga(lease_owner="crashed", lease_seconds=600)
+    await storage.create(new)
+    before = raw.hgetall(storage.record_key(new.saga_id))
+    with pytest.raises(SagaUsageError, match="force must be True or False"):
+        await storage.claim(
+            new.saga_id,
+            owner="operator",
+            lease_seconds=60,
+            force=force,  # type: ignore[arg-type]
+        )
+    assert raw.hgetall(storage.record_key(new.saga_id)) == before
+
+
 # --- next_step ---------------------------------------------------------------------------------
 
 
@@ -366,6 +410,26 @@ async def test_list_sagas_drops_index_entries_whose_record_is_gone(
     raw.delete(storage.record_key(deleted))
     assert [r.saga_id for r in await storage.list_sagas()] == [kept]
     assert raw.zrange(_index(redis_key_prefix, "updated"), 0, -1) == [str(kept)]
+
+
+async def test_list_sagas_by_lease_owner_matches_the_whole_name_spaces_included(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    # The owner is the rest of the head's text: a name that another one starts with, or
+    # that has spaces, must not match more or less than itself.
+    owners = ["orders 7", "orders 7 b", "orders", "orders 7", "orders 70"] * 2
+    async with RedisSagaStorage.from_url(
+        redis_url, key_prefix=redis_key_prefix, shards=4
+    ) as storage:
+        sagas = [make_new_saga(lease_owner=owner) for owner in owners]
+        for new in sagas:
+            await storage.create(new)
+        for owner in set(owners):
+            listed = await storage.list_sagas(lease_owner=owner)
+            assert [r.saga_id for r in listed] == [
+                new.saga_id for new in sagas if new.lease_owner == owner
+            ]
+        assert len({storage._layout.shard_of(new.saga_id).meta for new in sagas}) > 1
 
 
 @pytest.mark.parametrize(

@@ -103,4 +103,5 @@ def test_a_trailing_argument_list_is_spread_after_the_fixed_arguments() -> None:
     fixed = ("id", "", "", "", "0", "1", "running", "body", "t", "0", "")
     assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=["e1", "e2"])) == (*fixed, "e1", "e2")
     assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=())) == fixed
-    assert CLAIM.argv(ClaimArgs("id", "o", "1", "t", "1", "2")) == ("id", "o", "1", "t", "1", "2")
+    claim = ("id", "o", "1", "t", "1", "2", "0")
+    assert CLAIM.argv(ClaimArgs(*claim)) == claim

@@ -10,6 +10,7 @@ import math
 from datetime import datetime, timedelta, timezone
 
 from saga_core import SagaStatus, SagaUsageError
+from saga_core.storage import require_lease_owner_filter
 
 #: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
 DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
@@ -58,10 +59,16 @@ def micros_arg(seconds: object) -> str:
 
 
 def list_filters(
-    status: object, saga_name: object, parked: object, updated_before: object
+    status: object,
+    saga_name: object,
+    parked: object,
+    updated_before: object,
+    lease_owner: object,
 ) -> list[str]:
-    """``list_sagas``'s filters as the list script's arguments: status, name, parked, and
-    the highest update time (exclusive), each ``''`` / ``'+inf'`` when not applied."""
+    """``list_sagas``'s filters as the list script's arguments: status, name, parked, the
+    highest update time (exclusive) and the lease owner, each ``''`` / ``'+inf'`` when not
+    applied."""
+    owner = require_lease_owner_filter(lease_owner)
     if status is not None and not isinstance(status, SagaStatus):
         raise SagaUsageError(f"status must be a SagaStatus or None, got {status!r}")
     if saga_name is not None and not isinstance(saga_name, str):
@@ -81,6 +88,7 @@ def list_filters(
         "" if saga_name is None else f"={saga_name}",
         "" if parked is None else ("1" if parked else "0"),
         before,
+        "" if owner is None else owner,
     ]
 
 

@@ -29,11 +29,12 @@ async def list_sagas(
     saga_name: str | None,
     parked: bool | None,
     updated_before: datetime | None,
+    lease_owner: str | None,
     limit: int,
 ) -> list[SagaRecord]:
     """Up to ``limit`` sagas matching every given filter, oldest update first."""
     check_limit(limit)
-    filters = list_filters(status, saga_name, parked, updated_before)
+    filters = list_filters(status, saga_name, parked, updated_before, lease_owner)
     path.check_open()
     if limit == 0:
         return []
@@ -67,7 +68,7 @@ async def _list_index(
     """Up to ``limit`` sagas of one index matching ``filters``, oldest first, one page
     (one script call) at a time; records that cannot be read back are reported and left
     out."""
-    status, name, parked, before = filters
+    status, name, parked, before, owner = filters
     low: str = "-inf"
     offset = 0
     found: list[SagaRecord] = []
@@ -83,6 +84,7 @@ async def _list_index(
             status_filter=status,
             name_filter=name,
             parked_filter=parked,
+            owner_filter=owner,
             shards=str(layout.shards),
             layout_version=LAYOUT_VERSION,
         )

@@ -58,10 +58,18 @@ async def list_recoverable(path: RequestPath, layout: KeyLayout, limit: int) -> 
 
 
 async def claim(
-    path: RequestPath, layout: KeyLayout, saga_id: UUID, owner: str, lease_seconds: float
+    path: RequestPath,
+    layout: KeyLayout,
+    saga_id: UUID,
+    owner: str,
+    lease_seconds: float,
+    force: bool,
 ) -> SagaRecord:
-    """Lease one saga to ``owner`` and return its record with the new version."""
+    """Lease one saga to ``owner`` (``force``: whoever holds it) and return its record with
+    the new version."""
     require_saga_id(saga_id)
+    if not isinstance(force, bool):
+        raise SagaUsageError(f"force must be True or False, got {force!r}")
     shard = layout.shard_of(saga_id)
     sid = str(saga_id)
     record = shard.record_stem + sid
@@ -73,6 +81,7 @@ async def claim(
         token=path.token(),
         shards=str(layout.shards),
         layout_version=LAYOUT_VERSION,
+        force="1" if force else "0",
     )
     reply = await path.run(CLAIM, keys, args)
     if reply_tag(reply) != "ok":

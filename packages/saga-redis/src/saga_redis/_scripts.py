@@ -84,6 +84,9 @@ class ClaimArgs(NamedTuple):
     token: str
     shards: str
     layout_version: str
+    force: str
+    """``'1'``: take the lease whoever holds it, live or not; ``'0'``: only an expired one,
+    or the caller's own."""
 
 
 class ScanKeys(NamedTuple):
@@ -160,6 +163,8 @@ class ListArgs(NamedTuple):
     """``''`` for any name, else ``'='`` followed by the name."""
     parked_filter: str
     """``''`` any, ``'1'`` parked only, ``'0'`` unparked only."""
+    owner_filter: str
+    """``''`` any lease, else the owner the lease must name (live or expired)."""
     shards: str
     layout_version: str
 

@@ -251,23 +251,28 @@ class RedisSagaStorage:
         """
         return await _recovery.list_recoverable(self._path, self._layout, limit)
 
-    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
+    async def claim(
+        self, saga_id: UUID, *, owner: str, lease_seconds: float, force: bool = False
+    ) -> SagaRecord:
         """Lease one saga to ``owner`` for recovery and return its record with the new version.
 
-        Succeeds when the saga is recoverable or already leased to ``owner``.
+        Succeeds when the saga is recoverable or already leased to ``owner``, or with
+        ``force=True`` whoever holds its lease, live or expired (an operator taking over from
+        a runner known to be dead): otherwise the same claim (version + 1, attempts + 1), so
+        the runner it was taken from is refused at its next write.
 
         Raises:
             SagaNotFoundError: no such saga.
             SagaFinishedError: the saga is COMPLETED or COMPENSATED.
             SagaParkedError: the saga is parked (dead-letter state).
-            SagaLeaseHeldError: another owner's lease has not expired.
+            SagaLeaseHeldError: another owner's lease has not expired (without ``force``).
             StorageSchemaError: the key prefix was written with another shard count.
             StorageCorruptedError: the record's head is not one saga-redis wrote (nothing
                 written), or another field cannot be read back (the saga is claimed all the
                 same: park it, or repair it).
-            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`, or ``force`` is not a bool.
         """
-        return await _recovery.claim(self._path, self._layout, saga_id, owner, lease_seconds)
+        return await _recovery.claim(self._path, self._layout, saga_id, owner, lease_seconds, force)
 
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
@@ -306,11 +311,14 @@ class RedisSagaStorage:
         saga_name: str | None = None,
         parked: bool | None = None,
         updated_before: datetime | None = None,
+        lease_owner: str | None = None,
         limit: int = 100,
     ) -> list[SagaRecord]:
         """Return up to ``limit`` sagas matching every given filter, oldest update first:
         unfinished, parked and finished ones (while retained); ``None`` filters are not
-        applied, ``updated_before`` (aware) keeps the sagas last updated strictly before it.
+        applied, ``updated_before`` (aware) keeps the sagas last updated strictly before it,
+        ``lease_owner`` the sagas whose lease names that owner, live or expired (a process
+        restarted under its old name finds its sagas with it).
 
         An operator query, not a hot path: it pages through the shards' ``updated``,
         ``parked`` and ``finished`` indexes (only those the filters can match) oldest first,
@@ -320,10 +328,18 @@ class RedisSagaStorage:
         its older or newer state.
 
         Raises:
-            SagaUsageError: ``limit`` is negative, or a filter has the wrong type.
+            SagaUsageError: ``limit`` is negative, a filter has the wrong type, or
+                ``lease_owner`` is an empty string.
         """
         return await _listing.list_sagas(
-            self._path, self._layout, status, saga_name, parked, updated_before, limit
+            self._path,
+            self._layout,
+            status,
+            saga_name,
+            parked,
+            updated_before,
+            lease_owner,
+            limit,
         )
 
     async def park(self, saga_id: UUID, *, owner: str, reason: str) -> None:

@@ -1,4 +1,5 @@
--- claim: lease one recoverable saga (or one already leased to the caller) to `owner`.
+-- claim: lease one recoverable saga (or one already leased to the caller) to `owner`; with
+-- `force`, whoever holds its lease (a takeover: otherwise the same claim).
 -- Reply: {'ok', fields} (the record's HGETALL after the claim), or a failure reply.
 local record = KEYS[1]
 local updated = KEYS[2]
@@ -9,6 +10,7 @@ local lease_us = ARGV[3]
 local token = ARGV[4]
 local shards = ARGV[5]
 local layout_version = ARGV[6]
+local force = ARGV[7]  -- '1': take a live lease of another owner too
 
 local fresh, err = layout(meta, shards, layout_version)
 if err then
@@ -30,7 +32,7 @@ if err then
   return err
 end
 local now = now_us()
-if h.owner ~= '' and h.owner ~= owner and h.expires and h.expires > now then
+if force ~= '1' and h.owner ~= '' and h.owner ~= owner and h.expires and h.expires > now then
   return {'leased', h.owner, int(h.expires)}
 end
 if fresh then

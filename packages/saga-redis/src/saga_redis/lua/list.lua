@@ -17,8 +17,9 @@ local wanted = ARGV[6]  -- matches wanted
 local status_filter = ARGV[7]  -- '' any
 local name_filter = ARGV[8]  -- '' any, else '=' followed by the name
 local parked_filter = ARGV[9]  -- '' any, '1', '0'
-local shards = ARGV[10]
-local layout_version = ARGV[11]
+local owner_filter = ARGV[10]  -- '' any, else the owner the lease names (live or expired)
+local shards = ARGV[11]
+local layout_version = ARGV[12]
 
 local fresh, err = layout(meta, shards, layout_version)
 err = err or expect(index_key, 'ZCARD')
@@ -56,19 +57,23 @@ for i = 1, #page, 2 do
     -- reports it as corrupt.
     local entry = nil
     if found_kind ~= 'hash' then
-      if status_filter == '' and name == nil and parked_filter == '' then
+      if status_filter == '' and name == nil and parked_filter == '' and owner_filter == '' then
         entry = found_kind
       end
     else
       local f = redis.call('HMGET', record, 'head', 'name')
-      local head_status, head_flags
+      local head_status, head_flags, head_owner
       if f[1] then
         head_status, head_flags = string.match(f[1], '^%d+ (%l+) %d+ %d* %d+ (%d) ')
+        if owner_filter ~= '' then
+          head_owner = select(8, string.match(f[1], HEAD_PATTERN))
+        end
       end
       local is_parked = head_flags == '1' or head_flags == '3'
       if (status_filter == '' or head_status == status_filter)
           and (name == nil or f[2] == name)
-          and (parked_filter == '' or (head_flags and is_parked == (parked_filter == '1'))) then
+          and (parked_filter == '' or (head_flags and is_parked == (parked_filter == '1')))
+          and (owner_filter == '' or head_owner == owner_filter) then
         entry = redis.call('HGETALL', record)
       end
     end
