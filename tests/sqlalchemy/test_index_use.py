@@ -1,5 +1,6 @@
 """The queries over unfinished sagas read the recovery index, not the whole table: finished
-sagas pile up, and recovery should not read them all."""
+sagas pile up, and recovery (or a process that restarts and looks for its own sagas) should
+not read them all."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ QUERIES: dict[str, Callable[[SqlAlchemySagaStorage], Awaitable[Any]]] = {
     "claim_recoverable": lambda storage: storage.claim_recoverable(
         owner="recovery", lease_seconds=60.0
     ),
+    "list_sagas by lease owner": lambda storage: storage.list_sagas(lease_owner="orders-7"),
 }
 
 

@@ -183,10 +183,11 @@ def define_tables(
         sa.Column("journal", sa.Text(), nullable=False, server_default=""),
         schema=schema,
     )
-    # Recovery scans (list_recoverable, claim_recoverable) read this index: the sagas that
-    # are not finished and not parked (finished ones pile up, parked ones have no lease; both
-    # would otherwise be scanned and skipped by every claim). The scans say the same terms
-    # (:func:`recoverable_terms`), so that the planners (PostgreSQL's and SQLite's) may use it.
+    # Recovery scans (list_recoverable, claim_recoverable) and list_sagas by lease owner
+    # read this index: the sagas that are not finished and not parked (finished ones pile
+    # up, parked ones have no lease; both would otherwise be scanned and skipped by every
+    # claim). The queries say the same terms (:func:`recoverable_terms`), so that the
+    # planners (PostgreSQL's and SQLite's) may use it.
     # Only ``status`` is indexed, and it changes only when a saga finishes or starts to
     # compensate: a checkpoint that keeps the status (most of them) changes no indexed column,
     # so PostgreSQL updates the row in place (a HOT update, no index entry written) and SQLite
