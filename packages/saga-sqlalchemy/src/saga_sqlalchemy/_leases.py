@@ -41,18 +41,18 @@ class LeaseWrites:
             "lease_expires_at": sql.expires,
             "updated_at": sql.now,
         }
-        free = reads.free
-        claim = (
-            sa.update(saga)
-            .where(
-                c.saga_id == sa.bindparam("b_id"),
-                c.status.not_in(TERMINAL_VALUES),
-                not_parked(saga),
-                sa.or_(free, c.lease_owner == sa.bindparam("b_owner")),
-            )
-            .values(**lease_values)
+        # A claim takes an unfinished saga that is not parked and whose lease is free or
+        # already the claimer's; a forced claim (an operator taking over from a runner known
+        # to be dead) takes it whoever holds the lease.
+        claimable = sa.and_(
+            c.saga_id == sa.bindparam("b_id"),
+            c.status.not_in(TERMINAL_VALUES),
+            not_parked(saga),
         )
+        forced = sa.update(saga).where(claimable).values(**lease_values)
+        claim = forced.where(sa.or_(reads.free, c.lease_owner == sa.bindparam("b_owner")))
         self._claim = claim.returning(*sql.record_columns) if returning else claim
+        self._claim_forced = forced.returning(*sql.record_columns) if returning else forced
         self._claim_many = (
             sa.update(saga)
             .where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
@@ -104,12 +104,14 @@ class LeaseWrites:
         saga_id: UUID,
         owner: str,
         lease_seconds: float,
+        force: bool,
     ) -> SagaRecord:
-        """Lease one saga to ``owner`` (see ``SagaStorage.claim``)."""
+        """Lease one saga to ``owner``, whoever holds its lease when ``force`` is set (see
+        ``SagaStorage.claim``)."""
         sql = self._sql
         params = sql.clock(lease_seconds)
         params.update(b_id=saga_id, b_owner=owner)
-        result = connection.execute(self._claim, params)
+        result = connection.execute(self._claim_forced if force else self._claim, params)
         row: Any
         if sql.update_returning:
             row = result.first()
@@ -119,7 +121,7 @@ class LeaseWrites:
                 row = connection.execute(sql.load, {"b_id": saga_id}).first()
         if row is None:
             found = connection.execute(sql.diagnose, {"b_ids": [saga_id]}).first()
-            raise claim_refusal(saga_id, found)
+            raise claim_refusal(saga_id, found, forced=force)
         record = record_from_row(row)
         commit()
         return record

@@ -71,9 +71,11 @@ def refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
     )
 
 
-def claim_refusal(saga_id: UUID, found: Any) -> SagaError:
+def claim_refusal(saga_id: UUID, found: Any, *, forced: bool = False) -> SagaError:
     """Why a claim of ``saga_id`` matched nothing, from its diagnosis row (``saga_id,
-    status, version, lease_owner, lease_expires_at, parked, error``; None: no such saga)."""
+    status, version, lease_owner, lease_expires_at, parked, error``; None: no such saga).
+    A ``forced`` claim is never refused for a lease: if the row read afterwards shows
+    neither an end nor the dead-letter state, the saga changed in between."""
     if found is None:
         return not_found(saga_id)
     status, owner, expires, parked, error = found[1], found[3], found[4], found[5], found[6]
@@ -84,7 +86,7 @@ def claim_refusal(saga_id: UUID, found: Any) -> SagaError:
             f"saga {saga_id} is parked in the dead-letter state ({error}); unpark it to let "
             f"recovery try again"
         )
-    if owner is not None:
+    if owner is not None and not forced:
         until = f" until {expires.isoformat()}" if isinstance(expires, datetime) else ""
         return SagaLeaseHeldError(
             f"saga {saga_id} is leased to {owner!r}{until}; it is not stalled, leave it to "

@@ -38,6 +38,14 @@ class Reads:
         self.recoverable = sa.and_(recoverable_terms(sql.tables.saga), self.free)
         #: The order recovery takes them in: oldest update first.
         self.recoverable_order = (c.updated_at, c.created_at, c.saga_id)
+        #: Sagas whose lease names ``b_owner``, live or expired. Only an unfinished saga that
+        #: is not parked holds a lease (every write that finishes, releases or parks a saga
+        #: clears it), so the recovery index's terms change nothing in the result; they let
+        #: the database read that index of the active sagas instead of the whole table,
+        #: finished sagas included (``lease_owner`` has no index of its own: see the README).
+        self.leased_to = sa.and_(
+            c.lease_owner == sa.bindparam("b_owner"), recoverable_terms(sql.tables.saga)
+        )
 
     def load(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
         row = connection.execute(self._sql.load, {"b_id": saga_id}).first()
@@ -73,6 +81,7 @@ class Reads:
         saga_name: str | None,
         parked: bool | None,
         updated_before: datetime | None,
+        lease_owner: str | None,
         limit: int,
     ) -> list[SagaRecord]:
         """Up to ``limit`` sagas matching every filter given, oldest update first."""
@@ -88,8 +97,11 @@ class Reads:
             query = query.where(c.parked == (sa.true() if parked else sa.false()))
         if updated_before is not None:
             query = query.where(c.updated_at < updated_before)
+        if lease_owner is not None:
+            query = query.where(self.leased_to)
         query = query.order_by(*self.recoverable_order).limit(limit)
-        return read_records(connection.execute(query), record_from_row).records
+        params = {} if lease_owner is None else {"b_owner": lease_owner}
+        return read_records(connection.execute(query, params), record_from_row).records
 
     def check_schema(self, connection: Connection, commit: Commit) -> None:
         """Raise the driver's error when the table or one of its columns is missing."""

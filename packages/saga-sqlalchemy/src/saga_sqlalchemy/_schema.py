@@ -101,10 +101,17 @@ RECOVERABLE_STATUSES = ("running", "compensating", "failed")
 
 
 def recoverable_terms(saga: sa.Table) -> sa.ColumnElement[bool]:
-    """``status IN (running, compensating, failed) AND parked = false``: the predicate of the
-    recovery index and of the recovery scans (the same expression in both, as SQLite's
-    planner matches the terms literally)."""
-    return sa.and_(saga.c.status.in_(RECOVERABLE_STATUSES), not_parked(saga))
+    """``status IN ('running', 'compensating', 'failed') AND parked = false``: the predicate
+    of the recovery index and of the queries that read it, the same text in both.
+
+    The statuses are written into the statement, not sent as parameters: a planner uses a
+    partial index only where the query's own text shows that the index holds every row it
+    wants, and ``status IN (?, ?, ?)`` does not (SQLite then scanned the whole table, finished
+    sagas included; PostgreSQL plans with the values at hand, but a plan it made once for any
+    values could not use the index either).
+    """
+    statuses = [sa.literal_column(f"'{value}'", sa.String()) for value in RECOVERABLE_STATUSES]
+    return sa.and_(saga.c.status.in_(statuses), not_parked(saga))
 
 
 class SagaTables(NamedTuple):
@@ -176,10 +183,11 @@ def define_tables(
         sa.Column("journal", sa.Text(), nullable=False, server_default=""),
         schema=schema,
     )
-    # Recovery scans (list_recoverable, claim_recoverable) read this index: the sagas that
-    # are not finished and not parked (finished ones pile up, parked ones have no lease; both
-    # would otherwise be scanned and skipped by every claim). The scans say the same terms
-    # (:func:`recoverable_terms`), so that the planners (PostgreSQL's and SQLite's) may use it.
+    # Recovery scans (list_recoverable, claim_recoverable) and list_sagas by lease owner
+    # read this index: the sagas that are not finished and not parked (finished ones pile
+    # up, parked ones have no lease; both would otherwise be scanned and skipped by every
+    # claim). The queries say the same terms (:func:`recoverable_terms`), so that the
+    # planners (PostgreSQL's and SQLite's) may use it.
     # Only ``status`` is indexed, and it changes only when a saga finishes or starts to
     # compensate: a checkpoint that keeps the status (most of them) changes no indexed column,
     # so PostgreSQL updates the row in place (a HOT update, no index entry written) and SQLite

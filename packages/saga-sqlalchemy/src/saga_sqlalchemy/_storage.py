@@ -21,7 +21,13 @@ from saga_core import (
     StorageSchemaError,
     StorageUnavailableError,
 )
-from saga_core.storage import Checkpoint, JournalEntry, NewSaga, require_saga_id
+from saga_core.storage import (
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    require_lease_owner_filter,
+    require_saga_id,
+)
 
 from ._core import CoreSql
 from ._group_commit import GroupCommitter
@@ -247,13 +253,24 @@ class SqlAlchemySagaStorage:
             partial(self._reads.list_recoverable, limit=limit), "listing recoverable sagas"
         )
 
-    async def claim(self, saga_id: UUID, *, owner: str, lease_seconds: float) -> SagaRecord:
-        """Lease one saga to ``owner`` and return it with its new version (see
-        :meth:`saga_core.SagaStorage.claim`)."""
+    async def claim(
+        self, saga_id: UUID, *, owner: str, lease_seconds: float, force: bool = False
+    ) -> SagaRecord:
+        """Lease one saga to ``owner`` and return it with its new version, in one conditional
+        UPDATE (see :meth:`saga_core.SagaStorage.claim`); ``force``: whoever holds the lease
+        now, live or expired.
+
+        Raises SagaNotFoundError, SagaFinishedError, SagaParkedError (forced or not), or
+        SagaLeaseHeldError (another owner's live lease, without ``force``).
+        """
         require_saga_id(saga_id)
         await self._ready()
         operation = partial(
-            self._leases.claim, saga_id=saga_id, owner=owner, lease_seconds=lease_seconds
+            self._leases.claim,
+            saga_id=saga_id,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            force=force,
         )
         return await self._runner.run(operation, f"claiming saga {saga_id}")
 
@@ -290,14 +307,17 @@ class SqlAlchemySagaStorage:
         saga_name: str | None = None,
         parked: bool | None = None,
         updated_before: datetime | None = None,
+        lease_owner: str | None = None,
         limit: int = 100,
     ) -> list[SagaRecord]:
         """Return up to ``limit`` sagas (finished ones included) matching every filter that is
         not ``None``, oldest update first (see :meth:`saga_core.SagaStorage.list_sagas`).
+        ``lease_owner``: the sagas whose lease names that owner, live or expired.
 
-        Raises SagaUsageError for a negative limit, a naive ``updated_before`` or a filter of
-        the wrong type.
+        Raises SagaUsageError for a negative limit, a naive ``updated_before``, a
+        ``lease_owner`` that is not a non-empty string, or a filter of the wrong type.
         """
+        require_lease_owner_filter(lease_owner)
         _check_limit(limit)
         if status is not None and not isinstance(status, SagaStatus):
             raise SagaUsageError(f"status must be a SagaStatus or None, got {status!r}")
@@ -318,6 +338,7 @@ class SqlAlchemySagaStorage:
             saga_name=saga_name,
             parked=parked,
             updated_before=updated_before,
+            lease_owner=lease_owner,
             limit=limit,
         )
         return await self._runner.run(operation, "listing sagas")
