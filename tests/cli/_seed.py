@@ -120,6 +120,12 @@ async def park(url: str, saga_id: uuid.UUID) -> None:
         await storage.park(saga_id, owner="gave-up", reason="recovery gave up after 10 attempts")
 
 
+async def hold_lease(url: str, saga_id: uuid.UUID, owner: str) -> None:
+    """Lease a saga to ``owner`` for an hour, as a runner that hung holds it."""
+    async with open_storage(url) as storage:
+        await storage.claim(saga_id, owner=owner, lease_seconds=3600.0)
+
+
 async def status_of(url: str, saga_id: uuid.UUID) -> tuple[SagaStatus, bool]:
     """The stored status of a saga and whether it is parked."""
     async with open_storage(url) as storage:

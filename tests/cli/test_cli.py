@@ -263,6 +263,24 @@ def test_recover_unparks_a_parked_saga_first(cli: CliRunner, seed: Seeder, db_ur
     assert seed(_seed.status_of, db_url, saga_id) == (SagaStatus.COMPLETED, False)
 
 
+def test_recover_takes_over_a_live_lease_only_with_force(
+    cli: CliRunner, seed: Seeder, db_url: str
+) -> None:
+    saga_id = seed(_seed.stalled_running, db_url)
+    seed(_seed.hold_lease, db_url, saga_id, "hung-runner")
+    args = ("--url", db_url, "recover", str(saga_id), "--sagas", SAGAS)
+
+    code, _, err = cli(*args)
+    assert code == 1
+    assert "'hung-runner'" in err
+    assert "If that runner is dead, take the saga over with --force" in err
+    assert seed(_seed.status_of, db_url, saga_id) == (SagaStatus.RUNNING, False)
+
+    code, out, _ = cli(*args, "--force")
+    assert (code, out) == (0, f"saga {saga_id} recovered: completed\n")
+    assert seed(_seed.status_of, db_url, saga_id) == (SagaStatus.COMPLETED, False)
+
+
 def test_recover_refuses_a_saga_its_sagas_do_not_bind_without_claiming_it(
     cli: CliRunner, seed: Seeder, db_url: str
 ) -> None:

@@ -26,6 +26,7 @@ from saga_core._storage.memory import MemorySagaStorage
 from saga_core._storage.protocol import SagaStorage
 
 from .leases import LeaseKeeper
+from .local_runs import running_here
 from .owner import default_owner, name_owner
 from .saga_map import SagaMap as SagaMap
 
@@ -157,23 +158,25 @@ class SagaMediator:
             SagaConcurrencyError: another runner took the saga over.
             SagaStorageError: storage failed; the saga stays as last written, for recovery.
         """
-        run = await self._start(context, saga_id)
-        keeper = self._keeper
-        if keeper is not None:
-            keeper.hold(run)
-        done = False
-        try:
-            while True:
-                result = await run.next_result()
-                if result is None:
-                    break
-                yield result
-            done = True
-        finally:
+        saga_id = _saga_ids.new() if saga_id is None else require_saga_id(saga_id)
+        with running_here(saga_id):
+            run = await self._start(context, saga_id)
+            keeper = self._keeper
             if keeper is not None:
-                keeper.drop(run)
-            if not done:
-                await run.abandon()
+                keeper.hold(run)
+            done = False
+            try:
+                while True:
+                    result = await run.next_result()
+                    if result is None:
+                        break
+                    yield result
+                done = True
+            finally:
+                if keeper is not None:
+                    keeper.drop(run)
+                if not done:
+                    await run.abandon()
         if run.status is not SagaStatus.COMPLETED:
             run.outcome()  # raises for a rolled-back or FAILED saga
 
@@ -186,19 +189,21 @@ class SagaMediator:
         ``outcome.status`` (COMPLETED, COMPENSATED or FAILED) and ``outcome.error``. It raises
         what :meth:`stream` raises before the saga starts, and concurrency/storage errors.
         """
-        run = await self._start(context, saga_id)
-        keeper = self._keeper
-        if keeper is None:
-            await run.run_to_end()
-        else:
-            keeper.hold(run)
-            try:
+        saga_id = _saga_ids.new() if saga_id is None else require_saga_id(saga_id)
+        with running_here(saga_id):
+            run = await self._start(context, saga_id)
+            keeper = self._keeper
+            if keeper is None:
                 await run.run_to_end()
-            finally:
-                keeper.drop(run)
+            else:
+                keeper.hold(run)
+                try:
+                    await run.run_to_end()
+                finally:
+                    keeper.drop(run)
         return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
-    async def _start(self, context: Any, saga_id: uuid.UUID | None) -> SagaRun:
+    async def _start(self, context: Any, saga_id: uuid.UUID) -> SagaRun:
         if self.saga_map.revision != self._map_revision:
             # A saga (or a newer version of one) was bound since: start what it says now.
             self._by_context_type.clear()
@@ -209,7 +214,7 @@ class SagaMediator:
         definition, codec = found
         return await SagaRun.start(
             definition=definition,
-            saga_id=_saga_ids.new() if saga_id is None else require_saga_id(saga_id),
+            saga_id=saga_id,
             context=context,
             codec=codec,
             storage=self.storage,

@@ -26,6 +26,7 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
+from .local_runs import running_here
 from .mediator import DEFAULT_LEASE_SECONDS
 from .owner import default_owner
 
@@ -99,22 +100,25 @@ async def recover_saga(
     if record.status.is_terminal:
         return SagaOutcome(saga_id, record.status, context, None)
     runner = owner or default_owner()
-    claimed = await storage.claim(saga_id, owner=runner, lease_seconds=lease_seconds, force=force)
-    if claimed.context != record.context or claimed.status is not record.status:
-        # Someone wrote the saga between the load and the claim: use what is stored now.
-        check_record_matches(definition, claimed)
-        context = decode_context(definition, context_builder, claimed)
-    run = resumed_run(
-        definition=definition,
-        record=claimed,
-        context=context,
-        storage=storage,
-        resolver=make_step_resolver(container),
-        hooks=Hooks([LoggingObserver(), *observers]),
-        owner=runner,
-        lease_seconds=lease_seconds,
-    )
-    await run.run_to_end()
+    with running_here(saga_id):
+        claimed = await storage.claim(
+            saga_id, owner=runner, lease_seconds=lease_seconds, force=force
+        )
+        if claimed.context != record.context or claimed.status is not record.status:
+            # Someone wrote the saga between the load and the claim: use what is stored now.
+            check_record_matches(definition, claimed)
+            context = decode_context(definition, context_builder, claimed)
+        run = resumed_run(
+            definition=definition,
+            record=claimed,
+            context=context,
+            storage=storage,
+            resolver=make_step_resolver(container),
+            hooks=Hooks([LoggingObserver(), *observers]),
+            owner=runner,
+            lease_seconds=lease_seconds,
+        )
+        await run.run_to_end()
     return run.outcome()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +31,7 @@ from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from .leases import LeaseKeeper
+from .local_runs import is_running_here, running_here
 from .mediator import DEFAULT_LEASE_SECONDS, check_steps_buildable
 from .owner import default_owner
 from .recovery import check_record_matches, decode_context, resumed_run
@@ -41,11 +41,6 @@ logger = logging.getLogger("saga_core.worker")
 
 #: How many sagas' last errors a worker remembers for their park reasons.
 _REMEMBERED_ERRORS = 10_000
-
-#: How much older than the worker's start a saga leased to its own name must be for the
-#: worker to take it back at start: a saga this process started since then is not its
-#: predecessor's, and the storage's clock may lag this machine's a little.
-OWN_SAGAS_MARGIN = timedelta(seconds=2)
 
 #: Pauses between a saga's recovery attempts: 5 s, 10 s, 20 s ... up to 5 minutes.
 DEFAULT_BACKOFF = RetryPolicy(attempts=5, initial_delay=5.0, multiplier=2.0, max_delay=300.0)
@@ -152,17 +147,16 @@ class RecoveryWorker:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs).
 
-        It first takes back the sagas still leased to its own name from before it started
-        (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
+        It first takes back the sagas still leased to its own name that this process is not
+        running (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
         progress finishes (shielded) and its checkpoint is written; every other saga it holds
         is handed back (its lease released) for the next worker.
         """
-        started = datetime.now(timezone.utc)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
             task_status.started()
             try:
-                await self.recover_own(before=started - OWN_SAGAS_MARGIN)
+                await self.recover_own()
             except Exception as exc:
                 # Nothing lost: their leases expire and the polls below recover them.
                 logger.warning("taking back this owner's sagas failed: %s", describe_error(exc))
@@ -198,47 +192,44 @@ class RecoveryWorker:
                 task_group.start_soon(one, record)
         return report
 
-    async def recover_own(self, *, before: datetime) -> RecoveryReport:
-        """Take back now the sagas whose lease still names this worker's owner and that were
-        last written before ``before``: those of a process that ran under the same name and
-        died. Their claims succeed at once (the leases are the owner's own) instead of
+    async def recover_own(self) -> RecoveryReport:
+        """Take back now the sagas whose lease still names this worker's owner and that no
+        runner of this process is running: those of a process that ran under the same name
+        and died. Their claims succeed at once (the leases are the owner's own) instead of
         waiting for the leases to expire; each is then recovered as :meth:`run_once`
         recovers a stalled saga. :meth:`run` calls it when it starts.
-
-        ``before`` keeps out the sagas this process has started since (a claim would fence
-        off their runners): pass the moment the process started, a little earlier.
         """
         report = RecoveryReport()
         limiter = anyio.CapacityLimiter(self.concurrency)
 
         async def one(record: SagaRecord) -> None:
             async with limiter:
-                try:
-                    claimed = await self.storage.claim(
-                        record.saga_id, owner=self.owner, lease_seconds=self.lease_seconds
-                    )
-                except SagaError as exc:  # finished, parked or taken meanwhile
-                    logger.info("saga %s was not taken back: %s", record.saga_id, exc)
-                    return
-                report.claimed += 1
-                await self._recover_claimed(claimed, report)
+                if is_running_here(record.saga_id):
+                    return  # this process's own live run (checked again after the wait)
+                with running_here(record.saga_id):
+                    try:
+                        claimed = await self.storage.claim(
+                            record.saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+                        )
+                    except SagaError as exc:  # finished, parked or taken meanwhile
+                        logger.info("saga %s was not taken back: %s", record.saga_id, exc)
+                        return
+                    report.claimed += 1
+                    await self._recover_claimed(claimed, report)
 
         seen: set[UUID] = set()
         while True:
-            # Each claim moves its saga's update time past ``before``, so the next page holds
-            # other sagas; one that was listed again (its claim failed) ends the round.
             records = await self.storage.list_sagas(
-                lease_owner=self.owner,
-                parked=False,
-                updated_before=before,
-                limit=self.batch_size,
+                lease_owner=self.owner, parked=False, limit=self.batch_size + len(seen)
             )
-            records = [record for record in records if record.saga_id not in seen]
-            if not records:
+            # Taken back, they leave the listing as they finish; what is still listed was
+            # seen (running here, left stalled after a failed attempt, or refused).
+            fresh = [r for r in records if r.saga_id not in seen and not is_running_here(r.saga_id)]
+            if not fresh:
                 return report
-            seen.update(record.saga_id for record in records)
+            seen.update(record.saga_id for record in fresh)
             async with anyio.create_task_group() as task_group:
-                for record in records:
+                for record in fresh:
                     task_group.start_soon(one, record)
 
     async def recover(self, saga_id: UUID, *, force: bool = False) -> SagaOutcome[Any]:
@@ -368,7 +359,8 @@ class RecoveryWorker:
     async def _drive(self, run: SagaRun) -> None:
         self._keeper.hold(run)
         try:
-            await run.run_to_end()
+            with running_here(run.saga_id):
+                await run.run_to_end()
         finally:
             self._keeper.drop(run)
 
