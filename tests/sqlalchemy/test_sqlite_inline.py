@@ -141,8 +141,8 @@ async def test_inline_needs_a_stdlib_sqlite_file(tmp_path: Path, anyio_backend: 
 async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bool]:
     """Run ``count`` creates; for each, whether it ran on the calling (event loop's) thread."""
     sqlite = sqlite_path(storage).statements
-    # Every write goes through _write, inline (write_alone) or in a thread (write_batch).
-    original = sqlite._write
+    # Every write goes through apply_one, inline (write_alone) or in a thread (write_batch).
+    original = sqlite.apply_one
     on_loop: list[bool] = []
     loop_thread = threading.get_ident()
 
@@ -150,12 +150,12 @@ async def _writer_threads(storage: SqlAlchemySagaStorage, count: int) -> list[bo
         on_loop.append(threading.get_ident() == loop_thread)
         return original(*args, **kwargs)
 
-    sqlite._write = spy  # type: ignore[method-assign]
+    sqlite.apply_one = spy  # type: ignore[method-assign]
     try:
         for _ in range(count):
             await storage.create(make_new_saga())
     finally:
-        del sqlite._write
+        del sqlite.apply_one
     return on_loop
 
 

@@ -119,13 +119,15 @@ class SqliteWrites:
         now = time.time_ns() // 1000
         execute = connection.execute
         return [
-            None if self._write(execute, write, now) else self._refusal(connection, write)
+            None if self.apply_one(execute, write, now) else self.refusal(connection, write)
             for write in writes
         ]
 
-    def _write(self, execute: Callable[..., sqlite3.Cursor], write: Write, now: int) -> bool:
-        """Run one write's statement(s); whether it was written. Each statement writes all of
-        the write or nothing, so a statement that matched nothing changed nothing."""
+    def apply_one(self, execute: Callable[..., sqlite3.Cursor], write: Write, now: int) -> bool:
+        """Run one write's statement(s) with ``execute`` (a connection's, inside a
+        transaction or in autocommit mode) at ``now`` (µs since the epoch); whether it was
+        written. Each statement writes all of the write or nothing, so a statement that
+        matched nothing changed nothing: :meth:`refusal` then says why."""
         saga_id = write.saga_id.hex
         if not isinstance(write, Checkpoint):
             return (
@@ -173,7 +175,9 @@ class SqliteWrites:
             == 1
         )
 
-    def _refusal(self, connection: sqlite3.Connection, write: Write) -> SagaError:
+    def refusal(self, connection: sqlite3.Connection, write: Write) -> SagaError:
+        """The error for a write :meth:`apply_one` did not make, from the saga's stored
+        status and version (read on ``connection``)."""
         found = None
         if isinstance(write, Checkpoint):
             found = connection.execute(self.diagnose, (write.saga_id.hex,)).fetchone()

@@ -141,10 +141,10 @@ class SqliteInline:
             connection = self._connection
             assert execute is not None and connection is not None
             started = perf_counter()
-            written = writes._write(execute, write, time_ns() // 1000)
+            written = writes.apply_one(execute, write, time_ns() // 1000)
             self.budget.record(perf_counter() - started)
             if not written:
-                return writes._refusal(connection, write)
+                return writes.refusal(connection, write)
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
                 return ELSEWHERE
