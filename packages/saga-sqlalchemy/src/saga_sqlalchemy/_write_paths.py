@@ -7,10 +7,9 @@ The storage chooses its path once, when it is built (:func:`open_write_path`):
   are fast (``inline``, see ``_sqlite_inline``), else in a worker thread;
 * :class:`AsyncpgWritePath` — PostgreSQL through an asyncpg ``AsyncEngine``: statements sent
   straight on asyncpg's connection;
-* :class:`PostgresWritePath` — PostgreSQL through any other driver: the same statements
-  through SQLAlchemy;
-* :class:`CoreWritePath` — every other bind (aiosqlite, an ``AsyncSession``, MySQL...): the
-  portable SQLAlchemy Core statements.
+* :class:`RunnerWritePath` — every other bind, through SQLAlchemy: PostgreSQL's
+  one-statement batches on any other driver (psycopg, an ``AsyncSession``), and the portable
+  SQLAlchemy Core statements on the rest (aiosqlite, MySQL...).
 
 Each writes one write alone or a batch (at most one write per saga) in one transaction and
 returns each write's outcome: None when written, the error that refused it otherwise (id
@@ -27,11 +26,12 @@ from typing import Literal, Protocol
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+from sqlalchemy import Connection
 
 from saga_core import SagaError, SagaUsageError, StorageUnavailableError
 
 from ._asyncpg import AsyncpgWrites
-from ._core import CoreSql
+from ._core import Commit, CoreSql
 from ._errors import What, translate
 from ._outcomes import Outcome, Write, describe_write
 from ._postgres import PostgresBatch
@@ -71,30 +71,21 @@ def _batch_what(writes: Sequence[Write]) -> str:
     return f"writing {len(writes)} saga checkpoint(s)"
 
 
-class CoreWritePath:
-    """SQLAlchemy Core statements on a runner's connection (any dialect)."""
+class BatchStatements(Protocol):
+    """Writes a batch through SQLAlchemy on a runner's connection: the portable Core
+    statements (:class:`~._core.CoreSql`) or PostgreSQL's one-statement batch
+    (:class:`~._postgres.PostgresBatch`)."""
 
-    def __init__(self, runner: Runner, sql: CoreSql) -> None:
-        self._runner = runner
-        self._sql = sql
-
-    async def write_one(self, write: Write) -> Outcome:
-        operation = partial(self._sql.write_batch, writes=(write,))
-        (outcome,) = await self._runner.run(operation, partial(describe_write, write))
-        return outcome
-
-    async def write_batch(self, writes: Sequence[Write]) -> list[Outcome]:
-        operation = partial(self._sql.write_batch, writes=writes)
-        return await self._runner.run(operation, _batch_what(writes))
-
-    async def aclose(self) -> None:
-        """Nothing of its own."""
+    def write_batch(
+        self, connection: Connection, commit: Commit, writes: Sequence[Write]
+    ) -> list[Outcome]: ...
 
 
-class PostgresWritePath:
-    """PostgreSQL's one-statement writes through SQLAlchemy (psycopg, or an AsyncSession)."""
+class RunnerWritePath:
+    """A storage's writes as SQLAlchemy statements run by its runner (a thread for a sync
+    engine, the event loop for an async one)."""
 
-    def __init__(self, runner: Runner, statements: PostgresBatch) -> None:
+    def __init__(self, runner: Runner, statements: BatchStatements) -> None:
         self._runner = runner
         self.statements = statements
 
@@ -231,5 +222,5 @@ def open_write_path(
     if dialect.name == "postgresql":
         if isinstance(runner, AsyncEngineRunner) and dialect.driver == "asyncpg":
             return AsyncpgWritePath(runner, AsyncpgWrites(tables, dialect))
-        return PostgresWritePath(runner, PostgresBatch(tables, dialect))
-    return CoreWritePath(runner, sql)
+        return RunnerWritePath(runner, PostgresBatch(tables, dialect))
+    return RunnerWritePath(runner, sql)
