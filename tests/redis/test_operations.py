@@ -209,23 +209,6 @@ async def test_a_forced_claim_rewrites_only_the_head_and_the_index_entry(
     assert int(head_after["updated"]) > int(head_before["updated"])
 
 
-@pytest.mark.parametrize("force", [1, "yes", None])
-async def test_a_claim_whose_force_is_not_a_bool_is_refused_and_nothing_written(
-    storage: RedisSagaStorage, raw: redis.Redis, force: object
-) -> None:
-    new = make_new_saga(lease_owner="crashed", lease_seconds=600)
-    await storage.create(new)
-    before = raw.hgetall(storage.record_key(new.saga_id))
-    with pytest.raises(SagaUsageError, match="force must be True or False"):
-        await storage.claim(
-            new.saga_id,
-            owner="operator",
-            lease_seconds=60,
-            force=force,  # type: ignore[arg-type]
-        )
-    assert raw.hgetall(storage.record_key(new.saga_id)) == before
-
-
 # --- next_step ---------------------------------------------------------------------------------
 
 

@@ -68,8 +68,6 @@ async def claim(
     """Lease one saga to ``owner`` (``force``: whoever holds it) and return its record with
     the new version."""
     require_saga_id(saga_id)
-    if not isinstance(force, bool):
-        raise SagaUsageError(f"force must be True or False, got {force!r}")
     shard = layout.shard_of(saga_id)
     sid = str(saga_id)
     record = shard.record_stem + sid

@@ -270,7 +270,7 @@ class RedisSagaStorage:
             StorageCorruptedError: the record's head is not one saga-redis wrote (nothing
                 written), or another field cannot be read back (the saga is claimed all the
                 same: park it, or repair it).
-            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`, or ``force`` is not a bool.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
         return await _recovery.claim(self._path, self._layout, saga_id, owner, lease_seconds, force)
 

@@ -92,12 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(recover)
     _add_lease_option(recover, "lease taken on the saga while it runs")
-    recover.add_argument(
-        "--force",
-        action="store_true",
-        help="take the saga over even while another runner's lease on it is live (that "
-        "runner is fenced off: use it when you know it is dead)",
-    )
+    _add_force_option(recover)
 
     retry = command(
         "retry-compensation",
@@ -108,12 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(retry)
     _add_lease_option(retry, "lease taken on the saga while it runs")
-    retry.add_argument(
-        "--force",
-        action="store_true",
-        help="take the saga over even while another runner's lease on it is live (that "
-        "runner is fenced off: use it when you know it is dead)",
-    )
+    _add_force_option(retry)
 
     worker = command(
         "worker",
@@ -257,6 +247,15 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="take the saga over even while another runner's lease on it is live (that "
+        "runner is fenced off: use it when you know it is dead)",
+    )
 
 
 def _storage_option(text: str) -> tuple[str, str]:
