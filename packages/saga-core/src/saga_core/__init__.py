@@ -23,6 +23,7 @@ from ._model.errors import CircuitOpenError as CircuitOpenError
 from ._model.errors import DependencyResolutionError as DependencyResolutionError
 from ._model.errors import InvalidStepResultError as InvalidStepResultError
 from ._model.errors import SagaAlreadyExistsError as SagaAlreadyExistsError
+from ._model.errors import SagaCancelledError as SagaCancelledError
 from ._model.errors import SagaCompensatedError as SagaCompensatedError
 from ._model.errors import SagaCompensationFailedError as SagaCompensationFailedError
 from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
@@ -35,6 +36,8 @@ from ._model.errors import SagaLeaseHeldError as SagaLeaseHeldError
 from ._model.errors import SagaNotFoundError as SagaNotFoundError
 from ._model.errors import SagaNotRegisteredError as SagaNotRegisteredError
 from ._model.errors import SagaParkedError as SagaParkedError
+from ._model.errors import SagaSignalPendingError as SagaSignalPendingError
+from ._model.errors import SagaSignalRefusedError as SagaSignalRefusedError
 from ._model.errors import SagaRecoveryError as SagaRecoveryError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
@@ -86,6 +89,7 @@ __all__ = (
     "RetryPolicy",
     "Saga",
     "SagaAlreadyExistsError",
+    "SagaCancelledError",
     "SagaCompensatedError",
     "SagaCompensationFailedError",
     "SagaConcurrencyError",
@@ -103,6 +107,8 @@ __all__ = (
     "SagaObserver",
     "SagaOutcome",
     "SagaParkedError",
+    "SagaSignalPendingError",
+    "SagaSignalRefusedError",
     "SagaRecord",
     "SagaRecoveryError",
     "SagaStatus",

@@ -21,11 +21,38 @@ Rules every storage keeps
   written, the entries of one write in the order given.
 * **Leases.** A lease is an owner name and an expiry computed with the storage's own clock
   (``now + lease_seconds``). A checkpoint with ``lease_seconds=None`` clears it, and terminal
-  statuses always clear it. A saga is *recoverable* when its status is RUNNING, COMPENSATING
-  or FAILED and it has no lease or its lease has expired.
+  and WAITING statuses always clear it. A saga is *recoverable* when it is not parked, its
+  status is RUNNING, COMPENSATING, FAILED or WAITING, it has no lease or its lease has
+  expired, and — WAITING only — it is *due* (below).
+* **Waiting.** :meth:`~SagaStorage.create` stores a RUNNING saga leased to its runner, or a
+  WAITING one without a lease (started detached). A checkpoint stores ``wake_at`` and
+  ``waiting_for`` as given for WAITING and ``None`` for every other status; ``deadline_at`` is
+  stored at creation and never changes. A WAITING saga is *due* once ``wake_at <= now``, or
+  when a signal named ``waiting_for`` is pending, or a cancel is requested; delivering such a
+  signal or requesting a cancel sets a later (or missing) ``wake_at`` to now, so ``wake_at`` is
+  the instant it became due. A claim leaves the status as it is (a claimed WAITING saga is
+  leased and stays WAITING until its runner's next checkpoint).
 * **Claims.** A claim sets the lease, adds 1 to the version and sets ``updated_at`` (so a
   claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
-  ``expires_at > now``; at the instant of expiry it has expired.
+  ``expires_at > now``; at the instant of expiry it has expired. :meth:`~SagaStorage.claim`
+  of one saga does not require a WAITING saga to be due. Recovery scans and claims take the
+  earliest due first: a WAITING saga is due at its ``wake_at``, any other at its
+  ``updated_at`` (ties in creation order).
+* **Signals.** :meth:`~SagaStorage.deliver_signal` stores a signal with the storage's clock
+  as ``delivered_at``, at most once per ``(saga_id, signal_id)`` (the ids of consumed signals
+  are kept for the saga's life, so a retried delivery is still a duplicate); every read
+  returns the pending ones in delivery order as ``SagaRecord.signals``. A checkpoint with
+  ``consume_signal`` removes that pending signal in the same atomic write (raising
+  :class:`~saga_core.SagaVersionConflictError` when it is not pending); one with
+  ``unless_signal`` raises :class:`~saga_core.SagaSignalPendingError` and writes nothing when
+  a signal of that name is pending. Delivering changes neither the version nor
+  ``updated_at``.
+* **Cancels.** :meth:`~SagaStorage.request_cancel` stores ``cancel_reason`` (the first
+  reason wins) on a RUNNING or WAITING saga, without a new version. While it is set, a
+  checkpoint that moves the saga forward — status COMPLETED, status WAITING from another
+  status, or a cursor greater than the stored one — raises
+  :class:`~saga_core.SagaCancelledError` and writes nothing; any other checkpoint (the
+  decision to compensate, a hand-back) is written as usual.
 * **Arguments.** ``lease_seconds`` without a ``lease_owner`` is a usage error
   (:class:`~saga_core.SagaUsageError`); ``limit=0`` returns nothing, a negative limit is a
   usage error. Storages do not check status transitions beyond terminal immutability (the
@@ -58,11 +85,14 @@ from ._model.error_text import MAX_ERROR_TEXT_LENGTH as MAX_ERROR_TEXT_LENGTH
 from ._model.error_text import describe_error as describe_error
 from ._model.error_text import storable_text as storable_text
 from ._model.errors import SagaAlreadyExistsError as SagaAlreadyExistsError
+from ._model.errors import SagaCancelledError as SagaCancelledError
 from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
 from ._model.errors import SagaFinishedError as SagaFinishedError
 from ._model.errors import SagaLeaseHeldError as SagaLeaseHeldError
 from ._model.errors import SagaNotFoundError as SagaNotFoundError
 from ._model.errors import SagaParkedError as SagaParkedError
+from ._model.errors import SagaSignalPendingError as SagaSignalPendingError
+from ._model.errors import SagaSignalRefusedError as SagaSignalRefusedError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
 from ._model.errors import SagaVersionConflictError as SagaVersionConflictError
@@ -81,6 +111,8 @@ from ._storage.protocol import INITIAL_VERSION as INITIAL_VERSION
 from ._storage.protocol import Checkpoint as Checkpoint
 from ._storage.protocol import JournalEntry as JournalEntry
 from ._storage.protocol import NewSaga as NewSaga
+from ._storage.protocol import NewSignal as NewSignal
+from ._storage.protocol import PendingSignal as PendingSignal
 from ._storage.protocol import SagaRecord as SagaRecord
 from ._storage.protocol import SagaStorage as SagaStorage
 from ._storage.reading import ReadRecords as ReadRecords
@@ -93,13 +125,18 @@ __all__ = (
     "JournalEntry",
     "MemorySagaStorage",
     "NewSaga",
+    "NewSignal",
+    "PendingSignal",
     "ReadRecords",
     "SagaAlreadyExistsError",
+    "SagaCancelledError",
     "SagaConcurrencyError",
     "SagaFinishedError",
     "SagaLeaseHeldError",
     "SagaNotFoundError",
     "SagaParkedError",
+    "SagaSignalPendingError",
+    "SagaSignalRefusedError",
     "SagaRecord",
     "SagaStatus",
     "SagaStorage",

@@ -33,3 +33,30 @@ def require_lease_owner_filter(owner: Any) -> str | None:
         f"list_sagas(lease_owner=...) needs an owner name (a non-empty string) or None, "
         f"got {owner!r}"
     )
+
+
+def check_new_saga(saga: Any) -> None:
+    """Raise :class:`~saga_core.SagaUsageError` unless ``saga`` (a ``NewSaga``) is RUNNING
+    with a lease owner and positive ``lease_seconds``, or WAITING without a lease, with aware
+    ``wake_at`` and ``deadline_at`` (or ``None``): storage plugins call it in ``create``
+    before they write."""
+    status = getattr(saga.status, "value", saga.status)
+    if status == "running":
+        if not saga.lease_owner or saga.lease_seconds is None or saga.lease_seconds < 0:
+            raise SagaUsageError(
+                f"a new RUNNING saga needs a lease_owner and lease_seconds >= 0, got "
+                f"{saga.lease_owner!r} and {saga.lease_seconds!r}"
+            )
+        if saga.wake_at is not None:
+            raise SagaUsageError("only a WAITING saga has a wake_at")
+    elif status == "waiting":
+        if saga.lease_owner is not None or saga.lease_seconds is not None:
+            raise SagaUsageError(
+                "a new WAITING saga holds no lease: pass lease_owner=None, lease_seconds=None"
+            )
+    else:
+        raise SagaUsageError(f"a new saga is RUNNING or WAITING, not {status!r}")
+    for name in ("wake_at", "deadline_at"):
+        value = getattr(saga, name)
+        if value is not None and value.utcoffset() is None:
+            raise SagaUsageError(f"NewSaga.{name} must be an aware datetime, got {value!r}")

@@ -34,21 +34,58 @@ class JournalEntry(NamedTuple):
     """``"ExceptionType: message"`` for a failure, else ``None``."""
 
 
+class PendingSignal(NamedTuple):
+    """A signal delivered to a saga and not yet consumed (see :meth:`SagaStorage.deliver_signal`)."""
+
+    signal_id: str
+    """Unique per saga: a second delivery with the same id is a duplicate."""
+    name: str
+    payload: str
+    """The payload as the codec's JSON text."""
+    delivered_at: datetime
+    """When the storage stored it (UTC, timezone-aware)."""
+
+
+class NewSignal(NamedTuple):
+    """What :meth:`SagaStorage.deliver_signal` stores, and when the saga accepts it."""
+
+    saga_id: UUID
+    signal_id: str
+    name: str
+    payload: str
+    """The payload as the codec's JSON text (stored and returned unchanged)."""
+    wait_cursor: int
+    """Position of the saga's wait for ``name``: the saga accepts the signal until it has gone
+    past that wait (see :meth:`SagaStorage.deliver_signal`)."""
+    wait_step: str
+    """The wait's step id (the saga's ``next_step`` while it waits there)."""
+
+
 class NewSaga(NamedTuple):
-    """What :meth:`SagaStorage.create` stores: a RUNNING saga at cursor 0, version 1."""
+    """What :meth:`SagaStorage.create` stores: a saga at cursor 0, version 1 — RUNNING and
+    leased to its runner, or WAITING without a lease and due at ``wake_at`` (started detached:
+    a worker runs it)."""
 
     saga_id: UUID
     saga_name: str
     context: str
     """The context as the codec's JSON text."""
-    lease_owner: str
-    lease_seconds: float
+    lease_owner: str | None
+    """The runner's name (RUNNING); ``None`` for a WAITING saga."""
+    lease_seconds: float | None
     journal: Sequence[JournalEntry] = ()
     next_step: str | None = None
     """Id of the step at the cursor (the first step), stored so that recovery can check the
     step in flight is still the one at that position."""
     saga_version: int = 1
     """The saga definition's version (``Saga.version``); recovery runs the saga on it."""
+    status: SagaStatus = SagaStatus.RUNNING
+    """RUNNING (with a lease) or WAITING (without one)."""
+    wake_at: datetime | None = None
+    """When a WAITING saga is due (aware); ``None`` for a RUNNING one."""
+    deadline_at: datetime | None = None
+    """When the saga must be finished by (aware), stored unchanged for its life; ``None``: no
+    deadline."""
 
 
 class Checkpoint(NamedTuple):
@@ -71,6 +108,18 @@ class Checkpoint(NamedTuple):
     next_step: str | None = None
     """Id of the step at ``cursor`` (the one to run, or in flight), ``None`` past the last
     step. Stored as given; recovery uses it to refuse a saga whose steps were changed."""
+    wake_at: datetime | None = None
+    """WAITING only: when the saga is due (its timer, timeout or deadline; aware); ``None``
+    waits for a signal only. Other statuses store ``None``."""
+    waiting_for: str | None = None
+    """WAITING only: the name of the signal the saga waits for (a pending or later signal of
+    that name makes it due); ``None`` for a sleep."""
+    consume_signal: str | None = None
+    """The id of a pending signal this write consumes (removes from the pending signals, its
+    id still known as delivered). Not pending: :class:`~saga_core.SagaVersionConflictError`."""
+    unless_signal: str | None = None
+    """Refuse this write with :class:`~saga_core.SagaSignalPendingError` if a signal of this
+    name is pending (a timeout, or a suspend, loses to a signal that arrived first)."""
 
 
 class SagaRecord(NamedTuple):
@@ -96,6 +145,16 @@ class SagaRecord(NamedTuple):
     saga_version: int = 1
     """The saga definition's version it was created with (1 for sagas stored before
     versions were recorded)."""
+    wake_at: datetime | None = None
+    """WAITING: when it is due (see the rules); else ``None``."""
+    waiting_for: str | None = None
+    """WAITING: the signal name it waits for, or ``None``."""
+    deadline_at: datetime | None = None
+    """When the saga must be finished by, or ``None``."""
+    cancel_reason: str | None = None
+    """Why a cancel was requested (:meth:`SagaStorage.request_cancel`); ``None`` when none was."""
+    signals: tuple[PendingSignal, ...] = ()
+    """The signals delivered and not consumed yet, in delivery order."""
 
 
 @runtime_checkable
@@ -132,7 +191,7 @@ class SagaStorage(Protocol):
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
         """Return up to ``limit`` recoverable sagas (see the module's rules; parked sagas
-        are not), oldest update first, without claiming them."""
+        are not), earliest due first, without claiming them."""
         ...
 
     async def claim(
@@ -153,7 +212,8 @@ class SagaStorage(Protocol):
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Atomically claim up to ``limit`` recoverable sagas, oldest update first.
+        """Atomically claim up to ``limit`` recoverable sagas — stalled ones and due WAITING
+        ones — earliest due first (see the rules).
 
         Two concurrent callers never receive the same saga. Returns the claimed records with
         their new versions.
@@ -195,6 +255,32 @@ class SagaStorage(Protocol):
 
         Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
         or :class:`~saga_core.SagaLeaseHeldError` (the lease is not ``owner``'s).
+        """
+        ...
+
+    async def deliver_signal(self, signal: NewSignal) -> bool:
+        """Store a signal for a saga, atomically; return False (nothing written) when a signal
+        with the same ``signal_id`` was delivered to the saga before (pending or consumed).
+
+        The saga accepts it while it is RUNNING or WAITING with no cancel requested and has not
+        gone past the wait: its cursor is below ``wait_cursor``, or at it with ``next_step ==
+        wait_step``. A WAITING saga whose ``waiting_for`` is the signal's name becomes due now.
+        The version does not change (a runner holding the saga is not fenced off).
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
+        (terminal) or :class:`~saga_core.SagaSignalRefusedError` (not accepted; checked after
+        the duplicate check, so a retried delivery of a consumed signal returns False).
+        """
+        ...
+
+    async def request_cancel(self, saga_id: UUID, *, reason: str) -> SagaRecord:
+        """Record the durable decision to cancel a RUNNING or WAITING saga and return its
+        record. A WAITING saga becomes due now; the version does not change. From then on a
+        checkpoint that moves the saga forward is refused (see the rules), so its runner
+        compensates it. A saga already cancelled, COMPENSATING or FAILED is returned unchanged.
+
+        Raises :class:`~saga_core.SagaNotFoundError` or :class:`~saga_core.SagaFinishedError`
+        (terminal).
         """
         ...
 
