@@ -36,9 +36,9 @@ from ._model.errors import SagaLeaseHeldError as SagaLeaseHeldError
 from ._model.errors import SagaNotFoundError as SagaNotFoundError
 from ._model.errors import SagaNotRegisteredError as SagaNotRegisteredError
 from ._model.errors import SagaParkedError as SagaParkedError
+from ._model.errors import SagaRecoveryError as SagaRecoveryError
 from ._model.errors import SagaSignalPendingError as SagaSignalPendingError
 from ._model.errors import SagaSignalRefusedError as SagaSignalRefusedError
-from ._model.errors import SagaRecoveryError as SagaRecoveryError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
 from ._model.errors import SagaVersionConflictError as SagaVersionConflictError
@@ -107,10 +107,10 @@ __all__ = (
     "SagaObserver",
     "SagaOutcome",
     "SagaParkedError",
-    "SagaSignalPendingError",
-    "SagaSignalRefusedError",
     "SagaRecord",
     "SagaRecoveryError",
+    "SagaSignalPendingError",
+    "SagaSignalRefusedError",
     "SagaStatus",
     "SagaStepHandler",
     "SagaStepResult",

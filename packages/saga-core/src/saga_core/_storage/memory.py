@@ -82,8 +82,8 @@ class _StoredSaga:
         "status",
         "updated",
         "version",
-        "wake",
         "waiting_for",
+        "wake",
     )
 
     def __init__(self, saga: NewSaga, now: float) -> None:

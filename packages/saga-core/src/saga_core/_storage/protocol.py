@@ -35,7 +35,7 @@ class JournalEntry(NamedTuple):
 
 
 class PendingSignal(NamedTuple):
-    """A signal delivered to a saga and not yet consumed (see :meth:`SagaStorage.deliver_signal`)."""
+    """A signal delivered to a saga and not consumed yet (:meth:`SagaStorage.deliver_signal`)."""
 
     signal_id: str
     """Unique per saga: a second delivery with the same id is a duplicate."""
