@@ -112,7 +112,9 @@ class _StoredSaga:
             None if not waiting or saga.wake_at is None else saga.wake_at.timestamp()
         )
         self.waiting_for: str | None = None
-        self.deadline_at = saga.deadline_at
+        deadline_at = saga.deadline_at
+        # Read back in UTC like every other instant, whatever zone the caller gave it in.
+        self.deadline_at = None if deadline_at is None else deadline_at.astimezone(timezone.utc)
         self.cancel_reason: str | None = None
         self.signals: list[PendingSignal] = []
         # Every signal id delivered to the saga, pending or consumed: a retried delivery of a
