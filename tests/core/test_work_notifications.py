@@ -17,6 +17,7 @@ from saga_core import (
     SagaMediator,
     SagaStatus,
     SagaStepHandler,
+    StepEvent,
     StorageUnavailableError,
     WaitForSignal,
 )
@@ -64,10 +65,9 @@ async def test_a_start_and_a_signal_elsewhere_wake_an_idle_worker_at_once() -> N
         await tg.start(worker_side.worker(poll_interval=SLOW_POLL).run)
         with anyio.fail_after(5):
             handle = await client_side.start(Order(order_id=1))
-            while await handle.status() is not SagaStatus.WAITING or (
-                (await handle.record()).waiting_for != "paid"
-            ):
-                await anyio.sleep(0.01)
+            async for event in handle.watch(poll_interval=0.01):
+                if event.step_id == "signal:paid" and event.event is StepEvent.STARTED:
+                    break  # it waits now: the signal is what makes it due
             assert await client_side.signal(handle.saga_id, "paid", 10)
             outcome = await handle.result(poll_interval=0.02)
         assert outcome.status is SagaStatus.COMPLETED
