@@ -27,7 +27,8 @@ if err then
 end
 local stamp = math.max(now_us(), h.updated + 1)
 redis.call('HSET', record, 'head',
-           head_text(h.version + 1, h.status, stamp, '', 0, h.attempts, true, true, token),
+           head_text(h.version + 1, h.status, stamp, '', 0, h.attempts, true, true, token,
+                     h.cancelled),
            'error', reason)
 redis.call('ZREM', updated, saga_id)
 redis.call('ZADD', parked, int(stamp), saga_id)
