@@ -95,8 +95,10 @@ class SagaWrites:
 
     async def create(self, saga: NewSaga) -> None:
         saga_id = require_saga_id(saga.saga_id)
-        check_new_saga(saga)
         waits = saga.status is SagaStatus.WAITING
+        owner = "" if waits else owner_arg(saga.lease_owner)
+        lease_us = "0" if waits else micros_arg(saga.lease_seconds)
+        check_new_saga(saga)  # after the lease's own checks, which name a bad value's type
         keys = self._saga_keys(saga_id)
         path = self._path
         args = CreateArgs(
@@ -104,13 +106,13 @@ class SagaWrites:
             saga_name=saga.saga_name,
             saga_version=saga_version_arg(saga.saga_version),
             body=encode_body(0, next_step_arg(saga.next_step), "[]", saga.context),
-            owner="" if waits else owner_arg(saga.lease_owner),
-            lease_us="0" if waits else micros_arg(saga.lease_seconds),
+            owner=owner,
+            lease_us=lease_us,
             token=path.token(),
             journal_cap=self._cap_arg,
             shards=self._shards_arg,
             layout_version=LAYOUT_VERSION,
-            status=saga.status.value,
+            status=_WAITING if waits else SagaStatus.RUNNING.value,
             wake_us=instant_arg(saga.wake_at, "NewSaga.wake_at") if waits else "",
             deadline_us=instant_arg(saga.deadline_at, "NewSaga.deadline_at"),
             entries=list(map(encode_journal_entry, saga.journal)),
