@@ -78,7 +78,7 @@ def _where(storage: RedisSagaStorage, raw: Raw, saga_id: UUID) -> dict[str, floa
         "parked": shard.parked,
         "finished": shard.finished,
     }
-    return {name: raw.zscore(key, str(saga_id)) for name, key in indexes.items()}  # type: ignore[misc]
+    return {name: raw.zscore(key, str(saga_id)) for name, key in indexes.items()}
 
 
 def _member_of(storage: RedisSagaStorage, raw: Raw, saga_id: UUID) -> set[str]:
@@ -89,12 +89,15 @@ def _micros(value: datetime) -> int:
     return (value - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
 
-def _waiting_saga(wake_at: datetime | None = _PAST, **changes: object) -> NewSaga:
+def _waiting_saga(wake_at: datetime | None = _PAST, deadline_at: datetime | None = None) -> NewSaga:
     """A new WAITING saga without a lease (started detached), at its first step."""
-    new = make_new_saga()._replace(
-        status=SagaStatus.WAITING, lease_owner=None, lease_seconds=None, wake_at=wake_at
+    return make_new_saga()._replace(
+        status=SagaStatus.WAITING,
+        lease_owner=None,
+        lease_seconds=None,
+        wake_at=wake_at,
+        deadline_at=deadline_at,
     )
-    return new._replace(**changes)
 
 
 def _suspend(
@@ -113,24 +116,34 @@ def _suspend(
 
 
 def _signal(
-    saga_id: UUID, signal_id: str = "evt-1", name: str = "paid", **changes: object
+    saga_id: UUID,
+    signal_id: str = "evt-1",
+    name: str = "paid",
+    *,
+    wait_cursor: int = 1,
+    wait_step: str = "wait",
 ) -> NewSignal:
-    signal = NewSignal(
+    """A signal for the wait of a saga :func:`_suspend` suspended."""
+    return NewSignal(
         saga_id=saga_id,
         signal_id=signal_id,
         name=name,
         payload='{"amount": 10}',
-        wait_cursor=1,
-        wait_step="wait",
+        wait_cursor=wait_cursor,
+        wait_step=wait_step,
     )
-    return signal._replace(**changes)
 
 
-async def _suspended(storage: RedisSagaStorage, **suspend: object) -> SagaRecord:
+async def _suspended(
+    storage: RedisSagaStorage,
+    *,
+    wake_at: datetime | None = _FUTURE,
+    waiting_for: str | None = "paid",
+) -> SagaRecord:
     """A saga created RUNNING and suspended at cursor 1 (version 2)."""
     new = make_new_saga()
     await storage.create(new)
-    await storage.checkpoint(_suspend(new.saga_id, 1, **suspend))  # type: ignore[arg-type]
+    await storage.checkpoint(_suspend(new.saga_id, 1, wake_at=wake_at, waiting_for=waiting_for))
     return await storage.load(new.saga_id)
 
 
@@ -585,9 +598,7 @@ async def test_damaged_wait_data_is_reported_naming_the_saga(
             elif damage == "entry":
                 raw.hset(signals_key, "evt", "0 12 tok not-json\n{}")
             elif damage == "cancel flag":
-                head = raw.hget(record_key, "head")
-                assert head is not None
-                parts = head.split(" ")
+                parts = str(raw.hget(record_key, "head")).split(" ")
                 parts[5] = "4"  # a cancel flag without its reason
                 raw.hset(record_key, "head", " ".join(parts))
             else:
