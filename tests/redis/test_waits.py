@@ -249,7 +249,7 @@ async def test_waiting_sagas_are_listed_through_their_own_index(
 # --- claims ----------------------------------------------------------------------------------
 
 
-async def test_a_claim_of_a_due_saga_moves_it_into_updated_leased_and_still_waiting(
+async def test_a_claimed_saga_stays_in_due_at_its_wake_time_leased_and_still_waiting(
     setup: tuple[RedisSagaStorage, Raw],
 ) -> None:
     storage, raw = setup
@@ -266,11 +266,13 @@ async def test_a_claim_of_a_due_saga_moves_it_into_updated_leased_and_still_wait
         2,
     )
     assert claimed.wake_at == _PAST
-    assert _member_of(storage, raw, due.saga_id) == {"updated"}
+    assert _member_of(storage, raw, due.saga_id) == {"due", "waiting"}
+    assert _where(storage, raw, due.saga_id)["due"] == _micros(_PAST)
+    assert _where(storage, raw, due.saga_id)["waiting"] == _micros(claimed.updated_at)
     assert _member_of(storage, raw, later.saga_id) == {"due", "waiting"}
 
 
-async def test_a_claimed_waiting_saga_is_found_again_once_its_lease_expires(
+async def test_a_claimed_waiting_saga_is_found_again_in_its_place_once_its_lease_expires(
     setup: tuple[RedisSagaStorage, Raw],
 ) -> None:
     storage, _ = setup
@@ -279,7 +281,9 @@ async def test_a_claimed_waiting_saga_is_found_again_once_its_lease_expires(
     await storage.claim_recoverable(owner="crashed", lease_seconds=0.05)
     assert await storage.claim_recoverable(owner="worker", lease_seconds=30) == []
     await anyio.sleep(0.1)
-    (again,) = await storage.claim_recoverable(owner="worker", lease_seconds=30)
+    stalled = make_new_saga(lease_seconds=0)  # due now, later than the abandoned claim's wake
+    await storage.create(stalled)
+    (again,) = await storage.claim_recoverable(owner="worker", lease_seconds=30, limit=1)
     assert (again.saga_id, again.lease_owner, again.attempts) == (new.saga_id, "worker", 2)
 
 

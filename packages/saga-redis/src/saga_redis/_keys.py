@@ -15,22 +15,22 @@ For the prefix ``saga:`` and a saga in shard 0::
     saga:{0}:signals:<saga id>   hash: every signal delivered to it, by signal id: pending
                                  ones with name, payload, delivery time and order; consumed
                                  ones as '' (so a redelivery is still a duplicate)
-    saga:{0}:updated             sorted set: unfinished, unparked sagas of the shard that are
-                                 not resting WAITING sagas, by last update (µs): the recovery
-                                 index (a claimed WAITING saga is here, leased)
-    saga:{0}:due                 sorted set: resting WAITING sagas (no lease, not parked), by
-                                 wake time (µs; +inf while only a signal or cancel can wake
-                                 them): claims take those due by now, never walking the rest
+    saga:{0}:updated             sorted set: unparked RUNNING, COMPENSATING and FAILED sagas
+                                 of the shard, by last update (µs): the recovery index
+    saga:{0}:due                 sorted set: unparked WAITING sagas, leased or not, by wake
+                                 time (µs; +inf while only a signal or cancel can wake them):
+                                 claims read those due by now, never walking the rest
     saga:{0}:waiting             sorted set: the same sagas as due, by last update (µs), for
                                  listings
     saga:{0}:parked              sorted set: parked (dead-letter) sagas, by last update (µs)
     saga:{0}:finished            sorted set: retained finished sagas, by finish time (µs)
     saga:{0}:meta                hash: the layout the shard was written with (shard count)
 
-A checkpoint to WAITING moves a saga from ``updated`` to ``due`` and ``waiting``; a claim moves
-it back (leased, so it is found again once that lease expires); a delivered signal it waits
-for, or a cancel, brings its ``due`` score forward to now. Finishing or parking takes a saga
-out of all three; its signals expire with its record.
+A checkpoint to WAITING moves a saga from ``updated`` to ``due`` and ``waiting``, and one to
+another status moves it back. A claim leaves a WAITING saga in ``due`` at its wake time,
+leased: it is found there again once that lease expires, in its old place. A delivered signal
+it waits for, or a cancel, brings its ``due`` score forward to now. Finishing or parking takes
+a saga out of all three; its signals expire with its record.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The operator's listing, ``list_sagas``: every saga of the prefix (unfinished — resting
-WAITING ones through the ``waiting`` index — parked and finished while retained) matching some
+"""The operator's listing, ``list_sagas``: every saga of the prefix (unfinished — WAITING
+ones through the ``waiting`` index — parked and finished while retained) matching some
 filters, read through the shards' indexes in pages. The storage's public method of the same
 name says what it does and raises."""
 
@@ -44,7 +44,7 @@ async def list_sagas(
     for shard in layout.all_shards():
         indexes: list[str] = []
         if parked is not True and not terminal:
-            indexes.append(shard.updated)  # a claimed WAITING saga too
+            indexes.append(shard.updated)
         if parked is not True and status in (None, SagaStatus.WAITING):
             indexes.append(shard.waiting)
         if parked is not False:

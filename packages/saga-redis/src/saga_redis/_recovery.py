@@ -166,7 +166,13 @@ async def park(
     shard = layout.shard_of(saga_id)
     sid = str(saga_id)
     owner = owner_arg(owner)
-    keys = ParkKeys(record=shard.record_stem + sid, updated=shard.updated, parked=shard.parked)
+    keys = ParkKeys(
+        record=shard.record_stem + sid,
+        updated=shard.updated,
+        parked=shard.parked,
+        due=shard.due,
+        waiting=shard.waiting,
+    )
     args = ParkArgs(saga_id=sid, owner=owner, reason=reason, token=path.token())
     reply = await path.run(PARK, keys, args)
     if reply != 0:

@@ -148,6 +148,8 @@ class ParkKeys(NamedTuple):
     record: str
     updated: str
     parked: str
+    due: str
+    waiting: str
 
 
 class ParkArgs(NamedTuple):

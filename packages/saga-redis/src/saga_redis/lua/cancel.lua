@@ -17,7 +17,7 @@ if not h.live then
   return {'finished', h.status}
 end
 if not h.cancelled and (h.status == 'running' or h.status == 'waiting') then
-  err = resting(h) and expect(due, 'ZCARD')
+  err = in_due(h) and expect(due, 'ZCARD')
   if err then
     return err
   end

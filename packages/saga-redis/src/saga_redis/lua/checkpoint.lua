@@ -100,14 +100,14 @@ if consume ~= '' then
 end
 local last = #ARGV
 local entries = last >= entries_at
--- Where the saga's index entry is and goes: a parked saga's stays in parked; a resting
--- WAITING saga's is in due and waiting; any other's in updated (none once finished).
-local was_resting = was_waiting and stored_owner == '' and not is_parked
-local to_resting = to_waiting and not is_parked
+-- Where the saga's index entry is and goes: a parked saga's stays in parked; a WAITING
+-- saga's is in due and waiting; any other's in updated (none once finished).
+local was_in_due = was_waiting and not is_parked
+local to_in_due = to_waiting and not is_parked
 -- Keys the script does not write first are checked before the first write; on the common
 -- path the journal is checked by its append when there are entries to append (see below).
 local err = (not entries and expect(journal, 'LLEN')) or (terminal and expect(finished, 'ZCARD'))
-if not err and (was_resting or to_resting) then
+if not err and (was_in_due or to_in_due) then
   err = (entries and expect(journal, 'LLEN')) or expect(updated, 'ZCARD')
     or expect(due, 'ZCARD') or expect(waiting, 'ZCARD')
 end
@@ -125,15 +125,15 @@ if to_waiting and (cancelled or (waiting_for ~= '' and pending[waiting_for])) th
     wake_text = stamp
   end
 end
-if was_resting or to_resting then
+if was_in_due or to_in_due then
   -- Every key was checked above: nothing below fails.
-  if was_resting then
+  if was_in_due then
     redis.call('ZREM', due, saga_id)
     redis.call('ZREM', waiting, saga_id)
   else
     redis.call('ZREM', updated, saga_id)
   end
-  if to_resting then
+  if to_in_due then
     local score = wake_text
     if score == '' then
       score = '+inf'

@@ -1,7 +1,7 @@
 -- claim: lease one recoverable saga (or one already leased to the caller) to `owner`; with
 -- `force`, whoever holds its lease (a takeover: otherwise the same claim).
--- A claimed WAITING saga stays WAITING, leased: it leaves due and waiting for updated, where
--- it is found again once its lease expires. A claim of one saga does not require it due.
+-- A claimed WAITING saga stays WAITING, leased, in due at its wake time: it is found there
+-- again once its lease expires. A claim of one saga does not require it due.
 -- Reply: {'ok', fields} (record_fields() after the claim), or a failure reply.
 local record = KEYS[1]
 local updated = KEYS[2]
@@ -32,8 +32,11 @@ end
 if h.parked then
   return {'parked'}
 end
-local rests = resting(h)
-err = expect(updated, 'ZCARD') or (rests and (expect(due, 'ZCARD') or expect(waiting, 'ZCARD')))
+local index = updated
+if in_due(h) then
+  index = waiting
+end
+err = expect(index, 'ZCARD')
 if err then
   return err
 end
@@ -44,9 +47,5 @@ end
 if fresh then
   redis.call('HSET', meta, 'shards', shards, 'layout', layout_version)
 end
-if rests then
-  redis.call('ZREM', due, saga_id)
-  redis.call('ZREM', waiting, saga_id)
-end
-take(record, updated, saga_id, h, owner, lease_us, token, now)
+take(record, index, saga_id, h, owner, lease_us, token, now)
 return {'ok', record_fields(record, signals)}

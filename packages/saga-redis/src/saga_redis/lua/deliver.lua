@@ -45,7 +45,7 @@ if cursor > tonumber(wait_cursor) or (cursor == tonumber(wait_cursor) and next_s
     then
   return {'refused', 'past', ''}
 end
-err = h.status == 'waiting' and resting(h) and expect(due, 'ZCARD')
+err = in_due(h) and expect(due, 'ZCARD')
 if err then
   return err
 end

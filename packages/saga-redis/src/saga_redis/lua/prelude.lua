@@ -31,9 +31,9 @@
 -- field per signal id ever delivered: '<seq> <delivered µs> <token> <name as a JSON
 -- string>\n<payload>' while pending, '' once consumed (so a retried delivery is still a
 -- duplicate); seq is the hash's length at delivery (fields are never removed), the delivery
--- order. A resting WAITING saga (no lease, not parked) is in the shard's due index (scored
--- by its wake time, +inf when it waits for a signal only) and waiting index (by update
--- time), never in updated.
+-- order. A WAITING saga that is not parked is in the shard's due index (scored by its wake
+-- time, +inf when it waits for a signal only), leased or not, and in its waiting index (by
+-- update time), never in updated.
 
 -- The head's parts, as string.match captures them.
 local HEAD_PATTERN = '^(%d+) (%l+) (%d+) (%d*) (%d+) ([0-7]) (%S+) (.*)$'
@@ -161,21 +161,21 @@ local function append_journal(journal, first, cap)
   return nil
 end
 
--- Lease a recoverable saga to `owner`: version + 1, attempts + 1, new lease, new update time;
--- its index entry is in updated (a resting WAITING saga's due and waiting entries are for the
--- caller to remove).
-local function take(record, updated, id, h, owner, lease_us, token, now)
+-- Lease a recoverable saga to `owner`: version + 1, attempts + 1, new lease, new update time,
+-- also the score of its entry in `index` (updated; waiting for a WAITING saga, whose due
+-- entry keeps its wake time: an abandoned claim keeps its place).
+local function take(record, index, id, h, owner, lease_us, token, now)
   local stamp = math.max(now, h.updated + 1)
   redis.call('HSET', record, 'head',
              head_text(h.version + 1, h.status, stamp, owner, stamp + tonumber(lease_us),
                        h.attempts + 1, h.parked, h.has_error, token, h.cancelled))
-  redis.call('ZADD', updated, int(stamp), id)
+  redis.call('ZADD', index, int(stamp), id)
 end
 
--- Whether a saga with head `h` rests in the due and waiting indexes (WAITING, no lease, not
--- parked) rather than in updated.
-local function resting(h)
-  return h.status == 'waiting' and h.owner == '' and not h.parked
+-- Whether a saga with head `h` is in the due and waiting indexes (WAITING, not parked)
+-- rather than in updated.
+local function in_due(h)
+  return h.status == 'waiting' and not h.parked
 end
 
 -- A WAITING record's wait field, parsed: its wake time (a number, nil for none) and the name
@@ -206,12 +206,12 @@ local function pending_names(signals)
 end
 
 -- Make a WAITING saga due at `now` unless it is due earlier: its wait field, and its due entry
--- when it rests there.
+-- (none while parked).
 local function wake_now(record, due, id, h, now)
   local wake, name = wait_of(record)
   if wake == nil or wake > now then
     redis.call('HSET', record, 'wait', int(now) .. ' ' .. name)
-    if resting(h) then
+    if in_due(h) then
       redis.call('ZADD', due, 'XX', int(now), id)
     end
   end

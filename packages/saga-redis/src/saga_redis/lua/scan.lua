@@ -8,13 +8,14 @@
 -- (signals_stem for their signals): they share the shard's hash slot, so this stays a
 -- single-slot script on a cluster.
 --
--- Two indexes hold the candidates. updated: a member is recoverable when its record is live,
--- not parked, and unleased or its lease (read from the record) has expired, and, if WAITING
--- (claimed earlier), its wake time has come; it is due at its update time (WAITING: its wake
--- time). due: resting WAITING sagas by wake time, recoverable once that time has come. The
--- earliest due of both come first (ties by creation time). Records that are gone or
--- finished are dropped from the indexes, parked ones moved to the parked index, and members
--- in the wrong one of the two moved to the other (in mode 'claim').
+-- Two indexes hold the candidates, and a member of either is recoverable when its record is
+-- live, not parked, and unleased or its lease (read from the record) has expired. updated:
+-- RUNNING, COMPENSATING and FAILED sagas, due at their update time. due: WAITING sagas by
+-- wake time, only those due by now read (a claimed one stays there at its wake time, so an
+-- abandoned claim keeps its place). The earliest due of both come first (ties by creation
+-- time). Records that are gone or finished are dropped from the indexes, parked ones moved to
+-- the parked index, and members in the wrong one of the two moved to the other (in mode
+-- 'claim').
 local updated = KEYS[1]
 local meta = KEYS[2]
 local parked = KEYS[3]
@@ -64,21 +65,16 @@ local function consider(id, in_due, score)
     misfiled[#misfiled + 1] = {id, h.updated, in_due}  -- belongs in the parked index
   elseif not h.live then
     stale[#stale + 1] = {id, in_due}  -- finished: not recoverable
-  elseif resting(h) ~= in_due then
+  elseif (h.status == 'waiting') ~= in_due then
     misplaced[#misplaced + 1] = {id, h, in_due}
-  elseif in_due then
-    chosen[#chosen + 1] = {id, h, score, true}
-    from_due = from_due + 1
   elseif h.owner == '' or not h.expires or h.expires <= now then
-    local at = h.updated
-    if h.status == 'waiting' then
-      at = wait_of(record)
-      if at == nil or at > now then
-        return nil  -- claimed once, abandoned, and not due yet
-      end
+    if in_due then
+      chosen[#chosen + 1] = {id, h, score, true}
+      from_due = from_due + 1
+    else
+      chosen[#chosen + 1] = {id, h, h.updated, false}
+      from_updated = from_updated + 1
     end
-    chosen[#chosen + 1] = {id, h, at, false}
-    from_updated = from_updated + 1
   end
   return nil
 end
@@ -171,11 +167,7 @@ local reply = {'ok'}
 for index = 1, math.min(limit, #chosen) do
   local id, h, _, in_due = unpack(chosen[index])
   if claim then
-    if in_due then
-      redis.call('ZREM', due, id)
-      redis.call('ZREM', waiting, id)
-    end
-    take(record_stem .. id, updated, id, h, owner, lease_us, token, now)
+    take(record_stem .. id, in_due and waiting or updated, id, h, owner, lease_us, token, now)
   end
   reply[#reply + 1] = id
   reply[#reply + 1] = record_fields(record_stem .. id, signals_stem .. id)

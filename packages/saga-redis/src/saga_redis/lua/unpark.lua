@@ -1,6 +1,6 @@
 -- unpark: take a saga out of the dead-letter state (attempts back to 0, a new update time);
 -- a saga that is not parked is left as it is. It goes back to updated, to finished when it
--- finished while parked, or, WAITING without a lease, to due (at its wake time) and waiting.
+-- finished while parked, or, WAITING, to due (at its wake time) and waiting.
 -- Reply: {'ok', fields} (record_fields()), or a failure reply.
 local record = KEYS[1]
 local updated = KEYS[2]
@@ -17,7 +17,7 @@ if err then
 end
 if h.parked then
   local index = updated
-  local rests = h.status == 'waiting' and h.owner == ''
+  local rests = h.status == 'waiting'
   if not h.live then
     index = finished
   elseif rests then
