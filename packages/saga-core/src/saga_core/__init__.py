@@ -28,6 +28,7 @@ from ._model.errors import SagaCompensatedError as SagaCompensatedError
 from ._model.errors import SagaCompensationFailedError as SagaCompensationFailedError
 from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
 from ._model.errors import SagaContextError as SagaContextError
+from ._model.errors import SagaDeadlineExceededError as SagaDeadlineExceededError
 from ._model.errors import SagaDefinitionError as SagaDefinitionError
 from ._model.errors import SagaError as SagaError
 from ._model.errors import SagaFailedError as SagaFailedError
@@ -42,6 +43,7 @@ from ._model.errors import SagaSignalRefusedError as SagaSignalRefusedError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
 from ._model.errors import SagaVersionConflictError as SagaVersionConflictError
+from ._model.errors import SagaWaitTimedOutError as SagaWaitTimedOutError
 from ._model.errors import StorageCorruptedError as StorageCorruptedError
 from ._model.errors import StorageNotFoundError as StorageNotFoundError
 from ._model.errors import StorageSchemaError as StorageSchemaError
@@ -57,6 +59,9 @@ from ._model.status import StepDirection as StepDirection
 from ._model.status import StepEvent as StepEvent
 from ._model.step import SagaStepHandler as SagaStepHandler
 from ._model.step import SagaStepResult as SagaStepResult
+from ._model.waits import Sleep as Sleep
+from ._model.waits import SleepUntil as SleepUntil
+from ._model.waits import WaitForSignal as WaitForSignal
 from ._runtime.mediator import SagaMap as SagaMap
 from ._runtime.mediator import SagaMediator as SagaMediator
 from ._runtime.mediator import bootstrap as bootstrap
@@ -95,6 +100,7 @@ __all__ = (
     "SagaConcurrencyError",
     "SagaContext",
     "SagaContextError",
+    "SagaDeadlineExceededError",
     "SagaDefinitionError",
     "SagaError",
     "SagaFailedError",
@@ -118,6 +124,9 @@ __all__ = (
     "SagaStorageError",
     "SagaUsageError",
     "SagaVersionConflictError",
+    "SagaWaitTimedOutError",
+    "Sleep",
+    "SleepUntil",
     "StepDirection",
     "StepEvent",
     "StepResolver",
@@ -125,6 +134,7 @@ __all__ = (
     "StorageNotFoundError",
     "StorageSchemaError",
     "StorageUnavailableError",
+    "WaitForSignal",
     "bootstrap",
     "codec_for",
     "installed_breakers",

@@ -112,7 +112,9 @@ class _StoredSaga:
             None if not waiting or saga.wake_at is None else saga.wake_at.timestamp()
         )
         self.waiting_for: str | None = None
-        self.deadline_at = saga.deadline_at
+        deadline_at = saga.deadline_at
+        # Read back in UTC like every other instant, whatever zone the caller gave it in.
+        self.deadline_at = None if deadline_at is None else deadline_at.astimezone(timezone.utc)
         self.cancel_reason: str | None = None
         self.signals: list[PendingSignal] = []
         # Every signal id delivered to the saga, pending or consumed: a retried delivery of a
@@ -216,13 +218,15 @@ class MemorySagaStorage:
     @property
     def write_count(self) -> int:
         """Number of successful writes so far: each ``create``, ``checkpoint`` and ``claim``
-        counts one, and so does a ``claim_recoverable`` that claimed at least one saga."""
+        counts one, and so does a ``claim_recoverable`` that claimed at least one saga, a
+        stored signal, a recorded cancel request, a park and an unpark."""
         return self._write_count
 
     # --- protocol -------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+        """Store a new saga at cursor 0 and version 1: RUNNING and leased to
+        ``saga.lease_owner``, or WAITING without a lease.
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
@@ -247,7 +251,7 @@ class MemorySagaStorage:
         return list(self._get(saga_id).journal)
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        """Return up to ``limit`` recoverable sagas, earliest due first, without claiming."""
         return [saga.to_record() for saga in self._recoverable(limit)]
 
     async def claim(
@@ -265,7 +269,7 @@ class MemorySagaStorage:
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first, and
+        """Claim up to ``limit`` recoverable sagas for ``owner``, earliest due first, and
         return their records with the new versions."""
         return self._claim_recoverable(owner, lease_seconds, limit)
 

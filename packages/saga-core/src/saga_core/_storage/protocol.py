@@ -165,7 +165,8 @@ class SagaStorage(Protocol):
     """
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, with the given lease.
+        """Store a new saga at cursor 0 and version 1: RUNNING with the given lease, or
+        WAITING without one (check it with :func:`~saga_core.storage.check_new_saga`).
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
