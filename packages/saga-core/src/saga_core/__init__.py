@@ -62,12 +62,15 @@ from ._model.step import SagaStepResult as SagaStepResult
 from ._model.waits import Sleep as Sleep
 from ._model.waits import SleepUntil as SleepUntil
 from ._model.waits import WaitForSignal as WaitForSignal
+from ._runtime.handle import SagaEvent as SagaEvent
+from ._runtime.handle import SagaHandle as SagaHandle
 from ._runtime.mediator import SagaMap as SagaMap
 from ._runtime.mediator import SagaMediator as SagaMediator
 from ._runtime.mediator import bootstrap as bootstrap
 from ._runtime.recovery import recover_saga as recover_saga
 from ._runtime.worker import RecoveryReport as RecoveryReport
 from ._runtime.worker import RecoveryWorker as RecoveryWorker
+from ._runtime.worker import SagaWorker as SagaWorker
 from ._storage.memory import MemorySagaStorage as MemorySagaStorage
 from ._storage.plugins import installed_breakers as installed_breakers
 from ._storage.plugins import installed_storage_schemes as installed_storage_schemes
@@ -103,8 +106,10 @@ __all__ = (
     "SagaDeadlineExceededError",
     "SagaDefinitionError",
     "SagaError",
+    "SagaEvent",
     "SagaFailedError",
     "SagaFinishedError",
+    "SagaHandle",
     "SagaLeaseHeldError",
     "SagaMap",
     "SagaMediator",
@@ -125,6 +130,7 @@ __all__ = (
     "SagaUsageError",
     "SagaVersionConflictError",
     "SagaWaitTimedOutError",
+    "SagaWorker",
     "Sleep",
     "SleepUntil",
     "StepDirection",

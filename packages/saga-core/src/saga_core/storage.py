@@ -62,7 +62,8 @@ Rules every storage keeps
   usage error. Storages do not check status transitions beyond terminal immutability (the
   executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
   :class:`~saga_core.StorageUnavailableError`.
-* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
+* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``; a checkpoint to WAITING sets
+  it to 0 (the saga made progress: its resumes are not failed attempts). :meth:`~SagaStorage.park`
   moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
   status, loses its lease, gets the reason as its error and a new version, and is never
   recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False

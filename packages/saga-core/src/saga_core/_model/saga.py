@@ -256,6 +256,9 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             by_id[step.step_id] = step
             seen_ids.add(step.step_id)
     deadline = saga.deadline
+    deadline_seconds = (
+        None if deadline is None else seconds_of(deadline, f"{where}.deadline", allow_zero=False)
+    )
     return SagaDefinition(
         saga_type=saga,
         name=saga.name,
@@ -264,11 +267,7 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         nodes=tuple(nodes),
         steps_by_id=by_id,
         next_step_ids=(*(node.node_id for node in nodes), None),
-        deadline_seconds=(
-            None
-            if deadline is None
-            else seconds_of(deadline, f"{where}.deadline", allow_zero=False)
-        ),
+        deadline_seconds=deadline_seconds,
         waits_by_signal=waits,
     )
 

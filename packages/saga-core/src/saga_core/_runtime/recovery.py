@@ -28,8 +28,8 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
+from .leases import DEFAULT_LEASE_SECONDS
 from .local_runs import running_here
-from .mediator import DEFAULT_LEASE_SECONDS
 from .owner import default_owner
 
 ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]

@@ -33,6 +33,7 @@ from saga_core._model.errors import (
 from saga_core._model.status import SagaStatus
 from saga_core._model.validators import (
     check_new_saga,
+    check_wake_at,
     require_lease_owner_filter,
     require_saga_id,
 )
@@ -423,6 +424,8 @@ class MemorySagaStorage:
             or checkpoint.cursor > saga.cursor
         ):
             raise _cancelled(saga)
+        if waiting:
+            check_wake_at(checkpoint.wake_at)
         consumed: PendingSignal | None = None
         if checkpoint.consume_signal is not None or checkpoint.unless_signal is not None:
             consumed = self._check_signals(saga, checkpoint)
@@ -447,6 +450,7 @@ class MemorySagaStorage:
             saga.lease_owner = checkpoint.lease_owner
             saga.lease_expires = now + lease_seconds
         if waiting:
+            saga.attempts = 0
             wake_at = checkpoint.wake_at
             saga.wake = None if wake_at is None else wake_at.timestamp()
             saga.waiting_for = checkpoint.waiting_for

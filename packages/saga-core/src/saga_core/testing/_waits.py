@@ -199,7 +199,8 @@ class WaitingContract(ContractBase):
     ) -> None:
         wake_at = self.now_plus(HOUR) if wake == "future" else None
         saga_id = await self.create_waiting(storage, wake_at=wake_at)
-        detached = make_new_saga(status=SagaStatus.WAITING, wake_at=wake_at)
+        # A new WAITING saga always has a wake_at: a detached one waits for a future one.
+        detached = make_new_saga(status=SagaStatus.WAITING, wake_at=self.now_plus(HOUR))
         await storage.create(detached)
         before = await storage.load(saga_id)
         assert await recoverable_ids(storage) == []
