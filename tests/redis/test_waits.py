@@ -193,9 +193,8 @@ async def test_a_wait_for_a_signal_only_rests_at_infinity_and_is_not_claimed(
     setup: tuple[RedisSagaStorage, Raw],
 ) -> None:
     storage, raw = setup
-    new = _waiting_saga(wake_at=None)
-    await storage.create(new)
-    assert _where(storage, raw, new.saga_id)["due"] == float("inf")
+    record = await _suspended(storage, wake_at=None)
+    assert _where(storage, raw, record.saga_id)["due"] == float("inf")
     assert await storage.claim_recoverable(owner="worker", lease_seconds=30) == []
 
 

@@ -8,12 +8,12 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from saga_core import SagaRecord, SagaStatus, SagaUsageError
-from saga_core._model.validators import check_new_saga
 from saga_core.storage import (
     Checkpoint,
     JournalEntry,
     NewSaga,
     NewSignal,
+    check_new_saga,
     encode_journal_entry,
     require_saga_id,
 )

@@ -191,6 +191,9 @@ else
   until_text = int(now + tonumber(lease_us))
 end
 local new_flags = flags - flags % 4 + flags % 2  -- parked and cancel kept, error set below
+if to_waiting then
+  attempts = '0'  -- the saga made progress: its resumes are not failed attempts
+end
 local new_head
 if has_error == '1' then
   new_head = int(tonumber(version) + 1) .. ' ' .. status .. ' ' .. stamp .. ' ' .. until_text
