@@ -49,7 +49,12 @@ Rules every storage keeps
   :class:`~saga_core.SagaVersionConflictError` when it is not pending); one with
   ``unless_signal`` raises :class:`~saga_core.SagaSignalPendingError` and writes nothing when
   a signal of that name is pending. Delivering changes neither the version nor
-  ``updated_at``. A finished saga refuses a delivery before the duplicate check.
+  ``updated_at``. The duplicate check comes first (a retried delivery returns False even once
+  the saga has finished, while its record is kept); then a finished saga raises
+  :class:`~saga_core.SagaFinishedError`; then a delivery is refused
+  (:class:`~saga_core.SagaSignalRefusedError`) when the saga does not accept it (see
+  :meth:`~SagaStorage.deliver_signal`) or a signal of the same name is pending already (its
+  wait takes one, so a second would never be consumed).
 * **Cancels.** :meth:`~SagaStorage.request_cancel` stores ``cancel_reason`` (the first
   reason wins) on a RUNNING or WAITING saga, changing neither the version nor
   ``updated_at``. While it is set, a

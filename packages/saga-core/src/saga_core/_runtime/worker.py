@@ -168,7 +168,8 @@ class SagaWorker:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
             if isinstance(self.storage, WorkNotifications):
-                task_group.start_soon(self._listen, self.storage)
+                # Listening before run() reports started: work made due from then on is seen.
+                await task_group.start(self._listen, self.storage)
             task_status.started()
             try:
                 await self.recover_own()
@@ -187,16 +188,28 @@ class SagaWorker:
                 if report.claimed < self.batch_size:
                     await self._wakeup.wait(self.poll_interval)
 
-    async def _listen(self, storage: WorkNotifications) -> None:
+    async def _listen(
+        self,
+        storage: WorkNotifications,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Wake the polling loop whenever the storage says work became due; listen again
-        after a failure (meanwhile the loop polls, so nothing is missed for long)."""
+        after a failure (meanwhile the loop polls, so nothing is missed for long). Reports
+        started once it listens, or once its first attempt failed."""
         while True:
             try:
                 async with storage.work_notifications() as notifications:
+                    task_status.started()
+                    task_status = anyio.TASK_STATUS_IGNORED
+                    # Work made due while the listener was (re)connecting is found by a poll.
+                    self._wakeup.notify()
                     async for _ in notifications:
                         self._wakeup.notify()
             except Exception as exc:
                 logger.info("listening for due work failed: %s", describe_error(exc))
+            task_status.started()
+            task_status = anyio.TASK_STATUS_IGNORED
             await anyio.sleep(self.poll_interval)
 
     async def run_once(self) -> RecoveryReport:

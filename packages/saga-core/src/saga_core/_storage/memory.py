@@ -607,10 +607,10 @@ class MemorySagaStorage:
 
     def _deliver(self, signal: NewSignal) -> bool:
         saga = self._get(signal.saga_id)
-        if saga.status.is_terminal:
-            raise _finished(saga)
         if signal.signal_id in saga.delivered:
             return False
+        if saga.status.is_terminal:
+            raise _finished(saga)
         if saga.status not in _CANCELLABLE or saga.cancel_reason is not None:
             why = (
                 "it is cancelled"
@@ -627,6 +627,12 @@ class MemorySagaStorage:
             raise SagaSignalRefusedError(
                 f"saga {saga.saga_id} has gone past its wait for signal {signal.name!r} (it "
                 "took an earlier one, or the wait timed out); nothing was stored"
+            )
+        pending = next((p for p in saga.signals if p.name == signal.name), None)
+        if pending is not None:
+            raise SagaSignalRefusedError(
+                f"saga {saga.saga_id} has a signal {signal.name!r} pending already (id "
+                f"{pending.signal_id!r}) and its wait takes one; nothing was stored"
             )
         now = self._clock()
         saga.delivered.add(signal.signal_id)

@@ -270,8 +270,9 @@ class SagaStorage(Protocol):
         The version does not change (a runner holding the saga is not fenced off).
 
         Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError`
-        (terminal) or :class:`~saga_core.SagaSignalRefusedError` (not accepted; checked after
-        the duplicate check, so a retried delivery of a consumed signal returns False).
+        (terminal) or :class:`~saga_core.SagaSignalRefusedError` (not accepted, or a signal of
+        that name is pending already); all checked after the duplicate check, so a retried
+        delivery returns False whatever happened since.
         """
         ...
 

@@ -72,7 +72,7 @@ class SignalContract(ContractBase):
         sent = [
             make_signal(saga_id, name="first", payload=ODD_PAYLOAD),
             make_signal(saga_id, name="second", payload="[]"),
-            make_signal(saga_id, name="first", payload='"text"'),
+            make_signal(saga_id, name="third", payload='"text"'),
         ]
         earliest = self.now_plus(-self.clock_skew_seconds)
         for signal in sent:
@@ -163,17 +163,31 @@ class SignalContract(ContractBase):
             await storage.deliver_signal(make_signal(saga_id))
         assert await storage.load(saga_id) == before
 
-    async def test_a_retried_delivery_to_a_finished_saga_raises_finished(
+    async def test_a_retried_delivery_to_a_finished_saga_is_a_duplicate(
         self, storage: SagaStorage
     ) -> None:
-        """The finished check comes before the duplicate check: a signal delivered, then
-        retried after the saga ended, is refused rather than reported a duplicate."""
+        """The duplicate check comes first: a signal delivered, then retried after the saga
+        ended, is reported a duplicate (a webhook retry stays a no-op); a new one is refused."""
         saga_id = await self._create(storage)
         signal = make_signal(saga_id)
         assert await storage.deliver_signal(signal)
         await self.finish(storage, saga_id, SagaStatus.COMPLETED)
+        assert not await storage.deliver_signal(signal)
         with pytest.raises(SagaFinishedError):
-            await storage.deliver_signal(signal)
+            await storage.deliver_signal(make_signal(saga_id, signal_id="another"))
+
+    async def test_a_second_signal_of_a_name_already_pending_is_refused(
+        self, storage: SagaStorage
+    ) -> None:
+        """A wait takes one signal: while one of a name is pending, another of that name (a
+        new id) is refused — it could never be consumed — and nothing is stored."""
+        saga_id = await self._create(storage)
+        first = make_signal(saga_id)
+        assert await storage.deliver_signal(first)
+        with pytest.raises(SagaSignalRefusedError):
+            await storage.deliver_signal(make_signal(saga_id, signal_id="another"))
+        assert [s.signal_id for s in (await storage.load(saga_id)).signals] == [first.signal_id]
+        assert not await storage.deliver_signal(first)
 
     async def test_deliver_to_an_unknown_saga_raises_not_found(self, storage: SagaStorage) -> None:
         with pytest.raises(SagaNotFoundError):
@@ -185,7 +199,7 @@ class SignalContract(ContractBase):
         self, storage: SagaStorage
     ) -> None:
         saga_id = await self._create(storage)
-        first, second = make_signal(saga_id), make_signal(saga_id)
+        first, second = make_signal(saga_id), make_signal(saga_id, name="second")
         other = make_signal(saga_id, name="other")
         for signal in (first, second, other):
             assert await storage.deliver_signal(signal)
