@@ -243,7 +243,7 @@ class SagaRun:
             if isinstance(call, states.Compensate):
                 return await self._compensate(call)
             if isinstance(call, states.Await):
-                self._await(call)
+                await self._await(call)
                 continue
             write = state.write
             if write is None:
@@ -439,7 +439,7 @@ class SagaRun:
 
     # --- waits -----------------------------------------------------------------------------
 
-    def _await(self, call: states.Await) -> None:
+    async def _await(self, call: states.Await) -> None:
         """Decide about the wait at node ``call.node``: its signal is there (taken into the
         context), its timer is due (over, or timed out), or the saga suspends until then."""
         wait = self.definition.nodes[call.node].wait
@@ -464,6 +464,12 @@ class SagaRun:
                 self._feed(states.WaitOver(signal.signal_id))
                 return
         stored = self._state.wake
+        if (
+            stored is not None
+            and stored.cursor == call.node
+            and not await self._suspended_at(wait, stored)
+        ):
+            stored = None  # started detached, not run yet: the wait begins now
         if stored is not None and stored.cursor == call.node:
             timer = stored.wake_at  # claimed while WAITING here: its timer as stored
         else:
@@ -492,6 +498,28 @@ class SagaRun:
             self._journal(wait, StepEvent.STARTED, now)
         wake = states.Wake(wake_at, wait.signal, call.node, self._state.applied)
         self._feed(states.Suspend(wake))
+
+    async def _suspended_at(self, wait: WaitSpec, stored: states.Wake) -> bool:
+        """Whether the claimed WAITING saga (``stored``, at this wait) suspended at this wait,
+        so that its stored ``wake_at`` is the wait's timer — rather than being a saga started
+        detached and not run yet, stored as due at its creation.
+
+        A signal wait stores its signal as ``waiting_for`` when it suspends. A sleep is
+        ambiguous only at the first node (a detached start is WAITING at cursor 0): there the
+        journal tells, since a sleep that suspended journaled STARTED with a timer after it.
+        """
+        if wait.signal is not None:
+            return stored.waiting_for == wait.signal
+        if stored.cursor > 0:
+            return True
+        wake_at = stored.wake_at
+        journal = await self._storage.history(self.saga_id)
+        return any(
+            entry.step_id == wait.wait_id
+            and entry.event is StepEvent.STARTED
+            and (wake_at is None or wake_at > entry.at)
+            for entry in journal
+        )
 
     def _take(self, wait: WaitSpec, signal: PendingSignal) -> None:
         """Decode ``signal``'s payload into the context field the wait names (as that
