@@ -30,8 +30,9 @@ pytestmark = pytest.mark.anyio
 StepClass = type[SagaStepHandler[Any, Any]]
 StepFactory = Callable[..., StepClass]
 
-#: A deadline short enough to pass in a test.
-DEADLINE = 0.1
+#: A deadline short enough to pass in a test, long enough not to pass before a test checks
+#: that a saga is not due yet.
+DEADLINE = 0.25
 
 
 @dataclasses.dataclass

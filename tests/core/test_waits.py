@@ -41,6 +41,8 @@ MediatorFactory = Callable[..., SagaMediator]
 
 #: A timer short enough to wait for in a test, long enough to be in the future when stored.
 SHORT = 0.05
+#: A timer still in the future right after the saga suspends, even on a slow machine.
+NOT_DUE_AT_ONCE = 0.3
 
 
 @dataclasses.dataclass
@@ -348,7 +350,7 @@ async def test_a_sleep_suspends_until_its_timer_then_a_worker_resumes_it(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
     class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), Sleep(SHORT), make_step("b")]
+        steps = [make_step("a"), Sleep(NOT_DUE_AT_ONCE), make_step("b")]
 
     storage = MemorySagaStorage()
     mediator = live_mediator(OrderSaga, storage)
