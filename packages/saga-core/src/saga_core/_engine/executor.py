@@ -447,6 +447,11 @@ class SagaRun:
         now = datetime.now(timezone.utc)
         if wait.signal is not None:
             signal = next((s for s in self._signals if s.name == wait.signal), None)
+            if signal is not None and self._state.consume is not None:
+                # An earlier wait took a signal that no write has consumed yet, and a write
+                # consumes one: write the progress first, then this wait takes its own.
+                self._feed(states.SETTLE)
+                return
             if signal is not None:
                 try:
                     self._take(wait, signal)

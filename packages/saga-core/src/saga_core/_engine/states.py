@@ -20,7 +20,15 @@ at once); ``"pause"`` keeps it for the runner's pause, if it has one, so that re
 only later."""
 
 WriteKind = Literal[
-    "create", "step", "decision", "compensation", "finish", "hand_back", "suspend", "timeout"
+    "create",
+    "step",
+    "decision",
+    "compensation",
+    "finish",
+    "hand_back",
+    "suspend",
+    "timeout",
+    "progress",
 ]
 """Why a write is made, which decides what its failure means: ``"create"`` the new saga (the
 storage's ``create``); ``"step"`` a node completed and the saga moves forward — if this write
@@ -29,7 +37,9 @@ COMPENSATED when nothing is applied); ``"compensation"`` a compensation complete
 (COMPENSATING/COMPENSATED) or was exhausted (FAILED); ``"finish"`` the terminal status of a
 run with nothing left to call; ``"hand_back"`` the run was interrupted and hands the saga back
 to recovery as last written; ``"suspend"`` the saga waits (WAITING, no lease); ``"timeout"`` a
-wait timed out and its timeout step runs next."""
+wait timed out and its timeout step runs next; ``"progress"`` the saga moved past waits
+without a write and one of them took a signal: written (consuming it) before the next wait
+takes its own, since one write consumes one signal."""
 
 
 class Wake(NamedTuple):
@@ -151,6 +161,9 @@ WRITE_REFUSED = Signal("write refused")
 """The storage refused the write in flight: another runner owns the saga."""
 LEASE_LOST = Signal("lease lost")
 """The runner's lease was found in another runner's hands."""
+SETTLE = Signal("settle")
+"""The wait in flight found its signal while the signal an earlier wait took is not written
+yet: write the progress so far first (consuming that one), then evaluate the wait again."""
 SIGNAL_PENDING = Signal("signal pending")
 """The write in flight was refused because a signal it yields to is pending: evaluate the
 wait again."""

@@ -39,6 +39,7 @@ from .states import (
     ADVANCE,
     COMPENSATION_DONE,
     LEASE_LOST,
+    SETTLE,
     SIGNAL_PENDING,
     WRITE_REFUSED,
     WRITTEN,
@@ -216,7 +217,11 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
             following,
             consume_signal=consume,
         )
-    return RunState(state.status, cursor, applied, error, None, step, consume=consume)
+    # ``wake`` is kept while the write is in flight: until it is durable a claimed WAITING
+    # saga is still stored as it was, and a hand-back must write it back so.
+    return RunState(
+        state.status, cursor, applied, error, None, step, consume=consume, wake=state.wake
+    )
 
 
 def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
@@ -430,9 +435,16 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         return stored._replace(write=back)
     cursor = state.cursor
     pending = state.write
+    on_fallback = state.on_fallback
     if pending is not None and pending.kind == "step":
         # The node's checkpoint did not finish: the node runs again on recovery.
         cursor -= 1
+    if state.consume is not None:
+        # A wait took a signal that no write consumed: the context handed back is the last
+        # written one, without its payload, so the saga goes back to that wait (the last signal
+        # wait before the cursor: only sleeps are passed without a write) and takes it again.
+        cursor = max(i for i in range(cursor) if _signal_of(nodes[i]) is not None)
+        on_fallback = False
     # The runner stops once the saga is handed back.
     stopped = RunState(
         state.status, cursor, state.applied, state.error, resumed_at=state.resumed_at, halted=True
@@ -446,7 +458,7 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         lease,
         False,
         stopped,
-        next_step=_branch_id(nodes, cursor, state.on_fallback),
+        next_step=_branch_id(nodes, cursor, on_fallback),
     )
     return stopped._replace(write=back)
 
@@ -525,6 +537,29 @@ def _timed_out(nodes: Sequence[Node], state: RunState, event: TimedOut) -> RunSt
     return state._replace(call=None, write=write)
 
 
+def _settle(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    """The wait in flight has its signal, but the one an earlier wait took is not written yet
+    and a write consumes one signal: write the progress up to this wait first (consuming the
+    earlier one), then evaluate this wait again."""
+    if not isinstance(state.call, Await) or state.consume is None:
+        return state
+    again = RunState(
+        SagaStatus.RUNNING, state.cursor, state.applied, state.error, Await(state.cursor)
+    )
+    write = Write(
+        "progress",
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "keep",
+        True,  # the earlier signal's payload is in the context: store it with its consumption
+        again,
+        consume_signal=state.consume,
+    )
+    return state._replace(call=None, write=write)
+
+
 def _signal_pending(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
     """The suspend or timeout write in flight lost to a signal: evaluate the wait again (the
     driver reads the signal first)."""
@@ -565,6 +600,11 @@ def _may_have_run(node: Node, on_fallback: bool) -> tuple[str, ...]:
     return node.step_ids[1:] if on_fallback else ()
 
 
+def _signal_of(node: Node) -> str | None:
+    """The signal a node waits for (None: not a signal wait)."""
+    return None if node.wait is None else node.wait.signal
+
+
 def _branch_id(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> str | None:
     """The id to store as the step at ``cursor`` when it is not the node's own: the timeout
     step of a wait that timed out."""
@@ -601,6 +641,7 @@ _HANDLERS: dict[Any, tuple[_Handler, bool]] = {
     WRITE_REFUSED: (_fenced, True),
     LEASE_LOST: (_fenced, True),
     SIGNAL_PENDING: (_signal_pending, False),
+    SETTLE: (_settle, False),
     WaitOver: (_wait_over, False),
     Suspend: (_suspend, False),
     TimedOut: (_timed_out, False),
