@@ -24,8 +24,8 @@ from .load import CliError, check_runnable, usage_error
 
 
 class Outcome(NamedTuple):
-    """What a command did: ``document`` for ``--json``, ``text`` for people (one line or
-    more), and the exit code."""
+    """What a command did: ``document`` for ``--json``, ``text`` for people (one line, shown
+    with every control character escaped), and the exit code."""
 
     document: dict[str, Any]
     text: str

@@ -218,7 +218,7 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> int:
     if args.json:
         _emit_json(outcome.document)
     else:
-        _say("\n".join(terminal_lines(outcome.text)))  # it may quote stored text
+        _say(terminal_text(outcome.text))  # one line: it may quote stored text
     return outcome.exit_code
 
 
