@@ -134,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     recover = command(
         "recover",
         "Recover one saga now",
-        "A RUNNING saga resumes forward (the step in flight runs again); a COMPENSATING or "
+        "A RUNNING saga resumes forward (the step in flight runs again); a WAITING one runs "
+        "on if its signal, timer or cancel is due (else it waits again); a COMPENSATING or "
         "FAILED one finishes its rollback. A parked saga is unparked first. Exit 0 when it "
-        "completed or was compensated, 1 when its compensation failed again.",
+        "completed, waits again or was compensated, 1 when its compensation failed again.",
     )
     recover.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(recover)
