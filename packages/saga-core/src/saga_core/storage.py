@@ -82,6 +82,10 @@ Rules every storage keeps
   ``version``.)
 * **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
   unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
+* **Notifications (optional).** A storage that can push "work is due" to other processes
+  implements :class:`WorkNotifications` (PostgreSQL ``LISTEN``/``NOTIFY``, Redis pub/sub):
+  it notifies when it stores a WAITING saga due now, a signal that makes a saga due, or a
+  cancel. Workers use it when ``isinstance(storage, WorkNotifications)``; others poll.
 * **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
   cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
   driver's exception as ``__cause__``.
@@ -123,6 +127,7 @@ from ._storage.protocol import NewSignal as NewSignal
 from ._storage.protocol import PendingSignal as PendingSignal
 from ._storage.protocol import SagaRecord as SagaRecord
 from ._storage.protocol import SagaStorage as SagaStorage
+from ._storage.protocol import WorkNotifications as WorkNotifications
 from ._storage.reading import ReadRecords as ReadRecords
 from ._storage.reading import read_records as read_records
 
@@ -156,6 +161,7 @@ __all__ = (
     "StorageCorruptedError",
     "StorageSchemaError",
     "StorageUnavailableError",
+    "WorkNotifications",
     "check_new_saga",
     "check_wake_at",
     "decode_journal_entry",

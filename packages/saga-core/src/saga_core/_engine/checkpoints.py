@@ -9,13 +9,14 @@ the last checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from uuid import UUID
 
 from saga_core._model.errors import SagaAlreadyExistsError
 from saga_core._model.saga import SagaDefinition
 from saga_core._model.status import SagaStatus
-from saga_core._storage.protocol import Checkpoint, NewSaga, SagaStorage
+from saga_core._storage.protocol import Checkpoint, JournalEntry, NewSaga, SagaStorage
 
 from .calls import StepCalls
 from .states import Write
@@ -31,10 +32,12 @@ async def create_saga(
     write: Write,
     *,
     deadline_at: datetime | None = None,
+    wake_at: datetime | None = None,
+    journal: Sequence[JournalEntry] = (),
 ) -> None:
     """Store a new saga as ``write`` (the state machine's creation write) names it: RUNNING
-    and leased by ``owner``, or — ``owner`` None — WAITING and due now, for a worker to run
-    (a detached start).
+    and leased by ``owner``, or — ``owner`` None — WAITING and due at ``wake_at`` (default
+    now), for a worker to run (a detached start), with ``journal``.
 
     Raises:
         SagaAlreadyExistsError: storage already holds ``saga_id`` (nothing written).
@@ -49,11 +52,11 @@ async def create_saga(
                 context_text,
                 owner,
                 lease_seconds,
-                (),  # journal
+                journal,
                 definition.next_step_ids[write.cursor],
                 definition.version,
                 SagaStatus.WAITING if detached else SagaStatus.RUNNING,
-                datetime.now(timezone.utc) if detached else None,
+                (wake_at or datetime.now(timezone.utc)) if detached else None,
                 deadline_at,
             )
         )

@@ -459,8 +459,17 @@ class SagaRun:
                 self._feed(states.WaitOver(signal.signal_id))
                 return
         stored = self._state.wake
-        if stored is not None and stored.cursor == call.node:
-            timer = stored.wake_at  # claimed while WAITING here: its timer as stored
+        # Claimed while suspended at this very wait: its timer is the one stored. (A saga
+        # started detached is WAITING at its first node without having waited there yet,
+        # unless that node is a sleep, which the start suspends at.)
+        suspended_here = (
+            stored is not None
+            and stored.cursor == call.node
+            and (wait.signal is None or stored.waiting_for == wait.signal)
+        )
+        if suspended_here:
+            assert stored is not None
+            timer = stored.wake_at
         else:
             try:
                 timer = wait.timer(self.context, now)
@@ -483,7 +492,7 @@ class SagaRun:
         wake_at = (
             timer if deadline is None or (timer is not None and timer < deadline) else deadline
         )
-        if stored is None or stored.cursor != call.node:
+        if not suspended_here:
             self._journal(wait, StepEvent.STARTED, now)
         wake = states.Wake(wake_at, wait.signal, call.node, self._state.applied)
         self._feed(states.Suspend(wake))
@@ -599,6 +608,27 @@ def deadline_from_now(definition: SagaDefinition) -> datetime | None:
     if seconds is None:
         return None
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def first_sleep(
+    definition: SagaDefinition, context: Any, deadline_at: datetime | None
+) -> tuple[datetime | None, tuple[JournalEntry, ...]]:
+    """When a saga started detached now is due, and the journal it is created with: a saga
+    whose first node is a sleep is created suspended at it (due when it ends, or at its
+    deadline); any other is due now (``None``) and a worker starts it.
+
+    Raises:
+        SagaDefinitionError: a first ``SleepUntil`` returned no aware datetime.
+    """
+    wait = definition.nodes[0].wait
+    if wait is None or wait.signal is not None:
+        return None, ()
+    now = datetime.now(timezone.utc)
+    timer = wait.timer(context, now)
+    assert timer is not None, "a sleep has a timer"
+    wake_at = deadline_at if deadline_at is not None and deadline_at < timer else timer
+    started = JournalEntry(wait.wait_id, StepDirection.ACT, StepEvent.STARTED, 1, now)
+    return max(wake_at, now), (started,)
 
 
 def _deadline_error(saga_id: UUID, deadline: datetime | None) -> SagaDeadlineExceededError:

@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 from saga_core._codec.context import ContextCodec, codec_for
 from saga_core._engine import transitions as machine
 from saga_core._engine.checkpoints import create_saga
-from saga_core._engine.executor import SagaRun, deadline_from_now
+from saga_core._engine.executor import SagaRun, deadline_from_now, first_sleep
 from saga_core._engine.hooks import Hooks
 from saga_core._engine.observer import LoggingObserver, SagaObserver
 from saga_core._engine.resolution import StepResolver, make_step_resolver
@@ -234,6 +234,8 @@ class SagaMediator:
             SagaUsageError: ``saga_id`` is not a ``uuid.UUID`` (nothing written).
             SagaContextError: the context cannot be stored (nothing written).
             SagaAlreadyExistsError: ``saga_id`` exists already (nothing written).
+            SagaDefinitionError: the saga starts with a ``SleepUntil`` whose callable does
+                not return an aware datetime (nothing written).
             SagaStorageError: the storage failed.
         """
         saga_id = _saga_ids.new() if saga_id is None else require_saga_id(saga_id)
@@ -241,15 +243,19 @@ class SagaMediator:
         text = codec.encode(context)
         write = machine.start(definition.nodes).write
         assert write is not None, "a new saga is written before it runs"
+        deadline_at = deadline_from_now(definition)
+        wake_at, journal = first_sleep(definition, context, deadline_at)
         await create_saga(
             self.storage,
             definition,
             saga_id,
             text,
-            None,  # no runner: WAITING, due now, for a worker
+            None,  # no runner: WAITING, for a worker
             None,
             write,
-            deadline_at=deadline_from_now(definition),
+            deadline_at=deadline_at,
+            wake_at=wake_at,
+            journal=journal,
         )
         self.wakeup.notify()
         return SagaHandle(self, saga_id)

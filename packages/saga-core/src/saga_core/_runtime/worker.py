@@ -29,7 +29,7 @@ from saga_core._model.outcome import SagaOutcome
 from saga_core._model.policy import RetryPolicy
 from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
-from saga_core._storage.protocol import SagaRecord, SagaStorage
+from saga_core._storage.protocol import SagaRecord, SagaStorage, WorkNotifications
 
 from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from .local_runs import cancellable, is_running_here, running_here
@@ -167,6 +167,8 @@ class SagaWorker:
         """
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
+            if isinstance(self.storage, WorkNotifications):
+                task_group.start_soon(self._listen, self.storage)
             task_status.started()
             try:
                 await self.recover_own()
@@ -184,6 +186,18 @@ class SagaWorker:
                     continue
                 if report.claimed < self.batch_size:
                     await self._wakeup.wait(self.poll_interval)
+
+    async def _listen(self, storage: WorkNotifications) -> None:
+        """Wake the polling loop whenever the storage says work became due; listen again
+        after a failure (meanwhile the loop polls, so nothing is missed for long)."""
+        while True:
+            try:
+                async with storage.work_notifications() as notifications:
+                    async for _ in notifications:
+                        self._wakeup.notify()
+            except Exception as exc:
+                logger.info("listening for due work failed: %s", describe_error(exc))
+            await anyio.sleep(self.poll_interval)
 
     async def run_once(self) -> RecoveryReport:
         """Claim up to ``batch_size`` stalled sagas and recover them; return what happened."""

@@ -7,15 +7,19 @@ as on SQL or Redis; it only forgets everything when the process ends.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from heapq import nsmallest
 from operator import attrgetter, methodcaller
 from types import TracebackType
 from typing import Any
 from uuid import UUID
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from saga_core._model.errors import (
     SagaAlreadyExistsError,
@@ -215,6 +219,9 @@ class MemorySagaStorage:
         self._finished_order: deque[int] = deque()
         self._write_count = 0
         self._closed = False
+        # One stream per listener of work_notifications; a full one already has a
+        # notification waiting, which is all a listener needs to know.
+        self._listeners: list[MemoryObjectSendStream[None]] = []
 
     @property
     def write_count(self) -> int:
@@ -360,6 +367,26 @@ class MemorySagaStorage:
             self._write_count += 1
         return saga.to_record()
 
+    @contextlib.asynccontextmanager
+    async def work_notifications(self) -> AsyncIterator[AsyncIterator[None]]:
+        """Listen for sagas that become due (a :class:`~saga_core.storage.WorkNotifications`
+        storage): a WAITING saga created, a signal a waiting saga waits for, a cancel."""
+        if self._closed:
+            raise _closed_error()
+        send, receive = anyio.create_memory_object_stream[None](1)
+        self._listeners.append(send)
+        try:
+            yield receive
+        finally:
+            self._listeners.remove(send)
+            send.close()
+            receive.close()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            with contextlib.suppress(anyio.WouldBlock):
+                listener.send_nowait(None)
+
     async def aclose(self) -> None:
         """Close the storage and drop what it holds. Idempotent."""
         self._closed = True
@@ -395,6 +422,8 @@ class MemorySagaStorage:
         self._sagas[key] = stored
         self._active[key] = stored
         self._write_count += 1
+        if stored.status is SagaStatus.WAITING:
+            self._notify()
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._closed:
@@ -615,12 +644,13 @@ class MemorySagaStorage:
         return True
 
     def _wake_now(self, saga: _StoredSaga) -> None:
-        """Make a WAITING saga due now (its ``wake_at`` brought forward)."""
+        """Make a WAITING saga due now (its ``wake_at`` brought forward), and say so."""
         if saga.status is not SagaStatus.WAITING:
             return
         now = self._clock()
         if saga.wake is None or saga.wake > now:
             saga.wake = now
+        self._notify()
 
 
 _CANCELLABLE = (SagaStatus.RUNNING, SagaStatus.WAITING)

@@ -163,6 +163,18 @@ class SignalContract(ContractBase):
             await storage.deliver_signal(make_signal(saga_id))
         assert await storage.load(saga_id) == before
 
+    async def test_a_retried_delivery_to_a_finished_saga_raises_finished(
+        self, storage: SagaStorage
+    ) -> None:
+        """The finished check comes before the duplicate check: a signal delivered, then
+        retried after the saga ended, is refused rather than reported a duplicate."""
+        saga_id = await self._create(storage)
+        signal = make_signal(saga_id)
+        assert await storage.deliver_signal(signal)
+        await self.finish(storage, saga_id, SagaStatus.COMPLETED)
+        with pytest.raises(SagaFinishedError):
+            await storage.deliver_signal(signal)
+
     async def test_deliver_to_an_unknown_saga_raises_not_found(self, storage: SagaStorage) -> None:
         with pytest.raises(SagaNotFoundError):
             await storage.deliver_signal(make_signal(uuid4()))

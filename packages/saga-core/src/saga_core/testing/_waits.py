@@ -42,6 +42,9 @@ _INVALID_NEW_SAGAS: dict[str, Callable[[datetime], NewSaga]] = {
     "waiting-with-a-naive-wake-at": lambda now: make_new_saga(
         status=SagaStatus.WAITING, wake_at=now.replace(tzinfo=None)
     ),
+    "waiting-without-wake-at": lambda now: make_new_saga(status=SagaStatus.WAITING)._replace(
+        wake_at=None
+    ),
     "naive-deadline-at": lambda now: make_new_saga(deadline_at=now.replace(tzinfo=None)),
     "neither-running-nor-waiting": lambda now: make_new_saga()._replace(
         status=SagaStatus.COMPENSATING
@@ -307,6 +310,40 @@ class WaitingContract(ContractBase):
         (record,) = await storage.claim_recoverable(owner="recovery", lease_seconds=60.0)
         _assert_claimed_waiting(record, before, "recovery")
         assert record == await storage.load(saga_id)
+
+    async def test_a_checkpoint_to_waiting_sets_attempts_to_zero(
+        self, storage: SagaStorage
+    ) -> None:
+        """Resumes of a saga that waits again and again are not failed attempts: a suspend
+        (a checkpoint to WAITING) sets ``attempts`` back to 0."""
+        saga_id = await self.create_waiting(storage, wake_at=self.now_plus(-HOUR))
+        for _ in range(3):
+            (record,) = await storage.claim_recoverable(owner="recovery", lease_seconds=60.0)
+            assert record.attempts == 1
+            await storage.checkpoint(
+                make_checkpoint(
+                    saga_id,
+                    record.version,
+                    status=SagaStatus.WAITING,
+                    next_step=record.next_step,
+                    wake_at=self.now_plus(-HOUR),
+                    waiting_for=DEFAULT_SIGNAL,
+                )
+            )
+            assert (await storage.load(saga_id)).attempts == 0
+
+    async def test_a_checkpoint_to_waiting_with_a_naive_wake_at_is_a_usage_error(
+        self, storage: SagaStorage
+    ) -> None:
+        new = make_new_saga()
+        await storage.create(new)
+        before = await storage.load(new.saga_id)
+        naive = self.now_plus(HOUR).replace(tzinfo=None)
+        with pytest.raises(SagaUsageError):
+            await storage.checkpoint(
+                make_checkpoint(new.saga_id, 1, status=SagaStatus.WAITING, wake_at=naive)
+            )
+        assert await storage.load(new.saga_id) == before
 
     async def test_a_claimed_waiting_saga_is_claimable_again_only_once_its_lease_expires(
         self, storage: SagaStorage
