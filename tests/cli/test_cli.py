@@ -344,7 +344,9 @@ def test_worker_once_recovers_stalled_sagas(cli: CliRunner, seed: Seeder, db_url
     seed(_seed.completed_order, db_url)
     code, out, _ = cli("--url", db_url, "worker", "--sagas", SAGAS, "--once")
     assert code == 0
-    assert out == ("claimed 2: completed 1, compensated 1, failed 0, parked 0, errors 0, lost 0\n")
+    assert out == (
+        "claimed 2: completed 1, suspended 0, compensated 1, failed 0, parked 0, errors 0, lost 0\n"
+    )
     assert seed(_seed.status_of, db_url, running) == (SagaStatus.COMPLETED, False)
     assert seed(_seed.status_of, db_url, compensating) == (SagaStatus.COMPENSATED, False)
 
@@ -352,6 +354,7 @@ def test_worker_once_recovers_stalled_sagas(cli: CliRunner, seed: Seeder, db_url
     assert json.loads(out) == {
         "claimed": 0,
         "completed": 0,
+        "suspended": 0,
         "compensated": 0,
         "failed": 0,
         "parked": 0,
