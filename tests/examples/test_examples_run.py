@@ -223,12 +223,48 @@ def check_fastapi_sse(output: str) -> None:
     )
 
 
+def check_payment_webhook(output: str) -> None:
+    assert_in_order(
+        output,
+        [
+            "Stock: {'sku-1': 10, 'sku-2': 10}",
+            "(an order paid by the provider's webhook, which it delivers twice)",
+            "POST /orders -> 202, order",
+            "GET /orders/{id} -> waiting for payment-confirmed",
+            '(evt-81) -> 200 {"duplicate":false,"event_id":"evt-81"',
+            '(evt-81) -> 200 {"duplicate":true,"event_id":"evt-81"',
+            "GET /orders/{id}/events",
+            "id 1: reserve_stock act started",
+            "id 3: signal:payment-confirmed act started",
+            "id 4: signal:payment-confirmed act completed",
+            "id 6: ship_order act completed",
+            "end: completed",
+            "GET /orders/{id}/events (Last-Event-ID: 4)",
+            "id 5: ship_order act started",
+            "id 6: ship_order act completed",
+            "end: completed",
+            '(evt-81) -> 200 {"duplicate":true,"event_id":"evt-81"',
+            "(an order whose payment never comes)",
+            "id 4: signal:payment-confirmed act failed (SagaWaitTimedOutError)",
+            "id 6: reserve_stock compensate completed",
+            "end: compensated",
+            '(evt-82) -> 409 {"error":"order_finished"',
+            "Stock: {'sku-1': 9, 'sku-2': 9}",
+        ],
+    )
+    # The resumed stream starts after event 4: nothing before it again.
+    resumed = output.split("(Last-Event-ID: 4)", 1)[1].split("end: completed", 1)[0]
+    assert normalise(resumed) == ["id 5: ship_order act started", "id 6: ship_order act completed"]
+    assert output.count("ship_order act started") == 2  # once per stream of the paid order
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "order_saga": check_order_saga,
     "compensation": check_compensation,
     "recovery": check_recovery,
     "recovery_loop": check_recovery_loop,
     "fastapi_sse": check_fastapi_sse,
+    "payment_webhook": check_payment_webhook,
 }
 
 
