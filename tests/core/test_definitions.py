@@ -363,11 +363,11 @@ def test_policies_default_to_the_sagas_then_to_the_library_defaults() -> None:
     class WithoutPolicies(Saga[OrderContext]):
         steps = [Reserve]
 
-    first, second = WithPolicies.definition().nodes
-    assert first.primary.retry is own
-    assert first.primary.compensation_retry is patient
-    assert second.primary.retry is fast
-    default = WithoutPolicies.definition().nodes[0].primary
+    first, second = (node.branch(False) for node in WithPolicies.definition().nodes)
+    assert first.retry is own
+    assert first.compensation_retry is patient
+    assert second.retry is fast
+    default = WithoutPolicies.definition().nodes[0].branch(False)
     assert default.retry.attempts == 1
     assert default.compensation_retry.attempts > 1
 
