@@ -136,6 +136,10 @@ class SagaTables(NamedTuple):
     signals: sa.Table
 
 
+#: The characters of a text column that MySQL and MariaDB index (4 bytes each in utf8mb4,
+#: within the 767 bytes of an index key in their oldest row format).
+_MYSQL_KEY_CHARACTERS = 191
+
 #: The longest identifier PostgreSQL keeps whole (it cuts longer ones to this length).
 MAX_IDENTIFIER = 63
 
@@ -236,6 +240,9 @@ def define_tables(
         saga.c.wake_at,
         postgresql_where=waiting_terms(saga),
         sqlite_where=waiting_terms(saga),
+        # MySQL and MariaDB index a text column by a prefix only (no partial indexes there).
+        mysql_length={"lease_owner": _MYSQL_KEY_CHARACTERS},
+        mariadb_length={"lease_owner": _MYSQL_KEY_CHARACTERS},
     )
     signals = sa.Table(
         signals_table_name(table),
@@ -246,7 +253,12 @@ def define_tables(
             sa.ForeignKey(saga.c.saga_id, ondelete="CASCADE"),
             primary_key=True,
         ),
-        sa.Column("signal_id", sa.Text(), primary_key=True),
+        # MySQL and MariaDB cannot make a key of a TEXT column: a bounded one there.
+        sa.Column(
+            "signal_id",
+            sa.Text().with_variant(sa.String(_MYSQL_KEY_CHARACTERS), "mysql", "mariadb"),
+            primary_key=True,
+        ),
         # Delivery order within the saga (1, 2, ...): timestamps of one instant would tie.
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
