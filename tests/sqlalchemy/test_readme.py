@@ -154,7 +154,9 @@ async def test_the_custom_names_example_builds_the_storage_s_table(tmp_path: Pat
         assert [(c.name, repr(c.type)) for c in table.columns] == [
             (c.name, repr(c.type)) for c in own.columns
         ]
-        assert sorted(str(i.name) for i in table.indexes) == sorted(str(i.name) for i in own.indexes)
+        assert sorted(str(i.name) for i in table.indexes) == sorted(
+            str(i.name) for i in own.indexes
+        )
 
 
 def _mariadb_reachable() -> bool:

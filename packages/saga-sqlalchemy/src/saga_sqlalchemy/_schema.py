@@ -316,6 +316,12 @@ def create_tables(
         and not connection.dialect.has_schema(connection, schema)
     ):
         connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    saga = tables.saga
+    if connection.dialect.has_table(connection, saga.name, schema=saga.schema):
+        # An existing saga table of an older version is refused before anything is created
+        # next to it (SQLite runs DDL outside the transaction: a signals table made here
+        # would stay, half a migration).
+        connection.execute(schema_probes(tables)[0]).all()
     try:
         tables.metadata.create_all(connection)
     except sa.exc.DBAPIError as exc:
