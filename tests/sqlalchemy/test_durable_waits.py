@@ -49,6 +49,7 @@ async def storage(
     options: dict[str, Any] = {"group_commit": True, "lanes": 1, "max_wait": 0.02}
     with ExitStack() as stack:
         built: Any
+        engine: Any
         if kind.startswith("sqlite"):
             built = open_storage(
                 f"sqlite:///{tmp_path}/w.db", inline=kind == "sqlite-inline", **options
