@@ -26,8 +26,10 @@ Rules every storage keeps
   expired, and — WAITING only — it is *due* (below).
 * **Waiting.** :meth:`~SagaStorage.create` stores a RUNNING saga leased to its runner, or a
   WAITING one without a lease (started detached). A checkpoint stores ``wake_at`` and
-  ``waiting_for`` as given for WAITING and ``None`` for every other status; ``deadline_at`` is
-  stored at creation and never changes. A WAITING saga is *due* once ``wake_at <= now``, or
+  ``waiting_for`` as given for WAITING (an aware ``wake_at``, else a usage error; now instead
+  when the saga is due already by a pending signal or a cancel) and ``None`` for every other
+  status; ``deadline_at`` is stored at creation and never changes. A new WAITING saga has a
+  ``wake_at``. A WAITING saga is *due* once ``wake_at <= now``, or
   when a signal named ``waiting_for`` is pending, or a cancel is requested; delivering such a
   signal or requesting a cancel sets a later (or missing) ``wake_at`` to now, so ``wake_at`` is
   the instant it became due. A claim leaves the status as it is (a claimed WAITING saga is
@@ -36,8 +38,9 @@ Rules every storage keeps
   claimed-then-abandoned saga moves to the back of the recovery queue). A lease is live while
   ``expires_at > now``; at the instant of expiry it has expired. :meth:`~SagaStorage.claim`
   of one saga does not require a WAITING saga to be due. Recovery scans and claims take the
-  earliest due first: a WAITING saga is due at its ``wake_at``, any other at its
-  ``updated_at`` (ties in creation order).
+  earliest due first: a WAITING saga is due at its ``wake_at`` (a claim does not change it, so
+  an abandoned claim keeps its place), any other at its ``updated_at`` (ties in creation
+  order).
 * **Signals.** :meth:`~SagaStorage.deliver_signal` stores a signal with the storage's clock
   as ``delivered_at``, at most once per ``(saga_id, signal_id)`` (the ids of consumed signals
   are kept for the saga's life, so a retried delivery is still a duplicate); every read
@@ -46,9 +49,10 @@ Rules every storage keeps
   :class:`~saga_core.SagaVersionConflictError` when it is not pending); one with
   ``unless_signal`` raises :class:`~saga_core.SagaSignalPendingError` and writes nothing when
   a signal of that name is pending. Delivering changes neither the version nor
-  ``updated_at``.
+  ``updated_at``. A finished saga refuses a delivery before the duplicate check.
 * **Cancels.** :meth:`~SagaStorage.request_cancel` stores ``cancel_reason`` (the first
-  reason wins) on a RUNNING or WAITING saga, without a new version. While it is set, a
+  reason wins) on a RUNNING or WAITING saga, changing neither the version nor
+  ``updated_at``. While it is set, a
   checkpoint that moves the saga forward — status COMPLETED, status WAITING from another
   status, or a cursor greater than the stored one — raises
   :class:`~saga_core.SagaCancelledError` and writes nothing; any other checkpoint (the
@@ -58,11 +62,13 @@ Rules every storage keeps
   usage error. Storages do not check status transitions beyond terminal immutability (the
   executor keeps the state machine). After :meth:`~SagaStorage.aclose`, calls raise
   :class:`~saga_core.StorageUnavailableError`.
-* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``. :meth:`~SagaStorage.park`
+* **Recovery bookkeeping.** Every claim adds 1 to ``attempts``; a checkpoint to WAITING sets
+  it to 0 (the saga made progress: its resumes are not failed attempts). :meth:`~SagaStorage.park`
   moves a saga its owner could not recover to the dead-letter state (``parked``): it keeps its
   status, loses its lease, gets the reason as its error and a new version, and is never
   recoverable (nor claimable) until :meth:`~SagaStorage.unpark` sets ``parked`` back to False
-  and ``attempts`` to 0. :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
+  and ``attempts`` to 0 (a WAITING saga is then recoverable once due).
+  :meth:`~SagaStorage.renew_lease` extends the lease of its owner only,
   and changes nothing else (not the version).
 * **Taking over.** ``claim(..., force=True)`` takes the lease whoever holds it (live or not)
   and is otherwise a claim: a parked saga stays refused, a terminal one too. A lease names its
@@ -76,6 +82,10 @@ Rules every storage keeps
   ``version``.)
 * **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
   unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
+* **Notifications (optional).** A storage that can push "work is due" to other processes
+  implements :class:`WorkNotifications` (PostgreSQL ``LISTEN``/``NOTIFY``, Redis pub/sub):
+  it notifies when it stores a WAITING saga due now, a signal that makes a saga due, or a
+  cancel. Workers use it when ``isinstance(storage, WorkNotifications)``; others poll.
 * **Errors.** Unreachable storage raises :class:`~saga_core.StorageUnavailableError`; data that
   cannot be read back raises :class:`~saga_core.StorageCorruptedError`; both chain the
   driver's exception as ``__cause__``.
@@ -102,6 +112,8 @@ from ._model.errors import StorageUnavailableError as StorageUnavailableError
 from ._model.status import SagaStatus as SagaStatus
 from ._model.status import StepDirection as StepDirection
 from ._model.status import StepEvent as StepEvent
+from ._model.validators import check_new_saga as check_new_saga
+from ._model.validators import check_wake_at as check_wake_at
 from ._model.validators import require_lease_owner_filter as require_lease_owner_filter
 from ._model.validators import require_saga_id as require_saga_id
 from ._storage.journal_codec import decode_journal_entry as decode_journal_entry
@@ -115,6 +127,7 @@ from ._storage.protocol import NewSignal as NewSignal
 from ._storage.protocol import PendingSignal as PendingSignal
 from ._storage.protocol import SagaRecord as SagaRecord
 from ._storage.protocol import SagaStorage as SagaStorage
+from ._storage.protocol import WorkNotifications as WorkNotifications
 from ._storage.reading import ReadRecords as ReadRecords
 from ._storage.reading import read_records as read_records
 
@@ -148,6 +161,9 @@ __all__ = (
     "StorageCorruptedError",
     "StorageSchemaError",
     "StorageUnavailableError",
+    "WorkNotifications",
+    "check_new_saga",
+    "check_wake_at",
     "decode_journal_entry",
     "describe_error",
     "encode_journal_entry",

@@ -30,6 +30,21 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
     definition = saga_type.definition()
     steps: list[dict[str, Any]] = []
     for index, node in enumerate(definition.nodes):
+        if node.wait is not None:
+            wait = node.wait
+            steps.append(
+                {
+                    "index": index,
+                    "kind": "wait",
+                    "wait_id": wait.wait_id,
+                    "signal": wait.signal,
+                    "into": wait.into,
+                    "timeout_seconds": wait.timeout_seconds,
+                    "on_timeout": None if node.fallback is None else _step_json(node.fallback),
+                }
+            )
+            continue
+        assert node.primary is not None, "a step node has a primary"
         if node.fallback is None:
             steps.append({"index": index, "kind": "step", **_step_json(node.primary)})
             continue
@@ -69,6 +84,10 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
     previous = ["start"]
     for index, node in enumerate(nodes):
         primary = f"s{index}"
+        if node.wait is not None:
+            previous = _wait_lines(index, node, previous, rollback, declarations, forward, failures)
+            continue
+        assert node.primary is not None, "a step node has a primary"
         declarations.append(f'{primary}["{_escape(_label(node.primary))}"]')
         forward.extend(f"{before} --> {primary}" for before in previous)
         if node.fallback is None:
@@ -91,6 +110,7 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
             forward.append(f"{breaker} -.- {primary}")
         forward.append(f'{primary} -->|"{_escape(trigger)}"| {branch}')
         if node.failure_exceptions:
+            assert node.primary is not None, "a Fallback node has a primary"
             target = _failure_target(primary, node.primary, rollback)
             failures.append(f'{primary} -.->|"other error"| {target}')
         failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
@@ -124,8 +144,44 @@ def _rollback_order(nodes: tuple[Node, ...]) -> list[_Compensation]:
         node = nodes[index]
         if node.fallback is not None:
             order.append(_Compensation(f"c{index}f", node.fallback))
-        order.append(_Compensation(f"c{index}", node.primary))
+        if node.primary is not None:
+            order.append(_Compensation(f"c{index}", node.primary))
     return order
+
+
+def _wait_lines(
+    index: int,
+    node: Node,
+    previous: list[str],
+    rollback: list[_Compensation],
+    declarations: list[str],
+    forward: list[str],
+    failures: list[str],
+) -> list[str]:
+    """Add the lines of wait node ``index``; return the nodes the next one follows."""
+    wait = node.wait
+    assert wait is not None
+    here = f"s{index}"
+    label = f"wait for {wait.signal}" if wait.signal is not None else wait.wait_id
+    declarations.append(f'{here}[/"{_escape(label)}"/]')
+    forward.extend(f"{before} --> {here}" for before in previous)
+    if node.fallback is not None:
+        branch = f"s{index}f"
+        declarations.append(f'{branch}["{_escape(_label(node.fallback))} (on timeout)"]')
+        forward.append(f"{here} -->|times out| {branch}")
+        failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
+        return [here, branch]
+    if wait.timeout_seconds is not None:
+        failures.append(f"{here} -.->|times out| {_rollback_before(index, rollback)}")
+    return [here]
+
+
+def _rollback_before(index: int, rollback: list[_Compensation]) -> str:
+    """Where a rollback decided at node ``index`` (which applied nothing) starts."""
+    for compensation in rollback:
+        if int(compensation.node_id[1:].rstrip("f")) < index:
+            return compensation.node_id
+    return "compensated"
 
 
 def _failure_target(node_id: str, spec: StepSpec, rollback: list[_Compensation]) -> str:

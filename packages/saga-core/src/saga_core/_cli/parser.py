@@ -9,7 +9,7 @@ from typing import NoReturn
 from uuid import UUID
 
 from saga_core._model.status import SagaStatus
-from saga_core._runtime.mediator import DEFAULT_LEASE_SECONDS
+from saga_core._runtime.leases import DEFAULT_LEASE_SECONDS
 
 from .format import parse_duration, terminal_text
 

@@ -39,11 +39,14 @@ from .states import (
     ADVANCE,
     COMPENSATION_DONE,
     LEASE_LOST,
+    SIGNAL_PENDING,
     WRITE_REFUSED,
     WRITTEN,
+    Aborted,
     Act,
     ActFailed,
     ActInvalid,
+    Await,
     Call,
     Compensate,
     CompensationFailed,
@@ -52,6 +55,10 @@ from .states import (
     Lease,
     RunState,
     Signal,
+    Suspend,
+    TimedOut,
+    WaitOver,
+    Wake,
     Write,
     WriteFailed,
     WriteKind,
@@ -82,19 +89,29 @@ def written(state: RunState) -> RunState:
 
 
 def resumed(
-    status: SagaStatus, cursor: int, applied: tuple[str, ...], error: str | None
+    status: SagaStatus,
+    cursor: int,
+    applied: tuple[str, ...],
+    error: str | None,
+    *,
+    on_fallback: bool = False,
+    wake: Wake | None = None,
 ) -> RunState:
     """The state of a runner that continues a stored saga (claimed by recovery).
 
-    The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped;
-    a FAILED saga's stored error ``"<cause>\\n<compensation failure>"`` keeps its cause only.
+    The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped
+    (``on_fallback``: the timeout step of a wait that timed out); a WAITING saga (``wake`` as
+    stored) has nothing in flight; a FAILED saga's stored error ``"<cause>\\n<compensation
+    failure>"`` keeps its cause only.
     """
     return RunState(
         status,
         cursor,
         applied,
         cause_of(error) if error else None,
+        on_fallback=on_fallback,
         resumed_at=cursor if status is SagaStatus.RUNNING else None,
+        wake=wake if status is SagaStatus.WAITING else None,
     )
 
 
@@ -132,9 +149,12 @@ def _advance(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
 def _next(nodes: Sequence[Node], state: RunState) -> RunState:
     """``state`` (idle, not finished) waiting for the next call, or for its final write when
     nothing is left to call."""
-    if state.status is SagaStatus.RUNNING:
-        if state.cursor < len(nodes):
-            return _calling(state, Act(state.cursor, state.on_fallback))
+    if state.status.is_forward:
+        cursor = state.cursor
+        if cursor < len(nodes):
+            if nodes[cursor].wait is not None and not state.on_fallback:
+                return _calling(state, Await(cursor))
+            return _calling(state, Act(cursor, state.on_fallback))
         return _write(nodes, state, "finish", SagaStatus.COMPLETED, strict_context=True)
     # COMPENSATING, or FAILED as an earlier runner left it: compensate what is left.
     if state.applied:
@@ -154,6 +174,10 @@ def _calling(state: RunState, call: Call) -> RunState:
         state.on_fallback,
         state.node_applied,
         state.resumed_at,
+        False,
+        False,
+        state.consume,
+        state.wake,
     )
 
 
@@ -163,15 +187,36 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
     cursor = state.cursor + 1
     applied = _applied_with_node(nodes, state)
     error = state.error
+    consume = state.consume
     if cursor == len(nodes):
         done = RunState(SagaStatus.COMPLETED, cursor, applied, error)
-        step = Write("step", SagaStatus.COMPLETED, cursor, applied, error, "release", True, done)
+        step = Write(
+            "step",
+            SagaStatus.COMPLETED,
+            cursor,
+            applied,
+            error,
+            "release",
+            True,
+            done,
+            consume_signal=consume,
+        )
     else:
-        # Still RUNNING (the only status that moves forward), keeping the lease; once the
+        # RUNNING (a claimed WAITING saga too, once it moves on), keeping the lease; once the
         # write is durable the next node runs.
-        following = RunState(state.status, cursor, applied, error, Act(cursor))
-        step = Write("step", state.status, cursor, applied, error, "keep", True, following)
-    return RunState(state.status, cursor, applied, error, None, step)
+        following = _next(nodes, RunState(SagaStatus.RUNNING, cursor, applied, error))
+        step = Write(
+            "step",
+            SagaStatus.RUNNING,
+            cursor,
+            applied,
+            error,
+            "keep",
+            True,
+            following,
+            consume_signal=consume,
+        )
+    return RunState(state.status, cursor, applied, error, None, step, consume=consume)
 
 
 def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
@@ -186,10 +231,16 @@ def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...
     """``state.applied`` with what the node at the cursor applied, its running branch having
     completed."""
     node = nodes[state.cursor]
+    if node.wait is not None:
+        # A wait has no effect; its timeout step (the only act a wait runs) may have.
+        assert node.fallback is not None, "a wait runs an act only as its timeout step"
+        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if node.fallback is None:
+        assert node.primary is not None, "a step node has a primary"
         step_id = node.primary.step_id
         # A resumed step may be listed already (see _with).
         return state.applied if step_id in state.applied else (*state.applied, step_id)
+    assert node.primary is not None, "a Fallback node has a primary"
     if state.on_fallback:
         return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if state.resumed_at == state.cursor:
@@ -203,10 +254,11 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
         return state
     node = nodes[state.cursor]
     if node.fallback is None or state.on_fallback:
-        spec = node.primary if node.fallback is None else node.fallback
+        spec = node.branch(node.fallback is not None)
         effect = (spec.step_id,) if event.called and not spec.failed_act_leaves_no_effect else ()
         return _compensate_after(nodes, state, (*state.node_applied, *effect), event.error)
     primary = node.primary
+    assert primary is not None, "only a Fallback node has a fallback branch"
     # The primary may have had an effect if it was called, or if an earlier runner stopped
     # inside this node (it may have called it then).
     may_have_run = event.called or state.resumed_at == state.cursor
@@ -227,13 +279,26 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
 
 
 def _compensate_after(
-    nodes: Sequence[Node], state: RunState, ids: tuple[str, ...], error: Exception
+    nodes: Sequence[Node],
+    state: RunState,
+    ids: tuple[str, ...],
+    error: Exception,
+    *,
+    unless_signal: str | None = None,
 ) -> RunState:
-    """The decision to compensate after ``error``, with ``ids`` applied too."""
+    """The decision to compensate after ``error``, with ``ids`` applied too (refused, when
+    ``unless_signal`` is given, if that signal arrived first)."""
     applied = _with(state.applied, ids)
-    deciding = RunState(state.status, state.cursor, applied, describe_error(error))
+    deciding = RunState(
+        state.status,
+        state.cursor,
+        applied,
+        describe_error(error),
+        consume=state.consume,
+        wake=state.wake,
+    )
     status = SagaStatus.COMPENSATING if applied else SagaStatus.COMPENSATED
-    return _write(nodes, deciding, "decision", status)
+    return _write(nodes, deciding, "decision", status, unless_signal=unless_signal)
 
 
 # --- compensation ------------------------------------------------------------------------------
@@ -286,6 +351,7 @@ def _write(
     status: SagaStatus,
     *,
     strict_context: bool = False,
+    unless_signal: str | None = None,
 ) -> RunState:
     """``state`` waiting to be written with ``status``; the lease is renewed unless the saga
     ends. Once durable, the runner goes on with what comes next, unless the saga ended or the
@@ -302,7 +368,16 @@ def _write(
     )
     then = durable if state.halted or state.fenced or status.is_terminal else _next(nodes, durable)
     write = Write(
-        kind, status, state.cursor, state.applied, state.error, lease, strict_context, then
+        kind,
+        status,
+        state.cursor,
+        state.applied,
+        state.error,
+        lease,
+        strict_context,
+        then,
+        unless_signal=unless_signal,
+        consume_signal=state.consume,
     )
     return state._replace(call=None, write=write)
 
@@ -333,6 +408,26 @@ def _fenced(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
 def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> RunState:
     if state.status.is_terminal:
         return state
+    lease: Lease = "pause" if event.pause else "release"
+    wake = state.wake
+    if wake is not None:
+        # Claimed WAITING and nothing written since: hand it back exactly as stored (a
+        # signal taken meanwhile stays pending, a timer stays due).
+        stored = RunState(
+            SagaStatus.WAITING, wake.cursor, wake.applied, None, halted=True, wake=wake
+        )
+        back = Write(
+            "hand_back",
+            SagaStatus.WAITING,
+            wake.cursor,
+            wake.applied,
+            None,
+            lease,
+            False,
+            stored,
+            wake=wake,
+        )
+        return stored._replace(write=back)
     cursor = state.cursor
     pending = state.write
     if pending is not None and pending.kind == "step":
@@ -348,11 +443,136 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         cursor,
         state.applied,
         state.error,
-        "pause" if event.pause else "release",
+        lease,
         False,
         stopped,
+        next_step=_branch_id(nodes, cursor, state.on_fallback),
     )
     return stopped._replace(write=back)
+
+
+# --- waits -------------------------------------------------------------------------------------
+
+
+def _wait_over(nodes: Sequence[Node], state: RunState, event: WaitOver) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    cursor = state.cursor + 1
+    consume = event.consume or state.consume
+    # Nothing is written for the wait itself: the next write (the next node's, or the final
+    # one) records it, consuming the signal with it.
+    after = RunState(
+        state.status, cursor, state.applied, state.error, consume=consume, wake=state.wake
+    )
+    return _next(nodes, after)
+
+
+def _suspend(nodes: Sequence[Node], state: RunState, event: Suspend) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    wake = event.wake
+    waiting = RunState(
+        SagaStatus.WAITING, state.cursor, state.applied, state.error, halted=True, wake=wake
+    )
+    write = Write(
+        "suspend",
+        SagaStatus.WAITING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "release",
+        True,  # a signal taken by an earlier wait is in the context: store it
+        waiting,
+        wake=wake,
+        unless_signal=wake.waiting_for,
+        consume_signal=state.consume,
+    )
+    return state._replace(call=None, write=write)
+
+
+def _timed_out(nodes: Sequence[Node], state: RunState, event: TimedOut) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    node = nodes[state.cursor]
+    assert node.wait is not None, "only a wait times out"
+    signal = node.wait.signal
+    timeout_step = node.fallback
+    if timeout_step is None:
+        return _compensate_after(nodes, state, (), event.error, unless_signal=signal)
+    # The timeout is made durable before its step runs, so that a signal arriving later is
+    # refused instead of racing with the step.
+    running = RunState(
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        Act(state.cursor, fallback=True),
+        on_fallback=True,
+    )
+    write = Write(
+        "timeout",
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "keep",
+        True,
+        running,
+        unless_signal=signal,
+        consume_signal=state.consume,
+        next_step=timeout_step.step_id,
+    )
+    return state._replace(call=None, write=write)
+
+
+def _signal_pending(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    """The suspend or timeout write in flight lost to a signal: evaluate the wait again (the
+    driver reads the signal first)."""
+    write = state.write
+    if write is None or write.unless_signal is None:
+        return state
+    return state._replace(write=None, call=Await(state.cursor), error=None)
+
+
+def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState:
+    if not state.status.is_forward:
+        return state  # compensating already: a compensation is never cut short
+    cursor = state.cursor
+    ids: tuple[str, ...] = ()
+    write = state.write
+    call = state.call
+    if write is not None:
+        if write.kind == "step":
+            cursor -= 1  # the node completed: it is in ``applied`` already
+    elif isinstance(call, Act) and event.in_flight:
+        node = nodes[cursor]
+        spec = node.branch(call.fallback)
+        effect = () if spec.failed_act_leaves_no_effect else (spec.step_id,)
+        ids = (*state.node_applied, *effect)
+        if state.resumed_at == cursor and node.wait is None:
+            ids = (*ids, *node.step_ids)  # an earlier runner may have run either branch
+    elif state.resumed_at == cursor and cursor < len(nodes):
+        # An earlier runner stopped inside this node: whatever it may have run counts.
+        ids = _may_have_run(nodes[cursor], state.on_fallback)
+    settled = state._replace(cursor=cursor, call=None, write=None, on_fallback=False)
+    return _compensate_after(nodes, settled, ids, event.error)
+
+
+def _may_have_run(node: Node, on_fallback: bool) -> tuple[str, ...]:
+    """The steps of ``node`` an earlier runner that stopped inside it may have run."""
+    if node.wait is None:
+        return node.step_ids
+    return node.step_ids[1:] if on_fallback else ()
+
+
+def _branch_id(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> str | None:
+    """The id to store as the step at ``cursor`` when it is not the node's own: the timeout
+    step of a wait that timed out."""
+    if on_fallback and cursor < len(nodes):
+        node = nodes[cursor]
+        if node.wait is not None and node.fallback is not None:
+            return node.fallback.step_id
+    return None
 
 
 def _with(applied: tuple[str, ...], ids: tuple[str, ...]) -> tuple[str, ...]:
@@ -380,4 +600,9 @@ _HANDLERS: dict[Any, tuple[_Handler, bool]] = {
     WriteFailed: (_write_failed, True),
     WRITE_REFUSED: (_fenced, True),
     LEASE_LOST: (_fenced, True),
+    SIGNAL_PENDING: (_signal_pending, False),
+    WaitOver: (_wait_over, False),
+    Suspend: (_suspend, False),
+    TimedOut: (_timed_out, False),
+    Aborted: (_aborted, False),
 }

@@ -150,6 +150,16 @@ class SagaSignalRefusedError(SagaError):
     (consumed it, or timed out). Nothing was stored."""
 
 
+class SagaDeadlineExceededError(SagaError):
+    """Why a saga compensated when it was not finished by its ``Saga.deadline`` (the step
+    running then was cancelled and is compensated too)."""
+
+
+class SagaWaitTimedOutError(SagaError):
+    """Why a saga compensated when the signal of a ``WaitForSignal`` did not arrive within
+    its timeout (and the wait has no ``on_timeout`` step)."""
+
+
 class SagaNotFoundError(SagaError, LookupError):
     """Raised when storage holds no saga with the given id."""
 

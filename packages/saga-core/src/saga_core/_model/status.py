@@ -26,6 +26,9 @@ class SagaStatus(str, enum.Enum):
     is_terminal: bool
     """True for COMPLETED and COMPENSATED, which are never overwritten."""
     is_recoverable: bool
+    is_forward: bool
+    """True for RUNNING and WAITING: the saga moves forward (a cancel or a deadline makes it
+    compensate)."""
     """True for the statuses a worker acts on: every status but COMPLETED and COMPENSATED (a
     WAITING saga only once it is due)."""
 
@@ -34,6 +37,7 @@ class SagaStatus(str, enum.Enum):
         # a property would read two members off the class each time (slow on Python < 3.12).
         self.is_terminal = value in ("completed", "compensated")
         self.is_recoverable = not self.is_terminal
+        self.is_forward = value in ("running", "waiting")
 
 
 class StepDirection(str, enum.Enum):

@@ -7,15 +7,19 @@ as on SQL or Redis; it only forgets everything when the process ends.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from heapq import nsmallest
 from operator import attrgetter, methodcaller
 from types import TracebackType
 from typing import Any
 from uuid import UUID
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from saga_core._model.errors import (
     SagaAlreadyExistsError,
@@ -33,6 +37,7 @@ from saga_core._model.errors import (
 from saga_core._model.status import SagaStatus
 from saga_core._model.validators import (
     check_new_saga,
+    check_wake_at,
     require_lease_owner_filter,
     require_saga_id,
 )
@@ -112,7 +117,9 @@ class _StoredSaga:
             None if not waiting or saga.wake_at is None else saga.wake_at.timestamp()
         )
         self.waiting_for: str | None = None
-        self.deadline_at = saga.deadline_at
+        deadline_at = saga.deadline_at
+        # Read back in UTC like every other instant, whatever zone the caller gave it in.
+        self.deadline_at = None if deadline_at is None else deadline_at.astimezone(timezone.utc)
         self.cancel_reason: str | None = None
         self.signals: list[PendingSignal] = []
         # Every signal id delivered to the saga, pending or consumed: a retried delivery of a
@@ -212,17 +219,22 @@ class MemorySagaStorage:
         self._finished_order: deque[int] = deque()
         self._write_count = 0
         self._closed = False
+        # One stream per listener of work_notifications; a full one already has a
+        # notification waiting, which is all a listener needs to know.
+        self._listeners: list[MemoryObjectSendStream[None]] = []
 
     @property
     def write_count(self) -> int:
         """Number of successful writes so far: each ``create``, ``checkpoint`` and ``claim``
-        counts one, and so does a ``claim_recoverable`` that claimed at least one saga."""
+        counts one, and so does a ``claim_recoverable`` that claimed at least one saga, a
+        stored signal, a recorded cancel request, a park and an unpark."""
         return self._write_count
 
     # --- protocol -------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+        """Store a new saga at cursor 0 and version 1: RUNNING and leased to
+        ``saga.lease_owner``, or WAITING without a lease.
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
@@ -247,7 +259,7 @@ class MemorySagaStorage:
         return list(self._get(saga_id).journal)
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        """Return up to ``limit`` recoverable sagas, earliest due first, without claiming."""
         return [saga.to_record() for saga in self._recoverable(limit)]
 
     async def claim(
@@ -265,7 +277,7 @@ class MemorySagaStorage:
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first, and
+        """Claim up to ``limit`` recoverable sagas for ``owner``, earliest due first, and
         return their records with the new versions."""
         return self._claim_recoverable(owner, lease_seconds, limit)
 
@@ -355,6 +367,26 @@ class MemorySagaStorage:
             self._write_count += 1
         return saga.to_record()
 
+    @contextlib.asynccontextmanager
+    async def work_notifications(self) -> AsyncIterator[AsyncIterator[None]]:
+        """Listen for sagas that become due (a :class:`~saga_core.storage.WorkNotifications`
+        storage): a WAITING saga created, a signal a waiting saga waits for, a cancel."""
+        if self._closed:
+            raise _closed_error()
+        send, receive = anyio.create_memory_object_stream[None](1)
+        self._listeners.append(send)
+        try:
+            yield receive
+        finally:
+            self._listeners.remove(send)
+            send.close()
+            receive.close()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            with contextlib.suppress(anyio.WouldBlock):
+                listener.send_nowait(None)
+
     async def aclose(self) -> None:
         """Close the storage and drop what it holds. Idempotent."""
         self._closed = True
@@ -390,6 +422,8 @@ class MemorySagaStorage:
         self._sagas[key] = stored
         self._active[key] = stored
         self._write_count += 1
+        if stored.status is SagaStatus.WAITING:
+            self._notify()
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._closed:
@@ -419,6 +453,8 @@ class MemorySagaStorage:
             or checkpoint.cursor > saga.cursor
         ):
             raise _cancelled(saga)
+        if waiting:
+            check_wake_at(checkpoint.wake_at)
         consumed: PendingSignal | None = None
         if checkpoint.consume_signal is not None or checkpoint.unless_signal is not None:
             consumed = self._check_signals(saga, checkpoint)
@@ -443,6 +479,7 @@ class MemorySagaStorage:
             saga.lease_owner = checkpoint.lease_owner
             saga.lease_expires = now + lease_seconds
         if waiting:
+            saga.attempts = 0
             wake_at = checkpoint.wake_at
             saga.wake = None if wake_at is None else wake_at.timestamp()
             saga.waiting_for = checkpoint.waiting_for
@@ -607,12 +644,13 @@ class MemorySagaStorage:
         return True
 
     def _wake_now(self, saga: _StoredSaga) -> None:
-        """Make a WAITING saga due now (its ``wake_at`` brought forward)."""
+        """Make a WAITING saga due now (its ``wake_at`` brought forward), and say so."""
         if saga.status is not SagaStatus.WAITING:
             return
         now = self._clock()
         if saga.wake is None or saga.wake > now:
             saga.wake = now
+        self._notify()
 
 
 _CANCELLABLE = (SagaStatus.RUNNING, SagaStatus.WAITING)

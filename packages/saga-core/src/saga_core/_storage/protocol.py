@@ -9,7 +9,8 @@ public module :mod:`saga_core.storage` that re-exports these names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -165,7 +166,8 @@ class SagaStorage(Protocol):
     """
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, with the given lease.
+        """Store a new saga at cursor 0 and version 1: RUNNING with the given lease, or
+        WAITING without one (check it with :func:`~saga_core.storage.check_new_saga`).
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
@@ -303,3 +305,22 @@ class SagaStorage(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class WorkNotifications(Protocol):
+    """An optional storage capability: telling workers in every process, as it happens, that
+    a saga became due — a WAITING saga created (a detached start), a signal delivered to a
+    saga that waits for it, a cancel requested. A worker listens when its storage has it, and
+    polls otherwise (it polls anyway, for timers and stalled sagas). A notification is a hint:
+    a listener may get one for work another worker took, or miss one while it reconnects.
+    """
+
+    def work_notifications(self) -> AbstractAsyncContextManager[AsyncIterator[None]]:
+        """Start listening; the context's value yields once per notification (several that
+        arrive together may be yielded once) until the context exits.
+
+        Raises (on entering): :class:`~saga_core.StorageUnavailableError` when the
+        storage cannot be reached.
+        """
+        ...
