@@ -21,12 +21,13 @@ from saga_core import (
     StorageSchemaError,
     StorageUnavailableError,
 )
-from saga_core._model.validators import check_new_saga
 from saga_core.storage import (
     Checkpoint,
     JournalEntry,
     NewSaga,
     NewSignal,
+    check_new_saga,
+    check_wake_at,
     require_lease_owner_filter,
     require_saga_id,
 )
@@ -241,6 +242,8 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
+        if checkpoint.status is SagaStatus.WAITING:
+            check_wake_at(checkpoint.wake_at)
         await self._write(checkpoint)
 
     async def load(self, saga_id: UUID) -> SagaRecord:

@@ -105,6 +105,9 @@ class WaitWrites:
             delivered_at=delivered_at,
             consumed=False,
         )
+        #: A checkpoint to WAITING: the saga made progress, so its recovery attempts start
+        #: again from 0 (resumes are not failed attempts).
+        self._suspend = sql.checkpoint.values(attempts=0)
         self._cancel = (
             sa.update(saga)
             .where(this_saga, c.cancel_reason.is_(None), c.status.in_(_LIVE))
@@ -127,13 +130,15 @@ class WaitWrites:
             commit()
             return None
         params = sql.checkpoint_params(write)
-        if connection.execute(sql.checkpoint, params).rowcount != 1:
+        waiting = write.status is SagaStatus.WAITING
+        statement = self._suspend if waiting else sql.checkpoint
+        if connection.execute(statement, params).rowcount != 1:
             found = connection.execute(sql.diagnose, {"b_ids": [write.saga_id]}).first()
             return refusal(write, None if found is None else stored((found[1], found[2], found[7])))
         outcome = self._signal_conditions(connection, write)
         if outcome is not None:
             return outcome  # not committed: the runner rolls the checkpoint back
-        if write.status is SagaStatus.WAITING:
+        if waiting:
             connection.execute(self._wake_now, {**params, "b_id": write.saga_id})
         commit()
         return None
