@@ -593,24 +593,30 @@ def _ms(value: float | None) -> str:
 
 
 def print_tables(signals: list[Row], suites: dict[str, Row], n: int) -> None:
-    print("\n### 1. Signal -> resumed, idle worker\n")
-    print(
-        "| storage | notifications | poll interval | samples | p50 ms | p99 ms | max ms "
-        "| target p99 | result |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---|---|")
-    for row in signals:
-        if "error" in row:
-            print(f"| {TITLES[row['storage']]} | error: {row['error']} |||||||")
-            continue
-        notes = f" ({row['missed']} missed)" if row["missed"] else ""
+    if signals:
+        print("\n### 1. Signal -> resumed, idle worker\n")
         print(
-            f"| {TITLES[row['storage']]} | {'yes' if row['notifications'] else 'no (polls)'} "
-            f"| {row['poll_interval_s']} s | {row['samples']}{notes} | {_ms(row['p50_ms'])} "
-            f"| {_ms(row['p99_ms'])} | {_ms(row['max_ms'])} | <= {row['target_p99_ms']:.0f} ms "
-            f"| {_yes(row['met'])} |"
+            "| storage | notifications | poll interval | samples | p50 ms | p99 ms | max ms "
+            "| target p99 | result |"
         )
+        print("|---|---|---:|---:|---:|---:|---:|---|---|")
+        for row in signals:
+            if "error" in row:
+                print(f"| {TITLES[row['storage']]} | error: {row['error']} |||||||")
+                continue
+            notes = f" ({row['missed']} missed)" if row["missed"] else ""
+            print(
+                f"| {TITLES[row['storage']]} | {'yes' if row['notifications'] else 'no (polls)'} "
+                f"| {row['poll_interval_s']} s | {row['samples']}{notes} | {_ms(row['p50_ms'])} "
+                f"| {_ms(row['p99_ms'])} | {_ms(row['max_ms'])} | <= {row['target_p99_ms']:.0f} ms "
+                f"| {_yes(row['met'])} |"
+            )
 
+    if suites:
+        print_backlog_tables(suites, n)
+
+
+def print_backlog_tables(suites: dict[str, Row], n: int) -> None:
     print(f"\n### 2. {n:,} waiting sagas: creating them\n")
     print("| storage | sagas | starts/s (100 at a time) | read back WAITING, due in a month |")
     print("|---|---:|---:|---:|")
@@ -701,13 +707,13 @@ async def run(args: argparse.Namespace) -> Row:
     kinds = [k for k in KINDS if k in args.only]
     say(f"start {datetime.now(timezone.utc).isoformat(timespec='seconds')}, load {load()}")
     signals: list[Row] = []
-    for number, kind in enumerate(kinds):
+    for number, kind in enumerate(kinds if "signal" in args.measure else []):
         say(f"{kind}: signal latency, {args.samples} samples (load {load()})")
         row = await guarded(kind, lambda: signal_case(kind, args, number))  # noqa: B023
         say(f"  {json.dumps(row)}")
         signals.append(row)
     suites: dict[str, Row] = {}
-    for kind in kinds:
+    for kind in kinds if "backlog" in args.measure else []:
         suites[kind] = await guarded(kind, lambda: backlog_suite(kind, args))  # noqa: B023
         if "error" in suites[kind]:
             say(f"{kind}: {suites[kind]['error']}")
@@ -722,6 +728,9 @@ def main() -> None:
         "--quick", action="store_true", help="a smoke test: 10,000 waiting sagas, fewer samples"
     )
     parser.add_argument("--only", default=",".join(KINDS), help="comma-separated storages")
+    parser.add_argument(
+        "--measure", default="signal,backlog", help="signal (1), backlog (2a-2c) or both"
+    )
     parser.add_argument("--n", type=int, help="waiting sagas in the backlog (default 100000)")
     parser.add_argument("--samples", type=int, help="signal latency samples (default 200)")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="the workers' (s)")
@@ -741,6 +750,9 @@ def main() -> None:
     args.timers = args.timers or (200 if quick else 1000)
     args.forward_1 = 200 if quick else 1000
     args.forward_100 = 1000 if quick else 5000
+    args.measure = [m for m in args.measure.split(",") if m]
+    if not args.measure or set(args.measure) - {"signal", "backlog"}:
+        parser.error("--measure takes signal, backlog or both")
     if min(args.n, args.samples, args.rounds, args.timers) < 1 or args.poll_interval <= 0:
         parser.error("--n, --samples, --rounds, --timers and --poll-interval must be positive")
     result = anyio.run(run, args)
