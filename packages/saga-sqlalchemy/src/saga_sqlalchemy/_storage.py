@@ -376,11 +376,12 @@ class SqlAlchemySagaStorage:
 
     async def deliver_signal(self, signal: NewSignal) -> bool:
         """Store a signal for a saga in one transaction that holds the saga's row lock;
-        return False (nothing written) when its ``signal_id`` was delivered before (see
-        :meth:`saga_core.SagaStorage.deliver_signal`). Concurrent deliveries of one id: one
-        returns True.
+        return False (nothing written) when its ``signal_id`` was delivered before, even to a
+        saga that has finished since (see :meth:`saga_core.SagaStorage.deliver_signal`).
+        Concurrent deliveries of one id: one returns True; of one name: one is stored.
 
-        Raises SagaNotFoundError, SagaFinishedError or SagaSignalRefusedError.
+        Raises SagaNotFoundError, SagaFinishedError (finished, checked after the duplicate
+        check) or SagaSignalRefusedError (not accepted, or a signal of that name is pending).
         """
         require_saga_id(signal.saga_id)
         await self._ready()

@@ -87,12 +87,22 @@ class WaitWrites:
             )
             .values(consumed=True)
         )
-        # Whether the signal id was delivered before, and the last delivery's position.
+        #: What a delivery checks, in one read of the saga's signals: the last delivery's
+        #: position, whether the signal id was delivered before (pending or consumed), and the
+        #: id of a pending signal of the same name (NULL: none).
         self._delivered = sa.select(
             sa.func.coalesce(sa.func.max(s.position), 0),
             sa.func.coalesce(
                 sa.func.sum(sa.case((s.signal_id == sa.bindparam("b_signal_id"), 1), else_=0)),
                 0,
+            ),
+            sa.func.max(
+                sa.case(
+                    (
+                        sa.and_(s.name == sa.bindparam("b_name"), s.consumed == sa.false()),
+                        s.signal_id,
+                    )
+                )
             ),
         ).where(s.saga_id == sa.bindparam("b_id"))
         delivered_at = now if sql.db_clock else sa.bindparam("b_now", type_=UtcTimestamp())
@@ -168,13 +178,21 @@ class WaitWrites:
 
     def deliver_signal(self, connection: Connection, commit: Commit, signal: NewSignal) -> bool:
         """Store ``signal`` unless its id was delivered before (False); see
-        ``SagaStorage.deliver_signal``."""
+        ``SagaStorage.deliver_signal``. The checks run in the rules' order, under the row
+        lock: a duplicate (even of a finished saga), then a finished saga, then acceptance,
+        then a pending signal of the same name."""
         saga_id = signal.saga_id
-        status, cursor, next_step, cancel_reason, _ = self._locked(connection, saga_id)
-        params: dict[str, Any] = {"b_id": saga_id, "b_signal_id": signal.signal_id}
-        last, seen = connection.execute(self._delivered, params).one()
+        status, cursor, next_step, cancel_reason, _ = self._row(connection, saga_id)
+        params: dict[str, Any] = {
+            "b_id": saga_id,
+            "b_signal_id": signal.signal_id,
+            "b_name": signal.name,
+        }
+        last, seen, pending = connection.execute(self._delivered, params).one()
         if seen:
             return False
+        if status in TERMINAL_VALUES:
+            raise finished(saga_id, status)
         if status not in _LIVE or cancel_reason is not None:
             why = "it is cancelled" if cancel_reason is not None else f"it is {status}"
             raise SagaSignalRefusedError(
@@ -188,8 +206,13 @@ class WaitWrites:
                 f"saga {saga_id} has gone past its wait for signal {signal.name!r} (it took an "
                 "earlier one, or the wait timed out); nothing was stored"
             )
+        if pending is not None:
+            raise SagaSignalRefusedError(
+                f"saga {saga_id} has a signal {signal.name!r} pending already (id "
+                f"{pending!r}) and its wait takes one; nothing was stored"
+            )
         params.update(self._sql.clock(None))
-        params.update(b_position=int(last) + 1, b_name=signal.name, b_payload=signal.payload)
+        params.update(b_position=int(last) + 1, b_payload=signal.payload)
         connection.execute(self._store_signal, params)
         connection.execute(self._wake_now, params)
         commit()
@@ -213,11 +236,17 @@ class WaitWrites:
     def _locked(self, connection: Connection, saga_id: UUID) -> Any:
         """Lock the saga's row; return ``(status, cursor, next_step, cancel_reason,
         waiting_for)``. Raises SagaNotFoundError, or SagaFinishedError for a finished saga."""
+        row = self._row(connection, saga_id)
+        if row[0] in TERMINAL_VALUES:
+            raise finished(saga_id, row[0])
+        return row
+
+    def _row(self, connection: Connection, saga_id: UUID) -> Any:
+        """Lock the saga's row, finished or not; return it as :meth:`_locked` does. Raises
+        SagaNotFoundError."""
         if self._sql.is_sqlite:
             begin_immediate(connection)
         row = connection.execute(self._lock, {"b_id": saga_id}).first()
         if row is None:
             raise not_found(saga_id)
-        if row[0] in TERMINAL_VALUES:
-            raise finished(saga_id, row[0])
         return row
