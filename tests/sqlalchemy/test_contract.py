@@ -129,6 +129,12 @@ class TestSqliteInlineGroupCommit(SqlDamage):
 class TestAiosqlite(SqlDamage):
     """SQLite through aiosqlite's AsyncEngine: asyncio only."""
 
+    #: A lease tests hold live across a few calls (a create then a read, a claim then
+    #: checks). aiosqlite's round trips are the slowest here (SQLAlchemy's greenlet, then
+    #: aiosqlite's own thread and queue) and the lease's expiry is computed before the call
+    #: waits its turn: under a loaded machine 0.2 s ran out before the read.
+    short_lease_seconds = 1.0
+
     @pytest.fixture
     def anyio_backend(self) -> str:
         return "asyncio"
@@ -145,6 +151,8 @@ class TestAiosqlite(SqlDamage):
 
 class TestAiosqliteSession(SqlDamage):
     """One AsyncSession on aiosqlite, used one call at a time and committed at every write."""
+
+    short_lease_seconds = TestAiosqlite.short_lease_seconds
 
     @pytest.fixture
     def anyio_backend(self) -> str:
