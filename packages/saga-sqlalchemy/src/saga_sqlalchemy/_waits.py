@@ -11,10 +11,17 @@ the compare-and-set UPDATE itself, or SQLite's write lock), and each statement a
 what was committed before it got the lock, so a delivery, a cancel and a checkpoint of one saga
 are applied one after the other: two deliveries of one signal id never both store it, and a
 saga that suspends on a signal delivered meanwhile is due at once.
+
+On PostgreSQL, a write here that makes a saga due now — a WAITING saga stored due (a
+detached start, a hand-back), a signal the saga waits for, a cancel of a WAITING saga —
+also sends ``NOTIFY`` on the storage's channel (``_schema.work_channel``) in its
+transaction, so listening workers (``_listen``) hear of it when it commits, and never of a
+write that rolled back. Plain checkpoints and creates never come here, so never notify.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +40,7 @@ from saga_core.storage import Checkpoint, NewSaga, NewSignal
 from ._core import Commit, CoreSql, begin_immediate
 from ._outcomes import TERMINAL_VALUES, Outcome, Write, finished, not_found, refusal, stored
 from ._reads import Reads
-from ._schema import WAITING, UtcTimestamp
+from ._schema import WAITING, UtcTimestamp, work_channel
 
 #: The statuses that take signals and cancels.
 _LIVE = (SagaStatus.RUNNING.value, WAITING)
@@ -123,6 +130,9 @@ class WaitWrites:
             .where(this_saga, c.cancel_reason.is_(None), c.status.in_(_LIVE))
             .values(cancel_reason=sa.bindparam("b_reason"))
         )
+        #: Where PostgreSQL's listeners hear of due work (None elsewhere: nobody listens).
+        self.channel = work_channel(sql.tables) if sql.db_clock else None
+        self._notify = sa.select(sa.func.pg_notify(sa.bindparam("b_channel"), ""))
 
     # --- creates and checkpoints -------------------------------------------------------------
 
@@ -137,6 +147,8 @@ class WaitWrites:
         if isinstance(write, NewSaga):
             if not sql.insert_new(connection, write):
                 return refusal(write, None)
+            if write.status is SagaStatus.WAITING and _is_due(write.wake_at):
+                self._notify_due(connection)
             commit()
             return None
         params = sql.checkpoint_params(write)
@@ -149,7 +161,9 @@ class WaitWrites:
         if outcome is not None:
             return outcome  # not committed: the runner rolls the checkpoint back
         if waiting:
-            connection.execute(self._wake_now, {**params, "b_id": write.saga_id})
+            woken = connection.execute(self._wake_now, {**params, "b_id": write.saga_id})
+            if woken.rowcount == 1 or _is_due(write.wake_at):
+                self._notify_due(connection)
         commit()
         return None
 
@@ -182,7 +196,7 @@ class WaitWrites:
         lock: a duplicate (even of a finished saga), then a finished saga, then acceptance,
         then a pending signal of the same name."""
         saga_id = signal.saga_id
-        status, cursor, next_step, cancel_reason, _ = self._row(connection, saga_id)
+        status, cursor, next_step, cancel_reason, waiting_for = self._row(connection, saga_id)
         params: dict[str, Any] = {
             "b_id": saga_id,
             "b_signal_id": signal.signal_id,
@@ -214,7 +228,9 @@ class WaitWrites:
         params.update(self._sql.clock(None))
         params.update(b_position=int(last) + 1, b_payload=signal.payload)
         connection.execute(self._store_signal, params)
-        connection.execute(self._wake_now, params)
+        if status == WAITING and waiting_for == signal.name:
+            connection.execute(self._wake_now, params)
+            self._notify_due(connection)
         commit()
         return True
 
@@ -223,15 +239,21 @@ class WaitWrites:
     ) -> SagaRecord:
         """Record a cancel of a RUNNING or WAITING saga (the first reason wins) and return
         its record; see ``SagaStorage.request_cancel``."""
-        self._locked(connection, saga_id)
+        status = self._locked(connection, saga_id)[0]
         params: dict[str, Any] = {"b_id": saga_id, "b_reason": reason, **self._sql.clock(None)}
         cancelled = connection.execute(self._cancel, params).rowcount == 1
-        if cancelled:
+        if cancelled and status == WAITING:
             connection.execute(self._wake_now, params)
+            self._notify_due(connection)
         record = self._reads.record(connection, saga_id)
         if cancelled:
             commit()
         return record
+
+    def _notify_due(self, connection: Connection) -> None:
+        """Tell the listening workers, when this transaction commits, that a saga is due."""
+        if self.channel is not None:
+            connection.execute(self._notify, {"b_channel": self.channel})
 
     def _locked(self, connection: Connection, saga_id: UUID) -> Any:
         """Lock the saga's row; return ``(status, cursor, next_step, cancel_reason,
@@ -250,3 +272,9 @@ class WaitWrites:
         if row is None:
             raise not_found(saga_id)
         return row
+
+
+def _is_due(wake_at: datetime | None) -> bool:
+    """Whether a WAITING saga stored with ``wake_at`` is due already (by this process's
+    clock: a hint for listeners, who claim by the database's)."""
+    return wake_at is not None and wake_at <= datetime.now(timezone.utc)
