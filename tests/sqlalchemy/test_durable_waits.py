@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from saga_core import (
     SagaCancelledError,
     SagaSignalPendingError,
+    SagaSignalRefusedError,
     SagaStatus,
     SagaVersionConflictError,
     open_storage,
@@ -261,6 +262,28 @@ async def test_concurrent_deliveries_of_one_signal_id_store_it_once(
     assert failures == [None] * 8
     assert sorted(results) == [False] * 7 + [True]
     assert [s.signal_id for s in (await storage.load(new.saga_id)).signals] == ["once"]
+
+
+async def test_concurrent_deliveries_of_one_name_store_one_and_refuse_the_rest(
+    storage: SqlAlchemySagaStorage,
+) -> None:
+    """A wait takes one signal: of deliveries of one name racing (new ids each), one is
+    stored and the others are refused, whichever commits first."""
+    new = make_new_saga(next_step="steps.Wait")
+    await storage.create(new)
+    stored: list[str] = []
+
+    async def deliver(signal_id: str) -> None:
+        if await storage.deliver_signal(_signal(new.saga_id, signal_id)):
+            stored.append(signal_id)
+
+    ids = [f"id-{index}" for index in range(8)]
+    failures = await outcomes_of([partial(deliver, signal_id) for signal_id in ids])
+    assert len(stored) == 1
+    assert [type(failure) for failure in failures if failure is not None] == [
+        SagaSignalRefusedError
+    ] * 7
+    assert [s.signal_id for s in (await storage.load(new.saga_id)).signals] == stored
 
 
 async def test_a_waiting_saga_started_detached_holds_no_lease(

@@ -281,6 +281,19 @@ def signals_table_name(table: str) -> str:
     return f"{table[:keep]}_signals_{digest}"
 
 
+def work_channel(tables: SagaTables) -> str:
+    """The PostgreSQL ``NOTIFY`` channel on which the storage of ``tables`` says that work
+    became due: ``<schema>.<table>:work`` (``<table>:work`` without a schema), so storages
+    of different tables never wake each other, or, when that would pass
+    :data:`MAX_IDENTIFIER` bytes (PostgreSQL would cut it), ``saga_work_`` and a digest."""
+    saga = tables.saga
+    qualified = saga.name if saga.schema is None else f"{saga.schema}.{saga.name}"
+    name = f"{qualified}:work"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER:
+        return name
+    return f"saga_work_{hashlib.sha256(qualified.encode('utf-8')).hexdigest()[:32]}"
+
+
 #: The default tables' metadata: add it to Alembic's ``target_metadata``.
 metadata = sa.MetaData()
 DEFAULT_TABLES = define_tables(metadata)

@@ -35,10 +35,11 @@ from saga_core.storage import (
 from ._core import CoreSql
 from ._group_commit import GroupCommitter
 from ._leases import LeaseWrites
+from ._listen import can_listen
 from ._outcomes import Write, describe_write
 from ._reads import Reads
 from ._rules import needs_wait_rules
-from ._runner import make_runner
+from ._runner import bind_dialect, make_runner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, create_tables, define_tables, drop_tables
 from ._split import write_splitting
 from ._waits import WaitWrites
@@ -82,10 +83,24 @@ class SqlAlchemySagaStorage:
             again; on any other database, threads without complaint); ``False`` (default
             here; ``open_storage`` passes ``"auto"`` for a SQLite file): never.
 
+    On PostgreSQL through asyncpg or psycopg, ``SqlAlchemySagaStorage(...)`` returns a
+    :class:`~saga_sqlalchemy.PostgresSagaStorage`, this class with work notifications
+    (``LISTEN``/``NOTIFY``); on SQLite and elsewhere workers poll.
+
     Raises:
         SagaUsageError: ``bind`` is of an unsupported kind, a name is not an identifier, or an
             option is out of range.
     """
+
+    def __new__(cls, bind: Bind, *args: Any, **kwargs: Any) -> SqlAlchemySagaStorage:
+        # The capability is a method only the PostgreSQL variant has: a worker tells it by
+        # isinstance(storage, WorkNotifications), so a storage that cannot listen must not
+        # have the method at all. A subclass of the user's own is built as it is.
+        if cls is SqlAlchemySagaStorage and can_listen(bind_dialect(bind)):
+            from ._postgres_storage import PostgresSagaStorage  # it imports this module
+
+            return object.__new__(PostgresSagaStorage)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -376,11 +391,12 @@ class SqlAlchemySagaStorage:
 
     async def deliver_signal(self, signal: NewSignal) -> bool:
         """Store a signal for a saga in one transaction that holds the saga's row lock;
-        return False (nothing written) when its ``signal_id`` was delivered before (see
-        :meth:`saga_core.SagaStorage.deliver_signal`). Concurrent deliveries of one id: one
-        returns True.
+        return False (nothing written) when its ``signal_id`` was delivered before, even to a
+        saga that has finished since (see :meth:`saga_core.SagaStorage.deliver_signal`).
+        Concurrent deliveries of one id: one returns True; of one name: one is stored.
 
-        Raises SagaNotFoundError, SagaFinishedError or SagaSignalRefusedError.
+        Raises SagaNotFoundError, SagaFinishedError (finished, checked after the duplicate
+        check) or SagaSignalRefusedError (not accepted, or a signal of that name is pending).
         """
         require_saga_id(signal.saga_id)
         await self._ready()

@@ -11,10 +11,17 @@ the compare-and-set UPDATE itself, or SQLite's write lock), and each statement a
 what was committed before it got the lock, so a delivery, a cancel and a checkpoint of one saga
 are applied one after the other: two deliveries of one signal id never both store it, and a
 saga that suspends on a signal delivered meanwhile is due at once.
+
+On PostgreSQL, a write here that makes a saga due now — a WAITING saga stored due (a
+detached start, a hand-back), a signal the saga waits for, a cancel of a WAITING saga —
+also sends ``NOTIFY`` on the storage's channel (``_schema.work_channel``) in its
+transaction, so listening workers (``_listen``) hear of it when it commits, and never of a
+write that rolled back. Plain checkpoints and creates never come here, so never notify.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +40,7 @@ from saga_core.storage import Checkpoint, NewSaga, NewSignal
 from ._core import Commit, CoreSql, begin_immediate
 from ._outcomes import TERMINAL_VALUES, Outcome, Write, finished, not_found, refusal, stored
 from ._reads import Reads
-from ._schema import WAITING, UtcTimestamp
+from ._schema import WAITING, UtcTimestamp, work_channel
 
 #: The statuses that take signals and cancels.
 _LIVE = (SagaStatus.RUNNING.value, WAITING)
@@ -87,12 +94,22 @@ class WaitWrites:
             )
             .values(consumed=True)
         )
-        # Whether the signal id was delivered before, and the last delivery's position.
+        #: What a delivery checks, in one read of the saga's signals: the last delivery's
+        #: position, whether the signal id was delivered before (pending or consumed), and the
+        #: id of a pending signal of the same name (NULL: none).
         self._delivered = sa.select(
             sa.func.coalesce(sa.func.max(s.position), 0),
             sa.func.coalesce(
                 sa.func.sum(sa.case((s.signal_id == sa.bindparam("b_signal_id"), 1), else_=0)),
                 0,
+            ),
+            sa.func.max(
+                sa.case(
+                    (
+                        sa.and_(s.name == sa.bindparam("b_name"), s.consumed == sa.false()),
+                        s.signal_id,
+                    )
+                )
             ),
         ).where(s.saga_id == sa.bindparam("b_id"))
         delivered_at = now if sql.db_clock else sa.bindparam("b_now", type_=UtcTimestamp())
@@ -113,6 +130,9 @@ class WaitWrites:
             .where(this_saga, c.cancel_reason.is_(None), c.status.in_(_LIVE))
             .values(cancel_reason=sa.bindparam("b_reason"))
         )
+        #: Where PostgreSQL's listeners hear of due work (None elsewhere: nobody listens).
+        self.channel = work_channel(sql.tables) if sql.db_clock else None
+        self._notify = sa.select(sa.func.pg_notify(sa.bindparam("b_channel"), ""))
 
     # --- creates and checkpoints -------------------------------------------------------------
 
@@ -127,6 +147,8 @@ class WaitWrites:
         if isinstance(write, NewSaga):
             if not sql.insert_new(connection, write):
                 return refusal(write, None)
+            if write.status is SagaStatus.WAITING and _is_due(write.wake_at):
+                self._notify_due(connection)
             commit()
             return None
         params = sql.checkpoint_params(write)
@@ -139,7 +161,9 @@ class WaitWrites:
         if outcome is not None:
             return outcome  # not committed: the runner rolls the checkpoint back
         if waiting:
-            connection.execute(self._wake_now, {**params, "b_id": write.saga_id})
+            woken = connection.execute(self._wake_now, {**params, "b_id": write.saga_id})
+            if woken.rowcount == 1 or _is_due(write.wake_at):
+                self._notify_due(connection)
         commit()
         return None
 
@@ -168,13 +192,21 @@ class WaitWrites:
 
     def deliver_signal(self, connection: Connection, commit: Commit, signal: NewSignal) -> bool:
         """Store ``signal`` unless its id was delivered before (False); see
-        ``SagaStorage.deliver_signal``."""
+        ``SagaStorage.deliver_signal``. The checks run in the rules' order, under the row
+        lock: a duplicate (even of a finished saga), then a finished saga, then acceptance,
+        then a pending signal of the same name."""
         saga_id = signal.saga_id
-        status, cursor, next_step, cancel_reason, _ = self._locked(connection, saga_id)
-        params: dict[str, Any] = {"b_id": saga_id, "b_signal_id": signal.signal_id}
-        last, seen = connection.execute(self._delivered, params).one()
+        status, cursor, next_step, cancel_reason, waiting_for = self._row(connection, saga_id)
+        params: dict[str, Any] = {
+            "b_id": saga_id,
+            "b_signal_id": signal.signal_id,
+            "b_name": signal.name,
+        }
+        last, seen, pending = connection.execute(self._delivered, params).one()
         if seen:
             return False
+        if status in TERMINAL_VALUES:
+            raise finished(saga_id, status)
         if status not in _LIVE or cancel_reason is not None:
             why = "it is cancelled" if cancel_reason is not None else f"it is {status}"
             raise SagaSignalRefusedError(
@@ -188,10 +220,17 @@ class WaitWrites:
                 f"saga {saga_id} has gone past its wait for signal {signal.name!r} (it took an "
                 "earlier one, or the wait timed out); nothing was stored"
             )
+        if pending is not None:
+            raise SagaSignalRefusedError(
+                f"saga {saga_id} has a signal {signal.name!r} pending already (id "
+                f"{pending!r}) and its wait takes one; nothing was stored"
+            )
         params.update(self._sql.clock(None))
-        params.update(b_position=int(last) + 1, b_name=signal.name, b_payload=signal.payload)
+        params.update(b_position=int(last) + 1, b_payload=signal.payload)
         connection.execute(self._store_signal, params)
-        connection.execute(self._wake_now, params)
+        if status == WAITING and waiting_for == signal.name:
+            connection.execute(self._wake_now, params)
+            self._notify_due(connection)
         commit()
         return True
 
@@ -200,24 +239,42 @@ class WaitWrites:
     ) -> SagaRecord:
         """Record a cancel of a RUNNING or WAITING saga (the first reason wins) and return
         its record; see ``SagaStorage.request_cancel``."""
-        self._locked(connection, saga_id)
+        status = self._locked(connection, saga_id)[0]
         params: dict[str, Any] = {"b_id": saga_id, "b_reason": reason, **self._sql.clock(None)}
         cancelled = connection.execute(self._cancel, params).rowcount == 1
-        if cancelled:
+        if cancelled and status == WAITING:
             connection.execute(self._wake_now, params)
+            self._notify_due(connection)
         record = self._reads.record(connection, saga_id)
         if cancelled:
             commit()
         return record
 
+    def _notify_due(self, connection: Connection) -> None:
+        """Tell the listening workers, when this transaction commits, that a saga is due."""
+        if self.channel is not None:
+            connection.execute(self._notify, {"b_channel": self.channel})
+
     def _locked(self, connection: Connection, saga_id: UUID) -> Any:
         """Lock the saga's row; return ``(status, cursor, next_step, cancel_reason,
         waiting_for)``. Raises SagaNotFoundError, or SagaFinishedError for a finished saga."""
+        row = self._row(connection, saga_id)
+        if row[0] in TERMINAL_VALUES:
+            raise finished(saga_id, row[0])
+        return row
+
+    def _row(self, connection: Connection, saga_id: UUID) -> Any:
+        """Lock the saga's row, finished or not; return it as :meth:`_locked` does. Raises
+        SagaNotFoundError."""
         if self._sql.is_sqlite:
             begin_immediate(connection)
         row = connection.execute(self._lock, {"b_id": saga_id}).first()
         if row is None:
             raise not_found(saga_id)
-        if row[0] in TERMINAL_VALUES:
-            raise finished(saga_id, row[0])
         return row
+
+
+def _is_due(wake_at: datetime | None) -> bool:
+    """Whether a WAITING saga stored with ``wake_at`` is due already (by this process's
+    clock: a hint for listeners, who claim by the database's)."""
+    return wake_at is not None and wake_at <= datetime.now(timezone.utc)

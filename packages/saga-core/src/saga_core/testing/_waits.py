@@ -348,19 +348,25 @@ class WaitingContract(ContractBase):
     async def test_a_claimed_waiting_saga_is_claimable_again_only_once_its_lease_expires(
         self, storage: SagaStorage
     ) -> None:
-        saga_id = await self.create_waiting(storage, wake_at=self.now_plus(-HOUR))
-        claimed = await storage.claim_recoverable(
-            owner="recovery", lease_seconds=self.short_lease_seconds
-        )
-        assert [record.saga_id for record in claimed] == [saga_id]
+        # While a lease is live, on a long lease: these checks take round trips, which a
+        # loaded machine may stretch past a short one.
+        held = await self.create_waiting(storage, wake_at=self.now_plus(-HOUR))
+        claimed = await storage.claim_recoverable(owner="recovery", lease_seconds=60.0)
+        assert [record.saga_id for record in claimed] == [held]
         assert await recoverable_ids(storage) == []
         assert await storage.claim_recoverable(owner="other", lease_seconds=60.0) == []
         with pytest.raises(SagaLeaseHeldError):
-            await storage.claim(saga_id, owner="other", lease_seconds=60.0)
+            await storage.claim(held, owner="other", lease_seconds=60.0)
+        # Once a lease expires, on a short lease that nothing needs live.
+        saga_id = await self.create_waiting(storage, wake_at=self.now_plus(-HOUR))
+        (short,) = await storage.claim_recoverable(
+            owner="recovery", lease_seconds=self.short_lease_seconds
+        )
+        assert short.saga_id == saga_id
         await self.wait_out_short_lease()
         assert await recoverable_ids(storage) == [saga_id]
         (again,) = await storage.claim_recoverable(owner="other", lease_seconds=60.0)
-        _assert_claimed_waiting(again, claimed[0], "other")
+        _assert_claimed_waiting(again, short, "other")
         assert again.attempts == 2
 
     @pytest.mark.parametrize("wake", ["future", "none"])
