@@ -319,7 +319,10 @@ async def test_watch_yields_every_event_once_in_order_and_ends_with_the_saga(
     journal = await storage.history(handle.saga_id)
     assert [e.position for e in seen] == list(range(1, len(journal) + 1))
     assert [SagaEvent.of(i + 1, entry) for i, entry in enumerate(journal)] == seen
-    assert (seen[-1].step_id, seen[-1].direction) == ("a", StepDirection.COMPENSATE)
+    assert (seen[-1].event, seen[-1].detail) == (StepEvent.FINISHED, "compensated")
+    assert (seen[-2].step_id, seen[-2].direction) == ("a", StepDirection.COMPENSATE)
+    claims = [event for event in seen if event.event is StepEvent.CLAIMED]
+    assert claims and all(event.detail for event in claims)  # who claimed it
 
 
 async def test_watch_after_a_position_resumes_without_gaps_or_duplicates(

@@ -78,7 +78,12 @@ async def run_worker_until_ended(mediator: SagaMediator, saga_id: uuid.UUID) -> 
 
 
 def wait_events(journal: list[Any], wait_id: str) -> list[StepEvent]:
-    return [entry.event for entry in journal if entry.step_id == wait_id]
+    """The wait's own events (a claim of the saga at the wait is journaled under its id too)."""
+    return [
+        entry.event
+        for entry in journal
+        if entry.step_id == wait_id and entry.event is not StepEvent.CLAIMED
+    ]
 
 
 class Pause:

@@ -92,7 +92,7 @@ class ShardKeys(NamedTuple):
 class KeyLayout:
     """Key names for one prefix and shard count (see the module's docstring)."""
 
-    __slots__ = ("_shards", "prefix", "shards")
+    __slots__ = ("_shards", "prefix", "shards", "work_channel")
 
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = validate_key_prefix(prefix)
@@ -101,6 +101,10 @@ class KeyLayout:
                 f"shards must be an int from 1 to 16384 (the cluster's hash slots), got {shards!r}"
             )
         self.shards = shards
+        #: The pub/sub channel the scripts publish to when a saga becomes due (a detached
+        #: start, a signal it waits for, a cancel): not a key, and not sharded (see
+        #: :mod:`._notifications`).
+        self.work_channel = f"{self.prefix}work"
         self._shards = tuple(self._build(index) for index in range(shards))
 
     def _build(self, index: int) -> ShardKeys:

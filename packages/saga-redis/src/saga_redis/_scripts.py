@@ -50,6 +50,8 @@ class CreateArgs(NamedTuple):
     """WAITING: when it is due, µs since the epoch in digits; ``''`` for none."""
     deadline_us: str
     """The deadline, µs since the epoch in digits; ``''`` for none."""
+    channel: str
+    """The work channel, published to when the saga is WAITING and due now."""
     entries: Sequence[str]
     """The first journal entries (encoded), possibly none."""
 
@@ -228,6 +230,8 @@ class DeliverArgs(NamedTuple):
     wait_step: str
     """The wait's step id as a JSON string (as the record's body holds the next step)."""
     token: str
+    channel: str
+    """The work channel, published to when the signal makes the saga due."""
 
 
 class CancelKeys(NamedTuple):
@@ -239,6 +243,8 @@ class CancelKeys(NamedTuple):
 class CancelArgs(NamedTuple):
     saga_id: str
     reason: str
+    channel: str
+    """The work channel, published to when the cancel makes a WAITING saga due."""
 
 
 CREATE = Script("create", CreateKeys, CreateArgs, spread_last=True)

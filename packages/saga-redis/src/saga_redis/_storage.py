@@ -8,6 +8,7 @@ all send their scripts through one :class:`._request.RequestPath`.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,7 @@ from ._arguments import (
 from ._clients import CLUSTER_DEFAULT_SHARDS, build_client
 from ._keys import DEFAULT_KEY_PREFIX, KeyLayout
 from ._lua import Transport
+from ._notifications import Notifications, work_notifications
 from ._options import resolve_url
 from ._request import RequestPath
 from ._transports import AsyncioTransport, CoredisTransport, ThreadTransport
@@ -37,7 +39,8 @@ from ._writes import SagaWrites
 
 
 class RedisSagaStorage:
-    """Saga storage on Redis; implements :class:`~saga_core.SagaStorage`.
+    """Saga storage on Redis; implements :class:`~saga_core.SagaStorage` and
+    :class:`~saga_core.storage.WorkNotifications` (Redis pub/sub).
 
     Each write (``create``, ``checkpoint``, ``claim``, ``claim_recoverable`` per shard,
     ``renew_lease``, ``park``, ``unpark``, ``deliver_signal``, ``request_cancel``) is one
@@ -411,6 +414,26 @@ class RedisSagaStorage:
             SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
         return await _recovery.unpark(self._path, self._layout, saga_id)
+
+    def work_notifications(self) -> AbstractAsyncContextManager[Notifications]:
+        """Listen for sagas that become due in any process (a
+        :class:`~saga_core.storage.WorkNotifications` storage): the block's value yields
+        once per notification (several that arrive together may be yielded once).
+
+        The scripts that make a saga due publish to the prefix's work channel
+        (``<key_prefix>work``) in the same atomic step as the write: a WAITING saga created
+        due now (a detached start), a signal a WAITING saga waits for, a cancel of a WAITING
+        saga; a checkpoint publishes nothing. The listener holds a connection of its own
+        (``SUBSCRIBE``, on any node of a cluster) and, after losing it, subscribes again by
+        itself and then yields once (what was published meanwhile is lost); when it cannot
+        for 30 seconds, the iterator raises StorageUnavailableError.
+
+        Raises (on entering):
+            StorageUnavailableError: the storage is closed, or Redis cannot be reached.
+            SagaUsageError: a storage opened from a URL used outside its ``async with``
+                block, or a ``redis.asyncio`` client outside asyncio.
+        """
+        return work_notifications(self._path, self._layout.work_channel, self._layout.prefix)
 
     async def aclose(self) -> None:
         """Close the storage: later calls raise :class:`~saga_core.StorageUnavailableError`.

@@ -115,6 +115,7 @@ class SagaWrites:
             status=_WAITING if waits else SagaStatus.RUNNING.value,
             wake_us=instant_arg(saga.wake_at, "NewSaga.wake_at") if waits else "",
             deadline_us=instant_arg(saga.deadline_at, "NewSaga.deadline_at"),
+            channel=self._layout.work_channel,
             entries=list(map(encode_journal_entry, saga.journal)),
         )
         reply = await path.run(CREATE, keys.create, args)
@@ -197,6 +198,7 @@ class SagaWrites:
             wait_cursor=cursor_arg(signal.wait_cursor, "NewSignal.wait_cursor"),
             wait_step=quote(text_arg(signal.wait_step, "NewSignal.wait_step")),
             token=self._path.token(),
+            channel=layout.work_channel,
         )
         reply = await self._path.run(DELIVER, keys, args)
         if reply == 1 or reply == 0:
@@ -210,7 +212,11 @@ class SagaWrites:
         keys = CancelKeys(
             record=record, signals=layout.signals(saga_id), due=layout.shard_of(saga_id).due
         )
-        args = CancelArgs(saga_id=str(saga_id), reason=text_arg(reason, "reason"))
+        args = CancelArgs(
+            saga_id=str(saga_id),
+            reason=text_arg(reason, "reason"),
+            channel=layout.work_channel,
+        )
         reply = await self._path.run(CANCEL, keys, args)
         if reply_tag(reply) != "ok":
             raise_failure(reply, saga_id, layout)

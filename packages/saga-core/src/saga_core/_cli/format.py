@@ -96,6 +96,7 @@ def journal_json(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
             "event": entry.event.value,
             "attempt": entry.attempt,
             "error": entry.error,
+            "detail": entry.detail,
         }
         for entry in entries
     ]
@@ -198,20 +199,31 @@ def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: dateti
 
 
 def timeline(entries: Sequence[JournalEntry]) -> str:
-    """The journal as aligned lines: offset, step, direction, event, attempt, error."""
+    """The journal as aligned lines: offset, step (``(saga)`` for the saga's own events),
+    direction, event, attempt, then the error or the detail (who claimed it, how it ended,
+    which signal a wait took, until when it waits)."""
     start = entries[0].at
     rows = [
         (
             f"+{(entry.at - start).total_seconds():.3f}s",
-            terminal_text(entry.step_id),
+            terminal_text(entry.step_id) if entry.step_id else "(saga)",
             entry.direction.value,
             entry.event.value,
             f"attempt {entry.attempt}",
-            first_line(entry.error, width=200) if entry.error else "",
+            _note(entry),
         )
         for entry in entries
     ]
     return _table(rows)
+
+
+def _note(entry: JournalEntry) -> str:
+    """What a timeline line says after the attempt: the error, else the detail."""
+    if entry.error:
+        return first_line(entry.error, width=200)
+    if entry.detail:
+        return terminal_text(entry.detail)
+    return ""
 
 
 def report_json(report: RecoveryReport) -> dict[str, int]:

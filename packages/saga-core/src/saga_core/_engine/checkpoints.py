@@ -98,6 +98,11 @@ class CheckpointWriter:
         self._owner = owner
         self._lease_seconds = lease_seconds
 
+    @property
+    def owner(self) -> str:
+        """The runner's name in leases."""
+        return self._owner
+
     async def store(self, write: Write, pause_seconds: float | None) -> None:
         """Write ``write`` as one compare-and-set checkpoint (with the run's context and
         journal), then count the new version and tell the step calls their context and journal

@@ -460,7 +460,7 @@ class SagaRun:
                     self._stop_forward(states.Aborted(exc))
                     return
                 self._signals = tuple(s for s in self._signals if s is not signal)
-                self._journal(wait, StepEvent.COMPLETED, now)
+                self._journal(wait, StepEvent.COMPLETED, now, detail=signal.signal_id)
                 self._feed(states.WaitOver(signal.signal_id))
                 return
         stored = self._state.wake
@@ -498,7 +498,8 @@ class SagaRun:
             timer if deadline is None or (timer is not None and timer < deadline) else deadline
         )
         if not suspended_here:
-            self._journal(wait, StepEvent.STARTED, now)
+            detail = None if wake_at is None else wake_at.isoformat()
+            self._journal(wait, StepEvent.STARTED, now, detail=detail)
         wake = states.Wake(wake_at, wait.signal, call.node, self._state.applied)
         self._feed(states.Suspend(wake))
 
@@ -518,7 +519,12 @@ class SagaRun:
         setattr(self.context, field, getattr(decoded, field))
 
     def _journal(
-        self, wait: WaitSpec, event: StepEvent, at: datetime, error: Exception | None = None
+        self,
+        wait: WaitSpec,
+        event: StepEvent,
+        at: datetime,
+        error: Exception | None = None,
+        detail: str | None = None,
     ) -> None:
         """Journal a wait's event: STARTED when it suspends, COMPLETED when it is over,
         FAILED when it timed out or could not be completed."""
@@ -530,6 +536,22 @@ class SagaRun:
                 1,
                 at,
                 None if error is None else describe_error(error),
+                detail,
+            )
+        )
+
+    def journal_claim(self, step_id: str | None, attempts: int) -> None:
+        """Journal that this runner claimed the saga (written with its first write)."""
+        direction = StepDirection.ACT if self._state.status.is_forward else StepDirection.COMPENSATE
+        self._calls.journal.append(
+            JournalEntry(
+                step_id or "",
+                direction,
+                StepEvent.CLAIMED,
+                attempts,
+                datetime.now(timezone.utc),
+                None,
+                self._writer.owner,
             )
         )
 
@@ -573,6 +595,29 @@ class SagaRun:
             self._report.trigger = event.error
         return state
 
+    def _journal_saga(self, write: states.Write) -> int:
+        """Journal what ``write`` does to the saga as a whole: the decision to compensate
+        (with its cause) and the end (with the final status); return how many entries."""
+        now = datetime.now(timezone.utc)
+        journal = self._calls.journal
+        before = len(journal)
+        if write.kind == "decision":
+            journal.append(
+                JournalEntry(
+                    "", StepDirection.COMPENSATE, StepEvent.COMPENSATING, 0, now, write.error
+                )
+            )
+        if write.status.is_terminal:
+            direction = (
+                StepDirection.ACT
+                if write.status is SagaStatus.COMPLETED
+                else StepDirection.COMPENSATE
+            )
+            journal.append(
+                JournalEntry("", direction, StepEvent.FINISHED, 0, now, None, write.status.value)
+            )
+        return len(journal) - before
+
     def _deadline_clock(self) -> float:
         """The deadline as an anyio clock instant, for a cancel scope (inf: none)."""
         deadline = self.deadline_at
@@ -614,10 +659,16 @@ class SagaRun:
             Exception: what the storage (or the context codec) raised; not fed back.
         """
         pause = hold_seconds if hold_seconds is not None else self._hold_seconds
+        added = (
+            self._journal_saga(write) if write.kind == "decision" or write.status.is_terminal else 0
+        )
         try:
             await self._writer.store(write, pause)
-        except SagaConcurrencyError:
-            self._feed(states.WRITE_REFUSED)
+        except BaseException as exc:
+            if added:  # not written: the saga did not do what they say
+                del self._calls.journal[-added:]
+            if isinstance(exc, SagaConcurrencyError):
+                self._feed(states.WRITE_REFUSED)
             raise
         self._state = machine.written(self._state)
 

@@ -48,8 +48,12 @@ class StepDirection(str, enum.Enum):
 
 
 class StepEvent(str, enum.Enum):
-    """What happened to a step attempt, as recorded in the journal."""
+    """What happened, as recorded in the journal: to a step attempt or a wait (STARTED,
+    COMPLETED, FAILED), or to the saga (CLAIMED by a runner, COMPENSATING, FINISHED)."""
 
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    CLAIMED = "claimed"
+    COMPENSATING = "compensating"
+    FINISHED = "finished"

@@ -27,17 +27,26 @@ LONGEST_POLL = 0.5
 
 
 class SagaEvent(NamedTuple):
-    """One entry of a saga's journal, with its position in it (1 for the first)."""
+    """One entry of a saga's journal, with its position in it (1 for the first).
+
+    ``event`` says what happened: a step's attempt STARTED, COMPLETED or FAILED; a wait
+    (``step_id`` ``signal:<name>`` or ``sleep:<name>``) STARTED when the saga suspends
+    (``detail``: its wake time), COMPLETED when it is over (``detail``: the signal's id) or
+    FAILED when it timed out; the saga CLAIMED by a runner (``detail``: its owner), and
+    COMPENSATING (``error``: why) and FINISHED (``detail``: the final status), whose
+    ``step_id`` is ``""``. Events are written with the saga's checkpoints, so an event
+    appears when the write that records it is durable.
+    """
 
     position: int
     """Strictly increasing; ``watch(after=position)`` resumes after this event."""
     step_id: str
-    """The step (or wait: ``signal:<name>``, ``sleep:<name>``) it is about."""
     direction: StepDirection
     event: StepEvent
     attempt: int
     at: datetime
     error: str | None
+    detail: str | None
 
     @classmethod
     def of(cls, position: int, entry: JournalEntry) -> SagaEvent:

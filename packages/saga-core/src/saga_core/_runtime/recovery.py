@@ -180,6 +180,7 @@ def resumed_run(
         deadline_at=record.deadline_at,
         signals=record.signals,
     )
+    run.journal_claim(record.next_step, record.attempts)
     if record.cancel_reason is not None and status.is_forward:
         run.cancel(
             SagaCancelledError(f"saga {record.saga_id} was cancelled: {record.cancel_reason}")

@@ -23,16 +23,24 @@ INITIAL_VERSION = 1
 
 
 class JournalEntry(NamedTuple):
-    """One event in a saga's history: a step attempt started, completed or failed."""
+    """One event in a saga's history: a step attempt (or a wait) started, completed or
+    failed; or the saga claimed by a runner, deciding to compensate, finished."""
 
     step_id: str
+    """The step or wait it is about (the one at the cursor for a claim); ``""`` for the saga
+    itself (compensating, finished)."""
     direction: StepDirection
     event: StepEvent
     attempt: int
+    """The attempt of a step; for a claim, the saga's recovery attempts."""
     at: datetime
     """When it happened (UTC, timezone-aware)."""
     error: str | None = None
-    """``"ExceptionType: message"`` for a failure, else ``None``."""
+    """``"ExceptionType: message"`` for a failure (or the cause of a decision to compensate),
+    else ``None``."""
+    detail: str | None = None
+    """What else it says: the runner's owner for a claim, the final status when finished, the
+    signal's id when a wait took one, the wake time when a wait suspends."""
 
 
 class PendingSignal(NamedTuple):

@@ -30,6 +30,7 @@ def make_entry(
     *,
     at: datetime | None = None,
     error: str | None = None,
+    detail: str | None = None,
 ) -> JournalEntry:
     """Build a journal entry; ``at`` defaults to now (UTC, with microseconds)."""
     return JournalEntry(
@@ -39,6 +40,7 @@ def make_entry(
         attempt=attempt,
         at=datetime.now(timezone.utc) if at is None else at,
         error=error,
+        detail=detail,
     )
 
 

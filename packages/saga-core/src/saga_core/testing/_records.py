@@ -286,8 +286,9 @@ class JournalContract(ContractBase):
         ]
 
     async def test_journal_entries_round_trip_exactly(self, storage: SagaStorage) -> None:
-        """Every field comes back equal, ``at`` to the microsecond and in aware UTC, and the
-        enums come back as enums (not their string values)."""
+        """Every field comes back equal (``detail`` too, and the saga's own events with an
+        empty step id), ``at`` to the microsecond and in aware UTC, and the enums come back as
+        enums (not their string values)."""
         entries = [
             make_entry(
                 "steps.Reserve",
@@ -306,6 +307,9 @@ class JournalContract(ContractBase):
             ),
             make_entry("steps.Charge", StepDirection.COMPENSATE, StepEvent.COMPLETED, 12),
             make_entry("x" * 200, StepDirection.COMPENSATE, StepEvent.FAILED, 1, error="E" * 5000),
+            make_entry("signal:paid", StepDirection.ACT, StepEvent.CLAIMED, 4, detail="wörker-7"),
+            make_entry("", StepDirection.COMPENSATE, StepEvent.COMPENSATING, 0, error="E: why"),
+            make_entry("", StepDirection.ACT, StepEvent.FINISHED, 0, detail="completed"),
         ]
         new = make_new_saga(journal=entries[:1])
         await storage.create(new)

@@ -1,6 +1,7 @@
 -- create: store a new saga at version 1 with its first journal entries: RUNNING and leased to
 -- its creator (in updated), or WAITING without a lease (started detached: in due, at its wake
--- time, and waiting). Reply: 0, or a failure reply.
+-- time, and waiting; published on the work channel when it is due by now, so idle workers
+-- start it at once). Reply: 0, or a failure reply.
 local record = KEYS[1]
 local journal = KEYS[2]
 local updated = KEYS[3]
@@ -21,7 +22,8 @@ local layout_version = ARGV[10]
 local status = ARGV[11]  -- 'running' or 'waiting'
 local wake_us = ARGV[12]  -- WAITING: when it is due, '' for a signal or cancel only
 local deadline_us = ARGV[13]  -- '' for none
-local entries_at = 14  -- ARGV[14..]: the journal entries
+local channel = ARGV[14]  -- the work channel: told of a WAITING saga due now
+local entries_at = 15  -- ARGV[15..]: the journal entries
 
 local fresh, err = layout(meta, shards, layout_version)
 if err then
@@ -90,5 +92,8 @@ if deadline_us ~= '' then
 end
 if #ARGV >= entries_at then
   append_journal(journal, entries_at, journal_cap)  -- the journal does not exist: cannot fail
+end
+if waits and wake_us ~= '' and tonumber(wake_us) <= now then
+  redis.call('PUBLISH', channel, saga_id)
 end
 return 0

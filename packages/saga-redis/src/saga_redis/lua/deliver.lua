@@ -1,7 +1,8 @@
 -- deliver: store a signal for a saga, at most once per signal id (pending or consumed), while
 -- the saga accepts it: RUNNING or WAITING, no cancel requested, and not past the wait (its
 -- cursor below wait_cursor, or at it with next_step wait_step). A WAITING saga waiting for
--- this name becomes due now. Neither the version nor the update time changes.
+-- this name becomes due now, and is published on the work channel (so an idle worker resumes
+-- it at once). Neither the version nor the update time changes.
 -- Reply: 1 (stored), 0 (a duplicate: nothing written), or a failure reply.
 local record = KEYS[1]
 local signals = KEYS[2]
@@ -13,6 +14,7 @@ local payload = ARGV[4]
 local wait_cursor = ARGV[5]
 local wait_step = ARGV[6]  -- a JSON string, as the body's second line holds the next step
 local token = ARGV[7]
+local channel = ARGV[8]
 
 local h, err = head(record)
 if err then
@@ -56,6 +58,7 @@ if h.status == 'waiting' then
   local _, waits_for = wait_of(record)
   if waits_for == name then
     wake_now(record, due, saga_id, h, now)
+    notify(channel, saga_id, h)
   end
 end
 return 1

@@ -217,6 +217,15 @@ local function wake_now(record, due, id, h, now)
   end
 end
 
+-- Tell the workers listening on `channel` (the prefix's work channel) that the saga with head
+-- `h` is due now, unless it is parked (no worker may claim it). PUBLISH takes no key: on a
+-- cluster the message reaches every node, whatever slot the saga's keys are in.
+local function notify(channel, id, h)
+  if not h.parked then
+    redis.call('PUBLISH', channel, id)
+  end
+end
+
 -- A record's hash fields (HGETALL) followed by its pending signals as fields
 -- 'signal:<id>' (a record's own fields never start so), or, when the signals key is of
 -- another type, a field '~signals' holding that type: the client reports it.
