@@ -473,7 +473,13 @@ async def check(race: Race, record: SagaRecord) -> list[str]:
     if status not in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED) or record.parked:
         return [*problems, f"the saga did not end: {record}"]
     journal = await race.storage.history(race.saga_id)
-    wait = [entry.event for entry in journal if entry.step_id == WAIT_ID]
+    # The wait's own events (the saga's claims are journaled at the wait too: left out).
+    wait = [
+        entry.event
+        for entry in journal
+        if entry.step_id == WAIT_ID
+        and entry.event in (StepEvent.STARTED, StepEvent.COMPLETED, StepEvent.FAILED)
+    ]
     decided = [event for event in wait if event is not StepEvent.STARTED]
     if wait[:1] != [StepEvent.STARTED] or wait.count(StepEvent.STARTED) != 1 or len(decided) > 1:
         problems.append(f"the wait's journal is {wait}: one STARTED, then at most one outcome")
