@@ -21,15 +21,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from uuid import UUID
-
-import pytest
 
 import saga_core._engine.checkpoints as engine_checkpoints
 import saga_core._engine.executor as engine_executor
 from saga_core import SagaRecord, SagaStatus, SagaStorage
 from saga_core.storage import Checkpoint, JournalEntry, NewSaga, NewSignal
+
+if TYPE_CHECKING:  # child processes import this module without pytest
+    import pytest
 
 T = TypeVar("T")
 
