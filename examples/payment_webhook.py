@@ -405,18 +405,13 @@ async def payment_webhook(webhook: PaymentWebhook, shop: ShopDep) -> dict[str, A
     except SagaNotFoundError:
         raise ApiError(404, "order_not_found", f"there is no order {order_id}") from None
     except SagaFinishedError:
-        # A finished saga refuses every signal, retries included: recognise our own event in
-        # the order, so that a provider retrying after the order shipped still gets its 200.
-        record = await load_order(shop, order_id)
-        context: OrderContext = shop.mediator.stored_context(record)
-        if context.payment is None or context.payment.event_id != webhook.event_id:
-            raise ApiError(
-                409,
-                "order_finished",
-                f"order {order_id} is {record.status.value}; this payment was not taken for "
-                "it: refund it",
-            ) from None
-        delivered = False
+        # A retry of a payment the order took is a duplicate, even after it shipped (above):
+        # this is a new payment for an order that has ended.
+        raise ApiError(
+            409,
+            "order_finished",
+            f"order {order_id} has ended; this payment was not taken for it: refund it",
+        ) from None
     except SagaSignalRefusedError as exc:
         raise ApiError(409, "order_not_awaiting_payment", str(exc)) from None
     except SagaContextError as exc:
@@ -452,7 +447,8 @@ async def print_events(client: httpx.AsyncClient, order_id: str, after: int | No
         if fields.get("event") == "end":
             print(f"  end: {data['status']}")
             continue
-        line = f"  id {fields['id']}: {data['step']} {data['direction']} {data['event']}"
+        step = data["step"] or "(saga)"  # the saga's own events: claimed, finished ...
+        line = f"  id {fields['id']}: {step} {data['direction']} {data['event']}"
         print(line + (f" ({data['error'].split(':', 1)[0]})" if data["error"] else ""))
 
 
@@ -485,7 +481,7 @@ async def main() -> None:
         await deliver_payment(client, payment)
         await deliver_payment(client, payment)  # the provider retries
         await print_events(client, paid)
-        await print_events(client, paid, after=4)  # a client reconnecting after event 4
+        await print_events(client, paid, after=6)  # a client reconnecting after event 6
         await deliver_payment(client, payment)  # a late retry: the order has shipped
 
         print("(an order whose payment never comes)")

@@ -87,10 +87,16 @@ async def read_events(
     return events
 
 
+#: The saga's own events (who claimed it, its decision to compensate, its end), between the
+#: steps' and waits'.
+SAGA_EVENTS = ("claimed", "compensating", "finished")
+
+
 def steps_of(events: list[ServerSentEvent]) -> Steps:
-    """(step, direction, event) of each journal event (not the final ``end``)."""
+    """(step, direction, event) of each journal event of a step or a wait (not the saga's
+    own events, nor the final ``end``)."""
     data = [json.loads(event.data) for event in events if event.event is None]
-    return [(d["step"], d["direction"], d["event"]) for d in data]
+    return [(d["step"], d["direction"], d["event"]) for d in data if d["event"] not in SAGA_EVENTS]
 
 
 def end_of(events: list[ServerSentEvent]) -> dict[str, Any]:
@@ -161,16 +167,20 @@ async def test_paid_order_ships_and_its_stream_resumes_after_a_disconnect(
             # The client reconnects with the last id it got and reads live to the end: the
             # shipment (and its checkpoint, that writes the next events) goes through once the
             # stream has shown the wait.
-            def ship_after_event_3(event: ServerSentEvent) -> None:
-                if event.id == "3":
+            def ship_after_the_wait_shows(event: ServerSentEvent) -> None:
+                if steps_of([event]) == [("signal:payment-confirmed", "act", "started")]:
                     booking.opened.set()
 
             rest = await read_events(
-                client, order_id, last_event_id=first[-1].id, on_event=ship_after_event_3
+                client, order_id, last_event_id=first[-1].id, on_event=ship_after_the_wait_shows
             )
             journal = [*first, *rest[:-1]]
-            assert [event.id for event in journal] == [str(n) for n in range(1, 7)]
+            assert [event.id for event in journal] == [str(n) for n in range(1, len(journal) + 1)]
             assert steps_of(journal) == ORDER_SHIPPED
+            saga_events = [
+                json.loads(e.data) for e in journal if json.loads(e.data)["event"] in SAGA_EVENTS
+            ]
+            assert [e["event"] for e in saga_events] == ["claimed", "claimed", "finished"]
             assert end_of(rest) == {"status": "completed", "error": None}
 
             # The provider retries after the order has ended: still the same answer.
@@ -187,7 +197,7 @@ async def test_paid_order_ships_and_its_stream_resumes_after_a_disconnect(
             context = app.state.shop.mediator.stored_context(await record_of(app, order_id))
             assert context.payment == example.Payment("evt-1", "pay-1", 25.0)
             # A reconnect after the end gets only the end.
-            after_end = await read_events(client, order_id, last_event_id="6")
+            after_end = await read_events(client, order_id, last_event_id=journal[-1].id)
             assert [event.event for event in after_end] == ["end"]
     assert inventory.stock == {"sku-1": 0, "sku-2": 0}  # sold
     assert booking.calls == [(order_id,)]
@@ -221,7 +231,12 @@ async def test_unpaid_order_is_rolled_back_when_the_payment_times_out(
         ("reserve_stock", "compensate", "started"),
         ("reserve_stock", "compensate", "completed"),
     ]
-    assert json.loads(events[3].data)["error"].startswith("SagaWaitTimedOutError")
+    (timed_out,) = [
+        data
+        for data in (json.loads(event.data) for event in events[:-1])
+        if (data["step"], data["event"]) == ("signal:payment-confirmed", "failed")
+    ]
+    assert timed_out["error"].startswith("SagaWaitTimedOutError")
     end = end_of(events)
     assert end["status"] == "compensated"
     assert "SagaWaitTimedOutError" in end["error"]

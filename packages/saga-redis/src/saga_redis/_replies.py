@@ -202,6 +202,11 @@ def raise_failure(
         )
     if tag == "refused":
         why, state = detail
+        if why == "pending":
+            raise SagaSignalRefusedError(
+                f"{saga} has a signal {signal_name!r} pending already (id {state!r}) and its "
+                f"wait takes one; nothing was stored"
+            )
         if why == "past":
             raise SagaSignalRefusedError(
                 f"{saga} has gone past its wait for signal {signal_name!r} (it took an "

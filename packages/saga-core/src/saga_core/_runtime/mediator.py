@@ -291,9 +291,10 @@ class SagaMediator:
 
         Raises:
             SagaNotFoundError: no saga has this id.
-            SagaFinishedError: the saga has ended (COMPLETED or COMPENSATED).
+            SagaFinishedError: the saga has ended (COMPLETED or COMPENSATED) — unless this
+                ``signal_id`` was delivered before: that retry returns False.
             SagaSignalRefusedError: the saga no longer waits for it (it took one, timed out,
-                or is rolling back).
+                or is rolling back), or a signal of that name is pending already.
             SagaUsageError: the saga never waits for ``name``, or an argument is wrong.
             SagaContextError: the payload does not fit the wait's field (nothing stored).
         """
@@ -305,12 +306,15 @@ class SagaMediator:
         elif not isinstance(signal_id, str) or not signal_id:
             raise SagaUsageError(f"signal_id must be a non-empty string, got {signal_id!r}")
         record = await self.storage.load(saga_id)
-        if record.status.is_terminal:
-            raise _finished(record, f"signal {name!r} was not delivered")
         definition = self.saga_map.saga_named(record.saga_name, record.saga_version).definition()
         context_type = self.saga_map.stored_context_type(record.saga_name, record.saga_version)
         signal = new_signal(definition, context_type, record, name, payload, signal_id)
-        delivered = await self.storage.deliver_signal(signal)
+        try:
+            # A retry of a delivered signal is a duplicate even once the saga has ended: the
+            # storage tells, before it refuses a new signal to a finished saga.
+            delivered = await self.storage.deliver_signal(signal)
+        except SagaFinishedError as exc:
+            raise _finished(record, f"signal {name!r} was not delivered ({exc})") from exc
         if delivered:
             self.wakeup.notify()
         return delivered
@@ -407,9 +411,7 @@ class SagaMediator:
 
 
 def _finished(record: SagaRecord, what: str) -> SagaFinishedError:
-    return SagaFinishedError(
-        f"saga {record.saga_id} is {record.status.value}, it has ended: {what}"
-    )
+    return SagaFinishedError(f"saga {record.saga_id} has ended: {what}")
 
 
 def check_steps_buildable(sagas: Iterable[type[Saga[Any]]], resolver: StepResolver) -> None:

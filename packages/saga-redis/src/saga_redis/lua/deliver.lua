@@ -1,6 +1,7 @@
--- deliver: store a signal for a saga, at most once per signal id (pending or consumed), while
--- the saga accepts it: RUNNING or WAITING, no cancel requested, and not past the wait (its
--- cursor below wait_cursor, or at it with next_step wait_step). A WAITING saga waiting for
+-- deliver: store a signal for a saga, at most once per signal id (pending or consumed, checked
+-- first), while the saga accepts it: RUNNING or WAITING, no cancel requested, not past the wait
+-- (its cursor below wait_cursor, or at it with next_step wait_step), and no signal of this name
+-- pending already. A WAITING saga waiting for
 -- this name becomes due now, and is published on the work channel (so an idle worker resumes
 -- it at once). Neither the version nor the update time changes.
 -- Reply: 1 (stored), 0 (a duplicate: nothing written), or a failure reply.
@@ -20,9 +21,7 @@ local h, err = head(record)
 if err then
   return err
 end
-if not h.live then
-  return {'finished', h.status}
-end
+-- The duplicate check comes first: a retried delivery is a no-op even once the saga finished.
 local known = redis.pcall('HGET', signals, signal_id)
 if type(known) == 'table' then
   return refused(known, signals)
@@ -33,6 +32,9 @@ if known then
     return 1
   end
   return 0
+end
+if not h.live then
+  return {'finished', h.status}
 end
 if h.cancelled or not (h.status == 'running' or h.status == 'waiting') then
   return {'refused', 'rollback', h.cancelled and 'cancelled' or h.status}
@@ -46,6 +48,14 @@ end
 if cursor > tonumber(wait_cursor) or (cursor == tonumber(wait_cursor) and next_step ~= wait_step)
     then
   return {'refused', 'past', ''}
+end
+-- A wait takes one signal: a second of this name while one is pending could never be consumed.
+local stored = redis.call('HGETALL', signals)
+for i = 2, #stored, 2 do
+  local pending_name = string.match(stored[i], '^%d+ %d+ %S+ ([^\n]*)\n')
+  if pending_name == name then
+    return {'refused', 'pending', stored[i - 1]}
+  end
 end
 err = in_due(h) and expect(due, 'ZCARD')
 if err then
