@@ -562,6 +562,7 @@ class SagaRun:
         try:
             await self._store(write)
         except SagaSignalPendingError:
+            self._forget_timeout()
             self._feed(states.SIGNAL_PENDING)
             self._signals = (await self._storage.load(self.saga_id)).signals
         except SagaCancelledError as exc:
@@ -571,6 +572,20 @@ class SagaRun:
         except Exception as exc:
             self._feed(states.WriteFailed(exc))
             raise
+
+    def _forget_timeout(self) -> None:
+        """A timeout lost to a signal that arrived first (its write was refused): it did not
+        happen, so the wait's FAILED entry journaled for it goes too; the wait is evaluated
+        again and takes the signal."""
+        wait = self.definition.nodes[self._state.cursor].wait
+        journal = self._calls.journal
+        if (
+            wait is not None
+            and journal
+            and journal[-1].step_id == wait.wait_id
+            and journal[-1].event is StepEvent.FAILED
+        ):
+            journal.pop()
 
     def _stop_forward(self, event: states.Aborted | states.TimedOut) -> states.RunState:
         """Feed ``event`` (the saga stops going forward) and remember its error as why the

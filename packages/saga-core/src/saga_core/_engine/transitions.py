@@ -97,22 +97,27 @@ def resumed(
     *,
     on_fallback: bool = False,
     wake: Wake | None = None,
+    claimed_before: bool = False,
 ) -> RunState:
     """The state of a runner that continues a stored saga (claimed by recovery).
 
     The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped
     (``on_fallback``: the timeout step of a wait that timed out); a WAITING saga (``wake`` as
-    stored) has nothing in flight; a FAILED saga's stored error ``"<cause>\\n<compensation
+    stored) has nothing in flight, unless ``claimed_before``: an earlier runner claimed it and
+    stopped without writing, so it may have gone past the wait (its signal there, its timer
+    due) into the next step. A FAILED saga's stored error ``"<cause>\\n<compensation
     failure>"`` keeps its cause only.
     """
+    waiting = status is SagaStatus.WAITING
+    in_flight = status is SagaStatus.RUNNING or (waiting and claimed_before)
     return RunState(
         status,
         cursor,
         applied,
         cause_of(error) if error else None,
         on_fallback=on_fallback,
-        resumed_at=cursor if status is SagaStatus.RUNNING else None,
-        wake=wake if status is SagaStatus.WAITING else None,
+        resumed_at=cursor if in_flight else None,
+        wake=wake if waiting else None,
     )
 
 
@@ -303,7 +308,24 @@ def _compensate_after(
         wake=state.wake,
     )
     status = SagaStatus.COMPENSATING if applied else SagaStatus.COMPENSATED
-    return _write(nodes, deciding, "decision", status, unless_signal=unless_signal)
+    return _write(
+        nodes,
+        deciding,
+        "decision",
+        status,
+        unless_signal=unless_signal,
+        cursor=_before_waits(nodes, state.cursor),
+    )
+
+
+def _before_waits(nodes: Sequence[Node], cursor: int) -> int:
+    """``cursor`` moved back over the waits just before it: the stored cursor may be the
+    first of them, as waits are passed without a write. A decision to compensate is written
+    there, so that it is never ahead of the stored saga (a cancelled saga refuses a write
+    that moves its cursor forward)."""
+    while 0 < cursor <= len(nodes) and nodes[cursor - 1].wait is not None:
+        cursor -= 1
+    return cursor
 
 
 # --- compensation ------------------------------------------------------------------------------
@@ -357,14 +379,17 @@ def _write(
     *,
     strict_context: bool = False,
     unless_signal: str | None = None,
+    cursor: int | None = None,
 ) -> RunState:
-    """``state`` waiting to be written with ``status``; the lease is renewed unless the saga
-    ends. Once durable, the runner goes on with what comes next, unless the saga ended or the
-    runner stopped."""
+    """``state`` waiting to be written with ``status`` (at ``cursor``, default the state's);
+    the lease is renewed unless the saga ends. Once durable, the runner goes on with what
+    comes next, unless the saga ended or the runner stopped."""
     lease: Lease = "release" if status.is_terminal else "keep"
+    if cursor is None:
+        cursor = state.cursor
     durable = RunState(
         status,
-        state.cursor,
+        cursor,
         state.applied,
         state.error,
         resumed_at=state.resumed_at,
@@ -375,7 +400,7 @@ def _write(
     write = Write(
         kind,
         status,
-        state.cursor,
+        cursor,
         state.applied,
         state.error,
         lease,
@@ -472,9 +497,18 @@ def _wait_over(nodes: Sequence[Node], state: RunState, event: WaitOver) -> RunSt
     cursor = state.cursor + 1
     consume = event.consume or state.consume
     # Nothing is written for the wait itself: the next write (the next node's, or the final
-    # one) records it, consuming the signal with it.
+    # one) records it, consuming the signal with it. An earlier runner that stopped at this
+    # wait may have passed it as well, without a write: it may have stopped inside the next
+    # node.
+    resumed_at = cursor if state.resumed_at == state.cursor else state.resumed_at
     after = RunState(
-        state.status, cursor, state.applied, state.error, consume=consume, wake=state.wake
+        state.status,
+        cursor,
+        state.applied,
+        state.error,
+        resumed_at=resumed_at,
+        consume=consume,
+        wake=state.wake,
     )
     return _next(nodes, after)
 
@@ -588,16 +622,23 @@ def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState
             ids = (*ids, *node.step_ids)  # an earlier runner may have run either branch
     elif state.resumed_at == cursor and cursor < len(nodes):
         # An earlier runner stopped inside this node: whatever it may have run counts.
-        ids = _may_have_run(nodes[cursor], state.on_fallback)
+        ids = _may_have_run(nodes, cursor, state.on_fallback)
     settled = state._replace(cursor=cursor, call=None, write=None, on_fallback=False)
     return _compensate_after(nodes, settled, ids, event.error)
 
 
-def _may_have_run(node: Node, on_fallback: bool) -> tuple[str, ...]:
-    """The steps of ``node`` an earlier runner that stopped inside it may have run."""
+def _may_have_run(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> tuple[str, ...]:
+    """The steps an earlier runner that stopped at node ``cursor`` may have run: the node's
+    own; at a wait, its timeout step once the timeout was written, else those of the first
+    step node after it (a wait is passed without a write when its signal is there or its
+    timer is due, and the next write is that node's)."""
+    node = nodes[cursor]
     if node.wait is None:
         return node.step_ids
-    return node.step_ids[1:] if on_fallback else ()
+    if on_fallback:
+        return node.step_ids[1:]
+    following = next((later for later in nodes[cursor + 1 :] if later.wait is None), None)
+    return () if following is None else following.step_ids
 
 
 def _signal_of(node: Node) -> str | None:

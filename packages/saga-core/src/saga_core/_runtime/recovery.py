@@ -171,6 +171,9 @@ def resumed_run(
             record.error,
             on_fallback=on_timeout_step,
             wake=wake,
+            # Claims count up from the last suspend: more than this one means an earlier
+            # runner claimed the waiting saga and stopped without writing anything.
+            claimed_before=status is SagaStatus.WAITING and record.attempts > 1,
         ),
         context_text=record.context,
         hold_seconds=hold_seconds,
