@@ -181,7 +181,7 @@ def test_show_json_gives_the_pending_signals_with_their_payloads(
         cli(
             "--url", db_url, "signal", str(approval), "shipped", "--signal-id", signal_id,
             "--payload", json.dumps({"carrier": carrier}), "--sagas", WAITS,
-        )  # fmt: skip
+        )  # fmt: skip  (the second is refused: its wait takes one, and one is pending)
     cli("--url", db_url, "cancel", str(approval), "--reason", "customer left")
 
     code, out, _ = cli("--url", db_url, "--json", "show", str(approval))
@@ -192,9 +192,8 @@ def test_show_json_gives_the_pending_signals_with_their_payloads(
     assert shown["cancel_reason"] == "customer left"
     assert [(s["signal_id"], s["name"], s["payload"]) for s in shown["signals"]] == [
         ("ship-1", "shipped", {"carrier": "post"}),
-        ("ship-2", "shipped", {"carrier": "van"}),
     ]
-    assert shown["signals"][0]["delivered_at"] <= shown["signals"][1]["delivered_at"]
+    assert shown["signals"][0]["delivered_at"]
     assert shown["journal"][-1]["step_id"] == "signal:approved"
 
 
