@@ -68,15 +68,10 @@ FAIL_EVERY = 4
 LEASE = 1.0  # a dead child's leases expire this long after its last write
 KILL_AT = 2  # the child dies the second time it reaches its point
 
-# SQLite and PostgreSQL join once saga-sqlalchemy implements durable waits on `durable`.
-WAIT_CRASH_STORAGES = [pytest.param("redis", id="redis", marks=pytest.mark.redis)]
-
-
-@pytest.fixture(params=WAIT_CRASH_STORAGES)
-def wait_storage(request: pytest.FixtureRequest) -> StorageSpec:
-    spec = request.getfixturevalue(f"{request.param}_spec")
-    assert isinstance(spec, StorageSpec)
-    return spec
+@pytest.fixture
+def wait_storage(storage_spec: StorageSpec) -> StorageSpec:
+    """Every storage the crash tests run on: SQLite (a file), PostgreSQL and Redis."""
+    return storage_spec
 
 
 def worker_config(spec: StorageSpec, backend: str, **extra: Any) -> dict[str, Any]:

@@ -34,7 +34,6 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -665,14 +664,10 @@ async def test_one_outcome_per_race_on_memory(
         await play_race(storage, clock, example, server=False)
 
 
-SERVER_RACES = [pytest.param("redis", id="redis", marks=pytest.mark.redis)]
-
-
-@pytest.fixture(params=SERVER_RACES)
-def race_server(request: pytest.FixtureRequest, tmp_path: Path) -> StorageSpec:
-    spec = request.getfixturevalue(f"{request.param}_spec")
-    assert isinstance(spec, StorageSpec)
-    return spec
+@pytest.fixture
+def race_server(storage_spec: StorageSpec) -> StorageSpec:
+    """Every durable storage: SQLite (a file), PostgreSQL and Redis, each with its own clock."""
+    return storage_spec
 
 
 @pytest.mark.slow
