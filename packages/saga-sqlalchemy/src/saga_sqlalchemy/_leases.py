@@ -149,8 +149,10 @@ class LeaseWrites:
             begin_immediate(connection)
         params = sql.clock(lease_seconds)
         params["b_owner"] = owner
-        chosen = self._reads.due_first(limit, lock=True)
-        read = read_records(connection.execute(chosen, params), record_from_row)
+        chosen = self._reads.due_first(lock=True)
+        read = read_records(
+            connection.execute(chosen, {**params, "b_limit": limit}), record_from_row
+        )
         if read.corrupt:
             self._park_damaged(connection, read.corrupt)
         records = read.records

@@ -158,7 +158,9 @@ class SagaWorker:
         self._wakeup = wakeup if wakeup is not None else WakeUp()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs).
+        """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs):
+        up to ``concurrency`` sagas at a time, the next batch claimed as soon as the claimed
+        sagas that wait for a slot run out (not when the whole batch is done).
 
         It first takes back the sagas still leased to its own name that this process is not
         running (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
@@ -176,16 +178,54 @@ class SagaWorker:
             except Exception as exc:
                 # Nothing lost: their leases expire and the polls below recover them.
                 logger.warning("taking back this owner's sagas failed: %s", describe_error(exc))
-            while True:
+            await self._claim_as_slots_free()
+
+    async def _claim_as_slots_free(self) -> None:
+        """The loop of :meth:`run`: run the claimed sagas ``concurrency`` at a time, each
+        freed slot taking the next claimed saga at once, and claim the next batch as soon as
+        none is left waiting for a slot — while the last ones still run, so that no slot
+        idles for the claim's round trip, nor for the slowest saga of a batch. A claim that
+        comes back short (nothing more is due) is followed by a pause of ``poll_interval``,
+        which a wake-up ends early. At most ``batch_size`` claimed sagas wait for a slot.
+        """
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        report = RecoveryReport()  # how each saga ended is logged; the totals are not read
+        waiting = 0  # claimed sagas not started yet
+        none_waiting = anyio.Event()
+        none_waiting.set()
+
+        async def one(record: SagaRecord) -> None:
+            nonlocal waiting
+            async with limiter:
+                waiting -= 1
+                if not waiting:
+                    none_waiting.set()
                 try:
-                    report = await self.run_once()
+                    await self._recover_claimed(record, report)
+                except Exception as exc:  # a bookkeeping write (park, pause) failed
+                    logger.warning(
+                        "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
+                    )
+
+        async with anyio.create_task_group() as task_group:
+            while True:
+                await none_waiting.wait()
+                try:
+                    records = await self.storage.claim_recoverable(
+                        owner=self.owner, lease_seconds=self.lease_seconds, limit=self.batch_size
+                    )
                 except Exception as exc:
                     # The storage is down (or refuses): keep polling; nothing is lost, the
                     # stalled sagas are still there when it is back.
                     logger.warning("recovery poll failed: %s", describe_error(exc))
                     await anyio.sleep(self.poll_interval)
                     continue
-                if report.claimed < self.batch_size:
+                if records:
+                    waiting += len(records)
+                    none_waiting = anyio.Event()
+                    for record in records:
+                        task_group.start_soon(one, record)
+                if len(records) < self.batch_size:
                     await self._wakeup.wait(self.poll_interval)
 
     async def _listen(
