@@ -179,8 +179,17 @@ def test_show_json_gives_the_pending_signals_with_their_payloads(
     approval = seed(_seed.waiting_approval, db_url)
     for signal_id, carrier in (("ship-1", "post"), ("ship-2", "van")):
         cli(
-            "--url", db_url, "signal", str(approval), "shipped", "--signal-id", signal_id,
-            "--payload", json.dumps({"carrier": carrier}), "--sagas", WAITS,
+            "--url",
+            db_url,
+            "signal",
+            str(approval),
+            "shipped",
+            "--signal-id",
+            signal_id,
+            "--payload",
+            json.dumps({"carrier": carrier}),
+            "--sagas",
+            WAITS,
         )  # fmt: skip  (the second is refused: its wait takes one, and one is pending)
     cli("--url", db_url, "cancel", str(approval), "--reason", "customer left")
 

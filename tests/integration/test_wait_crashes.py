@@ -68,6 +68,7 @@ FAIL_EVERY = 4
 LEASE = 1.0  # a dead child's leases expire this long after its last write
 KILL_AT = 2  # the child dies the second time it reaches its point
 
+
 @pytest.fixture
 def wait_storage(storage_spec: StorageSpec) -> StorageSpec:
     """Every storage the crash tests run on: SQLite (a file), PostgreSQL and Redis."""
