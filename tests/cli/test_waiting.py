@@ -177,20 +177,12 @@ def test_show_json_gives_the_pending_signals_with_their_payloads(
     cli: CliRunner, seed: Seeder, db_url: str
 ) -> None:
     approval = seed(_seed.waiting_approval, db_url)
+    # The second is refused: its wait takes one signal, and one is pending.
     for signal_id, carrier in (("ship-1", "post"), ("ship-2", "van")):
         cli(
-            "--url",
-            db_url,
-            "signal",
-            str(approval),
-            "shipped",
-            "--signal-id",
-            signal_id,
-            "--payload",
-            json.dumps({"carrier": carrier}),
-            "--sagas",
-            WAITS,
-        )  # fmt: skip  (the second is refused: its wait takes one, and one is pending)
+            "--url", db_url, "signal", str(approval), "shipped", "--signal-id", signal_id,
+            "--payload", json.dumps({"carrier": carrier}), "--sagas", WAITS,
+        )  # fmt: skip
     cli("--url", db_url, "cancel", str(approval), "--reason", "customer left")
 
     code, out, _ = cli("--url", db_url, "--json", "show", str(approval))
