@@ -1,32 +1,48 @@
-"""Recovery at scale: seconds for RecoveryWorker processes to finish n stalled sagas.
+"""Recovery at scale: n stalled sagas recovered by SagaWorker processes, next to the forward
+path run from the same number of processes at the same concurrency.
 
-Workload: the 3-step sagas of the other benchmarks (each act bumps an int field of the context),
-stored as stalled (RUNNING at their first step, their runner's lease expired), then recovered
-by 1 or 4 worker processes (``RecoveryWorker`` with its defaults: batches of 20, 10 sagas at a
-time per worker; polling every 50 ms). The clock starts when every worker is up and told to go,
-and stops when no saga is left unfinished. Printed next to the forward throughput of the same
-storage measured in the same run (``bench_sqlalchemy.measure`` / ``bench_redis.measure``, the
-sagas started through ``bootstrap(...).run``) at the same total concurrency (10 per worker)::
+Workload: the 3-step sagas of the other benchmarks (each act bumps an int field of the
+context). Three figures, each from worker processes started by this script and told to go
+together (the clock runs from "go" until the last saga is finished):
 
-    uv run python benchmarks/bench_recovery.py [--n 10000] [--kinds postgres redis]
+- **recovery**: n sagas stored as stalled (RUNNING at their first step, their runner's lease
+  expired), recovered by P processes each running a ``SagaWorker`` (batches of 20, 10 sagas at
+  a time: its defaults; polling every 50 ms);
+- **forward, P processes**: the same P processes each run n/P sagas through
+  ``bootstrap(...).run``, 10 at a time (the recovery's concurrency per process) — the same
+  CPUs, the same connections, the baseline the target is held against;
+- **forward, 1 process** (P > 1 only): n sagas, 10 x P at a time, in one process — the
+  baseline of the earlier runs (there run in this script's own process), which one
+  process's single core caps.
+
+Each round measures the cases of one (storage, P) back to back, in the reverse order in the
+next round; the summary gives each figure's median over the rounds and the median (range) of
+the per-round ratios recovery ÷ forward. Also printed: the CPU the worker processes used and
+the machine's busy cores (``/proc/stat``) while each figure ran::
+
+    uv run python benchmarks/bench_recovery.py [--n 10000] [--rounds 3] [--kinds postgres redis]
+        [--workers 1 4] [--batch-size 20] [--concurrency 10] [--json FILE]
 
 PostgreSQL: ``SAGA_BENCH_PG`` (default postgresql://postgres@127.0.0.1:5432/test), a schema of
-its own, dropped afterwards. Redis: ``SAGA_BENCH_REDIS`` (default redis://127.0.0.1:6379/15), a
-key prefix of its own, deleted afterwards.
+its own per figure, dropped afterwards. Redis: ``SAGA_BENCH_REDIS`` (default
+redis://127.0.0.1:6379/15), a key prefix of its own per figure, deleted afterwards. Every
+figure checks that all n sagas ended COMPLETED.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +50,14 @@ import anyio
 import anyio.abc
 
 from saga_core import (
-    RecoveryWorker,
     Response,
     Saga,
     SagaContext,
     SagaMap,
-    SagaStatus,
     SagaStepHandler,
     SagaStorage,
+    SagaWorker,
+    bootstrap,
     codec_for,
     open_storage,
 )
@@ -50,9 +66,9 @@ from saga_redis import RedisSagaStorage
 
 PG = os.environ.get("SAGA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SAGA_BENCH_REDIS", "redis://127.0.0.1:6379/15")
-CONCURRENCY = 10  # RecoveryWorker's default, per worker
-HERE = Path(__file__).resolve().parent
 SELF = str(Path(__file__).resolve())
+CONNECTIONS = 5  # per process: the forward benchmarks' pool
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass
@@ -88,14 +104,13 @@ def _saga_map() -> SagaMap:
     return sagas
 
 
+def _pg_url() -> str:
+    return f"postgresql+asyncpg://{PG.split('://', 1)[1]}"
+
+
 def _open(kind: str, name: str, connections: int) -> SagaStorage:
     if kind == "postgres":
-        return open_storage(
-            f"postgresql+asyncpg://{PG.split('://', 1)[1]}",
-            schema=name,
-            pool_size=connections,
-            max_overflow=0,
-        )
+        return open_storage(_pg_url(), schema=name, pool_size=connections, max_overflow=0)
     if kind == "redis":
         return RedisSagaStorage.from_url(
             REDIS_URL, key_prefix=name, retain_finished_seconds=300, max_connections=connections
@@ -103,61 +118,137 @@ def _open(kind: str, name: str, connections: int) -> SagaStorage:
     raise ValueError(f"unknown kind {kind!r}; use 'postgres' or 'redis'")
 
 
-async def _unfinished(storage: SagaStorage) -> bool:
-    for status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.FAILED):
-        if await storage.list_sagas(status=status, limit=1):
-            return True
-    return False
+# --- the storage's side: fresh space, stalled sagas, progress, cleanup ---------------------
 
 
-async def _create_stalled(storage: SagaStorage, n: int) -> None:
+class Space:
+    """One figure's schema (PostgreSQL) or key prefix (Redis): made, watched, dropped."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        tag = uuid.uuid4().hex[:8]
+        self.name = f"saga_bench_rec_{tag}" if kind == "postgres" else f"bench-rec:{tag}:"
+        self._engine: Any = None
+        self._redis: Any = None
+
+    async def __aenter__(self) -> Space:
+        if self.kind == "postgres":
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            from saga_sqlalchemy import SqlAlchemySagaStorage
+
+            storage = _open(self.kind, self.name, 2)
+            assert isinstance(storage, SqlAlchemySagaStorage)
+            async with storage:
+                await storage.create_schema()
+                self._table = f'"{self.name}"."{storage.table.name}"'
+            self._engine = create_async_engine(_pg_url(), pool_size=1, max_overflow=0)
+        else:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(REDIS_URL)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.kind == "postgres":
+            try:
+                async with self._engine.begin() as connection:
+                    await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+            finally:
+                await self._engine.dispose()
+        else:
+            client = self._redis
+            try:
+                keys = [key async for key in client.scan_iter(match=f"{self.name}*", count=1000)]
+                for start in range(0, len(keys), 1000):
+                    await client.delete(*keys[start : start + 1000])
+            finally:
+                await client.aclose()
+
+    async def any_unfinished(self) -> bool:
+        """Whether a saga is still unfinished: one probe of the recovery index (so that
+        watching costs the storage next to nothing)."""
+        if self.kind == "postgres":
+            async with self._engine.connect() as connection:
+                result = await connection.exec_driver_sql(
+                    f"SELECT EXISTS (SELECT 1 FROM {self._table} WHERE status IN "
+                    "('running', 'compensating', 'failed', 'waiting') AND parked = false)"
+                )
+                return bool(result.scalar())
+        # The sagas go to shard {0} (one shard: the storage's default).
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(f"{self.name}{{0}}:updated")
+        pipe.zcard(f"{self.name}{{0}}:due")
+        return any(await pipe.execute())
+
+    async def completed(self) -> int:
+        """How many sagas ended COMPLETED (and nothing else is left)."""
+        if self.kind == "postgres":
+            async with self._engine.connect() as connection:
+                result = await connection.exec_driver_sql(
+                    f"SELECT status, parked, count(*) FROM {self._table} GROUP BY status, parked"
+                )
+                counts = {(status, parked): count for status, parked, count in result}
+            done = counts.pop(("completed", False), 0)
+            if counts:
+                raise AssertionError(f"sagas left unfinished or parked: {counts}")
+            return int(done)
+        pipe = self._redis.pipeline(transaction=False)
+        for index in ("updated", "due", "parked", "finished"):
+            pipe.zcard(f"{self.name}{{0}}:{index}")
+        updated, due, parked, finished = await pipe.execute()
+        if updated or due or parked:
+            raise AssertionError(
+                f"sagas left: {updated} unfinished, {due} waiting, {parked} parked"
+            )
+        return int(finished)
+
+
+async def _create_stalled(kind: str, name: str, n: int) -> None:
     codec = codec_for(RecoveryContext)
     first = RecoverySaga.definition().next_step_ids[0]
     counter = iter(range(n))
 
-    async def creator() -> None:
-        for i in counter:
-            text = codec.encode(RecoveryContext(order_id=str(i)))
-            await storage.create(
-                NewSaga(uuid.uuid4(), RecoverySaga.name, text, "gone", 0.001, (), first)
-            )
+    async with _open(kind, name, 10) as storage:
 
-    async with anyio.create_task_group() as task_group:
-        for _ in range(50):
-            task_group.start_soon(creator)
+        async def creator() -> None:
+            for i in counter:
+                text = codec.encode(RecoveryContext(order_id=str(i)))
+                await storage.create(
+                    NewSaga(uuid.uuid4(), RecoverySaga.name, text, "gone", 0.001, (), first)
+                )
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(50):
+                task_group.start_soon(creator)
     await anyio.sleep(0.01)  # every lease has expired
 
 
-async def _setup(kind: str, name: str) -> None:
-    if kind == "postgres":
-        from saga_sqlalchemy import SqlAlchemySagaStorage
-
-        storage = _open(kind, name, 2)
-        assert isinstance(storage, SqlAlchemySagaStorage)
-        async with storage:
-            await storage.create_schema()
+# --- the measuring side: processes, clock, CPU ---------------------------------------------
 
 
-async def _teardown(kind: str, name: str) -> None:
-    if kind == "postgres":
-        from sqlalchemy.ext.asyncio import create_async_engine
+def _busy_ticks() -> int:
+    """The machine's busy CPU ticks since boot, all cores together."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle
 
-        engine = create_async_engine(f"postgresql+asyncpg://{PG.split('://', 1)[1]}")
-        try:
-            async with engine.begin() as connection:
-                await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await engine.dispose()
-    else:
-        import redis.asyncio
 
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{name}*", count=1000)]
-            for start in range(0, len(keys), 1000):
-                await client.delete(*keys[start : start + 1000])
-        finally:
-            await client.aclose()
+def _process_ticks(pid: int) -> int:
+    """User + system CPU ticks of a running process."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@dataclasses.dataclass
+class Figure:
+    seconds: float
+    worker_cpu: float
+    """CPU seconds the measured processes used while the clock ran."""
+    busy_cores: float
+    """The machine's busy cores meanwhile (every process, the servers' included)."""
 
 
 async def _readline(stream: anyio.abc.ByteReceiveStream) -> bytes:
@@ -167,36 +258,40 @@ async def _readline(stream: anyio.abc.ByteReceiveStream) -> bytes:
     return line
 
 
-async def measure(kind: str, workers: int, n: int) -> float:
-    """Seconds for ``workers`` worker processes to recover ``n`` stalled sagas on ``kind``
-    storage (``"postgres"``: asyncpg; ``"redis"``)."""
-    name = f"saga_bench_rec_{uuid.uuid4().hex[:8]}"
-    if kind == "redis":
-        name = f"bench-rec:{name}:"
-    await _setup(kind, name)
+async def _in_processes(
+    options: list[dict[str, Any]], finished: Callable[[list[anyio.abc.Process]], Awaitable[None]]
+) -> Figure:
+    """Start one process per options, wait until each is ready, tell them all to go, and
+    time them until ``finished`` returns."""
     processes: list[anyio.abc.Process] = []
     try:
-        async with _open(kind, name, 10) as storage:
-            await _create_stalled(storage, n)
-            config = json.dumps({"kind": kind, "name": name})
-            for _ in range(workers):
-                process = await anyio.open_process(
-                    [sys.executable, SELF, "--worker", config],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=None,
-                )
-                processes.append(process)
-            for process in processes:
-                assert process.stdout is not None
-                assert await _readline(process.stdout) == b"ready\n"
-            started = time.perf_counter()
-            for process in processes:
-                assert process.stdin is not None
-                await process.stdin.send(b"go\n")
-            while await _unfinished(storage):  # noqa: ASYNC110 (polling the storage)
-                await anyio.sleep(0.05)
-            return time.perf_counter() - started
+        for option in options:
+            process = await anyio.open_process(
+                [sys.executable, SELF, "--child", json.dumps(option)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
+            processes.append(process)
+        for process in processes:
+            assert process.stdout is not None
+            line = await _readline(process.stdout)
+            assert line == b"ready\n", line
+        cpu = [_process_ticks(process.pid) for process in processes]
+        busy = _busy_ticks()
+        started = time.perf_counter()
+        for process in processes:
+            assert process.stdin is not None
+            await process.stdin.send(b"go\n")
+        await finished(processes)
+        seconds = time.perf_counter() - started
+        busy_after = _busy_ticks()
+        cpu_after = [_process_ticks(process.pid) for process in processes]
+        return Figure(
+            seconds=seconds,
+            worker_cpu=(sum(cpu_after) - sum(cpu)) / CLOCK_TICKS,
+            busy_cores=(busy_after - busy) / CLOCK_TICKS / seconds,
+        )
     finally:
         for process in processes:
             if process.returncode is None:
@@ -204,54 +299,188 @@ async def measure(kind: str, workers: int, n: int) -> float:
         for process in processes:
             await process.wait()
             await process.aclose()
-        await _teardown(kind, name)
 
 
-async def _worker(kind: str, name: str) -> None:
-    async with _open(kind, name, 5) as storage:
-        worker = RecoveryWorker(_saga_map(), storage, poll_interval=0.05)
+async def measure_recovery(
+    kind: str, processes: int, n: int, batch_size: int, concurrency: int
+) -> Figure:
+    """``processes`` worker processes recover ``n`` stalled sagas."""
+    async with Space(kind) as space:
+        await _create_stalled(kind, space.name, n)
+        option = {
+            "role": "recover",
+            "kind": kind,
+            "name": space.name,
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+        }
+
+        async def finished(_: list[anyio.abc.Process]) -> None:
+            while await space.any_unfinished():  # noqa: ASYNC110 (polling the storage)
+                await anyio.sleep(0.05)
+
+        figure = await _in_processes([option] * processes, finished)
+        assert await space.completed() == n
+        return figure
+
+
+async def measure_forward(kind: str, processes: int, n: int, concurrency: int) -> Figure:
+    """``processes`` processes run ``n`` sagas between them, ``concurrency`` at a time each."""
+    async with Space(kind) as space:
+        shares = [n // processes + (i < n % processes) for i in range(processes)]
+        options = [
+            {
+                "role": "forward",
+                "kind": kind,
+                "name": space.name,
+                "n": share,
+                "concurrency": concurrency,
+            }
+            for share in shares
+        ]
+
+        async def finished(children: list[anyio.abc.Process]) -> None:
+            for child in children:
+                assert child.stdout is not None
+                line = await _readline(child.stdout)
+                assert line == b"done\n", line
+
+        figure = await _in_processes(options, finished)
+        assert await space.completed() == n + _WARM_UP * processes
+        return figure
+
+
+# --- the child processes --------------------------------------------------------------------
+
+_WARM_UP = 20  # sagas a forward process runs before it says ready
+
+
+async def _child(option: dict[str, Any]) -> None:
+    async with _open(option["kind"], option["name"], CONNECTIONS) as storage:
+        if option["role"] == "recover":
+            worker = SagaWorker(
+                _saga_map(),
+                storage,
+                poll_interval=0.05,
+                batch_size=option["batch_size"],
+                concurrency=option["concurrency"],
+            )
+            print("ready", flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.readline)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with anyio.create_task_group() as task_group:
+                    await task_group.start(worker.run)
+                    async for _ in signals:
+                        task_group.cancel_scope.cancel()
+                        break
+            return
+        mediator = bootstrap(
+            sagas_mapper=lambda m: m.bind(RecoveryContext, RecoverySaga), saga_storage=storage
+        )
+        for i in range(_WARM_UP):
+            await mediator.run(RecoveryContext(order_id=f"warm-{i}"))
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with anyio.create_task_group() as task_group:
-                await task_group.start(worker.run)
-                async for _ in signals:
-                    task_group.cancel_scope.cancel()
-                    break
+        counter = iter(range(option["n"]))
+
+        async def runner() -> None:
+            for i in counter:
+                await mediator.run(RecoveryContext(order_id=str(i)))
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(option["concurrency"]):
+                task_group.start_soon(runner)
+        print("done", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)  # until told to stop
 
 
-async def _forward(kind: str, conc: int, n: int) -> float:
-    sys.path.insert(0, str(HERE))
-    if kind == "postgres":
-        module: Any = importlib.import_module("bench_sqlalchemy")
-        return float(await module.measure("postgres", conc, n))
-    module = importlib.import_module("bench_redis")
-    return float(await module.measure(conc, n))
+# --- rounds and summary ---------------------------------------------------------------------
+
+
+def _median_range(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=10_000, help="stalled sagas per measurement")
+    parser.add_argument("--n", type=int, default=10_000, help="sagas per figure")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", default=["postgres", "redis"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch-size", type=int, default=20, help="the workers' batch_size")
+    parser.add_argument("--concurrency", type=int, default=10, help="per process")
+    parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
-    n = args.n
+    n, conc = args.n, args.concurrency
+    rows: list[dict[str, Any]] = []
+    for round_number in range(args.rounds):
+        for kind in args.kinds:
+            for processes in args.workers:
+                cases: list[tuple[str, Callable[[], Awaitable[Figure]]]] = [
+                    (
+                        "recovery",
+                        partial(measure_recovery, kind, processes, n, args.batch_size, conc),
+                    ),
+                    ("forward", partial(measure_forward, kind, processes, n, conc)),
+                ]
+                if processes > 1:
+                    in_one = partial(measure_forward, kind, 1, n, processes * conc)
+                    cases.append(("forward-1-process", in_one))
+                if round_number % 2:
+                    cases.reverse()
+                for case, run in cases:
+                    figure = await run()
+                    row = {
+                        "round": round_number,
+                        "kind": kind,
+                        "processes": processes,
+                        "case": case,
+                        "sagas_per_s": n / figure.seconds,
+                        "cpu_us_per_saga": figure.worker_cpu / n * 1e6,
+                        "busy_cores": figure.busy_cores,
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    if args.json:
+        await anyio.Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(
+        "\n| storage | processes | recovery sagas/s | forward sagas/s (same processes) "
+        "| recovery ÷ forward | forward sagas/s (1 process) | recovery ÷ forward (1 process) "
+        "| µs CPU per saga: recovery / forward | busy cores: recovery / forward |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind in args.kinds:
-        for workers in args.workers:
-            conc = workers * CONCURRENCY
-            recovery = n / await measure(kind, workers, n)
-            forward = n / await _forward(kind, conc, n)
+        for processes in args.workers:
+            by: dict[tuple[int, str], dict[str, Any]] = {
+                (row["round"], row["case"]): row
+                for row in rows
+                if row["kind"] == kind and row["processes"] == processes
+            }
+
+            def series(
+                case: str, field: str = "sagas_per_s", by: dict[Any, dict[str, Any]] = by
+            ) -> list[float]:
+                return [by[r, case][field] for r in range(args.rounds) if (r, case) in by]
+
+            recovery, forward = series("recovery"), series("forward")
+            ratios = [r / f for r, f in zip(recovery, forward, strict=True)]
+            one = series("forward-1-process")
+            one_cells = ["—", "—"]
+            if one:
+                ratios_one = [r / f for r, f in zip(recovery, one, strict=True)]
+                one_cells = [f"{statistics.median(one):.0f}", _median_range(ratios_one)]
+            cpu = [statistics.median(series(c, "cpu_us_per_saga")) for c in ("recovery", "forward")]
+            busy = [statistics.median(series(c, "busy_cores")) for c in ("recovery", "forward")]
             print(
-                f"{kind}, {workers} worker(s): recovered {recovery:.0f} sagas/s (n={n}); "
-                f"forward path at conc={conc}: {forward:.0f} sagas/s; "
-                f"ratio recovery/forward: {recovery / forward:.2f}",
-                flush=True,
+                f"| {kind} | {processes} | {statistics.median(recovery):.0f} "
+                f"| {statistics.median(forward):.0f} | {_median_range(ratios)} "
+                f"| {one_cells[0]} | {one_cells[1]} | {cpu[0]:.0f} / {cpu[1]:.0f} "
+                f"| {busy[0]:.2f} / {busy[1]:.2f} |"
             )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        options = json.loads(sys.argv[2])
-        anyio.run(_worker, options["kind"], options["name"])
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        anyio.run(_child, json.loads(sys.argv[2]))
     else:
         anyio.run(main)

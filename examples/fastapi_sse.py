@@ -14,7 +14,8 @@ The code keeps the python-cqrs spelling on purpose (``cqrs.SagaMediator``,
 ``bootstrap.bootstrap(...)``, the mediator from ``fastapi.Depends(mediator_factory)``): moving
 such an application to saga-core changes only its imports. If the client disconnects, the
 stream is cancelled: a compensation in progress still finishes, and the saga is left to
-recovery (see ``recovery.py``).
+recovery (see ``recovery.py``). For sagas that outlive the request (started detached, run by a
+worker, followed by a stream the client can leave and resume), see ``payment_webhook.py``.
 
 Running this file serves nothing: it sends two orders (one that completes, one whose payment
 is declined) to the app in-process through ``httpx.ASGITransport`` and prints the events::

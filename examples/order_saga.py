@@ -213,6 +213,8 @@ async def main() -> None:
     journal = await storage.history(saga_id)
     started = journal[0].at
     for entry in journal:
+        if not entry.step_id:
+            continue  # the saga's own events (its end): shown as "Final status" above
         elapsed_ms = (entry.at - started).total_seconds() * 1000
         print(
             f"  +{elapsed_ms:6.2f} ms  {entry.step_id:<18} {entry.direction.value:<10} "

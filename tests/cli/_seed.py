@@ -22,8 +22,9 @@ from saga_core import (
     bootstrap,
     open_storage,
 )
-from saga_core.storage import Checkpoint, JournalEntry, NewSaga
+from saga_core.storage import Checkpoint, JournalEntry, NewSaga, SagaRecord
 
+from . import waiting_sagas
 from .cli_sagas import HOSTILE, SWITCHES, NoteContext, OrderContext, saga_map
 
 #: ``cli(*args) -> (exit code, stdout, stderr)``: the CLI run in-process.
@@ -195,3 +196,27 @@ async def given_up(url: str, error: str) -> uuid.UUID:
             )
         )
     return saga_id
+
+
+async def waiting_approval(url: str, order_id: str = "a-1") -> uuid.UUID:
+    """An approval saga WAITING for its signal ``approved`` (due in an hour, its timeout)."""
+    async with open_storage(url) as storage:
+        mediator = bootstrap(sagas_mapper=waiting_sagas.saga_map, saga_storage=storage)
+        outcome = await mediator.run(waiting_sagas.ApprovalContext(order_id))
+    assert outcome.status is SagaStatus.WAITING
+    return outcome.saga_id
+
+
+async def waiting_hold(url: str, item: str = "box") -> uuid.UUID:
+    """A hold saga WAITING for ``release``, with no timeout and no deadline."""
+    async with open_storage(url) as storage:
+        mediator = bootstrap(sagas_mapper=waiting_sagas.saga_map, saga_storage=storage)
+        outcome = await mediator.run(waiting_sagas.HoldContext(item))
+    assert outcome.status is SagaStatus.WAITING
+    return outcome.saga_id
+
+
+async def record_of(url: str, saga_id: uuid.UUID) -> SagaRecord:
+    """The stored record of a saga."""
+    async with open_storage(url) as storage:
+        return await storage.load(saga_id)

@@ -141,6 +141,7 @@ def test_show_prints_state_context_and_journal_timeline(
         ["charge", "act", "completed", "attempt"],
         ["ship", "act", "started", "attempt"],
         ["ship", "act", "failed", "attempt"],
+        ["(saga)", "compensate", "compensating", "attempt"],
         ["ship", "compensate", "started", "attempt"],
         ["ship", "compensate", "completed", "attempt"],
         ["charge", "compensate", "started", "attempt"],
@@ -151,8 +152,9 @@ def test_show_prints_state_context_and_journal_timeline(
     assert timeline[0].split()[0] == "+0.000s"
     assert all(line.split()[0].startswith("+") for line in timeline)
     assert "ShippingRefusedError: no carrier for order failed" in timeline[5]
-    assert timeline[11].split()[4:6] == ["attempt", "2"]  # the refund's second attempt
-    assert "RefundsDownError: payment provider unreachable" in timeline[11]
+    assert "ShippingRefusedError: no carrier for order failed" in timeline[6]  # why
+    assert timeline[12].split()[4:6] == ["attempt", "2"]  # the refund's second attempt
+    assert "RefundsDownError: payment provider unreachable" in timeline[12]
 
 
 def test_show_json(cli: CliRunner, seed: Seeder, db_url: str) -> None:
@@ -170,12 +172,16 @@ def test_show_json(cli: CliRunner, seed: Seeder, db_url: str) -> None:
     }
     journal = shown["journal"]
     assert [(e["step_id"], e["direction"], e["event"]) for e in journal] == [
-        (step, "act", event)
-        for step in ("reserve", "charge", "ship")
-        for event in ("started", "completed")
+        *(
+            (step, "act", event)
+            for step in ("reserve", "charge", "ship")
+            for event in ("started", "completed")
+        ),
+        ("", "act", "finished"),
     ]
+    assert journal[-1]["detail"] == "completed"
     assert journal[0]["offset_seconds"] == 0.0
-    assert all(e["attempt"] == 1 and e["error"] is None for e in journal)
+    assert all(e["attempt"] == 1 and e["error"] is None for e in journal[:-1])
 
 
 def test_show_unknown_id_fails_with_one_line(cli: CliRunner, db_url: str) -> None:
@@ -344,7 +350,9 @@ def test_worker_once_recovers_stalled_sagas(cli: CliRunner, seed: Seeder, db_url
     seed(_seed.completed_order, db_url)
     code, out, _ = cli("--url", db_url, "worker", "--sagas", SAGAS, "--once")
     assert code == 0
-    assert out == ("claimed 2: completed 1, compensated 1, failed 0, parked 0, errors 0, lost 0\n")
+    assert out == (
+        "claimed 2: completed 1, suspended 0, compensated 1, failed 0, parked 0, errors 0, lost 0\n"
+    )
     assert seed(_seed.status_of, db_url, running) == (SagaStatus.COMPLETED, False)
     assert seed(_seed.status_of, db_url, compensating) == (SagaStatus.COMPENSATED, False)
 
@@ -352,6 +360,7 @@ def test_worker_once_recovers_stalled_sagas(cli: CliRunner, seed: Seeder, db_url
     assert json.loads(out) == {
         "claimed": 0,
         "completed": 0,
+        "suspended": 0,
         "compensated": 0,
         "failed": 0,
         "parked": 0,

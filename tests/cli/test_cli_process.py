@@ -186,7 +186,8 @@ def test_worker_logs_a_park_reason_on_one_escaped_line(tmp_path: pathlib.Path) -
     err = done.stderr.decode()
     assert (done.returncode, done.stdout) == (
         0,
-        b"claimed 1: completed 0, compensated 0, failed 0, parked 1, errors 0, lost 0\n",
+        b"claimed 1: completed 0, suspended 0, compensated 0, failed 0, parked 1, errors 0, "
+        b"lost 0\n",
     )
     assert_terminal_safe(err)
     [parked] = [line for line in err.splitlines() if "dead-letter" in line]

@@ -13,14 +13,15 @@ import re
 
 import pytest
 
-from saga_core._cli.format import terminal_lines, terminal_text
 from saga_core._cli.main import _COMMANDS
+from saga_core._cli.text import terminal_lines, terminal_text
 
 from . import _seed
 from ._seed import CliRunner, Seeder
 from .cli_sagas import HOSTILE, HOSTILE_SHOWN, SWITCHES
 
 SAGAS = "tests.cli.cli_sagas:saga_map"
+WAITS = "tests.cli.waiting_sagas:saga_map"
 #: The first line of HOSTILE, stored and as shown (an error may be reported by its first line only).
 FIRST_LINE = HOSTILE.partition("\n")[0]
 FIRST_LINE_SHOWN = HOSTILE_SHOWN.partition("\\n")[0]
@@ -152,6 +153,44 @@ def test_show_json_gives_stored_text_exactly(cli: CliRunner, seed: Seeder, db_ur
         (f"step {HOSTILE}", None),
         (f"step {HOSTILE}", f"Error: {HOSTILE}"),
     ]
+
+
+# --- signals and cancels ----------------------------------------------------------------------
+
+
+def test_signal_ids_payloads_and_cancel_reasons_are_escaped_and_exact_in_json(
+    cli: CliRunner, seed: Seeder, db_url: str
+) -> None:
+    saga_id = seed(_seed.waiting_approval, db_url)
+    code, out, err = cli(
+        "--url", db_url, "signal", str(saga_id), "shipped", "--signal-id", HOSTILE,
+        "--payload", json.dumps({HOSTILE: HOSTILE}), "--sagas", WAITS,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert_terminal_safe(out)
+    assert f"(signal id {HOSTILE_SHOWN})" in out  # on one line
+    code, out, err = cli("--url", db_url, "cancel", str(saga_id), "--reason", HOSTILE)
+    assert (code, err) == (0, "")
+    assert_terminal_safe(out)
+    assert f"(reason: {HOSTILE_SHOWN})" in out  # on one line
+
+    code, out, _ = cli("--url", db_url, "list")
+    assert code == 0
+    assert_terminal_safe(out)
+    assert len(out.splitlines()) == 2  # the header and the saga: one line
+    assert FIRST_LINE_SHOWN[:20] in out.splitlines()[1]  # the reason's first line, cut
+
+    code, out, _ = cli("--url", db_url, "show", str(saga_id))
+    assert code == 0
+    assert_terminal_safe(out)
+    assert f"shipped  {HOSTILE_SHOWN}" in out  # the pending signal's row
+    assert f"requested: {FIRST_LINE_SHOWN}" in out
+
+    code, out, _ = cli("--url", db_url, "--json", "show", str(saga_id))
+    shown = json.loads(out)
+    assert shown["cancel_reason"] == HOSTILE
+    [signal] = shown["signals"]
+    assert (signal["signal_id"], signal["payload"]) == (HOSTILE, {HOSTILE: HOSTILE})
 
 
 # --- recover and retry-compensation ----------------------------------------------------------

@@ -91,7 +91,8 @@ def test_worker_parks_a_saga_whose_version_it_does_not_bind_and_recover_runs_it_
     code, out, _ = cli("--url", db_url, "worker", "--sagas", V2_ONLY, "--once")
     assert (code, out) == (
         0,
-        "claimed 1: completed 0, compensated 0, failed 0, parked 1, errors 0, lost 0\n",
+        "claimed 1: completed 0, suspended 0, compensated 0, failed 0, parked 1, errors 0, "
+        "lost 0\n",
     )
     code, out, _ = cli("--url", db_url, "show", str(saga_id))
     reason = (

@@ -122,7 +122,7 @@ def test_a_tuple_of_steps_is_accepted() -> None:
         steps = (Reserve, Charge)
 
     nodes = TupleSaga.definition().nodes
-    assert [node.primary.cls for node in nodes] == [Reserve, Charge]
+    assert [node.branch(False).cls for node in nodes] == [Reserve, Charge]
 
 
 def test_step_instance_instead_of_class_is_rejected_with_a_hint() -> None:
@@ -290,7 +290,7 @@ def test_a_step_generic_over_any_context_is_accepted() -> None:
     class WithAny(Saga[OrderContext]):
         steps = [AnyStep]
 
-    assert WithAny.definition().nodes[0].primary.cls is AnyStep
+    assert WithAny.definition().nodes[0].branch(False).cls is AnyStep
 
 
 def test_a_saga_left_generic_accepts_steps_of_any_context() -> None:
@@ -321,8 +321,8 @@ def test_valid_timeouts_are_compiled_with_the_step_overriding_the_saga() -> None
         timeout = 2
 
     first, second = Timed.definition().nodes
-    assert first.primary.timeout == 0.5
-    assert second.primary.timeout == 2
+    assert first.branch(False).timeout == 0.5
+    assert second.branch(False).timeout == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, "5"])
@@ -363,11 +363,11 @@ def test_policies_default_to_the_sagas_then_to_the_library_defaults() -> None:
     class WithoutPolicies(Saga[OrderContext]):
         steps = [Reserve]
 
-    first, second = WithPolicies.definition().nodes
-    assert first.primary.retry is own
-    assert first.primary.compensation_retry is patient
-    assert second.primary.retry is fast
-    default = WithoutPolicies.definition().nodes[0].primary
+    first, second = (node.branch(False) for node in WithPolicies.definition().nodes)
+    assert first.retry is own
+    assert first.compensation_retry is patient
+    assert second.retry is fast
+    default = WithoutPolicies.definition().nodes[0].branch(False)
     assert default.retry.attempts == 1
     assert default.compensation_retry.attempts > 1
 

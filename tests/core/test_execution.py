@@ -449,7 +449,9 @@ async def test_the_journal_records_each_act_started_and_completed_in_order(
         ("b", "act", "completed", 1),
         ("c", "act", "started", 1),
         ("c", "act", "completed", 1),
+        ("", "act", "finished", 0),
     ]
+    assert history[-1].detail == "completed"
     assert all(entry.error is None for entry in history)
     assert all(entry.at.utcoffset() == timedelta(0) for entry in history)
     times = [entry.at for entry in history]
@@ -470,12 +472,16 @@ async def test_the_journal_records_a_rollback_with_the_error(
         ("a", "act", "completed", 1),
         ("b", "act", "started", 1),
         ("b", "act", "failed", 1),
+        ("", "compensate", "compensating", 0),
         ("b", "compensate", "started", 1),
         ("b", "compensate", "completed", 1),
         ("a", "compensate", "started", 1),
         ("a", "compensate", "completed", 1),
+        ("", "compensate", "finished", 0),
     ]
     assert history[3].error == "ValueError: b.act failed"
+    assert history[4].error == "ValueError: b.act failed"  # why it compensates
+    assert history[-1].detail == "compensated"
 
 
 # --- idempotency keys ----------------------------------------------------------------------------
@@ -576,6 +582,7 @@ async def test_act_is_retried_by_its_policy_until_it_succeeds(
         ("flaky", "act", "failed", 2),
         ("flaky", "act", "started", 3),
         ("flaky", "act", "completed", 3),
+        ("", "act", "finished", 0),
     ]
     assert [e.error for e in history if e.event is StepEvent.FAILED] == [
         "ValueError: flaky.act failed"

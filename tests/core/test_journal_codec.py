@@ -65,6 +65,16 @@ def test_times_are_exact_microseconds_since_the_epoch(at: datetime) -> None:
     assert decoded.at.tzinfo is timezone.utc
 
 
+def test_a_detail_is_a_seventh_part_only_when_there_is_one() -> None:
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    plain = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, at)
+    claimed = JournalEntry("", StepDirection.ACT, StepEvent.CLAIMED, 2, at, None, "worker-1")
+    assert len(json.loads(encode_journal_entry(plain))) == 6
+    assert json.loads(encode_journal_entry(claimed))[6] == "worker-1"
+    assert decode_journal_entry(encode_journal_entry(claimed)) == claimed
+    assert decode_journal_entry(encode_journal_entry(plain)).detail is None
+
+
 def test_a_naive_time_is_refused() -> None:
     entry = JournalEntry("s", StepDirection.ACT, StepEvent.STARTED, 1, datetime(2026, 1, 1))
     with pytest.raises(SagaUsageError, match=r"naive 'at'.*give it a time zone"):
@@ -76,9 +86,10 @@ def test_a_naive_time_is_refused() -> None:
     [
         ("not json", "Expecting value"),
         (b'["\xff"]', "can't decode"),
-        ("[1, 2]", "not a JSON array of 6 parts"),
-        ('{"step_id": "s"}', "not a JSON array of 6 parts"),
-        ('["s", "act", "started", 1, 0, null, 7]', "not a JSON array of 6 parts"),
+        ("[1, 2]", "not a JSON array of 6 or 7 parts"),
+        ('{"step_id": "s"}', "not a JSON array of 6 or 7 parts"),
+        ('["s", "act", "started", 1, 0, null, "d", 8]', "not a JSON array of 6 or 7 parts"),
+        ('["s", "act", "started", 1, 0, null, 7]', "wrong type"),
         ('["s", "sideways", "started", 1, 0, null]', "KeyError: 'sideways'"),
         ('["s", "act", "paused", 1, 0, null]', "KeyError: 'paused'"),
         ('["s", ["act"], "started", 1, 0, null]', "TypeError"),

@@ -23,6 +23,7 @@ from saga_core.testing import (
     make_checkpoint,
     make_entry,
     make_new_saga,
+    make_signal,
 )
 
 
@@ -151,6 +152,55 @@ async def test_injected_clock_expires_leases_and_stamps_records() -> None:
 
 
 @pytest.mark.anyio
+async def test_injected_clock_makes_a_waiting_saga_due_at_the_instant_of_its_wake_at() -> None:
+    clock = FakeClock()
+    storage = MemorySagaStorage(clock=clock)
+    wake_at = datetime.fromtimestamp(clock.now + 10.0, timezone.utc)
+    new = make_new_saga(status=SagaStatus.WAITING, wake_at=wake_at)
+    await storage.create(new)
+    clock.now += 9.9
+    assert await storage.list_recoverable() == []
+    clock.now += 0.1  # due once wake_at <= now
+    assert [r.saga_id for r in await storage.list_recoverable()] == [new.saga_id]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wake", ["signal", "cancel"])
+async def test_injected_clock_stamps_the_instant_a_waiting_saga_became_due(wake: str) -> None:
+    clock = FakeClock()
+    storage = MemorySagaStorage(clock=clock)
+    new = make_new_saga()
+    await storage.create(new)
+    await storage.checkpoint(
+        make_checkpoint(
+            new.saga_id, 1, status=SagaStatus.WAITING, next_step="step-1", waiting_for="approval"
+        )
+    )
+    clock.now += 5.0
+    if wake == "signal":
+        assert await storage.deliver_signal(make_signal(new.saga_id))
+    else:
+        await storage.request_cancel(new.saga_id, reason="operator")
+    record = await storage.load(new.saga_id)
+    now = datetime.fromtimestamp(clock.now, timezone.utc)
+    assert record.wake_at == now
+    assert [signal.delivered_at for signal in record.signals] == ([now] if wake == "signal" else [])
+
+
+@pytest.mark.anyio
+async def test_stored_signals_and_cancel_requests_count_one_write_each() -> None:
+    storage = MemorySagaStorage()
+    new = make_new_saga()
+    await storage.create(new)
+    signal = make_signal(new.saga_id)
+    assert await storage.deliver_signal(signal)
+    assert not await storage.deliver_signal(signal)
+    await storage.request_cancel(new.saga_id, reason="first")
+    await storage.request_cancel(new.saga_id, reason="second")
+    assert storage.write_count == 3
+
+
+@pytest.mark.anyio
 async def test_lease_without_owner_is_refused_and_changes_nothing() -> None:
     storage = MemorySagaStorage()
     new = make_new_saga()
@@ -192,6 +242,8 @@ async def test_every_call_on_a_closed_storage_raises_unavailable() -> None:
         lambda: storage.list_recoverable(),
         lambda: storage.claim(new.saga_id, owner="o", lease_seconds=1.0),
         lambda: storage.claim_recoverable(owner="o", lease_seconds=1.0),
+        lambda: storage.deliver_signal(make_signal(new.saga_id)),
+        lambda: storage.request_cancel(new.saga_id, reason="r"),
     ]
     for call in calls:
         with pytest.raises(StorageUnavailableError, match="storage is closed"):

@@ -10,6 +10,7 @@ engine keeps after every event.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -23,22 +24,29 @@ from hypothesis.stateful import (
     rule,
 )
 
-from saga_core import SagaStatus, SagaStepHandler
+from saga_core import SagaStatus, SagaStepHandler, SagaWaitTimedOutError, Sleep, WaitForSignal
 from saga_core._engine import states
 from saga_core._engine import transitions as machine
 from saga_core._engine.states import (
+    Aborted,
     Act,
     ActFailed,
     ActInvalid,
+    Await,
     Compensate,
     CompensationFailed,
     Interrupted,
     RunState,
+    Suspend,
+    TimedOut,
+    WaitOver,
+    Wake,
     Write,
     WriteFailed,
 )
 from saga_core._model.policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY
 from saga_core._model.saga import Node, StepSpec
+from saga_core._model.waits import WaitSpec
 
 #: Every durable status change the state machine may make (a hand-back rewrites the same).
 ALLOWED = {
@@ -337,9 +345,10 @@ TestStateMachine = SagaRunner.TestCase
 
 
 def content(write: Write | None) -> tuple[object, ...]:
-    """What ``write`` stores (all but the state it leads to)."""
+    """What ``write`` stores of a step's checkpoint: kind to strict_context (not the state it
+    leads to, nor the wait fields, which are checked where waits are)."""
     assert write is not None
-    return tuple(write)[:-1]
+    return tuple(write)[:7]
 
 
 def run_to(nodes: tuple[Node, ...], *events: states.Event) -> RunState:
@@ -540,3 +549,318 @@ def test_a_finished_saga_absorbs_every_event() -> None:
     assert done.status is SagaStatus.COMPLETED
     for event in (states.ADVANCE, states.LEASE_LOST, Interrupted(), ActFailed(ValueError())):
         assert machine.transition(nodes, done, event) is done
+
+
+# --- waits: Await, WaitOver, Suspend, TimedOut, SIGNAL_PENDING, SETTLE, Aborted -----------------
+
+AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def signal_wait(name: str, *, timeout_step: str | None = None) -> Node:
+    """The node of ``WaitForSignal(name)``, with a timeout step of id ``timeout_step``."""
+    timeout = None if timeout_step is None else 5.0
+    wait = WaitSpec(f"signal:{name}", WaitForSignal(name, timeout=timeout), name, None, timeout)
+    return Node(None, None if timeout_step is None else spec(timeout_step), wait=wait)
+
+
+def sleep(name: str) -> Node:
+    return Node(None, wait=WaitSpec(f"sleep:{name}", Sleep(1, name=name), None, None, None))
+
+
+def feed(nodes: tuple[Node, ...], state: RunState, *events: states.Event) -> RunState:
+    for event in events:
+        state = machine.transition(nodes, state, event)
+    return state
+
+
+WAIT_SAGA = (plain("a"), signal_wait("paid"), plain("b"))
+
+
+def at_the_wait() -> RunState:
+    """WAIT_SAGA run live up to its wait: ``a`` written, the wait being evaluated."""
+    state = run_to(WAIT_SAGA, states.ACT_COMPLETED, states.WRITTEN)
+    assert state.call == Await(1)  # a wait is evaluated by the driver, never acted
+    return state
+
+
+def test_a_suspend_is_one_waiting_write_that_releases_the_lease_and_yields_to_its_signal() -> None:
+    wake = Wake(AT, "paid", 1, ("a",))
+    state = feed(WAIT_SAGA, at_the_wait(), Suspend(wake))
+    write = state.write
+    assert write is not None and state.call is None
+    assert content(write) == ("suspend", SagaStatus.WAITING, 1, ("a",), None, "release", True)
+    assert (write.wake, write.unless_signal, write.consume_signal) == (wake, "paid", None)
+    suspended = feed(WAIT_SAGA, state, states.WRITTEN)
+    assert (suspended.status, suspended.halted, suspended.call, suspended.write) == (
+        SagaStatus.WAITING,
+        True,
+        None,
+        None,
+    )
+    assert feed(WAIT_SAGA, suspended, states.ADVANCE) is suspended  # this runner is done
+
+
+def test_a_suspend_refused_by_a_pending_signal_evaluates_the_wait_again() -> None:
+    state = feed(WAIT_SAGA, at_the_wait(), Suspend(Wake(None, "paid", 1, ("a",))))
+    again = feed(WAIT_SAGA, state, states.SIGNAL_PENDING)
+    assert (again.call, again.write, again.status) == (Await(1), None, SagaStatus.RUNNING)
+    # a write that does not yield to a signal ignores it
+    stepping = run_to(WAIT_SAGA, states.ACT_COMPLETED)
+    assert feed(WAIT_SAGA, stepping, states.SIGNAL_PENDING) is stepping
+
+
+def test_a_wait_that_is_over_writes_nothing_and_the_next_write_consumes_its_signal() -> None:
+    over = feed(WAIT_SAGA, at_the_wait(), WaitOver("evt-1"))
+    assert (over.write, over.call, over.cursor, over.consume) == (None, Act(2), 2, "evt-1")
+    stepping = feed(WAIT_SAGA, over, states.ACT_COMPLETED)
+    assert stepping.write is not None
+    assert content(stepping.write) == (
+        "step",
+        SagaStatus.COMPLETED,
+        3,
+        ("a", "b"),
+        None,
+        "release",
+        True,
+    )
+    assert stepping.write.consume_signal == "evt-1"
+    assert feed(WAIT_SAGA, stepping, states.WRITTEN).consume is None
+
+
+def test_a_wait_over_at_the_last_node_is_recorded_by_the_finish_write() -> None:
+    nodes = (plain("a"), signal_wait("paid"))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, WaitOver("evt-1"))
+    assert state.write is not None
+    assert (state.write.kind, state.write.status, state.write.consume_signal) == (
+        "finish",
+        SagaStatus.COMPLETED,
+        "evt-1",
+    )
+
+
+def test_a_taken_signal_rides_on_the_decision_when_the_next_step_fails() -> None:
+    state = feed(WAIT_SAGA, at_the_wait(), WaitOver("evt-1"), ActFailed(RuntimeError("x")))
+    assert state.write is not None and state.write.kind == "decision"
+    assert (state.write.applied, state.write.consume_signal) == (("a", "b"), "evt-1")
+
+
+def test_a_taken_signal_rides_on_the_next_suspend() -> None:
+    nodes = (signal_wait("paid"), signal_wait("shipped"))
+    state = run_to(nodes, WaitOver("evt-1"))
+    assert state.call == Await(1)
+    state = feed(nodes, state, Suspend(Wake(None, "shipped", 1, ())))
+    assert state.write is not None
+    assert (state.write.kind, state.write.consume_signal, state.write.unless_signal) == (
+        "suspend",
+        "evt-1",
+        "shipped",
+    )
+
+
+def test_a_second_signal_waits_until_the_first_one_is_written() -> None:
+    # One write consumes one signal: SETTLE writes the progress (consuming the first), then
+    # the second wait is evaluated again.
+    nodes = (signal_wait("paid"), signal_wait("shipped"), plain("b"))
+    taken = run_to(nodes, WaitOver("evt-1"))
+    settling = feed(nodes, taken, states.SETTLE)
+    assert settling.write is not None and settling.call is None
+    assert content(settling.write) == ("progress", SagaStatus.RUNNING, 1, (), None, "keep", True)
+    assert settling.write.consume_signal == "evt-1"
+    settled = feed(nodes, settling, states.WRITTEN)
+    assert (settled.call, settled.consume, settled.cursor) == (Await(1), None, 1)
+    over = feed(nodes, settled, WaitOver("evt-2"))
+    assert (over.call, over.consume) == (Act(2), "evt-2")
+    # nothing to settle when no signal is pending consumption
+    assert feed(nodes, settled, states.SETTLE) is settled
+
+
+@pytest.mark.parametrize(
+    ("applied_first", "status"), [(True, SagaStatus.COMPENSATING), (False, SagaStatus.COMPENSATED)]
+)
+def test_a_timeout_without_a_timeout_step_decides_to_compensate_unless_the_signal_came(
+    applied_first: bool, status: SagaStatus
+) -> None:
+    nodes = (plain("a"), signal_wait("paid")) if applied_first else (signal_wait("paid"),)
+    cursor = len(nodes) - 1
+    before = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN) if applied_first else run_to(nodes)
+    assert before.call == Await(cursor)
+    state = feed(nodes, before, TimedOut(SagaWaitTimedOutError("paid did not arrive")))
+    assert state.write is not None
+    assert (state.write.kind, state.write.status, state.write.unless_signal) == (
+        "decision",
+        status,
+        "paid",
+    )
+    assert state.write.error == "SagaWaitTimedOutError: paid did not arrive"
+    # the signal arrived first: the wait is evaluated again, the timeout forgotten
+    again = feed(nodes, state, states.SIGNAL_PENDING)
+    assert (again.call, again.write, again.error) == (Await(cursor), None, None)
+
+
+def test_a_timeout_step_runs_after_a_durable_timeout_write_and_is_applied() -> None:
+    nodes = (plain("a"), signal_wait("paid", timeout_step="remind"), plain("b"))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, TimedOut(RuntimeError("late")))
+    write = state.write
+    assert write is not None and state.call is None
+    assert content(write) == ("timeout", SagaStatus.RUNNING, 1, ("a",), None, "keep", True)
+    assert (write.next_step, write.unless_signal) == ("remind", "paid")
+    running = feed(nodes, state, states.WRITTEN)
+    assert (running.call, running.on_fallback) == (Act(1, fallback=True), True)
+    done = feed(nodes, running, states.ACT_COMPLETED)
+    assert done.write is not None
+    assert (done.write.cursor, done.write.applied) == (2, ("a", "remind"))
+    failed = feed(nodes, running, ActFailed(RuntimeError("x")))
+    assert failed.write is not None and failed.write.applied == ("a", "remind")
+
+
+def test_a_recovered_timeout_step_runs_again_and_counts_as_applied() -> None:
+    nodes = (signal_wait("paid", timeout_step="remind"), plain("b"))
+    state = machine.resumed(SagaStatus.RUNNING, 0, (), None, on_fallback=True)
+    assert feed(nodes, state, states.ADVANCE).call == Act(0, fallback=True)
+    aborted = feed(nodes, state, Aborted(RuntimeError("cancelled")))
+    assert aborted.write is not None and aborted.write.applied == ("remind",)
+
+
+def test_an_act_cancelled_in_flight_is_compensated_too() -> None:
+    nodes = (plain("a"), plain("b"), plain("c", no_effect=True))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN)
+    aborted = feed(nodes, state, Aborted(RuntimeError("cancel"), in_flight=True))
+    assert aborted.write is not None
+    assert content(aborted.write) == (
+        "decision",
+        SagaStatus.COMPENSATING,
+        1,
+        ("a", "b"),
+        "RuntimeError: cancel",
+        "keep",
+        False,
+    )
+    # stopped before the next act started: only what was applied
+    before = feed(nodes, state, Aborted(RuntimeError("cancel")))
+    assert before.write is not None and before.write.applied == ("a",)
+    # a step whose failed act leaves no effect is not compensated when cut short
+    at_c = run_to(nodes, *[states.ACT_COMPLETED, states.WRITTEN] * 2)
+    cut = feed(nodes, at_c, Aborted(RuntimeError("cancel"), in_flight=True))
+    assert cut.write is not None and cut.write.applied == ("a", "b")
+
+
+def test_a_step_whose_checkpoint_was_refused_by_a_cancel_is_compensated() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, states.ACT_COMPLETED)
+    aborted = feed(nodes, state, Aborted(RuntimeError("cancelled elsewhere")))
+    assert aborted.write is not None
+    assert (aborted.write.kind, aborted.write.cursor, aborted.write.applied) == (
+        "decision",
+        1,
+        ("a", "b"),
+    )
+
+
+def test_a_compensation_is_never_aborted() -> None:
+    nodes = (plain("a"), plain("b"))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, ActFailed(RuntimeError("x")))
+    compensating = feed(nodes, state, states.WRITTEN)
+    assert isinstance(compensating.call, Compensate)
+    assert feed(nodes, compensating, Aborted(RuntimeError("cancel"))) is compensating
+
+
+def test_a_waiting_saga_resumes_with_its_stored_wake_and_nothing_in_flight() -> None:
+    wake = Wake(AT, "paid", 1, ("a",))
+    state = machine.resumed(SagaStatus.WAITING, 1, ("a",), None, wake=wake)
+    assert (state.wake, state.resumed_at) == (wake, None)
+    assert feed(WAIT_SAGA, state, states.ADVANCE).call == Await(1)
+    running = machine.resumed(SagaStatus.RUNNING, 1, ("a",), None, wake=wake)
+    assert running.wake is None
+
+
+def claimed_waiting() -> RunState:
+    wake = Wake(AT, "paid", 1, ("a",))
+    return feed(
+        WAIT_SAGA, machine.resumed(SagaStatus.WAITING, 1, ("a",), None, wake=wake), states.ADVANCE
+    )
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        (),  # the wait being evaluated
+        (WaitOver("evt-1"),),  # the signal taken, the next step running
+        (WaitOver("evt-1"), states.ACT_COMPLETED),  # the next step's checkpoint in flight
+        (TimedOut(RuntimeError("late")),),  # the timeout decision in flight
+        (Suspend(Wake(AT, "paid", 1, ("a",))),),  # suspending again
+    ],
+)
+@pytest.mark.parametrize("pause", [False, True])
+def test_a_claimed_waiting_saga_is_handed_back_exactly_as_stored(
+    events: tuple[states.Event, ...], pause: bool
+) -> None:
+    state = feed(WAIT_SAGA, claimed_waiting(), *events, Interrupted(pause=pause))
+    write = state.write
+    assert write is not None and state.halted
+    assert content(write) == (
+        "hand_back",
+        SagaStatus.WAITING,
+        1,
+        ("a",),
+        None,
+        "pause" if pause else "release",
+        False,
+    )
+    # same wake; the signal taken meanwhile stays pending (not consumed)
+    assert (write.wake, write.consume_signal) == (Wake(AT, "paid", 1, ("a",)), None)
+
+
+def test_once_a_claimed_waiting_saga_wrote_it_is_handed_back_as_running() -> None:
+    nodes = (plain("a"), signal_wait("paid"), plain("b"), plain("c"))
+    wake = Wake(AT, "paid", 1, ("a",))
+    state = machine.resumed(SagaStatus.WAITING, 1, ("a",), None, wake=wake)
+    state = feed(nodes, state, states.ADVANCE, WaitOver("e"), states.ACT_COMPLETED)
+    assert state.write is not None and state.write.status is SagaStatus.RUNNING
+    state = feed(nodes, state, states.WRITTEN)
+    assert state.wake is None
+    back = feed(nodes, state, Interrupted())
+    assert back.write is not None
+    assert (back.write.status, back.write.cursor, back.write.wake) == (SagaStatus.RUNNING, 3, None)
+
+
+def test_a_run_that_took_a_signal_not_yet_written_is_handed_back_at_that_wait() -> None:
+    # Handed back with the last written context, which lacks the payload: the saga must take
+    # the (still pending) signal again, so it goes back to the wait that took it.
+    nodes = (plain("a"), signal_wait("paid"), sleep("s"), plain("b"))
+    state = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN, WaitOver("evt-1"), WaitOver())
+    assert state.call == Act(3)
+    for extra in ((), (states.ACT_COMPLETED,)):
+        back = feed(nodes, state, *extra, Interrupted())
+        assert back.write is not None
+        assert (back.write.kind, back.write.status, back.write.cursor) == (
+            "hand_back",
+            SagaStatus.RUNNING,
+            1,
+        )
+        assert (back.write.next_step, back.write.consume_signal) == (None, None)
+    # a sleep that is over needs nothing taken again: handed back where the run is
+    slept = run_to(nodes[2:], WaitOver())
+    back = feed(nodes[2:], slept, Interrupted())
+    assert back.write is not None and back.write.cursor == 1
+
+
+def test_a_finished_saga_absorbs_the_wait_events() -> None:
+    nodes = (plain("a"),)
+    done = run_to(nodes, states.ACT_COMPLETED, states.WRITTEN)
+    for event in (
+        WaitOver("x"),
+        Suspend(Wake(AT, "x", 0, ())),
+        TimedOut(RuntimeError("x")),
+        Aborted(RuntimeError("x")),
+        states.SIGNAL_PENDING,
+        states.SETTLE,
+    ):
+        assert machine.transition(nodes, done, event) is done
+
+
+def test_wait_events_apply_only_to_a_wait_being_evaluated() -> None:
+    nodes = (plain("a"), signal_wait("paid"))
+    acting = run_to(nodes)
+    assert acting.call == Act(0)
+    for event in (WaitOver("x"), Suspend(Wake(AT, "paid", 0, ())), TimedOut(RuntimeError("x"))):
+        assert machine.transition(nodes, acting, event) is acting

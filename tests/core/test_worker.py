@@ -727,6 +727,136 @@ async def test_the_worker_keeps_polling_after_the_storage_was_briefly_unreachabl
         tg.cancel_scope.cancel()
 
 
+# --- run: claiming as slots free up -------------------------------------------------------------
+
+
+async def test_run_goes_on_with_other_sagas_while_one_saga_of_its_batch_is_slow(
+    storage: MemorySagaStorage, stalled_saga: StalledSagaFactory, wait_until: WaitUntil
+) -> None:
+    gate = anyio.Event()
+    ids: list[uuid.UUID] = []
+
+    class FirstIsSlow(SagaStepHandler[OrderContext, None]):
+        name = "first-is-slow"
+
+        async def act(self, context: OrderContext) -> None:
+            if self.saga_id == ids[0]:
+                await gate.wait()
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [FirstIsSlow]
+
+    ids.extend([await stalled_saga(OrderSaga, TEXT) for _ in range(6)])
+    worker = worker_for(OrderSaga, storage, batch_size=2, concurrency=2)
+
+    async def all_but_the_first_completed() -> bool:
+        records = [await storage.load(saga_id) for saga_id in ids[1:]]
+        return all(record.status is SagaStatus.COMPLETED for record in records)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        # The first batch is [slow, quick]: the slot the quick one frees runs the next ones.
+        await wait_until(all_but_the_first_completed)
+        assert (await storage.load(ids[0])).status is SagaStatus.RUNNING
+        gate.set()
+        await wait_until(lambda: _completed(storage, ids[0]))
+        tg.cancel_scope.cancel()
+
+
+async def _completed(storage: MemorySagaStorage, saga_id: uuid.UUID) -> bool:
+    return (await storage.load(saga_id)).status is SagaStatus.COMPLETED
+
+
+async def test_run_runs_concurrency_sagas_and_holds_at_most_batch_size_more_claimed(
+    storage: MemorySagaStorage, stalled_saga: StalledSagaFactory, wait_until: WaitUntil
+) -> None:
+    active: set[uuid.UUID] = set()
+    peak = [0]
+    gate = anyio.Event()
+
+    class Gated(SagaStepHandler[OrderContext, None]):
+        name = "gated"
+
+        async def act(self, context: OrderContext) -> None:
+            active.add(self.saga_id)
+            peak[0] = max(peak[0], len(active))
+            await gate.wait()
+            active.discard(self.saga_id)
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [Gated]
+
+    ids = [await stalled_saga(OrderSaga, TEXT) for _ in range(10)]
+    worker = worker_for(OrderSaga, storage, owner="w", batch_size=2, concurrency=3)
+
+    async def claimed() -> list[uuid.UUID]:
+        return [record.saga_id for record in await storage.list_sagas(lease_owner="w")]
+
+    async def three_running() -> bool:
+        return len(active) == 3
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await wait_until(three_running)
+        for _ in range(50):  # give it every chance to claim or start more
+            await anyio.lowlevel.checkpoint()
+        # Batches of 2: the first two run, the second batch fills the third slot and its
+        # other saga waits, claimed ahead of a free slot; no more is claimed meanwhile.
+        held = await claimed()
+        assert len(held) == 4
+        assert active < set(held)
+        gate.set()
+        await wait_until(lambda: _all_completed(storage, ids))
+        tg.cancel_scope.cancel()
+
+    assert peak[0] == 3
+
+
+async def _all_completed(storage: MemorySagaStorage, ids: list[uuid.UUID]) -> bool:
+    return all([await _completed(storage, saga_id) for saga_id in ids])
+
+
+async def test_run_logs_a_saga_whose_park_write_failed_and_goes_on(
+    storage: MemorySagaStorage,
+    stalled_saga: StalledSagaFactory,
+    make_step: StepFactory,
+    wait_until: WaitUntil,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class OldOrderSaga(Saga[OrderContext]):
+        name = "orders"
+        steps = [make_step("a")]
+
+    class OrderSaga(Saga[OrderContext]):
+        name = "orders"
+        version = 2
+        steps = [make_step("a")]
+
+    class ParkBreaks(RuntimeError):
+        pass
+
+    async def broken_park(saga_id: uuid.UUID, *, owner: str, reason: str) -> None:
+        raise ParkBreaks("the park write broke")
+
+    storage.park = broken_park  # type: ignore[method-assign]
+    old = await stalled_saga(OldOrderSaga, TEXT)  # parked at once: version 1 is not bound
+    current = uuid.uuid4()
+    first_step = OrderSaga.definition().next_step_ids[0]
+    await storage.create(  # no time left on its lease: stalled at once
+        NewSaga(current, "orders", TEXT, "gone", 0.0, next_step=first_step, saga_version=2)
+    )
+    worker = worker_for(OrderSaga, storage)
+
+    with caplog.at_level(logging.WARNING, logger="saga_core.worker"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            await wait_until(lambda: _completed(storage, current))
+            tg.cancel_scope.cancel()
+
+    assert f"recovery of saga {old} failed: ParkBreaks: the park write broke" in caplog.text
+    assert (await storage.load(old)).status is SagaStatus.RUNNING
+
+
 # --- many workers on one storage ----------------------------------------------------------------
 
 

@@ -223,12 +223,58 @@ def check_fastapi_sse(output: str) -> None:
     )
 
 
+def check_payment_webhook(output: str) -> None:
+    assert_in_order(
+        output,
+        [
+            "Stock: {'sku-1': 10, 'sku-2': 10}",
+            "(an order paid by the provider's webhook, which it delivers twice)",
+            "POST /orders -> 202, order",
+            "GET /orders/{id} -> waiting for payment-confirmed",
+            '(evt-81) -> 200 {"duplicate":false,"event_id":"evt-81"',
+            '(evt-81) -> 200 {"duplicate":true,"event_id":"evt-81"',
+            "GET /orders/{id}/events",
+            "id 1: reserve_stock act claimed",
+            "id 2: reserve_stock act started",
+            "id 4: signal:payment-confirmed act started",
+            "id 5: signal:payment-confirmed act claimed",
+            "id 6: signal:payment-confirmed act completed",
+            "id 8: ship_order act completed",
+            "id 9: (saga) act finished",
+            "end: completed",
+            "GET /orders/{id}/events (Last-Event-ID: 6)",
+            "id 7: ship_order act started",
+            "id 8: ship_order act completed",
+            "id 9: (saga) act finished",
+            "end: completed",
+            '(evt-81) -> 200 {"duplicate":true,"event_id":"evt-81"',
+            "(an order whose payment never comes)",
+            "id 6: signal:payment-confirmed act failed (SagaWaitTimedOutError)",
+            "id 7: (saga) compensate compensating (SagaWaitTimedOutError)",
+            "id 9: reserve_stock compensate completed",
+            "id 10: (saga) compensate finished",
+            "end: compensated",
+            '(evt-82) -> 409 {"error":"order_finished"',
+            "Stock: {'sku-1': 9, 'sku-2': 9}",
+        ],
+    )
+    # The resumed stream starts after event 6: nothing before it again.
+    resumed = output.split("(Last-Event-ID: 6)", 1)[1].split("end: completed", 1)[0]
+    assert normalise(resumed) == [
+        "id 7: ship_order act started",
+        "id 8: ship_order act completed",
+        "id 9: (saga) act finished",
+    ]
+    assert output.count("ship_order act started") == 2  # once per stream of the paid order
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "order_saga": check_order_saga,
     "compensation": check_compensation,
     "recovery": check_recovery,
     "recovery_loop": check_recovery_loop,
     "fastapi_sse": check_fastapi_sse,
+    "payment_webhook": check_payment_webhook,
 }
 
 
@@ -289,9 +335,12 @@ async def test_order_saga_steps_get_the_services_bound_in_di(load_example: LoadE
     assert record.saga_name == "order"
     journal = await storage.history(saga_id)
     assert [(e.step_id, e.event) for e in journal] == [
-        (step, event)
-        for step in ("reserve_inventory", "process_payment", "ship_order")
-        for event in (StepEvent.STARTED, StepEvent.COMPLETED)
+        *(
+            (step, event)
+            for step in ("reserve_inventory", "process_payment", "ship_order")
+            for event in (StepEvent.STARTED, StepEvent.COMPLETED)
+        ),
+        ("", StepEvent.FINISHED),
     ]
 
 

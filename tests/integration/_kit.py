@@ -44,11 +44,14 @@ from saga_core import (
     SagaStepHandler,
     SagaStorage,
     StepDirection,
+    WaitForSignal,
     codec_for,
     open_storage,
 )
-from saga_core.storage import NewSaga
+from saga_core.storage import Checkpoint, NewSaga
 from saga_redis import RedisSagaStorage
+
+from ._interleave import ScriptedStorage
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -229,7 +232,9 @@ class StepFailedError(Exception):
 
 
 @dataclasses.dataclass
-class LedgerContext(SagaContext):
+class LedgerFields(SagaContext):
+    """What the ledger steps read: the fields of both ledger sagas' contexts."""
+
     ledger: str
     """Path of the ledger file the steps write to."""
     index: int
@@ -239,17 +244,22 @@ class LedgerContext(SagaContext):
     """Seconds each act and compensate spends between starting and finishing its effect."""
 
 
-class _LedgerStep(SagaStepHandler[LedgerContext, Response]):
-    async def act(self, context: LedgerContext) -> Response:
+@dataclasses.dataclass
+class LedgerContext(LedgerFields):
+    """The context of the 3-step ledger saga."""
+
+
+class _LedgerStep(SagaStepHandler[LedgerFields, Response]):
+    async def act(self, context: LedgerFields) -> Response:
         await self._effect(context, ACT)
         if context.fail and self.step_id == STEP_IDS[2]:
             raise StepFailedError(f"step three of saga {context.index} fails, as told")
         return Response()
 
-    async def compensate(self, context: LedgerContext) -> None:
+    async def compensate(self, context: LedgerFields) -> None:
         await self._effect(context, COMPENSATE)
 
-    async def _effect(self, context: LedgerContext, direction: str) -> None:
+    async def _effect(self, context: LedgerFields, direction: str) -> None:
         ledger = ledger_at(context.ledger)
         row = ledger.begin(self.idempotency_key, str(self.saga_id), self.step_id, direction)
         CRASH.reached("inside_act" if direction == ACT else "inside_compensate")
@@ -275,8 +285,74 @@ class LedgerSaga(Saga[LedgerContext]):
     steps = [StepOne, StepTwo, StepThree]
 
 
+# --- the saga that waits -------------------------------------------------------------------------
+
+WAIT_SAGA_NAME = "integration.ledger-wait"
+GO = "go"
+"""The signal the waiting saga waits for (after step one)."""
+GO_WAIT_ID = f"signal:{GO}"
+
+#: Where a worker child may be killed around a wait: just before, or just after, the write
+#: that suspends a saga at its wait, or the write that consumes its signal (the next step's);
+#: or inside an act (for a resumed saga: the step after the wait, its write not made).
+WAIT_CRASH_POINTS = (
+    "suspend_before",
+    "suspend_after",
+    "consume_before",
+    "consume_after",
+    "inside_act",
+)
+
+
+@dataclasses.dataclass
+class WaitLedgerContext(LedgerFields):
+    """The ledger fields, and the payload of the signal the saga waits for."""
+
+    go: str | None = None
+
+
+class WaitLedgerSaga(Saga[WaitLedgerContext]):
+    """Step one, a wait for the signal "go" (its payload into ``go``), steps two and three."""
+
+    name = WAIT_SAGA_NAME
+    steps = [StepOne, WaitForSignal(GO, into="go"), StepTwo, StepThree]
+
+
+class KillingStorage(ScriptedStorage):
+    """A worker child's storage that kills its process with SIGKILL the ``at``-th time it
+    makes the write ``point`` names (one of ``WAIT_CRASH_POINTS`` but ``inside_act``)."""
+
+    def __init__(self, inner: SagaStorage, point: str, at: int) -> None:
+        if point not in WAIT_CRASH_POINTS or point == "inside_act":
+            raise ValueError(f"not a write's crash point: {point!r}")
+        super().__init__(inner)
+        self.write, self.when = point.split("_")
+        self.at = at
+        self.seen = 0
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.consume_signal is not None:
+            write = "consume"
+        elif checkpoint.status is SagaStatus.WAITING and checkpoint.unless_signal is not None:
+            write = "suspend"  # (a claimed WAITING saga handed back yields to no signal)
+        else:
+            write = ""
+        reached = write == self.write
+        if reached and self.when == "before":
+            self._reached()
+        await super().checkpoint(checkpoint)
+        if reached and self.when == "after":
+            self._reached()
+
+    def _reached(self) -> None:
+        self.seen += 1
+        if self.seen >= self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def bind(mapper: SagaMap) -> None:
     mapper.bind(LedgerContext, LedgerSaga)
+    mapper.bind(WaitLedgerContext, WaitLedgerSaga)
 
 
 def saga_map() -> SagaMap:

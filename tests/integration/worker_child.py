@@ -3,7 +3,9 @@
     python worker_child.py '<json>'
 
 The JSON gives ``storage`` (a ``StorageSpec`` as JSON), ``backend`` (asyncio | trio),
-``concurrency``, ``batch_size``, ``lease`` (seconds) and ``connections`` (pool size). It prints
+``concurrency``, ``batch_size``, ``lease`` (seconds) and ``connections`` (pool size), and
+optionally ``point`` / ``at``: die with SIGKILL the ``at``-th time ``point`` (one of
+``WAIT_CRASH_POINTS``) is reached. It prints
 ``ready`` once it polls, and on shutdown one JSON line: how many sagas it took over
 (``resumed``) and how their runs ended (``finished``: status -> count).
 """
@@ -22,13 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.integration import _kit
 
-from saga_core import RecoveryWorker
+from saga_core import RecoveryWorker, SagaStorage
 
 
 async def run(config: dict[str, Any]) -> None:
     spec = _kit.StorageSpec.from_json(config["storage"])
     counter = _kit.CountingObserver()
-    async with spec.open(config["backend"], connections=config["connections"]) as storage:
+    async with spec.open(config["backend"], connections=config["connections"]) as opened:
+        storage: SagaStorage = opened
+        point = config.get("point")
+        if point == "inside_act":
+            _kit.CRASH.arm(point, config["at"])
+        elif point is not None:
+            storage = _kit.KillingStorage(opened, point, config["at"])
         worker = RecoveryWorker(
             _kit.saga_map(),
             storage,

@@ -18,7 +18,7 @@ from saga_core import (
     StorageCorruptedError,
     StorageUnavailableError,
 )
-from saga_core.testing import make_checkpoint, make_entry, make_new_saga
+from saga_core.testing import DEFAULT_OWNER, make_checkpoint, make_entry, make_new_saga
 from saga_redis import RedisSagaStorage
 from saga_redis import _listing as listing_module
 from saga_redis import _writes as writes_module
@@ -170,7 +170,7 @@ async def test_renew_lease_moves_only_the_lease(
     before, head_before = raw.hgetall(key), _head(raw, key)
     updated_score = raw.zscore(updated, member)
 
-    await storage.renew_lease(new.saga_id, owner=new.lease_owner, lease_seconds=60)
+    await storage.renew_lease(new.saga_id, owner=DEFAULT_OWNER, lease_seconds=60)
     after, head_after = raw.hgetall(key), _head(raw, key)
     assert {k: v for k, v in after.items() if k != "head"} == {
         k: v for k, v in before.items() if k != "head"
@@ -476,10 +476,10 @@ async def test_a_foreign_value_at_the_parked_index_stops_park_and_unpark(
     raw.set(parked, "not a sorted set")
     before = raw.hgetall(storage.record_key(new.saga_id))
     with pytest.raises(StorageCorruptedError, match="holds a string, not the sorted set"):
-        await storage.park(new.saga_id, owner=new.lease_owner, reason="x")
+        await storage.park(new.saga_id, owner=DEFAULT_OWNER, reason="x")
     assert raw.hgetall(storage.record_key(new.saga_id)) == before
     raw.delete(parked)
-    await storage.park(new.saga_id, owner=new.lease_owner, reason="x")
+    await storage.park(new.saga_id, owner=DEFAULT_OWNER, reason="x")
     raw.delete(parked)
     raw.set(parked, "not a sorted set")
     with pytest.raises(StorageCorruptedError, match="not the sorted set"):

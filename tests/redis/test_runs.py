@@ -191,12 +191,14 @@ async def test_a_failed_saga_is_compensated_and_its_history_kept(
         ("bump_1", act, completed),
         ("bump_2", act, started),
         ("bump_2", act, StepEvent.FAILED),
+        ("", compensate, StepEvent.COMPENSATING),
         ("bump_2", compensate, started),
         ("bump_2", compensate, completed),
         ("bump_1", compensate, started),
         ("bump_1", compensate, completed),
         ("bump_0", compensate, started),
         ("bump_0", compensate, completed),
+        ("", compensate, StepEvent.FINISHED),
     ]
 
 

@@ -100,7 +100,7 @@ def test_a_script_runs_after_the_prelude_which_reads_no_keys_or_arguments_of_its
 
 
 def test_a_trailing_argument_list_is_spread_after_the_fixed_arguments() -> None:
-    fixed = ("id", "", "", "", "0", "1", "running", "body", "t", "0", "")
+    fixed = ("id", "", "", "", "0", "1", "running", "body", "t", "0", "", "", "", "", "")
     assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=["e1", "e2"])) == (*fixed, "e1", "e2")
     assert CHECKPOINT.argv(CheckpointArgs(*fixed, entries=())) == fixed
     claim = ("id", "o", "1", "t", "1", "2", "0")

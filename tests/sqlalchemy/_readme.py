@@ -43,7 +43,7 @@ def sql_statements(title: str) -> list[str]:
 
 def apply_upgrade(url: str, schema: str | None) -> None:
     """Upgrade the ``saga`` table of the database at ``url`` (in ``schema`` on PostgreSQL)
-    with the README's statements, as a reader follows them: on SQLite the columns the table
+    with the README's four steps, as a reader follows them: on SQLite the columns the table
     lacks only, the journal step only where there is a ``saga_journal`` table."""
     dialect = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     options = {"options": f"-csearch_path={schema}"} if schema is not None else {}
@@ -53,14 +53,15 @@ def apply_upgrade(url: str, schema: str | None) -> None:
             inspector = sa.inspect(connection)
             columns = {column["name"] for column in inspector.get_columns("saga")}
             journal_table = inspector.has_table("saga_journal")
-            for statement in sql_statements(f"{dialect} 1/3"):
+            for statement in sql_statements(f"{dialect} 1/4"):
                 column = statement.split(" ADD COLUMN ")[1].replace("IF NOT EXISTS ", "")
                 if dialect == "PostgreSQL" or column.split()[0] not in columns:
                     connection.exec_driver_sql(statement)
             if journal_table:
-                for statement in sql_statements(f"{dialect} 2/3"):
+                for statement in sql_statements(f"{dialect} 2/4"):
                     connection.exec_driver_sql(statement)
-            for statement in sql_statements(f"{dialect} 3/3"):
-                connection.exec_driver_sql(statement)
+            for step in (3, 4):
+                for statement in sql_statements(f"{dialect} {step}/4"):
+                    connection.exec_driver_sql(statement)
     finally:
         engine.dispose()

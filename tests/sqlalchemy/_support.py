@@ -68,3 +68,20 @@ def sqlite_path(storage: object) -> SqliteWritePath:
 def inline_of(storage: object) -> SqliteInline | None:
     """The inline connection of a storage on SQLite through the stdlib driver (or None)."""
     return sqlite_path(storage).inline
+
+
+#: The saga table's columns of durable waits (added with the signals table and the waiting
+#: index).
+WAIT_COLUMNS = ("wake_at", "waiting_for", "deadline_at", "cancel_reason")
+
+
+def without_durable_waits(saga: str, name: Callable[[str], str]) -> list[str]:
+    """The statements that turn the tables of this version into those of the version before
+    durable waits, rows kept: no signals table, no waiting index, none of
+    :data:`WAIT_COLUMNS`. ``saga`` is the saga table's SQL name, ``name`` qualifies another
+    object's name as the saga table's is."""
+    return [
+        f"DROP TABLE {name('saga_signals')}",
+        f"DROP INDEX {name('ix_saga_waiting')}",
+        *(f"ALTER TABLE {saga} DROP COLUMN {column}" for column in WAIT_COLUMNS),
+    ]

@@ -4,6 +4,7 @@ database layer itself: SQLAlchemy's ``commit`` event, or PostgreSQL's transactio
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_core import SagaStatus, bootstrap
-from saga_sqlalchemy import SqlAlchemySagaStorage
+from saga_core.storage import NewSaga
+from saga_core.testing import make_new_saga
+from saga_sqlalchemy import PostgresSagaStorage, SqlAlchemySagaStorage
 
 from ._sagas import CounterContext, ThreeStepSaga
 from ._support import driver_url, postgres_schema
@@ -143,6 +146,51 @@ async def test_postgres_psycopg_saga_of_n_steps_costs_n_plus_1_commits(
             assert await _run_counting(storage, engine) == STEPS + 1
 
 
+def _detached_start() -> NewSaga:
+    """A WAITING saga due now, as a detached start creates it: a write that notifies."""
+    return make_new_saga()._replace(
+        status=SagaStatus.WAITING,
+        lease_owner=None,
+        lease_seconds=None,
+        wake_at=datetime.now(timezone.utc),
+    )
+
+
+def _notifies(statements: list[str]) -> list[str]:
+    return [q for q in statements if "NOTIFY" in q]
+
+
+async def test_postgres_psycopg_saga_of_n_steps_sends_n_plus_1_statements_and_no_notify(
+    postgres_url: str,
+) -> None:
+    """Work notifications cost a plain saga nothing: every statement the storage sends for
+    an n-step saga is one of its n + 1 writes. A detached start sends its NOTIFY, in the
+    transaction of its INSERT."""
+    sent: list[str] = []
+    commits: list[Any] = []
+    with postgres_schema(postgres_url) as schema:
+        engine = sa.create_engine(driver_url(postgres_url, "psycopg"), pool_size=2)
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def log(connection: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            sent.append(" ".join(statement.split()).upper())
+
+        sa.event.listen(engine, "commit", commits.append)
+        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
+            assert isinstance(storage, PostgresSagaStorage)
+            await storage.create_schema()
+            await storage.check_schema()
+            sent.clear()
+            await _run_saga(storage)
+            assert len(sent) == STEPS + 1, [q[:60] for q in sent]
+            assert _notifies(sent) == []
+            sent.clear()
+            commits.clear()
+            await storage.create(_detached_start())
+            assert len(_notifies(sent)) == 1, [q[:60] for q in sent]
+            assert len(commits) == 1
+
+
 async def test_postgres_asyncpg_saga_of_n_steps_costs_n_plus_1_transactions(
     postgres_url: str, anyio_backend: str
 ) -> None:
@@ -172,7 +220,19 @@ async def test_postgres_asyncpg_saga_of_n_steps_costs_n_plus_1_transactions(
             sent.clear()
             outcome = await mediator.run(CounterContext(name="n+1"))
             await anyio.sleep(0.1)
+            statements = [" ".join(query.split()).upper() for query in sent]
+            # A detached start notifies (work notifications), a plain saga above did not; it
+            # is written through SQLAlchemy (its events see it; asyncpg's logger does not
+            # log the prepared statements SQLAlchemy's adapter sends).
+            detached: list[str] = []
+
+            def log(connection: Any, cursor: Any, statement: str, *rest: Any) -> None:
+                detached.append(" ".join(statement.split()).upper())
+
+            sa.event.listen(engine.sync_engine, "before_cursor_execute", log)
+            await storage.create(_detached_start())
     assert outcome.status is SagaStatus.COMPLETED
-    statements = [" ".join(query.split()).upper() for query in sent]
     assert not [q for q in statements if q.startswith(("BEGIN", "COMMIT", "START"))]
     assert len(statements) == STEPS + 1, [q[:60] for q in statements]
+    assert _notifies(statements) == []
+    assert len(_notifies(detached)) == 1, [q[:60] for q in detached]

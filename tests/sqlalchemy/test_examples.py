@@ -40,9 +40,10 @@ def test_postgres_example_runs(postgres_url: str) -> None:
     try:
         out = _run("sqlalchemy_postgres.py", {"SAGA_EXAMPLE_POSTGRES": postgres_url})
     finally:
-        # The example creates the default table in the default schema: drop it if it did.
+        # The example creates the default tables in the default schema: drop them if it did.
         if not existed:
             with engine.begin() as connection:
+                connection.exec_driver_sql("DROP TABLE IF EXISTS saga_signals")
                 connection.exec_driver_sql("DROP TABLE IF EXISTS saga")
         engine.dispose()
     assert "Step: ProcessPaymentStep" in out

@@ -134,7 +134,7 @@ async def test_the_alembic_example_names_the_saga_metadata() -> None:
     namespace = await _run(_python_block("target_metadata"), {"myapp": myapp})
     assert namespace["target_metadata"] == [AppBase.metadata, saga_sqlalchemy.metadata]
     assert saga_sqlalchemy.Base.metadata is saga_sqlalchemy.metadata  # "or Base.metadata"
-    assert list(saga_sqlalchemy.metadata.tables) == ["saga"]
+    assert sorted(saga_sqlalchemy.metadata.tables) == ["saga", "saga_signals"]
 
 
 async def test_the_custom_names_example_builds_the_storage_s_table(tmp_path: Path) -> None:
@@ -144,12 +144,19 @@ async def test_the_custom_names_example_builds_the_storage_s_table(tmp_path: Pat
     finally:
         engine.dispose()
     storage: SqlAlchemySagaStorage = namespace["storage"]
-    (table,) = namespace["saga_metadata"].tables.values()
-    assert table.fullname == storage.table.fullname == "sagas.orders_saga"
-    assert [(c.name, repr(c.type)) for c in table.columns] == [
-        (c.name, repr(c.type)) for c in storage.table.columns
-    ]
-    assert [i.name for i in table.indexes] == [i.name for i in storage.table.indexes]
+    tables = namespace["saga_metadata"].tables
+    assert sorted(tables) == ["sagas.orders_saga", "sagas.orders_saga_signals"]
+    for table, own in (
+        (tables["sagas.orders_saga"], storage.table),
+        (tables["sagas.orders_saga_signals"], storage.signals_table),
+    ):
+        assert table.fullname == own.fullname
+        assert [(c.name, repr(c.type)) for c in table.columns] == [
+            (c.name, repr(c.type)) for c in own.columns
+        ]
+        assert sorted(str(i.name) for i in table.indexes) == sorted(
+            str(i.name) for i in own.indexes
+        )
 
 
 def _mariadb_reachable() -> bool:
@@ -181,10 +188,12 @@ def test_the_mariadb_statement_widens_the_text_columns() -> None:
     if shutil.which("mysql") is None or not _mariadb_reachable():
         pytest.skip("no MariaDB at 127.0.0.1:3306, or no mysql client to reach it")
     table = unique_name("saga_readme")
-    saga = define_tables(sa.MetaData(), table=table).saga
+    tables = define_tables(sa.MetaData(), table=table)
+    saga = tables.saga
     dialect = mysql.dialect()
     create = [str(sa.schema.CreateTable(saga).compile(dialect=dialect))]
     create += [str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in saga.indexes]
+    create += [str(sa.schema.CreateTable(tables.signals).compile(dialect=dialect))]
     (widen,) = sql_statements("MariaDB")
     big = "x" * 70_000
     insert = (
@@ -203,4 +212,4 @@ def test_the_mariadb_statement_widens_the_text_columns() -> None:
             "1",  # the journal column kept its default
         ]
     finally:
-        _mysql(f"DROP TABLE IF EXISTS {table}")
+        _mysql(f"DROP TABLE IF EXISTS {tables.signals.name}", f"DROP TABLE IF EXISTS {table}")

@@ -1,11 +1,12 @@
-"""Tables made before ``attempts``, ``parked`` and ``next_step`` existed: refused until
-migrated, then fine.
+"""Tables made before ``attempts``, ``parked``, ``next_step`` and durable waits existed:
+refused until migrated, then fine, their sagas loaded as they were stored.
 
-A table of an earlier version is simulated by dropping the columns it lacked (and, before
-``parked``, recreating the recovery index as it was); the migration here adds the missing
-columns as Alembic's autogenerate renders them (``attempts`` and ``parked`` with their server
-defaults, ``next_step`` nullable). The README's own statements are run by
-test_journal_migration.
+A table of an earlier version is simulated by dropping what it lacked: the columns (and,
+before ``parked``, recreating the recovery index as it was), and always the signals table and
+the waiting index (every earlier version predates them). The migration here adds them as
+Alembic's autogenerate renders them (``attempts`` and ``parked`` with their server defaults,
+the others nullable; the signals table and the index from the metadata). The README's own
+statements are run here for durable waits and by test_journal_migration for the rest.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 
-from saga_core import SagaStatus, SagaUsageError, StorageSchemaError, open_storage
+from saga_core import (
+    SagaCancelledError,
+    SagaStatus,
+    SagaUsageError,
+    StorageSchemaError,
+    open_storage,
+)
+from saga_core.storage import NewSignal
 from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage, define_tables
 
 from ._readme import apply_upgrade
-from ._support import driver_url, postgres_schema
+from ._support import WAIT_COLUMNS, driver_url, postgres_schema, without_durable_waits
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +83,8 @@ def _downgrade(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> No
     kept): the version before ``attempts``/``parked`` by default."""
     saga = database.table("saga")
     index = database.table("ix_saga_active")
-    statements = [f"ALTER TABLE {saga} DROP COLUMN {name}" for name in columns]
+    statements = without_durable_waits(saga, database.table)
+    statements += [f"ALTER TABLE {saga} DROP COLUMN {name}" for name in columns]
     if "parked" in columns:
         statements = [
             f"DROP INDEX {index}",
@@ -86,17 +95,22 @@ def _downgrade(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> No
 
 
 def _migrate(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> None:
-    """Add the missing columns, as Alembic's autogenerate renders them."""
+    """Add the missing columns, the signals table and the waiting index, as Alembic's
+    autogenerate renders them."""
     engine = database.engine()
     dialect = engine.dialect
     engine.dispose()
-    saga = define_tables(sa.MetaData()).saga
+    tables = define_tables(sa.MetaData(), schema=database.schema)
+    saga = tables.saga
+    [waiting] = [index for index in saga.indexes if index.name == "ix_saga_waiting"]
     database.run(
         *(
             f"ALTER TABLE {database.table('saga')} ADD COLUMN "
             f"{sa.schema.CreateColumn(saga.c[name]).compile(dialect=dialect)}"
-            for name in columns
-        )
+            for name in (*columns, *WAIT_COLUMNS)
+        ),
+        str(sa.schema.CreateTable(tables.signals).compile(dialect=dialect)),
+        str(sa.schema.CreateIndex(waiting).compile(dialect=dialect)),
     )
 
 
@@ -249,3 +263,45 @@ async def test_a_table_without_saga_version_is_refused_then_reads_version_1(
         new = make_new_saga(saga_version=3)
         await storage.create(new)
         assert (await storage.load(new.saga_id)).saga_version == 3
+
+
+@pytest.mark.parametrize("migration", ["alembic", "readme"])
+async def test_a_table_from_before_durable_waits_is_refused_then_keeps_its_sagas(
+    database: Database, migration: str
+) -> None:
+    async with database.storage() as storage:
+        await storage.create_schema()
+        running, handed_back = make_new_saga(next_step="steps.First"), make_new_saga()
+        await storage.create(running)
+        await storage.create(handed_back)
+        await storage.checkpoint(make_checkpoint(handed_back.saga_id, 1, lease_seconds=None))
+        stored = {
+            saga_id: await storage.load(saga_id)
+            for saga_id in (running.saga_id, handed_back.saga_id)
+        }
+    database.run(*without_durable_waits(database.table("saga"), database.table))
+    async with database.storage() as storage:
+        with pytest.raises(StorageSchemaError, match="incompatible") as info:
+            await storage.load(running.saga_id)
+        assert any(name in str(info.value) for name in (*WAIT_COLUMNS, "saga_signals"))
+        with pytest.raises(StorageSchemaError, match="does not alter an existing table"):
+            await storage.create_schema()
+    if migration == "alembic":
+        _migrate(database, ())
+    else:
+        apply_upgrade(database.url, database.schema)
+    async with database.storage() as storage:
+        await storage.check_schema()
+        for saga_id, record in stored.items():
+            assert await storage.load(saga_id) == record  # no wait, deadline, cancel, signal
+        [recoverable] = await storage.list_recoverable()
+        assert recoverable == stored[handed_back.saga_id]
+        # Durable waits work on the upgraded tables.
+        signal = NewSignal(running.saga_id, "s-1", "approved", "{}", 0, "steps.First")
+        assert await storage.deliver_signal(signal) is True
+        assert await storage.deliver_signal(signal) is False
+        cancelled = await storage.request_cancel(running.saga_id, reason="customer asked")
+        assert cancelled.cancel_reason == "customer asked"
+        assert [s.signal_id for s in cancelled.signals] == ["s-1"]
+        with pytest.raises(SagaCancelledError):
+            await storage.checkpoint(make_checkpoint(running.saga_id, 1, cursor=1))

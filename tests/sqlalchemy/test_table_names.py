@@ -1,5 +1,6 @@
-"""Table names up to the 63 characters PostgreSQL allows: each table gets a recovery index of
-its own, and tables with short names keep the index name they always had (issue 19, defect 9).
+"""Table names up to the 63 characters PostgreSQL allows: each table gets recovery indexes
+and a signals table of its own, and tables with short names keep the index name they always had
+(issue 19, defect 9).
 """
 
 from __future__ import annotations
@@ -52,14 +53,25 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         yield Database(driver_url(postgres_url, "psycopg"), schema)
 
 
-def _index_of(table: str) -> str:
-    (index,) = define_tables(sa.MetaData(), table=table).saga.indexes
-    assert index.name is not None
-    return index.name
+def _indexes_of(table: str) -> dict[str, list[str]]:
+    """The saga table's indexes as :func:`define_tables` defines them: name -> columns."""
+    indexes = define_tables(sa.MetaData(), table=table).saga.indexes
+    return {str(index.name): [column.name for column in index.columns] for index in indexes}
+
+
+def _index_of(table: str, columns: tuple[str, ...] = ("status",)) -> str:
+    [name] = [name for name, on in _indexes_of(table).items() if tuple(on) == columns]
+    return name
+
+
+def _waiting_index_of(table: str) -> str:
+    return _index_of(table, ("lease_owner", "wake_at"))
 
 
 def test_short_table_names_keep_their_index_name() -> None:
     assert _index_of("saga") == "ix_saga_active"
+    assert _waiting_index_of("saga") == "ix_saga_waiting"
+    assert define_tables(sa.MetaData()).signals.name == "saga_signals"
     longest_kept = "t" * 53  # "ix_" + 53 + "_active": 63 characters
     assert _index_of(longest_kept) == f"ix_{longest_kept}_active"
 
@@ -69,6 +81,10 @@ def test_long_table_names_get_distinct_index_names_that_fit() -> None:
     assert first != second
     assert len(first) <= 63 and len(second) <= 63
     assert first.startswith("ix_orders_xxx")
+    waits = {_waiting_index_of(name) for name in LONG_NAMES}
+    signals = {define_tables(sa.MetaData(), table=name).signals.name for name in LONG_NAMES}
+    for names in (waits, signals):
+        assert len(names) == 2 and all(len(name) <= 63 for name in names), names
 
 
 async def test_tables_with_long_names_each_get_their_recovery_index(database: Database) -> None:
@@ -81,4 +97,4 @@ async def test_tables_with_long_names_each_get_their_recovery_index(database: Da
             claimed = await storage.claim_recoverable(owner="w", lease_seconds=60.0)
             assert [record.saga_id for record in claimed] == [new.saga_id]
     for table in LONG_NAMES:
-        assert database.indexes(table) == {_index_of(table): ["status"]}, table
+        assert database.indexes(table) == _indexes_of(table), table

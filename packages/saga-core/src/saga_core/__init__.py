@@ -23,10 +23,12 @@ from ._model.errors import CircuitOpenError as CircuitOpenError
 from ._model.errors import DependencyResolutionError as DependencyResolutionError
 from ._model.errors import InvalidStepResultError as InvalidStepResultError
 from ._model.errors import SagaAlreadyExistsError as SagaAlreadyExistsError
+from ._model.errors import SagaCancelledError as SagaCancelledError
 from ._model.errors import SagaCompensatedError as SagaCompensatedError
 from ._model.errors import SagaCompensationFailedError as SagaCompensationFailedError
 from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
 from ._model.errors import SagaContextError as SagaContextError
+from ._model.errors import SagaDeadlineExceededError as SagaDeadlineExceededError
 from ._model.errors import SagaDefinitionError as SagaDefinitionError
 from ._model.errors import SagaError as SagaError
 from ._model.errors import SagaFailedError as SagaFailedError
@@ -36,9 +38,12 @@ from ._model.errors import SagaNotFoundError as SagaNotFoundError
 from ._model.errors import SagaNotRegisteredError as SagaNotRegisteredError
 from ._model.errors import SagaParkedError as SagaParkedError
 from ._model.errors import SagaRecoveryError as SagaRecoveryError
+from ._model.errors import SagaSignalPendingError as SagaSignalPendingError
+from ._model.errors import SagaSignalRefusedError as SagaSignalRefusedError
 from ._model.errors import SagaStorageError as SagaStorageError
 from ._model.errors import SagaUsageError as SagaUsageError
 from ._model.errors import SagaVersionConflictError as SagaVersionConflictError
+from ._model.errors import SagaWaitTimedOutError as SagaWaitTimedOutError
 from ._model.errors import StorageCorruptedError as StorageCorruptedError
 from ._model.errors import StorageNotFoundError as StorageNotFoundError
 from ._model.errors import StorageSchemaError as StorageSchemaError
@@ -54,12 +59,18 @@ from ._model.status import StepDirection as StepDirection
 from ._model.status import StepEvent as StepEvent
 from ._model.step import SagaStepHandler as SagaStepHandler
 from ._model.step import SagaStepResult as SagaStepResult
+from ._model.waits import Sleep as Sleep
+from ._model.waits import SleepUntil as SleepUntil
+from ._model.waits import WaitForSignal as WaitForSignal
+from ._runtime.handle import SagaEvent as SagaEvent
+from ._runtime.handle import SagaHandle as SagaHandle
 from ._runtime.mediator import SagaMap as SagaMap
 from ._runtime.mediator import SagaMediator as SagaMediator
 from ._runtime.mediator import bootstrap as bootstrap
 from ._runtime.recovery import recover_saga as recover_saga
 from ._runtime.worker import RecoveryReport as RecoveryReport
 from ._runtime.worker import RecoveryWorker as RecoveryWorker
+from ._runtime.worker import SagaWorker as SagaWorker
 from ._storage.memory import MemorySagaStorage as MemorySagaStorage
 from ._storage.plugins import installed_breakers as installed_breakers
 from ._storage.plugins import installed_storage_schemes as installed_storage_schemes
@@ -86,15 +97,19 @@ __all__ = (
     "RetryPolicy",
     "Saga",
     "SagaAlreadyExistsError",
+    "SagaCancelledError",
     "SagaCompensatedError",
     "SagaCompensationFailedError",
     "SagaConcurrencyError",
     "SagaContext",
     "SagaContextError",
+    "SagaDeadlineExceededError",
     "SagaDefinitionError",
     "SagaError",
+    "SagaEvent",
     "SagaFailedError",
     "SagaFinishedError",
+    "SagaHandle",
     "SagaLeaseHeldError",
     "SagaMap",
     "SagaMediator",
@@ -105,6 +120,8 @@ __all__ = (
     "SagaParkedError",
     "SagaRecord",
     "SagaRecoveryError",
+    "SagaSignalPendingError",
+    "SagaSignalRefusedError",
     "SagaStatus",
     "SagaStepHandler",
     "SagaStepResult",
@@ -112,6 +129,10 @@ __all__ = (
     "SagaStorageError",
     "SagaUsageError",
     "SagaVersionConflictError",
+    "SagaWaitTimedOutError",
+    "SagaWorker",
+    "Sleep",
+    "SleepUntil",
     "StepDirection",
     "StepEvent",
     "StepResolver",
@@ -119,6 +140,7 @@ __all__ = (
     "StorageNotFoundError",
     "StorageSchemaError",
     "StorageUnavailableError",
+    "WaitForSignal",
     "bootstrap",
     "codec_for",
     "installed_breakers",

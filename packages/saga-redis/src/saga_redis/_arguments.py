@@ -58,6 +58,34 @@ def micros_arg(seconds: object) -> str:
     return str(round(seconds * 1_000_000))
 
 
+def instant_arg(value: object, name: str) -> str:
+    """An aware datetime (``wake_at``, ``deadline_at``) as µs since the epoch in digits, ``''``
+    for ``None``."""
+    if value is None:
+        return ""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise SagaUsageError(
+            f"{name} must be an aware datetime (e.g. datetime.now(timezone.utc)) or None, got "
+            f"{value!r}"
+        )
+    return str((value - _EPOCH) // _MICROSECOND)
+
+
+def text_arg(value: object, name: str, *, empty: bool = True) -> str:
+    """``value`` if it is a str (non-empty unless ``empty``), else raise SagaUsageError."""
+    if not isinstance(value, str) or (not empty and not value):
+        wanted = "a string" if empty else "a non-empty string"
+        raise SagaUsageError(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
+def cursor_arg(value: object, name: str) -> str:
+    """A cursor (an int >= 0) in digits."""
+    if type(value) is int and value >= 0:
+        return str(value)
+    raise SagaUsageError(f"{name} must be an int >= 0, got {value!r}")
+
+
 def list_filters(
     status: object,
     saga_name: object,

@@ -9,13 +9,28 @@ slot; a cluster spreads the sagas over its nodes when ``shards`` is larger (see 
 
 For the prefix ``saga:`` and a saga in shard 0::
 
-    saga:{0}:record:<saga id>    hash: one saga's state (its lease included)
+    saga:{0}:record:<saga id>    hash: one saga's state (its lease, a WAITING saga's wake
+                                 time and signal name, its deadline and cancel reason)
     saga:{0}:journal:<saga id>   list: its journal entries, JSON arrays, oldest first
-    saga:{0}:updated             sorted set: unfinished, unparked sagas of the shard, by last
-                                 update (µs): the recovery index
+    saga:{0}:signals:<saga id>   hash: every signal delivered to it, by signal id: pending
+                                 ones with name, payload, delivery time and order; consumed
+                                 ones as '' (so a redelivery is still a duplicate)
+    saga:{0}:updated             sorted set: unparked RUNNING, COMPENSATING and FAILED sagas
+                                 of the shard, by last update (µs): the recovery index
+    saga:{0}:due                 sorted set: unparked WAITING sagas, leased or not, by wake
+                                 time (µs; +inf while only a signal or cancel can wake them):
+                                 claims read those due by now, never walking the rest
+    saga:{0}:waiting             sorted set: the same sagas as due, by last update (µs), for
+                                 listings
     saga:{0}:parked              sorted set: parked (dead-letter) sagas, by last update (µs)
     saga:{0}:finished            sorted set: retained finished sagas, by finish time (µs)
     saga:{0}:meta                hash: the layout the shard was written with (shard count)
+
+A checkpoint to WAITING moves a saga from ``updated`` to ``due`` and ``waiting``, and one to
+another status moves it back. A claim leaves a WAITING saga in ``due`` at its wake time,
+leased: it is found there again once that lease expires, in its old place. A delivered signal
+it waits for, or a cancel, brings its ``due`` score forward to now. Finishing or parking takes
+a saga out of all three; its signals expire with its record.
 """
 
 from __future__ import annotations
@@ -35,6 +50,9 @@ _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
 
 #: The layout version stored in each shard's meta hash; bumped by an incompatible change.
 #: 2: a record's checked fields in one ``head`` field and the rest in ``body``; no lease index.
+#: Durable waits (WAITING sagas, signals, cancels) kept it: what they add — the head's cancel
+#: flag (4), the ``wait``, ``deadline`` and ``cancel`` fields, the ``signals``, ``due`` and
+#: ``waiting`` keys — is absent from records stored before, which read as they did.
 LAYOUT_VERSION = "2"
 
 
@@ -61,7 +79,11 @@ class ShardKeys(NamedTuple):
     """``<prefix>{N}:record:``; a saga's record key is this followed by its id."""
     journal_stem: str
     """``<prefix>{N}:journal:``."""
+    signals_stem: str
+    """``<prefix>{N}:signals:``."""
     updated: str
+    due: str
+    waiting: str
     meta: str
     parked: str
     finished: str
@@ -70,7 +92,7 @@ class ShardKeys(NamedTuple):
 class KeyLayout:
     """Key names for one prefix and shard count (see the module's docstring)."""
 
-    __slots__ = ("_shards", "prefix", "shards")
+    __slots__ = ("_shards", "prefix", "shards", "work_channel")
 
     def __init__(self, prefix: str, shards: int) -> None:
         self.prefix = validate_key_prefix(prefix)
@@ -79,6 +101,10 @@ class KeyLayout:
                 f"shards must be an int from 1 to 16384 (the cluster's hash slots), got {shards!r}"
             )
         self.shards = shards
+        #: The pub/sub channel the scripts publish to when a saga becomes due (a detached
+        #: start, a signal it waits for, a cancel): not a key, and not sharded (see
+        #: :mod:`._notifications`).
+        self.work_channel = f"{self.prefix}work"
         self._shards = tuple(self._build(index) for index in range(shards))
 
     def _build(self, index: int) -> ShardKeys:
@@ -86,7 +112,10 @@ class KeyLayout:
         return ShardKeys(
             record_stem=f"{base}record:",
             journal_stem=f"{base}journal:",
+            signals_stem=f"{base}signals:",
             updated=f"{base}updated",
+            due=f"{base}due",
+            waiting=f"{base}waiting",
             meta=f"{base}meta",
             parked=f"{base}parked",
             finished=f"{base}finished",
@@ -107,6 +136,10 @@ class KeyLayout:
     def journal(self, saga_id: UUID) -> str:
         """The key of the list holding ``saga_id``'s journal."""
         return f"{self.shard_of(saga_id).journal_stem}{saga_id}"
+
+    def signals(self, saga_id: UUID) -> str:
+        """The key of the hash holding the signals delivered to ``saga_id``."""
+        return f"{self.shard_of(saga_id).signals_stem}{saga_id}"
 
     def pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for every key of this layout (the prefix is glob-free)."""

@@ -1,6 +1,7 @@
-"""The operator's listing, ``list_sagas``: every saga of the prefix (unfinished, parked and
-finished while retained) matching some filters, read through the shards' indexes in pages.
-The storage's public method of the same name says what it does and raises."""
+"""The operator's listing, ``list_sagas``: every saga of the prefix (unfinished — WAITING
+ones through the ``waiting`` index — parked and finished while retained) matching some
+filters, read through the shards' indexes in pages. The storage's public method of the same
+name says what it does and raises."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ async def list_sagas(
         indexes: list[str] = []
         if parked is not True and not terminal:
             indexes.append(shard.updated)
+        if parked is not True and status in (None, SagaStatus.WAITING):
+            indexes.append(shard.waiting)
         if parked is not False:
             indexes.append(shard.parked)  # a parked saga stays there when it finishes
         if parked is not True and (status is None or terminal):
@@ -76,6 +79,7 @@ async def _list_index(
     while True:
         args = ListArgs(
             record_stem=shard.record_stem,
+            signals_stem=shard.signals_stem,
             min_score=low,
             offset=str(offset),
             max_score=before,

@@ -23,7 +23,7 @@ it, over whichever :class:`Transport` the storage was opened with.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -109,6 +109,17 @@ class Transport(Protocol):
 
     async def script_load(self, source: str) -> None:
         """Load a script's source into the server's script cache."""
+        ...
+
+    async def listen(
+        self, channel: str, on_subscribed: Callable[[], None], on_message: Callable[[], None]
+    ) -> None:
+        """Subscribe to the pub/sub ``channel`` on a connection of its own, call
+        ``on_subscribed()`` once the server confirms it, then ``on_message()`` for each
+        message, until cancelled.
+
+        Raises the client's exception when the connection is lost or cannot be opened (it
+        never reconnects by itself: :mod:`._notifications` does, and says so)."""
         ...
 
     async def open(self) -> None:

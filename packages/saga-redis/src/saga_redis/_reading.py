@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from saga_core import SagaRecord, StorageCorruptedError
+from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
 
 from ._keys import KeyLayout
 from ._records import decode_record, pairs
@@ -69,3 +70,15 @@ def row_decoder(layout: KeyLayout, stem: str, index: str) -> Callable[[Row], Sag
 def oldest(records: list[SagaRecord], limit: int) -> list[SagaRecord]:
     """The ``limit`` records of ``records`` updated first, oldest first."""
     return heapq.nsmallest(limit, records, key=lambda record: record.updated_at)
+
+
+def _due_order(record: SagaRecord) -> tuple[datetime, datetime]:
+    wake = record.wake_at
+    due = wake if wake is not None and record.status is SagaStatus.WAITING else record.updated_at
+    return due, record.created_at
+
+
+def earliest_due(records: list[SagaRecord], limit: int) -> list[SagaRecord]:
+    """The ``limit`` records of ``records`` due first, earliest first: a WAITING saga is due at
+    its wake time, any other at its last update; ties by creation time."""
+    return heapq.nsmallest(limit, records, key=_due_order)

@@ -3,7 +3,11 @@
 A record is a hash of a few text fields (see the README's key layout): ``name``,
 ``saga_version`` (absent from records written before it was stored: version 1), ``created``,
 ``head`` (what the scripts check, see ``lua/prelude.lua``), ``body`` (written by the
-client, read by nobody but the client) and ``error``; a journal entry is one list element, in
+client; the scripts read only its cursor and next step), ``error``, and for durable waits
+``wait`` (WAITING only), ``deadline`` and ``cancel`` (each absent when unset, as in records
+stored before they existed). The scripts that read a record add its pending signals as fields
+``signal:<id>`` (see ``record_fields`` in ``lua/prelude.lua``). A journal entry is one list
+element, in
 saga-core's journal entry form (:func:`saga_core.storage.encode_journal_entry`:
 ``[step_id, direction, event, attempt, at (µs since the epoch), error]``)::
 
@@ -23,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
-from saga_core.storage import JournalEntry, decode_journal_entry, storable_text
+from saga_core.storage import JournalEntry, PendingSignal, decode_journal_entry, storable_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUSES = {status.value: status for status in SagaStatus}
@@ -58,6 +62,12 @@ def _applied_text(applied: Sequence[str]) -> str:
 def micros_to_datetime(micros: int) -> datetime:
     """Return the aware UTC datetime ``micros`` microseconds after the epoch, exactly."""
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def quote(value: str) -> str:
+    """``value`` as a JSON string literal: how signal names and step ids are stored where the
+    scripts compare them."""
+    return _quote(value)
 
 
 def text(value: object) -> str:
@@ -120,7 +130,7 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         updated = micros_to_datetime(int(raw_updated))
         attempts = int(raw_attempts)
         flags = int(raw_flags)
-        if version < 1 or attempts < 0 or not 0 <= flags <= 3:
+        if version < 1 or attempts < 0 or not 0 <= flags <= 7:
             raise ValueError("version, attempts or flags out of range")
         if (owner == "") != (raw_expires == ""):
             raise ValueError("a lease owner without an expiry, or the reverse")
@@ -149,8 +159,28 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         field = "error"
         raw_error = fields.get("error")
         error = None if raw_error is None else text(raw_error)
-        if (error is not None) != (flags >= 2):
+        if (error is not None) != (flags % 4 >= 2):
             raise ValueError("the head's error flag does not match the field")
+        field = "cancel"
+        raw_cancel = fields.get("cancel")
+        cancel_reason = None if raw_cancel is None else text(raw_cancel)
+        if (cancel_reason is not None) != (flags >= 4):
+            raise ValueError("the head's cancel flag does not match the field")
+        field = "deadline"
+        raw_deadline = fields.get("deadline")
+        deadline_at = None if raw_deadline is None else micros_to_datetime(int(raw_deadline))
+        field = "wait"
+        wake_at = waiting_for = None
+        raw_wait = fields.get("wait")
+        if status is SagaStatus.WAITING and raw_wait is not None:
+            raw_wake, raw_name = text(raw_wait).split(" ", 1)
+            wake_at = None if raw_wake == "" else micros_to_datetime(int(raw_wake))
+            if raw_name:
+                waiting_for = json.loads(raw_name)
+                if not isinstance(waiting_for, str):
+                    raise ValueError("the signal name is not a JSON string")
+        field = "signals"
+        signals = _decode_signals(fields)
     except (KeyError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         # ValueError covers json's errors and UnicodeDecodeError; RecursionError is json's
         # answer to a text nested deeper than it recurses.
@@ -160,8 +190,11 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
             problem = "holds JSON nested too deeply to be read"
         else:
             problem = f"holds an invalid value ({storable_text(str(exc), limit=200)})"
+        where = f"field {field!r} of the Redis hash {key!r}"
+        if field == "signals":
+            where = f"the Redis hash {signals_key(key)!r} of its signals"
         raise StorageCorruptedError(
-            f"saga {saga_id}: field {field!r} of the Redis hash {key!r} {problem}; the key was "
+            f"saga {saga_id}: {where} {problem}; the key was "
             f"not written by saga-redis or was changed by hand. Nothing was changed; inspect the "
             f"key (HGETALL) and delete or repair it",
             saga_id=saga_id,
@@ -183,7 +216,51 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         attempts=attempts,
         parked=flags % 2 == 1,
         saga_version=saga_version,
+        wake_at=wake_at,
+        waiting_for=waiting_for,
+        deadline_at=deadline_at,
+        cancel_reason=cancel_reason,
+        signals=signals,
     )
+
+
+#: The prefix of the fields a record read carries for its pending signals.
+SIGNAL_FIELD = "signal:"
+#: The field a record read carries, holding a Redis type, when its signals key has that type.
+SIGNALS_TYPE_FIELD = "~signals"
+
+
+def signals_key(record_key: str) -> str:
+    """The key of the signals of the saga whose record is ``record_key`` (same hash tag)."""
+    stem, _, saga_id = record_key.rpartition("}:record:")
+    return f"{stem}}}:signals:{saga_id}"
+
+
+def _decode_signals(fields: Mapping[str, Any]) -> tuple[PendingSignal, ...]:
+    """The pending signals among a record read's fields, in delivery order."""
+    found = fields.get(SIGNALS_TYPE_FIELD)
+    if found is not None:
+        raise ValueError(f"a {text(found)}, not a hash")
+    pending: list[tuple[int, PendingSignal]] = []
+    for name, value in fields.items():
+        if not name.startswith(SIGNAL_FIELD):
+            continue
+        header, payload = text(value).split("\n", 1)
+        raw_seq, raw_at, _token, raw_name = header.split(" ", 3)
+        signal_name = json.loads(raw_name)
+        if not isinstance(signal_name, str):
+            raise ValueError("a signal name is not a JSON string")
+        signal = PendingSignal(
+            signal_id=name[len(SIGNAL_FIELD) :],
+            name=signal_name,
+            payload=payload,
+            delivered_at=micros_to_datetime(int(raw_at)),
+        )
+        pending.append((int(raw_seq), signal))
+    if not pending:
+        return ()
+    pending.sort(key=lambda entry: entry[0])
+    return tuple(signal for _, signal in pending)
 
 
 def decode_journal(saga_id: UUID, key: str, items: Iterable[Any]) -> list[JournalEntry]:

@@ -15,7 +15,7 @@ from saga_core.storage import describe_error, read_records, require_saga_id
 
 from ._arguments import check_limit, micros_arg, owner_arg
 from ._keys import LAYOUT_VERSION, KeyLayout, ShardKeys
-from ._reading import Row, is_unreadable, oldest, reply_rows, row_decoder
+from ._reading import Row, earliest_due, is_unreadable, reply_rows, row_decoder
 from ._records import decode_record, pairs
 from ._replies import raise_failure, reply_tag
 from ._request import RequestPath
@@ -45,7 +45,7 @@ logger = logging.getLogger("saga_redis")
 
 
 async def list_recoverable(path: RequestPath, layout: KeyLayout, limit: int) -> list[SagaRecord]:
-    """Up to ``limit`` recoverable sagas, oldest update first, without claiming them."""
+    """Up to ``limit`` recoverable sagas, earliest due first, without claiming them."""
     check_limit(limit)
     if limit == 0:
         return []
@@ -54,7 +54,7 @@ async def list_recoverable(path: RequestPath, layout: KeyLayout, limit: int) -> 
         rows = await _scan(path, layout, shard, "list", limit, "", "0")
         decode = row_decoder(layout, shard.record_stem, shard.updated)
         found.extend(read_records(rows, decode).records)
-    return oldest(found, limit)
+    return earliest_due(found, limit)
 
 
 async def claim(
@@ -71,7 +71,14 @@ async def claim(
     shard = layout.shard_of(saga_id)
     sid = str(saga_id)
     record = shard.record_stem + sid
-    keys = ClaimKeys(record=record, updated=shard.updated, meta=shard.meta)
+    keys = ClaimKeys(
+        record=record,
+        updated=shard.updated,
+        meta=shard.meta,
+        signals=shard.signals_stem + sid,
+        due=shard.due,
+        waiting=shard.waiting,
+    )
     args = ClaimArgs(
         saga_id=sid,
         owner=owner_arg(owner),
@@ -90,7 +97,7 @@ async def claim(
 async def claim_recoverable(
     path: RequestPath, layout: KeyLayout, owner: str, lease_seconds: float, limit: int
 ) -> list[SagaRecord]:
-    """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first."""
+    """Claim up to ``limit`` recoverable sagas for ``owner``, earliest due first."""
     check_limit(limit)
     owner = owner_arg(owner)
     lease = micros_arg(lease_seconds)
@@ -99,7 +106,7 @@ async def claim_recoverable(
     shards = layout.all_shards()
     if len(shards) == 1:
         return await _claim_in(path, layout, shards[0], limit, owner, lease)
-    # Sharded: find the globally oldest candidates, then claim them shard by shard. A
+    # Sharded: find the globally earliest due candidates, then claim them shard by shard. A
     # candidate another worker takes in between is skipped by the claim script.
     claimed: list[SagaRecord] = []
     for _ in range(_CLAIM_ROUNDS):
@@ -120,7 +127,7 @@ async def claim_recoverable(
                             damaged.setdefault(number, []).append(str(error.saga_id))
         if not candidates and not damaged:
             break
-        chosen = oldest(candidates, wanted)
+        chosen = earliest_due(candidates, wanted)
         order = {record.saga_id: index for index, record in enumerate(chosen)}
         taken: list[SagaRecord] = []
         for number, shard in enumerate(shards):
@@ -159,7 +166,13 @@ async def park(
     shard = layout.shard_of(saga_id)
     sid = str(saga_id)
     owner = owner_arg(owner)
-    keys = ParkKeys(record=shard.record_stem + sid, updated=shard.updated, parked=shard.parked)
+    keys = ParkKeys(
+        record=shard.record_stem + sid,
+        updated=shard.updated,
+        parked=shard.parked,
+        due=shard.due,
+        waiting=shard.waiting,
+    )
     args = ParkArgs(saga_id=sid, owner=owner, reason=reason, token=path.token())
     reply = await path.run(PARK, keys, args)
     if reply != 0:
@@ -173,7 +186,13 @@ async def unpark(path: RequestPath, layout: KeyLayout, saga_id: UUID) -> SagaRec
     sid = str(saga_id)
     record = shard.record_stem + sid
     keys = UnparkKeys(
-        record=record, updated=shard.updated, parked=shard.parked, finished=shard.finished
+        record=record,
+        updated=shard.updated,
+        parked=shard.parked,
+        finished=shard.finished,
+        signals=shard.signals_stem + sid,
+        due=shard.due,
+        waiting=shard.waiting,
     )
     reply = await path.run(UNPARK, keys, UnparkArgs(saga_id=sid))
     if reply_tag(reply) != "ok":
@@ -196,6 +215,7 @@ async def _scan(
         mode=mode,
         limit=str(limit),
         record_stem=shard.record_stem,
+        signals_stem=shard.signals_stem,
         owner=owner,
         lease_us=lease,
         token=path.token(),
@@ -203,7 +223,13 @@ async def _scan(
         layout_version=LAYOUT_VERSION,
         only=list(ids),
     )
-    keys = ScanKeys(updated=shard.updated, meta=shard.meta, parked=shard.parked)
+    keys = ScanKeys(
+        updated=shard.updated,
+        meta=shard.meta,
+        parked=shard.parked,
+        due=shard.due,
+        waiting=shard.waiting,
+    )
     reply = await path.run(SCAN, keys, args)
     if reply_tag(reply) != "ok":
         raise_failure(reply, None, layout)

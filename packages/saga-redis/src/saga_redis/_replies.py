@@ -16,11 +16,14 @@ import redis
 
 from saga_core import (
     SagaAlreadyExistsError,
+    SagaCancelledError,
     SagaError,
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
     SagaParkedError,
+    SagaSignalPendingError,
+    SagaSignalRefusedError,
     SagaStorageError,
     SagaUsageError,
     SagaVersionConflictError,
@@ -48,7 +51,10 @@ _UNAVAILABLE_REPLIES = (
 _KEY_TYPES = (
     ("record:", "hash"),
     ("journal:", "list"),
+    ("signals:", "hash"),
     ("updated", "sorted set"),
+    ("due", "sorted set"),
+    ("waiting", "sorted set"),
     ("meta", "hash"),
     ("parked", "sorted set"),
     ("finished", "sorted set"),
@@ -145,8 +151,10 @@ def raise_failure(
     *,
     expected_version: int | None = None,
     owner: str | None = None,
+    signal_name: str | None = None,
 ) -> NoReturn:
-    """Raise the core error for a script's failure reply about ``saga_id``."""
+    """Raise the core error for a script's failure reply about ``saga_id`` (``signal_name``:
+    the signal a delivery was refused)."""
     tag = reply_tag(reply)
     detail = [text(item) for item in reply[1:]] if tag else []
     saga = f"saga {saga_id}"
@@ -178,6 +186,36 @@ def raise_failure(
             f"{saga} is not leased to {owner!r} ({held}): it was taken over or released; "
             f"stop without writing"
         )
+    if tag == "cancelled":
+        raise SagaCancelledError(
+            f"{saga} was cancelled ({detail[0]}); it may not move forward: compensate it"
+        )
+    if tag == "signalpending":
+        raise SagaSignalPendingError(
+            f"{saga} has a pending signal {detail[0]}: it arrived first, so the saga takes "
+            f"it; nothing was written"
+        )
+    if tag == "unconsumable":
+        raise SagaVersionConflictError(
+            f"{saga} has no pending signal {detail[0]!r} to consume: another runner consumed "
+            f"it; stop without writing"
+        )
+    if tag == "refused":
+        why, state = detail
+        if why == "pending":
+            raise SagaSignalRefusedError(
+                f"{saga} has a signal {signal_name!r} pending already (id {state!r}) and its "
+                f"wait takes one; nothing was stored"
+            )
+        if why == "past":
+            raise SagaSignalRefusedError(
+                f"{saga} has gone past its wait for signal {signal_name!r} (it took an "
+                f"earlier one, or the wait timed out); nothing was stored"
+            )
+        raise SagaSignalRefusedError(
+            f"{saga} does not accept signal {signal_name!r}: it is {state}, so it will not "
+            f"wait for it again; nothing was stored"
+        )
     if tag == "parked":
         raise SagaParkedError(
             f"{saga} is parked in the dead-letter state; unpark it (storage.unpark) to let "
@@ -191,9 +229,9 @@ def raise_failure(
     if tag == "orphan":
         record = layout.record(saga_id) if saga_id is not None else "its record"
         raise StorageCorruptedError(
-            f"the Redis list {detail[0]!r} exists but {saga} has no record ({record!r}): it was "
+            f"the Redis key {detail[0]!r} exists but {saga} has no record ({record!r}): it was "
             f"not written by saga-redis, or the record was deleted by hand. Nothing was "
-            f"changed; delete the list to reuse the id",
+            f"changed; delete that key to reuse the id",
             saga_id=saga_id,
         )
     if tag == "layout":
@@ -242,7 +280,7 @@ def not_a_record(key: str, saga_id: UUID | None) -> StorageCorruptedError:
 
 
 def _is_saga_key(key: str) -> bool:
-    return key.rsplit("}:", 1)[-1].startswith(("record:", "journal:"))
+    return key.rsplit("}:", 1)[-1].startswith(("record:", "journal:", "signals:"))
 
 
 def _expected_type(key: str) -> str:

@@ -57,6 +57,11 @@ class RequestPath:
         except Exception as exc:
             raise transport_error(exc, self._key_prefix, self._transport.where) from exc
 
+    @property
+    def transport(self) -> Transport:
+        """The transport the scripts go through (listeners subscribe on it too)."""
+        return self._transport
+
     async def open(self) -> None:
         """Open what the transport opens itself (see :meth:`Transport.open`).
 

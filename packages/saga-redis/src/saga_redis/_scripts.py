@@ -26,6 +26,9 @@ class CreateKeys(NamedTuple):
     journal: str
     updated: str
     meta: str
+    signals: str
+    due: str
+    waiting: str
 
 
 class CreateArgs(NamedTuple):
@@ -41,6 +44,14 @@ class CreateArgs(NamedTuple):
     """Journal entries kept, ``''`` for all."""
     shards: str
     layout_version: str
+    status: str
+    """``'running'`` or ``'waiting'``."""
+    wake_us: str
+    """WAITING: when it is due, µs since the epoch in digits; ``''`` for none."""
+    deadline_us: str
+    """The deadline, µs since the epoch in digits; ``''`` for none."""
+    channel: str
+    """The work channel, published to when the saga is WAITING and due now."""
     entries: Sequence[str]
     """The first journal entries (encoded), possibly none."""
 
@@ -51,6 +62,9 @@ class CheckpointKeys(NamedTuple):
     updated: str
     parked: str
     finished: str
+    signals: str
+    due: str
+    waiting: str
 
 
 class CheckpointArgs(NamedTuple):
@@ -68,6 +82,14 @@ class CheckpointArgs(NamedTuple):
     has_error: str
     """``'1'``: store ``error_text`` as the error; ``'0'``: clear the error."""
     error_text: str
+    wake_us: str
+    """WAITING: when it is due, µs since the epoch in digits; ``''`` for none."""
+    waiting_for: str
+    """WAITING: the signal's name as a JSON string; ``''`` for none."""
+    consume: str
+    """The id of the pending signal the write consumes; ``''`` for none."""
+    unless: str
+    """A signal name (JSON string) whose pending signal refuses the write; ``''`` for none."""
     entries: Sequence[str]
 
 
@@ -75,6 +97,9 @@ class ClaimKeys(NamedTuple):
     record: str
     updated: str
     meta: str
+    signals: str
+    due: str
+    waiting: str
 
 
 class ClaimArgs(NamedTuple):
@@ -93,6 +118,8 @@ class ScanKeys(NamedTuple):
     updated: str
     meta: str
     parked: str
+    due: str
+    waiting: str
 
 
 class ScanArgs(NamedTuple):
@@ -100,13 +127,14 @@ class ScanArgs(NamedTuple):
     """``'claim'`` claims the sagas it returns, ``'list'`` only lists them."""
     limit: str
     record_stem: str
+    signals_stem: str
     owner: str
     lease_us: str
     token: str
     shards: str
     layout_version: str
     only: Sequence[str]
-    """The only saga ids to consider; none: the whole index, oldest first."""
+    """The only saga ids to consider; none: the whole indexes, earliest due first."""
 
 
 class RenewKeys(NamedTuple):
@@ -122,6 +150,8 @@ class ParkKeys(NamedTuple):
     record: str
     updated: str
     parked: str
+    due: str
+    waiting: str
 
 
 class ParkArgs(NamedTuple):
@@ -136,6 +166,9 @@ class UnparkKeys(NamedTuple):
     updated: str
     parked: str
     finished: str
+    signals: str
+    due: str
+    waiting: str
 
 
 class UnparkArgs(NamedTuple):
@@ -144,12 +177,13 @@ class UnparkArgs(NamedTuple):
 
 class ListKeys(NamedTuple):
     index_key: str
-    """The updated, parked or finished index of the shard."""
+    """The updated, waiting, parked or finished index of the shard."""
     meta: str
 
 
 class ListArgs(NamedTuple):
     record_stem: str
+    signals_stem: str
     min_score: str
     """The lowest update time (inclusive), ``'-inf'`` for none."""
     offset: str
@@ -172,11 +206,45 @@ class ListArgs(NamedTuple):
 class ReadKeys(NamedTuple):
     record: str
     journal: str
+    signals: str
 
 
 class ReadArgs(NamedTuple):
     what: str
     """``'record'`` or ``'journal'``."""
+
+
+class DeliverKeys(NamedTuple):
+    record: str
+    signals: str
+    due: str
+
+
+class DeliverArgs(NamedTuple):
+    saga_id: str
+    signal_id: str
+    name: str
+    """The signal's name as a JSON string."""
+    payload: str
+    wait_cursor: str
+    wait_step: str
+    """The wait's step id as a JSON string (as the record's body holds the next step)."""
+    token: str
+    channel: str
+    """The work channel, published to when the signal makes the saga due."""
+
+
+class CancelKeys(NamedTuple):
+    record: str
+    signals: str
+    due: str
+
+
+class CancelArgs(NamedTuple):
+    saga_id: str
+    reason: str
+    channel: str
+    """The work channel, published to when the cancel makes a WAITING saga due."""
 
 
 CREATE = Script("create", CreateKeys, CreateArgs, spread_last=True)
@@ -188,6 +256,8 @@ PARK = Script("park", ParkKeys, ParkArgs)
 UNPARK = Script("unpark", UnparkKeys, UnparkArgs)
 LIST = Script("list", ListKeys, ListArgs)
 READ = Script("read", ReadKeys, ReadArgs)
+DELIVER = Script("deliver", DeliverKeys, DeliverArgs)
+CANCEL = Script("cancel", CancelKeys, CancelArgs)
 
 #: Every script of the storage.
 ALL_SCRIPTS: tuple[Script[Any, Any], ...] = (
@@ -200,4 +270,6 @@ ALL_SCRIPTS: tuple[Script[Any, Any], ...] = (
     UNPARK,
     LIST,
     READ,
+    DELIVER,
+    CANCEL,
 )

@@ -8,6 +8,7 @@ all send their scripts through one :class:`._request.RequestPath`.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -18,7 +19,7 @@ import redis
 import redis.asyncio
 
 from saga_core import SagaRecord, SagaStatus, SagaUsageError
-from saga_core.storage import Checkpoint, JournalEntry, NewSaga
+from saga_core.storage import Checkpoint, JournalEntry, NewSaga, NewSignal
 
 from . import _listing, _recovery
 from ._arguments import (
@@ -30,6 +31,7 @@ from ._arguments import (
 from ._clients import CLUSTER_DEFAULT_SHARDS, build_client
 from ._keys import DEFAULT_KEY_PREFIX, KeyLayout
 from ._lua import Transport
+from ._notifications import Notifications, work_notifications
 from ._options import resolve_url
 from ._request import RequestPath
 from ._transports import AsyncioTransport, CoredisTransport, ThreadTransport
@@ -37,10 +39,12 @@ from ._writes import SagaWrites
 
 
 class RedisSagaStorage:
-    """Saga storage on Redis; implements :class:`~saga_core.SagaStorage`.
+    """Saga storage on Redis; implements :class:`~saga_core.SagaStorage` and
+    :class:`~saga_core.storage.WorkNotifications` (Redis pub/sub).
 
     Each write (``create``, ``checkpoint``, ``claim``, ``claim_recoverable`` per shard,
-    ``renew_lease``, ``park``, ``unpark``) is one server-side script that checks before it
+    ``renew_lease``, ``park``, ``unpark``, ``deliver_signal``, ``request_cancel``) is one
+    server-side script that checks before it
     writes: a compare-and-set on the version, the record, the journal append and the recovery
     indexes happen all at once or not at all, in one round trip. Times come from the Redis
     server's clock. The key layout is in the package README.
@@ -191,15 +195,18 @@ class RedisSagaStorage:
     # --- protocol -------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``,
-        with its definition's version ``saga.saga_version``.
+        """Store a new saga at cursor 0 and version 1, with its definition's version
+        ``saga.saga_version`` and its ``deadline_at``: RUNNING and leased to
+        ``saga.lease_owner``, or WAITING without a lease, due at ``saga.wake_at`` (started
+        detached).
 
         Raises:
             SagaAlreadyExistsError: the id is stored already (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
             StorageUnavailableError: Redis cannot be reached.
-            SagaUsageError: the saga id is not a :class:`uuid.UUID`, or ``saga_version`` not
-                an int >= 1 (nothing written).
+            SagaUsageError: the saga id is not a :class:`uuid.UUID`, ``saga_version`` not
+                an int >= 1, or the status, lease and times do not fit together (see
+                :class:`~saga_core.storage.NewSaga`; nothing written).
         """
         await self._writes.create(saga)
 
@@ -207,13 +214,20 @@ class RedisSagaStorage:
         """Apply one checkpoint atomically if the stored version is ``expected_version``.
 
         A terminal status clears the lease, takes the saga out of the recovery indexes and
-        starts its retention time.
+        starts its retention time. WAITING clears the lease and stores ``wake_at`` and
+        ``waiting_for`` (due now if a cancel is requested or that signal is pending already);
+        other statuses store neither. ``consume_signal`` and ``unless_signal`` are checked and
+        applied in the same script.
 
         Raises:
             SagaNotFoundError: no such saga (or it finished and expired).
             SagaFinishedError: the saga is COMPLETED or COMPENSATED (checked before the
                 version).
-            SagaVersionConflictError: another runner wrote the saga.
+            SagaVersionConflictError: another runner wrote the saga, or the signal to
+                consume is not pending.
+            SagaCancelledError: a cancel is requested and the write would move the saga
+                forward (COMPLETED, WAITING from another status, a greater cursor).
+            SagaSignalPendingError: a signal named ``unless_signal`` is pending.
             SagaUsageError: ``lease_seconds`` without a ``lease_owner``, or a saga id that is
                 not a :class:`uuid.UUID` (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
@@ -243,10 +257,12 @@ class RedisSagaStorage:
         return await self._writes.history(saga_id)
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming.
+        """Return up to ``limit`` recoverable sagas, earliest due first, without claiming.
 
-        Recoverable: RUNNING, COMPENSATING or FAILED, not parked, with no lease or an expired
-        one. A record that cannot be read back is reported (see
+        Recoverable: not parked, with no lease or an expired one, and RUNNING, COMPENSATING,
+        FAILED, or WAITING and due (its ``wake_at`` has come). A WAITING saga is due at its
+        ``wake_at``, any other at its ``updated_at``. A record that cannot be read back is
+        reported (see
         :func:`saga_core.storage.read_records`) and left out.
         """
         return await _recovery.list_recoverable(self._path, self._layout, limit)
@@ -277,8 +293,9 @@ class RedisSagaStorage:
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Atomically claim up to ``limit`` recoverable sagas for ``owner``, oldest update
-        first, and return their records with the new versions.
+        """Atomically claim up to ``limit`` recoverable sagas for ``owner`` — stalled ones and
+        due WAITING ones — earliest due first, and return their records with the new
+        versions (a claimed WAITING saga stays WAITING, leased).
 
         Two concurrent callers never receive the same saga: each claim re-checks, inside the
         script, that the saga is still recoverable. A claimed record that cannot be read back
@@ -355,6 +372,38 @@ class RedisSagaStorage:
         """
         await _recovery.park(self._path, self._layout, saga_id, owner, reason)
 
+    async def deliver_signal(self, signal: NewSignal) -> bool:
+        """Store a signal for a saga in one script; False (nothing written) when a signal with
+        the same ``signal_id`` was delivered to it before, pending or consumed.
+
+        Accepted while the saga is RUNNING or WAITING with no cancel requested and has not
+        gone past the wait (see :meth:`saga_core.storage.SagaStorage.deliver_signal`); a
+        WAITING saga waiting for that name becomes due now. Neither the version nor
+        ``updated_at`` changes.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaSignalRefusedError: the saga does not accept it (checked after the duplicate
+                check).
+            SagaUsageError: an id, name or payload that is not a str, a cursor that is not
+                an int >= 0.
+        """
+        return await self._writes.deliver_signal(signal)
+
+    async def request_cancel(self, saga_id: UUID, *, reason: str) -> SagaRecord:
+        """Record the decision to cancel a RUNNING or WAITING saga (the first reason wins) and
+        return its record; a WAITING saga becomes due now. Neither the version nor
+        ``updated_at`` changes. A saga already cancelled, COMPENSATING or FAILED is returned
+        unchanged.
+
+        Raises:
+            SagaNotFoundError: no such saga.
+            SagaFinishedError: the saga is COMPLETED or COMPENSATED.
+            SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`, or ``reason`` not a str.
+        """
+        return await self._writes.request_cancel(saga_id, reason)
+
     async def unpark(self, saga_id: UUID) -> SagaRecord:
         """Take a saga out of the dead-letter state (``parked=False``, ``attempts=0``, a new
         ``updated_at``) and return its record; it is recoverable at once. A saga that is not
@@ -365,6 +414,26 @@ class RedisSagaStorage:
             SagaUsageError: ``saga_id`` is not a :class:`uuid.UUID`.
         """
         return await _recovery.unpark(self._path, self._layout, saga_id)
+
+    def work_notifications(self) -> AbstractAsyncContextManager[Notifications]:
+        """Listen for sagas that become due in any process (a
+        :class:`~saga_core.storage.WorkNotifications` storage): the block's value yields
+        once per notification (several that arrive together may be yielded once).
+
+        The scripts that make a saga due publish to the prefix's work channel
+        (``<key_prefix>work``) in the same atomic step as the write: a WAITING saga created
+        due now (a detached start), a signal a WAITING saga waits for, a cancel of a WAITING
+        saga; a checkpoint publishes nothing. The listener holds a connection of its own
+        (``SUBSCRIBE``, on any node of a cluster) and, after losing it, subscribes again by
+        itself and then yields once (what was published meanwhile is lost); when it cannot
+        for 30 seconds, the iterator raises StorageUnavailableError.
+
+        Raises (on entering):
+            StorageUnavailableError: the storage is closed, or Redis cannot be reached.
+            SagaUsageError: a storage opened from a URL used outside its ``async with``
+                block, or a ``redis.asyncio`` client outside asyncio.
+        """
+        return work_notifications(self._path, self._layout.work_channel, self._layout.prefix)
 
     async def aclose(self) -> None:
         """Close the storage: later calls raise :class:`~saga_core.StorageUnavailableError`.

@@ -19,9 +19,15 @@ import coredis
 import coredis.exceptions
 import redis
 import redis.asyncio
-from coredis.retry import ExponentialBackoffRetryPolicy
+from coredis.retry import ExponentialBackoffRetryPolicy, NoRetryPolicy
 
 from saga_core import SagaUsageError
+
+#: Seconds a subscription waits for the server to confirm it.
+SUBSCRIBE_TIMEOUT = 5.0
+#: Seconds a synchronous client's listening thread waits for a message before it lets a
+#: cancel through (the longest a listener on such a client takes to stop).
+THREAD_LISTEN_SECONDS = 0.25
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -149,6 +155,25 @@ class CoredisTransport:
         self._check_opened()
         await self._client.script_load(source)
 
+    async def listen(
+        self, channel: str, on_subscribed: Callable[[], None], on_message: Callable[[], None]
+    ) -> None:
+        self._check_opened()
+        # A connection of its own, from the client's pool: on a cluster any node (PUBLISH
+        # reaches them all), behind Sentinel the current primary. No retry policy: a lost
+        # connection ends the subscription, and the caller reconnects and says so (coredis's
+        # own reconnection would resubscribe silently, hiding what was published meanwhile).
+        async with self._client.pubsub(
+            channels=[channel],
+            ignore_subscribe_messages=True,
+            retry_policy=NoRetryPolicy(),
+            subscription_timeout=SUBSCRIBE_TIMEOUT,
+        ) as pubsub:
+            on_subscribed()
+            async for _ in pubsub:
+                on_message()
+        raise coredis.exceptions.ConnectionError(f"the subscription to {channel} ended")
+
     async def aclose(self) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
@@ -228,6 +253,26 @@ class AsyncioTransport:
         except redis.ConnectionError:
             await self._client.script_load(source)
 
+    async def listen(
+        self, channel: str, on_subscribed: Callable[[], None], on_message: Callable[[], None]
+    ) -> None:
+        if not asyncio_is_running():
+            raise _asyncio_client_on_other_loop()
+        pubsub = self._client.pubsub()
+        try:
+            with anyio.fail_after(SUBSCRIBE_TIMEOUT):
+                await pubsub.subscribe(channel)
+                while not _confirms(await pubsub.get_message(timeout=None)):
+                    pass
+            on_subscribed()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None:
+                    on_message()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
     async def aclose(self) -> None:
         if self._owned:
             await self._client.aclose()
@@ -261,9 +306,36 @@ class ThreadTransport:
     async def script_load(self, source: str) -> None:
         await anyio.to_thread.run_sync(partial(_twice, partial(self._client.script_load, source)))
 
+    async def listen(
+        self, channel: str, on_subscribed: Callable[[], None], on_message: Callable[[], None]
+    ) -> None:
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        try:
+            await anyio.to_thread.run_sync(pubsub.subscribe, channel)
+            with anyio.fail_after(SUBSCRIBE_TIMEOUT):
+                while not _confirms(
+                    await anyio.to_thread.run_sync(pubsub.get_message, False, THREAD_LISTEN_SECONDS)
+                ):
+                    pass
+            on_subscribed()
+            while True:
+                # A bounded wait per thread call, so that a cancel gets through soon.
+                message = await anyio.to_thread.run_sync(
+                    pubsub.get_message, True, THREAD_LISTEN_SECONDS
+                )
+                if message is not None:
+                    on_message()
+        finally:
+            pubsub.close()  # no thread uses it any more: a thread call is never abandoned
+
     async def aclose(self) -> None:
         if self._owned:
             self._client.close()
+
+
+def _confirms(message: Any) -> bool:
+    """Whether a redis-py pub/sub message is the server's confirmation of a subscription."""
+    return isinstance(message, dict) and message.get("type") in ("subscribe", b"subscribe")
 
 
 def _twice(call: Callable[[], T]) -> T:

@@ -12,6 +12,7 @@ with group commit and ``FOR UPDATE SKIP LOCKED`` recovery claims::
 The public names are re-exported here from private modules; nothing else is public.
 """
 
+from ._postgres_storage import PostgresSagaStorage as PostgresSagaStorage
 from ._schema import DEFAULT_TABLE as DEFAULT_TABLE
 from ._schema import Base as Base
 from ._schema import define_tables as define_tables
@@ -22,6 +23,7 @@ from ._urls import open_sqlalchemy_storage as open_sqlalchemy_storage
 __all__ = (
     "DEFAULT_TABLE",
     "Base",
+    "PostgresSagaStorage",
     "SqlAlchemySagaStorage",
     "define_tables",
     "metadata",

@@ -27,7 +27,7 @@ from saga_core import SagaStatus, SagaUsageError
 from saga_core.storage import Checkpoint, NewSaga
 
 from ._journal import encode_journal
-from ._outcomes import Outcome, Write, refusal
+from ._outcomes import Outcome, Stored, Write, refusal, stored
 from ._postgres import (
     CHECKPOINT_FIELDS,
     CREATE_FIELDS,
@@ -40,10 +40,12 @@ from ._postgres import (
     create_values,
     diagnose,
     diagnose_many,
+    found_by_id,
     refused_checkpoints,
     storable_error,
 )
 from ._rows import encode_applied
+from ._rules import running_lease
 from ._schema import SagaTables
 
 # (No ON CONFLICT on a single create: a speculative insertion costs the server more than a
@@ -156,11 +158,12 @@ class AsyncpgWrites:
                 )
             else:
                 next_step = write.next_step
+                owner, seconds = running_lease(write)
                 creates.append(
                     f'{{"saga_id":"{saga_id}","saga_name":{quote(write.saga_name)},'
                     f'"saga_version":{int(write.saga_version)},'
-                    f'"context":{quote(write.context)},"owner":{quote(write.lease_owner)},'
-                    f'"lease":{_float_text(write.lease_seconds)},'
+                    f'"context":{quote(write.context)},"owner":{quote(owner)},'
+                    f'"lease":{_float_text(seconds)},'
                     f'"next_step":{_NULL if next_step is None else quote(next_step)},'
                     f'"journal":{quote(encode_journal(write.journal))}}}'
                 )
@@ -185,7 +188,7 @@ class AsyncpgWrites:
         found = None
         if isinstance(write, Checkpoint):
             found = await driver.fetchrow(self.diagnose_sql, write.saga_id)
-        return refusal(write, None if found is None else (found[0], found[1]))
+        return refusal(write, stored(found))
 
     async def write(self, driver: Any, writes: Sequence[Write]) -> list[Outcome]:
         """Write ``writes`` on asyncpg's connection ``driver``, outside any transaction (the
@@ -196,9 +199,8 @@ class AsyncpgWrites:
         if len(rows) == len(writes):  # each write returns its row when, and only when, written
             return [None] * len(writes)
         written = {row[0] for row in rows}
-        stored: dict[Any, tuple[str, int]] = {}
+        found: dict[Any, Stored] = {}
         refused = refused_checkpoints(writes, written)
         if refused:
-            for saga_id, status, version in await driver.fetch(self.diagnose_many_sql, refused):
-                stored[saga_id] = (status, version)
-        return batch_outcomes(writes, written, stored)
+            found = found_by_id(await driver.fetch(self.diagnose_many_sql, refused))
+        return batch_outcomes(writes, written, found)

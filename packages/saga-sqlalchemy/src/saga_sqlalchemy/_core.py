@@ -27,8 +27,9 @@ from saga_core import SagaStatus
 from saga_core.storage import Checkpoint, NewSaga
 
 from ._journal import encode_journal
-from ._outcomes import TERMINAL_VALUES, Outcome, Write, refusal
+from ._outcomes import TERMINAL_VALUES, Outcome, Write, refusal, stored
 from ._rows import RECORD_COLUMNS, encode_applied
+from ._rules import cancel_guard
 from ._schema import SagaTables, UtcTimestamp
 
 #: Makes an operation's writes durable (the connection's or the session's commit).
@@ -60,10 +61,17 @@ class CoreSql:
         self.load = sa.select(*self.record_columns).where(c.saga_id == sa.bindparam("b_id"))
         #: What explains a write that matched nothing (see ``_outcomes``).
         self.diagnose = sa.select(
-            c.saga_id, c.status, c.version, c.lease_owner, c.lease_expires_at, c.parked, c.error
+            c.saga_id,
+            c.status,
+            c.version,
+            c.lease_owner,
+            c.lease_expires_at,
+            c.parked,
+            c.error,
+            c.cancel_reason,
         ).where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
         self._insert_saga, self._insert_says = self._create_statement(dialect)
-        self._checkpoint = self._compare_and_set()
+        self.checkpoint = self._compare_and_set(dialect)
 
     def _create_statement(self, dialect: Dialect) -> tuple[Any, bool]:
         """The INSERT of a new saga, and whether it says itself if it inserted (``ON CONFLICT
@@ -82,7 +90,7 @@ class CoreSql:
             saga_id=sa.bindparam("b_id"),
             saga_name=sa.bindparam("b_name"),
             saga_version=sa.bindparam("b_saga_version"),
-            status=SagaStatus.RUNNING.value,
+            status=sa.bindparam("b_status"),
             version=1,
             cursor=0,
             applied="[]",
@@ -94,20 +102,26 @@ class CoreSql:
             lease_expires_at=self.expires,
             next_step=sa.bindparam("b_next_step"),
             journal=sa.bindparam("b_journal"),
+            wake_at=sa.bindparam("b_wake_at", type_=UtcTimestamp()),
+            deadline_at=sa.bindparam("b_deadline_at", type_=UtcTimestamp()),
         )
         return (insert.returning(saga.c.saga_id) if says else insert), says
 
-    def _compare_and_set(self) -> sa.Update:
-        """A checkpoint: written only if the saga is at the expected version and not
-        finished; bumps the version and appends the journal lines."""
+    def _compare_and_set(self, dialect: Dialect) -> sa.Update:
+        """A checkpoint: written only if the saga is at the expected version, not finished,
+        and not moved forward after a cancel; bumps the version and appends the journal
+        lines. ``wake_at`` and ``waiting_for`` are stored as given (None unless WAITING)."""
         saga = self.tables.saga
         c = saga.c
+        quote = dialect.identifier_preparer.quote
+        guard = sa.text(cancel_guard(":b_status", ":b_cursor", quote))
         return (
             sa.update(saga)
             .where(
                 c.saga_id == sa.bindparam("b_id"),
                 c.version == sa.bindparam("b_expected"),
                 c.status.not_in(TERMINAL_VALUES),
+                guard,
             )
             .values(
                 status=sa.bindparam("b_status"),
@@ -121,6 +135,8 @@ class CoreSql:
                 lease_expires_at=self.expires,
                 next_step=sa.bindparam("b_next_step"),
                 journal=c.journal.concat(sa.bindparam("b_journal")),
+                wake_at=sa.bindparam("b_wake_at", type_=UtcTimestamp()),
+                waiting_for=sa.bindparam("b_waiting_for"),
             )
         )
 
@@ -145,8 +161,11 @@ class CoreSql:
             return result.first() is not None
         return result.rowcount == 1
 
-    def _checkpoint_params(self, checkpoint: Checkpoint) -> dict[str, Any]:
-        lease = None if checkpoint.status.is_terminal else checkpoint.lease_seconds
+    def checkpoint_params(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        """The parameters of :attr:`checkpoint` for ``checkpoint``: a WAITING saga holds no
+        lease and stores its ``wake_at`` and ``waiting_for``, any other status stores None."""
+        waiting = checkpoint.status is SagaStatus.WAITING
+        lease = None if checkpoint.status.is_terminal or waiting else checkpoint.lease_seconds
         params = self.clock(lease)
         params.update(
             b_id=checkpoint.saga_id,
@@ -159,19 +178,27 @@ class CoreSql:
             b_owner=None if lease is None else checkpoint.lease_owner,
             b_next_step=checkpoint.next_step,
             b_journal=encode_journal(checkpoint.journal),
+            b_wake_at=checkpoint.wake_at if waiting else None,
+            b_waiting_for=checkpoint.waiting_for if waiting else None,
         )
         return params
 
-    def _new_params(self, saga: NewSaga) -> dict[str, Any]:
-        params = self.clock(saga.lease_seconds)
+    def new_params(self, saga: NewSaga) -> dict[str, Any]:
+        """The parameters of the INSERT of ``saga``: RUNNING and leased, or WAITING with no
+        lease and its ``wake_at``."""
+        waiting = saga.status is SagaStatus.WAITING
+        params = self.clock(None if waiting else saga.lease_seconds)
         params.update(
             b_id=saga.saga_id,
             b_name=saga.saga_name,
             b_saga_version=saga.saga_version,
+            b_status=saga.status.value,
             b_context=saga.context,
-            b_owner=saga.lease_owner,
+            b_owner=None if waiting else saga.lease_owner,
             b_next_step=saga.next_step,
             b_journal=encode_journal(saga.journal),
+            b_wake_at=saga.wake_at if waiting else None,
+            b_deadline_at=saga.deadline_at,
         )
         return params
 
@@ -187,14 +214,14 @@ class CoreSql:
         refused: dict[UUID, int] = {}
         for index, write in enumerate(writes):
             if isinstance(write, Checkpoint):
-                result = connection.execute(self._checkpoint, self._checkpoint_params(write))
+                result = connection.execute(self.checkpoint, self.checkpoint_params(write))
                 if result.rowcount != 1:
                     refused[write.saga_id] = index
-            elif not self._insert_new(connection, write):
+            elif not self.insert_new(connection, write):
                 outcomes[index] = refusal(write, None)
         if refused:
             found = {
-                row[0]: (row[1], row[2])
+                row[0]: stored((row[1], row[2], row[7]))
                 for row in connection.execute(self.diagnose, {"b_ids": list(refused)})
             }
             for saga_id, index in refused.items():
@@ -203,8 +230,9 @@ class CoreSql:
             commit()
         return outcomes
 
-    def _insert_new(self, connection: Connection, saga: NewSaga) -> bool:
-        params = self._new_params(saga)
+    def insert_new(self, connection: Connection, saga: NewSaga) -> bool:
+        """Insert ``saga``; False (nothing written) when its id is taken."""
+        params = self.new_params(saga)
         if self._insert_says:
             return connection.execute(self._insert_saga, params).first() is not None
         savepoint = connection.begin_nested()
@@ -215,3 +243,11 @@ class CoreSql:
             return False
         savepoint.commit()
         return True
+
+
+def begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock before reading, so the read and the write that follows see one
+    state (a deferred transaction would fail with SQLITE_BUSY on the upgrade instead)."""
+    driver = connection.connection.driver_connection
+    if not getattr(driver, "in_transaction", False):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

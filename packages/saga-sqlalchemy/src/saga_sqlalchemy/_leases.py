@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from saga_core import SagaRecord, StorageCorruptedError
 from saga_core.storage import describe_error, read_records
 
-from ._core import Commit, CoreSql
+from ._core import Commit, CoreSql, begin_immediate
 from ._outcomes import TERMINAL_VALUES, claim_refusal, not_found, not_owned
 from ._reads import Reads
 from ._rows import record_from_row
@@ -122,7 +122,7 @@ class LeaseWrites:
         if row is None:
             found = connection.execute(sql.diagnose, {"b_ids": [saga_id]}).first()
             raise claim_refusal(saga_id, found, forced=force)
-        record = record_from_row(row)
+        record = self._reads.with_signals(connection, [record_from_row(row)])[0]
         commit()
         return record
 
@@ -134,8 +134,9 @@ class LeaseWrites:
         lease_seconds: float,
         limit: int,
     ) -> list[SagaRecord]:
-        """Claim up to ``limit`` recoverable sagas, oldest update first; concurrent callers
-        never get the same saga (row locks skipped on PostgreSQL, one writer on SQLite).
+        """Claim up to ``limit`` recoverable sagas (stalled ones and due WAITING ones),
+        earliest due first; concurrent callers never get the same saga (row locks skipped on
+        PostgreSQL, one writer on SQLite).
 
         The chosen rows are read (and locked) first: a row that cannot be decoded is parked
         in the same transaction, with the decode error as the reason (so no claim meets it
@@ -145,22 +146,19 @@ class LeaseWrites:
             return []
         sql = self._sql
         if sql.is_sqlite:
-            _begin_immediate(connection)
+            begin_immediate(connection)
         params = sql.clock(lease_seconds)
         params["b_owner"] = owner
-        chosen = (
-            sa.select(*sql.record_columns)
-            .where(self._reads.recoverable)
-            .order_by(*self._reads.recoverable_order)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        chosen = self._reads.due_first(lock=True)
+        read = read_records(
+            connection.execute(chosen, {**params, "b_limit": limit}), record_from_row
         )
-        read = read_records(connection.execute(chosen, params), record_from_row)
         if read.corrupt:
             self._park_damaged(connection, read.corrupt)
         records = read.records
         if records:
             records = self._lease_to(connection, records, owner, params)
+            records = self._reads.with_signals(connection, records)
         if records or read.corrupt:
             commit()
         return records
@@ -250,7 +248,7 @@ class LeaseWrites:
             row = connection.execute(sql.load, {"b_id": saga_id}).first()
             if row is None:
                 raise not_found(saga_id)
-        record = record_from_row(row)
+        record = self._reads.with_signals(connection, [record_from_row(row)])[0]
         if updated:
             commit()
         return record
@@ -260,11 +258,3 @@ class LeaseWrites:
     ) -> Exception:
         found = connection.execute(self._sql.diagnose, {"b_ids": [saga_id]}).first()
         return not_owned(saga_id, found, owner, action)
-
-
-def _begin_immediate(connection: Connection) -> None:
-    """Take SQLite's write lock before reading, so the read and the write that follows see one
-    state (a deferred transaction would fail with SQLITE_BUSY on the upgrade instead)."""
-    driver = connection.connection.driver_connection
-    if not getattr(driver, "in_transaction", False):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -2,8 +2,8 @@
 
 Every write path (see ``_write_paths``) reports a refused write the same way: a create whose
 id is taken, or a checkpoint whose compare-and-set matched nothing, which a read of the
-stored ``(status, version)`` then explains. The messages are defined here once, so that a
-caller sees the same words whichever path wrote.
+stored ``(status, version, cancel_reason)`` then explains. The messages are defined here
+once, so that a caller sees the same words whichever path wrote.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from uuid import UUID
 
 from saga_core import (
     SagaAlreadyExistsError,
+    SagaCancelledError,
     SagaError,
     SagaFinishedError,
     SagaLeaseHeldError,
@@ -28,6 +29,9 @@ Write = NewSaga | Checkpoint
 
 #: A write's outcome: None when it was written, else the error that refused it.
 Outcome = SagaError | None
+
+#: What explains a refused checkpoint: the saga's stored status, version and cancel reason.
+Stored = tuple[str, int, "str | None"]
 
 #: The stored status words of the final states, which no write changes again.
 TERMINAL_VALUES = ("completed", "compensated")
@@ -50,10 +54,15 @@ def finished(saga_id: UUID, status: str) -> SagaFinishedError:
     )
 
 
-def refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
+def stored(row: Any) -> Stored | None:
+    """A diagnosis row (``status, version, cancel_reason``) as :data:`Stored` (None: none)."""
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def refusal(write: Write, found: Stored | None) -> SagaError:
     """Why ``write`` wrote nothing: a create's id is taken; a checkpoint's saga is unknown
-    (``found`` None), finished, or at another version (``found`` is its stored
-    ``(status, version)``)."""
+    (``found`` None), finished, at another version, or cancelled and the checkpoint would
+    move it forward (``found`` is its stored ``(status, version, cancel_reason)``)."""
     saga_id = write.saga_id
     if isinstance(write, NewSaga):
         return SagaAlreadyExistsError(
@@ -62,12 +71,21 @@ def refusal(write: Write, found: tuple[str, int] | None) -> SagaError:
         )
     if found is None:
         return not_found(saga_id)
-    status, version = found
+    status, version, cancel_reason = found
     if status in TERMINAL_VALUES:
         return finished(saga_id, status)
+    if version == write.expected_version and cancel_reason is not None:
+        # At the expected version, so the cancel guard refused it (see _rules).
+        return cancelled(saga_id, cancel_reason)
     return SagaVersionConflictError(
         f"saga {saga_id} is at version {version}, not the expected {write.expected_version}: "
         f"another runner wrote it; stop without writing"
+    )
+
+
+def cancelled(saga_id: UUID, reason: str) -> SagaCancelledError:
+    return SagaCancelledError(
+        f"saga {saga_id} was cancelled ({reason}); it may not move forward: compensate it"
     )
 
 

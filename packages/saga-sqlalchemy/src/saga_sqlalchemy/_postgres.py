@@ -1,8 +1,10 @@
 """PostgreSQL's creates and checkpoints: each statement defined once, for every driver.
 
 A create is ``INSERT``, a checkpoint is the compare-and-set ``UPDATE ... WHERE saga_id = id
-AND version = expected AND status NOT IN (final states)``, which bumps the version and appends
-the journal lines. Each is written below once, as a template whose values are rendered three
+AND version = expected AND status NOT IN (final states) AND (not cancelled, or not moving
+forward)``, which bumps the version and appends the journal lines. Both store a saga that does
+not wait (no ``wake_at``, ``waiting_for`` or deadline): the writes that use durable waits are
+``_waits``'s. Each is written below once, as a template whose values are rendered three
 ways: named parameters (``:c_status``, SQLAlchemy's ``text`` on any driver), numbered ones
 (``$3``, asyncpg's own connection, see ``_asyncpg``), or the columns of a batch's rows (one
 statement for a whole group-commit batch: the creates and checkpoints arrive as rows of the
@@ -14,7 +16,7 @@ round trip and one commit, and a batch of a hundred writes costs the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -25,8 +27,9 @@ from saga_core.storage import Checkpoint, NewSaga
 
 from ._core import Commit
 from ._journal import encode_journal
-from ._outcomes import Outcome, Write, refusal
+from ._outcomes import Outcome, Stored, Write, refusal, stored
 from ._rows import encode_applied
+from ._rules import cancel_guard, running_lease
 from ._schema import SagaTables
 
 #: A checkpoint's values, in the order of its numbered parameters and of a batch's columns.
@@ -61,9 +64,10 @@ _COMPARE_AND_SET = """UPDATE {saga} AS s
 SET status = {status}, version = s.version + 1, "cursor" = {cursor}, applied = {applied},
     context = {context}, error = {error}, updated_at = now(), lease_owner = {owner},
     lease_expires_at = now() + make_interval(secs => {lease}), next_step = {next_step},
-    journal = s.journal || {journal}
+    journal = s.journal || {journal}, wake_at = NULL, waiting_for = NULL
 {source}WHERE {match} AND s.version = {expected}
-  AND s.status NOT IN ('completed', 'compensated')"""
+  AND s.status NOT IN ('completed', 'compensated')
+  AND {guard}"""
 
 #: The INSERT of a new saga; ``{start}``/``{end}`` make its values a ``VALUES (...)`` row or
 #: a ``SELECT`` of the batch's ``new_sagas``.
@@ -94,18 +98,28 @@ _BATCH = """WITH {inputs}, inserted AS (
 )
 SELECT saga_id FROM inserted UNION ALL SELECT saga_id FROM updated"""
 
-_DIAGNOSE = "SELECT status, version FROM {saga} WHERE saga_id = {id}"
-_DIAGNOSE_MANY = "SELECT saga_id, status, version FROM {saga} WHERE saga_id = ANY({ids})"
+_DIAGNOSE = "SELECT status, version, cancel_reason FROM {saga} WHERE saga_id = {id}"
+_DIAGNOSE_MANY = (
+    "SELECT saga_id, status, version, cancel_reason FROM {saga} WHERE saga_id = ANY({ids})"
+)
 
 #: A parameter's text (its cast included) by field name.
 Placeholder = Callable[[str], str]
 
 
+def _row_column(name: str) -> str:
+    return f"s.{_quoted(name)}"
+
+
+def _checkpoint(saga: str, source: str, match: str, fields: dict[str, str]) -> str:
+    guard = cancel_guard(fields["status"], fields["cursor"], _row_column)
+    return _COMPARE_AND_SET.format(saga=saga, source=source, match=match, guard=guard, **fields)
+
+
 def compare_and_set(saga: str, value: Placeholder) -> str:
     """The checkpoint of one saga, its values given by ``value``."""
     fields = {name: value(name) for name in CHECKPOINT_FIELDS if name != "saga_id"}
-    match = f"s.saga_id = {value('saga_id')}"
-    return _COMPARE_AND_SET.format(saga=saga, source="", match=match, **fields)
+    return _checkpoint(saga, "", f"s.saga_id = {value('saga_id')}", fields)
 
 
 def create(saga: str, value: Placeholder) -> str:
@@ -118,26 +132,30 @@ def batch(saga: str, inputs: str, changed_ids: str) -> str:
     """The statement that writes a whole batch from the CTEs of ``inputs``."""
     changes = {name: f"c.{_quoted(name)}" for name in CHECKPOINT_FIELDS if name != "saga_id"}
     match = f"s.saga_id = ANY(CAST((SELECT {changed_ids}) AS uuid[])) AND s.saga_id = c.saga_id"
-    checkpoint = _COMPARE_AND_SET.format(
-        saga=saga, source="FROM changes AS c\n", match=match, **changes
-    )
+    checkpoint = _checkpoint(saga, "FROM changes AS c\n", match, changes)
     new = {name: f"n.{_quoted(name)}" for name in CREATE_FIELDS}
     insert = _CREATE.format(saga=saga, start="SELECT ", end="\nFROM new_sagas AS n", **new)
     return _BATCH.format(inputs=inputs, create=insert, checkpoint=checkpoint)
 
 
 def diagnose(saga: str, placeholder: str) -> str:
-    """The stored ``(status, version)`` of one saga."""
+    """The stored ``(status, version, cancel_reason)`` of one saga."""
     return _DIAGNOSE.format(saga=saga, id=placeholder)
 
 
 def diagnose_many(saga: str, placeholder: str) -> str:
-    """The stored ``(saga_id, status, version)`` of the sagas of a ``uuid[]``."""
+    """The stored ``(saga_id, status, version, cancel_reason)`` of the sagas of a
+    ``uuid[]``."""
     return _DIAGNOSE_MANY.format(saga=saga, ids=placeholder)
 
 
 def _quoted(name: str) -> str:
     return '"cursor"' if name == "cursor" else name
+
+
+def found_by_id(rows: Iterable[Sequence[Any]]) -> dict[UUID, Stored]:
+    """The rows of :func:`diagnose_many` by saga id."""
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def storable_error(error: str | None) -> str | None:
@@ -159,11 +177,11 @@ def refused_checkpoints(writes: Sequence[Write], written: set[UUID]) -> list[UUI
 
 
 def batch_outcomes(
-    writes: Sequence[Write], written: set[UUID], found: dict[UUID, tuple[str, int]]
+    writes: Sequence[Write], written: set[UUID], found: dict[UUID, Stored]
 ) -> list[Outcome]:
     """Each write's refusal (None when it was written) from the ids the batch statement
-    wrote and, for the others, the stored ``(status, version)`` by saga id (an id missing
-    from ``found`` has no saga)."""
+    wrote and, for the others, the stored ``(status, version, cancel_reason)`` by saga id
+    (an id missing from ``found`` has no saga)."""
     return [
         None if write.saga_id in written else refusal(write, found.get(write.saga_id))
         for write in writes
@@ -217,13 +235,14 @@ def checkpoint_values(write: Checkpoint) -> tuple[Any, ...]:
 
 def create_values(write: NewSaga) -> tuple[Any, ...]:
     """A create's values in :data:`CREATE_FIELDS` order."""
+    owner, seconds = running_lease(write)
     return (
         write.saga_id,
         write.saga_name,
         int(write.saga_version),
         write.context,
-        write.lease_owner,
-        float(write.lease_seconds),
+        owner,
+        float(seconds),
         write.next_step,
         encode_journal(write.journal),
     )
@@ -269,13 +288,10 @@ class PostgresBatch:
         else:
             rows = connection.execute(self.text, self.parameters(writes)).all()
             written = {row[0] for row in rows}
-            found: dict[UUID, tuple[str, int]] = {}
+            found: dict[UUID, Stored] = {}
             refused = refused_checkpoints(writes, written)
             if refused:
-                for saga_id, status, version in connection.execute(
-                    self.diagnose_many, {"ids": refused}
-                ):
-                    found[saga_id] = (status, version)
+                found = found_by_id(connection.execute(self.diagnose_many, {"ids": refused}))
             outcomes = batch_outcomes(writes, written, found)
         if any(outcome is None for outcome in outcomes):
             commit()
@@ -288,7 +304,7 @@ class PostgresBatch:
             if connection.execute(self.checkpoint_one, params).first() is not None:
                 return None
             found = connection.execute(self.diagnose_one, {"c_saga_id": write.saga_id}).first()
-            return refusal(write, None if found is None else (found[0], found[1]))
+            return refusal(write, stored(found))
         values = create_values(write)
         params = {f"n_{n}": v for n, v in zip(CREATE_FIELDS, values, strict=True)}
         if connection.execute(self.create_one, params).first() is not None:

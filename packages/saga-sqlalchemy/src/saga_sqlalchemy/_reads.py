@@ -2,25 +2,37 @@
 
 Each is a function of a synchronous connection (a runner calls it, see ``_runner``) and
 writes nothing. A row that cannot be decoded fails a read by id with
-``StorageCorruptedError``; lists skip it (logged by saga-core's ``read_records``).
+``StorageCorruptedError``; lists skip it (logged by saga-core's ``read_records``). Every
+record carries its pending signals, read from the signals table by a second statement.
+
+Recovery takes the earliest due first: a stalled saga (RUNNING, COMPENSATING or FAILED with no
+live lease) at its ``updated_at``, a WAITING one at its ``wake_at`` once that has come. Each
+kind is read through its own index (see ``_schema``), up to the limit each, and the union is
+sorted by when each became due; no statement reads the sagas that wait for later.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from saga_core import SagaRecord, SagaStatus
-from saga_core.storage import JournalEntry, read_records
+from saga_core.storage import JournalEntry, PendingSignal, read_records
 
 from ._core import Commit, CoreSql
 from ._journal import decode_journal
 from ._outcomes import not_found
-from ._rows import record_from_row
-from ._schema import recoverable_terms, schema_probes
+from ._rows import RECORD_COLUMNS, SIGNAL_COLUMNS, record_from_row, signal_from_row
+from ._schema import recoverable_terms, schema_probes, waiting_terms
+
+#: The most saga ids one statement reading signals names (drivers bound their parameters).
+_IDS_PER_READ = 1000
 
 
 class Reads:
@@ -43,15 +55,107 @@ class Reads:
         #: clears it), so the recovery index's terms change nothing in the result; they let
         #: the database read that index of the active sagas instead of the whole table,
         #: finished sagas included (``lease_owner`` has no index of its own: see the README).
-        self.leased_to = sa.and_(
-            c.lease_owner == sa.bindparam("b_owner"), recoverable_terms(sql.tables.saga)
+        #: WAITING sagas (claimed and not resumed yet) hold leases too: those are read
+        #: through the waiting index (see :meth:`list_sagas`).
+        saga = sql.tables.saga
+        owned = c.lease_owner == sa.bindparam("b_owner")
+        self.leased_to = (
+            sa.and_(owned, recoverable_terms(saga)),
+            sa.and_(owned, waiting_terms(saga)),
+        )
+        due = c.wake_at <= sql.now
+        #: Each kind of due work, with the column that says since when it is due: stalled
+        #: sagas; WAITING ones without a lease whose time came (or that a signal or a cancel
+        #: made due); WAITING ones claimed by an owner whose lease expired before it resumed
+        #: them.
+        self.due_kinds = (
+            (self.recoverable, c.updated_at),
+            (sa.and_(waiting_terms(saga), c.lease_owner.is_(None), due), c.wake_at),
+            (
+                sa.and_(
+                    waiting_terms(saga),
+                    c.lease_owner.is_not(None),
+                    sa.or_(c.lease_expires_at.is_(None), c.lease_expires_at <= sql.now),
+                    due,
+                ),
+                c.wake_at,
+            ),
+        )
+        self._due_first = self._build_due_first(lock=False)
+        self._due_first_locked = self._build_due_first(lock=True)
+        signals = sql.tables.signals
+        self._pending_signals = (
+            sa.select(*(signals.c[name] for name in SIGNAL_COLUMNS))
+            .where(
+                signals.c.saga_id.in_(sa.bindparam("b_ids", expanding=True)),
+                signals.c.consumed == sa.false(),
+            )
+            .order_by(signals.c.saga_id, signals.c.position)
         )
 
-    def load(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
+    def due_first(self, *, lock: bool = False) -> sa.Select[Any]:
+        """Up to ``b_limit`` recoverable sagas (their :data:`RECORD_COLUMNS`), earliest due
+        first (ties in creation order); executed with the clock's parameters (``CoreSql.clock``).
+        ``lock``: each row read is locked, skipping rows another transaction holds
+        (PostgreSQL's ``FOR UPDATE SKIP LOCKED``; SQLite has one writer at a time and no row
+        locks).
+
+        Each kind of due work is a query of its own, read in due order through its index up
+        to the limit (a CTE, which may lock its rows where a member of a UNION may not). Both
+        statements are built once, with the limit a parameter: building this one anew took a
+        recovery worker's process more CPU than running the claim did.
+        """
+        return self._due_first_locked if lock else self._due_first
+
+    def _build_due_first(self, *, lock: bool) -> sa.Select[Any]:
+        c = self._sql.tables.saga.c
+        limit = sa.bindparam("b_limit", type_=sa.Integer())
+        kinds = []
+        for number, (where, due) in enumerate(self.due_kinds):
+            query = (
+                sa.select(*self._sql.record_columns, due.label("due"))
+                .where(where)
+                .order_by(due, c.created_at, c.saga_id)
+                .limit(limit)
+            )
+            if lock:
+                query = query.with_for_update(skip_locked=True)
+            kinds.append(sa.select(query.cte(f"due_{number}")))
+        due_work = sa.union_all(*kinds).subquery("due_work")
+        return (
+            sa.select(*(due_work.c[name] for name in RECORD_COLUMNS))
+            .order_by(due_work.c.due, due_work.c.created_at, due_work.c.saga_id)
+            .limit(limit)
+        )
+
+    def with_signals(
+        self, connection: Connection, records: Sequence[SagaRecord]
+    ) -> list[SagaRecord]:
+        """``records`` with their pending signals, in delivery order."""
+        if not records:
+            return []
+        found: defaultdict[UUID, list[PendingSignal]] = defaultdict(list)
+        ids = [record.saga_id for record in records]
+        for start in range(0, len(ids), _IDS_PER_READ):
+            chunk = ids[start : start + _IDS_PER_READ]
+            for row in connection.execute(self._pending_signals, {"b_ids": chunk}):
+                found[row[0]].append(signal_from_row(row))
+        return [
+            record._replace(signals=tuple(found[record.saga_id]))
+            if record.saga_id in found
+            else record
+            for record in records
+        ]
+
+    def record(self, connection: Connection, saga_id: UUID) -> SagaRecord:
+        """The record of ``saga_id`` with its pending signals. Raises SagaNotFoundError."""
         row = connection.execute(self._sql.load, {"b_id": saga_id}).first()
         if row is None:
             raise not_found(saga_id)
-        return record_from_row(row)
+        return self.with_signals(connection, [record_from_row(row)])[0]
+
+    def load(self, connection: Connection, commit: Commit, saga_id: UUID) -> SagaRecord:
+        return self.record(connection, saga_id)
 
     def history(self, connection: Connection, commit: Commit, saga_id: UUID) -> list[JournalEntry]:
         row = connection.execute(self._history, {"b_id": saga_id}).first()
@@ -64,14 +168,10 @@ class Reads:
     ) -> list[SagaRecord]:
         if limit <= 0:
             return []
-        query = (
-            sa.select(*self._sql.record_columns)
-            .where(self.recoverable)
-            .order_by(*self.recoverable_order)
-            .limit(limit)
-        )
-        result = connection.execute(query, self._sql.clock(None))
-        return read_records(result, record_from_row).records
+        params = self._sql.clock(None)
+        params["b_limit"] = limit
+        result = connection.execute(self.due_first(), params)
+        return self.with_signals(connection, read_records(result, record_from_row).records)
 
     def list_sagas(
         self,
@@ -88,20 +188,35 @@ class Reads:
         if limit <= 0:
             return []
         c = self._sql.tables.saga.c
-        query = sa.select(*self._sql.record_columns)
+        filters: list[sa.ColumnElement[bool]] = []
         if status is not None:
-            query = query.where(c.status == status.value)
+            filters.append(c.status == status.value)
         if saga_name is not None:
-            query = query.where(c.saga_name == saga_name)
+            filters.append(c.saga_name == saga_name)
         if parked is not None:
-            query = query.where(c.parked == (sa.true() if parked else sa.false()))
+            filters.append(c.parked == (sa.true() if parked else sa.false()))
         if updated_before is not None:
-            query = query.where(c.updated_at < updated_before)
-        if lease_owner is not None:
-            query = query.where(self.leased_to)
-        query = query.order_by(*self.recoverable_order).limit(limit)
+            filters.append(c.updated_at < updated_before)
+        query: sa.Select[Any]
+        if lease_owner is None:
+            query = sa.select(*self._sql.record_columns).where(*filters)
+            query = query.order_by(*self.recoverable_order).limit(limit)
+        else:
+            # The leased sagas are in one index or the other: one query through each.
+            leased = sa.union_all(
+                *(
+                    sa.select(*self._sql.record_columns).where(*filters, terms)
+                    for terms in self.leased_to
+                )
+            ).subquery("leased")
+            query = (
+                sa.select(*(leased.c[name] for name in RECORD_COLUMNS))
+                .order_by(leased.c.updated_at, leased.c.created_at, leased.c.saga_id)
+                .limit(limit)
+            )
         params = {} if lease_owner is None else {"b_owner": lease_owner}
-        return read_records(connection.execute(query, params), record_from_row).records
+        records = read_records(connection.execute(query, params), record_from_row).records
+        return self.with_signals(connection, records)
 
     def check_schema(self, connection: Connection, commit: Commit) -> None:
         """Raise the driver's error when the table or one of its columns is missing."""

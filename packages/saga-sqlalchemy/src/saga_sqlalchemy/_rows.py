@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from saga_core import SagaRecord, SagaStatus, StorageCorruptedError
+from saga_core.storage import PendingSignal
 
 #: The columns of the saga table in the order :func:`record_from_row` reads them.
 RECORD_COLUMNS = (
@@ -29,7 +30,14 @@ RECORD_COLUMNS = (
     "next_step",
     "attempts",
     "parked",
+    "wake_at",
+    "waiting_for",
+    "deadline_at",
+    "cancel_reason",
 )
+
+#: The columns of the signals table :func:`signal_from_row` reads, after ``saga_id``.
+SIGNAL_COLUMNS = ("saga_id", "signal_id", "name", "payload", "delivered_at")
 
 _STATUSES = {status.value: status for status in SagaStatus}
 
@@ -73,6 +81,10 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         next_step,
         attempts,
         parked,
+        wake_at,
+        waiting_for,
+        deadline_at,
+        cancel_reason,
     ) = row
     record_id = _uuid(saga_id)
     where = f"stored saga {saga_id}"
@@ -110,6 +122,23 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         attempts=numbers[2],
         parked=bool(parked),
         saga_version=numbers[3],
+        wake_at=None if wake_at is None else _when(wake_at, record_id, "wake_at"),
+        waiting_for=waiting_for,
+        deadline_at=None if deadline_at is None else _when(deadline_at, record_id, "deadline_at"),
+        cancel_reason=cancel_reason,
+    )
+
+
+def signal_from_row(row: Sequence[Any]) -> PendingSignal:
+    """A :class:`PendingSignal` from a row of :data:`SIGNAL_COLUMNS`.
+
+    Raises:
+        StorageCorruptedError: (``saga_id`` set) its ``delivered_at`` is not a timestamp.
+    """
+    saga_id, signal_id, name, payload, delivered_at = row
+    record_id = _uuid(saga_id)
+    return PendingSignal(
+        signal_id, name, payload, _when(delivered_at, record_id, f"signal {signal_id!r}")
     )
 
 

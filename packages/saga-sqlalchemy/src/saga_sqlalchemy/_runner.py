@@ -54,7 +54,7 @@ class Runner(Protocol):
         ...
 
 
-def _require_asyncio(kind: str) -> None:
+def require_asyncio(kind: str) -> None:
     # asyncio is imported only to tell whether an asyncio-only driver can run here.
     import asyncio
 
@@ -134,7 +134,7 @@ class AsyncEngineRunner:
         self._closed = False
 
     async def run(self, operation: Operation[T], what: What) -> T:
-        _require_asyncio("AsyncEngine")
+        require_asyncio("AsyncEngine")
         try:
             async with self.engine.connect() as connection:
                 return await connection.run_sync(_with_own_commit, operation)
@@ -150,7 +150,7 @@ class AsyncEngineRunner:
         A few such connections stay checked out between calls (the hot path then skips the
         pool); one that failed is invalidated and never reused.
         """
-        _require_asyncio("AsyncEngine")
+        require_asyncio("AsyncEngine")
         try:
             if self._idle:
                 connection, driver = self._idle.pop()
@@ -202,7 +202,7 @@ class AsyncSessionRunner:
         self._lock = anyio.Lock()
 
     async def run(self, operation: Operation[T], what: What) -> T:
-        _require_asyncio("AsyncSession")
+        require_asyncio("AsyncSession")
         async with self._lock:
             try:
                 return await self.session.run_sync(_in_session, operation)
@@ -236,6 +236,17 @@ def _in_session(session: Session, operation: Operation[T]) -> T:
 def describe_bind(bind: Any) -> str:
     """A short name of what was passed as the storage's bind, for error messages."""
     return type(bind).__qualname__
+
+
+def bind_dialect(bind: object) -> Dialect | None:
+    """The dialect of what the storage was given as its ``bind`` (None: not a bind
+    :func:`make_runner` takes, which it then refuses with the reason)."""
+    if isinstance(bind, AsyncSession):
+        bind = bind.bind
+    elif isinstance(bind, (async_sessionmaker, sessionmaker)):
+        bind = bind.kw.get("bind")
+    dialect = getattr(bind, "dialect", None)
+    return dialect if isinstance(dialect, Dialect) else None
 
 
 def make_runner(bind: object, *, max_threads: int | None, dispose: bool) -> Runner:

@@ -1,10 +1,12 @@
-"""The table a SQL saga storage uses, and the checks that the database holds it.
+"""The tables a SQL saga storage uses, and the checks that the database holds them.
 
 ``saga`` holds one row per saga, its history included: the ``journal`` column holds the saga's
 step events as lines of JSON, in write order (see ``_journal``). A checkpoint is then one row
 written, not a row and a journal row per event in a second table: one b-tree page on SQLite
 (where each page costs a frame in the WAL), one tuple on PostgreSQL (no index entries to
-insert, and the update can stay on its page).
+insert, and the update can stay on its page). ``<table>_signals`` holds the signals delivered
+to each saga, pending or consumed (a consumed one stays, so a retried delivery of its id is
+still known as a duplicate).
 
 Timestamps are ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and integer microseconds since the
 epoch (UTC) elsewhere: SQLite has no timestamp type, and integers compare and round-trip
@@ -114,12 +116,29 @@ def recoverable_terms(saga: sa.Table) -> sa.ColumnElement[bool]:
     return sa.and_(saga.c.status.in_(statuses), not_parked(saga))
 
 
+#: The stored status of a WAITING saga.
+WAITING = "waiting"
+
+
+def waiting_terms(saga: sa.Table) -> sa.ColumnElement[bool]:
+    """``status = 'waiting' AND parked = false``: the predicate of the waiting index and of
+    the queries that read it (the status written into the statement, as in
+    :func:`recoverable_terms`)."""
+    waiting = sa.literal_column(f"'{WAITING}'", sa.String())
+    return sa.and_(saga.c.status == waiting, not_parked(saga))
+
+
 class SagaTables(NamedTuple):
-    """The table of one storage, in its :class:`sqlalchemy.MetaData`."""
+    """The tables of one storage, in its :class:`sqlalchemy.MetaData`."""
 
     metadata: sa.MetaData
     saga: sa.Table
+    signals: sa.Table
 
+
+#: The characters of a text column that MySQL and MariaDB index (4 bytes each in utf8mb4,
+#: within the 767 bytes of an index key in their oldest row format).
+_MYSQL_KEY_CHARACTERS = 191
 
 #: The longest identifier PostgreSQL keeps whole (it cuts longer ones to this length).
 MAX_IDENTIFIER = 63
@@ -181,6 +200,15 @@ def define_tables(
         sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false()),
         # The step events, one line of JSON each, appended by every write (see _journal).
         sa.Column("journal", sa.Text(), nullable=False, server_default=""),
+        # Durable waits. Nullable, so a migration adds them as they are: a saga stored before
+        # reads as one that never waited, has no deadline and was never cancelled.
+        # WAITING only: when the saga is due (NULL: on a signal only), and the signal it
+        # waits for.
+        sa.Column("wake_at", UtcTimestamp(), nullable=True),
+        sa.Column("waiting_for", sa.Text(), nullable=True),
+        sa.Column("deadline_at", UtcTimestamp(), nullable=True),
+        # Set once by request_cancel; every checkpoint's WHERE reads it (see _rules).
+        sa.Column("cancel_reason", sa.Text(), nullable=True),
         schema=schema,
     )
     # Recovery scans (list_recoverable, claim_recoverable) and list_sagas by lease owner
@@ -198,7 +226,72 @@ def define_tables(
         postgresql_where=recoverable_terms(saga),
         sqlite_where=recoverable_terms(saga),
     )
-    return SagaTables(metadata, saga)
+    # The WAITING sagas, by lease owner then wake time: a claim of due waits reads the range
+    # ``lease_owner IS NULL AND wake_at <= now`` (the unleased ones, which is nearly all of
+    # them) in wake order and stops at its limit, however many sagas wait for later; the few
+    # leased ones (claimed, not yet resumed) are a range of their own, which finds those whose
+    # lease expired and the sagas of one owner (list_sagas(lease_owner=...)). A checkpoint of
+    # a saga that does not wait keeps ``wake_at`` NULL and its lease owner: it changes no
+    # column of this index (PostgreSQL's update stays HOT) and, outside its predicate, SQLite
+    # writes none of its pages.
+    sa.Index(
+        index_name(table, "waiting"),
+        saga.c.lease_owner,
+        saga.c.wake_at,
+        postgresql_where=waiting_terms(saga),
+        sqlite_where=waiting_terms(saga),
+        # MySQL and MariaDB index a text column by a prefix only (no partial indexes there).
+        mysql_length={"lease_owner": _MYSQL_KEY_CHARACTERS},
+        mariadb_length={"lease_owner": _MYSQL_KEY_CHARACTERS},
+    )
+    signals = sa.Table(
+        signals_table_name(table),
+        metadata,
+        sa.Column(
+            "saga_id",
+            sa.Uuid(),
+            sa.ForeignKey(saga.c.saga_id, ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        # MySQL and MariaDB cannot make a key of a TEXT column: a bounded one there.
+        sa.Column(
+            "signal_id",
+            sa.Text().with_variant(sa.String(_MYSQL_KEY_CHARACTERS), "mysql", "mariadb"),
+            primary_key=True,
+        ),
+        # Delivery order within the saga (1, 2, ...): timestamps of one instant would tie.
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("delivered_at", UtcTimestamp(), nullable=False),
+        sa.Column("consumed", sa.Boolean(), nullable=False, server_default=sa.false()),
+        schema=schema,
+    )
+    return SagaTables(metadata, saga, signals)
+
+
+def signals_table_name(table: str) -> str:
+    """The name of the signals table of saga table ``table``: ``<table>_signals``, or, when
+    that would pass :data:`MAX_IDENTIFIER` characters, shortened as index names are."""
+    name = f"{table}_signals"
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(table.encode("utf-8")).hexdigest()[:16]
+    keep = MAX_IDENTIFIER - len(f"__signals_{digest}") + 1
+    return f"{table[:keep]}_signals_{digest}"
+
+
+def work_channel(tables: SagaTables) -> str:
+    """The PostgreSQL ``NOTIFY`` channel on which the storage of ``tables`` says that work
+    became due: ``<schema>.<table>:work`` (``<table>:work`` without a schema), so storages
+    of different tables never wake each other, or, when that would pass
+    :data:`MAX_IDENTIFIER` bytes (PostgreSQL would cut it), ``saga_work_`` and a digest."""
+    saga = tables.saga
+    qualified = saga.name if saga.schema is None else f"{saga.schema}.{saga.name}"
+    name = f"{qualified}:work"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER:
+        return name
+    return f"saga_work_{hashlib.sha256(qualified.encode('utf-8')).hexdigest()[:32]}"
 
 
 #: The default tables' metadata: add it to Alembic's ``target_metadata``.
@@ -213,16 +306,19 @@ class Base(DeclarativeBase):
 
 
 def schema_probes(tables: SagaTables) -> list[sa.Select[Any]]:
-    """Queries that read every column of the table and return no row: they fail exactly
-    when the table or a column is missing."""
-    return [sa.select(*tables.saga.columns).where(sa.false()).limit(1)]
+    """Queries that read every column of the tables and return no row: they fail exactly
+    when a table or a column is missing."""
+    return [
+        sa.select(*table.columns).where(sa.false()).limit(1)
+        for table in (tables.saga, tables.signals)
+    ]
 
 
 def create_tables(
     tables: SagaTables, connection: sa.Connection, commit: Callable[[], None], schema: str | None
 ) -> None:
-    """Create the saga table (and its PostgreSQL schema) if missing, then check that an
-    existing one has every column; commit.
+    """Create the tables (and their PostgreSQL schema) if missing, then check that existing
+    ones have every column; commit.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the driver's error (a missing column among them).
@@ -233,6 +329,12 @@ def create_tables(
         and not connection.dialect.has_schema(connection, schema)
     ):
         connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    saga = tables.saga
+    if connection.dialect.has_table(connection, saga.name, schema=saga.schema):
+        # An existing saga table of an older version is refused before anything is created
+        # next to it (SQLite runs DDL outside the transaction: a signals table made here
+        # would stay, half a migration).
+        connection.execute(schema_probes(tables)[0]).all()
     try:
         tables.metadata.create_all(connection)
     except sa.exc.DBAPIError as exc:
@@ -248,6 +350,6 @@ def create_tables(
 
 
 def drop_tables(tables: SagaTables, connection: sa.Connection, commit: Callable[[], None]) -> None:
-    """Drop the saga table if it exists; commit."""
+    """Drop the tables if they exist; commit."""
     tables.metadata.drop_all(connection)
     commit()

@@ -30,15 +30,18 @@ from saga_core import SagaError, SagaStatus
 from saga_core.storage import Checkpoint
 
 from ._journal import encode_journal
-from ._outcomes import TERMINAL_VALUES, Outcome, Write, refusal
+from ._outcomes import TERMINAL_VALUES, Outcome, Write, refusal, stored
 from ._rows import RECORD_COLUMNS, encode_applied
+from ._rules import cancel_guard, running_lease
 from ._schema import SagaTables
 
 _RUNNING = SagaStatus.RUNNING.value
 
 # The columns a create writes: every record column but the two recovery counters, which
-# take their defaults, and the journal.
-_SAGA_COLUMNS = (*(c for c in RECORD_COLUMNS if c not in ("attempts", "parked")), "journal")
+# take their defaults, and those of durable waits (a saga created here is RUNNING, leased, with
+# no deadline: see _rules.needs_wait_rules), which stay NULL; and the journal.
+_DEFAULTED = ("attempts", "parked", "wake_at", "waiting_for", "deadline_at", "cancel_reason")
+_SAGA_COLUMNS = (*(c for c in RECORD_COLUMNS if c not in _DEFAULTED), "journal")
 
 
 class SqliteBusy(Exception):
@@ -76,7 +79,10 @@ class SqliteWrites:
         )
         self.update_saga = _compare_and_set(saga, q, keep_status=False)
         self.update_keeping_status = _compare_and_set(saga, q, keep_status=True)
-        self.diagnose = f"SELECT {q('status')}, {q('version')} FROM {saga} WHERE {q('saga_id')} = ?"
+        self.diagnose = (
+            f"SELECT {q('status')}, {q('version')}, {q('cancel_reason')} FROM {saga} "
+            f"WHERE {q('saga_id')} = ?"
+        )
 
     def write_batch(
         self,
@@ -130,6 +136,7 @@ class SqliteWrites:
         matched nothing changed nothing: :meth:`refusal` then says why."""
         saga_id = write.saga_id.hex
         if not isinstance(write, Checkpoint):
+            owner, seconds = running_lease(write)
             return (
                 execute(
                     self.insert_saga,
@@ -140,8 +147,8 @@ class SqliteWrites:
                         write.context,
                         now,
                         now,
-                        write.lease_owner,
-                        now + round(write.lease_seconds * 1_000_000),
+                        owner,
+                        now + round(seconds * 1_000_000),
                         write.next_step,
                         encode_journal(write.journal),
                     ),
@@ -150,7 +157,7 @@ class SqliteWrites:
             )
         status = write.status
         lease = None if status.is_terminal else write.lease_seconds
-        changes = (
+        parameters = (
             write.cursor,
             encode_applied(write.applied),
             write.context,
@@ -160,20 +167,18 @@ class SqliteWrites:
             None if lease is None else now + round(lease * 1_000_000),
             write.next_step,
             encode_journal(write.journal),
+            status._value_,
+            saga_id,
+            write.expected_version,
         )
         # The statuses a checkpoint may keep through the UPDATE that does not assign it
         # (compared by identity: hashing an Enum member runs Python code; ``_value_``:
         # ``.value`` is a property that runs Python code).
         if (status is SagaStatus.RUNNING or status is SagaStatus.COMPENSATING) and execute(
-            self.update_keeping_status, (*changes, saga_id, write.expected_version, status._value_)
+            self.update_keeping_status, parameters
         ).rowcount == 1:
             return True
-        return (
-            execute(
-                self.update_saga, (*changes, status._value_, saga_id, write.expected_version)
-            ).rowcount
-            == 1
-        )
+        return execute(self.update_saga, parameters).rowcount == 1
 
     def refusal(self, connection: sqlite3.Connection, write: Write) -> SagaError:
         """The error for a write :meth:`apply_one` did not make, from the saga's stored
@@ -181,29 +186,36 @@ class SqliteWrites:
         found = None
         if isinstance(write, Checkpoint):
             found = connection.execute(self.diagnose, (write.saga_id.hex,)).fetchone()
-        return refusal(write, None if found is None else (found[0], found[1]))
+        return refusal(write, stored(found))
 
 
 def _compare_and_set(saga: str, q: Callable[[str], str], *, keep_status: bool) -> str:
-    """The checkpoint's compare-and-set: written only if the saga is at the expected version
-    and not finished; bumps the version and appends the journal lines. Its parameters: the
-    changes, then (when it sets the status) the status, then the saga id and the expected
-    version, then (when it keeps the status) the status the saga must have, which, being
-    RUNNING or COMPENSATING, also says it is not finished."""
+    """The checkpoint's compare-and-set: written only if the saga is at the expected version,
+    not finished, and not moved forward after a cancel; bumps the version and appends the
+    journal lines. Both forms take the same numbered parameters: the changes (1-9), the
+    status (10), the saga id and the expected version (11, 12).
+
+    The form that keeps the status requires it (RUNNING or COMPENSATING, which also says the
+    saga is not finished); its row, in a status that is not WAITING, has no ``wake_at`` or
+    ``waiting_for`` already. The other form sets the status and clears those two: the saga
+    does not wait (WAITING checkpoints are written by ``_waits``).
+    """
     changes = (
-        f"{q('version')} = {q('version')} + 1, {q('cursor')} = ?, {q('applied')} = ?, "
-        f"{q('context')} = ?, {q('error')} = ?, {q('updated_at')} = ?, "
-        f"{q('lease_owner')} = ?, {q('lease_expires_at')} = ?, {q('next_step')} = ?, "
-        f"{q('journal')} = {q('journal')} || ?"
+        f"{q('version')} = {q('version')} + 1, {q('cursor')} = ?1, {q('applied')} = ?2, "
+        f"{q('context')} = ?3, {q('error')} = ?4, {q('updated_at')} = ?5, "
+        f"{q('lease_owner')} = ?6, {q('lease_expires_at')} = ?7, {q('next_step')} = ?8, "
+        f"{q('journal')} = {q('journal')} || ?9"
     )
     finals = ", ".join(f"'{value}'" for value in TERMINAL_VALUES)
     if keep_status:
-        sets, status_term = changes, f"{q('status')} = ?"
+        sets, status_term = changes, f"{q('status')} = ?10"
     else:
-        sets, status_term = f"{changes}, {q('status')} = ?", f"{q('status')} NOT IN ({finals})"
+        sets = f"{changes}, {q('status')} = ?10, {q('wake_at')} = NULL, {q('waiting_for')} = NULL"
+        status_term = f"{q('status')} NOT IN ({finals})"
+    guard = cancel_guard("?10", "?1", q)
     return (
         f"UPDATE {saga} SET {sets} "
-        f"WHERE {q('saga_id')} = ? AND {q('version')} = ? AND {status_term}"
+        f"WHERE {q('saga_id')} = ?11 AND {q('version')} = ?12 AND {status_term} AND {guard}"
     )
 
 

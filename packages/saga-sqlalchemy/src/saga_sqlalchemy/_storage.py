@@ -25,6 +25,9 @@ from saga_core.storage import (
     Checkpoint,
     JournalEntry,
     NewSaga,
+    NewSignal,
+    check_new_saga,
+    check_wake_at,
     require_lease_owner_filter,
     require_saga_id,
 )
@@ -32,11 +35,14 @@ from saga_core.storage import (
 from ._core import CoreSql
 from ._group_commit import GroupCommitter
 from ._leases import LeaseWrites
-from ._outcomes import Write
+from ._listen import can_listen
+from ._outcomes import Write, describe_write
 from ._reads import Reads
-from ._runner import make_runner
+from ._rules import needs_wait_rules
+from ._runner import bind_dialect, make_runner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, create_tables, define_tables, drop_tables
 from ._split import write_splitting
+from ._waits import WaitWrites
 from ._write_paths import WritePath, open_write_path
 
 _TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
@@ -77,10 +83,24 @@ class SqlAlchemySagaStorage:
             again; on any other database, threads without complaint); ``False`` (default
             here; ``open_storage`` passes ``"auto"`` for a SQLite file): never.
 
+    On PostgreSQL through asyncpg or psycopg, ``SqlAlchemySagaStorage(...)`` returns a
+    :class:`~saga_sqlalchemy.PostgresSagaStorage`, this class with work notifications
+    (``LISTEN``/``NOTIFY``); on SQLite and elsewhere workers poll.
+
     Raises:
         SagaUsageError: ``bind`` is of an unsupported kind, a name is not an identifier, or an
             option is out of range.
     """
+
+    def __new__(cls, bind: Bind, *args: Any, **kwargs: Any) -> SqlAlchemySagaStorage:
+        # The capability is a method only the PostgreSQL variant has: a worker tells it by
+        # isinstance(storage, WorkNotifications), so a storage that cannot listen must not
+        # have the method at all. A subclass of the user's own is built as it is.
+        if cls is SqlAlchemySagaStorage and can_listen(bind_dialect(bind)):
+            from ._postgres_storage import PostgresSagaStorage  # it imports this module
+
+            return object.__new__(PostgresSagaStorage)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -118,6 +138,7 @@ class SqlAlchemySagaStorage:
         sql = CoreSql(self._tables, dialect)
         self._reads = Reads(sql)
         self._leases = LeaseWrites(sql, self._reads)
+        self._waits = WaitWrites(sql, self._reads)
         # Chosen once: every create and checkpoint of this storage goes this way.
         self._path: WritePath = open_write_path(self._runner, self._tables, sql, inline=inline)
         if group_commit is None:
@@ -161,8 +182,15 @@ class SqlAlchemySagaStorage:
         """The saga table (one row per saga, its journal included)."""
         return self._tables.saga
 
+    @property
+    def signals_table(self) -> sa.Table:
+        """The signals table (``<table>_signals``): every signal delivered to a saga, pending
+        or consumed."""
+        return self._tables.signals
+
     async def create_schema(self) -> None:
-        """Create the saga table (and the PostgreSQL schema) if it does not exist, then check it.
+        """Create the saga and signals tables (and the PostgreSQL schema) if they do not
+        exist, then check them.
 
         Raises:
             StorageSchemaError: the table exists but lacks columns this version needs (made
@@ -181,7 +209,7 @@ class SqlAlchemySagaStorage:
         self._schema_checked = True
 
     async def drop_schema(self) -> None:
-        """Drop the saga table if it exists, with every saga in it."""
+        """Drop the saga and signals tables if they exist, with every saga in them."""
         self._schema_checked = False  # first: a write from now on checks the schema again
         await self._runner.run(partial(drop_tables, self._tables), "dropping the saga table")
 
@@ -199,14 +227,16 @@ class SqlAlchemySagaStorage:
     # --- protocol ------------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at version 1, with its definition's ``saga_version``
-        (see :meth:`saga_core.SagaStorage.create`).
+        """Store a new saga at version 1, with its definition's ``saga_version``: RUNNING and
+        leased, or WAITING without a lease (see :meth:`saga_core.SagaStorage.create`).
 
         Raises:
-            SagaUsageError: ``saga_version`` is not an int >= 1.
+            SagaUsageError: ``saga_version`` is not an int >= 1, or the status, lease and
+                times do not fit together (``check_new_saga``).
         """
         if type(saga.saga_id) is not UUID:
             require_saga_id(saga.saga_id)
+        check_new_saga(saga)
         if type(saga.saga_version) is not int or saga.saga_version < 1:
             raise SagaUsageError(
                 f"saga {saga.saga_id}: saga_version must be an int >= 1, got {saga.saga_version!r}"
@@ -227,6 +257,8 @@ class SqlAlchemySagaStorage:
                 f"checkpoint of saga {checkpoint.saga_id} sets lease_seconds without a "
                 f"lease_owner; pass both, or lease_seconds=None to release the lease"
             )
+        if checkpoint.status is SagaStatus.WAITING:
+            check_wake_at(checkpoint.wake_at)
         await self._write(checkpoint)
 
     async def load(self, saga_id: UUID) -> SagaRecord:
@@ -246,7 +278,8 @@ class SqlAlchemySagaStorage:
         )
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        """Return up to ``limit`` recoverable sagas (stalled, and WAITING ones that are due),
+        earliest due first, without claiming them."""
         _check_limit(limit)
         await self._ready()
         return await self._runner.run(
@@ -277,8 +310,9 @@ class SqlAlchemySagaStorage:
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first.
-        Concurrent callers (in any process) never get the same saga."""
+        """Claim up to ``limit`` recoverable sagas for ``owner`` (stalled, and WAITING ones
+        that are due), earliest due first. Concurrent callers (in any process) never get the
+        same saga."""
         _check_limit(limit)
         await self._ready()
         operation = partial(
@@ -355,6 +389,34 @@ class SqlAlchemySagaStorage:
         operation = partial(self._leases.park, saga_id=saga_id, owner=owner, reason=reason)
         await self._runner.run(operation, f"parking saga {saga_id}")
 
+    async def deliver_signal(self, signal: NewSignal) -> bool:
+        """Store a signal for a saga in one transaction that holds the saga's row lock;
+        return False (nothing written) when its ``signal_id`` was delivered before, even to a
+        saga that has finished since (see :meth:`saga_core.SagaStorage.deliver_signal`).
+        Concurrent deliveries of one id: one returns True; of one name: one is stored.
+
+        Raises SagaNotFoundError, SagaFinishedError (finished, checked after the duplicate
+        check) or SagaSignalRefusedError (not accepted, or a signal of that name is pending).
+        """
+        require_saga_id(signal.saga_id)
+        await self._ready()
+        operation = partial(self._waits.deliver_signal, signal=signal)
+        return await self._runner.run(
+            operation, f"delivering signal {signal.signal_id!r} to saga {signal.saga_id}"
+        )
+
+    async def request_cancel(self, saga_id: UUID, *, reason: str) -> SagaRecord:
+        """Record the decision to cancel a RUNNING or WAITING saga (the first reason wins; a
+        WAITING saga becomes due now) and return its record (see
+        :meth:`saga_core.SagaStorage.request_cancel`).
+
+        Raises SagaNotFoundError or SagaFinishedError.
+        """
+        require_saga_id(saga_id)
+        await self._ready()
+        operation = partial(self._waits.request_cancel, saga_id=saga_id, reason=reason)
+        return await self._runner.run(operation, f"cancelling saga {saga_id}")
+
     async def unpark(self, saga_id: UUID) -> SagaRecord:
         """Take a saga out of the dead-letter state (``parked`` false, ``attempts`` 0) and
         return its record; a saga that is not parked is returned unchanged (see
@@ -409,6 +471,13 @@ class SqlAlchemySagaStorage:
         """One create or checkpoint: through group commit when it is on, else alone."""
         if self._closed or not self._schema_checked:
             await self._ready()
+        if needs_wait_rules(write):
+            # Not on the hot path: a transaction of its own, in SQLAlchemy Core (see _waits).
+            operation = partial(self._waits.write, write=write)
+            outcome = await self._runner.run(operation, partial(describe_write, write))
+            if outcome is not None:
+                raise outcome
+            return
         if self._group is not None:
             await self._group.submit(write)
             return

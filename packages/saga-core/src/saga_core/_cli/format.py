@@ -1,114 +1,33 @@
 """How the CLI shows sagas: text tables and timelines for people, JSON documents for scripts.
 
-Everything a person reads passes through :func:`terminal_text`: stored text (saga names, step
-ids, lease owners, errors, park reasons, contexts) is data, and a control character in it must
-be shown, never obeyed by the operator's terminal. JSON documents are left exact: ``json.dumps``
-escapes what JSON requires, and a script gets the stored text unchanged.
+Text for people passes every stored value through :func:`~saga_core._cli.text.terminal_text`
+(see :mod:`saga_core._cli.text`). JSON documents are left exact: ``json.dumps`` escapes what
+JSON requires, and a script gets the stored text unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import re
-from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+from saga_core._model.status import SagaStatus
 from saga_core._runtime.worker import RecoveryReport
 from saga_core._storage.protocol import JournalEntry, SagaRecord
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_ERROR_WIDTH = 60
-
-# What a terminal acts on or reorders instead of showing: the C0 controls (ESC starts escape
-# sequences, BEL ends an OSC one, CR rewrites the line), DEL, the C1 controls (U+009B is a
-# one-character CSI), the Unicode line and paragraph separators, and the bidi controls (marks,
-# embeddings, overrides, isolates), which change the order in which the text is read. Lone
-# surrogates are there too: no terminal encoding can write them.
-_TERMINAL_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+from .text import first_line, iso, short_time, terminal_lines, terminal_text
+from .waiting import (
+    describe_deadline,
+    describe_wait,
+    describe_wake,
+    signal_rows,
+    signals_json,
+    wait_json,
 )
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_LINE_BREAK = re.compile(r"\r?\n")
 
-
-def terminal_text(text: str) -> str:
-    """``text`` safe to print on a terminal, on one line: every control character (C0, DEL,
-    C1), line or paragraph separator, bidi control and lone surrogate is shown as its
-    backslash escape (``\\x1b``, ``\\x9b``, ``\\u202e``, ``\\n``); everything else is kept.
-
-    A backslash already in the text is kept as it is, so ``\\x1b`` may also be those four
-    characters as stored; ``--json`` gives the exact text.
-    """
-    if text.isascii() and text.isprintable():  # the usual case: nothing to escape
-        return text
-    return _TERMINAL_UNSAFE.sub(_visible_escape, text)
-
-
-def terminal_lines(text: str) -> list[str]:
-    """``text`` split at its line breaks (``\\n`` or ``\\r\\n``), each line made safe by
-    :func:`terminal_text`: for multi-line values shown as several lines."""
-    return [terminal_text(line) for line in _LINE_BREAK.split(text)]
-
-
-def _visible_escape(match: re.Match[str]) -> str:
-    character = match.group()
-    if character in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[character]
-    code = ord(character)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-class TerminalLogFormatter(logging.Formatter):
-    """A log formatter for a terminal: the message on one line and a traceback line by line,
-    each line made safe by :func:`terminal_text`.
-
-    Log messages carry stored text (park reasons, errors, saga names) as their arguments.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        # A copy: other handlers of the same record (a file, a test's capture) keep the exact
-        # message.
-        safe = logging.makeLogRecord(record.__dict__)
-        safe.msg, safe.args = terminal_text(record.getMessage()), None
-        return "\n".join(terminal_lines(super().format(safe)))
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``30s``, ``15m``, ``2h``, ``1d`` or a sum such as ``1h30m`` into a timedelta.
-
-    Raises:
-        ValueError: the text is not such a duration.
-    """
-    compact = text.strip().lower()
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 1d or 1h30m)")
-    return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
-
-
-def iso(moment: datetime | None) -> str | None:
-    """``moment`` as ISO 8601 in UTC (``2025-01-31T12:00:00.123456+00:00``), or None."""
-    return None if moment is None else moment.astimezone(timezone.utc).isoformat()
-
-
-def short_time(moment: datetime | None) -> str:
-    """``moment`` in UTC to the second, for tables (``2025-01-31 12:00:00Z``)."""
-    if moment is None:
-        return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def first_line(text: str | None, width: int = _ERROR_WIDTH) -> str:
-    """The first line of ``text``, made safe by :func:`terminal_text` and cut to ``width``
-    characters ("-" for none)."""
-    if not text:
-        return "-"
-    line = terminal_lines(text)[0]
-    return line if len(line) <= width else line[: width - 3] + "..."
+_CANCEL_WIDTH = 40
 
 
 def describe_lease(record: SagaRecord, now: datetime) -> str:
@@ -123,7 +42,12 @@ def describe_lease(record: SagaRecord, now: datetime) -> str:
 
 
 def record_json(record: SagaRecord, *, with_context: bool) -> dict[str, Any]:
-    """A saga record as a JSON object (the context decoded when ``with_context``)."""
+    """A saga record as a JSON object. With ``with_context``, the context and the pending
+    signals' payloads are there too, decoded (``list`` leaves them out: they may be large).
+
+    ``wait`` is what a WAITING saga waits for (``{"kind": "signal" | "sleep" | "start",
+    "name": ...}``), else null; ``signals`` are the pending signals, in delivery order.
+    """
     data: dict[str, Any] = {
         "saga_id": str(record.saga_id),
         "saga_name": record.saga_name,
@@ -140,6 +64,12 @@ def record_json(record: SagaRecord, *, with_context: bool) -> dict[str, Any]:
         "updated_at": iso(record.updated_at),
         "lease_owner": record.lease_owner,
         "lease_expires_at": iso(record.lease_expires_at),
+        "wait": wait_json(record),
+        "waiting_for": record.waiting_for,
+        "wake_at": iso(record.wake_at),
+        "deadline_at": iso(record.deadline_at),
+        "cancel_reason": record.cancel_reason,
+        "signals": signals_json(record.signals, with_payload=with_context),
     }
     if with_context:
         data["context"] = decoded_context(record)
@@ -166,6 +96,7 @@ def journal_json(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
             "event": entry.event.value,
             "attempt": entry.attempt,
             "error": entry.error,
+            "detail": entry.detail,
         }
         for entry in entries
     ]
@@ -174,53 +105,61 @@ def journal_json(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
 def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
     """The ``list`` table: one row per saga, columns aligned.
 
-    The ``SAGA_VERSION`` column (after ``NAME``) is shown when a listed saga runs on a
-    definition version other than 1, the version every saga has unless its class says
-    otherwise; ``VERSION`` is the record's write counter.
+    Some columns are shown only when a listed saga needs them: ``SAGA_VERSION`` (after
+    ``NAME``) when a saga runs on a definition version other than 1, the version every saga
+    has unless its class says otherwise (``VERSION`` is the record's write counter);
+    ``WAITING_FOR`` and ``WAKES`` (after ``STATUS``) when a saga is WAITING; ``DEADLINE`` when
+    a saga has one; ``CANCEL`` (the reason) when a cancel was requested.
     """
-    versioned = any(record.saga_version != 1 for record in records)
-    header = (
-        "ID",
-        "NAME",
-        *(("SAGA_VERSION",) if versioned else ()),
-        "STATUS",
-        "VERSION",
-        "CURSOR",
-        "ATTEMPTS",
-        "PARKED",
-        "UPDATED",
-        "LEASE",
-        "ERROR",
-    )
-    rows = [
-        (
-            str(record.saga_id),
-            terminal_text(record.saga_name),
-            *((str(record.saga_version),) if versioned else ()),
-            record.status.value,
-            str(record.version),
-            str(record.cursor),
-            str(record.attempts),
-            "yes" if record.parked else "no",
-            short_time(record.updated_at),
-            describe_lease(record, now),
-            first_line(record.error),
-        )
-        for record in records
+    columns: list[tuple[str, Callable[[SagaRecord], str]]] = [
+        ("ID", lambda r: str(r.saga_id)),
+        ("NAME", lambda r: terminal_text(r.saga_name)),
     ]
-    return _table([header, *rows])
+    if any(record.saga_version != 1 for record in records):
+        columns.append(("SAGA_VERSION", lambda r: str(r.saga_version)))
+    columns.append(("STATUS", lambda r: r.status.value))
+    if any(record.status is SagaStatus.WAITING for record in records):
+        columns.append(("WAITING_FOR", describe_wait))
+        columns.append(("WAKES", lambda r: describe_wake(r, now)))
+    columns += [
+        ("VERSION", lambda r: str(r.version)),
+        ("CURSOR", lambda r: str(r.cursor)),
+        ("ATTEMPTS", lambda r: str(r.attempts)),
+        ("PARKED", lambda r: "yes" if r.parked else "no"),
+        ("UPDATED", lambda r: short_time(r.updated_at)),
+    ]
+    if any(record.deadline_at is not None for record in records):
+        columns.append(("DEADLINE", lambda r: describe_deadline(r, now)))
+    columns.append(("LEASE", lambda r: describe_lease(r, now)))
+    if any(record.cancel_reason is not None for record in records):
+        columns.append(("CANCEL", lambda r: first_line(r.cancel_reason, _CANCEL_WIDTH)))
+    columns.append(("ERROR", lambda r: first_line(r.error)))
+    header = tuple(name for name, _ in columns)
+    return _table([header, *(tuple(cell(record) for _, cell in columns) for record in records)])
 
 
 def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: datetime) -> str:
-    """The ``show`` text: the state block, the context as JSON, the journal as a timeline.
+    """The ``show`` text: the state block, the pending signals, the context as JSON, the
+    journal as a timeline.
 
     ``saga version`` is the definition version the saga runs on (``Saga.version``);
-    ``version`` the record's write counter (compare-and-set).
+    ``version`` the record's write counter (compare-and-set). ``waiting for`` and ``wakes``
+    are shown for a WAITING saga, ``deadline`` for a saga that has one, ``cancel`` once a
+    cancel was requested; the pending signals when there are some.
 
-    Stored text is made safe by :func:`terminal_text`; only the error keeps its line breaks.
+    Stored text is made safe by :func:`terminal_text`; only the error and the cancel's reason
+    keep their line breaks.
     """
-    state = [
-        ("status", [record.status.value + (" (parked)" if record.parked else "")]),
+    status = record.status.value + (" (parked)" if record.parked else "")
+    state: list[tuple[str, list[str]]] = [("status", [status])]
+    if record.status is SagaStatus.WAITING:
+        state.append(("waiting for", [describe_wait(record)]))
+        state.append(("wakes", [describe_wake(record, now, long=True)]))
+    if record.deadline_at is not None:
+        state.append(("deadline", [describe_deadline(record, now, long=True)]))
+    if record.cancel_reason is not None:
+        state.append(("cancel", terminal_lines(f"requested: {record.cancel_reason}")))
+    state += [
         ("version", [str(record.version) + " (write counter)"]),
         ("cursor", [str(record.cursor)]),
         ("next step", [terminal_text(record.next_step or "-")]),
@@ -238,6 +177,11 @@ def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: dateti
     for label, value_lines in state:
         lines.append(f"  {label + ':':<{width}} {value_lines[0]}")
         lines.extend(f"  {'':<{width}} {more}" for more in value_lines[1:])
+    if record.signals:
+        lines.append("")
+        lines.append(f"pending signals ({len(record.signals)}):")
+        table = _table([("NAME", "ID", "DELIVERED"), *signal_rows(record.signals)])
+        lines.extend("  " + line for line in table.splitlines())
     lines.append("")
     lines.append("context:")
     context = decoded_context(record)
@@ -255,20 +199,31 @@ def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: dateti
 
 
 def timeline(entries: Sequence[JournalEntry]) -> str:
-    """The journal as aligned lines: offset, step, direction, event, attempt, error."""
+    """The journal as aligned lines: offset, step (``(saga)`` for the saga's own events),
+    direction, event, attempt, then the error or the detail (who claimed it, how it ended,
+    which signal a wait took, until when it waits)."""
     start = entries[0].at
     rows = [
         (
             f"+{(entry.at - start).total_seconds():.3f}s",
-            terminal_text(entry.step_id),
+            terminal_text(entry.step_id) if entry.step_id else "(saga)",
             entry.direction.value,
             entry.event.value,
             f"attempt {entry.attempt}",
-            first_line(entry.error, width=200) if entry.error else "",
+            _note(entry),
         )
         for entry in entries
     ]
     return _table(rows)
+
+
+def _note(entry: JournalEntry) -> str:
+    """What a timeline line says after the attempt: the error, else the detail."""
+    if entry.error:
+        return first_line(entry.error, width=200)
+    if entry.detail:
+        return terminal_text(entry.detail)
+    return ""
 
 
 def report_json(report: RecoveryReport) -> dict[str, int]:

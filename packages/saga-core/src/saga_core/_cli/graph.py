@@ -5,18 +5,25 @@ The forward path runs top-down from ``start`` through every step to ``completed`
 has a dashed failure edge into the compensation chain, which visits the compensations in
 rollback order (the reverse of the steps) down to ``compensated``. At run time a compensation
 whose act had no effect (not applied) is skipped. A saga version other than 1 is shown after
-its name (``start: orders v2``).
+its name (``start: orders v2``), and its deadline after that.
+
+A wait (``WaitForSignal``, ``Sleep``, ``SleepUntil``) is a parallelogram on the forward path.
+A signal wait with a timeout has a ``times out`` edge: to its ``on_timeout`` step, which the
+saga goes on after, or (without one) dashed into the compensation of the last step before
+the wait. A wait has nothing to compensate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 from saga_core._model.saga import Node, Saga, StepSpec
 from saga_core._model.step import SagaStepHandler
+from saga_core._model.waits import Sleep, WaitForSignal, WaitSpec
 
-from .format import terminal_text
+from .text import format_duration, terminal_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +37,23 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
     definition = saga_type.definition()
     steps: list[dict[str, Any]] = []
     for index, node in enumerate(definition.nodes):
+        if node.wait is not None:
+            wait = node.wait
+            steps.append(
+                {
+                    "index": index,
+                    "kind": "wait",
+                    "wait_kind": _wait_kind(wait),
+                    "wait_id": wait.wait_id,
+                    "signal": wait.signal,
+                    "into": wait.into,
+                    "timeout_seconds": wait.timeout_seconds,
+                    "sleep_seconds": (wait.node.seconds if isinstance(wait.node, Sleep) else None),
+                    "on_timeout": None if node.fallback is None else _step_json(node.fallback),
+                }
+            )
+            continue
+        assert node.primary is not None, "a step node has a primary"
         if node.fallback is None:
             steps.append({"index": index, "kind": "step", **_step_json(node.primary)})
             continue
@@ -49,6 +73,7 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
         "version": definition.version,
         "class": f"{saga_type.__module__}.{saga_type.__qualname__}",
         "context": None if context is None else f"{context.__module__}.{context.__qualname__}",
+        "deadline_seconds": definition.deadline_seconds,
         "steps": steps,
         "compensation_order": [c.spec.step_id for c in _rollback_order(definition.nodes)],
         "mermaid": mermaid(saga_type),
@@ -63,12 +88,18 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
     title = definition.name
     if definition.version != 1:  # version 1 is every saga's unless its class says otherwise
         title += f" v{definition.version}"
+    if definition.deadline_seconds is not None:
+        title += f" (deadline {_duration(definition.deadline_seconds)})"
     declarations = [f'start(["start: {_escape(title)}"])']
     forward: list[str] = []
     failures: list[str] = []
     previous = ["start"]
     for index, node in enumerate(nodes):
         primary = f"s{index}"
+        if node.wait is not None:
+            previous = _wait_lines(index, node, previous, rollback, declarations, forward, failures)
+            continue
+        assert node.primary is not None, "a step node has a primary"
         declarations.append(f'{primary}["{_escape(_label(node.primary))}"]')
         forward.extend(f"{before} --> {primary}" for before in previous)
         if node.fallback is None:
@@ -91,6 +122,7 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
             forward.append(f"{breaker} -.- {primary}")
         forward.append(f'{primary} -->|"{_escape(trigger)}"| {branch}')
         if node.failure_exceptions:
+            assert node.primary is not None, "a Fallback node has a primary"
             target = _failure_target(primary, node.primary, rollback)
             failures.append(f'{primary} -.->|"other error"| {target}')
         failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
@@ -124,8 +156,66 @@ def _rollback_order(nodes: tuple[Node, ...]) -> list[_Compensation]:
         node = nodes[index]
         if node.fallback is not None:
             order.append(_Compensation(f"c{index}f", node.fallback))
-        order.append(_Compensation(f"c{index}", node.primary))
+        if node.primary is not None:
+            order.append(_Compensation(f"c{index}", node.primary))
     return order
+
+
+def _wait_lines(
+    index: int,
+    node: Node,
+    previous: list[str],
+    rollback: list[_Compensation],
+    declarations: list[str],
+    forward: list[str],
+    failures: list[str],
+) -> list[str]:
+    """Add the lines of wait node ``index``; return the nodes the next one follows."""
+    wait = node.wait
+    assert wait is not None
+    here = f"s{index}"
+    declarations.append(f'{here}[/"{_escape(_wait_label(wait))}"/]')
+    forward.extend(f"{before} --> {here}" for before in previous)
+    if wait.timeout_seconds is None:
+        return [here]
+    times_out = f'"times out ({_duration(wait.timeout_seconds)})"'
+    if node.fallback is not None:
+        branch = f"s{index}f"
+        declarations.append(f'{branch}["{_escape(_label(node.fallback))} (on timeout)"]')
+        forward.append(f"{here} -->|{times_out}| {branch}")
+        failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
+        return [here, branch]
+    failures.append(f"{here} -.->|{times_out}| {_rollback_before(index, rollback)}")
+    return [here]
+
+
+def _wait_label(wait: WaitSpec) -> str:
+    """``wait for signal approved``, ``sleep sleep-1 (5m)``, ``sleep wake-up (until a time
+    the context gives)``."""
+    if wait.signal is not None:
+        return f"wait for signal {wait.signal}"
+    name = wait.wait_id.partition(":")[2]
+    if isinstance(wait.node, Sleep):
+        return f"sleep {name} ({_duration(wait.node.seconds)})"
+    return f"sleep {name} (until a time the context gives)"
+
+
+def _wait_kind(wait: WaitSpec) -> str:
+    if isinstance(wait.node, WaitForSignal):
+        return "signal"
+    return "sleep" if isinstance(wait.node, Sleep) else "sleep_until"
+
+
+def _duration(seconds: float) -> str:
+    return format_duration(timedelta(seconds=seconds))
+
+
+def _rollback_before(index: int, rollback: list[_Compensation]) -> str:
+    """Where a rollback decided at node ``index`` (which applied nothing) starts."""
+    for compensation in rollback:
+        if int(compensation.node_id[1:].rstrip("f")) < index:
+            return compensation.node_id
+    return "compensated"
 
 
 def _failure_target(node_id: str, spec: StepSpec, rollback: list[_Compensation]) -> str:

@@ -182,12 +182,15 @@ def bound_sagas(saga_map: SagaMap) -> str:
     )
 
 
-def check_runnable(saga_map: SagaMap, record: SagaRecord, sagas_path: str) -> None:
+def check_runnable(
+    saga_map: SagaMap, record: SagaRecord, sagas_path: str, *, outcome: str = "nothing was run"
+) -> None:
     """Refuse a stored saga that ``saga_map`` cannot run on the version it started with,
-    before it is claimed (a claim would hold it) or unparked.
+    before it is claimed (a claim would hold it), unparked or signalled. ``outcome`` ends the
+    message (what was not done).
 
     Raises:
-        CliError: (usage) its saga name, or its version, is not bound; nothing was run.
+        CliError: (usage) its saga name, or its version, is not bound.
     """
     saga_name, version = record.saga_name, record.saga_version
     bound = saga_map.versions_of(saga_name)
@@ -205,7 +208,7 @@ def check_runnable(saga_map: SagaMap, record: SagaRecord, sagas_path: str) -> No
         )
         raise usage_error(
             f"saga {record.saga_id} is {saga_name!r} version {version}, but --sagas "
-            f"{sagas_path} binds {describe_versions(bound)}: {advice}; nothing was run"
+            f"{sagas_path} binds {describe_versions(bound)}: {advice}; {outcome}"
         )
 
 

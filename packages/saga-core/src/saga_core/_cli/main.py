@@ -1,6 +1,7 @@
 """The operations CLI: ``saga`` (or ``python -m saga_core``).
 
-Commands: ``list``, ``show``, ``recover``, ``retry-compensation``, ``worker`` and ``graph``.
+Commands: ``list``, ``show``, ``signal``, ``cancel``, ``recover``, ``retry-compensation``,
+``worker`` and ``graph``.
 Every command but ``graph`` works on the storage at ``--url`` (default: the
 ``SAGA_STORAGE_URL`` environment variable), opened with :func:`saga_core.open_storage`, so
 any installed storage plugin works; each ``--option KEY=VALUE`` becomes one of its keyword
@@ -31,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 
@@ -48,16 +49,14 @@ from saga_core._runtime.worker import RecoveryWorker
 from saga_core._storage.plugins import open_storage
 from saga_core._storage.protocol import SagaStorage
 
+from .control import Outcome, cancel_saga, read_payload, send_signal
 from .format import (
-    TerminalLogFormatter,
     journal_json,
     record_json,
     report_json,
     report_text,
     saga_report,
     sagas_table,
-    terminal_lines,
-    terminal_text,
 )
 from .graph import mermaid, saga_structure
 from .load import (
@@ -70,6 +69,8 @@ from .load import (
     usage_error,
 )
 from .parser import COMMAND_OPTIONS_DEST, OPTIONS_DEST, URL_ENV, build_parser
+from .text import TerminalLogFormatter, terminal_lines, terminal_text
+from .waiting import describe_wait
 
 logger = logging.getLogger("saga_core.cli")
 
@@ -191,6 +192,36 @@ async def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _signal(args: argparse.Namespace) -> int:
+    payload = read_payload(args.payload, args.payload_file)
+    saga_map = load_saga_map(args.sagas)
+    async with _open_storage(args) as storage:
+        outcome = await send_signal(
+            storage,
+            saga_map,
+            saga_id=args.saga_id,
+            name=args.name,
+            payload=payload,
+            signal_id=args.signal_id or uuid4().hex,
+            sagas_path=args.sagas,
+        )
+    return _report(args, outcome)
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with _open_storage(args) as storage:
+        outcome = await cancel_saga(storage, saga_id=args.saga_id, reason=args.reason)
+    return _report(args, outcome)
+
+
+def _report(args: argparse.Namespace, outcome: Outcome) -> int:
+    if args.json:
+        _emit_json(outcome.document)
+    else:
+        _say(terminal_text(outcome.text))  # one line: it may quote stored text
+    return outcome.exit_code
+
+
 async def _recover(args: argparse.Namespace, *, only_rollback: bool) -> int:
     saga_id: UUID = args.saga_id
     saga_map = load_saga_map(args.sagas)
@@ -228,7 +259,7 @@ async def _drive(
     args: argparse.Namespace, worker: RecoveryWorker, saga_id: UUID, result: dict[str, Any]
 ) -> int:
     try:
-        await worker.recover(saga_id, force=args.force)
+        outcome = await worker.recover(saga_id, force=args.force)
     except SagaLeaseHeldError as exc:
         raise CliError(f"{exc}. If that runner is dead, take the saga over with --force") from None
     except SagaCompensatedError as exc:
@@ -239,8 +270,12 @@ async def _drive(
         if args.json:
             _emit_json(result)
         raise CliError(str(exc)) from None
-    result.update(outcome=SagaStatus.COMPLETED.value, error=None)
-    return _outcome(args, result, f"saga {saga_id} recovered: completed")
+    result.update(outcome=outcome.status.value, error=None)
+    if outcome.status is SagaStatus.WAITING:  # it ran on until its next wait
+        record = await worker.storage.load(saga_id)
+        waiting = f"saga {saga_id} recovered: waiting ({describe_wait(record)})"
+        return _outcome(args, result, waiting)
+    return _outcome(args, result, f"saga {saga_id} recovered: {outcome.status.value}")
 
 
 def _outcome(args: argparse.Namespace, result: dict[str, Any], text: str) -> int:
@@ -406,6 +441,8 @@ def _single(exc: BaseException) -> BaseException:
 _COMMANDS: dict[str, Command] = {
     "list": _list,
     "show": _show,
+    "signal": _signal,
+    "cancel": _cancel,
     "recover": partial(_recover, only_rollback=False),
     "retry-compensation": partial(_recover, only_rollback=True),
     "worker": _worker,

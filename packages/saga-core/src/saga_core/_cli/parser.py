@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import NoReturn
 from uuid import UUID
 
 from saga_core._model.status import SagaStatus
-from saga_core._runtime.mediator import DEFAULT_LEASE_SECONDS
+from saga_core._runtime.leases import DEFAULT_LEASE_SECONDS
 
-from .format import parse_duration, terminal_text
+from .text import parse_duration, terminal_text
 
 URL_ENV = "SAGA_STORAGE_URL"
+#: The reason ``saga cancel`` stores when none is given.
+DEFAULT_CANCEL_REASON = "cancelled with the saga CLI"
 #: Where the ``--option`` pairs given before the command's name go, and those after it.
 OPTIONS_DEST = "storage_options"
 COMMAND_OPTIONS_DEST = "command_storage_options"
@@ -34,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     prog = "python -m saga_core" if sys.argv[0].endswith("__main__.py") else "saga"
     parser = _Parser(
         prog=prog,
-        description="Operate sagas kept by saga-core: list and inspect them, recover stalled "
-        "ones, retry failed compensations, run the recovery worker, draw a saga.",
+        description="Operate sagas kept by saga-core: list and inspect them, signal or cancel "
+        "them, recover stalled ones, retry failed compensations, run the worker, draw a saga.",
         epilog=f"The storage URL comes from --url or ${URL_ENV}, e.g. sqlite:///sagas.db, "
         "postgresql+asyncpg://user@host/db, redis://host:6379/0. Exit codes: 0 success, "
         "1 runtime failure, 2 usage error, 141 stdout closed early (as by head).",
@@ -82,12 +85,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
 
+    signal = command(
+        "signal",
+        "Deliver a signal to a saga",
+        "The saga takes it at its WaitForSignal(NAME), now if it waits there, else when it "
+        "gets there; the payload goes into the wait's field, encoded by the saga's context "
+        "codec (--sagas gives the saga classes that say how). Delivering a signal id again "
+        "changes nothing and exits 0: retry with the same --signal-id. Exit 1 when the saga "
+        "is unknown, has ended or no longer waits for NAME; 2 when it never waits for NAME or "
+        "the payload does not fit.",
+    )
+    signal.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+    signal.add_argument("name", type=_text("signal name"), metavar="NAME", help="signal name")
+    payload = signal.add_mutually_exclusive_group()
+    payload.add_argument(
+        "--payload",
+        metavar="JSON",
+        help="the payload as JSON (a string is quoted: '\"alice\"'; default null)",
+    )
+    payload.add_argument(
+        "--payload-file", metavar="PATH", help="read the JSON payload from PATH ('-': stdin)"
+    )
+    signal.add_argument(
+        "--signal-id",
+        type=_text("signal id"),
+        metavar="ID",
+        help="the signal's id, unique per saga (default: a new one, printed)",
+    )
+    _add_sagas_option(signal, "the saga classes")
+
+    cancel = command(
+        "cancel",
+        "Cancel a saga: roll it back",
+        "Records the durable decision to compensate a RUNNING or WAITING saga: a waiting one "
+        "is compensated by a worker, a running one by its runner at its next step. Cancelling "
+        "a saga rolling back already, cancelled before or compensated changes nothing (exit "
+        "0); a completed one cannot be cancelled (exit 1).",
+    )
+    cancel.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+    cancel.add_argument(
+        "--reason",
+        type=_text("reason"),
+        default=DEFAULT_CANCEL_REASON,
+        metavar="TEXT",
+        help=f"why, stored with the saga (default: {DEFAULT_CANCEL_REASON!r})",
+    )
+
     recover = command(
         "recover",
         "Recover one saga now",
-        "A RUNNING saga resumes forward (the step in flight runs again); a COMPENSATING or "
+        "A RUNNING saga resumes forward (the step in flight runs again); a WAITING one runs "
+        "on if its signal, timer or cancel is due (else it waits again); a COMPENSATING or "
         "FAILED one finishes its rollback. A parked saga is unparked first. Exit 0 when it "
-        "completed or was compensated, 1 when its compensation failed again.",
+        "completed, waits again or was compensated, 1 when its compensation failed again.",
     )
     recover.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
     _add_saga_options(recover)
@@ -107,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = command(
         "worker",
-        "Run the recovery worker",
-        "Claims stalled sagas (RUNNING, COMPENSATING or FAILED with no live lease) and "
-        "finishes them, until SIGINT or SIGTERM: then a compensation in progress finishes "
-        "and every other saga is handed back. With --once, one round and its report.",
+        "Run the worker",
+        "Claims the sagas that have work - started detached, WAITING and due (a signal, a "
+        "timer, a cancel), stalled (RUNNING, COMPENSATING or FAILED with no live lease) - and "
+        "runs each until it ends or waits again, until SIGINT or SIGTERM: then a "
+        "compensation in progress finishes and every other saga is handed back. With "
+        "--once, one round and its report.",
     )
     _add_saga_options(worker)
     worker.add_argument(
@@ -118,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=5.0,
         metavar="S",
-        help="seconds between polls when nothing is stalled (default 5)",
+        help="seconds between polls when nothing is due (default 5)",
     )
     worker.add_argument(
         "--batch-size",
@@ -147,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph = command(
         "graph",
         "Print a saga definition as a Mermaid flowchart",
-        "Forward steps top-down, Fallback branches and breakers, and dashed failure edges "
-        "into the compensation chain. No storage needed; --json prints the structure.",
+        "Forward steps top-down, Fallback branches and breakers, waits (signals, sleeps, "
+        "timeouts), and dashed failure edges into the compensation chain. No storage "
+        "needed; --json prints the structure.",
     )
     graph.add_argument(
         "saga_class",
@@ -221,18 +274,33 @@ def _add_lease_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_saga_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sagas",
-        required=True,
-        metavar="MODULE:ATTR",
-        help="the sagas it may run: a SagaMap, a function binding sagas on a SagaMap, or a "
-        "Saga subclass (e.g. app.sagas:saga_map)",
-    )
+    _add_sagas_option(parser, "the sagas it may run")
     parser.add_argument(
         "--container",
         metavar="MODULE:ATTR",
         help="what builds step classes, as bootstrap(di_container=...) takes",
     )
+
+
+def _add_sagas_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--sagas",
+        required=True,
+        metavar="MODULE:ATTR",
+        help=f"{what}: a SagaMap, a function binding sagas on a SagaMap, or a Saga subclass "
+        "(e.g. app.sagas:saga_map)",
+    )
+
+
+def _text(what: str) -> Callable[[str], str]:
+    """An argument type: non-empty text (``what`` names it in the error)."""
+
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"the {what} must not be empty")
+        return text
+
+    return check
 
 
 def _saga_id(text: str) -> UUID:

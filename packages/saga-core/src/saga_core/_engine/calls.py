@@ -239,6 +239,23 @@ class StepCalls:
                 return CallOutcome(None, _invalid_result(spec, value), attempt, returned=True)
             return CallOutcome(value, None, attempt)
 
+    def interrupted(self, spec: StepSpec, error: Exception) -> CallOutcome:
+        """Record that ``spec``'s act was cancelled mid-attempt by ``error`` (a cancel, the
+        deadline): journaled and reported as a failed attempt, its changes to the context
+        undone. Returns the outcome of the call."""
+        attempt = next(
+            (
+                entry.attempt
+                for entry in reversed(self.journal)
+                if entry.step_id == spec.step_id and entry.event is StepEvent.STARTED
+            ),
+            1,
+        )
+        self._journal_failure(spec.step_id, StepDirection.ACT, attempt, error)
+        self.restore_context()
+        fire(self._hooks.step_failed, self.saga_id, spec.step_id, StepDirection.ACT, attempt, error)
+        return CallOutcome(None, error, attempt)
+
     def _unbuildable(
         self, spec: StepSpec, direction: StepDirection, exc: Exception
     ) -> DependencyResolutionError:

@@ -9,11 +9,14 @@ the last checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from uuid import UUID
 
 from saga_core._model.errors import SagaAlreadyExistsError
 from saga_core._model.saga import SagaDefinition
-from saga_core._storage.protocol import Checkpoint, NewSaga, SagaStorage
+from saga_core._model.status import SagaStatus
+from saga_core._storage.protocol import Checkpoint, JournalEntry, NewSaga, SagaStorage
 
 from .calls import StepCalls
 from .states import Write
@@ -24,17 +27,23 @@ async def create_saga(
     definition: SagaDefinition,
     saga_id: UUID,
     context_text: str,
-    owner: str,
-    lease_seconds: float,
+    owner: str | None,
+    lease_seconds: float | None,
     write: Write,
+    *,
+    deadline_at: datetime | None = None,
+    wake_at: datetime | None = None,
+    journal: Sequence[JournalEntry] = (),
 ) -> None:
-    """Store a new saga as ``write`` (the state machine's creation write) names it, leased
-    by ``owner``.
+    """Store a new saga as ``write`` (the state machine's creation write) names it: RUNNING
+    and leased by ``owner``, or — ``owner`` None — WAITING and due at ``wake_at`` (default
+    now), for a worker to run (a detached start), with ``journal``.
 
     Raises:
         SagaAlreadyExistsError: storage already holds ``saga_id`` (nothing written).
         SagaStorageError: the storage failed.
     """
+    detached = owner is None
     try:
         await storage.create(
             NewSaga(
@@ -43,9 +52,12 @@ async def create_saga(
                 context_text,
                 owner,
                 lease_seconds,
-                (),  # journal
+                journal,
                 definition.next_step_ids[write.cursor],
                 definition.version,
+                SagaStatus.WAITING if detached else SagaStatus.RUNNING,
+                (wake_at or datetime.now(timezone.utc)) if detached else None,
+                deadline_at,
             )
         )
     except SagaAlreadyExistsError as exc:
@@ -86,6 +98,11 @@ class CheckpointWriter:
         self._owner = owner
         self._lease_seconds = lease_seconds
 
+    @property
+    def owner(self) -> str:
+        """The runner's name in leases."""
+        return self._owner
+
     async def store(self, write: Write, pause_seconds: float | None) -> None:
         """Write ``write`` as one compare-and-set checkpoint (with the run's context and
         journal), then count the new version and tell the step calls their context and journal
@@ -106,20 +123,24 @@ class CheckpointWriter:
             lease_seconds = pause_seconds
         else:
             lease_seconds = None
-        await self._storage.checkpoint(
-            Checkpoint(
-                self.saga_id,
-                self.version,  # expected: the version this runner last wrote
-                write.status,
-                write.cursor,
-                write.applied,
-                text,
-                self._calls.journal,
-                write.error,
-                self._owner if lease_seconds is not None else None,
-                lease_seconds,
-                self._next_step_ids[write.cursor],
-            )
+        wake = write.wake
+        checkpoint = Checkpoint(
+            self.saga_id,
+            self.version,  # expected: the version this runner last wrote
+            write.status,
+            write.cursor,
+            write.applied,
+            text,
+            self._calls.journal,
+            write.error,
+            self._owner if lease_seconds is not None else None,
+            lease_seconds,
+            write.next_step or self._next_step_ids[write.cursor],
+            None if wake is None else wake.wake_at,
+            None if wake is None else wake.waiting_for,
+            write.consume_signal,
+            write.unless_signal,
         )
+        await self._storage.checkpoint(checkpoint)
         self.version += 1
         self._calls.written(text)

@@ -12,6 +12,9 @@ The run is advanced one result at a time (:meth:`SagaRun.next_result`) so that
 
 from __future__ import annotations
 
+import json
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -19,12 +22,20 @@ import anyio
 import anyio.lowlevel
 
 from saga_core._codec.context import ContextCodec
-from saga_core._model.errors import SagaConcurrencyError
+from saga_core._model.error_text import describe_error
+from saga_core._model.errors import (
+    SagaCancelledError,
+    SagaConcurrencyError,
+    SagaDeadlineExceededError,
+    SagaSignalPendingError,
+    SagaWaitTimedOutError,
+)
 from saga_core._model.outcome import SagaOutcome
 from saga_core._model.saga import SagaDefinition
-from saga_core._model.status import SagaStatus, StepDirection
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._model.step import SagaStepResult
-from saga_core._storage.protocol import SagaStorage
+from saga_core._model.waits import WaitSpec
+from saga_core._storage.protocol import JournalEntry, PendingSignal, SagaStorage
 
 from . import states
 from . import transitions as machine
@@ -45,12 +56,18 @@ class SagaRun:
     :meth:`next_result` until it returns None, then :meth:`outcome`."""
 
     __slots__ = (
+        "_abort",
+        "_act_scope",
         "_calls",
+        "_codec",
         "_hold_seconds",
         "_report",
+        "_signals",
         "_state",
+        "_storage",
         "_writer",
         "context",
+        "deadline_at",
         "definition",
         "saga_id",
     )
@@ -70,6 +87,8 @@ class SagaRun:
         state: states.RunState,
         context_text: str,
         hold_seconds: float | None = None,
+        deadline_at: datetime | None = None,
+        signals: tuple[PendingSignal, ...] = (),
     ) -> None:
         self.definition = definition
         self.saga_id = saga_id
@@ -85,6 +104,16 @@ class SagaRun:
         # A recovery worker's runs keep their lease this long after a failure (FAILED, or an
         # error) instead of releasing it, so the saga is retried only after a pause.
         self._hold_seconds = hold_seconds
+        self._storage = storage
+        self._codec = codec
+        self.deadline_at = deadline_at
+        """When the saga must be finished by (None: no deadline)."""
+        # The pending signals as last read (a wait takes its signal from here).
+        self._signals = signals
+        # Why the saga must stop going forward (a cancel of this process, its deadline): fed to
+        # the state machine before the next call, or at once by cancelling the act in flight.
+        self._abort: Exception | None = None
+        self._act_scope: anyio.CancelScope | None = None
 
     # --- creation --------------------------------------------------------------------------
 
@@ -104,6 +133,8 @@ class SagaRun:
     ) -> SagaRun:
         """Validate and store a new saga (durable before any step runs) and return its runner.
 
+        The saga's deadline (``Saga.deadline``) counts from now.
+
         Raises:
             SagaContextError: the context cannot be stored losslessly (nothing written).
             SagaAlreadyExistsError: storage already holds ``saga_id`` (nothing run).
@@ -113,7 +144,17 @@ class SagaRun:
         new = machine.start(definition.nodes)
         write = new.write
         assert write is not None, "a new saga is written before it runs"
-        await create_saga(storage, definition, saga_id, text, owner, lease_seconds, write)
+        deadline_at = deadline_from_now(definition)
+        await create_saga(
+            storage,
+            definition,
+            saga_id,
+            text,
+            owner,
+            lease_seconds,
+            write,
+            deadline_at=deadline_at,
+        )
         if hooks.saga_started:
             fire(hooks.saga_started, saga_id, definition.name, resumed=False)
         run = cls(
@@ -129,6 +170,7 @@ class SagaRun:
             version=1,
             state=machine.written(new),  # created, with its first call named
             context_text=text,
+            deadline_at=deadline_at,
         )
         return run
 
@@ -184,22 +226,39 @@ class SagaRun:
             SagaStorageError: a checkpoint failed and the saga could not be rolled back
                 durably; it stays as last written, for recovery.
         """
-        if self._state.fenced:
-            raise self._report.taken_over()
-        state = self._state
-        if state.call is None and state.write is None:
-            state = self._feed(states.ADVANCE)  # nothing named yet: ask what comes next
-        call = state.call
-        if isinstance(call, states.Act):
-            return await self._act(call)
-        if isinstance(call, states.Compensate):
-            return await self._compensate(call)
-        write = state.write
-        if write is not None and write.kind == "finish":
-            # Nothing left to call: write how the run ends.
-            await self._perform(write)
-            self._report.finished(self._state.status)
-        return None
+        while True:
+            if self._state.fenced:
+                raise self._report.taken_over()
+            state = self._state
+            if state.call is None and state.write is None:
+                state = self._feed(states.ADVANCE)  # nothing named yet: ask what comes next
+            if state.call is not None and not isinstance(state.call, states.Compensate):
+                # Going forward: a cancel or the deadline stops it before the next node.
+                abort = self._abort_reason()
+                if abort is not None:
+                    state = self._stop_forward(states.Aborted(abort))
+            call = state.call
+            if isinstance(call, states.Act):
+                return await self._act(call)
+            if isinstance(call, states.Compensate):
+                return await self._compensate(call)
+            if isinstance(call, states.Await):
+                self._await(call)
+                continue
+            write = state.write
+            if write is None:
+                return None
+            # A write with nothing called before it: the end of the run (finish), a wait's
+            # suspend or timeout, or a decision to compensate that is not a step's failure.
+            await self._perform_decided(write)
+            if write.kind == "finish" and self._state.write is None:
+                self._report.finished(self._state.status)
+                return None
+            if write.kind == "decision" and self._state.write is None:
+                self._report.compensation_started()
+                if self._state.status is SagaStatus.COMPENSATED:
+                    self._report.finished(self._state.status)
+                    return None
 
     async def run_to_end(self) -> None:
         """Call :meth:`next_result` until the run ends; if it is interrupted (cancelled,
@@ -234,6 +293,27 @@ class SagaRun:
             except Exception as exc:  # the lease will expire on its own
                 logger.info("saga %s: could not release its lease: %r", self.saga_id, exc)
 
+    def cancel(self, error: Exception) -> None:
+        """Stop going forward because of ``error`` (a cancel decided in this process, the
+        deadline): the act in flight, if any, is cancelled at once and the saga compensates,
+        that step included. Does nothing once the saga compensates."""
+        if self._abort is None:
+            self._abort = error
+        scope = self._act_scope
+        if scope is not None:
+            scope.cancel()
+
+    def _abort_reason(self) -> Exception | None:
+        """Why the saga must stop going forward now, if it must (taken once)."""
+        abort = self._abort
+        if abort is not None:
+            self._abort = None
+            return abort
+        deadline = self.deadline_at
+        if deadline is not None and datetime.now(timezone.utc) >= deadline:
+            return _deadline_error(self.saga_id, deadline)
+        return None
+
     # --- outcome ---------------------------------------------------------------------------
 
     def outcome(self) -> SagaOutcome[Any]:
@@ -260,9 +340,19 @@ class SagaRun:
         nodes = self.definition.nodes
         node = nodes[call.node]
         while True:
-            spec = node.fallback if call.fallback else node.primary
-            assert spec is not None, "only a Fallback node has a fallback branch"
-            outcome = await self._calls.act(node, spec)
+            spec = node.branch(call.fallback)
+            with anyio.CancelScope(deadline=self._deadline_clock()) as scope:
+                self._act_scope = scope
+                try:
+                    outcome = await self._calls.act(node, spec)
+                finally:
+                    self._act_scope = None
+            if scope.cancelled_caught:
+                # Cancelled mid-act (a cancel, the deadline): it may have had an effect.
+                reason = self._abort_reason() or _deadline_error(self.saga_id, self.deadline_at)
+                outcome = self._calls.interrupted(spec, reason)
+                state = self._stop_forward(states.Aborted(reason, in_flight=True))
+                break
             state = self._feed(
                 states.ACT_COMPLETED if outcome.error is None else _act_failure(outcome)
             )
@@ -272,12 +362,18 @@ class SagaRun:
         write = state.write
         if write is None:  # fenced while the step ran
             raise self._report.taken_over()
-        error = outcome.error
+        error: Exception | None = outcome.error
         if write.kind == "step":
             try:
                 await self._store(write)
             except SagaConcurrencyError:
                 raise
+            except SagaCancelledError as exc:
+                # Cancelled elsewhere while the step ran: it completed, and is compensated.
+                write = self._feed(states.Aborted(exc)).write
+                if write is None:
+                    raise
+                error = exc
             except Exception as exc:
                 # The node ran but its checkpoint failed: the saga compensates, this node too.
                 write = self._feed(states.WriteFailed(exc)).write
@@ -341,6 +437,195 @@ class SagaRun:
             outcome.attempt,
         )
 
+    # --- waits -----------------------------------------------------------------------------
+
+    def _await(self, call: states.Await) -> None:
+        """Decide about the wait at node ``call.node``: its signal is there (taken into the
+        context), its timer is due (over, or timed out), or the saga suspends until then."""
+        wait = self.definition.nodes[call.node].wait
+        assert wait is not None, "Await names a wait node"
+        now = datetime.now(timezone.utc)
+        if wait.signal is not None:
+            signal = next((s for s in self._signals if s.name == wait.signal), None)
+            if signal is not None and self._state.consume is not None:
+                # An earlier wait took a signal that no write has consumed yet, and a write
+                # consumes one: write the progress first, then this wait takes its own.
+                self._feed(states.SETTLE)
+                return
+            if signal is not None:
+                try:
+                    self._take(wait, signal)
+                except Exception as exc:
+                    self._journal(wait, StepEvent.FAILED, now, exc)
+                    self._stop_forward(states.Aborted(exc))
+                    return
+                self._signals = tuple(s for s in self._signals if s is not signal)
+                self._journal(wait, StepEvent.COMPLETED, now, detail=signal.signal_id)
+                self._feed(states.WaitOver(signal.signal_id))
+                return
+        stored = self._state.wake
+        # Claimed while suspended at this very wait: its timer is the one stored. (A saga
+        # started detached is WAITING at its first node without having waited there yet,
+        # unless that node is a sleep, which the start suspends at.)
+        suspended_here = (
+            stored is not None
+            and stored.cursor == call.node
+            and (wait.signal is None or stored.waiting_for == wait.signal)
+        )
+        if suspended_here:
+            assert stored is not None
+            timer = stored.wake_at
+        else:
+            try:
+                timer = wait.timer(self.context, now)
+            except Exception as exc:  # SleepUntil returned no aware datetime
+                self._journal(wait, StepEvent.FAILED, now, exc)
+                self._stop_forward(states.Aborted(exc))
+                return
+        if timer is not None and timer <= now:
+            if wait.signal is None:
+                self._journal(wait, StepEvent.COMPLETED, now)
+                self._feed(states.WaitOver())
+                return
+            error = SagaWaitTimedOutError(
+                f"saga {self.saga_id}: signal {wait.signal!r} did not arrive by {timer.isoformat()}"
+            )
+            self._journal(wait, StepEvent.FAILED, now, error)
+            self._stop_forward(states.TimedOut(error))
+            return
+        deadline = self.deadline_at
+        wake_at = (
+            timer if deadline is None or (timer is not None and timer < deadline) else deadline
+        )
+        if not suspended_here:
+            detail = None if wake_at is None else wake_at.isoformat()
+            self._journal(wait, StepEvent.STARTED, now, detail=detail)
+        wake = states.Wake(wake_at, wait.signal, call.node, self._state.applied)
+        self._feed(states.Suspend(wake))
+
+    def _take(self, wait: WaitSpec, signal: PendingSignal) -> None:
+        """Decode ``signal``'s payload into the context field the wait names (as that
+        field's type, by the context codec).
+
+        Raises:
+            StorageCorruptedError: the payload does not decode as the field's type.
+        """
+        field = wait.into
+        if field is None:
+            return
+        data = self._codec.to_jsonable(self.context)
+        data[field] = json.loads(signal.payload)
+        decoded = self._codec.from_jsonable(data)
+        setattr(self.context, field, getattr(decoded, field))
+
+    def _journal(
+        self,
+        wait: WaitSpec,
+        event: StepEvent,
+        at: datetime,
+        error: Exception | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Journal a wait's event: STARTED when it suspends, COMPLETED when it is over,
+        FAILED when it timed out or could not be completed."""
+        self._calls.journal.append(
+            JournalEntry(
+                wait.wait_id,
+                StepDirection.ACT,
+                event,
+                1,
+                at,
+                None if error is None else describe_error(error),
+                detail,
+            )
+        )
+
+    def journal_claim(self, step_id: str | None, attempts: int) -> None:
+        """Journal that this runner claimed the saga (written with its first write)."""
+        direction = StepDirection.ACT if self._state.status.is_forward else StepDirection.COMPENSATE
+        self._calls.journal.append(
+            JournalEntry(
+                step_id or "",
+                direction,
+                StepEvent.CLAIMED,
+                attempts,
+                datetime.now(timezone.utc),
+                None,
+                self._writer.owner,
+            )
+        )
+
+    async def _perform_decided(self, write: states.Write) -> None:
+        """Store a write no call led to (a suspend, a timeout, a decision, the finish): one
+        that yields to a pending signal evaluates the wait again with the signals read now;
+        one refused because the saga was cancelled turns into the decision to compensate."""
+        try:
+            await self._store(write)
+        except SagaSignalPendingError:
+            self._forget_timeout()
+            self._feed(states.SIGNAL_PENDING)
+            self._signals = (await self._storage.load(self.saga_id)).signals
+        except SagaCancelledError as exc:
+            self._stop_forward(states.Aborted(exc))
+        except SagaConcurrencyError:
+            raise
+        except Exception as exc:
+            self._feed(states.WriteFailed(exc))
+            raise
+
+    def _forget_timeout(self) -> None:
+        """A timeout lost to a signal that arrived first (its write was refused): it did not
+        happen, so the wait's FAILED entry journaled for it goes too; the wait is evaluated
+        again and takes the signal."""
+        wait = self.definition.nodes[self._state.cursor].wait
+        journal = self._calls.journal
+        if (
+            wait is not None
+            and journal
+            and journal[-1].step_id == wait.wait_id
+            and journal[-1].event is StepEvent.FAILED
+        ):
+            journal.pop()
+
+    def _stop_forward(self, event: states.Aborted | states.TimedOut) -> states.RunState:
+        """Feed ``event`` (the saga stops going forward) and remember its error as why the
+        saga compensates."""
+        state = self._feed(event)
+        if state.write is not None and state.write.kind == "decision":
+            self._report.trigger = event.error
+        return state
+
+    def _journal_saga(self, write: states.Write) -> int:
+        """Journal what ``write`` does to the saga as a whole: the decision to compensate
+        (with its cause) and the end (with the final status); return how many entries."""
+        now = datetime.now(timezone.utc)
+        journal = self._calls.journal
+        before = len(journal)
+        if write.kind == "decision":
+            journal.append(
+                JournalEntry(
+                    "", StepDirection.COMPENSATE, StepEvent.COMPENSATING, 0, now, write.error
+                )
+            )
+        if write.status.is_terminal:
+            direction = (
+                StepDirection.ACT
+                if write.status is SagaStatus.COMPLETED
+                else StepDirection.COMPENSATE
+            )
+            journal.append(
+                JournalEntry("", direction, StepEvent.FINISHED, 0, now, None, write.status.value)
+            )
+        return len(journal) - before
+
+    def _deadline_clock(self) -> float:
+        """The deadline as an anyio clock instant, for a cancel scope (inf: none)."""
+        deadline = self.deadline_at
+        if deadline is None:
+            return math.inf
+        left = (deadline - datetime.now(timezone.utc)).total_seconds()
+        return anyio.current_time() + left
+
     # --- writes ----------------------------------------------------------------------------
 
     def _feed(self, event: states.Event) -> states.RunState:
@@ -374,12 +659,52 @@ class SagaRun:
             Exception: what the storage (or the context codec) raised; not fed back.
         """
         pause = hold_seconds if hold_seconds is not None else self._hold_seconds
+        added = (
+            self._journal_saga(write) if write.kind == "decision" or write.status.is_terminal else 0
+        )
         try:
             await self._writer.store(write, pause)
-        except SagaConcurrencyError:
-            self._feed(states.WRITE_REFUSED)
+        except BaseException as exc:
+            if added:  # not written: the saga did not do what they say
+                del self._calls.journal[-added:]
+            if isinstance(exc, SagaConcurrencyError):
+                self._feed(states.WRITE_REFUSED)
             raise
         self._state = machine.written(self._state)
+
+
+def deadline_from_now(definition: SagaDefinition) -> datetime | None:
+    """When a saga of ``definition`` started now must be finished by (None: no deadline)."""
+    seconds = definition.deadline_seconds
+    if seconds is None:
+        return None
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def first_sleep(
+    definition: SagaDefinition, context: Any, deadline_at: datetime | None
+) -> tuple[datetime | None, tuple[JournalEntry, ...]]:
+    """When a saga started detached now is due, and the journal it is created with: a saga
+    whose first node is a sleep is created suspended at it (due when it ends, or at its
+    deadline); any other is due now (``None``) and a worker starts it.
+
+    Raises:
+        SagaDefinitionError: a first ``SleepUntil`` returned no aware datetime.
+    """
+    wait = definition.nodes[0].wait
+    if wait is None or wait.signal is not None:
+        return None, ()
+    now = datetime.now(timezone.utc)
+    timer = wait.timer(context, now)
+    assert timer is not None, "a sleep has a timer"
+    wake_at = deadline_at if deadline_at is not None and deadline_at < timer else timer
+    started = JournalEntry(wait.wait_id, StepDirection.ACT, StepEvent.STARTED, 1, now)
+    return max(wake_at, now), (started,)
+
+
+def _deadline_error(saga_id: UUID, deadline: datetime | None) -> SagaDeadlineExceededError:
+    when = "its deadline" if deadline is None else f"its deadline {deadline.isoformat()}"
+    return SagaDeadlineExceededError(f"saga {saga_id} was not finished by {when}")
 
 
 def _act_failure(outcome: CallOutcome) -> states.Event:

@@ -8,6 +8,7 @@ request from the runner (advance, stop).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, NamedTuple
 
 from saga_core._model.status import SagaStatus
@@ -18,14 +19,36 @@ or compensating); ``"release"`` gives it up (the saga is finished, or handed bac
 at once); ``"pause"`` keeps it for the runner's pause, if it has one, so that recovery retries
 only later."""
 
-WriteKind = Literal["create", "step", "decision", "compensation", "finish", "hand_back"]
+WriteKind = Literal[
+    "create",
+    "step",
+    "decision",
+    "compensation",
+    "finish",
+    "hand_back",
+    "suspend",
+    "timeout",
+    "progress",
+]
 """Why a write is made, which decides what its failure means: ``"create"`` the new saga (the
 storage's ``create``); ``"step"`` a node completed and the saga moves forward — if this write
 fails, the saga compensates; ``"decision"`` the decision to compensate (COMPENSATING, or
 COMPENSATED when nothing is applied); ``"compensation"`` a compensation completed
 (COMPENSATING/COMPENSATED) or was exhausted (FAILED); ``"finish"`` the terminal status of a
 run with nothing left to call; ``"hand_back"`` the run was interrupted and hands the saga back
-to recovery as last written."""
+to recovery as last written; ``"suspend"`` the saga waits (WAITING, no lease); ``"timeout"`` a
+wait timed out and its timeout step runs next; ``"progress"`` the saga moved past waits
+without a write and one of them took a signal: written (consuming it) before the next wait
+takes its own, since one write consumes one signal."""
+
+
+class Wake(NamedTuple):
+    """A WAITING saga as stored: when it is due, the signal it waits for, and its position."""
+
+    wake_at: datetime | None
+    waiting_for: str | None
+    cursor: int
+    applied: tuple[str, ...]
 
 
 class Write(NamedTuple):
@@ -44,6 +67,15 @@ class Write(NamedTuple):
     then: RunState
     """The runner's state once this write is durable (see ``transitions.written``): decided
     with the write, so that its success needs no further decision."""
+    wake: Wake | None = None
+    """WAITING: when the saga is due and what it waits for."""
+    unless_signal: str | None = None
+    """Refused if a signal of this name is pending (a suspend or timeout loses to it)."""
+    consume_signal: str | None = None
+    """The pending signal this write consumes (taken into the context by a wait)."""
+    next_step: str | None = None
+    """The id stored as the step at the cursor when it is not the node's own (the timeout step
+    of a wait that timed out)."""
 
 
 class Act(NamedTuple):
@@ -60,7 +92,13 @@ class Compensate(NamedTuple):
     step_id: str
 
 
-Call = Act | Compensate
+class Await(NamedTuple):
+    """Evaluate the wait of node ``node``: is its signal there, its timer due?"""
+
+    node: int
+
+
+Call = Act | Compensate | Await
 
 
 class RunState(NamedTuple):
@@ -89,6 +127,10 @@ class RunState(NamedTuple):
     """This runner does no more work: a compensation was exhausted, or it handed back."""
     fenced: bool = False
     """Another runner owns the saga: this one writes nothing more."""
+    consume: str | None = None
+    """A pending signal a wait took into the context: the next write consumes it."""
+    wake: Wake | None = None
+    """WAITING as stored (the claimed saga's wake), kept for a hand-back."""
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -119,6 +161,12 @@ WRITE_REFUSED = Signal("write refused")
 """The storage refused the write in flight: another runner owns the saga."""
 LEASE_LOST = Signal("lease lost")
 """The runner's lease was found in another runner's hands."""
+SETTLE = Signal("settle")
+"""The wait in flight found its signal while the signal an earlier wait took is not written
+yet: write the progress so far first (consuming that one), then evaluate the wait again."""
+SIGNAL_PENDING = Signal("signal pending")
+"""The write in flight was refused because a signal it yields to is pending: evaluate the
+wait again."""
 
 
 class ActInvalid(NamedTuple):
@@ -151,6 +199,36 @@ class WriteFailed(NamedTuple):
     error: Exception
 
 
+class WaitOver(NamedTuple):
+    """The wait in flight is over: its signal was taken into the context (``consume`` names
+    it), or its timer is due. The saga goes on to the next node without a write: the next
+    write records it."""
+
+    consume: str | None = None
+
+
+class Suspend(NamedTuple):
+    """The wait in flight is not over: suspend the saga until ``wake``."""
+
+    wake: Wake
+
+
+class TimedOut(NamedTuple):
+    """The wait in flight timed out: its timeout step runs, or the saga compensates."""
+
+    error: Exception
+
+
+class Aborted(NamedTuple):
+    """The saga must stop going forward and compensate (a cancel, its deadline, a wait that
+    cannot be completed): what may have had an effect is compensated, the node in flight
+    included."""
+
+    error: Exception
+    in_flight: bool = False
+    """True when the named act was started (it was cancelled mid-flight)."""
+
+
 class Interrupted(NamedTuple):
     """The run stops before its end (cancelled, an error, shut down): hand the saga back."""
 
@@ -158,4 +236,15 @@ class Interrupted(NamedTuple):
     """Keep the lease for the runner's pause (after an error) instead of releasing it."""
 
 
-Event = Signal | ActInvalid | ActFailed | CompensationFailed | WriteFailed | Interrupted
+Event = (
+    Signal
+    | ActInvalid
+    | ActFailed
+    | CompensationFailed
+    | WriteFailed
+    | Interrupted
+    | WaitOver
+    | Suspend
+    | TimedOut
+    | Aborted
+)

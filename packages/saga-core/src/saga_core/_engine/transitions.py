@@ -39,11 +39,15 @@ from .states import (
     ADVANCE,
     COMPENSATION_DONE,
     LEASE_LOST,
+    SETTLE,
+    SIGNAL_PENDING,
     WRITE_REFUSED,
     WRITTEN,
+    Aborted,
     Act,
     ActFailed,
     ActInvalid,
+    Await,
     Call,
     Compensate,
     CompensationFailed,
@@ -52,6 +56,10 @@ from .states import (
     Lease,
     RunState,
     Signal,
+    Suspend,
+    TimedOut,
+    WaitOver,
+    Wake,
     Write,
     WriteFailed,
     WriteKind,
@@ -82,19 +90,34 @@ def written(state: RunState) -> RunState:
 
 
 def resumed(
-    status: SagaStatus, cursor: int, applied: tuple[str, ...], error: str | None
+    status: SagaStatus,
+    cursor: int,
+    applied: tuple[str, ...],
+    error: str | None,
+    *,
+    on_fallback: bool = False,
+    wake: Wake | None = None,
+    claimed_before: bool = False,
 ) -> RunState:
     """The state of a runner that continues a stored saga (claimed by recovery).
 
-    The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped;
-    a FAILED saga's stored error ``"<cause>\\n<compensation failure>"`` keeps its cause only.
+    The node at ``cursor`` of a RUNNING saga was in flight when the earlier runner stopped
+    (``on_fallback``: the timeout step of a wait that timed out); a WAITING saga (``wake`` as
+    stored) has nothing in flight, unless ``claimed_before``: an earlier runner claimed it and
+    stopped without writing, so it may have gone past the wait (its signal there, its timer
+    due) into the next step. A FAILED saga's stored error ``"<cause>\\n<compensation
+    failure>"`` keeps its cause only.
     """
+    waiting = status is SagaStatus.WAITING
+    in_flight = status is SagaStatus.RUNNING or (waiting and claimed_before)
     return RunState(
         status,
         cursor,
         applied,
         cause_of(error) if error else None,
-        resumed_at=cursor if status is SagaStatus.RUNNING else None,
+        on_fallback=on_fallback,
+        resumed_at=cursor if in_flight else None,
+        wake=wake if waiting else None,
     )
 
 
@@ -132,9 +155,12 @@ def _advance(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
 def _next(nodes: Sequence[Node], state: RunState) -> RunState:
     """``state`` (idle, not finished) waiting for the next call, or for its final write when
     nothing is left to call."""
-    if state.status is SagaStatus.RUNNING:
-        if state.cursor < len(nodes):
-            return _calling(state, Act(state.cursor, state.on_fallback))
+    if state.status.is_forward:
+        cursor = state.cursor
+        if cursor < len(nodes):
+            if nodes[cursor].wait is not None and not state.on_fallback:
+                return _calling(state, Await(cursor))
+            return _calling(state, Act(cursor, state.on_fallback))
         return _write(nodes, state, "finish", SagaStatus.COMPLETED, strict_context=True)
     # COMPENSATING, or FAILED as an earlier runner left it: compensate what is left.
     if state.applied:
@@ -154,6 +180,10 @@ def _calling(state: RunState, call: Call) -> RunState:
         state.on_fallback,
         state.node_applied,
         state.resumed_at,
+        False,
+        False,
+        state.consume,
+        state.wake,
     )
 
 
@@ -163,15 +193,40 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
     cursor = state.cursor + 1
     applied = _applied_with_node(nodes, state)
     error = state.error
+    consume = state.consume
     if cursor == len(nodes):
         done = RunState(SagaStatus.COMPLETED, cursor, applied, error)
-        step = Write("step", SagaStatus.COMPLETED, cursor, applied, error, "release", True, done)
+        step = Write(
+            "step",
+            SagaStatus.COMPLETED,
+            cursor,
+            applied,
+            error,
+            "release",
+            True,
+            done,
+            consume_signal=consume,
+        )
     else:
-        # Still RUNNING (the only status that moves forward), keeping the lease; once the
+        # RUNNING (a claimed WAITING saga too, once it moves on), keeping the lease; once the
         # write is durable the next node runs.
-        following = RunState(state.status, cursor, applied, error, Act(cursor))
-        step = Write("step", state.status, cursor, applied, error, "keep", True, following)
-    return RunState(state.status, cursor, applied, error, None, step)
+        following = _next(nodes, RunState(SagaStatus.RUNNING, cursor, applied, error))
+        step = Write(
+            "step",
+            SagaStatus.RUNNING,
+            cursor,
+            applied,
+            error,
+            "keep",
+            True,
+            following,
+            consume_signal=consume,
+        )
+    # ``wake`` is kept while the write is in flight: until it is durable a claimed WAITING
+    # saga is still stored as it was, and a hand-back must write it back so.
+    return RunState(
+        state.status, cursor, applied, error, None, step, consume=consume, wake=state.wake
+    )
 
 
 def _act_invalid(nodes: Sequence[Node], state: RunState, event: ActInvalid) -> RunState:
@@ -186,10 +241,16 @@ def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...
     """``state.applied`` with what the node at the cursor applied, its running branch having
     completed."""
     node = nodes[state.cursor]
+    if node.wait is not None:
+        # A wait has no effect; its timeout step (the only act a wait runs) may have.
+        assert node.fallback is not None, "a wait runs an act only as its timeout step"
+        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if node.fallback is None:
+        assert node.primary is not None, "a step node has a primary"
         step_id = node.primary.step_id
         # A resumed step may be listed already (see _with).
         return state.applied if step_id in state.applied else (*state.applied, step_id)
+    assert node.primary is not None, "a Fallback node has a primary"
     if state.on_fallback:
         return _with(state.applied, (*state.node_applied, node.fallback.step_id))
     if state.resumed_at == state.cursor:
@@ -203,10 +264,11 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
         return state
     node = nodes[state.cursor]
     if node.fallback is None or state.on_fallback:
-        spec = node.primary if node.fallback is None else node.fallback
+        spec = node.branch(node.fallback is not None)
         effect = (spec.step_id,) if event.called and not spec.failed_act_leaves_no_effect else ()
         return _compensate_after(nodes, state, (*state.node_applied, *effect), event.error)
     primary = node.primary
+    assert primary is not None, "only a Fallback node has a fallback branch"
     # The primary may have had an effect if it was called, or if an earlier runner stopped
     # inside this node (it may have called it then).
     may_have_run = event.called or state.resumed_at == state.cursor
@@ -227,13 +289,43 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
 
 
 def _compensate_after(
-    nodes: Sequence[Node], state: RunState, ids: tuple[str, ...], error: Exception
+    nodes: Sequence[Node],
+    state: RunState,
+    ids: tuple[str, ...],
+    error: Exception,
+    *,
+    unless_signal: str | None = None,
 ) -> RunState:
-    """The decision to compensate after ``error``, with ``ids`` applied too."""
+    """The decision to compensate after ``error``, with ``ids`` applied too (refused, when
+    ``unless_signal`` is given, if that signal arrived first)."""
     applied = _with(state.applied, ids)
-    deciding = RunState(state.status, state.cursor, applied, describe_error(error))
+    deciding = RunState(
+        state.status,
+        state.cursor,
+        applied,
+        describe_error(error),
+        consume=state.consume,
+        wake=state.wake,
+    )
     status = SagaStatus.COMPENSATING if applied else SagaStatus.COMPENSATED
-    return _write(nodes, deciding, "decision", status)
+    return _write(
+        nodes,
+        deciding,
+        "decision",
+        status,
+        unless_signal=unless_signal,
+        cursor=_before_waits(nodes, state.cursor),
+    )
+
+
+def _before_waits(nodes: Sequence[Node], cursor: int) -> int:
+    """``cursor`` moved back over the waits just before it: the stored cursor may be the
+    first of them, as waits are passed without a write. A decision to compensate is written
+    there, so that it is never ahead of the stored saga (a cancelled saga refuses a write
+    that moves its cursor forward)."""
+    while 0 < cursor <= len(nodes) and nodes[cursor - 1].wait is not None:
+        cursor -= 1
+    return cursor
 
 
 # --- compensation ------------------------------------------------------------------------------
@@ -286,14 +378,18 @@ def _write(
     status: SagaStatus,
     *,
     strict_context: bool = False,
+    unless_signal: str | None = None,
+    cursor: int | None = None,
 ) -> RunState:
-    """``state`` waiting to be written with ``status``; the lease is renewed unless the saga
-    ends. Once durable, the runner goes on with what comes next, unless the saga ended or the
-    runner stopped."""
+    """``state`` waiting to be written with ``status`` (at ``cursor``, default the state's);
+    the lease is renewed unless the saga ends. Once durable, the runner goes on with what
+    comes next, unless the saga ended or the runner stopped."""
     lease: Lease = "release" if status.is_terminal else "keep"
+    if cursor is None:
+        cursor = state.cursor
     durable = RunState(
         status,
-        state.cursor,
+        cursor,
         state.applied,
         state.error,
         resumed_at=state.resumed_at,
@@ -302,7 +398,16 @@ def _write(
     )
     then = durable if state.halted or state.fenced or status.is_terminal else _next(nodes, durable)
     write = Write(
-        kind, status, state.cursor, state.applied, state.error, lease, strict_context, then
+        kind,
+        status,
+        cursor,
+        state.applied,
+        state.error,
+        lease,
+        strict_context,
+        then,
+        unless_signal=unless_signal,
+        consume_signal=state.consume,
     )
     return state._replace(call=None, write=write)
 
@@ -333,11 +438,38 @@ def _fenced(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
 def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> RunState:
     if state.status.is_terminal:
         return state
+    lease: Lease = "pause" if event.pause else "release"
+    wake = state.wake
+    if wake is not None:
+        # Claimed WAITING and nothing written since: hand it back exactly as stored (a
+        # signal taken meanwhile stays pending, a timer stays due).
+        stored = RunState(
+            SagaStatus.WAITING, wake.cursor, wake.applied, None, halted=True, wake=wake
+        )
+        back = Write(
+            "hand_back",
+            SagaStatus.WAITING,
+            wake.cursor,
+            wake.applied,
+            None,
+            lease,
+            False,
+            stored,
+            wake=wake,
+        )
+        return stored._replace(write=back)
     cursor = state.cursor
     pending = state.write
+    on_fallback = state.on_fallback
     if pending is not None and pending.kind == "step":
         # The node's checkpoint did not finish: the node runs again on recovery.
         cursor -= 1
+    if state.consume is not None:
+        # A wait took a signal that no write consumed: the context handed back is the last
+        # written one, without its payload, so the saga goes back to that wait (the last signal
+        # wait before the cursor: only sleeps are passed without a write) and takes it again.
+        cursor = max(i for i in range(cursor) if _signal_of(nodes[i]) is not None)
+        on_fallback = False
     # The runner stops once the saga is handed back.
     stopped = RunState(
         state.status, cursor, state.applied, state.error, resumed_at=state.resumed_at, halted=True
@@ -348,11 +480,180 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         cursor,
         state.applied,
         state.error,
-        "pause" if event.pause else "release",
+        lease,
         False,
         stopped,
+        next_step=_branch_id(nodes, cursor, on_fallback),
     )
     return stopped._replace(write=back)
+
+
+# --- waits -------------------------------------------------------------------------------------
+
+
+def _wait_over(nodes: Sequence[Node], state: RunState, event: WaitOver) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    cursor = state.cursor + 1
+    consume = event.consume or state.consume
+    # Nothing is written for the wait itself: the next write (the next node's, or the final
+    # one) records it, consuming the signal with it. An earlier runner that stopped at this
+    # wait may have passed it as well, without a write: it may have stopped inside the next
+    # node.
+    resumed_at = cursor if state.resumed_at == state.cursor else state.resumed_at
+    after = RunState(
+        state.status,
+        cursor,
+        state.applied,
+        state.error,
+        resumed_at=resumed_at,
+        consume=consume,
+        wake=state.wake,
+    )
+    return _next(nodes, after)
+
+
+def _suspend(nodes: Sequence[Node], state: RunState, event: Suspend) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    wake = event.wake
+    waiting = RunState(
+        SagaStatus.WAITING, state.cursor, state.applied, state.error, halted=True, wake=wake
+    )
+    write = Write(
+        "suspend",
+        SagaStatus.WAITING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "release",
+        True,  # a signal taken by an earlier wait is in the context: store it
+        waiting,
+        wake=wake,
+        unless_signal=wake.waiting_for,
+        consume_signal=state.consume,
+    )
+    return state._replace(call=None, write=write)
+
+
+def _timed_out(nodes: Sequence[Node], state: RunState, event: TimedOut) -> RunState:
+    if not isinstance(state.call, Await):
+        return state
+    node = nodes[state.cursor]
+    assert node.wait is not None, "only a wait times out"
+    signal = node.wait.signal
+    timeout_step = node.fallback
+    if timeout_step is None:
+        return _compensate_after(nodes, state, (), event.error, unless_signal=signal)
+    # The timeout is made durable before its step runs, so that a signal arriving later is
+    # refused instead of racing with the step.
+    running = RunState(
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        Act(state.cursor, fallback=True),
+        on_fallback=True,
+    )
+    write = Write(
+        "timeout",
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "keep",
+        True,
+        running,
+        unless_signal=signal,
+        consume_signal=state.consume,
+        next_step=timeout_step.step_id,
+    )
+    return state._replace(call=None, write=write)
+
+
+def _settle(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    """The wait in flight has its signal, but the one an earlier wait took is not written yet
+    and a write consumes one signal: write the progress up to this wait first (consuming the
+    earlier one), then evaluate this wait again."""
+    if not isinstance(state.call, Await) or state.consume is None:
+        return state
+    again = RunState(
+        SagaStatus.RUNNING, state.cursor, state.applied, state.error, Await(state.cursor)
+    )
+    write = Write(
+        "progress",
+        SagaStatus.RUNNING,
+        state.cursor,
+        state.applied,
+        state.error,
+        "keep",
+        True,  # the earlier signal's payload is in the context: store it with its consumption
+        again,
+        consume_signal=state.consume,
+    )
+    return state._replace(call=None, write=write)
+
+
+def _signal_pending(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
+    """The suspend or timeout write in flight lost to a signal: evaluate the wait again (the
+    driver reads the signal first)."""
+    write = state.write
+    if write is None or write.unless_signal is None:
+        return state
+    return state._replace(write=None, call=Await(state.cursor), error=None)
+
+
+def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState:
+    if not state.status.is_forward:
+        return state  # compensating already: a compensation is never cut short
+    cursor = state.cursor
+    ids: tuple[str, ...] = ()
+    write = state.write
+    call = state.call
+    if write is not None:
+        if write.kind == "step":
+            cursor -= 1  # the node completed: it is in ``applied`` already
+    elif isinstance(call, Act) and event.in_flight:
+        node = nodes[cursor]
+        spec = node.branch(call.fallback)
+        effect = () if spec.failed_act_leaves_no_effect else (spec.step_id,)
+        ids = (*state.node_applied, *effect)
+        if state.resumed_at == cursor and node.wait is None:
+            ids = (*ids, *node.step_ids)  # an earlier runner may have run either branch
+    elif state.resumed_at == cursor and cursor < len(nodes):
+        # An earlier runner stopped inside this node: whatever it may have run counts.
+        ids = _may_have_run(nodes, cursor, state.on_fallback)
+    settled = state._replace(cursor=cursor, call=None, write=None, on_fallback=False)
+    return _compensate_after(nodes, settled, ids, event.error)
+
+
+def _may_have_run(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> tuple[str, ...]:
+    """The steps an earlier runner that stopped at node ``cursor`` may have run: the node's
+    own; at a wait, its timeout step once the timeout was written, else those of the first
+    step node after it (a wait is passed without a write when its signal is there or its
+    timer is due, and the next write is that node's)."""
+    node = nodes[cursor]
+    if node.wait is None:
+        return node.step_ids
+    if on_fallback:
+        return node.step_ids[1:]
+    following = next((later for later in nodes[cursor + 1 :] if later.wait is None), None)
+    return () if following is None else following.step_ids
+
+
+def _signal_of(node: Node) -> str | None:
+    """The signal a node waits for (None: not a signal wait)."""
+    return None if node.wait is None else node.wait.signal
+
+
+def _branch_id(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> str | None:
+    """The id to store as the step at ``cursor`` when it is not the node's own: the timeout
+    step of a wait that timed out."""
+    if on_fallback and cursor < len(nodes):
+        node = nodes[cursor]
+        if node.wait is not None and node.fallback is not None:
+            return node.fallback.step_id
+    return None
 
 
 def _with(applied: tuple[str, ...], ids: tuple[str, ...]) -> tuple[str, ...]:
@@ -380,4 +681,10 @@ _HANDLERS: dict[Any, tuple[_Handler, bool]] = {
     WriteFailed: (_write_failed, True),
     WRITE_REFUSED: (_fenced, True),
     LEASE_LOST: (_fenced, True),
+    SIGNAL_PENDING: (_signal_pending, False),
+    SETTLE: (_settle, False),
+    WaitOver: (_wait_over, False),
+    Suspend: (_suspend, False),
+    TimedOut: (_timed_out, False),
+    Aborted: (_aborted, False),
 }

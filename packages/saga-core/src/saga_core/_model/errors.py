@@ -132,6 +132,34 @@ class SagaParkedError(SagaConcurrencyError):
     ``retry-compensation`` / ``recover``)."""
 
 
+class SagaCancelledError(SagaError):
+    """Raised by a storage when a checkpoint would move a saga forward (a greater cursor,
+    WAITING, COMPLETED) after a cancel was requested: the runner that gets it still owns the
+    saga and compensates it instead."""
+
+
+class SagaSignalPendingError(SagaError):
+    """Raised by a storage when a checkpoint written ``unless_signal=name`` finds a signal of
+    that name pending: the signal arrived first, so the saga takes it instead of timing out or
+    suspending (nothing was written)."""
+
+
+class SagaSignalRefusedError(SagaError):
+    """Raised when a signal cannot be delivered to a saga that is not finished: it is rolling
+    back (compensating, FAILED, or cancelled), or it has gone past its wait for that signal
+    (consumed it, or timed out). Nothing was stored."""
+
+
+class SagaDeadlineExceededError(SagaError):
+    """Why a saga compensated when it was not finished by its ``Saga.deadline`` (the step
+    running then was cancelled and is compensated too)."""
+
+
+class SagaWaitTimedOutError(SagaError):
+    """Why a saga compensated when the signal of a ``WaitForSignal`` did not arrive within
+    its timeout (and the wait has no ``on_timeout`` step)."""
+
+
 class SagaNotFoundError(SagaError, LookupError):
     """Raised when storage holds no saga with the given id."""
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import SagaDefinitionError
 from .fallback import CircuitBreaker, Fallback
 from .policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY, RetryPolicy
 from .step import SagaStepHandler, context_type_of, is_step_class
+from .waits import Sleep, SleepUntil, WaitForSignal, WaitSpec, seconds_of
 
 Ctx = TypeVar("Ctx")
 
-StepLike = type[SagaStepHandler[Any, Any]] | Fallback
+StepLike = type[SagaStepHandler[Any, Any]] | Fallback | WaitForSignal | Sleep | SleepUntil
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,18 +33,36 @@ class StepSpec:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
-    """One entry of ``steps``: a plain step, or a primary with its fallback."""
+    """One entry of ``steps``: a plain step, a primary with its fallback, or a wait (with
+    the step it runs on timeout as its ``fallback``)."""
 
-    primary: StepSpec
+    primary: StepSpec | None
+    """The step, or None for a wait."""
     fallback: StepSpec | None = None
     breaker: CircuitBreaker | None = None
     failure_exceptions: tuple[type[Exception], ...] = ()
+    wait: WaitSpec | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The id stored as ``next_step`` while the saga is at this node."""
+        if self.wait is not None:
+            return self.wait.wait_id
+        assert self.primary is not None, "a node is a step or a wait"
+        return self.primary.step_id
 
     @property
     def step_ids(self) -> tuple[str, ...]:
+        """The ids stored for this node: its own, and its fallback's (or timeout step's)."""
         if self.fallback is None:
-            return (self.primary.step_id,)
-        return (self.primary.step_id, self.fallback.step_id)
+            return (self.node_id,)
+        return (self.node_id, self.fallback.step_id)
+
+    def branch(self, on_fallback: bool) -> StepSpec:
+        """The step that runs: the fallback (or timeout step) when ``on_fallback``."""
+        spec = self.fallback if on_fallback else self.primary
+        assert spec is not None, "a wait runs a step only on timeout"
+        return spec
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +78,10 @@ class SagaDefinition:
     steps_by_id: dict[str, StepSpec]
     next_step_ids: tuple[str | None, ...]
     """``next_step_ids[cursor]``: the id stored as the step at that cursor (None at the end)."""
+    deadline_seconds: float | None = None
+    """``Saga.deadline`` in seconds, or None."""
+    waits_by_signal: dict[str, tuple[int, WaitSpec]] = dataclasses.field(default_factory=dict)
+    """Each signal the saga waits for: the position of its wait and the wait."""
 
 
 class Saga(Generic[Ctx]):
@@ -73,11 +97,16 @@ class Saga(Generic[Ctx]):
     * ``retry`` — default :class:`RetryPolicy` for acts (default: no retry).
     * ``compensation_retry`` — default policy for compensations (default: 3 attempts).
     * ``timeout`` — default seconds allowed per act/compensate call (default: none).
+    * ``deadline`` — a ``timedelta`` (or seconds) from the start by which the saga must be
+      finished; past it the running step is cancelled and the saga compensates, the step
+      included (default: none).
 
     Raises:
         SagaDefinitionError: ``steps`` is empty or not a list, holds something that is not a
-            step class or Fallback, holds two steps with the same id, or a step's context
-            type is not a base of the saga's; ``version`` is not a positive int.
+            step class, Fallback or wait, holds two steps with the same id (or two waits for
+            one signal), or a step's context type is not a base of the saga's; ``version`` is
+            not a positive int; ``deadline`` is not positive; a wait's ``into`` is not a
+            field of the context.
     """
 
     steps: ClassVar[Sequence[StepLike]]
@@ -86,6 +115,7 @@ class Saga(Generic[Ctx]):
     retry: ClassVar[RetryPolicy | None] = None
     compensation_retry: ClassVar[RetryPolicy | None] = None
     timeout: ClassVar[float | None] = None
+    deadline: ClassVar[timedelta | float | None] = None
     __saga_definition__: ClassVar[SagaDefinition | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -174,8 +204,13 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         )
 
     nodes: list[Node] = []
+    sleeps = 0
     for index, item in enumerate(steps):
-        if isinstance(item, Fallback):
+        if isinstance(item, (WaitForSignal, Sleep, SleepUntil)):
+            if not isinstance(item, WaitForSignal):
+                sleeps += 1
+            nodes.append(_wait_node(saga, item, sleeps, context_type, spec))
+        elif isinstance(item, Fallback):
             nodes.append(
                 Node(
                     primary=spec(item.step),
@@ -193,20 +228,37 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             elif isinstance(item, type) and issubclass(item, SagaStepHandler):
                 hint = " (it does not implement act())"
             raise SagaDefinitionError(
-                f"{where}.steps[{index}] must be a SagaStepHandler subclass or a Fallback, "
-                f"got {item!r}{hint}"
+                f"{where}.steps[{index}] must be a SagaStepHandler subclass, a Fallback or a "
+                f"wait (WaitForSignal, Sleep, SleepUntil), got {item!r}{hint}"
             )
     by_id: dict[str, StepSpec] = {}
-    for node in nodes:
+    waits: dict[str, tuple[int, WaitSpec]] = {}
+    seen_ids: set[str] = set()
+    for index, node in enumerate(nodes):
+        if node.wait is not None:
+            if node.wait.wait_id in seen_ids:
+                raise SagaDefinitionError(
+                    f"{where}.steps has two waits with the id {node.wait.wait_id!r}; a saga "
+                    "waits for a signal once (use distinct signal names), and two sleeps need "
+                    "distinct `name`s"
+                )
+            seen_ids.add(node.wait.wait_id)
+            if node.wait.signal is not None:
+                waits[node.wait.signal] = (index, node.wait)
         for step in (node.primary, node.fallback):
             if step is None:
                 continue
-            if step.step_id in by_id:
+            if step.step_id in by_id or step.step_id in seen_ids:
                 raise SagaDefinitionError(
                     f"{where}.steps has two steps with the id {step.step_id!r}; give one of "
                     "them a distinct `name`"
                 )
             by_id[step.step_id] = step
+            seen_ids.add(step.step_id)
+    deadline = saga.deadline
+    deadline_seconds = (
+        None if deadline is None else seconds_of(deadline, f"{where}.deadline", allow_zero=False)
+    )
     return SagaDefinition(
         saga_type=saga,
         name=saga.name,
@@ -214,5 +266,41 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         context_type=context_type,
         nodes=tuple(nodes),
         steps_by_id=by_id,
-        next_step_ids=(*(node.primary.step_id for node in nodes), None),
+        next_step_ids=(*(node.node_id for node in nodes), None),
+        deadline_seconds=deadline_seconds,
+        waits_by_signal=waits,
     )
+
+
+def _wait_node(
+    saga: type[Saga[Any]],
+    wait: WaitForSignal | Sleep | SleepUntil,
+    sleep_rank: int,
+    context_type: type[Any] | None,
+    spec: Any,
+) -> Node:
+    """The node of a wait in ``saga.steps`` (``spec`` compiles its timeout step)."""
+    if isinstance(wait, WaitForSignal):
+        if wait.into is not None and context_type is not None:
+            fields = context_field_names(context_type)
+            if fields is not None and wait.into not in fields:
+                raise SagaDefinitionError(
+                    f"{saga.__qualname__}: WaitForSignal({wait.name!r}, into={wait.into!r}) names "
+                    f"no field of {context_type.__qualname__} (its fields: "
+                    f"{', '.join(sorted(fields))})"
+                )
+        compiled = WaitSpec(f"signal:{wait.name}", wait, wait.name, wait.into, wait.timeout_seconds)
+        timeout_step = None if wait.on_timeout is None else spec(wait.on_timeout)
+        return Node(primary=None, fallback=timeout_step, wait=compiled)
+    name = wait.name or f"sleep-{sleep_rank}"
+    return Node(primary=None, wait=WaitSpec(f"sleep:{name}", wait, None, None, None))
+
+
+def context_field_names(context_type: type[Any]) -> frozenset[str] | None:
+    """The field names of a dataclass or pydantic context type (None when it is neither)."""
+    if dataclasses.is_dataclass(context_type):
+        return frozenset(f.name for f in dataclasses.fields(context_type))
+    model_fields = getattr(context_type, "model_fields", None)
+    if isinstance(model_fields, dict):
+        return frozenset(model_fields)
+    return None

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("saga_core.leases")
 
 
+#: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
+DEFAULT_LEASE_SECONDS = 60.0
+
+
 class LeaseKeeper:
     """Renews, every third of a lease, the lease of each saga a runner holds.
 

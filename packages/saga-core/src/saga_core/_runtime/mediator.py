@@ -4,34 +4,45 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from saga_core._codec.context import ContextCodec, codec_for
-from saga_core._engine.executor import SagaRun
+from saga_core._engine import transitions as machine
+from saga_core._engine.checkpoints import create_saga
+from saga_core._engine.executor import SagaRun, deadline_from_now, first_sleep
 from saga_core._engine.hooks import Hooks
 from saga_core._engine.observer import LoggingObserver, SagaObserver
 from saga_core._engine.resolution import StepResolver, make_step_resolver
-from saga_core._model.errors import DependencyResolutionError, SagaUsageError
+from saga_core._model.errors import (
+    DependencyResolutionError,
+    SagaCancelledError,
+    SagaFinishedError,
+    SagaUsageError,
+)
 from saga_core._model.outcome import ContextT, SagaOutcome
 from saga_core._model.saga import Saga, SagaDefinition
 from saga_core._model.status import SagaStatus
 from saga_core._model.step import SagaStepResult
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.memory import MemorySagaStorage
-from saga_core._storage.protocol import SagaStorage
+from saga_core._storage.protocol import SagaRecord, SagaStorage
 
-from .leases import LeaseKeeper
-from .local_runs import running_here
+from .handle import LONGEST_POLL, SagaEvent, SagaHandle
+from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
+from .local_runs import cancel_here, cancellable, running_here
 from .owner import default_owner, name_owner
+from .recovery import decode_context
 from .saga_map import SagaMap as SagaMap
+from .signals import new_signal
+from .wakeup import WakeUp
 
-#: Default lease a runner holds on its saga; recovery leaves the saga alone until it expires.
-DEFAULT_LEASE_SECONDS = 60.0
+if TYPE_CHECKING:
+    from .worker import SagaWorker
 
 
 class _SagaIds:
@@ -106,6 +117,10 @@ class SagaMediator:
         self._task_group: TaskGroup | None = None
         self._by_context_type: dict[type[Any], tuple[SagaDefinition, ContextCodec[Any]]] = {}
         self._map_revision = saga_map.revision
+        self.observers = tuple(observers)
+        self.container = container
+        self.wakeup = WakeUp()
+        """Tells the workers built by :meth:`worker` that work is due (in this process)."""
 
     async def __aenter__(self) -> SagaMediator:
         """Start renewing the leases of this mediator's running sagas in the background, so
@@ -166,11 +181,12 @@ class SagaMediator:
                 keeper.hold(run)
             done = False
             try:
-                while True:
-                    result = await run.next_result()
-                    if result is None:
-                        break
-                    yield result
+                with cancellable(run):
+                    while True:
+                        result = await run.next_result()
+                        if result is None:
+                            break
+                        yield result
                 done = True
             finally:
                 if keeper is not None:
@@ -193,25 +209,181 @@ class SagaMediator:
         with running_here(saga_id):
             run = await self._start(context, saga_id)
             keeper = self._keeper
-            if keeper is None:
-                await run.run_to_end()
-            else:
-                keeper.hold(run)
-                try:
+            with cancellable(run):
+                if keeper is None:
                     await run.run_to_end()
-                finally:
-                    keeper.drop(run)
+                else:
+                    keeper.hold(run)
+                    try:
+                        await run.run_to_end()
+                    finally:
+                        keeper.drop(run)
         return SagaOutcome(run.saga_id, run.status, run.context, run.error)
 
-    async def _start(self, context: Any, saga_id: uuid.UUID) -> SagaRun:
+    # --- detached runs -----------------------------------------------------------------------
+
+    async def start(
+        self, context: ContextT, saga_id: uuid.UUID | None = None
+    ) -> SagaHandle[ContextT]:
+        """Store a new saga for ``context`` to be run by a worker (:meth:`worker`), and
+        return its handle. It is durable when this returns (WAITING, due now); nothing runs
+        in the caller, so a caller that goes away (a closed request) never touches it.
+
+        Raises:
+            SagaNotRegisteredError: no saga is bound to ``type(context)``.
+            SagaUsageError: ``saga_id`` is not a ``uuid.UUID`` (nothing written).
+            SagaContextError: the context cannot be stored (nothing written).
+            SagaAlreadyExistsError: ``saga_id`` exists already (nothing written).
+            SagaDefinitionError: the saga starts with a ``SleepUntil`` whose callable does
+                not return an aware datetime (nothing written).
+            SagaStorageError: the storage failed.
+        """
+        saga_id = _saga_ids.new() if saga_id is None else require_saga_id(saga_id)
+        definition, codec = self._definition_for(type(context))
+        text = codec.encode(context)
+        write = machine.start(definition.nodes).write
+        assert write is not None, "a new saga is written before it runs"
+        deadline_at = deadline_from_now(definition)
+        wake_at, journal = first_sleep(definition, context, deadline_at)
+        await create_saga(
+            self.storage,
+            definition,
+            saga_id,
+            text,
+            None,  # no runner: WAITING, for a worker
+            None,
+            write,
+            deadline_at=deadline_at,
+            wake_at=wake_at,
+            journal=journal,
+        )
+        self.wakeup.notify()
+        return SagaHandle(self, saga_id)
+
+    def handle(self, saga_id: uuid.UUID) -> SagaHandle[Any]:
+        """A handle to saga ``saga_id`` (started here or anywhere): its result, its events.
+
+        Raises:
+            SagaUsageError: ``saga_id`` is not a ``uuid.UUID``.
+        """
+        return SagaHandle(self, require_saga_id(saga_id))
+
+    def watch(
+        self, saga_id: uuid.UUID, after: int | None = None, *, poll_interval: float = LONGEST_POLL
+    ) -> AsyncIterator[SagaEvent]:
+        """The saga's events as they are written (see :meth:`SagaHandle.watch`): resume after
+        the event at position ``after``; it ends when the saga has ended."""
+        return self.handle(saga_id).watch(after=after, poll_interval=poll_interval)
+
+    async def signal(
+        self,
+        saga_id: uuid.UUID,
+        name: str,
+        payload: Any = None,
+        *,
+        signal_id: str | None = None,
+    ) -> bool:
+        """Deliver signal ``name`` to saga ``saga_id``; durable when this returns. The saga
+        takes it at its ``WaitForSignal(name)`` (kept until then if it is not waiting yet),
+        its payload decoded into the wait's ``into`` field. Return False when a signal with
+        this ``signal_id`` was delivered before (nothing changed): retry freely with the
+        same id (default: a new id, so no deduplication).
+
+        Raises:
+            SagaNotFoundError: no saga has this id.
+            SagaFinishedError: the saga has ended (COMPLETED or COMPENSATED) — unless this
+                ``signal_id`` was delivered before: that retry returns False.
+            SagaSignalRefusedError: the saga no longer waits for it (it took one, timed out,
+                or is rolling back), or a signal of that name is pending already.
+            SagaUsageError: the saga never waits for ``name``, or an argument is wrong.
+            SagaContextError: the payload does not fit the wait's field (nothing stored).
+        """
+        require_saga_id(saga_id)
+        if not isinstance(name, str) or not name:
+            raise SagaUsageError(f"signal name must be a non-empty string, got {name!r}")
+        if signal_id is None:
+            signal_id = uuid.uuid4().hex
+        elif not isinstance(signal_id, str) or not signal_id:
+            raise SagaUsageError(f"signal_id must be a non-empty string, got {signal_id!r}")
+        record = await self.storage.load(saga_id)
+        definition = self.saga_map.saga_named(record.saga_name, record.saga_version).definition()
+        context_type = self.saga_map.stored_context_type(record.saga_name, record.saga_version)
+        signal = new_signal(definition, context_type, record, name, payload, signal_id)
+        try:
+            # A retry of a delivered signal is a duplicate even once the saga has ended: the
+            # storage tells, before it refuses a new signal to a finished saga.
+            delivered = await self.storage.deliver_signal(signal)
+        except SagaFinishedError as exc:
+            raise _finished(record, f"signal {name!r} was not delivered ({exc})") from exc
+        if delivered:
+            self.wakeup.notify()
+        return delivered
+
+    async def cancel(self, saga_id: uuid.UUID, *, reason: str = "cancelled") -> None:
+        """Decide durably to roll back saga ``saga_id``, RUNNING or WAITING: what it applied
+        is compensated. A step running in this process is cancelled at once (it may have had
+        an effect: it is compensated too); one running elsewhere stops the saga at its next
+        checkpoint; a waiting saga is compensated by a worker. Cancelling a saga that is
+        compensating already changes nothing.
+
+        Raises:
+            SagaNotFoundError: no saga has this id.
+            SagaFinishedError: the saga has ended (COMPLETED or COMPENSATED).
+        """
+        require_saga_id(saga_id)
+        if not isinstance(reason, str) or not reason:
+            raise SagaUsageError(f"cancel(reason=...) must be a non-empty string, got {reason!r}")
+        try:
+            record = await self.storage.request_cancel(saga_id, reason=reason)
+        except SagaFinishedError as exc:
+            raise SagaFinishedError(
+                f"saga {saga_id} has ended already, so it was not cancelled ({exc})"
+            ) from exc
+        if record.cancel_reason is not None and record.status.is_forward:
+            cancel_here(
+                saga_id, SagaCancelledError(f"saga {saga_id} was cancelled: {record.cancel_reason}")
+            )
+            self.wakeup.notify()
+
+    def worker(self, **options: Any) -> SagaWorker:
+        """A :class:`SagaWorker` that runs this mediator's sagas (its map, storage, container,
+        observers and owner): started ones, due waits, stalled ones. ``options`` are the
+        worker's (``concurrency``, ``poll_interval``, ...)::
+
+            async with anyio.create_task_group() as tg:
+                await tg.start(mediator.worker().run)
+        """
+        from .worker import SagaWorker  # the worker module imports this one
+
+        options.setdefault("container", self.container)
+        options.setdefault("observers", self.observers)
+        options.setdefault("owner", self.owner)
+        options.setdefault("lease_seconds", self.lease_seconds)
+        return SagaWorker(self.saga_map, self.storage, wakeup=self.wakeup, **options)
+
+    def stored_context(self, record: SagaRecord) -> Any:
+        """The context of a stored saga, decoded as its bound type.
+
+        Raises:
+            SagaNotRegisteredError: the saga's name and version are not bound here.
+        """
+        definition = self.saga_map.saga_named(record.saga_name, record.saga_version).definition()
+        context_type = self.saga_map.stored_context_type(record.saga_name, record.saga_version)
+        return decode_context(definition, context_type, record)
+
+    def _definition_for(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:
+        """The definition and codec that start a context of ``context_type``."""
         if self.saga_map.revision != self._map_revision:
             # A saga (or a newer version of one) was bound since: start what it says now.
             self._by_context_type.clear()
             self._map_revision = self.saga_map.revision
-        found = self._by_context_type.get(type(context))
+        found = self._by_context_type.get(context_type)
         if found is None:
-            found = self._wire(type(context))
-        definition, codec = found
+            found = self._wire(context_type)
+        return found
+
+    async def _start(self, context: Any, saga_id: uuid.UUID) -> SagaRun:
+        definition, codec = self._definition_for(type(context))
         return await SagaRun.start(
             definition=definition,
             saga_id=saga_id,
@@ -238,6 +410,10 @@ class SagaMediator:
         return found
 
 
+def _finished(record: SagaRecord, what: str) -> SagaFinishedError:
+    return SagaFinishedError(f"saga {record.saga_id} has ended: {what}")
+
+
 def check_steps_buildable(sagas: Iterable[type[Saga[Any]]], resolver: StepResolver) -> None:
     """Check that ``resolver`` can build every step of ``sagas``, where it can tell without
     building one (the built-in container and ``di`` can; a plain callable cannot).
@@ -250,7 +426,7 @@ def check_steps_buildable(sagas: Iterable[type[Saga[Any]]], resolver: StepResolv
             step and what is missing).
     """
     for saga in sagas:
-        for spec in saga.definition().steps_by_id.values():
+        for spec in saga.definition().steps_by_id.values():  # timeout steps of waits too
             try:
                 resolver.check(spec.cls)
             except DependencyResolutionError as exc:  # noqa: PERF203 - raises at once

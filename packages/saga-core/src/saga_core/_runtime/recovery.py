@@ -12,9 +12,11 @@ from saga_core._engine.executor import SagaRun
 from saga_core._engine.hooks import Hooks, fire
 from saga_core._engine.observer import LoggingObserver, SagaObserver
 from saga_core._engine.resolution import StepResolver, make_step_resolver
+from saga_core._engine.states import Wake
 from saga_core._engine.transitions import resumed
 from saga_core._model.error_text import describe_error
 from saga_core._model.errors import (
+    SagaCancelledError,
     SagaError,
     SagaRecoveryError,
     SagaUsageError,
@@ -26,8 +28,8 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
+from .leases import DEFAULT_LEASE_SECONDS
 from .local_runs import running_here
-from .mediator import DEFAULT_LEASE_SECONDS
 from .owner import default_owner
 
 ContextBuilder = type[Any] | Callable[[dict[str, Any]], Any]
@@ -136,7 +138,21 @@ def resumed_run(
 ) -> SagaRun:
     """The runner that continues a saga ``owner`` has just claimed (``record`` is the claimed
     record, already checked with :func:`check_record_matches`; ``context`` its decoded
-    context). Fires the observers' ``saga_started(resumed=True)``."""
+    context). A saga whose cancel was requested, or that is past its deadline, compensates
+    instead of going forward. Fires the observers' ``saga_started(resumed=True)``."""
+    status = record.status
+    wake = (
+        Wake(record.wake_at, record.waiting_for, record.cursor, record.applied)
+        if status is SagaStatus.WAITING
+        else None
+    )
+    nodes = definition.nodes
+    on_timeout_step = (
+        status is SagaStatus.RUNNING
+        and record.cursor < len(nodes)
+        and nodes[record.cursor].wait is not None
+        and record.next_step != nodes[record.cursor].node_id
+    )
     run = SagaRun(
         definition=definition,
         saga_id=record.saga_id,
@@ -148,10 +164,27 @@ def resumed_run(
         owner=owner,
         lease_seconds=lease_seconds,
         version=record.version,
-        state=resumed(record.status, record.cursor, record.applied, record.error),
+        state=resumed(
+            status,
+            record.cursor,
+            record.applied,
+            record.error,
+            on_fallback=on_timeout_step,
+            wake=wake,
+            # Claims count up from the last suspend: more than this one means an earlier
+            # runner claimed the waiting saga and stopped without writing anything.
+            claimed_before=status is SagaStatus.WAITING and record.attempts > 1,
+        ),
         context_text=record.context,
         hold_seconds=hold_seconds,
+        deadline_at=record.deadline_at,
+        signals=record.signals,
     )
+    run.journal_claim(record.next_step, record.attempts)
+    if record.cancel_reason is not None and status.is_forward:
+        run.cancel(
+            SagaCancelledError(f"saga {record.saga_id} was cancelled: {record.cancel_reason}")
+        )
     if hooks.saga_started:
         fire(hooks.saga_started, record.saga_id, definition.name, resumed=True)
     return run
@@ -193,12 +226,12 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
             f"{where} is at step {record.cursor}, but {definition.saga_type.__qualname__} has "
             f"{len(nodes)} steps"
         )
-    if record.status is not SagaStatus.RUNNING:
+    if not record.status.is_forward:
         return
     if record.next_step is not None and (
         record.cursor >= len(nodes) or record.next_step not in nodes[record.cursor].step_ids
     ):
-        found = "nothing" if record.cursor >= len(nodes) else nodes[record.cursor].primary.step_id
+        found = "nothing" if record.cursor >= len(nodes) else nodes[record.cursor].node_id
         raise SagaRecoveryError(
             f"{where} was about to run (or running) {record.next_step} as step {record.cursor}, "
             f"but {definition.saga_type.__qualname__} has {found} there; steps were inserted, "
@@ -207,10 +240,10 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         )
     applied = set(record.applied)
     for index, node in enumerate(nodes[: record.cursor]):
-        if not applied.intersection(node.step_ids):
+        if node.wait is None and not applied.intersection(node.step_ids):
             raise SagaRecoveryError(
                 f"{where} finished {record.cursor} steps, but step {index} of "
-                f"{definition.saga_type.__qualname__} ({node.primary.step_id}) is not among "
+                f"{definition.saga_type.__qualname__} ({node.node_id}) is not among "
                 f"them ({list(record.applied)}); the steps were reordered or replaced"
             )
     reachable = {i for node in nodes[: record.cursor + 1] for i in node.step_ids}

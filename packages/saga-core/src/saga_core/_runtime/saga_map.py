@@ -172,6 +172,19 @@ class SagaMap:
         """The context types bound to saga ``name``, in binding order (empty if none)."""
         return tuple(self._contexts.get(name, ()))
 
+    def stored_context_type(self, name: str, version: int) -> type[Any] | None:
+        """The class to decode a stored context of saga ``name`` (in ``version``) as: the
+        context type bound to that name if there is one, else the context type that version
+        declares.
+
+        Raises:
+            SagaNotRegisteredError: that name and version are not bound.
+        """
+        bound = self.context_types_of(name)
+        if len(bound) == 1:
+            return bound[0]
+        return self.saga_named(name, version).definition().context_type
+
     def __iter__(self) -> Iterator[tuple[type[Any], type[Saga[Any]]]]:
         """Every (context type, saga class) pair bound: each bound version once per context
         type of its name."""

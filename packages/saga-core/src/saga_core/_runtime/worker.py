@@ -1,4 +1,5 @@
-"""``RecoveryWorker``: finds stalled sagas and finishes them, safely across many processes."""
+"""``SagaWorker``: runs every saga that has work — started detached, due after a wait, or
+stalled — safely across many processes. ``RecoveryWorker`` is its v1 name."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ from saga_core._model.outcome import SagaOutcome
 from saga_core._model.policy import RetryPolicy
 from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
-from saga_core._storage.protocol import SagaRecord, SagaStorage
+from saga_core._storage.protocol import SagaRecord, SagaStorage, WorkNotifications
 
-from .leases import LeaseKeeper
-from .local_runs import is_running_here, running_here
-from .mediator import DEFAULT_LEASE_SECONDS, check_steps_buildable
+from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
+from .local_runs import cancellable, is_running_here, running_here
+from .mediator import check_steps_buildable
 from .owner import default_owner
 from .recovery import check_record_matches, decode_context, resumed_run
 from .saga_map import SagaMap, describe_versions
+from .wakeup import WakeUp
 
 logger = logging.getLogger("saga_core.worker")
 
@@ -48,10 +50,12 @@ DEFAULT_BACKOFF = RetryPolicy(attempts=5, initial_delay=5.0, multiplier=2.0, max
 
 @dataclasses.dataclass
 class RecoveryReport:
-    """What one round of :meth:`RecoveryWorker.run_once` did."""
+    """What one round of :meth:`SagaWorker.run_once` did."""
 
     claimed: int = 0
     completed: int = 0
+    suspended: int = 0
+    """Sagas that went on until their next wait (WAITING again)."""
     compensated: int = 0
     failed: int = 0
     """Sagas whose compensation was exhausted again (they stay FAILED, retried after a pause)."""
@@ -64,14 +68,18 @@ class RecoveryReport:
     """Sagas another runner took over while this worker ran them."""
 
 
-class RecoveryWorker:
-    """Claims stalled sagas in batches and finishes each the way :func:`recover_saga` does.
+class SagaWorker:
+    """Claims the sagas that have work, in batches, earliest due first, and runs each until
+    it ends or waits again: sagas started detached (``mediator.start``), WAITING sagas whose
+    signal arrived, timer is due or cancel was requested, and stalled ones, finished the way
+    :func:`recover_saga` does.
 
     Many workers, in many processes on many machines, can share one storage: a claim is
-    atomic and bumps the saga's version, so each stalled saga is run by one worker at a time,
-    and a worker whose lease was taken over is fenced off. A saga is *stalled* when it is
-    RUNNING, COMPENSATING or FAILED and its lease has expired (its runner died, was cancelled
-    or gave it back).
+    atomic and bumps the saga's version, so each saga is run by one worker at a time, and a
+    worker whose lease was taken over is fenced off. A saga is *stalled* when it is RUNNING,
+    COMPENSATING or FAILED and its lease has expired (its runner died, was cancelled or gave
+    it back). Build one with ``mediator.worker(...)`` to share the mediator's map, container,
+    observers and owner (and be woken at once by its ``start``, ``signal`` and ``cancel``).
 
     Args:
         sagas: the :class:`SagaMap` of the sagas this worker can run (as given to
@@ -82,7 +90,8 @@ class RecoveryWorker:
             ``bootstrap(owner=...)`` in this context, else host, pid and a random suffix).
             Started under the name of a process that died, the worker takes back at once
             the sagas that process held (see :meth:`recover_own`).
-        poll_interval: seconds between two polls when nothing was stalled.
+        poll_interval: seconds between two polls when nothing was due (a due timer is found
+            at most this late without a wake-up).
         batch_size: sagas claimed per poll.
         concurrency: sagas recovered at the same time.
         lease_seconds: the lease a claim takes; renewed while a saga runs.
@@ -94,6 +103,8 @@ class RecoveryWorker:
         backoff: the pause before the next attempt of a saga whose attempt failed: its
             ``delay_before(attempts + 1)`` (the policy's ``attempts`` is not used).
         observers: :class:`SagaObserver` hooks.
+        wakeup: a :class:`WakeUp` that ends a poll's pause early (``mediator.worker`` passes
+            the mediator's).
 
     Raises:
         SagaUsageError: an argument is out of range.
@@ -106,29 +117,30 @@ class RecoveryWorker:
         *,
         container: object | None = None,
         owner: str | None = None,
-        poll_interval: float = 5.0,
+        poll_interval: float = 1.0,
         batch_size: int = 20,
         concurrency: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_attempts: int = 10,
         backoff: RetryPolicy = DEFAULT_BACKOFF,
         observers: Sequence[SagaObserver] = (),
+        wakeup: WakeUp | None = None,
     ) -> None:
         if not isinstance(sagas, SagaMap):
-            raise SagaUsageError(f"RecoveryWorker needs a SagaMap, got {sagas!r}")
+            raise SagaUsageError(f"SagaWorker needs a SagaMap, got {sagas!r}")
         for name, value in (
             ("poll_interval", poll_interval),
             ("lease_seconds", lease_seconds),
         ):
             if value <= 0:
-                raise SagaUsageError(f"RecoveryWorker({name}=...) must be positive, got {value}")
+                raise SagaUsageError(f"SagaWorker({name}=...) must be positive, got {value}")
         for name, count in (
             ("batch_size", batch_size),
             ("concurrency", concurrency),
             ("max_attempts", max_attempts),
         ):
             if type(count) is not int or count < 1:
-                raise SagaUsageError(f"RecoveryWorker({name}=...) must be >= 1, got {count!r}")
+                raise SagaUsageError(f"SagaWorker({name}=...) must be >= 1, got {count!r}")
         self.sagas = sagas
         self.storage = storage
         self.owner = owner or default_owner()
@@ -143,9 +155,12 @@ class RecoveryWorker:
         self._hooks = Hooks([LoggingObserver(), *observers])
         self._keeper = LeaseKeeper(storage, owner=self.owner, lease_seconds=lease_seconds)
         self._last_errors: dict[UUID, str] = {}
+        self._wakeup = wakeup if wakeup is not None else WakeUp()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs).
+        """Poll and recover until cancelled (``tg.start(worker.run)`` waits until it runs):
+        up to ``concurrency`` sagas at a time, the next batch claimed as soon as the claimed
+        sagas that wait for a slot run out (not when the whole batch is done).
 
         It first takes back the sagas still leased to its own name that this process is not
         running (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
@@ -154,23 +169,88 @@ class RecoveryWorker:
         """
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
+            if isinstance(self.storage, WorkNotifications):
+                # Listening before run() reports started: work made due from then on is seen.
+                await task_group.start(self._listen, self.storage)
             task_status.started()
             try:
                 await self.recover_own()
             except Exception as exc:
                 # Nothing lost: their leases expire and the polls below recover them.
                 logger.warning("taking back this owner's sagas failed: %s", describe_error(exc))
-            while True:
+            await self._claim_as_slots_free()
+
+    async def _claim_as_slots_free(self) -> None:
+        """The loop of :meth:`run`: run the claimed sagas ``concurrency`` at a time, each
+        freed slot taking the next claimed saga at once, and claim the next batch as soon as
+        none is left waiting for a slot — while the last ones still run, so that no slot
+        idles for the claim's round trip, nor for the slowest saga of a batch. A claim that
+        comes back short (nothing more is due) is followed by a pause of ``poll_interval``,
+        which a wake-up ends early. At most ``batch_size`` claimed sagas wait for a slot.
+        """
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        report = RecoveryReport()  # how each saga ended is logged; the totals are not read
+        waiting = 0  # claimed sagas not started yet
+        none_waiting = anyio.Event()
+        none_waiting.set()
+
+        async def one(record: SagaRecord) -> None:
+            nonlocal waiting
+            async with limiter:
+                waiting -= 1
+                if not waiting:
+                    none_waiting.set()
                 try:
-                    report = await self.run_once()
+                    await self._recover_claimed(record, report)
+                except Exception as exc:  # a bookkeeping write (park, pause) failed
+                    logger.warning(
+                        "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
+                    )
+
+        async with anyio.create_task_group() as task_group:
+            while True:
+                await none_waiting.wait()
+                try:
+                    records = await self.storage.claim_recoverable(
+                        owner=self.owner, lease_seconds=self.lease_seconds, limit=self.batch_size
+                    )
                 except Exception as exc:
                     # The storage is down (or refuses): keep polling; nothing is lost, the
                     # stalled sagas are still there when it is back.
                     logger.warning("recovery poll failed: %s", describe_error(exc))
                     await anyio.sleep(self.poll_interval)
                     continue
-                if report.claimed < self.batch_size:
-                    await anyio.sleep(self.poll_interval)
+                if records:
+                    waiting += len(records)
+                    none_waiting = anyio.Event()
+                    for record in records:
+                        task_group.start_soon(one, record)
+                if len(records) < self.batch_size:
+                    await self._wakeup.wait(self.poll_interval)
+
+    async def _listen(
+        self,
+        storage: WorkNotifications,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Wake the polling loop whenever the storage says work became due; listen again
+        after a failure (meanwhile the loop polls, so nothing is missed for long). Reports
+        started once it listens, or once its first attempt failed."""
+        while True:
+            try:
+                async with storage.work_notifications() as notifications:
+                    task_status.started()
+                    task_status = anyio.TASK_STATUS_IGNORED
+                    # Work made due while the listener was (re)connecting is found by a poll.
+                    self._wakeup.notify()
+                    async for _ in notifications:
+                        self._wakeup.notify()
+            except Exception as exc:
+                logger.info("listening for due work failed: %s", describe_error(exc))
+            task_status.started()
+            task_status = anyio.TASK_STATUS_IGNORED
+            await anyio.sleep(self.poll_interval)
 
     async def run_once(self) -> RecoveryReport:
         """Claim up to ``batch_size`` stalled sagas and recover them; return what happened."""
@@ -294,7 +374,7 @@ class RecoveryWorker:
             return
         try:
             await self._drive(run)
-            run.outcome()
+            outcome = run.outcome()
         except SagaCompensatedError:
             report.compensated += 1
         except SagaCompensationFailedError:
@@ -307,7 +387,10 @@ class RecoveryWorker:
             self._remember(saga_id, describe_error(exc))
             report.errors += 1
         else:
-            report.completed += 1
+            if outcome.status is SagaStatus.WAITING:
+                report.suspended += 1
+            else:
+                report.completed += 1
             self._last_errors.pop(saga_id, None)
 
     def _remember(self, saga_id: UUID, error: str) -> None:
@@ -342,7 +425,7 @@ class RecoveryWorker:
         definition = saga_type.definition()
         check_record_matches(definition, record)
         context = decode_context(
-            definition, self._context_type(definition.name, definition.version), record
+            definition, self.sagas.stored_context_type(definition.name, definition.version), record
         )
         return resumed_run(
             definition=definition,
@@ -359,18 +442,10 @@ class RecoveryWorker:
     async def _drive(self, run: SagaRun) -> None:
         self._keeper.hold(run)
         try:
-            with running_here(run.saga_id):
+            with running_here(run.saga_id), cancellable(run):
                 await run.run_to_end()
         finally:
             self._keeper.drop(run)
-
-    def _context_type(self, name: str, version: int) -> type[Any] | None:
-        """The class to decode a stored context of saga ``name`` as: the context type
-        bound to it if it is one, else the declared context type of the version it runs."""
-        bound = self.sagas.context_types_of(name)
-        if len(bound) == 1:
-            return bound[0]
-        return self.sagas.saga_named(name, version).definition().context_type
 
     async def _park(self, saga_id: UUID, reason: str, report: RecoveryReport) -> None:
         try:
@@ -388,3 +463,7 @@ class RecoveryWorker:
             await self.storage.renew_lease(saga_id, owner=self.owner, lease_seconds=pause)
         except Exception as exc:  # the lease expires on its own
             logger.info("saga %s: could not hold its lease for the pause: %r", saga_id, exc)
+
+
+RecoveryWorker = SagaWorker
+"""The v1 name of :class:`SagaWorker`, kept for existing code."""

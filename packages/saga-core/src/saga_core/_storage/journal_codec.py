@@ -1,8 +1,9 @@
 """A journal entry as one line of JSON, the form the storage plugins keep a saga's history in.
 
-An entry is the JSON array ``[step_id, direction, event, attempt, at, error]``: ``direction``
-and ``event`` are the enums' values, ``at`` is in integer microseconds since the epoch (UTC)
-and ``error`` a string or null. The text holds no line break (JSON escapes those inside
+An entry is the JSON array ``[step_id, direction, event, attempt, at, error]``, with a seventh
+part ``detail`` when the entry has one: ``direction`` and ``event`` are the enums' values,
+``at`` is in integer microseconds since the epoch (UTC), ``error`` and ``detail`` strings or
+null. The text holds no line break (JSON escapes those inside
 strings), so a store may keep entries one per line of a text column or one per element of a
 list. saga-sqlalchemy and saga-redis both store this form; a plugin for another store can too.
 """
@@ -46,10 +47,12 @@ def encode_journal_entry(entry: JournalEntry) -> str:
     # separators=(",", ":")); tests/core/test_journal_codec.py pins it. The direction and
     # event are str enums, so each member is its value as a str: quoted as it is (``.value``
     # runs Python code on every read).
+    detail = entry.detail
     return (
         f"[{_quote(entry.step_id)},{_quote(entry.direction)},"
         f"{_quote(entry.event)},{int(entry.attempt)},"
-        f"{(at - _EPOCH) // _MICROSECOND},{error}]"
+        f"{(at - _EPOCH) // _MICROSECOND},{error}"
+        f"{'' if detail is None else ',' + _quote(detail)}]"
     )
 
 
@@ -62,14 +65,16 @@ def decode_journal_entry(text: str | bytes | bytearray) -> JournalEntry:
     """
     try:
         parts = json.loads(text)
-        if type(parts) is not list or len(parts) != 6:
-            raise ValueError("not a JSON array of 6 parts")
-        step_id, direction, event, attempt, at, error = parts
+        if type(parts) is not list or len(parts) not in (6, 7):
+            raise ValueError("not a JSON array of 6 or 7 parts")
+        step_id, direction, event, attempt, at, error = parts[:6]
+        detail = parts[6] if len(parts) == 7 else None
         if not (
             isinstance(step_id, str)
             and type(attempt) is int
             and type(at) is int
             and (error is None or isinstance(error, str))
+            and (detail is None or isinstance(detail, str))
         ):
             raise ValueError("a part has the wrong type")
         return JournalEntry(
@@ -79,6 +84,7 @@ def decode_journal_entry(text: str | bytes | bytearray) -> JournalEntry:
             attempt,
             _EPOCH + timedelta(microseconds=at),
             error,
+            detail,
         )
     except (TypeError, KeyError, OverflowError) as exc:  # an unknown member, a time too far
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc

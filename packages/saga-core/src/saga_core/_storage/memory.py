@@ -7,30 +7,50 @@ as on SQL or Redis; it only forgets everything when the process ends.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from heapq import nsmallest
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 from types import TracebackType
 from typing import Any
 from uuid import UUID
 
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
 from saga_core._model.errors import (
     SagaAlreadyExistsError,
+    SagaCancelledError,
     SagaFinishedError,
     SagaLeaseHeldError,
     SagaNotFoundError,
     SagaParkedError,
+    SagaSignalPendingError,
+    SagaSignalRefusedError,
     SagaUsageError,
     SagaVersionConflictError,
     StorageUnavailableError,
 )
 from saga_core._model.status import SagaStatus
-from saga_core._model.validators import require_lease_owner_filter, require_saga_id
+from saga_core._model.validators import (
+    check_new_saga,
+    check_wake_at,
+    require_lease_owner_filter,
+    require_saga_id,
+)
 
-from .protocol import INITIAL_VERSION, Checkpoint, JournalEntry, NewSaga, SagaRecord
+from .protocol import (
+    INITIAL_VERSION,
+    Checkpoint,
+    JournalEntry,
+    NewSaga,
+    NewSignal,
+    PendingSignal,
+    SagaRecord,
+)
 
 _OPTIONS = frozenset({"retain_finished", "clock"})
 
@@ -48,9 +68,12 @@ class _StoredSaga:
     __slots__ = (
         "applied",
         "attempts",
+        "cancel_reason",
         "context",
         "created",
         "cursor",
+        "deadline_at",
+        "delivered",
         "error",
         "journal",
         "lease_expires",
@@ -60,16 +83,19 @@ class _StoredSaga:
         "saga_id",
         "saga_name",
         "saga_version",
+        "signals",
         "status",
         "updated",
         "version",
+        "waiting_for",
+        "wake",
     )
 
     def __init__(self, saga: NewSaga, now: float) -> None:
         self.saga_id = saga.saga_id
         self.saga_name = saga.saga_name
         self.saga_version = saga.saga_version
-        self.status = SagaStatus.RUNNING
+        self.status = saga.status
         self.version = INITIAL_VERSION
         self.cursor = 0
         self.next_step: str | None = saga.next_step
@@ -78,12 +104,40 @@ class _StoredSaga:
         self.error: str | None = None
         self.created = now
         self.updated = now
-        self.lease_owner: str | None = saga.lease_owner
-        self.lease_expires: float | None = now + saga.lease_seconds
+        waiting = saga.status is SagaStatus.WAITING
+        self.lease_owner: str | None = None if waiting else saga.lease_owner
+        self.lease_expires: float | None = (
+            None if waiting or saga.lease_seconds is None else now + saga.lease_seconds
+        )
         journal = saga.journal
         self.journal: list[JournalEntry] = list(journal) if journal else []
         self.attempts = 0
         self.parked = False
+        self.wake: float | None = (
+            None if not waiting or saga.wake_at is None else saga.wake_at.timestamp()
+        )
+        self.waiting_for: str | None = None
+        deadline_at = saga.deadline_at
+        # Read back in UTC like every other instant, whatever zone the caller gave it in.
+        self.deadline_at = None if deadline_at is None else deadline_at.astimezone(timezone.utc)
+        self.cancel_reason: str | None = None
+        self.signals: list[PendingSignal] = []
+        # Every signal id delivered to the saga, pending or consumed: a retried delivery of a
+        # consumed signal is still a duplicate.
+        self.delivered: set[str] = set()
+
+    def due_key(self) -> float:
+        """When the saga became due for a worker: its wake time if WAITING, else its last
+        update."""
+        wake = self.wake
+        return wake if wake is not None and self.status is SagaStatus.WAITING else self.updated
+
+    def is_due(self, now: float) -> bool:
+        """True when a WAITING saga is due (see the rules); any other status always is."""
+        if self.status is not SagaStatus.WAITING:
+            return True
+        wake = self.wake
+        return wake is not None and wake <= now
 
     def to_record(self) -> SagaRecord:
         expires = self.lease_expires
@@ -105,10 +159,16 @@ class _StoredSaga:
             attempts=self.attempts,
             parked=self.parked,
             saga_version=self.saga_version,
+            wake_at=None if self.wake is None else datetime.fromtimestamp(self.wake, utc),
+            waiting_for=self.waiting_for,
+            deadline_at=self.deadline_at,
+            cancel_reason=self.cancel_reason,
+            signals=tuple(self.signals),
         )
 
 
 _by_update = attrgetter("updated")
+_by_due = methodcaller("due_key")
 
 
 class MemorySagaStorage:
@@ -159,17 +219,22 @@ class MemorySagaStorage:
         self._finished_order: deque[int] = deque()
         self._write_count = 0
         self._closed = False
+        # One stream per listener of work_notifications; a full one already has a
+        # notification waiting, which is all a listener needs to know.
+        self._listeners: list[MemoryObjectSendStream[None]] = []
 
     @property
     def write_count(self) -> int:
         """Number of successful writes so far: each ``create``, ``checkpoint`` and ``claim``
-        counts one, and so does a ``claim_recoverable`` that claimed at least one saga."""
+        counts one, and so does a ``claim_recoverable`` that claimed at least one saga, a
+        stored signal, a recorded cancel request, a park and an unpark."""
         return self._write_count
 
     # --- protocol -------------------------------------------------------------------------
 
     async def create(self, saga: NewSaga) -> None:
-        """Store a new RUNNING saga at cursor 0 and version 1, leased to ``saga.lease_owner``.
+        """Store a new saga at cursor 0 and version 1: RUNNING and leased to
+        ``saga.lease_owner``, or WAITING without a lease.
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
@@ -194,7 +259,7 @@ class MemorySagaStorage:
         return list(self._get(saga_id).journal)
 
     async def list_recoverable(self, *, limit: int = 100) -> list[SagaRecord]:
-        """Return up to ``limit`` recoverable sagas, oldest update first, without claiming."""
+        """Return up to ``limit`` recoverable sagas, earliest due first, without claiming."""
         return [saga.to_record() for saga in self._recoverable(limit)]
 
     async def claim(
@@ -212,7 +277,7 @@ class MemorySagaStorage:
     async def claim_recoverable(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[SagaRecord]:
-        """Claim up to ``limit`` recoverable sagas for ``owner``, oldest update first, and
+        """Claim up to ``limit`` recoverable sagas for ``owner``, earliest due first, and
         return their records with the new versions."""
         return self._claim_recoverable(owner, lease_seconds, limit)
 
@@ -270,6 +335,27 @@ class MemorySagaStorage:
         saga.updated = self._clock()
         self._write_count += 1
 
+    async def deliver_signal(self, signal: NewSignal) -> bool:
+        """Store a signal for a saga; False when its ``signal_id`` was delivered before.
+
+        Raises :class:`~saga_core.SagaNotFoundError`, :class:`~saga_core.SagaFinishedError` or
+        :class:`~saga_core.SagaSignalRefusedError` (see the protocol).
+        """
+        return self._deliver(signal)
+
+    async def request_cancel(self, saga_id: UUID, *, reason: str) -> SagaRecord:
+        """Record a cancel request on a RUNNING or WAITING saga (see the protocol) and return
+        its record. Raises :class:`~saga_core.SagaNotFoundError` or
+        :class:`~saga_core.SagaFinishedError`."""
+        saga = self._get(saga_id)
+        if saga.status.is_terminal:
+            raise _finished(saga)
+        if saga.cancel_reason is None and saga.status in _CANCELLABLE:
+            saga.cancel_reason = reason
+            self._wake_now(saga)
+            self._write_count += 1
+        return saga.to_record()
+
     async def unpark(self, saga_id: UUID) -> SagaRecord:
         """Take a saga out of the dead-letter state; it is recoverable at once. Raises
         :class:`~saga_core.SagaNotFoundError`."""
@@ -280,6 +366,26 @@ class MemorySagaStorage:
             saga.updated = self._clock()
             self._write_count += 1
         return saga.to_record()
+
+    @contextlib.asynccontextmanager
+    async def work_notifications(self) -> AsyncIterator[AsyncIterator[None]]:
+        """Listen for sagas that become due (a :class:`~saga_core.storage.WorkNotifications`
+        storage): a WAITING saga created, a signal a waiting saga waits for, a cancel."""
+        if self._closed:
+            raise _closed_error()
+        send, receive = anyio.create_memory_object_stream[None](1)
+        self._listeners.append(send)
+        try:
+            yield receive
+        finally:
+            self._listeners.remove(send)
+            send.close()
+            receive.close()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            with contextlib.suppress(anyio.WouldBlock):
+                listener.send_nowait(None)
 
     async def aclose(self) -> None:
         """Close the storage and drop what it holds. Idempotent."""
@@ -311,10 +417,13 @@ class MemorySagaStorage:
                 f"saga {saga_id} already exists; start the saga with a new id, or recover the "
                 f"existing one"
             )
+        check_new_saga(saga)
         stored = _StoredSaga(saga, self._clock())
         self._sagas[key] = stored
         self._active[key] = stored
         self._write_count += 1
+        if stored.status is SagaStatus.WAITING:
+            self._notify()
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._closed:
@@ -332,13 +441,27 @@ class MemorySagaStorage:
         status = checkpoint.status
         lease_seconds = checkpoint.lease_seconds
         terminal = status.is_terminal
+        waiting = status is SagaStatus.WAITING
         if lease_seconds is not None and not terminal and checkpoint.lease_owner is None:
             raise SagaUsageError(
                 f"checkpoint of saga {saga.saga_id} sets lease_seconds without a lease_owner; "
                 f"pass both, or lease_seconds=None to release the lease"
             )
+        if saga.cancel_reason is not None and (
+            status is SagaStatus.COMPLETED
+            or (waiting and saga.status is not SagaStatus.WAITING)
+            or checkpoint.cursor > saga.cursor
+        ):
+            raise _cancelled(saga)
+        if waiting:
+            check_wake_at(checkpoint.wake_at)
+        consumed: PendingSignal | None = None
+        if checkpoint.consume_signal is not None or checkpoint.unless_signal is not None:
+            consumed = self._check_signals(saga, checkpoint)
         # Every check is done: from here on nothing raises, so the write is all or nothing.
         now = self._clock()
+        if consumed is not None:
+            saga.signals.remove(consumed)
         saga.status = status
         saga.version += 1
         saga.cursor = checkpoint.cursor
@@ -349,12 +472,24 @@ class MemorySagaStorage:
         saga.context = checkpoint.context
         saga.error = checkpoint.error
         saga.updated = now
-        if lease_seconds is None or terminal:
+        if lease_seconds is None or terminal or waiting:
             saga.lease_owner = None
             saga.lease_expires = None
         else:
             saga.lease_owner = checkpoint.lease_owner
             saga.lease_expires = now + lease_seconds
+        if waiting:
+            saga.attempts = 0
+            wake_at = checkpoint.wake_at
+            saga.wake = None if wake_at is None else wake_at.timestamp()
+            saga.waiting_for = checkpoint.waiting_for
+            if saga.cancel_reason is not None or any(
+                signal.name == saga.waiting_for for signal in saga.signals
+            ):
+                self._wake_now(saga)
+        elif saga.wake is not None or saga.waiting_for is not None:
+            saga.wake = None
+            saga.waiting_for = None
         if checkpoint.journal:
             saga.journal.extend(checkpoint.journal)
         self._write_count += 1
@@ -398,10 +533,12 @@ class MemorySagaStorage:
         candidates = (
             saga
             for saga in self._active.values()
-            if not saga.parked and (saga.lease_expires is None or saga.lease_expires <= now)
+            if not saga.parked
+            and (saga.lease_expires is None or saga.lease_expires <= now)
+            and saga.is_due(now)
         )
-        # nsmallest is stable, so sagas updated at the same instant keep creation order.
-        return nsmallest(limit, candidates, key=_by_update)
+        # nsmallest is stable, so sagas due at the same instant keep creation order.
+        return nsmallest(limit, candidates, key=_by_due)
 
     def _claim(self, saga_id: UUID, owner: str, lease_seconds: float, force: bool) -> SagaRecord:
         saga = self._get(saga_id)
@@ -448,6 +585,82 @@ class MemorySagaStorage:
         saga.lease_expires = expires
         saga.updated = now
 
+    def _check_signals(self, saga: _StoredSaga, checkpoint: Checkpoint) -> PendingSignal | None:
+        """The pending signal ``checkpoint`` consumes (None if none), after checking its
+        signal conditions; raises what the protocol says when they do not hold."""
+        unless = checkpoint.unless_signal
+        if unless is not None and any(signal.name == unless for signal in saga.signals):
+            raise SagaSignalPendingError(
+                f"saga {saga.saga_id} has a pending signal {unless!r}: it arrived first, so "
+                "the saga takes it; nothing was written"
+            )
+        wanted = checkpoint.consume_signal
+        if wanted is None:
+            return None
+        for signal in saga.signals:
+            if signal.signal_id == wanted:
+                return signal
+        raise SagaVersionConflictError(
+            f"saga {saga.saga_id} has no pending signal {wanted!r} to consume: another runner "
+            "consumed it; stop without writing"
+        )
+
+    def _deliver(self, signal: NewSignal) -> bool:
+        saga = self._get(signal.saga_id)
+        if signal.signal_id in saga.delivered:
+            return False
+        if saga.status.is_terminal:
+            raise _finished(saga)
+        if saga.status not in _CANCELLABLE or saga.cancel_reason is not None:
+            why = (
+                "it is cancelled"
+                if saga.cancel_reason is not None
+                else (f"it is {saga.status.value}")
+            )
+            raise SagaSignalRefusedError(
+                f"saga {saga.saga_id} does not accept signal {signal.name!r}: {why}, so it "
+                "will not wait for it again; nothing was stored"
+            )
+        if saga.cursor > signal.wait_cursor or (
+            saga.cursor == signal.wait_cursor and saga.next_step != signal.wait_step
+        ):
+            raise SagaSignalRefusedError(
+                f"saga {saga.saga_id} has gone past its wait for signal {signal.name!r} (it "
+                "took an earlier one, or the wait timed out); nothing was stored"
+            )
+        pending = next((p for p in saga.signals if p.name == signal.name), None)
+        if pending is not None:
+            raise SagaSignalRefusedError(
+                f"saga {saga.saga_id} has a signal {signal.name!r} pending already (id "
+                f"{pending.signal_id!r}) and its wait takes one; nothing was stored"
+            )
+        now = self._clock()
+        saga.delivered.add(signal.signal_id)
+        saga.signals.append(
+            PendingSignal(
+                signal.signal_id,
+                signal.name,
+                signal.payload,
+                datetime.fromtimestamp(now, timezone.utc),
+            )
+        )
+        if saga.status is SagaStatus.WAITING and saga.waiting_for == signal.name:
+            self._wake_now(saga)
+        self._write_count += 1
+        return True
+
+    def _wake_now(self, saga: _StoredSaga) -> None:
+        """Make a WAITING saga due now (its ``wake_at`` brought forward), and say so."""
+        if saga.status is not SagaStatus.WAITING:
+            return
+        now = self._clock()
+        if saga.wake is None or saga.wake > now:
+            saga.wake = now
+        self._notify()
+
+
+_CANCELLABLE = (SagaStatus.RUNNING, SagaStatus.WAITING)
+
 
 def _key(saga_id: UUID) -> int:
     """The dict key of ``saga_id``; a saga id that is not a UUID is the caller's mistake
@@ -455,6 +668,13 @@ def _key(saga_id: UUID) -> int:
     if type(saga_id) is UUID:
         return saga_id.int
     return require_saga_id(saga_id).int
+
+
+def _cancelled(saga: _StoredSaga) -> SagaCancelledError:
+    return SagaCancelledError(
+        f"saga {saga.saga_id} was cancelled ({saga.cancel_reason}); it may not move forward: "
+        "compensate it"
+    )
 
 
 def _closed_error() -> StorageUnavailableError:

@@ -21,20 +21,26 @@ from ._damage import deeply_nested_json as deeply_nested_json
 from ._factories import DEFAULT_CONTEXT as DEFAULT_CONTEXT
 from ._factories import DEFAULT_LEASE_SECONDS as DEFAULT_LEASE_SECONDS
 from ._factories import DEFAULT_OWNER as DEFAULT_OWNER
+from ._factories import DEFAULT_SIGNAL as DEFAULT_SIGNAL
+from ._factories import DEFAULT_STEP as DEFAULT_STEP
 from ._factories import assert_same_json as assert_same_json
 from ._factories import make_checkpoint as make_checkpoint
 from ._factories import make_entry as make_entry
 from ._factories import make_new_saga as make_new_saga
+from ._factories import make_signal as make_signal
 
 __all__ = (
     "DAMAGE_KINDS",
     "DEFAULT_CONTEXT",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_OWNER",
+    "DEFAULT_SIGNAL",
+    "DEFAULT_STEP",
     "SagaStorageContract",
     "assert_same_json",
     "deeply_nested_json",
     "make_checkpoint",
     "make_entry",
     "make_new_saga",
+    "make_signal",
 )

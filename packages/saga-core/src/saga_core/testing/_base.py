@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 import anyio
@@ -12,7 +12,11 @@ import pytest
 from saga_core._model.status import SagaStatus
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
-from ._factories import make_checkpoint, make_new_saga
+from ._factories import DEFAULT_SIGNAL, make_checkpoint, make_new_saga
+
+#: How far from now the tests put an instant that is long past or far ahead, so that no
+#: storage clock or slow round trip can put it on the other side of now.
+HOUR = 3600.0
 
 
 class ContractBase:
@@ -31,6 +35,10 @@ class ContractBase:
     update_gap_seconds: float = 0.01
     #: Concurrent tasks in the race tests.
     racers: int = 20
+    #: How far apart the storage's clock and the test's may be: an instant the storage takes
+    #: from its own clock (a ``wake_at`` brought forward to now) is checked against the test's
+    #: clock within this.
+    clock_skew_seconds: float = 1.0
 
     @pytest.fixture(params=["asyncio", "trio"])
     def anyio_backend(self, request: pytest.FixtureRequest) -> str:
@@ -55,6 +63,34 @@ class ContractBase:
     async def pause_between_updates(self) -> None:
         """Sleep long enough that the next write gets a later ``updated_at``."""
         await anyio.sleep(self.update_gap_seconds)
+
+    def now_plus(self, seconds: float = 0.0) -> datetime:
+        """The test's clock (aware UTC) moved by ``seconds``: a far past or future ``wake_at``
+        (an hour either way), or the edge of a window widened by :attr:`clock_skew_seconds`."""
+        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+    async def create_waiting(
+        self,
+        storage: SagaStorage,
+        *,
+        wake_at: datetime | None = None,
+        waiting_for: str | None = DEFAULT_SIGNAL,
+    ) -> UUID:
+        """Create a saga and move it to WAITING at cursor 0 on ``"step-1"`` (version 2, no
+        lease), waiting for ``waiting_for`` until ``wake_at``, as the executor does."""
+        new = make_new_saga()
+        await storage.create(new)
+        await storage.checkpoint(
+            make_checkpoint(
+                new.saga_id,
+                1,
+                status=SagaStatus.WAITING,
+                next_step=new.next_step,
+                wake_at=wake_at,
+                waiting_for=waiting_for,
+            )
+        )
+        return new.saga_id
 
     async def create_recoverable(
         self, storage: SagaStorage, *, status: SagaStatus = SagaStatus.RUNNING
@@ -91,11 +127,23 @@ class ContractBase:
         return version + 1
 
 
+async def recoverable_ids(storage: SagaStorage) -> list[UUID]:
+    """The ids :meth:`~saga_core.SagaStorage.list_recoverable` returns, in its order."""
+    return [record.saga_id for record in await storage.list_recoverable(limit=1000)]
+
+
 def assert_utc(value: datetime | None) -> None:
     """Assert ``value`` is a timezone-aware datetime in UTC."""
     assert isinstance(value, datetime), value
     assert value.tzinfo is not None, f"{value!r} is naive; storages return aware UTC datetimes"
     assert value.utcoffset() == timedelta(0), f"{value!r} is not in UTC"
+
+
+def assert_between(value: datetime | None, earliest: datetime, latest: datetime) -> None:
+    """Assert ``value`` is an aware UTC instant from ``earliest`` to ``latest`` inclusive."""
+    assert_utc(value)
+    assert value is not None
+    assert earliest <= value <= latest, f"{value} is not between {earliest} and {latest}"
 
 
 def assert_lease(record: SagaRecord, owner: str, seconds: float) -> None:

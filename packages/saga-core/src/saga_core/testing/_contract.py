@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from ._cancels import CancelContract
 from ._damage import DamagedRecordContract, SagaIdContract
 from ._leases import ConcurrencyContract, LeaseContract
 from ._operations import OperationsContract
 from ._payloads import ContextContract, ExecutorDriveContract, LifecycleContract
 from ._records import JournalContract, RecordContract
 from ._runs import HostileErrorContract
+from ._signals import SignalContract
+from ._waits import WaitingContract
 
 
 class SagaStorageContract(
@@ -24,6 +27,9 @@ class SagaStorageContract(
     DamagedRecordContract,
     SagaIdContract,
     HostileErrorContract,
+    WaitingContract,
+    SignalContract,
+    CancelContract,
 ):
     """Every rule of the storage protocol, as tests; subclass it and provide ``storage``.
 
@@ -60,6 +66,14 @@ class SagaStorageContract(
     that a claim parks it (reason: the error) and claims the healthy ones, and that a
     :class:`~saga_core.RecoveryWorker` recovers every healthy saga next to it. Batch reads get
     this from :func:`saga_core.storage.read_records`.
+
+    Durable waits (WAITING sagas, signals, cancels) add:
+
+    * ``wake_at``, ``deadline_at`` and a signal's ``delivered_at`` come back as aware UTC
+      datetimes equal to the microsecond to what was given (any zone given is converted);
+    * a signal's payload comes back exactly as given (not re-encoded);
+    * an instant the storage takes from its own clock (``delivered_at``, a ``wake_at``
+      brought forward) is within :attr:`clock_skew_seconds` of the test's clock.
 
     Lease tests wait out :attr:`short_lease_seconds` plus :attr:`lease_margin_seconds` by the
     test's clock; a storage whose clock is coarse raises both.

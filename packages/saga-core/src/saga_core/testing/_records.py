@@ -19,7 +19,13 @@ from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._storage.protocol import SagaStorage
 
 from ._base import ContractBase, assert_lease, assert_no_lease, assert_utc
-from ._factories import make_checkpoint, make_entry, make_new_saga
+from ._factories import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_OWNER,
+    make_checkpoint,
+    make_entry,
+    make_new_saga,
+)
 
 
 class RecordContract(ContractBase):
@@ -45,7 +51,7 @@ class RecordContract(ContractBase):
         assert_utc(record.created_at)
         assert_utc(record.updated_at)
         assert record.created_at <= record.updated_at
-        assert_lease(record, new.lease_owner, new.lease_seconds)
+        assert_lease(record, DEFAULT_OWNER, DEFAULT_LEASE_SECONDS)
 
     async def test_create_duplicate_raises_already_exists_and_changes_nothing(
         self, storage: SagaStorage
@@ -101,7 +107,7 @@ class RecordContract(ContractBase):
         assert (await storage.load(first.saga_id)).saga_version == 1
         assert (await storage.load(second.saga_id)).saga_version == 7
         await storage.checkpoint(make_checkpoint(second.saga_id, 1, cursor=1))
-        claimed = await storage.claim(second.saga_id, owner=second.lease_owner, lease_seconds=30)
+        claimed = await storage.claim(second.saga_id, owner=DEFAULT_OWNER, lease_seconds=30)
         assert claimed.saga_version == 7
         await storage.checkpoint(
             make_checkpoint(second.saga_id, 3, status=SagaStatus.COMPLETED, cursor=2)
@@ -224,7 +230,7 @@ class RecordContract(ContractBase):
         with pytest.raises(SagaFinishedError):
             await storage.claim(new.saga_id, owner="recovery", lease_seconds=60.0)
         with pytest.raises(SagaFinishedError):
-            await storage.claim(new.saga_id, owner=new.lease_owner, lease_seconds=60.0)
+            await storage.claim(new.saga_id, owner=DEFAULT_OWNER, lease_seconds=60.0)
         with pytest.raises(SagaFinishedError):
             await storage.claim(new.saga_id, owner="operator", lease_seconds=60.0, force=True)
         assert await storage.load(new.saga_id) == before
@@ -280,8 +286,9 @@ class JournalContract(ContractBase):
         ]
 
     async def test_journal_entries_round_trip_exactly(self, storage: SagaStorage) -> None:
-        """Every field comes back equal, ``at`` to the microsecond and in aware UTC, and the
-        enums come back as enums (not their string values)."""
+        """Every field comes back equal (``detail`` too, and the saga's own events with an
+        empty step id), ``at`` to the microsecond and in aware UTC, and the enums come back as
+        enums (not their string values)."""
         entries = [
             make_entry(
                 "steps.Reserve",
@@ -300,6 +307,9 @@ class JournalContract(ContractBase):
             ),
             make_entry("steps.Charge", StepDirection.COMPENSATE, StepEvent.COMPLETED, 12),
             make_entry("x" * 200, StepDirection.COMPENSATE, StepEvent.FAILED, 1, error="E" * 5000),
+            make_entry("signal:paid", StepDirection.ACT, StepEvent.CLAIMED, 4, detail="wörker-7"),
+            make_entry("", StepDirection.COMPENSATE, StepEvent.COMPENSATING, 0, error="E: why"),
+            make_entry("", StepDirection.ACT, StepEvent.FINISHED, 0, detail="completed"),
         ]
         new = make_new_saga(journal=entries[:1])
         await storage.create(new)

@@ -1,9 +1,14 @@
 -- claim: lease one recoverable saga (or one already leased to the caller) to `owner`; with
 -- `force`, whoever holds its lease (a takeover: otherwise the same claim).
--- Reply: {'ok', fields} (the record's HGETALL after the claim), or a failure reply.
+-- A claimed WAITING saga stays WAITING, leased, in due at its wake time: it is found there
+-- again once its lease expires. A claim of one saga does not require it due.
+-- Reply: {'ok', fields} (record_fields() after the claim), or a failure reply.
 local record = KEYS[1]
 local updated = KEYS[2]
 local meta = KEYS[3]
+local signals = KEYS[4]
+local due = KEYS[5]
+local waiting = KEYS[6]
 local saga_id = ARGV[1]
 local owner = ARGV[2]
 local lease_us = ARGV[3]
@@ -27,7 +32,11 @@ end
 if h.parked then
   return {'parked'}
 end
-err = expect(updated, 'ZCARD')
+local index = updated
+if in_due(h) then
+  index = waiting
+end
+err = expect(index, 'ZCARD')
 if err then
   return err
 end
@@ -38,5 +47,5 @@ end
 if fresh then
   redis.call('HSET', meta, 'shards', shards, 'layout', layout_version)
 end
-take(record, updated, saga_id, h, owner, lease_us, token, now)
-return {'ok', redis.call('HGETALL', record)}
+take(record, index, saga_id, h, owner, lease_us, token, now)
+return {'ok', record_fields(record, signals)}

@@ -1,5 +1,6 @@
--- list: one page of one index (updated, parked or finished) of one shard, oldest update
--- first, filtered: what list_sagas pages through. Members whose record is gone (expired,
+-- list: one page of one index (updated, waiting, parked or finished) of one shard, oldest
+-- update first, filtered: what list_sagas pages through. Each record comes with its pending
+-- signals (record_fields()). Members whose record is gone (expired,
 -- deleted by hand) are removed from the index.
 --
 -- Reply: {'ok', done (1/0), next min score, next offset, id, fields, id, fields, ...}; a
@@ -9,17 +10,18 @@
 local index_key = KEYS[1]
 local meta = KEYS[2]
 local record_stem = ARGV[1]
-local min_score = ARGV[2]  -- inclusive
-local offset = ARGV[3]  -- among the members at min_score
-local max_score = ARGV[4]  -- '+inf' or '(µs'
-local page_size = ARGV[5]
-local wanted = ARGV[6]  -- matches wanted
-local status_filter = ARGV[7]  -- '' any
-local name_filter = ARGV[8]  -- '' any, else '=' followed by the name
-local parked_filter = ARGV[9]  -- '' any, '1', '0'
-local owner_filter = ARGV[10]  -- '' any, else the owner the lease names (live or expired)
-local shards = ARGV[11]
-local layout_version = ARGV[12]
+local signals_stem = ARGV[2]
+local min_score = ARGV[3]  -- inclusive
+local offset = ARGV[4]  -- among the members at min_score
+local max_score = ARGV[5]  -- '+inf' or '(µs'
+local page_size = ARGV[6]
+local wanted = ARGV[7]  -- matches wanted
+local status_filter = ARGV[8]  -- '' any
+local name_filter = ARGV[9]  -- '' any, else '=' followed by the name
+local parked_filter = ARGV[10]  -- '' any, '1', '0'
+local owner_filter = ARGV[11]  -- '' any, else the owner the lease names (live or expired)
+local shards = ARGV[12]
+local layout_version = ARGV[13]
 
 local fresh, err = layout(meta, shards, layout_version)
 err = err or expect(index_key, 'ZCARD')
@@ -69,12 +71,12 @@ for i = 1, #page, 2 do
           head_owner = select(8, string.match(f[1], HEAD_PATTERN))
         end
       end
-      local is_parked = head_flags == '1' or head_flags == '3'
+      local is_parked = head_flags ~= nil and tonumber(head_flags) % 2 == 1
       if (status_filter == '' or head_status == status_filter)
           and (name == nil or f[2] == name)
           and (parked_filter == '' or (head_flags and is_parked == (parked_filter == '1')))
           and (owner_filter == '' or head_owner == owner_filter) then
-        entry = redis.call('HGETALL', record)
+        entry = record_fields(record, signals_stem .. id)
       end
     end
     if entry then

@@ -1,7 +1,9 @@
--- read: a saga's record or its journal. A record hash is never empty, so an empty one means
--- there is none. Reply: {'ok', fields or entries}, or a failure reply.
+-- read: a saga's record (with its pending signals, see record_fields()) or its journal. A
+-- record hash is never empty, so an empty one means there is none.
+-- Reply: {'ok', fields or entries}, or a failure reply.
 local record = KEYS[1]
 local journal = KEYS[2]
+local signals = KEYS[3]
 local what = ARGV[1]  -- 'record' or 'journal'
 
 if what == 'journal' then
@@ -18,11 +20,11 @@ if what == 'journal' then
   end
   return {'ok', items}
 end
-local fields = redis.pcall('HGETALL', record)
-if fields.err then
+local fields = redis.pcall('HLEN', record)
+if type(fields) == 'table' then
   return refused(fields, record)
 end
-if #fields == 0 then
+if fields == 0 then
   return {'missing'}
 end
-return {'ok', fields}
+return {'ok', record_fields(record, signals)}

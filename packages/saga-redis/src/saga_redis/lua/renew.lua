@@ -17,5 +17,5 @@ if h.owner ~= owner then
 end
 redis.call('HSET', record, 'head',
            head_text(h.version, h.status, h.updated, h.owner, now_us() + tonumber(lease_us),
-                     h.attempts, h.parked, h.has_error, h.token))
+                     h.attempts, h.parked, h.has_error, h.token, h.cancelled))
 return 0

@@ -1,0 +1,61 @@
+"""``PostgresSagaStorage``: the SQL storage on PostgreSQL through asyncpg or psycopg, which
+also tells workers in every process when work becomes due (``LISTEN``/``NOTIFY``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from saga_core import SagaUsageError, StorageUnavailableError
+
+from ._listen import can_listen, engine_of, listen
+from ._runner import bind_dialect
+from ._storage import SqlAlchemySagaStorage
+
+
+class PostgresSagaStorage(SqlAlchemySagaStorage):
+    """:class:`SqlAlchemySagaStorage` on PostgreSQL through asyncpg or psycopg (sync or
+    async), with the optional capability :class:`saga_core.storage.WorkNotifications`: a
+    worker on it listens for due work and claims it at once instead of at its next poll.
+
+    ``SqlAlchemySagaStorage(bind)`` returns one for such a bind (as ``open_storage`` does
+    for a ``postgresql`` URL); it takes the same arguments. Every SQL storage on PostgreSQL,
+    through any driver, sends the notifications (see the README's "Work notifications").
+
+    Raises:
+        SagaUsageError: ``bind`` is not a PostgreSQL database through asyncpg or psycopg.
+    """
+
+    def __new__(cls, bind: Any, *args: Any, **kwargs: Any) -> PostgresSagaStorage:
+        dialect = bind_dialect(bind)
+        if not can_listen(dialect):
+            found = "an unsupported bind" if dialect is None else f"{dialect.name}+{dialect.driver}"
+            raise SagaUsageError(
+                f"PostgresSagaStorage needs a PostgreSQL engine through asyncpg or psycopg, got "
+                f"{found}; use SqlAlchemySagaStorage for other databases (its workers poll)"
+            )
+        return object.__new__(cls)
+
+    @property
+    def notify_channel(self) -> str:
+        """The ``NOTIFY`` channel of this storage's table (``<schema>.<table>:work``)."""
+        channel = self._waits.channel
+        assert channel is not None, "a PostgreSQL storage has a channel"
+        return channel
+
+    @contextlib.asynccontextmanager
+    async def work_notifications(self) -> AsyncIterator[AsyncIterator[None]]:
+        """Listen for sagas that become due, on a connection of its own (see
+        :class:`saga_core.storage.WorkNotifications`): a WAITING saga stored due (a
+        detached start), a signal a WAITING saga waits for, a cancel of a WAITING saga.
+        The value yields once per notification until the context exits.
+
+        Raises:
+            StorageUnavailableError: on entering, the storage is closed or PostgreSQL cannot
+                be reached; while iterating, the listening connection was lost.
+        """
+        if self._closed:
+            raise StorageUnavailableError("storage is closed")
+        async with listen(engine_of(self._runner), self.notify_channel) as notifications:
+            yield notifications
