@@ -176,8 +176,7 @@ async def test_postgres_psycopg_saga_of_n_steps_sends_n_plus_1_statements_and_no
             sent.append(" ".join(statement.split()).upper())
 
         sa.event.listen(engine, "commit", commits.append)
-        async with SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True) as storage:
-            assert isinstance(storage, PostgresSagaStorage)
+        async with PostgresSagaStorage(engine, schema=schema, dispose_engine=True) as storage:
             await storage.create_schema()
             await storage.check_schema()
             sent.clear()

@@ -151,10 +151,9 @@ async def storages(
     """Two storages of one table, each with its own engine: a worker's and a client's."""
     worker_side = ProbedPostgres(_engine(kind, postgres_url), schema=schema, dispose_engine=True)
     worker_side.polls = _Polls()
-    client_side = SqlAlchemySagaStorage(
+    client_side = PostgresSagaStorage(
         _engine(kind, postgres_url), schema=schema, dispose_engine=True
     )
-    assert isinstance(client_side, PostgresSagaStorage)
     await worker_side.create_schema()
     async with worker_side, client_side:
         yield worker_side, client_side
@@ -182,8 +181,8 @@ async def _at_its_wait(storage: SqlAlchemySagaStorage, saga_id: UUID) -> SagaRec
 
 async def test_only_the_postgres_storage_has_the_capability(tmp_path: Path) -> None:
     """The worker asks isinstance(storage, WorkNotifications): a SQLite storage has no
-    work_notifications method at all; a PostgreSQL one through asyncpg or psycopg does,
-    however it was built (no connection is made here)."""
+    work_notifications method at all; a PostgresSagaStorage on asyncpg or psycopg does, and
+    open_storage builds one for a postgresql URL (no connection is made here)."""
     async with open_storage(f"sqlite:///{tmp_path}/s.db") as sqlite:
         assert type(sqlite) is SqlAlchemySagaStorage
         assert not isinstance(sqlite, WorkNotifications)
@@ -194,10 +193,14 @@ async def test_only_the_postgres_storage_has_the_capability(tmp_path: Path) -> N
         create_async_engine(driver_url(url, "asyncpg")),
         create_async_engine(driver_url(url, "psycopg_async")),
     ):
-        storage = SqlAlchemySagaStorage(engine, dispose_engine=True)
-        assert type(storage) is PostgresSagaStorage
+        storage = PostgresSagaStorage(engine, dispose_engine=True)
         assert isinstance(storage, WorkNotifications)
         await storage.aclose()
+        plain = SqlAlchemySagaStorage(engine, dispose_engine=True)  # built as asked: polls
+        assert not isinstance(plain, WorkNotifications)
+        await plain.aclose()
+    async with open_storage(driver_url(url, "asyncpg"), create_schema=False) as opened:
+        assert type(opened) is PostgresSagaStorage
 
 
 async def test_the_postgres_storage_refuses_another_database(tmp_path: Path) -> None:
@@ -205,30 +208,17 @@ async def test_the_postgres_storage_refuses_another_database(tmp_path: Path) -> 
         PostgresSagaStorage(sa.create_engine(f"sqlite:///{tmp_path}/s.db"))
 
 
-async def test_a_subclass_of_the_storage_is_built_as_it_is() -> None:
-    class Audited(SqlAlchemySagaStorage):
-        pass
-
-    engine = sa.create_engine(driver_url("postgresql://saga@127.0.0.1/nowhere", "psycopg"))
-    storage = Audited(engine, dispose_engine=True)
-    assert type(storage) is Audited
-    await storage.aclose()
-
-
 async def test_channels_are_per_table(postgres_url: str, schema: str) -> None:
     """Two tables' storages never wake each other, schemas included."""
     engine = _engine("psycopg", postgres_url)
     tables = [
-        SqlAlchemySagaStorage(engine, schema=schema),
-        SqlAlchemySagaStorage(engine, schema=schema, table="other"),
-        SqlAlchemySagaStorage(engine, table="saga"),
+        PostgresSagaStorage(engine, schema=schema),
+        PostgresSagaStorage(engine, schema=schema, table="other"),
+        PostgresSagaStorage(engine, table="saga"),
     ]
-    channels = {
-        storage.notify_channel for storage in tables if isinstance(storage, PostgresSagaStorage)
-    }
+    channels = {storage.notify_channel for storage in tables}
     assert channels == {f"{schema}.saga:work", f"{schema}.other:work", "saga:work"}
-    long = SqlAlchemySagaStorage(engine, schema=schema, table="t" * 60)
-    assert isinstance(long, PostgresSagaStorage)
+    long = PostgresSagaStorage(engine, schema=schema, table="t" * 60)
     assert len(long.notify_channel.encode()) <= 63
     engine.dispose()
 
@@ -328,9 +318,8 @@ async def test_only_writes_that_make_work_due_notify(
 async def test_another_tables_writes_do_not_wake_a_listener(
     kind: str, postgres_url: str, schema: str
 ) -> None:
-    listener = SqlAlchemySagaStorage(_engine(kind, postgres_url), schema=schema, table="mine")
-    other = SqlAlchemySagaStorage(_engine(kind, postgres_url), schema=schema, table="theirs")
-    assert isinstance(listener, PostgresSagaStorage)
+    listener = PostgresSagaStorage(_engine(kind, postgres_url), schema=schema, table="mine")
+    other = PostgresSagaStorage(_engine(kind, postgres_url), schema=schema, table="theirs")
     async with listener, other:
         await listener.create_schema()
         await other.create_schema()
@@ -347,8 +336,7 @@ async def test_listening_takes_no_connection_from_the_pool(
 ) -> None:
     """The listener's connection is detached from the pool: a pool of one still serves."""
     engine = _engine(kind, postgres_url, pool_size=1, max_overflow=0, pool_timeout=2)
-    storage = SqlAlchemySagaStorage(engine, schema=schema, dispose_engine=True)
-    assert isinstance(storage, PostgresSagaStorage)
+    storage = PostgresSagaStorage(engine, schema=schema, dispose_engine=True)
     async with storage:
         await storage.create_schema()
         async with storage.work_notifications() as notifications:
@@ -369,8 +357,7 @@ def _closed_port() -> int:
 
 async def test_an_unreachable_server_raises_unavailable_on_entering(kind: str) -> None:
     url = f"postgresql://saga@127.0.0.1:{_closed_port()}/test"
-    storage = SqlAlchemySagaStorage(_engine(kind, url), dispose_engine=True)
-    assert isinstance(storage, PostgresSagaStorage)
+    storage = PostgresSagaStorage(_engine(kind, url), dispose_engine=True)
     async with storage:
         with pytest.raises(StorageUnavailableError, match="listening for due work"):
             async with storage.work_notifications():
@@ -378,8 +365,7 @@ async def test_an_unreachable_server_raises_unavailable_on_entering(kind: str) -
 
 
 async def test_a_closed_storage_refuses_to_listen(kind: str, postgres_url: str) -> None:
-    storage = SqlAlchemySagaStorage(_engine(kind, postgres_url), dispose_engine=True)
-    assert isinstance(storage, PostgresSagaStorage)
+    storage = PostgresSagaStorage(_engine(kind, postgres_url), dispose_engine=True)
     await storage.aclose()
     with pytest.raises(StorageUnavailableError, match="closed"):
         async with storage.work_notifications():

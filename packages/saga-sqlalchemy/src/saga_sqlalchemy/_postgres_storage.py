@@ -19,15 +19,16 @@ class PostgresSagaStorage(SqlAlchemySagaStorage):
     async), with the optional capability :class:`saga_core.storage.WorkNotifications`: a
     worker on it listens for due work and claims it at once instead of at its next poll.
 
-    ``SqlAlchemySagaStorage(bind)`` returns one for such a bind (as ``open_storage`` does
-    for a ``postgresql`` URL); it takes the same arguments. Every SQL storage on PostgreSQL,
-    through any driver, sends the notifications (see the README's "Work notifications").
+    ``open_storage`` returns one for a ``postgresql`` URL; build it yourself around your own
+    engine (it takes :class:`SqlAlchemySagaStorage`'s arguments). Every SQL storage on
+    PostgreSQL, through any driver, sends the notifications (see the README's "Work
+    notifications"); only this class listens.
 
     Raises:
         SagaUsageError: ``bind`` is not a PostgreSQL database through asyncpg or psycopg.
     """
 
-    def __new__(cls, bind: Any, *args: Any, **kwargs: Any) -> PostgresSagaStorage:
+    def __init__(self, bind: Any, **options: Any) -> None:
         dialect = bind_dialect(bind)
         if not can_listen(dialect):
             found = "an unsupported bind" if dialect is None else f"{dialect.name}+{dialect.driver}"
@@ -35,7 +36,7 @@ class PostgresSagaStorage(SqlAlchemySagaStorage):
                 f"PostgresSagaStorage needs a PostgreSQL engine through asyncpg or psycopg, got "
                 f"{found}; use SqlAlchemySagaStorage for other databases (its workers poll)"
             )
-        return object.__new__(cls)
+        super().__init__(bind, **options)
 
     @property
     def notify_channel(self) -> str:

@@ -35,11 +35,10 @@ from saga_core.storage import (
 from ._core import CoreSql
 from ._group_commit import GroupCommitter
 from ._leases import LeaseWrites
-from ._listen import can_listen
 from ._outcomes import Write, describe_write
 from ._reads import Reads
 from ._rules import needs_wait_rules
-from ._runner import bind_dialect, make_runner
+from ._runner import make_runner
 from ._schema import DEFAULT_TABLE, DEFAULT_TABLES, create_tables, define_tables, drop_tables
 from ._split import write_splitting
 from ._waits import WaitWrites
@@ -91,16 +90,6 @@ class SqlAlchemySagaStorage:
         SagaUsageError: ``bind`` is of an unsupported kind, a name is not an identifier, or an
             option is out of range.
     """
-
-    def __new__(cls, bind: Bind, *args: Any, **kwargs: Any) -> SqlAlchemySagaStorage:
-        # The capability is a method only the PostgreSQL variant has: a worker tells it by
-        # isinstance(storage, WorkNotifications), so a storage that cannot listen must not
-        # have the method at all. A subclass of the user's own is built as it is.
-        if cls is SqlAlchemySagaStorage and can_listen(bind_dialect(bind)):
-            from ._postgres_storage import PostgresSagaStorage  # it imports this module
-
-            return object.__new__(PostgresSagaStorage)
-        return object.__new__(cls)
 
     def __init__(
         self,

@@ -25,6 +25,9 @@ from sqlalchemy.pool import StaticPool
 
 from saga_core import SagaUsageError, StorageNotFoundError
 
+from ._listen import can_listen
+from ._postgres_storage import PostgresSagaStorage
+from ._runner import bind_dialect
 from ._storage import SqlAlchemySagaStorage
 
 # driver name -> (module to import, what to install)
@@ -105,7 +108,11 @@ def open_sqlalchemy_storage(url: str, **options: Any) -> SqlAlchemySagaStorage:
     if backend == "sqlite" and isinstance(engine, Engine):
         # A SQLite file through sqlite3: write on the loop while commits are fast (see README).
         storage_options.setdefault("inline", "auto")
-    return SqlAlchemySagaStorage(
+    # On PostgreSQL through asyncpg or psycopg, the storage that also listens for due work.
+    storage_class = (
+        PostgresSagaStorage if can_listen(bind_dialect(engine)) else SqlAlchemySagaStorage
+    )
+    return storage_class(
         engine, dispose_engine=True, auto_create_schema=bool(auto_create), **storage_options
     )
 
