@@ -1086,3 +1086,14 @@ def test_an_int_too_long_for_text_is_a_context_error_naming_where(
 def test_a_stored_int_too_long_for_python_is_corrupt() -> None:
     with pytest.raises(StorageCorruptedError):
         codec_for(Ledger).decode('{"total": %s, "entries": []}' % ("9" * 5000))
+
+
+def test_field_from_jsonable_decodes_as_the_field_type_and_leaves_the_context() -> None:
+    context = OrderContext("o-1", ["book"], 10.0)
+    codec = codec_for(OrderContext)
+    assert codec.field_from_jsonable(context, "total_amount", 12) == 12.0
+    assert type(codec.field_from_jsonable(context, "total_amount", 12)) is float
+    assert codec.field_from_jsonable(context, "reservation_id", "r-9") == "r-9"
+    assert context == OrderContext("o-1", ["book"], 10.0)
+    with pytest.raises(StorageCorruptedError, match="reservation_id"):
+        codec.field_from_jsonable(context, "reservation_id", 5)

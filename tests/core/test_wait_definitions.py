@@ -4,7 +4,7 @@ message that says what to fix, and how valid waits are compiled."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from saga_core import (
     SleepUntil,
     WaitForSignal,
 )
+from saga_core._model.waits import due_at
 
 
 @dataclasses.dataclass
@@ -174,3 +175,13 @@ def test_waits_compile_to_nodes_with_stable_ids() -> None:
     assert paid.primary is None
     assert paid.fallback is not None and paid.fallback.cls is Release
     assert Release.step_id in definition.steps_by_id  # built and checked like any step
+
+
+def test_a_suspended_saga_is_due_at_the_earlier_of_its_timer_and_deadline() -> None:
+    early = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    late = early + timedelta(hours=1)
+    assert due_at(early, late) == early
+    assert due_at(late, early) == early
+    assert due_at(None, late) == late
+    assert due_at(early, None) == early
+    assert due_at(None, None) is None

@@ -166,6 +166,18 @@ class ContextCodec(Generic[T]):
         except (TooDeep, RecursionError) as exc:
             raise StorageCorruptedError(f"stored {self._too_deep(exc)}") from exc
 
+    def field_from_jsonable(self, context: T, field: str, value: object) -> object:
+        """``value`` (JSON data) decoded as the type of ``context``'s field ``field``, exactly as
+        a stored context holding it would decode (``context`` itself is not changed).
+
+        Raises:
+            SagaContextError: ``context`` does not encode.
+            StorageCorruptedError: ``value`` does not decode as that field's type.
+        """
+        data = self.to_jsonable(context)
+        data[field] = value
+        return getattr(self.from_jsonable(data), field)
+
     def decode(self, text: str) -> T:
         """Build the context from :meth:`encode` output. Raises ``StorageCorruptedError``
         (invalid JSON, missing or unknown fields, a value of the wrong type)."""

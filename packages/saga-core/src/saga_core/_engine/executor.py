@@ -34,7 +34,7 @@ from saga_core._model.outcome import SagaOutcome
 from saga_core._model.saga import SagaDefinition
 from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._model.step import SagaStepResult
-from saga_core._model.waits import WaitSpec
+from saga_core._model.waits import WaitSpec, due_at
 from saga_core._storage.protocol import JournalEntry, PendingSignal, SagaStorage
 
 from . import states
@@ -493,10 +493,7 @@ class SagaRun:
             self._journal(wait, StepEvent.FAILED, now, error)
             self._stop_forward(states.TimedOut(error))
             return
-        deadline = self.deadline_at
-        wake_at = (
-            timer if deadline is None or (timer is not None and timer < deadline) else deadline
-        )
+        wake_at = due_at(timer, self.deadline_at)
         if not suspended_here:
             detail = None if wake_at is None else wake_at.isoformat()
             self._journal(wait, StepEvent.STARTED, now, detail=detail)
@@ -513,10 +510,8 @@ class SagaRun:
         field = wait.into
         if field is None:
             return
-        data = self._codec.to_jsonable(self.context)
-        data[field] = json.loads(signal.payload)
-        decoded = self._codec.from_jsonable(data)
-        setattr(self.context, field, getattr(decoded, field))
+        value = self._codec.field_from_jsonable(self.context, field, json.loads(signal.payload))
+        setattr(self.context, field, value)
 
     def _journal(
         self,
@@ -695,9 +690,8 @@ def first_sleep(
     if wait is None or wait.signal is not None:
         return None, ()
     now = datetime.now(timezone.utc)
-    timer = wait.timer(context, now)
-    assert timer is not None, "a sleep has a timer"
-    wake_at = deadline_at if deadline_at is not None and deadline_at < timer else timer
+    wake_at = due_at(wait.timer(context, now), deadline_at)
+    assert wake_at is not None, "a sleep has a timer"
     started = JournalEntry(wait.wait_id, StepDirection.ACT, StepEvent.STARTED, 1, now)
     return max(wake_at, now), (started,)
 

@@ -185,3 +185,13 @@ class WaitSpec:
                 "timezone-aware datetime (e.g. datetime.now(timezone.utc) + timedelta(...))"
             )
         return instant
+
+
+def due_at(timer: datetime | None, deadline_at: datetime | None) -> datetime | None:
+    """When a saga suspended with ``timer`` (None: no timer) and ``deadline_at`` (None: no
+    deadline) is due: the earlier of the two; None when it has neither."""
+    if timer is None:
+        return deadline_at
+    if deadline_at is None:
+        return timer
+    return min(timer, deadline_at)

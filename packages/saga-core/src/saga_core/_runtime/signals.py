@@ -68,14 +68,12 @@ def _payload_text(
     target = f"{type(context).__qualname__}.{field}"
     try:
         if isinstance(payload, _JSON_TYPES):
-            # JSON data (a webhook's body): decoded as the field's type, as a resume will.
-            data = codec.to_jsonable(context)
-            data[field] = payload
-            codec.from_jsonable(data)
-        else:
-            # A value of the field's type: encoded as the context encodes it.
-            setattr(context, field, payload)
-            data = codec.to_jsonable(context)
+            # JSON data (a webhook's body): checked by decoding it as a resume will.
+            codec.field_from_jsonable(context, field, payload)
+            return json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        # A value of the field's type: encoded as the context encodes it.
+        setattr(context, field, payload)
+        data = codec.to_jsonable(context)
         return json.dumps(data[field], ensure_ascii=False, allow_nan=False)
     except (SagaError, TypeError, ValueError) as exc:
         raise SagaContextError(
