@@ -6,6 +6,8 @@ dead."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,7 @@ from saga_core import (
     codec_for,
     recover_saga,
 )
+from saga_core._runtime.owner import default_owner, is_made_up_here
 from saga_core.storage import NewSaga
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +199,52 @@ async def test_a_forced_recovery_takes_over_a_live_lease(
 async def test_an_owner_that_is_not_a_name_is_refused(owner: object) -> None:
     with pytest.raises(SagaUsageError, match="owner must be a non-empty string"):
         bootstrap(sagas_mapper=SagaMap(), owner=owner)  # type: ignore[arg-type]
+
+
+class ListingRecorder(MemorySagaStorage):
+    """Memory storage that records the lease owners its listings were filtered by, and tells
+    when the first claim of due work came (a worker's loop is then running)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed_owners: list[str | None] = []
+        self.claimed = anyio.Event()
+
+    async def list_sagas(self, **filters: Any) -> list[Any]:
+        self.listed_owners.append(filters.get("lease_owner"))
+        return await super().list_sagas(**filters)
+
+    async def claim_recoverable(self, **options: Any) -> list[Any]:
+        self.claimed.set()
+        return await super().claim_recoverable(**options)
+
+
+@pytest.mark.parametrize(
+    ("owner", "listed"), [(None, []), (OWNER, [OWNER])], ids=["made-up name", "given name"]
+)
+async def test_run_lists_the_owner_leases_only_under_a_name_given_to_it(
+    make_step: Callable[..., StepClass], owner: str | None, listed: list[str]
+) -> None:
+    # A made-up name is new with this process: no lease of a dead process can name it, so
+    # the worker skips the listing (on Redis, it reads every saga).
+    storage = ListingRecorder()
+    with anyio.fail_after(20):  # a safety net: the worker stops when cancelled
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(worker(saga_of(make_step), storage, owner=owner).run)
+            await storage.claimed.wait()
+            task_group.cancel_scope.cancel()
+    assert storage.listed_owners == listed
+
+
+def test_only_names_made_up_in_this_process_are_known_as_made_up_here() -> None:
+    made_up = default_owner()
+    host, pid, suffix = made_up.split(":")
+    token, number = suffix.split("-")
+    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
+    assert is_made_up_here(made_up)
+    assert default_owner() != made_up
+    assert not is_made_up_here(OWNER)
+    assert not is_made_up_here(f"{host}:{pid}:{token}-{number}x")
+    assert not is_made_up_here(f"{host}:{int(pid) + 1}:{token}-{number}")
+    other_token = "0" * 8 if token != "0" * 8 else "1" * 8
+    assert not is_made_up_here(f"{host}:{pid}:{other_token}-{number}")

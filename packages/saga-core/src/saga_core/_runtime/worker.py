@@ -34,7 +34,7 @@ from saga_core._storage.protocol import SagaRecord, SagaStorage, WorkNotificatio
 from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from .local_runs import cancellable, is_running_here, running_here
 from .mediator import check_steps_buildable
-from .owner import default_owner
+from .owner import default_owner, is_made_up_here
 from .recovery import check_record_matches, decode_context, resumed_run
 from .saga_map import SagaMap, describe_versions
 from .wakeup import WakeUp
@@ -163,9 +163,11 @@ class SagaWorker:
         sagas that wait for a slot run out (not when the whole batch is done).
 
         It first takes back the sagas still leased to its own name that this process is not
-        running (:meth:`recover_own`). Cancelling it is a graceful shutdown: a compensation in
-        progress finishes (shielded) and its checkpoint is written; every other saga it holds
-        is handed back (its lease released) for the next worker.
+        running (:meth:`recover_own`), unless that name was made up in this process (no owner
+        given here nor to ``bootstrap``): then no saga can be leased to it from before.
+        Cancelling it is a graceful shutdown: a compensation in progress finishes (shielded)
+        and its checkpoint is written; every other saga it holds is handed back (its lease
+        released) for the next worker.
         """
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._keeper.run)
@@ -174,7 +176,8 @@ class SagaWorker:
                 await task_group.start(self._listen, self.storage)
             task_status.started()
             try:
-                await self.recover_own()
+                if not is_made_up_here(self.owner):
+                    await self.recover_own()
             except Exception as exc:
                 # Nothing lost: their leases expire and the polls below recover them.
                 logger.warning("taking back this owner's sagas failed: %s", describe_error(exc))
@@ -277,7 +280,11 @@ class SagaWorker:
         runner of this process is running: those of a process that ran under the same name
         and died. Their claims succeed at once (the leases are the owner's own) instead of
         waiting for the leases to expire; each is then recovered as :meth:`run_once`
-        recovers a stalled saga. :meth:`run` calls it when it starts.
+        recovers a stalled saga. :meth:`run` calls it when it starts, unless the owner's
+        name was made up in this process.
+
+        It pages through ``storage.list_sagas(lease_owner=...)``: on a storage with no index
+        by lease owner (Redis) that reads every stored saga once.
         """
         report = RecoveryReport()
         limiter = anyio.CapacityLimiter(self.concurrency)
