@@ -49,7 +49,8 @@ async def list_sagas(
             indexes.append(shard.waiting)
         if parked is not False:
             indexes.append(shard.parked)  # a parked saga stays there when it finishes
-        if parked is not True and (status is None or terminal):
+        # A finished saga holds no lease: a listing by lease owner never reads the finished.
+        if parked is not True and (status is None or terminal) and lease_owner is None:
             indexes.append(shard.finished)
         for index in indexes:
             for record in await _list_index(path, layout, shard, index, limit, filters):
