@@ -5,9 +5,10 @@ alone."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,80 +17,59 @@ import pytest
 from saga_core import (
     MemorySagaStorage,
     RecoveryReport,
-    RetryPolicy,
     Saga,
     SagaCancelledError,
-    SagaContext,
     SagaFinishedError,
     SagaMediator,
     SagaNotFoundError,
     SagaOutcome,
     SagaSignalRefusedError,
     SagaStatus,
-    SagaStepHandler,
     SagaUsageError,
     WaitForSignal,
-    bootstrap,
+)
+
+from ._wait_sagas import (
+    Gate,
+    MediatorFactory,
+    OrderContext,
+    StepFactory,
+    mediator_for,
+    order_saga,
+    waiting_saga,
 )
 
 pytestmark = pytest.mark.anyio
 
-StepClass = type[SagaStepHandler[Any, Any]]
-StepFactory = Callable[..., StepClass]
-MediatorFactory = Callable[..., SagaMediator]
-ONE_CALL = RetryPolicy(attempts=1)
+
+@pytest.fixture
+def wait_between_steps(make_step: StepFactory) -> type[Saga[OrderContext]]:
+    """Step a, a wait for signal ``paid``, step b."""
+    return order_saga(make_step("a"), WaitForSignal("paid"), make_step("b"))
 
 
 @dataclasses.dataclass
-class OrderContext(SagaContext):
-    order_id: str = "o-1"
+class BackgroundRun:
+    """A saga run in this process, in the background; its outcome once the run returned."""
+
+    saga_id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
+    outcomes: list[SagaOutcome[Any]] = dataclasses.field(default_factory=list)
 
 
-class Gate:
-    """Holds a step's act (or compensate) until released; ``forever`` never releases, so only
-    a cancel ends it."""
+@contextlib.asynccontextmanager
+async def held_at(gate: Gate, mediator: SagaMediator) -> AsyncIterator[BackgroundRun]:
+    """Run a new saga of ``mediator`` in the background, and enter once its step held by
+    ``gate`` has started; leave once the run has returned (within 2 s)."""
+    run = BackgroundRun()
 
-    def __init__(self, *, forever: bool = False) -> None:
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-        self.forever = forever
+    async def run_saga() -> None:
+        run.outcomes.append(await mediator.run(OrderContext(), run.saga_id))
 
-    async def hold(self) -> None:
-        self.started.set()
-        if self.forever:
-            await anyio.sleep_forever()
-        await self.release.wait()
-
-    def step(self, step_name: str, ledger: list[str], *, on: str = "act") -> StepClass:
-        gate = self
-
-        class Held(SagaStepHandler[OrderContext, None]):
-            name = step_name
-            compensation_retry = ONE_CALL
-
-            async def act(self, context: OrderContext) -> None:
-                ledger.append(f"act:{step_name}")
-                if on == "act":
-                    await gate.hold()
-
-            async def compensate(self, context: OrderContext) -> None:
-                ledger.append(f"compensate:{step_name}")
-                if on == "compensate":
-                    await gate.hold()
-
-        return Held
-
-
-async def run_in_background(
-    mediator: SagaMediator, saga_id: uuid.UUID, tg: anyio.abc.TaskGroup
-) -> list[SagaOutcome[Any]]:
-    outcomes: list[SagaOutcome[Any]] = []
-
-    async def run() -> None:
-        outcomes.append(await mediator.run(OrderContext(), saga_id))
-
-    tg.start_soon(run)
-    return outcomes
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_saga)
+            await gate.started.wait()
+            yield run
 
 
 async def test_cancel_of_a_saga_running_here_cancels_its_step_at_once_and_compensates_it(
@@ -99,19 +79,13 @@ async def test_cancel_of_a_saga_running_here_cancels_its_step_at_once_and_compen
     ledger: list[str],
 ) -> None:
     gate = Gate(forever=True)
+    saga = order_saga(make_step("a"), gate.step("b", ledger), make_step("c"))
+    mediator = make_mediator(OrderContext, saga)
+    async with held_at(gate, mediator) as run:
+        await mediator.cancel(run.saga_id, reason="customer changed their mind")
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), gate.step("b", ledger), make_step("c")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = uuid.uuid4()
-    with anyio.fail_after(2):
-        async with anyio.create_task_group() as tg:
-            outcomes = await run_in_background(mediator, saga_id, tg)
-            await gate.started.wait()
-            await mediator.cancel(saga_id, reason="customer changed their mind")
-
-    (outcome,) = outcomes
+    saga_id = run.saga_id
+    (outcome,) = run.outcomes
     assert outcome.status is SagaStatus.COMPENSATED
     assert isinstance(outcome.error, SagaCancelledError)
     assert "customer changed their mind" in str(outcome.error)
@@ -124,15 +98,12 @@ async def test_cancel_of_a_saga_running_here_cancels_its_step_at_once_and_compen
 
 async def test_cancel_of_a_waiting_saga_is_compensated_by_a_worker(
     storage: MemorySagaStorage,
-    make_step: StepFactory,
     make_mediator: MediatorFactory,
+    wait_between_steps: type[Saga[OrderContext]],
     ledger: list[str],
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = make_mediator(OrderContext, wait_between_steps)
+    saga_id = await waiting_saga(mediator)
     assert await storage.list_recoverable() == []
 
     await mediator.cancel(saga_id, reason="timeout at the shop")
@@ -154,16 +125,10 @@ async def test_cancel_of_a_waiting_saga_is_compensated_by_a_worker(
 
 
 async def test_cancel_wins_over_a_signal_that_arrived_before_it(
-    storage: MemorySagaStorage,
-    make_step: StepFactory,
-    make_mediator: MediatorFactory,
-    ledger: list[str],
+    make_mediator: MediatorFactory, wait_between_steps: type[Saga[OrderContext]], ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = make_mediator(OrderContext, wait_between_steps)
+    saga_id = await waiting_saga(mediator)
     await mediator.signal(saga_id, "paid")
     await mediator.cancel(saga_id)
 
@@ -183,20 +148,15 @@ async def test_a_runner_elsewhere_compensates_at_its_next_checkpoint(
     # hook stops the step, so it completes; its checkpoint is refused, and the saga rolls
     # back, that step included.
     gate = Gate()
+    after_b = [] if last_step else [make_step("c")]
+    saga = order_saga(make_step("a"), gate.step("b", ledger), *after_b)
+    mediator = make_mediator(OrderContext, saga)
+    async with held_at(gate, mediator) as run:
+        await storage.request_cancel(run.saga_id, reason="by the operator")
+        gate.release.set()
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), gate.step("b", ledger)] + ([] if last_step else [make_step("c")])
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = uuid.uuid4()
-    with anyio.fail_after(2):
-        async with anyio.create_task_group() as tg:
-            outcomes = await run_in_background(mediator, saga_id, tg)
-            await gate.started.wait()
-            await storage.request_cancel(saga_id, reason="by the operator")
-            gate.release.set()
-
-    (outcome,) = outcomes
+    saga_id = run.saga_id
+    (outcome,) = run.outcomes
     assert outcome.status is SagaStatus.COMPENSATED
     assert isinstance(outcome.error, SagaCancelledError)
     assert ledger == ["act:a", "act:b", "compensate:b", "compensate:a"]
@@ -207,10 +167,7 @@ async def test_a_runner_elsewhere_compensates_at_its_next_checkpoint(
 async def test_cancel_of_a_finished_saga_is_refused(
     make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    mediator = make_mediator(OrderContext, order_saga(make_step("a")))
     outcome = await mediator.run(OrderContext())
     with pytest.raises(SagaFinishedError, match="has ended already, so it was not cancelled"):
         await mediator.cancel(outcome.saga_id)
@@ -223,22 +180,16 @@ async def test_cancel_of_a_compensating_saga_changes_nothing(
     ledger: list[str],
 ) -> None:
     gate = Gate()
+    saga = order_saga(gate.step("a", ledger, on="compensate"), make_step("b", act_fails=1))
+    mediator = make_mediator(OrderContext, saga)
+    async with held_at(gate, mediator) as run:
+        writes = storage.write_count
+        await mediator.cancel(run.saga_id, reason="too late")
+        assert storage.write_count == writes
+        gate.release.set()
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [gate.step("a", ledger, on="compensate"), make_step("b", act_fails=1)]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = uuid.uuid4()
-    with anyio.fail_after(2):
-        async with anyio.create_task_group() as tg:
-            outcomes = await run_in_background(mediator, saga_id, tg)
-            await gate.started.wait()
-            writes = storage.write_count
-            await mediator.cancel(saga_id, reason="too late")
-            assert storage.write_count == writes
-            gate.release.set()
-
-    (outcome,) = outcomes
+    saga_id = run.saga_id
+    (outcome,) = run.outcomes
     assert outcome.status is SagaStatus.COMPENSATED
     assert isinstance(outcome.error, ValueError)  # the original cause, not the cancel
     # (b's failed act may have had an effect: it is compensated too); a's compensation, in
@@ -251,11 +202,8 @@ async def test_cancel_of_a_compensating_saga_changes_nothing(
 async def test_the_first_cancel_reason_wins(
     storage: MemorySagaStorage, make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = make_mediator(OrderContext, order_saga(WaitForSignal("paid"), make_step("b")))
+    saga_id = await waiting_saga(mediator)
     await mediator.cancel(saga_id, reason="first")
     await mediator.cancel(saga_id, reason="second")
     assert (await storage.load(saga_id)).cancel_reason == "first"
@@ -264,10 +212,7 @@ async def test_the_first_cancel_reason_wins(
 async def test_cancel_arguments_are_checked(
     make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    mediator = make_mediator(OrderContext, order_saga(make_step("a")))
     with pytest.raises(SagaNotFoundError):
         await mediator.cancel(uuid.uuid4())
     with pytest.raises(SagaUsageError, match=r"reason=\.\.\.\) must be a non-empty string"):
@@ -279,13 +224,7 @@ async def test_cancel_arguments_are_checked(
 async def test_cancel_of_a_detached_saga_not_run_yet_compensates_nothing(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
-    storage = MemorySagaStorage()
-    mediator = bootstrap(
-        sagas_mapper=lambda m: m.bind(OrderContext, OrderSaga), saga_storage=storage
-    )
+    mediator = mediator_for(order_saga(make_step("a")), MemorySagaStorage())
     handle = await mediator.start(OrderContext())
     await mediator.cancel(handle.saga_id, reason="never mind")
     await mediator.worker().run_once()
@@ -297,16 +236,10 @@ async def test_cancel_of_a_detached_saga_not_run_yet_compensates_nothing(
 
 
 async def test_cancel_wakes_the_mediators_worker_at_once(
-    make_step: StepFactory, ledger: list[str]
+    wait_between_steps: type[Saga[OrderContext]], ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid"), make_step("b")]
-
-    storage = MemorySagaStorage()
-    mediator = bootstrap(
-        sagas_mapper=lambda m: m.bind(OrderContext, OrderSaga), saga_storage=storage
-    )
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = mediator_for(wait_between_steps, MemorySagaStorage())
+    saga_id = await waiting_saga(mediator)
     async with anyio.create_task_group() as tg:
         await tg.start(mediator.worker(poll_interval=60).run)
         with anyio.fail_after(1):

@@ -4,7 +4,6 @@ claimed WAITING saga back exactly as stored; a suspend resets the saga's attempt
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -15,54 +14,35 @@ import pytest
 
 from saga_core import (
     MemorySagaStorage,
-    RetryPolicy,
     Saga,
     SagaAlreadyExistsError,
     SagaCompensatedError,
     SagaCompensationFailedError,
-    SagaContext,
     SagaEvent,
     SagaHandle,
-    SagaMap,
-    SagaMediator,
     SagaNotFoundError,
+    SagaOutcome,
     SagaStatus,
-    SagaStepHandler,
     SagaUsageError,
     Sleep,
     SleepUntil,
     StepDirection,
     StepEvent,
     WaitForSignal,
-    bootstrap,
+)
+
+from ._wait_sagas import (
+    ONE_CALL,
+    Gate,
+    OrderContext,
+    Payment,
+    StepFactory,
+    add,
+    mediator_for,
+    order_saga,
 )
 
 pytestmark = pytest.mark.anyio
-
-StepClass = type[SagaStepHandler[Any, Any]]
-StepFactory = Callable[..., StepClass]
-ONE_CALL = RetryPolicy(attempts=1)
-
-
-@dataclasses.dataclass
-class OrderContext(SagaContext):
-    order_id: str = "o-1"
-    total: int = 0
-    payment: int = 0
-
-
-def mediator_for(saga: type[Saga[Any]], storage: MemorySagaStorage) -> SagaMediator:
-    """A mediator on ``storage``; call it twice for two "processes" sharing one storage."""
-    saga_map = SagaMap()
-    saga_map.bind(OrderContext, saga)
-    return bootstrap(sagas_mapper=saga_map, saga_storage=storage)
-
-
-def add(amount: int) -> Callable[[Any], None]:
-    def change(context: Any) -> None:
-        context.total += amount
-
-    return change
 
 
 async def poll_until(predicate: Callable[[], Awaitable[bool]]) -> None:
@@ -80,23 +60,13 @@ async def waiting_for(handle: SagaHandle[Any], name: str) -> None:
     await poll_until(waits)
 
 
-class Gate:
-    def __init__(self) -> None:
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-
-    def step(self, step_name: str, ledger: list[str]) -> StepClass:
-        gate = self
-
-        class Held(SagaStepHandler[OrderContext, None]):
-            name = step_name
-
-            async def act(self, context: OrderContext) -> None:
-                ledger.append(f"act:{step_name}")
-                gate.started.set()
-                await gate.release.wait()
-
-        return Held
+async def outcome_of_one_worker_pass(saga: type[Saga[Any]]) -> SagaOutcome[Any]:
+    """Start ``saga`` detached, let a worker take it once, and read its result by handle."""
+    mediator = mediator_for(saga, MemorySagaStorage())
+    handle = await mediator.start(OrderContext())
+    await mediator.worker().run_once()
+    with anyio.fail_after(1):
+        return await handle.result()
 
 
 # --- start, worker, result -------------------------------------------------------------------
@@ -105,11 +75,9 @@ class Gate:
 async def test_start_stores_the_saga_for_a_worker_and_runs_nothing_in_the_caller(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a", change=add(1)), make_step("b", change=add(10))]
-
+    saga = order_saga(make_step("a", change=add(1)), make_step("b", change=add(10)))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     before = datetime.now(timezone.utc)
     handle = await mediator.start(OrderContext())
 
@@ -144,11 +112,9 @@ async def test_start_stores_the_saga_for_a_worker_and_runs_nothing_in_the_caller
 async def test_a_detached_run_costs_the_create_the_claim_and_a_write_per_step(
     make_step: StepFactory,
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), make_step("b"), make_step("c")]
-
+    saga = order_saga(make_step("a"), make_step("b"), make_step("c"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     handle = await mediator.start(OrderContext())
     await mediator.worker().run_once()
     assert (await handle.status()) is SagaStatus.COMPLETED
@@ -158,16 +124,9 @@ async def test_a_detached_run_costs_the_create_the_claim_and_a_write_per_step(
 async def test_result_reports_a_compensated_saga_with_its_error(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), make_step("b", act_fails=1)]
+    saga = order_saga(make_step("a"), make_step("b", act_fails=1))
+    outcome = await outcome_of_one_worker_pass(saga)
 
-    storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
-    handle = await mediator.start(OrderContext())
-    await mediator.worker().run_once()
-
-    with anyio.fail_after(1):
-        outcome = await handle.result()
     assert outcome.status is SagaStatus.COMPENSATED
     assert isinstance(outcome.error, SagaCompensatedError)
     assert "ValueError: b.act failed" in str(outcome.error)
@@ -175,30 +134,21 @@ async def test_result_reports_a_compensated_saga_with_its_error(
 
 
 async def test_result_reports_a_failed_saga(make_step: StepFactory) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a", compensate_fails=1, compensation_retry=ONE_CALL),
-            make_step("b", act_fails=1, failed_act_leaves_no_effect=True),
-        ]
+    saga = order_saga(
+        make_step("a", compensate_fails=1, compensation_retry=ONE_CALL),
+        make_step("b", act_fails=1, failed_act_leaves_no_effect=True),
+    )
+    outcome = await outcome_of_one_worker_pass(saga)
 
-    storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
-    handle = await mediator.start(OrderContext())
-    await mediator.worker().run_once()
-
-    with anyio.fail_after(1):
-        outcome = await handle.result()
     assert outcome.status is SagaStatus.FAILED
     assert isinstance(outcome.error, SagaCompensationFailedError)
     assert "compensation of a failed" in str(outcome.error)
 
 
 async def test_another_process_can_wait_for_the_result_by_id(make_step: StepFactory) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a", change=add(5)), WaitForSignal("paid", into="payment")]
-
+    saga = order_saga(make_step("a", change=add(5)), WaitForSignal("paid", into="payment"))
     storage = MemorySagaStorage()
-    starter, other = mediator_for(OrderSaga, storage), mediator_for(OrderSaga, storage)
+    starter, other = mediator_for(saga, storage), mediator_for(saga, storage)
     handle = await starter.start(OrderContext(order_id="o-9"))
     outcomes: list[Any] = []
     ended = anyio.Event()
@@ -213,7 +163,7 @@ async def test_another_process_can_wait_for_the_result_by_id(make_step: StepFact
         with anyio.fail_after(1):
             await waiting_for(handle, "paid")
             assert outcomes == []  # WAITING is not an end
-            await starter.signal(handle.saga_id, "paid", 42)
+            await starter.signal(handle.saga_id, "paid", {"amount": 42})
             await ended.wait()
         tg.cancel_scope.cancel()
 
@@ -222,18 +172,16 @@ async def test_another_process_can_wait_for_the_result_by_id(make_step: StepFact
     assert (outcome.context.order_id, outcome.context.total, outcome.context.payment) == (
         "o-9",
         5,
-        42,
+        Payment(amount=42),
     )
 
 
 async def test_start_refuses_an_id_that_exists_and_handle_an_id_that_is_not_a_uuid(
     make_step: StepFactory,
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
+    saga = order_saga(make_step("a"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     saga_id = uuid.uuid4()
     await mediator.start(OrderContext(), saga_id)
     with pytest.raises(SagaAlreadyExistsError):
@@ -263,11 +211,9 @@ async def test_a_detached_saga_that_starts_with_a_wait_waits_its_full_time(
     # A saga that starts with a sleep is created suspended at it; one that starts with a signal
     # wait is due at once, and its worker starts the wait then: neither takes its creation
     # instant for the wait's timer.
-    class OrderSaga(Saga[OrderContext]):
-        steps = [first, make_step("b")]
-
+    saga = order_saga(first, make_step("b"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     handle = await mediator.start(OrderContext())
     report = await mediator.worker().run_once()
 
@@ -290,15 +236,13 @@ async def test_a_detached_saga_that_starts_with_a_wait_waits_its_full_time(
 async def test_watch_yields_every_event_once_in_order_and_ends_with_the_saga(
     make_step: StepFactory,
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid"),
-            make_step("b", act_fails=1),
-        ]
-
+    saga = order_saga(
+        make_step("a"),
+        WaitForSignal("paid"),
+        make_step("b", act_fails=1),
+    )
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     handle = await mediator.start(OrderContext())
     seen: list[SagaEvent] = []
     watched = anyio.Event()
@@ -328,11 +272,9 @@ async def test_watch_yields_every_event_once_in_order_and_ends_with_the_saga(
 async def test_watch_after_a_position_resumes_without_gaps_or_duplicates(
     make_step: StepFactory,
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid"), make_step("b"), make_step("c")]
-
+    saga = order_saga(make_step("a"), WaitForSignal("paid"), make_step("b"), make_step("c"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     saga_id = (await mediator.run(OrderContext())).saga_id
 
     first: list[SagaEvent] = []
@@ -355,10 +297,8 @@ async def test_watch_after_a_position_resumes_without_gaps_or_duplicates(
 
 @pytest.mark.parametrize("after", [-1, 1.5, True, "3"])
 async def test_watch_refuses_a_bad_position(make_step: StepFactory, after: Any) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
-    mediator = mediator_for(OrderSaga, MemorySagaStorage())
+    saga = order_saga(make_step("a"))
+    mediator = mediator_for(saga, MemorySagaStorage())
     saga_id = (await mediator.run(OrderContext())).saga_id
     with pytest.raises(SagaUsageError, match=r"watch\(after=\.\.\.\)"):
         async for _ in mediator.watch(saga_id, after=after):
@@ -373,13 +313,11 @@ async def test_a_worker_shutting_down_hands_a_claimed_waiting_saga_back_as_store
 ) -> None:
     gate = Gate()
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid", into="payment"), gate.step("b", ledger)]
-
+    saga = order_saga(WaitForSignal("paid", into="payment"), gate.step("b", ledger))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     saga_id = (await mediator.run(OrderContext())).saga_id
-    await mediator.signal(saga_id, "paid", 7, signal_id="p")
+    await mediator.signal(saga_id, "paid", {"amount": 7}, signal_id="p")
     due = await storage.load(saga_id)
 
     with anyio.fail_after(2):
@@ -403,7 +341,7 @@ async def test_a_worker_shutting_down_hands_a_claimed_waiting_saga_back_as_store
     await mediator.worker().run_once()
     record = await storage.load(saga_id)
     assert (record.status, record.signals) == (SagaStatus.COMPLETED, ())
-    assert mediator.stored_context(record).payment == 7
+    assert mediator.stored_context(record).payment == Payment(amount=7)
     assert ledger == ["act:b", "act:b"]
 
 
@@ -412,11 +350,9 @@ async def test_a_worker_shutting_down_hands_a_detached_saga_back_due(
 ) -> None:
     gate = Gate()
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [gate.step("a", ledger), make_step("b")]
-
+    saga = order_saga(gate.step("a", ledger), make_step("b"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     handle = await mediator.start(OrderContext())
     created = await handle.record()
 
@@ -444,11 +380,9 @@ async def test_a_suspend_resets_the_attempts_so_many_waits_are_never_parked(
     waits = 12
     max_attempts = 10
 
-    class OrderSaga(Saga[OrderContext]):
-        steps = [*(Sleep(0.005) for _ in range(waits)), make_step("a")]
-
+    saga = order_saga(*(Sleep(0.005) for _ in range(waits)), make_step("a"))
     storage = MemorySagaStorage()
-    mediator = mediator_for(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     handle = await mediator.start(OrderContext())
     worker = mediator.worker(max_attempts=max_attempts)
     claims = 0

@@ -3,7 +3,6 @@ and refused with a clear error — stored nothing — when it cannot be taken.""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,59 +13,41 @@ import pytest
 from saga_core import (
     MemorySagaStorage,
     RecoveryReport,
-    RetryPolicy,
     Saga,
-    SagaContext,
     SagaContextError,
     SagaFinishedError,
-    SagaMediator,
     SagaNotFoundError,
     SagaSignalRefusedError,
     SagaStatus,
-    SagaStepHandler,
     SagaUsageError,
     WaitForSignal,
-    bootstrap,
     codec_for,
+)
+
+from ._wait_sagas import (
+    ONE_CALL,
+    MediatorFactory,
+    OrderContext,
+    Payment,
+    StepFactory,
+    mediator_for,
+    order_saga,
+    waiting_saga,
 )
 
 pytestmark = pytest.mark.anyio
 
-StepClass = type[SagaStepHandler[Any, Any]]
-StepFactory = Callable[..., StepClass]
-MediatorFactory = Callable[..., SagaMediator]
-
-
-@dataclasses.dataclass
-class Payment:
-    amount: int
-    currency: str = "EUR"
-
-
-@dataclasses.dataclass
-class OrderContext(SagaContext):
-    order_id: str = "o-1"
-    payment: Payment | None = None
-    tracking: str = ""
-
 
 @pytest.fixture
 def two_waits(make_step: StepFactory) -> type[Saga[OrderContext]]:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid", into="payment"),
-            WaitForSignal("shipped", into="tracking"),
-            make_step("b"),
-        ]
-
-    return OrderSaga
-
-
-async def waiting_saga(mediator: SagaMediator) -> uuid.UUID:
-    outcome = await mediator.run(OrderContext())
-    assert outcome.status is SagaStatus.WAITING
-    return outcome.saga_id
+    """Step a, a wait for ``paid`` into the payment, one for ``shipped`` into the tracking,
+    step b."""
+    return order_saga(
+        make_step("a"),
+        WaitForSignal("paid", into="payment"),
+        WaitForSignal("shipped", into="tracking"),
+        make_step("b"),
+    )
 
 
 async def test_a_duplicate_signal_id_returns_false_and_is_consumed_once(
@@ -153,10 +134,7 @@ async def test_a_new_signal_to_a_finished_saga_is_refused_and_a_retry_is_a_dupli
 
 
 async def test_a_name_the_saga_never_waits_for_is_a_usage_error_naming_its_waits(
-    storage: MemorySagaStorage,
-    make_step: StepFactory,
-    make_mediator: MediatorFactory,
-    two_waits: type[Saga[Any]],
+    storage: MemorySagaStorage, make_mediator: MediatorFactory, two_waits: type[Saga[Any]]
 ) -> None:
     mediator = make_mediator(OrderContext, two_waits)
     saga_id = await waiting_saga(mediator)
@@ -173,11 +151,9 @@ async def test_a_saga_without_waits_says_it_waits_for_no_signal(
     make_mediator: MediatorFactory,
     stalled_saga: Callable[..., Awaitable[uuid.UUID]],
 ) -> None:
-    class PlainSaga(Saga[OrderContext]):
-        steps = [make_step("a")]
-
-    mediator = make_mediator(OrderContext, PlainSaga)
-    saga_id = await stalled_saga(PlainSaga, codec_for(OrderContext).encode(OrderContext()))
+    plain_saga = order_saga(make_step("a"))
+    mediator = make_mediator(OrderContext, plain_saga)
+    saga_id = await stalled_saga(plain_saga, codec_for(OrderContext).encode(OrderContext()))
     with pytest.raises(SagaUsageError, match="it waits for no signal at all"):
         await mediator.signal(saga_id, "paid", None)
 
@@ -230,10 +206,7 @@ async def test_a_payload_that_does_not_fit_the_field_is_refused_and_nothing_is_s
 async def test_a_payload_of_a_wait_without_a_field_must_be_json(
     storage: MemorySagaStorage, make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("go"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    mediator = make_mediator(OrderContext, order_saga(WaitForSignal("go"), make_step("b")))
     saga_id = await waiting_saga(mediator)
     with pytest.raises(SagaContextError, match="must be JSON data"):
         await mediator.signal(saga_id, "go", {1, 2})
@@ -266,14 +239,12 @@ async def test_bad_arguments_are_usage_errors(
 async def test_a_signal_is_refused_once_the_saga_rolls_back(
     storage: MemorySagaStorage, make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a", compensate_fails=1, compensation_retry=RetryPolicy(attempts=1)),
-            make_step("b", act_fails=1),
-            WaitForSignal("paid"),
-        ]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    saga = order_saga(
+        make_step("a", compensate_fails=1, compensation_retry=ONE_CALL),
+        make_step("b", act_fails=1),
+        WaitForSignal("paid"),
+    )
+    mediator = make_mediator(OrderContext, saga)
     outcome = await mediator.run(OrderContext())
     assert outcome.status is SagaStatus.FAILED  # b failed, a's compensation was exhausted
     with pytest.raises(SagaSignalRefusedError, match="it is failed"):
@@ -282,12 +253,9 @@ async def test_a_signal_is_refused_once_the_saga_rolls_back(
 
 
 async def test_a_signal_wakes_the_mediators_worker_at_once(
-    make_step: StepFactory, two_waits: type[Saga[Any]]
+    two_waits: type[Saga[Any]],
 ) -> None:
-    storage = MemorySagaStorage()
-    mediator = bootstrap(
-        sagas_mapper=lambda m: m.bind(OrderContext, two_waits), saga_storage=storage
-    )
+    mediator = mediator_for(two_waits, MemorySagaStorage())
     saga_id = await waiting_saga(mediator)
     async with anyio.create_task_group() as tg:
         # A poll interval far beyond the test's bound: only the wake-up can resume it in time.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -16,51 +15,36 @@ import pytest
 from saga_core import (
     MemorySagaStorage,
     RecoveryReport,
-    Saga,
-    SagaContext,
     SagaDefinitionError,
     SagaMediator,
     SagaSignalRefusedError,
     SagaStatus,
-    SagaStepHandler,
     SagaWaitTimedOutError,
     Sleep,
     SleepUntil,
     StepDirection,
     StepEvent,
     WaitForSignal,
-    bootstrap,
 )
 from saga_core.storage import Checkpoint, SagaSignalPendingError
 
-pytestmark = pytest.mark.anyio
+from ._wait_sagas import (
+    Gate,
+    MediatorFactory,
+    OrderContext,
+    Payment,
+    StepFactory,
+    mediator_for,
+    order_saga,
+    waiting_saga,
+)
 
-StepClass = type[SagaStepHandler[Any, Any]]
-StepFactory = Callable[..., StepClass]
-MediatorFactory = Callable[..., SagaMediator]
+pytestmark = pytest.mark.anyio
 
 #: A timer short enough to wait for in a test, long enough to be in the future when stored.
 SHORT = 0.05
 #: A timer still in the future right after the saga suspends, even on a slow machine.
 NOT_DUE_AT_ONCE = 0.3
-
-
-@dataclasses.dataclass
-class Payment:
-    amount: int
-    currency: str = "EUR"
-
-
-@dataclasses.dataclass
-class OrderContext(SagaContext):
-    order_id: str = "o-1"
-    payment: Payment | None = None
-    seen: list[str] = dataclasses.field(default_factory=list)
-
-
-def live_mediator(saga: type[Saga[Any]], storage: MemorySagaStorage) -> SagaMediator:
-    """A mediator for ``saga`` on a storage whose clock is the real one (timers are real)."""
-    return bootstrap(sagas_mapper=lambda m: m.bind(OrderContext, saga), saga_storage=storage)
 
 
 async def run_worker_until_ended(mediator: SagaMediator, saga_id: uuid.UUID) -> RecoveryReport:
@@ -86,28 +70,17 @@ def wait_events(journal: list[Any], wait_id: str) -> list[StepEvent]:
     ]
 
 
-class Pause:
-    """Holds one step call until released."""
-
-    def __init__(self) -> None:
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-
-    def step(self, step_name: str, ledger: list[str]) -> StepClass:
-        pause = self
-
-        class Paused(SagaStepHandler[OrderContext, None]):
-            name = step_name
-
-            async def act(self, context: OrderContext) -> None:
-                ledger.append(f"act:{step_name}")
-                pause.started.set()
-                await pause.release.wait()
-
-            async def compensate(self, context: OrderContext) -> None:
-                ledger.append(f"compensate:{step_name}")
-
-        return Paused
+@pytest.fixture
+async def at_the_first_of_two_waits(
+    make_step: StepFactory, make_mediator: MediatorFactory
+) -> tuple[SagaMediator, uuid.UUID]:
+    """A saga waiting at the first of two waits in a row (``paid`` into the payment, then
+    ``shipped``) before step b; its mediator and id."""
+    saga = order_saga(
+        WaitForSignal("paid", into="payment"), WaitForSignal("shipped"), make_step("b")
+    )
+    mediator = make_mediator(OrderContext, saga)
+    return mediator, await waiting_saga(mediator)
 
 
 # --- suspending ------------------------------------------------------------------------------
@@ -120,14 +93,12 @@ async def test_a_wait_suspends_the_saga_in_one_write_without_a_lease(
     make_mediator: MediatorFactory,
     ledger: list[str],
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid", into="payment", timeout=timedelta(hours=1)),
-            make_step("b"),
-        ]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    saga = order_saga(
+        make_step("a"),
+        WaitForSignal("paid", into="payment", timeout=timedelta(hours=1)),
+        make_step("b"),
+    )
+    mediator = make_mediator(OrderContext, saga)
     before = storage.write_count
     started = datetime.now(timezone.utc)
     outcome = await mediator.run(OrderContext())
@@ -151,11 +122,9 @@ async def test_a_wait_suspends_the_saga_in_one_write_without_a_lease(
 async def test_a_signal_wait_without_a_timeout_stores_no_timer(
     storage: MemorySagaStorage, make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid"), make_step("b")]
-
+    saga = order_saga(WaitForSignal("paid"), make_step("b"))
     before = storage.write_count
-    outcome = await make_mediator(OrderContext, OrderSaga).run(OrderContext())
+    outcome = await make_mediator(OrderContext, saga).run(OrderContext())
     assert storage.write_count - before == 2  # create, suspend
     record = await storage.load(outcome.saga_id)
     assert (record.status, record.wake_at, record.waiting_for) == (
@@ -169,10 +138,8 @@ async def test_a_signal_wait_without_a_timeout_stores_no_timer(
 async def test_stream_ends_at_the_first_wait_without_raising(
     make_step: StepFactory, make_mediator: MediatorFactory
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), Sleep(timedelta(days=1)), make_step("b")]
-
-    results = [r async for r in make_mediator(OrderContext, OrderSaga).stream(OrderContext())]
+    saga = order_saga(make_step("a"), Sleep(timedelta(days=1)), make_step("b"))
+    results = [r async for r in make_mediator(OrderContext, saga).stream(OrderContext())]
     assert [r.step_id for r in results] == ["a"]
 
 
@@ -187,16 +154,13 @@ async def test_a_signal_resumes_the_saga_through_a_worker_and_the_next_write_con
     ledger: list[str],
 ) -> None:
     payments: list[Payment | None] = []
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid", into="payment"),
-            make_step("b", change=lambda context: payments.append(context.payment)),
-        ]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    saga = order_saga(
+        make_step("a"),
+        WaitForSignal("paid", into="payment"),
+        make_step("b", change=lambda context: payments.append(context.payment)),
+    )
+    mediator = make_mediator(OrderContext, saga)
+    saga_id = await waiting_saga(mediator)
     assert await mediator.signal(saga_id, "paid", {"amount": 12}, signal_id="evt-1") is True
     waiting = await storage.load(saga_id)
     assert [(s.signal_id, s.name) for s in waiting.signals] == [("evt-1", "paid")]
@@ -224,14 +188,9 @@ async def test_a_signal_resumes_the_saga_through_a_worker_and_the_next_write_con
 async def test_a_signal_taken_by_a_wait_is_consumed_by_the_next_suspend(
     storage: MemorySagaStorage,
     checkpoints: list[Checkpoint],
-    make_step: StepFactory,
-    make_mediator: MediatorFactory,
+    at_the_first_of_two_waits: tuple[SagaMediator, uuid.UUID],
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid", into="payment"), WaitForSignal("shipped"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator, saga_id = at_the_first_of_two_waits
     await mediator.signal(saga_id, "paid", Payment(amount=3), signal_id="evt-1")
     before = len(checkpoints)
     report = await mediator.worker(poll_interval=0.01).run_once()
@@ -255,18 +214,15 @@ async def test_a_signal_sent_before_the_saga_waits_is_kept_and_taken_without_sus
     make_mediator: MediatorFactory,
     ledger: list[str],
 ) -> None:
-    pause = Pause()
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [pause.step("a", ledger), WaitForSignal("paid", into="payment"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    gate = Gate()
+    saga = order_saga(gate.step("a", ledger), WaitForSignal("paid", into="payment"), make_step("b"))
+    mediator = make_mediator(OrderContext, saga)
     saga_id = uuid.uuid4()
     async with anyio.create_task_group() as tg:
         tg.start_soon(mediator.run, OrderContext(), saga_id)
-        await pause.started.wait()
+        await gate.started.wait()
         assert await mediator.signal(saga_id, "paid", {"amount": 7}, signal_id="early")
-        pause.release.set()
+        gate.release.set()
 
     record = await storage.load(saga_id)
     assert (record.status, record.signals) == (SagaStatus.COMPLETED, ())
@@ -279,16 +235,11 @@ async def test_a_signal_sent_before_the_saga_waits_is_kept_and_taken_without_sus
 async def test_two_signals_pending_for_two_waits_in_a_row_are_both_consumed(
     storage: MemorySagaStorage,
     checkpoints: list[Checkpoint],
-    make_step: StepFactory,
-    make_mediator: MediatorFactory,
+    at_the_first_of_two_waits: tuple[SagaMediator, uuid.UUID],
 ) -> None:
     # A saga resumed by a worker reads its pending signals with the claim: the second wait's
     # signal, sent while the saga waited for the first, is taken without a suspend.
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid", into="payment"), WaitForSignal("shipped"), make_step("b")]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator, saga_id = at_the_first_of_two_waits
     assert await mediator.signal(saga_id, "shipped", None, signal_id="s")
     assert (await storage.load(saga_id)).status is SagaStatus.WAITING
     assert await storage.list_recoverable() == []  # not the signal it waits for: not due
@@ -314,12 +265,9 @@ async def test_a_zero_sleep_and_a_past_instant_do_not_suspend(
     make_mediator: MediatorFactory,
 ) -> None:
     past = datetime.now(timezone.utc) - timedelta(minutes=5)
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), Sleep(0), SleepUntil(lambda context: past), make_step("b")]
-
+    saga = order_saga(make_step("a"), Sleep(0), SleepUntil(lambda context: past), make_step("b"))
     before = storage.write_count
-    outcome = await make_mediator(OrderContext, OrderSaga).run(OrderContext())
+    outcome = await make_mediator(OrderContext, saga).run(OrderContext())
 
     assert outcome.status is SagaStatus.COMPLETED
     assert storage.write_count - before == 3  # create, a, b: the sleeps cost nothing
@@ -335,10 +283,8 @@ async def test_sleep_until_a_naive_datetime_compensates_with_a_clear_error(
     make_mediator: MediatorFactory,
     ledger: list[str],
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), SleepUntil(lambda context: datetime.now()), make_step("b")]
-
-    outcome = await make_mediator(OrderContext, OrderSaga).run(OrderContext())
+    saga = order_saga(make_step("a"), SleepUntil(lambda context: datetime.now()), make_step("b"))
+    outcome = await make_mediator(OrderContext, saga).run(OrderContext())
 
     assert outcome.status is SagaStatus.COMPENSATED
     assert isinstance(outcome.error, SagaDefinitionError)
@@ -354,11 +300,9 @@ async def test_sleep_until_a_naive_datetime_compensates_with_a_clear_error(
 async def test_a_sleep_suspends_until_its_timer_then_a_worker_resumes_it(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), Sleep(NOT_DUE_AT_ONCE), make_step("b")]
-
+    saga = order_saga(make_step("a"), Sleep(NOT_DUE_AT_ONCE), make_step("b"))
     storage = MemorySagaStorage()
-    mediator = live_mediator(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     outcome = await mediator.run(OrderContext())
     record = await storage.load(outcome.saga_id)
     assert (record.status, record.waiting_for, record.next_step) == (
@@ -384,12 +328,10 @@ async def test_a_sleep_suspends_until_its_timer_then_a_worker_resumes_it(
 async def test_a_wait_that_times_out_compensates_with_a_wait_timed_out_error(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid", timeout=SHORT), make_step("b")]
-
+    saga = order_saga(make_step("a"), WaitForSignal("paid", timeout=SHORT), make_step("b"))
     storage = MemorySagaStorage()
-    mediator = live_mediator(OrderSaga, storage)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = mediator_for(saga, storage)
+    saga_id = await waiting_saga(mediator)
 
     report = await run_worker_until_ended(mediator, saga_id)
 
@@ -409,17 +351,15 @@ async def test_a_wait_that_times_out_compensates_with_a_wait_timed_out_error(
 async def test_a_timeout_step_runs_in_place_of_the_signal_and_is_compensated_later(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid", timeout=SHORT, on_timeout=make_step("remind")),
-            WaitForSignal("shipped"),
-            make_step("b", act_fails=1),
-        ]
-
+    saga = order_saga(
+        make_step("a"),
+        WaitForSignal("paid", timeout=SHORT, on_timeout=make_step("remind")),
+        WaitForSignal("shipped"),
+        make_step("b", act_fails=1),
+    )
     storage = MemorySagaStorage()
-    mediator = live_mediator(OrderSaga, storage)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = mediator_for(saga, storage)
+    saga_id = await waiting_saga(mediator)
     worker = mediator.worker()
     with anyio.fail_after(2):
         while (await storage.load(saga_id)).waiting_for != "shipped":
@@ -475,21 +415,18 @@ async def test_a_signal_that_arrives_between_the_claim_and_the_timeout_write_win
     make_step: StepFactory, ledger: list[str], with_timeout_step: bool
 ) -> None:
     remind = make_step("remind") if with_timeout_step else None
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            make_step("a"),
-            WaitForSignal("paid", into="payment", timeout=SHORT, on_timeout=remind),
-            make_step("b"),
-        ]
-
+    saga = order_saga(
+        make_step("a"),
+        WaitForSignal("paid", into="payment", timeout=SHORT, on_timeout=remind),
+        make_step("b"),
+    )
     # The timeout's write is the first non-WAITING one that yields to the signal.
     storage = SignalDuringCheckpoint(
         only_status=SagaStatus.RUNNING if with_timeout_step else SagaStatus.COMPENSATING
     )
-    mediator = live_mediator(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     storage.mediator = mediator
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    saga_id = await waiting_saga(mediator)
     assert not storage.delivered
 
     report = await run_worker_until_ended(mediator, saga_id)
@@ -508,11 +445,9 @@ async def test_a_signal_that_arrives_between_the_claim_and_the_timeout_write_win
 async def test_a_signal_that_arrives_just_before_the_suspend_write_is_taken_instead(
     make_step: StepFactory, ledger: list[str]
 ) -> None:
-    class OrderSaga(Saga[OrderContext]):
-        steps = [make_step("a"), WaitForSignal("paid", into="payment"), make_step("b")]
-
+    saga = order_saga(make_step("a"), WaitForSignal("paid", into="payment"), make_step("b"))
     storage = SignalDuringCheckpoint(only_status=SagaStatus.WAITING)
-    mediator = live_mediator(OrderSaga, storage)
+    mediator = mediator_for(saga, storage)
     storage.mediator = mediator
     before = storage.write_count
 
@@ -529,12 +464,10 @@ async def test_the_suspend_write_yields_to_a_pending_signal_at_the_storage(
     make_step: StepFactory,
 ) -> None:
     # The storage side of the race above: a suspend that names the signal is refused.
-    class OrderSaga(Saga[OrderContext]):
-        steps = [WaitForSignal("paid"), make_step("b")]
-
+    saga = order_saga(WaitForSignal("paid"), make_step("b"))
     storage = MemorySagaStorage()
-    mediator = live_mediator(OrderSaga, storage)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = mediator_for(saga, storage)
+    saga_id = await waiting_saga(mediator)
     record = await storage.load(saga_id)
     await mediator.signal(saga_id, "paid")
     with pytest.raises(SagaSignalPendingError):
@@ -559,12 +492,10 @@ async def test_a_wait_journals_started_once_even_when_it_suspends_again(
 ) -> None:
     # A claim of a saga that is not due yet (an operator's recover) suspends it again at the
     # same timer, without a second STARTED entry.
-    class OrderSaga(Saga[OrderContext]):
-        steps = [Sleep(timedelta(hours=1)), make_step("b")]
-
+    saga = order_saga(Sleep(timedelta(hours=1)), make_step("b"))
     storage = MemorySagaStorage()
-    mediator = live_mediator(OrderSaga, storage)
-    saga_id = (await mediator.run(OrderContext())).saga_id
+    mediator = mediator_for(saga, storage)
+    saga_id = await waiting_saga(mediator)
     wake_at = (await storage.load(saga_id)).wake_at
 
     outcome = await mediator.worker().recover(saga_id)
@@ -589,17 +520,14 @@ async def test_a_run_interrupted_after_taking_a_signal_hands_the_saga_back_at_th
 ) -> None:
     # The signal was taken into the context but no write consumed it: handed back past the
     # wait, with the last written context, its payload would be lost.
-    before_wait, after_wait = Pause(), Pause()
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [
-            before_wait.step("a", ledger),
-            WaitForSignal("paid", into="payment"),
-            Sleep(0),
-            after_wait.step("b", ledger),
-        ]
-
-    mediator = make_mediator(OrderContext, OrderSaga)
+    before_wait, after_wait = Gate(), Gate()
+    saga = order_saga(
+        before_wait.step("a", ledger),
+        WaitForSignal("paid", into="payment"),
+        Sleep(0),
+        after_wait.step("b", ledger),
+    )
+    mediator = make_mediator(OrderContext, saga)
     saga_id = uuid.uuid4()
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:

@@ -3,25 +3,19 @@ at once, instead of at their next poll."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import anyio
 import pytest
 
 from saga_core import (
     MemorySagaStorage,
-    Response,
-    Saga,
-    SagaContext,
-    SagaMap,
     SagaMediator,
     SagaStatus,
-    SagaStepHandler,
     StepEvent,
     StorageUnavailableError,
-    WaitForSignal,
 )
 from saga_core.storage import WorkNotifications
+
+from ._wait_sagas import Order, paid_order_mediator
 
 pytestmark = pytest.mark.anyio
 
@@ -29,29 +23,9 @@ pytestmark = pytest.mark.anyio
 SLOW_POLL = 30.0
 
 
-@dataclasses.dataclass
-class Order(SagaContext):
-    order_id: int
-    paid: int | None = None
-
-
-class Reserve(SagaStepHandler[Order, Response]):
-    async def act(self, context: Order) -> None:
-        return None
-
-
-class PaidOrder(Saga[Order]):
-    steps = [Reserve, WaitForSignal("paid", into="paid")]
-
-
 def two_processes(storage: MemorySagaStorage) -> tuple[SagaMediator, SagaMediator]:
     """Two mediators on one storage, as two processes would have (each its own map)."""
-    mediators = []
-    for _ in range(2):
-        saga_map = SagaMap()
-        saga_map.bind(Order, PaidOrder)
-        mediators.append(SagaMediator(saga_map, storage))
-    return mediators[0], mediators[1]
+    return paid_order_mediator(storage), paid_order_mediator(storage)
 
 
 async def test_the_memory_storage_has_the_capability() -> None:

@@ -64,6 +64,16 @@ async def setup(
         raw.close()
 
 
+@pytest.fixture
+def storage(setup: tuple[RedisSagaStorage, Raw]) -> RedisSagaStorage:
+    return setup[0]
+
+
+@pytest.fixture
+def raw(setup: tuple[RedisSagaStorage, Raw]) -> Raw:
+    return setup[1]
+
+
 def _layout(storage: RedisSagaStorage) -> KeyLayout:
     return KeyLayout(storage.key_prefix, storage.shards)
 
@@ -134,6 +144,12 @@ def _signal(
     )
 
 
+async def _created(storage: RedisSagaStorage, new: NewSaga) -> NewSaga:
+    """``new``, once ``storage`` has created it."""
+    await storage.create(new)
+    return new
+
+
 async def _suspended(
     storage: RedisSagaStorage,
     *,
@@ -141,8 +157,7 @@ async def _suspended(
     waiting_for: str | None = "paid",
 ) -> SagaRecord:
     """A saga created RUNNING and suspended at cursor 1 (version 2)."""
-    new = make_new_saga()
-    await storage.create(new)
+    new = await _created(storage, make_new_saga())
     await storage.checkpoint(_suspend(new.saga_id, 1, wake_at=wake_at, waiting_for=waiting_for))
     return await storage.load(new.saga_id)
 
@@ -172,12 +187,10 @@ def test_wait_keys_follow_the_documented_layout() -> None:
 
 
 async def test_a_detached_saga_rests_in_due_at_its_wake_time_and_never_in_updated(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     deadline = datetime(2100, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
-    new = _waiting_saga(wake_at=_PAST, deadline_at=deadline)
-    await storage.create(new)
+    new = await _created(storage, _waiting_saga(wake_at=_PAST, deadline_at=deadline))
     record = await storage.load(new.saga_id)
     assert record.status is SagaStatus.WAITING
     assert (record.lease_owner, record.lease_expires_at) == (None, None)
@@ -190,18 +203,16 @@ async def test_a_detached_saga_rests_in_due_at_its_wake_time_and_never_in_update
 
 
 async def test_a_wait_for_a_signal_only_rests_at_infinity_and_is_not_claimed(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage, wake_at=None)
     assert _where(storage, raw, record.saga_id)["due"] == float("inf")
     assert await storage.claim_recoverable(owner="worker", lease_seconds=30) == []
 
 
 async def test_a_suspend_moves_the_saga_from_updated_to_due_and_a_resume_moves_it_back(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage, wake_at=_FUTURE, waiting_for="paid")
     saga_id = record.saga_id
     assert record.status is SagaStatus.WAITING
@@ -218,9 +229,8 @@ async def test_a_suspend_moves_the_saga_from_updated_to_due_and_a_resume_moves_i
 
 
 async def test_a_finished_waiting_saga_leaves_due_and_its_signals_expire_with_it(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage)
     saga_id = record.saga_id
     assert await storage.deliver_signal(_signal(saga_id, name="other"))
@@ -230,13 +240,9 @@ async def test_a_finished_waiting_saga_leaves_due_and_its_signals_expire_with_it
     assert 0 < raw.pttl(signals) <= raw.pttl(storage.record_key(saga_id)) + 1000
 
 
-async def test_waiting_sagas_are_listed_through_their_own_index(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
+async def test_waiting_sagas_are_listed_through_their_own_index(storage: RedisSagaStorage) -> None:
     resting = await _suspended(storage)
-    running = make_new_saga()
-    await storage.create(running)
+    running = await _created(storage, make_new_saga())
     listed = await storage.list_sagas(status=SagaStatus.WAITING)
     assert [record.saga_id for record in listed] == [resting.saga_id]
     assert {record.saga_id for record in await storage.list_sagas()} == {
@@ -249,13 +255,10 @@ async def test_waiting_sagas_are_listed_through_their_own_index(
 
 
 async def test_a_claimed_saga_stays_in_due_at_its_wake_time_leased_and_still_waiting(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
-    due = _waiting_saga(wake_at=_PAST)
-    later = _waiting_saga(wake_at=_FUTURE)
-    await storage.create(due)
-    await storage.create(later)
+    due = await _created(storage, _waiting_saga(wake_at=_PAST))
+    later = await _created(storage, _waiting_saga(wake_at=_FUTURE))
     assert [r.saga_id for r in await storage.list_recoverable()] == [due.saga_id]
     (claimed,) = await storage.claim_recoverable(owner="worker", lease_seconds=30)
     assert claimed.saga_id == due.saga_id
@@ -272,39 +275,32 @@ async def test_a_claimed_saga_stays_in_due_at_its_wake_time_leased_and_still_wai
 
 
 async def test_a_claimed_waiting_saga_is_found_again_in_its_place_once_its_lease_expires(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage,
 ) -> None:
-    storage, _ = setup
-    new = _waiting_saga(wake_at=_PAST)
-    await storage.create(new)
+    new = await _created(storage, _waiting_saga(wake_at=_PAST))
     await storage.claim_recoverable(owner="crashed", lease_seconds=0.05)
     assert await storage.claim_recoverable(owner="worker", lease_seconds=30) == []
     await anyio.sleep(0.1)
-    stalled = make_new_saga(lease_seconds=0)  # due now, later than the abandoned claim's wake
-    await storage.create(stalled)
+    # due now, later than the abandoned claim's wake
+    await _created(storage, make_new_saga(lease_seconds=0))
     (again,) = await storage.claim_recoverable(owner="worker", lease_seconds=30, limit=1)
     assert (again.saga_id, again.lease_owner, again.attempts) == (new.saga_id, "worker", 2)
 
 
 async def test_a_claimed_saga_that_is_not_due_yet_waits_for_its_wake_time_after_its_lease(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage,
 ) -> None:
-    storage, _ = setup
-    new = _waiting_saga(wake_at=_FUTURE)
-    await storage.create(new)
+    new = await _created(storage, _waiting_saga(wake_at=_FUTURE))
     await storage.claim(new.saga_id, owner="operator", lease_seconds=0.05)
     await anyio.sleep(0.1)
     assert await storage.list_recoverable() == []
 
 
 async def test_claims_take_the_earliest_due_first_waiting_by_wake_time_ties_by_creation(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage,
 ) -> None:
-    storage, _ = setup
-    stalled = make_new_saga(lease_seconds=0)
-    await storage.create(stalled)  # due at its update time: now
-    early = _waiting_saga(wake_at=_PAST)
-    await storage.create(early)
+    stalled = await _created(storage, make_new_saga(lease_seconds=0))  # due now: its update time
+    early = await _created(storage, _waiting_saga(wake_at=_PAST))
     tied = [_waiting_saga(wake_at=_PAST + timedelta(days=1)) for _ in range(5)]
     for new in tied:
         await storage.create(new)
@@ -318,9 +314,8 @@ async def test_claims_take_the_earliest_due_first_waiting_by_wake_time_ties_by_c
 
 
 async def test_a_claim_scan_never_reads_resting_waiting_sagas(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     resting = [_waiting_saga(wake_at=_FUTURE) for _ in range(30)]
     for new in resting:
         await storage.create(new)
@@ -336,11 +331,9 @@ async def test_a_claim_scan_never_reads_resting_waiting_sagas(
 
 
 async def test_a_parked_waiting_saga_leaves_every_wait_index_and_unparking_puts_it_back(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
-    new = _waiting_saga(wake_at=_PAST)
-    await storage.create(new)
+    new = await _created(storage, _waiting_saga(wake_at=_PAST))
     await storage.claim(new.saga_id, owner="worker", lease_seconds=30)
     await storage.park(new.saga_id, owner="worker", reason="cannot load")
     assert _member_of(storage, raw, new.saga_id) == {"parked"}
@@ -355,9 +348,8 @@ async def test_a_parked_waiting_saga_leaves_every_wait_index_and_unparking_puts_
 
 
 async def test_a_signal_is_stored_once_per_id_and_read_in_delivery_order(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage, waiting_for="paid")
     saga_id = record.saga_id
     ids = [f"evt-{n}" for n in (3, 1, 2, 10)]
@@ -376,10 +368,7 @@ async def test_a_signal_is_stored_once_per_id_and_read_in_delivery_order(
         assert listed[0].signals == loaded.signals
 
 
-async def test_concurrent_deliveries_of_one_signal_store_it_once(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
+async def test_concurrent_deliveries_of_one_signal_store_it_once(storage: RedisSagaStorage) -> None:
     record = await _suspended(storage)
     results: list[bool] = []
 
@@ -394,9 +383,8 @@ async def test_concurrent_deliveries_of_one_signal_store_it_once(
 
 
 async def test_the_awaited_signal_makes_a_waiting_saga_due_now(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage, wake_at=_FUTURE, waiting_for="paid")
     saga_id = record.saga_id
     assert await storage.deliver_signal(_signal(saga_id, "evt-0", name="other"))
@@ -410,21 +398,14 @@ async def test_the_awaited_signal_makes_a_waiting_saga_due_now(
     assert claimed.saga_id == saga_id
 
 
-async def test_a_suspend_after_the_signal_arrived_is_due_at_once(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
-    new = make_new_saga()
-    await storage.create(new)
+async def test_a_suspend_after_the_signal_arrived_is_due_at_once(storage: RedisSagaStorage) -> None:
+    new = await _created(storage, make_new_saga())
     assert await storage.deliver_signal(_signal(new.saga_id))
     await storage.checkpoint(_suspend(new.saga_id, 1, wake_at=None, waiting_for="paid"))
     assert [r.saga_id for r in await storage.list_recoverable()] == [new.saga_id]
 
 
-async def test_a_checkpoint_consumes_a_pending_signal_once(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
+async def test_a_checkpoint_consumes_a_pending_signal_once(storage: RedisSagaStorage) -> None:
     record = await _suspended(storage)
     saga_id = record.saga_id
     assert await storage.deliver_signal(_signal(saga_id))
@@ -443,11 +424,9 @@ async def test_a_checkpoint_consumes_a_pending_signal_once(
 
 
 async def test_a_pending_signal_refuses_a_checkpoint_written_unless_it(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage,
 ) -> None:
-    storage, _ = setup
-    new = make_new_saga()
-    await storage.create(new)
+    new = await _created(storage, make_new_saga())
     assert await storage.deliver_signal(_signal(new.saga_id))
     with pytest.raises(SagaSignalPendingError, match="paid"):
         await storage.checkpoint(_suspend(new.saga_id, 1)._replace(unless_signal="paid"))
@@ -456,10 +435,7 @@ async def test_a_pending_signal_refuses_a_checkpoint_written_unless_it(
     assert (await storage.load(new.saga_id)).status is SagaStatus.WAITING
 
 
-async def test_signals_the_saga_does_not_accept_are_refused(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
+async def test_signals_the_saga_does_not_accept_are_refused(storage: RedisSagaStorage) -> None:
     record = await _suspended(storage)
     saga_id = record.saga_id
     with pytest.raises(SagaSignalRefusedError, match="gone past"):
@@ -484,9 +460,8 @@ async def test_signals_the_saga_does_not_accept_are_refused(
 
 
 async def test_a_cancel_wakes_a_waiting_saga_and_refuses_moving_it_forward(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage, raw: Raw
 ) -> None:
-    storage, raw = setup
     record = await _suspended(storage, wake_at=None)
     saga_id = record.saga_id
     cancelled = await storage.request_cancel(saga_id, reason="customer cancelled")
@@ -513,12 +488,8 @@ async def test_a_cancel_wakes_a_waiting_saga_and_refuses_moving_it_forward(
     assert (after.status, after.cancel_reason) == (SagaStatus.COMPENSATING, "customer cancelled")
 
 
-async def test_a_cancelled_running_saga_may_not_suspend(
-    setup: tuple[RedisSagaStorage, Raw],
-) -> None:
-    storage, _ = setup
-    new = make_new_saga()
-    await storage.create(new)
+async def test_a_cancelled_running_saga_may_not_suspend(storage: RedisSagaStorage) -> None:
+    new = await _created(storage, make_new_saga())
     await storage.request_cancel(new.saga_id, reason="stop")
     with pytest.raises(SagaCancelledError):
         await storage.checkpoint(_suspend(new.saga_id, 1, cursor=0))
@@ -530,9 +501,8 @@ async def test_a_cancelled_running_saga_may_not_suspend(
 
 
 async def test_new_waiting_sagas_that_do_not_fit_together_are_refused_before_writing(
-    setup: tuple[RedisSagaStorage, Raw],
+    storage: RedisSagaStorage,
 ) -> None:
-    storage, _ = setup
     for bad in (
         _waiting_saga()._replace(lease_owner="runner", lease_seconds=30.0),
         _waiting_saga(wake_at=datetime(2020, 1, 1)),
@@ -541,40 +511,49 @@ async def test_new_waiting_sagas_that_do_not_fit_together_are_refused_before_wri
         with pytest.raises(SagaUsageError):
             await storage.create(bad)
         assert await storage.list_sagas() == []
-    new = make_new_saga()
-    await storage.create(new)
+    new = await _created(storage, make_new_saga())
     with pytest.raises(SagaUsageError, match="aware"):
         await storage.checkpoint(_suspend(new.saga_id, 1, wake_at=datetime(2020, 1, 1)))
 
 
-async def test_a_record_stored_before_durable_waits_reads_with_none_of_them(
+@pytest.fixture
+async def on_one_server(
     redis_url: str, redis_key_prefix: str
-) -> None:
+) -> AsyncIterator[tuple[RedisSagaStorage, redis.Redis]]:
+    """A storage with the default options on the one server, and a plain client behind its
+    back (decoding replies)."""
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
-            saga_id = uuid4()
-            # A record as saga-redis wrote it before: head flags 0-3, no wait, deadline,
-            # cancel or signals.
-            raw.hset(
-                storage.record_key(saga_id),
-                mapping={
-                    "name": "old",
-                    "created": "1767323045678901",
-                    "head": "3 running 1767323045678999 1767323050000000 1 2 tok-1 runner",
-                    "body": '2\n"step-3"\n["a","b"]\n{"n": 1}',
-                    "error": "TimeoutError: slow",
-                },
-            )
-            raw.zadd(_layout(storage).shard_of(saga_id).updated, {str(saga_id): 1767323045678999})
-            record = await storage.load(saga_id)
-            assert (record.version, record.cursor, record.error) == (3, 2, "TimeoutError: slow")
-            assert (record.wake_at, record.waiting_for, record.deadline_at) == (None, None, None)
-            assert (record.cancel_reason, record.signals) == (None, ())
-            await storage.checkpoint(make_checkpoint(saga_id, 3, cursor=3))
-            assert (await storage.load(saga_id)).version == 4
+            yield storage, raw
     finally:
         raw.close()
+
+
+async def test_a_record_stored_before_durable_waits_reads_with_none_of_them(
+    on_one_server: tuple[RedisSagaStorage, redis.Redis],
+) -> None:
+    storage, raw = on_one_server
+    saga_id = uuid4()
+    # A record as saga-redis wrote it before: head flags 0-3, no wait, deadline,
+    # cancel or signals.
+    raw.hset(
+        storage.record_key(saga_id),
+        mapping={
+            "name": "old",
+            "created": "1767323045678901",
+            "head": "3 running 1767323045678999 1767323050000000 1 2 tok-1 runner",
+            "body": '2\n"step-3"\n["a","b"]\n{"n": 1}',
+            "error": "TimeoutError: slow",
+        },
+    )
+    raw.zadd(_layout(storage).shard_of(saga_id).updated, {str(saga_id): 1767323045678999})
+    record = await storage.load(saga_id)
+    assert (record.version, record.cursor, record.error) == (3, 2, "TimeoutError: slow")
+    assert (record.wake_at, record.waiting_for, record.deadline_at) == (None, None, None)
+    assert (record.cancel_reason, record.signals) == (None, ())
+    await storage.checkpoint(make_checkpoint(saga_id, 3, cursor=3))
+    assert (await storage.load(saga_id)).version == 4
 
 
 @pytest.mark.parametrize(
@@ -587,28 +566,23 @@ async def test_a_record_stored_before_durable_waits_reads_with_none_of_them(
     ],
 )
 async def test_damaged_wait_data_is_reported_naming_the_saga(
-    redis_url: str, redis_key_prefix: str, damage: str, problem: str
+    on_one_server: tuple[RedisSagaStorage, redis.Redis], damage: str, problem: str
 ) -> None:
-    raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        async with RedisSagaStorage.from_url(redis_url, key_prefix=redis_key_prefix) as storage:
-            new = _waiting_saga(wake_at=_PAST)
-            await storage.create(new)
-            saga_id = new.saga_id
-            record_key, signals_key = storage.record_key(saga_id), _layout(storage).signals(saga_id)
-            if damage == "set":
-                raw.sadd(signals_key, "x")
-            elif damage == "entry":
-                raw.hset(signals_key, "evt", "0 12 tok not-json\n{}")
-            elif damage == "cancel flag":
-                parts = str(raw.hget(record_key, "head")).split(" ")
-                parts[5] = "4"  # a cancel flag without its reason
-                raw.hset(record_key, "head", " ".join(parts))
-            else:
-                raw.hset(record_key, "wait", "soon paid")
-            with pytest.raises(StorageCorruptedError, match=problem) as caught:
-                await storage.load(saga_id)
-            assert caught.value.saga_id == saga_id
-            assert await storage.list_recoverable() == []  # reported, not served
-    finally:
-        raw.close()
+    storage, raw = on_one_server
+    new = await _created(storage, _waiting_saga(wake_at=_PAST))
+    saga_id = new.saga_id
+    record_key, signals_key = storage.record_key(saga_id), _layout(storage).signals(saga_id)
+    if damage == "set":
+        raw.sadd(signals_key, "x")
+    elif damage == "entry":
+        raw.hset(signals_key, "evt", "0 12 tok not-json\n{}")
+    elif damage == "cancel flag":
+        parts = str(raw.hget(record_key, "head")).split(" ")
+        parts[5] = "4"  # a cancel flag without its reason
+        raw.hset(record_key, "head", " ".join(parts))
+    else:
+        raw.hset(record_key, "wait", "soon paid")
+    with pytest.raises(StorageCorruptedError, match=problem) as caught:
+        await storage.load(saga_id)
+    assert caught.value.saga_id == saga_id
+    assert await storage.list_recoverable() == []  # reported, not served

@@ -4,34 +4,29 @@ asyncpg and psycopg; SQLite does not have the capability, and its workers poll."
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.core._wait_sagas import Order, paid_order_mediator
 
 from saga_core import (
-    Response,
-    Saga,
-    SagaContext,
-    SagaMap,
+    SagaHandle,
     SagaMediator,
     SagaRecord,
     SagaStatus,
-    SagaStepHandler,
     SagaUsageError,
     StorageUnavailableError,
-    WaitForSignal,
     open_storage,
 )
-from saga_core.storage import NewSignal, WorkNotifications
+from saga_core.storage import NewSignal, SagaStorage, WorkNotifications
 from saga_core.testing import make_new_saga
 from saga_sqlalchemy import PostgresSagaStorage, SqlAlchemySagaStorage
 
@@ -50,28 +45,6 @@ SETTLE = 0.2
 #: PostgreSQL through asyncpg and psycopg's async engine (asyncio only), and psycopg's
 #: synchronous engine (asyncio and trio).
 KINDS = ["asyncpg", "psycopg", "psycopg_async"]
-
-
-@dataclasses.dataclass
-class Order(SagaContext):
-    order_id: int
-    paid: int | None = None
-
-
-class Reserve(SagaStepHandler[Order, Response]):
-    async def act(self, context: Order) -> None:
-        return None
-
-
-class PaidOrder(Saga[Order]):
-    steps = [Reserve, WaitForSignal("paid", into="paid")]
-
-
-def _mediator(storage: SqlAlchemySagaStorage) -> SagaMediator:
-    """A mediator of its own, as another process would have."""
-    saga_map = SagaMap()
-    saga_map.bind(Order, PaidOrder)
-    return SagaMediator(saga_map, storage)
 
 
 class _Polls:
@@ -94,8 +67,8 @@ class _Polls:
                 await anyio.sleep(0.02)
 
 
-class ProbedPostgres(PostgresSagaStorage):
-    """The PostgreSQL storage, telling when its worker polls."""
+class ProbedStorage(SqlAlchemySagaStorage):
+    """A SQLAlchemy storage telling its :class:`_Polls` each time its worker polls."""
 
     polls: _Polls
 
@@ -109,19 +82,9 @@ class ProbedPostgres(PostgresSagaStorage):
         return records
 
 
-class ProbedSqlite(SqlAlchemySagaStorage):
-    """The SQLite storage, telling when its worker polls."""
-
-    polls: _Polls
-
-    async def claim_recoverable(
-        self, *, owner: str, lease_seconds: float, limit: int = 100
-    ) -> list[SagaRecord]:
-        records = await super().claim_recoverable(
-            owner=owner, lease_seconds=lease_seconds, limit=limit
-        )
-        self.polls.seen()
-        return records
+class ProbedPostgres(ProbedStorage, PostgresSagaStorage):
+    """The PostgreSQL storage, telling when its worker polls (the probe comes first in its
+    method order, the PostgreSQL storage's claims and notifications after it)."""
 
 
 def _engine(kind: str, postgres_url: str, **options: Any) -> Any:
@@ -159,21 +122,33 @@ async def storages(
         yield worker_side, client_side
 
 
-async def _woken(
-    storage: SqlAlchemySagaStorage, saga_id: UUID, done: Callable[[SagaRecord], bool]
-) -> SagaRecord:
+@contextlib.asynccontextmanager
+async def _idle_worker(
+    worker_side: ProbedStorage, client_side: SagaStorage
+) -> AsyncIterator[SagaMediator]:
+    """Run a worker on ``worker_side`` that polls only every ``SLOW_POLL`` seconds, and enter
+    once it is idle; the block gets a mediator on ``client_side`` (another process's), and the
+    worker stops after it."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(paid_order_mediator(worker_side).worker(poll_interval=SLOW_POLL).run)
+        await worker_side.polls.idle()
+        yield paid_order_mediator(client_side)
+        tg.cancel_scope.cancel()
+
+
+async def _woken(handle: SagaHandle[Any], done: Callable[[SagaRecord], bool]) -> SagaRecord:
     """The saga's record once ``done`` says the worker did its part (within
     :data:`WOKEN_WITHIN` seconds)."""
     with anyio.fail_after(WOKEN_WITHIN):
         while True:
-            record = await storage.load(saga_id)
+            record = await handle.record()
             if done(record):
                 return record
             await anyio.sleep(0.01)
 
 
-async def _at_its_wait(storage: SqlAlchemySagaStorage, saga_id: UUID) -> SagaRecord:
-    return await _woken(storage, saga_id, lambda record: record.waiting_for == "paid")
+async def _at_its_wait(handle: SagaHandle[Any]) -> SagaRecord:
+    return await _woken(handle, lambda record: record.waiting_for == "paid")
 
 
 # --- which storages have the capability ----------------------------------------------------
@@ -229,15 +204,10 @@ async def test_channels_are_per_table(postgres_url: str, schema: str) -> None:
 async def test_a_start_elsewhere_wakes_an_idle_worker_at_once(
     storages: tuple[ProbedPostgres, PostgresSagaStorage],
 ) -> None:
-    worker_side, client_side = storages
-    client = _mediator(client_side)
-    async with anyio.create_task_group() as tg:
-        await tg.start(_mediator(worker_side).worker(poll_interval=SLOW_POLL).run)
-        await worker_side.polls.idle()
+    async with _idle_worker(*storages) as client:
         handle = await client.start(Order(order_id=1))
-        record = await _at_its_wait(client_side, handle.saga_id)
+        record = await _at_its_wait(handle)
         assert record.status is SagaStatus.WAITING
-        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("action", ["signal", "cancel"])
@@ -245,12 +215,9 @@ async def test_a_signal_or_cancel_elsewhere_wakes_an_idle_worker_at_once(
     storages: tuple[ProbedPostgres, PostgresSagaStorage], action: str
 ) -> None:
     worker_side, client_side = storages
-    client = _mediator(client_side)
-    async with anyio.create_task_group() as tg:
-        await tg.start(_mediator(worker_side).worker(poll_interval=SLOW_POLL).run)
-        await worker_side.polls.idle()
+    async with _idle_worker(worker_side, client_side) as client:
         handle = await client.start(Order(order_id=2))
-        await _at_its_wait(client_side, handle.saga_id)
+        await _at_its_wait(handle)
         await worker_side.polls.idle()  # it waits for the signal now, and so does the worker
         if action == "signal":
             assert await client.signal(handle.saga_id, "paid", 10)
@@ -258,25 +225,21 @@ async def test_a_signal_or_cancel_elsewhere_wakes_an_idle_worker_at_once(
         else:
             await client.cancel(handle.saga_id, reason="customer left")
             wanted = SagaStatus.COMPENSATED
-        record = await _woken(client_side, handle.saga_id, lambda r: r.status is wanted)
+        record = await _woken(handle, lambda r: r.status is wanted)
         assert record.status is wanted
-        tg.cancel_scope.cancel()
 
 
 async def test_an_idle_worker_on_sqlite_polls(tmp_path: Path) -> None:
     """The control: without notifications, a start elsewhere waits for the next poll."""
     url = f"sqlite:///{tmp_path}/s.db"
-    worker_side = ProbedSqlite(sa.create_engine(url), auto_create_schema=True, dispose_engine=True)
+    worker_side = ProbedStorage(sa.create_engine(url), auto_create_schema=True, dispose_engine=True)
     worker_side.polls = _Polls()
     async with worker_side, open_storage(url) as client_side:
         assert isinstance(client_side, SqlAlchemySagaStorage)
-        async with anyio.create_task_group() as tg:
-            await tg.start(_mediator(worker_side).worker(poll_interval=SLOW_POLL).run)
-            await worker_side.polls.idle()
-            handle = await _mediator(client_side).start(Order(order_id=3))
+        async with _idle_worker(worker_side, client_side) as client:
+            handle = await client.start(Order(order_id=3))
             with pytest.raises(TimeoutError):
-                await _at_its_wait(client_side, handle.saga_id)
-            tg.cancel_scope.cancel()
+                await _at_its_wait(handle)
 
 
 # --- what notifies, and what does not ----------------------------------------------------
@@ -287,6 +250,15 @@ async def _heard(notifications: AsyncIterator[None], within: float) -> bool:
         await notifications.__anext__()
         return True
     return False
+
+
+async def _heard_only_after(
+    notifications: AsyncIterator[None], due_write: Callable[[], Awaitable[object]]
+) -> None:
+    """Nothing has been heard by now (within a quiet spell), and ``due_write`` is heard."""
+    assert not await _heard(notifications, 0.3)
+    await due_write()
+    assert await _heard(notifications, WOKEN_WITHIN)
 
 
 def _waiting_saga(wake_at: datetime) -> Any:
@@ -309,10 +281,8 @@ async def test_only_writes_that_make_work_due_notify(
             NewSignal(running.saga_id, "s-1", "paid", "1", 0, "steps.Wait")
         )
         await writer.request_cancel(running.saga_id, reason="no")
-        assert not await _heard(notifications, 0.3)
         # Due: a WAITING saga due now.
-        await writer.create(_waiting_saga(now))
-        assert await _heard(notifications, WOKEN_WITHIN)
+        await _heard_only_after(notifications, lambda: writer.create(_waiting_saga(now)))
 
 
 async def test_another_tables_writes_do_not_wake_a_listener(
@@ -326,9 +296,7 @@ async def test_another_tables_writes_do_not_wake_a_listener(
         now = datetime.now(timezone.utc)
         async with listener.work_notifications() as notifications:
             await other.create(_waiting_saga(now))
-            assert not await _heard(notifications, 0.3)
-            await listener.create(_waiting_saga(now))
-            assert await _heard(notifications, WOKEN_WITHIN)
+            await _heard_only_after(notifications, lambda: listener.create(_waiting_saga(now)))
 
 
 async def test_listening_takes_no_connection_from_the_pool(
