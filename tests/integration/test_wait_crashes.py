@@ -123,6 +123,24 @@ async def ready_worker(config: dict[str, Any], log: Path) -> anyio.abc.Process:
     return process
 
 
+async def ready_workers(count: int, config: dict[str, Any], log: Path) -> list[anyio.abc.Process]:
+    """``count`` worker children started at once (their imports overlap), each ready."""
+    workers: list[anyio.abc.Process] = []
+
+    async def start() -> None:
+        workers.append(await ready_worker(config, log))
+
+    try:
+        async with anyio.create_task_group() as task_group:
+            for _ in range(count):
+                task_group.start_soon(start)
+    except BaseException:
+        for process in workers:  # the ones that did start: none is left running
+            process.kill()
+        raise
+    return workers
+
+
 async def stop_worker(process: anyio.abc.Process) -> int | None:
     """Stop a worker child with SIGTERM; its exit status."""
     if process.returncode is None:
@@ -190,10 +208,7 @@ async def test_sigkill_around_a_wait_then_recover(
                 await run_until_killed(armed, ledger, log)
 
             # 4. Two workers at once run them to their end; this process waits and watches.
-            workers = [
-                await ready_worker(worker_config(wait_storage, anyio_backend), log)
-                for _ in range(2)
-            ]
+            workers = await ready_workers(2, worker_config(wait_storage, anyio_backend), log)
             outcomes: dict[uuid.UUID, SagaOutcome[Any]] = {}
             events: dict[uuid.UUID, list[SagaEvent]] = {}
 

@@ -670,9 +670,12 @@ def race_server(storage_spec: StorageSpec) -> StorageSpec:
     return storage_spec
 
 
+# Fewer examples per storage than on memory (300): each plays the race against a real server
+# (about half a second), and what is searched for here is whether a storage settles the races
+# as memory does; the search for interleavings itself is the memory test's.
 @pytest.mark.slow
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
