@@ -34,6 +34,17 @@ from ._schema import recoverable_terms, schema_probes, waiting_terms
 #: The most saga ids one statement reading signals names (drivers bound their parameters).
 _IDS_PER_READ = 1000
 
+#: How many stalled sagas a locking claim chooses among, per saga it may claim (PostgreSQL;
+#: see ``Reads._stalled_candidates``). The candidates are the earliest due as the claim's
+#: statement began; those another claim holds locked are skipped (SKIP LOCKED), and a
+#: concurrent claim holds at most its own limit of them. So, with claims of one batch size,
+#: a claim comes back full while at most this many claims run at once (a ``SagaWorker``
+#: makes one at a time: 4 worker processes, 4 claims); past that, it may come back short,
+#: never wrong — and a worker whose claim comes back short pauses until its poll interval
+#: or a wake-up, though more is due. More candidates cost little: the sort stays bounded by
+#: their number (a heap of narrow rows), and each is read once more by its primary key.
+CANDIDATES_PER_CLAIM = 8
+
 
 class Reads:
     """The read statements of one storage."""
@@ -101,17 +112,24 @@ class Reads:
         locks).
 
         Each kind of due work is a query of its own, read in due order through its index up
-        to the limit (a CTE, which may lock its rows where a member of a UNION may not). Both
-        statements are built once, with the limit a parameter: building this one anew took a
-        recovery worker's process more CPU than running the claim did.
+        to the limit (a CTE, which may lock its rows where a member of a UNION may not); a
+        locking claim on PostgreSQL chooses its stalled sagas among candidates read without
+        locks first (see :meth:`_stalled_candidates`). Both statements are built once, with
+        the limit a parameter: building this one anew took a recovery worker's process more
+        CPU than running the claim did.
         """
         return self._due_first_locked if lock else self._due_first
 
     def _build_due_first(self, *, lock: bool) -> sa.Select[Any]:
         c = self._sql.tables.saga.c
         limit = sa.bindparam("b_limit", type_=sa.Integer())
+        # PostgreSQL (the dialect whose clock is the database's) locks rows; SQLite has no
+        # row locks, so its sorts are bounded by the limit already.
+        row_locks = lock and self._sql.db_clock
         kinds = []
         for number, (where, due) in enumerate(self.due_kinds):
+            if row_locks and where is self.recoverable:
+                where = self._stalled_candidates(where, due, limit)
             query = (
                 sa.select(*self._sql.record_columns, due.label("due"))
                 .where(where)
@@ -127,6 +145,34 @@ class Reads:
             .order_by(due_work.c.due, due_work.c.created_at, due_work.c.saga_id)
             .limit(limit)
         )
+
+    def _stalled_candidates(
+        self, where: sa.ColumnElement[bool], due: sa.ColumnElement[Any], limit: Any
+    ) -> sa.ColumnElement[bool]:
+        """``where`` narrowed to the :data:`CANDIDATES_PER_CLAIM` x ``limit`` stalled sagas
+        due first, chosen by their ids and sort keys alone (PostgreSQL's locking claim).
+
+        The stalled sagas are read through the recovery index, which holds ``status`` only (so
+        that a checkpoint stays a HOT update), then sorted. Where the sort sits under the row
+        locks (``FOR UPDATE SKIP LOCKED``), PostgreSQL cannot stop it at the limit: it sorted
+        every stalled saga's whole row on every claim (2.4 MB with 10,000 of them). Without
+        locks, the limit bounds the sort (a top-N heapsort of narrow rows); the claim then
+        locks the earliest of those candidates, read again by primary key: their ids are an
+        array (``= ANY(ARRAY(SELECT ...))``, computed once), looked up in the primary key's
+        index (``IN (SELECT ...)`` was planned as a hash join that read every stalled row a
+        second time). The outer query says ``where`` again: a candidate another claim leased
+        after this statement began is re-checked on its new row version when locked, and
+        skipped.
+        """
+        c = self._sql.tables.saga.c
+        candidates = (
+            sa.select(c.saga_id)
+            .where(where)
+            .order_by(due, c.created_at, c.saga_id)
+            .limit(limit * sa.literal_column(str(CANDIDATES_PER_CLAIM), sa.Integer()))
+        )
+        chosen = sa.func.array(candidates.scalar_subquery())
+        return sa.and_(c.saga_id == sa.any_(chosen), where)
 
     def with_signals(
         self, connection: Connection, records: Sequence[SagaRecord]
