@@ -43,8 +43,10 @@ class CoreSql:
 
     def __init__(self, tables: SagaTables, dialect: Dialect) -> None:
         self.tables = tables
-        self.db_clock = dialect.name == "postgresql"
+        self.is_postgresql = dialect.name == "postgresql"
         self.is_sqlite = dialect.name == "sqlite"
+        #: Writes take their times from the database's clock (PostgreSQL's ``now()``).
+        self.db_clock = self.is_postgresql
         self.update_returning = bool(getattr(dialect, "update_returning", False))
         saga = tables.saga
         c = saga.c

@@ -123,9 +123,9 @@ class Reads:
     def _build_due_first(self, *, lock: bool) -> sa.Select[Any]:
         c = self._sql.tables.saga.c
         limit = sa.bindparam("b_limit", type_=sa.Integer())
-        # PostgreSQL (the dialect whose clock is the database's) locks rows; SQLite has no
-        # row locks, so its sorts are bounded by the limit already.
-        row_locks = lock and self._sql.db_clock
+        # PostgreSQL locks rows; SQLite has no row locks, so its sorts are bounded by the
+        # limit already.
+        row_locks = lock and self._sql.is_postgresql
         kinds = []
         for number, (where, due) in enumerate(self.due_kinds):
             if row_locks and where is self.recoverable:
