@@ -592,7 +592,10 @@ class SagaRun:
 
     def _journal_saga(self, write: states.Write) -> int:
         """Journal what ``write`` does to the saga as a whole: the decision to compensate
-        (with its cause) and the end (with the final status); return how many entries."""
+        (with its cause) and the end (with the final status); return how many entries
+        (none for a write that does neither)."""
+        if write.kind != "decision" and not write.status.is_terminal:
+            return 0
         now = datetime.now(timezone.utc)
         journal = self._calls.journal
         before = len(journal)
@@ -654,9 +657,7 @@ class SagaRun:
             Exception: what the storage (or the context codec) raised; not fed back.
         """
         pause = hold_seconds if hold_seconds is not None else self._hold_seconds
-        added = (
-            self._journal_saga(write) if write.kind == "decision" or write.status.is_terminal else 0
-        )
+        added = self._journal_saga(write)
         try:
             await self._writer.store(write, pause)
         except BaseException as exc:
