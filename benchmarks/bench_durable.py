@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from bench_redis import purge as purge_redis_prefix
 
 from saga_core import (
     Response,
@@ -250,7 +251,7 @@ async def scratch(kind: str) -> AsyncIterator[Store]:
         try:
             yield Store(kind, REDIS_URL, {"key_prefix": prefix}, prefix)
         finally:
-            _redis_purge(prefix)
+            purge_redis_prefix(prefix)
     else:
         raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
 
@@ -272,18 +273,6 @@ async def _pg_drop_schema(schema: str) -> None:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await connection.close()
-
-
-def _redis_purge(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    finally:
-        client.close()
 
 
 async def store_bytes(store: Store) -> dict[str, int]:

@@ -49,6 +49,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from bench_redis import purge as purge_redis_prefix
 
 from saga_core import (
     Response,
@@ -167,13 +168,10 @@ class Space:
             finally:
                 await self._engine.dispose()
         else:
-            client = self._redis
             try:
-                keys = [key async for key in client.scan_iter(match=f"{self.name}*", count=1000)]
-                for start in range(0, len(keys), 1000):
-                    await client.delete(*keys[start : start + 1000])
+                await anyio.to_thread.run_sync(purge_redis_prefix, self.name)
             finally:
-                await client.aclose()
+                await self._redis.aclose()
 
     async def analyze(self) -> None:
         """PostgreSQL: gather the planner's statistics of the schema's tables now (as
