@@ -812,6 +812,121 @@ async def test_run_runs_concurrency_sagas_and_holds_at_most_batch_size_more_clai
     assert peak[0] == 3
 
 
+async def test_a_claimed_saga_waiting_for_a_slot_keeps_its_lease(
+    storage: MemorySagaStorage,
+    stalled_saga: StalledSagaFactory,
+    advance_clock: Callable[[float], None],
+    fake_clock: Any,
+    ledger: list[str],
+    wait_until: WaitUntil,
+) -> None:
+    pause = Pause()
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [pausing_step("a", ledger, pause)]
+
+    first = await stalled_saga(OrderSaga, TEXT)
+    second = await stalled_saga(OrderSaga, TEXT)
+    # One slot, both claimed; the keeper renews every 0.01 s (real) a lease of 0.03 s.
+    worker = worker_for(
+        OrderSaga, storage, owner="w", batch_size=2, concurrency=1, lease_seconds=0.03
+    )
+
+    async def both_leases_live() -> bool:
+        now = at(fake_clock.now)
+        records = [await storage.load(saga_id) for saga_id in (first, second)]
+        return all(r.lease_expires_at is not None and r.lease_expires_at > now for r in records)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await pause.started.wait()
+        advance_clock(1.0)  # both leases expired: only renewals make them live again
+        await wait_until(both_leases_live)
+        assert await storage.claim_recoverable(owner="other", lease_seconds=LEASE) == []
+        pause.release.set()
+        await wait_until(lambda: _all_completed(storage, [first, second]))
+        tg.cancel_scope.cancel()
+    assert ledger == ["act:a", "act:a"]
+
+
+async def test_a_claimed_saga_taken_over_while_it_waited_for_a_slot_is_not_started(
+    storage: MemorySagaStorage,
+    stalled_saga: StalledSagaFactory,
+    advance_clock: Callable[[float], None],
+    wait_until: WaitUntil,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="saga_core")
+    started: list[uuid.UUID] = []
+    release = anyio.Event()
+
+    class Held(SagaStepHandler[OrderContext, None]):
+        name = "held"
+
+        async def act(self, context: OrderContext) -> None:
+            started.append(self.saga_id)
+            await release.wait()
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [Held]
+
+    ids = {await stalled_saga(OrderSaga, TEXT) for _ in range(2)}
+    zombie = worker_for(
+        OrderSaga, storage, owner="zombie", batch_size=2, concurrency=1, lease_seconds=0.03
+    )
+
+    async def one_started() -> bool:
+        return bool(started)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(zombie.run)
+        await wait_until(one_started)  # the other one waits for the slot
+        (waiting,) = ids - {started[0]}
+        # Its lease expires and, with no renewal in between, another worker takes it.
+        advance_clock(1.0)
+        await storage.claim(waiting, owner="successor", lease_seconds=LEASE)
+        await wait_until(logged(caplog, "was taken over by another runner"))
+        release.set()
+        await wait_until(logged(caplog, "taken over before it started"))
+        await wait_until(lambda: _completed(storage, started[0]))
+        tg.cancel_scope.cancel()
+    assert len(started) == 1  # the waiting one was never run by the zombie
+    record = await storage.load(waiting)
+    assert (record.status, record.lease_owner) == (SagaStatus.RUNNING, "successor")
+
+
+async def test_shutting_down_hands_back_the_claimed_sagas_that_never_started(
+    storage: MemorySagaStorage,
+    stalled_saga: StalledSagaFactory,
+    ledger: list[str],
+) -> None:
+    pause = Pause()
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [pausing_step("a", ledger, pause)]
+
+    ids = [await stalled_saga(OrderSaga, TEXT) for _ in range(3)]
+    worker = worker_for(OrderSaga, storage, owner="w", batch_size=3, concurrency=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await pause.started.wait()
+        tg.cancel_scope.cancel()  # one runs, two wait for the slot
+
+    # All three are recoverable at once (the clock did not move): the running one was
+    # released, the waiting ones' leases made to expire now.
+    assert sorted(await recoverable_ids(storage)) == sorted(ids)
+    assert ledger == ["act:a"]
+
+
+def logged(caplog: pytest.LogCaptureFixture, fragment: str) -> Callable[[], Awaitable[bool]]:
+    """A predicate for ``wait_until``: a log record containing ``fragment`` was captured."""
+
+    async def check() -> bool:
+        return any(fragment in record.getMessage() for record in caplog.records)
+
+    return check
+
+
 async def _all_completed(storage: MemorySagaStorage, ids: list[uuid.UUID]) -> bool:
     return all([await _completed(storage, saga_id) for saga_id in ids])
 
@@ -943,12 +1058,6 @@ async def test_a_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothing_
     async def finished() -> bool:
         return bool(successor_reports)
 
-    def logged(fragment: str) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return any(fragment in record.getMessage() for record in caplog.records)
-
-        return check
-
     async with anyio.create_task_group() as tg:
         await tg.start(zombie.run)
         await first_call.started.wait()
@@ -957,12 +1066,12 @@ async def test_a_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothing_
         assert (await storage.load(saga_id)).lease_owner == "successor"
 
         # The zombie's keeper finds the lease is not its own any more: it fences its runner.
-        await wait_until(logged("was taken over by another runner; this one stops"))
+        await wait_until(logged(caplog, "was taken over by another runner; this one stops"))
         written = len(checkpoints)
         state = await storage.load(saga_id)
 
         first_call.release.set()  # the zombie's step returns; its checkpoint is refused
-        await wait_until(logged("was taken over while recovering"))
+        await wait_until(logged(caplog, "was taken over while recovering"))
         assert len(checkpoints) == written
         assert await storage.load(saga_id) == state
 

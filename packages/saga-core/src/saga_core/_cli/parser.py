@@ -175,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--batch-size",
         type=_positive_int,
-        default=20,
+        default=50,
         metavar="N",
-        help="sagas claimed per poll (default 20)",
+        help="sagas claimed per poll (default 50)",
     )
     worker.add_argument(
         "--concurrency",

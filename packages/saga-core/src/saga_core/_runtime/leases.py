@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 from uuid import UUID
 
 import anyio
 
 from saga_core._model.errors import SagaConcurrencyError, SagaFinishedError, SagaNotFoundError
 from saga_core._storage.protocol import SagaStorage
-
-if TYPE_CHECKING:
-    from saga_core._engine.executor import SagaRun
 
 logger = logging.getLogger("saga_core.leases")
 
@@ -21,8 +18,45 @@ logger = logging.getLogger("saga_core.leases")
 DEFAULT_LEASE_SECONDS = 60.0
 
 
+class Leased(Protocol):
+    """What a :class:`LeaseKeeper` holds: a saga whose lease is this process's (a
+    ``SagaRun``, or a :class:`WaitingClaim`)."""
+
+    @property
+    def saga_id(self) -> UUID: ...
+
+    @property
+    def renewable(self) -> bool:
+        """False once the lease needs no renewal any more."""
+        ...
+
+    def fence(self) -> None:
+        """The lease was taken over: whoever holds this must not run the saga."""
+        ...
+
+
+class WaitingClaim:
+    """A saga a worker claimed that waits for a free slot. Held by the keeper meanwhile, so
+    that a long queue never lets its lease expire into another worker's claim (both would
+    then run it); :attr:`lost` says the lease was taken over all the same."""
+
+    __slots__ = ("lost", "saga_id")
+
+    def __init__(self, saga_id: UUID) -> None:
+        self.saga_id = saga_id
+        self.lost = False
+
+    @property
+    def renewable(self) -> bool:
+        return not self.lost
+
+    def fence(self) -> None:
+        self.lost = True
+
+
 class LeaseKeeper:
-    """Renews, every third of a lease, the lease of each saga a runner holds.
+    """Renews, every third of a lease, the lease of each saga a runner holds (or a worker
+    claimed and has not started yet).
 
     A checkpoint renews a lease too, but a step may run longer than a lease; without renewal
     recovery would take the saga over while its step still runs. The keeper is a task: the
@@ -35,13 +69,13 @@ class LeaseKeeper:
         self._storage = storage
         self._owner = owner
         self._lease_seconds = lease_seconds
-        self._held: dict[UUID, SagaRun] = {}
+        self._held: dict[UUID, Leased] = {}
 
-    def hold(self, run: SagaRun) -> None:
+    def hold(self, run: Leased) -> None:
         """Keep ``run``'s lease alive until :meth:`drop`."""
         self._held[run.saga_id] = run
 
-    def drop(self, run: SagaRun) -> None:
+    def drop(self, run: Leased) -> None:
         """Stop renewing ``run``'s lease."""
         if self._held.get(run.saga_id) is run:
             del self._held[run.saga_id]
@@ -65,7 +99,7 @@ class LeaseKeeper:
             else:
                 self.drop(run)
 
-    async def _renew(self, run: SagaRun) -> None:
+    async def _renew(self, run: Leased) -> None:
         try:
             await self._storage.renew_lease(
                 run.saga_id, owner=self._owner, lease_seconds=self._lease_seconds

@@ -31,7 +31,7 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage, WorkNotifications
 
-from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
+from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper, WaitingClaim
 from .local_runs import cancellable, is_running_here, running_here
 from .mediator import check_steps_buildable
 from .owner import default_owner, is_made_up_here
@@ -40,6 +40,10 @@ from .saga_map import SagaMap, describe_versions
 from .wakeup import WakeUp
 
 logger = logging.getLogger("saga_core.worker")
+
+#: Seconds a shutting-down worker spends handing back the lease of one claimed saga that never
+#: started, before it leaves the lease to expire.
+_HAND_BACK_SECONDS = 5.0
 
 #: How many sagas' last errors a worker remembers for their park reasons.
 _REMEMBERED_ERRORS = 10_000
@@ -92,7 +96,11 @@ class SagaWorker:
             the sagas that process held (see :meth:`recover_own`).
         poll_interval: seconds between two polls when nothing was due (a due timer is found
             at most this late without a wake-up).
-        batch_size: sagas claimed per poll.
+        batch_size: sagas claimed per poll. The claimed sagas that wait for a slot keep
+            their leases (renewed) until they start, and are handed back at shutdown. A
+            claim has a cost of its own (on PostgreSQL it reads every unfinished saga to
+            choose the earliest due), so a batch larger than ``concurrency`` pays it once for
+            several rounds of slots.
         concurrency: sagas recovered at the same time.
         lease_seconds: the lease a claim takes; renewed while a saga runs.
         max_attempts: claims after which a saga that still does not finish is parked in the
@@ -118,7 +126,7 @@ class SagaWorker:
         container: object | None = None,
         owner: str | None = None,
         poll_interval: float = 1.0,
-        batch_size: int = 20,
+        batch_size: int = 50,
         concurrency: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_attempts: int = 10,
@@ -197,18 +205,29 @@ class SagaWorker:
         none_waiting = anyio.Event()
         none_waiting.set()
 
-        async def one(record: SagaRecord) -> None:
+        async def one(record: SagaRecord, claim: WaitingClaim) -> None:
             nonlocal waiting
-            async with limiter:
-                waiting -= 1
-                if not waiting:
-                    none_waiting.set()
-                try:
-                    await self._recover_claimed(record, report)
-                except Exception as exc:  # a bookkeeping write (park, pause) failed
-                    logger.warning(
-                        "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
-                    )
+            started = False
+            try:
+                async with limiter:
+                    started = True
+                    self._keeper.drop(claim)
+                    waiting -= 1
+                    if not waiting:
+                        none_waiting.set()
+                    if claim.lost:
+                        logger.info("saga %s was taken over before it started", record.saga_id)
+                        return
+                    try:
+                        await self._recover_claimed(record, report)
+                    except Exception as exc:  # a bookkeeping write (park, pause) failed
+                        logger.warning(
+                            "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
+                        )
+            finally:
+                if not started:  # shut down while it waited for a slot
+                    self._keeper.drop(claim)
+                    await self._hand_back(claim)
 
         async with anyio.create_task_group() as task_group:
             while True:
@@ -227,7 +246,9 @@ class SagaWorker:
                     waiting += len(records)
                     none_waiting = anyio.Event()
                     for record in records:
-                        task_group.start_soon(one, record)
+                        claim = WaitingClaim(record.saga_id)
+                        self._keeper.hold(claim)
+                        task_group.start_soon(one, record, claim)
                 if len(records) < self.batch_size:
                     await self._wakeup.wait(self.poll_interval)
 
@@ -463,6 +484,18 @@ class SagaWorker:
             return
         logger.error("saga %s parked in the dead-letter state: %s", saga_id, reason)
         report.parked += 1
+
+    async def _hand_back(self, claim: WaitingClaim) -> None:
+        """Let a claimed saga that never started go at shutdown: its lease expires now, so
+        the next worker need not wait it out. Shielded, and bounded: a storage that does
+        not answer leaves the lease to expire on its own."""
+        if claim.lost:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_HAND_BACK_SECONDS):
+            try:
+                await self.storage.renew_lease(claim.saga_id, owner=self.owner, lease_seconds=0)
+            except Exception as exc:
+                logger.info("saga %s: could not hand its lease back: %r", claim.saga_id, exc)
 
     async def _step_back(self, saga_id: UUID, pause: float) -> None:
         """Keep the lease ``pause`` seconds so that the saga is retried after a pause."""
