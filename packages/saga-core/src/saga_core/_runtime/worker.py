@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -192,65 +193,77 @@ class SagaWorker:
             await self._claim_as_slots_free()
 
     async def _claim_as_slots_free(self) -> None:
-        """The loop of :meth:`run`: run the claimed sagas ``concurrency`` at a time, each
-        freed slot taking the next claimed saga at once, and claim the next batch as soon as
+        """The loop of :meth:`run`: ``concurrency`` slots run the claimed sagas, each freed
+        slot taking the next claimed saga at once, and the next batch is claimed as soon as
         none is left waiting for a slot — while the last ones still run, so that no slot
         idles for the claim's round trip, nor for the slowest saga of a batch. A claim that
         comes back short (nothing more is due) is followed by a pause of ``poll_interval``,
-        which a wake-up ends early. At most ``batch_size`` claimed sagas wait for a slot.
+        which a wake-up ends early. At most ``batch_size`` claimed sagas wait for a slot;
+        their leases are kept alive meanwhile, and handed back when the worker stops.
+
+        The slots are ``concurrency`` long-lived tasks reading one queue: a task (and a
+        limiter's turn) per claimed saga cost as much CPU as a tenth of the saga's run.
         """
-        limiter = anyio.CapacityLimiter(self.concurrency)
+        queue_in, queue = anyio.create_memory_object_stream[tuple[SagaRecord, WaitingClaim]](
+            max_buffer_size=math.inf
+        )
         report = RecoveryReport()  # how each saga ended is logged; the totals are not read
-        waiting = 0  # claimed sagas not started yet
         none_waiting = anyio.Event()
         none_waiting.set()
 
-        async def one(record: SagaRecord, claim: WaitingClaim) -> None:
-            nonlocal waiting
-            started = False
-            try:
-                async with limiter:
-                    started = True
-                    self._keeper.drop(claim)
-                    waiting -= 1
-                    if not waiting:
-                        none_waiting.set()
-                    if claim.lost:
-                        logger.info("saga %s was taken over before it started", record.saga_id)
-                        return
-                    try:
-                        await self._recover_claimed(record, report)
-                    except Exception as exc:  # a bookkeeping write (park, pause) failed
-                        logger.warning(
-                            "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
-                        )
-            finally:
-                if not started:  # shut down while it waited for a slot
-                    self._keeper.drop(claim)
-                    await self._hand_back(claim)
-
-        async with anyio.create_task_group() as task_group:
-            while True:
-                await none_waiting.wait()
-                try:
-                    records = await self.storage.claim_recoverable(
-                        owner=self.owner, lease_seconds=self.lease_seconds, limit=self.batch_size
-                    )
-                except Exception as exc:
-                    # The storage is down (or refuses): keep polling; nothing is lost, the
-                    # stalled sagas are still there when it is back.
-                    logger.warning("recovery poll failed: %s", describe_error(exc))
-                    await anyio.sleep(self.poll_interval)
+        async def slot() -> None:
+            async for record, claim in queue:
+                self._keeper.drop(claim)
+                if not queue.statistics().current_buffer_used:
+                    none_waiting.set()
+                if claim.lost:
+                    logger.info("saga %s was taken over before it started", record.saga_id)
                     continue
-                if records:
-                    waiting += len(records)
-                    none_waiting = anyio.Event()
-                    for record in records:
-                        claim = WaitingClaim(record.saga_id)
-                        self._keeper.hold(claim)
-                        task_group.start_soon(one, record, claim)
-                if len(records) < self.batch_size:
-                    await self._wakeup.wait(self.poll_interval)
+                try:
+                    await self._recover_claimed(record, report)
+                except Exception as exc:  # a bookkeeping write (park, pause) failed
+                    logger.warning(
+                        "recovery of saga %s failed: %s", record.saga_id, describe_error(exc)
+                    )
+
+        try:
+            async with anyio.create_task_group() as task_group:
+                for _ in range(self.concurrency):
+                    task_group.start_soon(slot)
+                while True:
+                    await none_waiting.wait()
+                    try:
+                        records = await self.storage.claim_recoverable(
+                            owner=self.owner,
+                            lease_seconds=self.lease_seconds,
+                            limit=self.batch_size,
+                        )
+                    except Exception as exc:
+                        # The storage is down (or refuses): keep polling; nothing is lost,
+                        # the stalled sagas are still there when it is back.
+                        logger.warning("recovery poll failed: %s", describe_error(exc))
+                        await anyio.sleep(self.poll_interval)
+                        continue
+                    if records:
+                        none_waiting = anyio.Event()
+                        for record in records:
+                            claim = WaitingClaim(record.saga_id)
+                            self._keeper.hold(claim)
+                            queue_in.send_nowait((record, claim))
+                    if len(records) < self.batch_size:
+                        await self._wakeup.wait(self.poll_interval)
+        finally:
+            # Stopped (cancelled, or a slot failed): the sagas still waiting for a slot are
+            # handed back for the next worker.
+            while True:
+                try:
+                    _, claim = queue.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                self._keeper.drop(claim)
+                await self._hand_back(claim)
+            queue_in.close()
+            queue.close()
 
     async def _listen(
         self,
