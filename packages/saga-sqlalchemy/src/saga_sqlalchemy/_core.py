@@ -71,9 +71,23 @@ class CoreSql:
             c.parked,
             c.error,
             c.cancel_reason,
-        ).where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
+        ).where(self.among_ids(c.saga_id))
         self._insert_saga, self._insert_says = self._create_statement(dialect)
         self.checkpoint = self._compare_and_set(dialect)
+
+    def among_ids(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """``column`` is one of the saga ids bound as ``b_ids`` (a list of UUIDs).
+
+        PostgreSQL: one array parameter (``= ANY(...)``), so the statement's text is the same
+        for any number of ids — compiled once by SQLAlchemy and prepared once by the driver.
+        An expanding ``IN`` is rendered anew for each call (one parameter per id), which cost
+        a recovery worker's claims of 50 sagas more CPU than their decoding. Elsewhere (no
+        arrays): the expanding ``IN``.
+        """
+        if self.is_postgresql:
+            ids = sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.Uuid()))
+            return column == sa.any_(ids)
+        return column.in_(sa.bindparam("b_ids", expanding=True))
 
     def _create_statement(self, dialect: Dialect) -> tuple[Any, bool]:
         """The INSERT of a new saga, and whether it says itself if it inserted (``ON CONFLICT

@@ -53,17 +53,11 @@ class LeaseWrites:
         claim = forced.where(sa.or_(reads.free, c.lease_owner == sa.bindparam("b_owner")))
         self._claim = claim.returning(*sql.record_columns) if returning else claim
         self._claim_forced = forced.returning(*sql.record_columns) if returning else forced
-        self._claim_many = (
-            sa.update(saga)
-            .where(c.saga_id.in_(sa.bindparam("b_ids", expanding=True)))
-            .values(**lease_values)
-        )
+        self._claim_many = sa.update(saga).where(sql.among_ids(c.saga_id)).values(**lease_values)
         self._claim_many_returning = self._claim_many.returning(
             c.saga_id, c.version, c.attempts, c.updated_at, c.lease_expires_at
         )
-        self._load_many = sa.select(*sql.record_columns).where(
-            c.saga_id.in_(sa.bindparam("b_ids", expanding=True))
-        )
+        self._load_many = sa.select(*sql.record_columns).where(sql.among_ids(c.saga_id))
         # Writes of the lease's owner (renew_lease, park): one conditional UPDATE each; a
         # parked or released saga has no owner, so it never matches.
         owned = sa.and_(

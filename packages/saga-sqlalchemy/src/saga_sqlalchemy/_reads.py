@@ -98,7 +98,7 @@ class Reads:
         self._pending_signals = (
             sa.select(*(signals.c[name] for name in SIGNAL_COLUMNS))
             .where(
-                signals.c.saga_id.in_(sa.bindparam("b_ids", expanding=True)),
+                sql.among_ids(signals.c.saga_id),
                 signals.c.consumed == sa.false(),
             )
             .order_by(signals.c.saga_id, signals.c.position)
