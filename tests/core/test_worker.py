@@ -642,6 +642,29 @@ async def test_cancelling_the_worker_during_an_act_hands_the_saga_back_running(
     assert ledger == ["act:a", "act:b", "act:b", "act:c"]
 
 
+async def test_shutting_down_hands_back_the_claimed_sagas_that_never_started(
+    storage: MemorySagaStorage,
+    stalled_saga: StalledSagaFactory,
+    ledger: list[str],
+) -> None:
+    pause = Pause()
+
+    class OrderSaga(Saga[OrderContext]):
+        steps = [pausing_step("a", ledger, pause)]
+
+    ids = [await stalled_saga(OrderSaga, TEXT) for _ in range(3)]
+    worker = worker_for(OrderSaga, storage, owner="w", batch_size=3, concurrency=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await pause.started.wait()
+        tg.cancel_scope.cancel()  # one runs, two wait for the slot
+
+    # All three are recoverable at once (the clock did not move): the running one was
+    # released, the waiting ones' leases made to expire now.
+    assert sorted(await recoverable_ids(storage)) == sorted(ids)
+    assert ledger == ["act:a"]
+
+
 async def test_cancelling_the_worker_during_a_compensation_lets_it_finish_and_checkpoint(
     make_step: StepFactory,
     storage: MemorySagaStorage,
@@ -893,29 +916,6 @@ async def test_a_claimed_saga_taken_over_while_it_waited_for_a_slot_is_not_start
     assert len(started) == 1  # the waiting one was never run by the zombie
     record = await storage.load(waiting)
     assert (record.status, record.lease_owner) == (SagaStatus.RUNNING, "successor")
-
-
-async def test_shutting_down_hands_back_the_claimed_sagas_that_never_started(
-    storage: MemorySagaStorage,
-    stalled_saga: StalledSagaFactory,
-    ledger: list[str],
-) -> None:
-    pause = Pause()
-
-    class OrderSaga(Saga[OrderContext]):
-        steps = [pausing_step("a", ledger, pause)]
-
-    ids = [await stalled_saga(OrderSaga, TEXT) for _ in range(3)]
-    worker = worker_for(OrderSaga, storage, owner="w", batch_size=3, concurrency=1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(worker.run)
-        await pause.started.wait()
-        tg.cancel_scope.cancel()  # one runs, two wait for the slot
-
-    # All three are recoverable at once (the clock did not move): the running one was
-    # released, the waiting ones' leases made to expire now.
-    assert sorted(await recoverable_ids(storage)) == sorted(ids)
-    assert ledger == ["act:a"]
 
 
 def logged(caplog: pytest.LogCaptureFixture, fragment: str) -> Callable[[], Awaitable[bool]]:

@@ -42,8 +42,8 @@ from .wakeup import WakeUp
 
 logger = logging.getLogger("saga_core.worker")
 
-#: Seconds a shutting-down worker spends handing back the lease of one claimed saga that never
-#: started, before it leaves the lease to expire.
+#: Seconds a shutting-down worker spends handing back the leases of the claimed sagas that
+#: never started, before it leaves the rest to expire.
 _HAND_BACK_SECONDS = 5.0
 
 #: How many sagas' last errors a worker remembers for their park reasons.
@@ -255,13 +255,15 @@ class SagaWorker:
         finally:
             # Stopped (cancelled, or a slot failed): the sagas still waiting for a slot are
             # handed back for the next worker.
+            unstarted = []
             while True:
                 try:
                     _, claim = queue.receive_nowait()
                 except anyio.WouldBlock:
                     break
                 self._keeper.drop(claim)
-                await self._hand_back(claim)
+                unstarted.append(claim)
+            await self._hand_back(unstarted)
             queue_in.close()
             queue.close()
 
@@ -498,17 +500,18 @@ class SagaWorker:
         logger.error("saga %s parked in the dead-letter state: %s", saga_id, reason)
         report.parked += 1
 
-    async def _hand_back(self, claim: WaitingClaim) -> None:
-        """Let a claimed saga that never started go at shutdown: its lease expires now, so
-        the next worker need not wait it out. Shielded, and bounded: a storage that does
-        not answer leaves the lease to expire on its own."""
-        if claim.lost:
-            return
+    async def _hand_back(self, claims: list[WaitingClaim]) -> None:
+        """Let the claimed sagas that never started go at shutdown: their leases expire now,
+        so the next worker need not wait them out. Shielded, and bounded as a whole: a
+        storage that does not answer leaves the rest of the leases to expire on their own."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(_HAND_BACK_SECONDS):
-            try:
-                await self.storage.renew_lease(claim.saga_id, owner=self.owner, lease_seconds=0)
-            except Exception as exc:
-                logger.info("saga %s: could not hand its lease back: %r", claim.saga_id, exc)
+            for claim in claims:
+                if claim.lost:
+                    continue
+                try:
+                    await self.storage.renew_lease(claim.saga_id, owner=self.owner, lease_seconds=0)
+                except Exception as exc:
+                    logger.info("saga %s: could not hand its lease back: %r", claim.saga_id, exc)
 
     async def _step_back(self, saga_id: UUID, pause: float) -> None:
         """Keep the lease ``pause`` seconds so that the saga is retried after a pause."""
