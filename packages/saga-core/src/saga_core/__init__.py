@@ -23,6 +23,7 @@ from ._model.errors import CircuitOpenError as CircuitOpenError
 from ._model.errors import DependencyResolutionError as DependencyResolutionError
 from ._model.errors import InvalidStepResultError as InvalidStepResultError
 from ._model.errors import SagaAlreadyExistsError as SagaAlreadyExistsError
+from ._model.errors import SagaBranchConflictError as SagaBranchConflictError
 from ._model.errors import SagaCancelledError as SagaCancelledError
 from ._model.errors import SagaCompensatedError as SagaCompensatedError
 from ._model.errors import SagaCompensationFailedError as SagaCompensationFailedError
@@ -51,6 +52,7 @@ from ._model.errors import StorageUnavailableError as StorageUnavailableError
 from ._model.fallback import CircuitBreaker as CircuitBreaker
 from ._model.fallback import Fallback as Fallback
 from ._model.outcome import SagaOutcome as SagaOutcome
+from ._model.parallel import Parallel as Parallel
 from ._model.policy import RetryPolicy as RetryPolicy
 from ._model.response import Response as Response
 from ._model.saga import Saga as Saga
@@ -91,12 +93,14 @@ __all__ = (
     "InvalidStepResultError",
     "LoggingObserver",
     "MemorySagaStorage",
+    "Parallel",
     "RecoveryReport",
     "RecoveryWorker",
     "Response",
     "RetryPolicy",
     "Saga",
     "SagaAlreadyExistsError",
+    "SagaBranchConflictError",
     "SagaCancelledError",
     "SagaCompensatedError",
     "SagaCompensationFailedError",

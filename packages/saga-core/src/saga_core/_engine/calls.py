@@ -116,6 +116,19 @@ class StepCalls:
         # A new list, not a cleared one: a storage may keep the written list.
         self.journal = []
 
+    def branch(self, base_text: str) -> StepCalls:
+        """Step calls for one branch of a ``Parallel`` group: on a fresh copy of the context
+        decoded from ``base_text`` (the group's base), with a journal of their own (the driver
+        moves it into this one when the branch ends)."""
+        return StepCalls(
+            self.saga_id,
+            self._codec.decode(base_text),
+            self._codec,
+            base_text,
+            self._resolver,
+            self._hooks,
+        )
+
     def restore_context(self) -> None:
         """Undo the changes of an attempt that did not complete: the context becomes, in
         place, what the last checkpoint stored."""

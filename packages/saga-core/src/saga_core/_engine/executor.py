@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -24,14 +25,16 @@ import anyio.lowlevel
 from saga_core._codec.context import ContextCodec
 from saga_core._model.error_text import describe_error
 from saga_core._model.errors import (
+    SagaBranchConflictError,
     SagaCancelledError,
     SagaConcurrencyError,
+    SagaContextError,
     SagaDeadlineExceededError,
     SagaSignalPendingError,
     SagaWaitTimedOutError,
 )
 from saga_core._model.outcome import SagaOutcome
-from saga_core._model.saga import SagaDefinition
+from saga_core._model.saga import SagaDefinition, StepSpec
 from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._model.step import SagaStepResult
 from saga_core._model.waits import WaitSpec, due_at
@@ -39,9 +42,11 @@ from saga_core._storage.protocol import JournalEntry, PendingSignal, SagaStorage
 
 from . import states
 from . import transitions as machine
+from .branches import BranchEnd, BranchRun
 from .calls import CallOutcome, StepCalls, forward_result
 from .checkpoints import CheckpointWriter, create_saga
 from .hooks import Hooks, fire
+from .merging import ContextMerge
 from .observer import logger
 from .reporting import RunReport
 from .resolution import StepResolver
@@ -62,6 +67,7 @@ class SagaRun:
         "_codec",
         "_hold_seconds",
         "_report",
+        "_results",
         "_signals",
         "_state",
         "_storage",
@@ -114,6 +120,9 @@ class SagaRun:
         # the state machine before the next call, or at once by cancelling the act in flight.
         self._abort: Exception | None = None
         self._act_scope: anyio.CancelScope | None = None
+        # Results of calls made together (a group's branches, concurrent compensations) that
+        # next_result has not returned yet, in the order they ended.
+        self._results: deque[SagaStepResult[Any, Any]] = deque()
 
     # --- creation --------------------------------------------------------------------------
 
@@ -227,6 +236,8 @@ class SagaRun:
                 durably; it stays as last written, for recovery.
         """
         while True:
+            if self._results:
+                return self._results.popleft()
             if self._state.fenced:
                 raise self._report.taken_over()
             state = self._state
@@ -239,9 +250,15 @@ class SagaRun:
                     state = self._stop_forward(states.Aborted(abort))
             call = state.call
             if isinstance(call, states.Act):
+                if self.definition.nodes[call.node].group is not None:
+                    await self._run_group(call)
+                    continue
                 return await self._act(call)
             if isinstance(call, states.Compensate):
                 return await self._compensate(call)
+            if isinstance(call, states.CompensateAll):
+                await self._compensate_all(call)
+                continue
             if isinstance(call, states.Await):
                 self._await(call)
                 continue
@@ -398,14 +415,134 @@ class SagaRun:
         """Make the decision to compensate durable (before any compensation runs); if this
         write fails the saga stays as last written (RUNNING) and recovery runs the node
         again."""
+        await self._decide(write, error)
+        return SagaStepResult(
+            step_type, None, self.saga_id, step_id, StepDirection.ACT, error, outcome.attempt
+        )
+
+    async def _decide(self, write: states.Write, error: Exception) -> None:
+        """Store the decision to compensate ``write`` (after ``error``) and report it."""
         self._report.trigger = error
         await self._perform(write)
         self._report.compensation_started()
         if self._state.status is SagaStatus.COMPENSATED:
             self._report.finished(self._state.status)
-        return SagaStepResult(
-            step_type, None, self.saga_id, step_id, StepDirection.ACT, error, outcome.attempt
+
+    # --- parallel groups -------------------------------------------------------------------
+
+    async def _run_group(self, call: states.Act) -> None:
+        """Run the group at node ``call.node``: its branches not done yet, concurrently.
+
+        Completions are merged into the context and written as they come; those that end
+        while a write is in flight share the next one, and the last one's write moves the
+        cursor on. A failed branch (or a cancel, the deadline, a failed write, two branches
+        changing one field) stops the group: what its branches may have done is applied and
+        the decision to compensate is written. The branches' results are queued for
+        :meth:`next_result`, in the order they ended.
+        """
+        node = self.definition.nodes[call.node]
+        group = node.group
+        assert group is not None, "a group node"
+        state = self._state
+        if all(machine.branch_done(branch, state.applied) for branch in group.branches):
+            # Every branch is recorded as done already: only the group's own write is left.
+            await self._store_group_write(self._feed(states.BranchesCompleted(())).write)
+            return
+        base = self._calls.context_text
+        merge = ContextMerge(self._codec, base, node.node_id)
+        stops: list[Exception] = []
+
+        def stop_reason() -> Exception:
+            # Why the driver stopped the branches: taken once, the first time it is asked.
+            if not stops:
+                stops.append(
+                    self._abort_reason() or _deadline_error(self.saga_id, self.deadline_at)
+                )
+            return stops[0]
+
+        run = BranchRun(
+            node,
+            state.applied,
+            state.resumed_at == call.node,
+            lambda: self._calls.branch(base),
+            stop_reason,
         )
+        scope = anyio.CancelScope(deadline=self._deadline_clock())
+        send, receive = anyio.create_memory_object_stream[BranchEnd](math.inf)
+        failure: Exception | None = None
+        unwritten: list[str] = []  # steps of ended branches not fed to the state machine yet
+        write_error: Exception | None = None
+        self._act_scope = scope
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(run.run, send, scope)
+                async with receive:
+                    async for first in receive:
+                        for end in (first, *_drain(receive)):
+                            self._calls.journal.extend(end.calls.journal)
+                            self._results.append(_branch_result(end, self.saga_id))
+                            unwritten.extend(end.ids)
+                            if failure is not None:
+                                continue
+                            if not end.completed:
+                                failure = end.outcome.error
+                                continue
+                            try:
+                                merge.take(self.context, end.calls.context, end.spec.step_id)
+                            except (SagaBranchConflictError, SagaContextError) as exc:
+                                failure = exc
+                                stops.append(exc)
+                                scope.cancel()
+                        if failure is not None or self._state.fenced or not unwritten:
+                            continue
+                        write = self._feed(states.BranchesCompleted(tuple(unwritten))).write
+                        unwritten.clear()
+                        write_error = await self._store_group_write(write)
+                        if write_error is not None:
+                            failure = write_error
+                            stops.append(write_error)
+                            scope.cancel()
+        finally:
+            self._act_scope = None
+        if self._state.fenced:
+            raise self._report.taken_over()
+        if run.fatal is not None:
+            raise run.fatal
+        if failure is None:
+            if self._state.status is SagaStatus.COMPLETED:
+                self._report.finished(self._state.status)
+            return
+        if write_error is not None and self._state.write is not None:
+            # The group's last write failed: it has decided to compensate already.
+            await self._decide(self._state.write, write_error)
+            return
+        decided = self._stop_forward(states.BranchesFailed(failure, tuple(unwritten)))
+        if decided.write is None:
+            raise self._report.taken_over()
+        await self._decide(decided.write, failure)
+
+    async def _store_group_write(self, write: states.Write | None) -> Exception | None:
+        """Store a write of the group in flight; return the error that stops the group (its
+        state fed already: a branch write's failure leaves the group to stop, the last
+        write's turns into the decision to compensate), None once it is durable.
+
+        Raises:
+            SagaConcurrencyError: another runner owns the saga.
+        """
+        assert write is not None, "a completion names a write"
+        try:
+            await self._store(write)
+        except SagaConcurrencyError:
+            raise
+        except Exception as exc:
+            if write.kind == "step" and isinstance(exc, SagaCancelledError):
+                # Cancelled elsewhere while the branches ran: they completed, and are
+                # compensated.
+                self._feed(states.Aborted(exc))
+            else:
+                self._feed(states.WriteFailed(exc))
+            return exc
+        return None
 
     # --- compensation ----------------------------------------------------------------------
 
@@ -436,6 +573,54 @@ class SagaRun:
             outcome.error,
             outcome.attempt,
         )
+
+    async def _compensate_all(self, call: states.CompensateAll) -> None:
+        """Compensate the steps ``call.step_ids`` concurrently, then write once; their results
+        are queued for :meth:`next_result`."""
+        specs = [self.definition.steps_by_id[step_id] for step_id in call.step_ids]
+        outcomes: dict[str, CallOutcome] = {}
+        unbuildable: list[Exception] = []
+        # As for one compensation: never interrupted halfway, cancellation delivered after.
+        with anyio.CancelScope(shield=True):
+
+            async def compensate(spec: StepSpec) -> None:
+                try:
+                    outcomes[spec.step_id] = await self._calls.compensate(spec)
+                except Exception as exc:  # a step that cannot be built: raised below
+                    unbuildable.append(exc)
+
+            async with anyio.create_task_group() as tasks:
+                for spec in specs:
+                    tasks.start_soon(compensate, spec)
+            if unbuildable:
+                raise unbuildable[0]
+            done = tuple(i for i in call.step_ids if outcomes[i].error is None)
+            failure: tuple[str, Exception] | None = None
+            for step_id in call.step_ids:
+                error = outcomes[step_id].error
+                if error is not None and failure is None:
+                    failure = (step_id, error)
+                    self._report.compensation_failed(error, self._state.error)
+            write = self._feed(states.CompensationsEnded(done, failure)).write
+            if write is None:
+                raise self._report.taken_over()
+            await self._perform(write)
+        if self._state.status is not SagaStatus.COMPENSATING:
+            self._report.finished(self._state.status)
+        for spec in specs:
+            outcome = outcomes[spec.step_id]
+            self._results.append(
+                SagaStepResult(
+                    spec.cls,
+                    None,
+                    self.saga_id,
+                    spec.step_id,
+                    StepDirection.COMPENSATE,
+                    outcome.error,
+                    outcome.attempt,
+                )
+            )
+        await anyio.lowlevel.checkpoint_if_cancelled()
 
     # --- waits -----------------------------------------------------------------------------
 
@@ -582,7 +767,9 @@ class SagaRun:
         ):
             journal.pop()
 
-    def _stop_forward(self, event: states.Aborted | states.TimedOut) -> states.RunState:
+    def _stop_forward(
+        self, event: states.Aborted | states.TimedOut | states.BranchesFailed
+    ) -> states.RunState:
         """Feed ``event`` (the saga stops going forward) and remember its error as why the
         saga compensates."""
         state = self._feed(event)
@@ -700,6 +887,32 @@ def first_sleep(
 def _deadline_error(saga_id: UUID, deadline: datetime | None) -> SagaDeadlineExceededError:
     when = "its deadline" if deadline is None else f"its deadline {deadline.isoformat()}"
     return SagaDeadlineExceededError(f"saga {saga_id} was not finished by {when}")
+
+
+def _drain(receive: Any) -> list[BranchEnd]:
+    """The branch ends already waiting on ``receive`` (they share the next write)."""
+    ends: list[BranchEnd] = []
+    while True:
+        try:
+            ends.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return ends
+
+
+def _branch_result(end: BranchEnd, saga_id: UUID) -> SagaStepResult[Any, Any]:
+    """The step result of a group's branch that ended as ``end``."""
+    outcome = end.outcome
+    if end.completed:
+        return forward_result(end.spec, outcome.value, saga_id, outcome.attempt)
+    return SagaStepResult(
+        end.spec.cls,
+        None,
+        saga_id,
+        end.spec.step_id,
+        StepDirection.ACT,
+        outcome.error,
+        outcome.attempt,
+    )
 
 
 def _act_failure(outcome: CallOutcome) -> states.Event:

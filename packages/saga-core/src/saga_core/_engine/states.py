@@ -29,6 +29,7 @@ WriteKind = Literal[
     "suspend",
     "timeout",
     "progress",
+    "branch",
 ]
 """Why a write is made, which decides what its failure means: ``"create"`` the new saga (the
 storage's ``create``); ``"step"`` a node completed and the saga moves forward — if this write
@@ -39,7 +40,9 @@ run with nothing left to call; ``"hand_back"`` the run was interrupted and hands
 to recovery as last written; ``"suspend"`` the saga waits (WAITING, no lease); ``"timeout"`` a
 wait timed out and its timeout step runs next; ``"progress"`` the saga moved past waits
 without a write and one of them took a signal: written (consuming it) before the next wait
-takes its own, since one write consumes one signal."""
+takes its own, since one write consumes one signal; ``"branch"`` branches of the group at the
+cursor completed while others still run (the cursor stays) — if it fails, the saga
+compensates the group."""
 
 
 class Wake(NamedTuple):
@@ -76,6 +79,9 @@ class Write(NamedTuple):
     next_step: str | None = None
     """The id stored as the step at the cursor when it is not the node's own (the timeout step
     of a wait that timed out)."""
+    adds: tuple[str, ...] = ()
+    """The ids of a group's branches this write records as done (in ``applied``): not done
+    until it is durable, so a hand-back leaves them out and they run again."""
 
 
 class Act(NamedTuple):
@@ -92,13 +98,20 @@ class Compensate(NamedTuple):
     step_id: str
 
 
+class CompensateAll(NamedTuple):
+    """Call the ``compensate`` of the steps ``step_ids`` concurrently (the completed branches
+    of a ``Parallel(compensate_parallel=True)``)."""
+
+    step_ids: tuple[str, ...]
+
+
 class Await(NamedTuple):
     """Evaluate the wait of node ``node``: is its signal there, its timer due?"""
 
     node: int
 
 
-Call = Act | Compensate | Await
+Call = Act | Compensate | CompensateAll | Await
 
 
 class RunState(NamedTuple):
@@ -187,6 +200,31 @@ class ActFailed(NamedTuple):
     the node's ``failure_exceptions``."""
 
 
+class BranchesCompleted(NamedTuple):
+    """Branches of the group in flight completed, their changes merged into the context:
+    ``ids`` are the steps they applied, in order of completion."""
+
+    ids: tuple[str, ...]
+
+
+class BranchesFailed(NamedTuple):
+    """The group in flight failed: a branch failed, or the group was stopped (a cancel, the
+    deadline, a failed checkpoint) and its running branches cancelled. ``ids`` are the group's
+    steps that may have had an effect and are not recorded as applied yet, in the order their
+    branches ended."""
+
+    error: Exception
+    ids: tuple[str, ...]
+
+
+class CompensationsEnded(NamedTuple):
+    """The compensations in flight (:class:`CompensateAll`) ended: ``done`` completed;
+    ``failure`` names the first one exhausted and its error, if one was."""
+
+    done: tuple[str, ...]
+    failure: tuple[str, Exception] | None = None
+
+
 class CompensationFailed(NamedTuple):
     """The compensation in flight was exhausted."""
 
@@ -241,6 +279,9 @@ Event = (
     | ActInvalid
     | ActFailed
     | CompensationFailed
+    | BranchesCompleted
+    | BranchesFailed
+    | CompensationsEnded
     | WriteFailed
     | Interrupted
     | WaitOver

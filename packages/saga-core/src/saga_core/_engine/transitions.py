@@ -20,6 +20,12 @@ The rules it keeps:
   A step whose checkpoint failed is applied too. A ``Fallback`` node applies the branches that
   may have run; when the node was in flight as an earlier runner stopped, either branch may
   have run, so both count as applied.
+* A ``Parallel`` group runs its branches concurrently at one cursor: each completion is a
+  write that adds the branch's steps to ``applied`` (so ``applied`` lists them in order of
+  completion, and a resumed group runs only the branches not in it); the write of the last
+  branch moves the cursor on. When the group fails, what its branches may have done is
+  applied too, and the rollback compensates last completed first (concurrently for a
+  ``compensate_parallel`` group).
 * An exhausted compensation ends the run FAILED; its error keeps the original cause first.
 * COMPLETED and COMPENSATED absorb every event; a fenced runner (another one owns the saga)
   writes nothing more.
@@ -31,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from saga_core._model.error_text import describe_error
-from saga_core._model.saga import Node
+from saga_core._model.saga import Node, StepSpec
 from saga_core._model.status import SagaStatus
 
 from .states import (
@@ -48,9 +54,13 @@ from .states import (
     ActFailed,
     ActInvalid,
     Await,
+    BranchesCompleted,
+    BranchesFailed,
     Call,
     Compensate,
+    CompensateAll,
     CompensationFailed,
+    CompensationsEnded,
     Event,
     Interrupted,
     Lease,
@@ -164,6 +174,9 @@ def _next(nodes: Sequence[Node], state: RunState) -> RunState:
         return _write(nodes, state, "finish", SagaStatus.COMPLETED, strict_context=True)
     # COMPENSATING, or FAILED as an earlier runner left it: compensate what is left.
     if state.applied:
+        together = _compensated_together(nodes, state.applied)
+        if len(together) > 1:
+            return _calling(state, CompensateAll(together))
         return _calling(state, Compensate(state.applied[-1]))
     return _write(nodes, state, "finish", SagaStatus.COMPENSATED)
 
@@ -190,8 +203,15 @@ def _calling(state: RunState, call: Call) -> RunState:
 def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
     if not isinstance(state.call, Act):
         return state
+    return _node_completed(nodes, state, _applied_with_node(nodes, state))
+
+
+def _node_completed(
+    nodes: Sequence[Node], state: RunState, applied: tuple[str, ...], adds: tuple[str, ...] = ()
+) -> RunState:
+    """``state`` once the node at its cursor completed with ``applied``: its write moves the
+    cursor on (``adds``: the group's branches it records as done)."""
     cursor = state.cursor + 1
-    applied = _applied_with_node(nodes, state)
     error = state.error
     consume = state.consume
     if cursor == len(nodes):
@@ -206,6 +226,7 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
             True,
             done,
             consume_signal=consume,
+            adds=adds,
         )
     else:
         # RUNNING (a claimed WAITING saga too, once it moves on), keeping the lease; once the
@@ -221,6 +242,7 @@ def _act_completed(nodes: Sequence[Node], state: RunState, event: Signal) -> Run
             True,
             following,
             consume_signal=consume,
+            adds=adds,
         )
     # ``wake`` is kept while the write is in flight: until it is durable a claimed WAITING
     # saga is still stored as it was, and a hand-back must write it back so.
@@ -241,22 +263,81 @@ def _applied_with_node(nodes: Sequence[Node], state: RunState) -> tuple[str, ...
     """``state.applied`` with what the node at the cursor applied, its running branch having
     completed."""
     node = nodes[state.cursor]
-    if node.wait is not None:
-        # A wait has no effect; its timeout step (the only act a wait runs) may have.
-        assert node.fallback is not None, "a wait runs an act only as its timeout step"
-        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
+    resumed = state.resumed_at == state.cursor
+    # A resumed step may be listed already (see _with).
+    return _with(state.applied, completed_ids(node, state.on_fallback, state.node_applied, resumed))
+
+
+def completed_ids(
+    node: Node, on_fallback: bool, node_applied: tuple[str, ...], resumed: bool
+) -> tuple[str, ...]:
+    """The steps a step or ``Fallback`` node (or a wait's timeout step) applied once the step
+    it runs completed — or returned an invalid result, its effect done.
+
+    ``on_fallback``: the fallback (or timeout) step ran, after ``node_applied`` (what the
+    primary may have applied); ``resumed``: an earlier runner stopped inside this node, so
+    either branch of a ``Fallback`` may have run, and both are rolled back.
+    """
     if node.fallback is None:
         assert node.primary is not None, "a step node has a primary"
-        step_id = node.primary.step_id
-        # A resumed step may be listed already (see _with).
-        return state.applied if step_id in state.applied else (*state.applied, step_id)
+        return (node.primary.step_id,)
+    if on_fallback:
+        # A wait has no effect; its timeout step (the only act a wait runs) may have.
+        return (*node_applied, node.fallback.step_id)
     assert node.primary is not None, "a Fallback node has a primary"
-    if state.on_fallback:
-        return _with(state.applied, (*state.node_applied, node.fallback.step_id))
-    if state.resumed_at == state.cursor:
-        # After a stop inside this node either branch may have run; both are rolled back.
-        return _with(state.applied, (node.primary.step_id, node.fallback.step_id))
-    return _with(state.applied, (node.primary.step_id,))
+    if resumed:
+        return (node.primary.step_id, node.fallback.step_id)
+    return (node.primary.step_id,)
+
+
+def failure_ids(spec: StepSpec, node_applied: tuple[str, ...], called: bool) -> tuple[str, ...]:
+    """The steps that may have had an effect once ``spec``'s act failed with no fallback left
+    to run: ``node_applied`` (its node's primary), and ``spec`` if it was called, unless it
+    declares ``failed_act_leaves_no_effect``."""
+    effect = (spec.step_id,) if called and not spec.failed_act_leaves_no_effect else ()
+    return (*node_applied, *effect)
+
+
+def after_primary_failed(
+    node: Node, event: ActFailed, resumed: bool
+) -> tuple[bool, tuple[str, ...]]:
+    """Whether the fallback of a ``Fallback`` node runs once its primary failed with
+    ``event``, and the primary's steps that may have had an effect: it may if it was called,
+    or if an earlier runner stopped inside this node (``resumed``: it may have called it)."""
+    primary = node.primary
+    assert primary is not None, "only a Fallback node has a fallback branch"
+    may_have_run = event.called or resumed
+    primary_ids = (
+        (primary.step_id,) if may_have_run and not primary.failed_act_leaves_no_effect else ()
+    )
+    runs_fallback = (
+        event.refused
+        or not node.failure_exceptions
+        or isinstance(event.error, node.failure_exceptions)
+    )
+    return runs_fallback, primary_ids
+
+
+def interrupted_ids(
+    node: Node, spec: StepSpec, node_applied: tuple[str, ...], resumed: bool
+) -> tuple[str, ...]:
+    """The steps that may have had an effect once ``spec``'s act (a step of ``node``) was
+    cancelled mid-flight: it may, unless it declares ``failed_act_leaves_no_effect``; after
+    a stop inside this node (``resumed``), whatever an earlier runner may have run too."""
+    effect = () if spec.failed_act_leaves_no_effect else (spec.step_id,)
+    ids = (*node_applied, *effect)
+    if resumed and node.wait is None:
+        ids = (*ids, *node.step_ids)
+    return ids
+
+
+def branch_done(node: Node, applied: tuple[str, ...]) -> bool:
+    """True once the branch ``node`` of a group completed as ``applied`` records it: a step
+    or ``Fallback`` once one of its steps is applied (going forward, a branch's steps are
+    recorded only when it completes), a nested group once all its branches are."""
+    if node.group is not None:
+        return all(branch_done(branch, applied) for branch in node.group.branches)
+    return any(step_id in applied for step_id in node.step_ids)
 
 
 def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> RunState:
@@ -265,27 +346,70 @@ def _act_failed(nodes: Sequence[Node], state: RunState, event: ActFailed) -> Run
     node = nodes[state.cursor]
     if node.fallback is None or state.on_fallback:
         spec = node.branch(node.fallback is not None)
-        effect = (spec.step_id,) if event.called and not spec.failed_act_leaves_no_effect else ()
-        return _compensate_after(nodes, state, (*state.node_applied, *effect), event.error)
-    primary = node.primary
-    assert primary is not None, "only a Fallback node has a fallback branch"
-    # The primary may have had an effect if it was called, or if an earlier runner stopped
-    # inside this node (it may have called it then).
-    may_have_run = event.called or state.resumed_at == state.cursor
-    primary_ids = (
-        (primary.step_id,) if may_have_run and not primary.failed_act_leaves_no_effect else ()
-    )
-    if (
-        not event.refused
-        and node.failure_exceptions
-        and not isinstance(event.error, node.failure_exceptions)
-    ):
+        ids = failure_ids(spec, state.node_applied, event.called)
+        return _compensate_after(nodes, state, ids, event.error)
+    runs_fallback, primary_ids = after_primary_failed(node, event, state.resumed_at == state.cursor)
+    if not runs_fallback:
         return _compensate_after(nodes, state, primary_ids, event.error)
     return state._replace(
         on_fallback=True,
         node_applied=primary_ids,
         call=Act(state.cursor, fallback=True),
     )
+
+
+def _branches_completed(
+    nodes: Sequence[Node], state: RunState, event: BranchesCompleted
+) -> RunState:
+    if not _in_group(nodes, state):
+        return state
+    applied = _with(state.applied, event.ids)
+    adds = applied[len(state.applied) :]
+    if branch_done(nodes[state.cursor], applied):
+        return _node_completed(nodes, state, applied, adds)
+    # Others still run: the completions are written, the cursor stays at the group.
+    then = RunState(
+        SagaStatus.RUNNING,
+        state.cursor,
+        applied,
+        state.error,
+        Act(state.cursor),
+        resumed_at=state.resumed_at,
+    )
+    write = Write(
+        "branch",
+        SagaStatus.RUNNING,
+        state.cursor,
+        applied,
+        state.error,
+        "keep",
+        True,
+        then,
+        consume_signal=state.consume,
+        adds=adds,
+    )
+    return RunState(
+        state.status,
+        state.cursor,
+        applied,
+        state.error,
+        None,
+        write,
+        resumed_at=state.resumed_at,
+        consume=state.consume,
+        wake=state.wake,
+    )
+
+
+def _branches_failed(nodes: Sequence[Node], state: RunState, event: BranchesFailed) -> RunState:
+    if not _in_group(nodes, state):
+        return state
+    return _compensate_after(nodes, state, event.ids, event.error)
+
+
+def _in_group(nodes: Sequence[Node], state: RunState) -> bool:
+    """True while the group at the cursor is in flight."""
+    return isinstance(state.call, Act) and nodes[state.cursor].group is not None
 
 
 def _compensate_after(
@@ -349,7 +473,47 @@ def _compensation_failed(
 ) -> RunState:
     if not isinstance(state.call, Compensate):
         return state
-    failure = f"{FAILURE_PREFIX}{state.call.step_id} failed: {describe_error(event.error)}"
+    return _exhausted(state, state.call.step_id, event.error)
+
+
+def _compensations_ended(
+    nodes: Sequence[Node], state: RunState, event: CompensationsEnded
+) -> RunState:
+    if not isinstance(state.call, CompensateAll):
+        return state
+    remaining = tuple(step_id for step_id in state.applied if step_id not in event.done)
+    if event.failure is not None:
+        step_id, error = event.failure
+        return _exhausted(state._replace(applied=remaining), step_id, error)
+    status = SagaStatus.COMPENSATING if remaining else SagaStatus.COMPENSATED
+    return _write(
+        nodes,
+        RunState(state.status, state.cursor, remaining, state.error),
+        "compensation",
+        status,
+    )
+
+
+def _compensated_together(nodes: Sequence[Node], applied: tuple[str, ...]) -> tuple[str, ...]:
+    """The steps compensated next: the last applied one, with the ones applied just before
+    it by the same ``compensate_parallel`` group (compensated concurrently)."""
+    last = applied[-1]
+    node = next((n for n in nodes if n.group is not None and last in n.step_ids), None)
+    if node is None or node.group is None or not node.group.compensate_parallel:
+        return (last,)
+    members = node.step_ids
+    count = 0
+    for step_id in reversed(applied):
+        if step_id not in members:
+            break
+        count += 1
+    return applied[len(applied) - count :]
+
+
+def _exhausted(state: RunState, step_id: str, error: Exception) -> RunState:
+    """``state`` once the compensation of ``step_id`` was exhausted by ``error``: FAILED,
+    written, and the runner stops."""
+    failure = f"{FAILURE_PREFIX}{step_id} failed: {describe_error(error)}"
     cause = state.error
     # The original cause stays first, so that it survives a later recovery.
     text = f"{cause}{FAILURE_SEPARATOR}{failure}" if cause else failure
@@ -421,6 +585,10 @@ def _write_failed(nodes: Sequence[Node], state: RunState, event: WriteFailed) ->
     if write is None:
         return state
     settled = state._replace(write=None)
+    if write.kind == "branch" and not state.fenced:
+        # Branches ran but their checkpoint failed: they stay applied, and the group stops
+        # (the driver cancels the branches still running and reports BranchesFailed).
+        return settled._replace(call=Act(state.cursor))
     if write.kind != "step" or state.fenced:
         # The saga stays as last written; the driver reports the failure and hands it back.
         return settled
@@ -459,11 +627,15 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         )
         return stored._replace(write=back)
     cursor = state.cursor
+    applied = state.applied
     pending = state.write
     on_fallback = state.on_fallback
     if pending is not None and pending.kind == "step":
         # The node's checkpoint did not finish: the node runs again on recovery.
         cursor -= 1
+    if pending is not None and pending.adds:
+        # Neither are these branches done: their context changes are not written.
+        applied = tuple(step_id for step_id in applied if step_id not in pending.adds)
     if state.consume is not None:
         # A wait took a signal that no write consumed: the context handed back is the last
         # written one, without its payload, so the saga goes back to that wait (the last signal
@@ -472,13 +644,13 @@ def _hand_back(nodes: Sequence[Node], state: RunState, event: Interrupted) -> Ru
         on_fallback = False
     # The runner stops once the saga is handed back.
     stopped = RunState(
-        state.status, cursor, state.applied, state.error, resumed_at=state.resumed_at, halted=True
+        state.status, cursor, applied, state.error, resumed_at=state.resumed_at, halted=True
     )
     back = Write(
         "hand_back",
         state.status,
         cursor,
-        state.applied,
+        applied,
         state.error,
         lease,
         False,
@@ -616,10 +788,7 @@ def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState
     elif isinstance(call, Act) and event.in_flight:
         node = nodes[cursor]
         spec = node.branch(call.fallback)
-        effect = () if spec.failed_act_leaves_no_effect else (spec.step_id,)
-        ids = (*state.node_applied, *effect)
-        if state.resumed_at == cursor and node.wait is None:
-            ids = (*ids, *node.step_ids)  # an earlier runner may have run either branch
+        ids = interrupted_ids(node, spec, state.node_applied, state.resumed_at == cursor)
     elif state.resumed_at == cursor and cursor < len(nodes):
         # An earlier runner stopped inside this node: whatever it may have run counts.
         ids = _may_have_run(nodes, cursor, state.on_fallback)
@@ -676,6 +845,9 @@ _HANDLERS: dict[Any, tuple[_Handler, bool]] = {
     ActFailed: (_act_failed, False),
     COMPENSATION_DONE: (_compensation_done, False),
     CompensationFailed: (_compensation_failed, False),
+    CompensationsEnded: (_compensations_ended, False),
+    BranchesCompleted: (_branches_completed, False),
+    BranchesFailed: (_branches_failed, False),
     Interrupted: (_hand_back, False),
     WRITTEN: (_written, True),
     WriteFailed: (_write_failed, True),

@@ -150,6 +150,12 @@ class SagaSignalRefusedError(SagaError):
     (consumed it, or timed out). Nothing was stored."""
 
 
+class SagaBranchConflictError(SagaError):
+    """Raised (as the failure that makes the saga compensate) when two branches of one
+    ``Parallel`` changed the same context field: their changes cannot both be kept. Give each
+    branch its own fields, and combine them in a step after the group."""
+
+
 class SagaDeadlineExceededError(SagaError):
     """Why a saga compensated when it was not finished by its ``Saga.deadline`` (the step
     running then was cancelled and is compensated too)."""

@@ -10,13 +10,16 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import SagaDefinitionError
 from .fallback import CircuitBreaker, Fallback
+from .parallel import Parallel
 from .policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY, RetryPolicy
 from .step import SagaStepHandler, context_type_of, is_step_class
 from .waits import Sleep, SleepUntil, WaitForSignal, WaitSpec, seconds_of
 
 Ctx = TypeVar("Ctx")
 
-StepLike = type[SagaStepHandler[Any, Any]] | Fallback | WaitForSignal | Sleep | SleepUntil
+StepLike = (
+    type[SagaStepHandler[Any, Any]] | Fallback | Parallel | WaitForSignal | Sleep | SleepUntil
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,31 +35,57 @@ class StepSpec:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class GroupSpec:
+    """A ``Parallel`` node compiled: its branches (nodes themselves) and its rules."""
+
+    group_id: str
+    """The id stored as ``next_step`` while the saga is at the group."""
+    branches: tuple[Node, ...]
+    fail_fast: bool
+    """True: the other branches are cancelled as soon as one fails."""
+    compensate_parallel: bool
+    """True: on rollback, the group's completed branches are compensated concurrently."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Node:
-    """One entry of ``steps``: a plain step, a primary with its fallback, or a wait (with
-    the step it runs on timeout as its ``fallback``)."""
+    """One entry of ``steps`` (or one branch of a ``Parallel``): a plain step, a primary
+    with its fallback, a wait (with the step it runs on timeout as its ``fallback``), or a
+    group of concurrent branches."""
 
     primary: StepSpec | None
-    """The step, or None for a wait."""
+    """The step, or None for a wait or a group."""
     fallback: StepSpec | None = None
     breaker: CircuitBreaker | None = None
     failure_exceptions: tuple[type[Exception], ...] = ()
     wait: WaitSpec | None = None
+    group: GroupSpec | None = None
 
     @property
     def node_id(self) -> str:
         """The id stored as ``next_step`` while the saga is at this node."""
         if self.wait is not None:
             return self.wait.wait_id
-        assert self.primary is not None, "a node is a step or a wait"
+        if self.group is not None:
+            return self.group.group_id
+        assert self.primary is not None, "a node is a step, a wait or a group"
         return self.primary.step_id
 
     @property
     def step_ids(self) -> tuple[str, ...]:
-        """The ids stored for this node: its own, and its fallback's (or timeout step's)."""
+        """The ids stored for this node: its own, and its fallback's (or timeout step's);
+        for a group, the step ids of all its branches (nested ones too)."""
+        if self.group is not None:
+            return tuple(spec.step_id for spec in self.specs())
         if self.fallback is None:
             return (self.node_id,)
         return (self.node_id, self.fallback.step_id)
+
+    def specs(self) -> tuple[StepSpec, ...]:
+        """Every step this node may run: its primary and fallback, or its branches' steps."""
+        if self.group is not None:
+            return tuple(spec for branch in self.group.branches for spec in branch.specs())
+        return tuple(spec for spec in (self.primary, self.fallback) if spec is not None)
 
     def branch(self, on_fallback: bool) -> StepSpec:
         """The step that runs: the fallback (or timeout step) when ``on_fallback``."""
@@ -87,8 +116,8 @@ class SagaDefinition:
 class Saga(Generic[Ctx]):
     """Base for saga definitions: ``class OrderSaga(Saga[OrderContext]): steps = [...]``.
 
-    ``steps`` lists step classes and :class:`Fallback` nodes, run in order; it is validated
-    when the class is created. Class attributes:
+    ``steps`` lists step classes, :class:`Fallback` and :class:`Parallel` nodes and waits,
+    run in order; it is validated when the class is created. Class attributes:
 
     * ``name`` — the saga's stable name in storage; default ``"<module>.<qualified name>"``.
     * ``version`` — a positive int stored with each saga this class starts (default 1); a
@@ -103,8 +132,8 @@ class Saga(Generic[Ctx]):
 
     Raises:
         SagaDefinitionError: ``steps`` is empty or not a list, holds something that is not a
-            step class, Fallback or wait, holds two steps with the same id (or two waits for
-            one signal), or a step's context type is not a base of the saga's; ``version`` is
+            step class, Fallback, Parallel or wait, holds two steps with the same id (in any
+            branch) or two waits for one signal, or a step's context type is not a base of the saga's; ``version`` is
             not a positive int; ``deadline`` is not positive; a wait's ``into`` is not a
             field of the context.
     """
@@ -203,6 +232,28 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             failed_act_leaves_no_effect=cls.failed_act_leaves_no_effect,
         )
 
+    def step_node(item: object) -> Node | None:
+        """The node of a step class, Fallback or Parallel (None: none of them)."""
+        if isinstance(item, Fallback):
+            return Node(
+                primary=spec(item.step),
+                fallback=spec(item.fallback),
+                breaker=item.circuit_breaker,
+                failure_exceptions=item.failure_exceptions,
+            )
+        if isinstance(item, Parallel):
+            branches = tuple(step_node(branch) for branch in item.branches)
+            assert all(b is not None for b in branches), "Parallel checks its branches"
+            compiled = typing.cast(tuple[Node, ...], branches)
+            group_id = "parallel:" + (item.name or ",".join(b.node_id for b in compiled))
+            return Node(
+                primary=None,
+                group=GroupSpec(group_id, compiled, item.fail == "fast", item.compensate_parallel),
+            )
+        if is_step_class(item):
+            return Node(primary=spec(typing.cast(type[SagaStepHandler[Any, Any]], item)))
+        return None
+
     nodes: list[Node] = []
     sleeps = 0
     for index, item in enumerate(steps):
@@ -210,17 +261,8 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             if not isinstance(item, WaitForSignal):
                 sleeps += 1
             nodes.append(_wait_node(saga, item, sleeps, context_type, spec))
-        elif isinstance(item, Fallback):
-            nodes.append(
-                Node(
-                    primary=spec(item.step),
-                    fallback=spec(item.fallback),
-                    breaker=item.circuit_breaker,
-                    failure_exceptions=item.failure_exceptions,
-                )
-            )
-        elif is_step_class(item):
-            nodes.append(Node(primary=spec(item)))
+        elif (node := step_node(item)) is not None:
+            nodes.append(node)
         else:
             hint = ""
             if isinstance(item, SagaStepHandler):
@@ -228,8 +270,8 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             elif isinstance(item, type) and issubclass(item, SagaStepHandler):
                 hint = " (it does not implement act())"
             raise SagaDefinitionError(
-                f"{where}.steps[{index}] must be a SagaStepHandler subclass, a Fallback or a "
-                f"wait (WaitForSignal, Sleep, SleepUntil), got {item!r}{hint}"
+                f"{where}.steps[{index}] must be a SagaStepHandler subclass, a Fallback, a "
+                f"Parallel or a wait (WaitForSignal, Sleep, SleepUntil), got {item!r}{hint}"
             )
     by_id: dict[str, StepSpec] = {}
     waits: dict[str, tuple[int, WaitSpec]] = {}
@@ -245,13 +287,18 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             seen_ids.add(node.wait.wait_id)
             if node.wait.signal is not None:
                 waits[node.wait.signal] = (index, node.wait)
-        for step in (node.primary, node.fallback):
-            if step is None:
-                continue
+        for group_id in _group_ids(node):
+            if group_id in seen_ids:
+                raise SagaDefinitionError(
+                    f"{where}.steps has two Parallel nodes with the id {group_id!r}; give one "
+                    "of them a distinct `name`"
+                )
+            seen_ids.add(group_id)
+        for step in node.specs():
             if step.step_id in by_id or step.step_id in seen_ids:
                 raise SagaDefinitionError(
-                    f"{where}.steps has two steps with the id {step.step_id!r}; give one of "
-                    "them a distinct `name`"
+                    f"{where}.steps has two steps with the id {step.step_id!r} (a step runs "
+                    "once per saga, in one branch); give one of them a distinct `name`"
                 )
             by_id[step.step_id] = step
             seen_ids.add(step.step_id)
@@ -270,6 +317,13 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         deadline_seconds=deadline_seconds,
         waits_by_signal=waits,
     )
+
+
+def _group_ids(node: Node) -> tuple[str, ...]:
+    """The ids of ``node``'s group and of the groups nested in it (none for a step)."""
+    if node.group is None:
+        return ()
+    return (node.group.group_id, *(i for b in node.group.branches for i in _group_ids(b)))
 
 
 def _wait_node(

@@ -1,0 +1,173 @@
+"""Running the branches of a ``Parallel`` group concurrently.
+
+:class:`BranchRun` runs the branches of one group that are not done yet, each in its own task
+with its own step calls (its own copy of the context, its own journal), and reports each
+step or ``Fallback`` branch as it ends (:class:`BranchEnd`) on a stream the driver reads: the
+driver merges and checkpoints completions, and decides what a failure rolls back. Which steps
+a branch applied, or may have applied, follows the same rules as a node of the saga's own
+(:func:`~saga_core._engine.transitions.completed_ids` and its neighbours).
+
+When a branch fails, a ``fail="fast"`` group cancels its other branches (a nested group then
+fails as one branch of its parent); a cancelled branch ends with what it may have done. A
+step that cannot be built (:class:`~saga_core.DependencyResolutionError`) stops the whole run:
+it is kept as :attr:`BranchRun.fatal` for the driver to raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from saga_core._model.errors import DependencyResolutionError, SagaCancelledError
+from saga_core._model.saga import Node, StepSpec
+
+from .calls import CallOutcome, StepCalls
+from .states import ActFailed
+from .transitions import (
+    after_primary_failed,
+    branch_done,
+    completed_ids,
+    failure_ids,
+    interrupted_ids,
+)
+
+
+class BranchEnd(NamedTuple):
+    """How one step or ``Fallback`` branch of a group ended."""
+
+    spec: StepSpec
+    """The step that ran last (the fallback when the primary failed)."""
+    calls: StepCalls
+    """The branch's calls: its context copy and its journal entries."""
+    outcome: CallOutcome
+    """The last call's outcome (its error is the branch's failure, if it failed)."""
+    ids: tuple[str, ...]
+    """Completed: the steps it applied. Otherwise the steps that may have had an effect."""
+    completed: bool
+    """True when the branch completed with a valid result."""
+
+
+class BranchRun:
+    """Runs the branches of the group ``node`` not done in ``applied``; reports each ending
+    branch on ``send`` (closed when all have ended).
+
+    Args:
+        node: the group.
+        applied: the steps recorded as applied: their branches are done and do not run.
+        resumed: an earlier runner stopped inside this group (its branches not done may have
+            run, in part, then).
+        new_calls: step calls for one branch, on a fresh copy of the group's base context.
+        stop_reason: why the group is being cancelled when the driver cancels it (a cancel,
+            the deadline, a failed checkpoint), asked when a branch is cancelled.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        applied: tuple[str, ...],
+        resumed: bool,
+        new_calls: Callable[[], StepCalls],
+        stop_reason: Callable[[], Exception],
+    ) -> None:
+        assert node.group is not None, "a BranchRun runs a group"
+        self._node = node
+        self._applied = applied
+        self._resumed = resumed
+        self._new_calls = new_calls
+        self._stop_reason = stop_reason
+        self.fatal: DependencyResolutionError | None = None
+        """A step that could not be built: the run stopped, the driver raises it."""
+        self._scope = anyio.CancelScope()
+
+    async def run(self, send: MemoryObjectSendStream[BranchEnd], scope: anyio.CancelScope) -> None:
+        """Run the branches under ``scope`` (the driver's, to stop them), then close
+        ``send``."""
+        self._scope = scope
+        async with send:
+            with scope:
+                await self._group(self._node, send, self._stop_reason)
+
+    async def _group(
+        self,
+        node: Node,
+        send: MemoryObjectSendStream[BranchEnd],
+        reason: Callable[[], Exception],
+    ) -> bool:
+        """Run ``node``'s branches not done; True when all completed."""
+        group = node.group
+        assert group is not None
+        failed: list[str] = []
+
+        def why() -> Exception:
+            if failed:
+                return SagaCancelledError(
+                    f"cancelled because branch {failed[0]} of {group.group_id} failed"
+                )
+            return reason()
+
+        async with anyio.create_task_group() as tasks:
+
+            async def branch(child: Node) -> None:
+                if child.group is not None:
+                    ok = await self._group(child, send, why)
+                else:
+                    ok = await self._leaf(child, send, why)
+                if not ok and not failed:
+                    failed.append(child.node_id)
+                    if group.fail_fast:
+                        tasks.cancel_scope.cancel()
+
+            for child in group.branches:
+                if not branch_done(child, self._applied):
+                    tasks.start_soon(branch, child)
+        return not failed
+
+    async def _leaf(
+        self,
+        node: Node,
+        send: MemoryObjectSendStream[BranchEnd],
+        reason: Callable[[], Exception],
+    ) -> bool:
+        """Run a step or ``Fallback`` branch; True when it completed."""
+        calls = self._new_calls()
+        resumed = self._resumed
+        assert node.primary is not None, "a leaf branch is a step or a Fallback"
+        spec = node.primary
+        node_applied: tuple[str, ...] = ()
+        on_fallback = False
+        try:
+            while True:
+                outcome = await calls.act(node, spec)
+                if outcome.error is None or outcome.returned:
+                    ids = completed_ids(node, on_fallback, node_applied, resumed)
+                    completed = outcome.error is None
+                    break
+                event = ActFailed(outcome.error, outcome.called, outcome.refused)
+                if node.fallback is None or on_fallback:
+                    ids = failure_ids(spec, node_applied, outcome.called)
+                    completed = False
+                    break
+                runs_fallback, node_applied = after_primary_failed(node, event, resumed)
+                if not runs_fallback:
+                    ids, completed = node_applied, False
+                    break
+                spec, on_fallback = node.fallback, True
+        except anyio.get_cancelled_exc_class():
+            # Cancelled mid-act: it may have had an effect, and is rolled back.
+            interrupted = calls.interrupted(spec, reason())
+            ids = interrupted_ids(node, spec, node_applied, resumed)
+            send.send_nowait(BranchEnd(spec, calls, interrupted, ids, False))
+            raise
+        except DependencyResolutionError as exc:
+            # A wiring mistake, not a business failure: the whole run stops (the saga stays
+            # as last written), as it does for a step of the saga's own.
+            if self.fatal is None:
+                self.fatal = exc
+            self._scope.cancel()
+            send.send_nowait(BranchEnd(spec, calls, CallOutcome(None, exc, 0, False), (), False))
+            return False
+        send.send_nowait(BranchEnd(spec, calls, outcome, ids, completed))
+        return completed
