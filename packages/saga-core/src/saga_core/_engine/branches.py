@@ -16,7 +16,7 @@ it is kept as :attr:`BranchRun.fatal` for the driver to raise.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import anyio
 import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from saga_core._codec.context import ContextCodec
 from saga_core._model.error_text import describe_error
@@ -889,14 +890,14 @@ def _deadline_error(saga_id: UUID, deadline: datetime | None) -> SagaDeadlineExc
     return SagaDeadlineExceededError(f"saga {saga_id} was not finished by {when}")
 
 
-def _drain(receive: Any) -> list[BranchEnd]:
+def _drain(receive: MemoryObjectReceiveStream[BranchEnd]) -> list[BranchEnd]:
     """The branch ends already waiting on ``receive`` (they share the next write)."""
     ends: list[BranchEnd] = []
-    while True:
-        try:
+    try:
+        while True:
             ends.append(receive.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return ends
+    except (anyio.WouldBlock, anyio.EndOfStream):
+        return ends
 
 
 def _branch_result(end: BranchEnd, saga_id: UUID) -> SagaStepResult[Any, Any]:

@@ -133,9 +133,9 @@ class Saga(Generic[Ctx]):
     Raises:
         SagaDefinitionError: ``steps`` is empty or not a list, holds something that is not a
             step class, Fallback, Parallel or wait, holds two steps with the same id (in any
-            branch) or two waits for one signal, or a step's context type is not a base of the saga's; ``version`` is
-            not a positive int; ``deadline`` is not positive; a wait's ``into`` is not a
-            field of the context.
+            branch) or two waits for one signal, or a step's context type is not a base of
+            the saga's; ``version`` is not a positive int; ``deadline`` is not positive; a
+            wait's ``into`` is not a field of the context.
     """
 
     steps: ClassVar[Sequence[StepLike]]
