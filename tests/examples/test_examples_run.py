@@ -268,6 +268,32 @@ def check_payment_webhook(output: str) -> None:
     assert output.count("ship_order act started") == 2  # once per stream of the paid order
 
 
+def check_parallel_order(output: str) -> None:
+    assert_in_order(
+        output,
+        [
+            "Order A-1 (a courier is free):",
+            "open order A-1",
+            "stock: reserving ...",
+            "courier: booking ...",  # started before the stock reservation ended
+            "courier: booked courier-A-1",
+            "stock: reserved stock-A-1",
+            "shipping: label stock-A-1/courier-A-1",  # both branches' changes merged
+            "status: COMPLETED",
+            "steps applied, in order: open_order, book_courier, reserve_stock, book_shipping",
+            "Order A-2 (no courier free):",
+            "stock: reserving ...",
+            "courier: booking ...",
+            # the courier failed first, then the reservation was cancelled: last ended first
+            "stock: release the reservation of order A-2",
+            "courier: cancel any booking of order A-2",
+            "cancel order A-2",
+            "status: COMPENSATED",
+        ],
+    )
+    assert "stock: reserved stock-A-2" not in output  # cancelled mid-act
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "order_saga": check_order_saga,
     "compensation": check_compensation,
@@ -275,6 +301,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "recovery_loop": check_recovery_loop,
     "fastapi_sse": check_fastapi_sse,
     "payment_webhook": check_payment_webhook,
+    "parallel_order": check_parallel_order,
 }
 
 

@@ -230,8 +230,10 @@ def check_record_matches(definition: SagaDefinition, record: SagaRecord) -> None
         return
     if record.next_step is not None and (
         record.cursor >= len(nodes)
-        or record.next_step != nodes[record.cursor].node_id
-        and record.next_step not in nodes[record.cursor].step_ids
+        or (
+            record.next_step != nodes[record.cursor].node_id
+            and record.next_step not in nodes[record.cursor].step_ids
+        )
     ):
         found = "nothing" if record.cursor >= len(nodes) else nodes[record.cursor].node_id
         raise SagaRecoveryError(
