@@ -11,62 +11,108 @@ A wait (``WaitForSignal``, ``Sleep``, ``SleepUntil``) is a parallelogram on the 
 A signal wait with a timeout has a ``times out`` edge: to its ``on_timeout`` step, which the
 saga goes on after, or (without one) dashed into the compensation of the last step before
 the wait. A wait has nothing to compensate.
+
+A ``Parallel`` group is a subgraph titled with its id and fail mode: a ``fork`` circle, each
+branch as its own path (a Fallback branch drawn as at the top level, a nested group as a
+subgraph of its own) and a ``join`` circle the saga goes on from once every branch
+completed. A failure of any step in the group leads into the group's compensation block, a
+subgraph of its own: a fork, one path per branch step (a Fallback branch's fallback before
+its primary) and a join, then the compensations of the steps before the group. The block
+stands for an order the chart cannot know: the rollback undoes the group's steps in the
+reverse of the order they completed, or, with ``compensate_parallel``, all at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
-from saga_core._model.saga import Node, Saga, StepSpec
+from saga_core._model.saga import GroupSpec, Node, Saga, StepSpec
 from saga_core._model.step import SagaStepHandler
 from saga_core._model.waits import Sleep, WaitForSignal, WaitSpec
 
 from .text import format_duration, terminal_text
 
+# Mermaid ids. A node's path is its index in ``steps``, with ``_k`` added for its k-th branch
+# in a group (``1_2_0``: node 1, its branch 2, that group's branch 0); ``s<path>`` is drawn on
+# the forward path and ``c<path>`` on the rollback path. Suffixes: ``f`` a fallback (or
+# timeout) step, ``b`` a circuit breaker, ``j`` a group's join, ``g`` a group's subgraph.
+
 
 @dataclasses.dataclass(frozen=True)
 class _Compensation:
+    """The compensation of one step."""
+
+    index: int
+    """The position in ``steps`` of the node it belongs to."""
     node_id: str
     spec: StepSpec
 
+    @property
+    def entry(self) -> str:
+        return self.node_id
+
+    @property
+    def exit(self) -> str:
+        return self.node_id
+
+
+@dataclasses.dataclass(frozen=True)
+class _GroupCompensation:
+    """The compensations of the ``Parallel`` group at ``steps[index]``, drawn as one block."""
+
+    index: int
+    group: GroupSpec
+    chains: tuple[tuple[_Compensation, ...], ...]
+    """The paths of the block, in declared order: each is undone in its own order, the
+    chains one by one in an order only the run decides, or all at once."""
+
+    @property
+    def entry(self) -> str:
+        return f"c{self.index}"
+
+    @property
+    def exit(self) -> str:
+        return f"c{self.index}j"
+
+
+_Stop: TypeAlias = "_Compensation | _GroupCompensation"
+"""One stop of the rollback chain: a step's compensation or a group's block."""
+
+
+@dataclasses.dataclass
+class _Chart:
+    """A Mermaid chart being drawn, by section (nodes first: a node belongs to the subgraph
+    it is first named in)."""
+
+    rollback: list[_Stop]
+    declarations: list[str] = dataclasses.field(default_factory=list)
+    forward: list[str] = dataclasses.field(default_factory=list)
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+    def declare(self, depth: int, line: str) -> None:
+        """Add a node or subgraph line, indented ``depth`` subgraphs deep."""
+        self.declarations.append("    " * depth + line)
+
 
 def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
-    """The saga's steps, branches and rollback order as a JSON object."""
+    """The saga's steps, branches and rollback order as a JSON object.
+
+    ``steps`` holds one entry per node, of kind ``step``, ``fallback``, ``wait`` or
+    ``parallel``; a ``parallel`` entry has its ``id`` (the ``next_step`` stored while the saga
+    is there), ``fail`` (``"fast"`` or ``"all"``), ``compensate_parallel`` and ``branches``,
+    each an entry of the same shape (its ``index`` is its place among the branches).
+
+    ``compensation_order`` lists the compensations in the order a rollback runs them: a
+    step's id, or for a ``Parallel`` group one object, ``{"parallel": <group id>, "order":
+    "last_completed_first" | "concurrent", "chains": [[step id, ...], ...]}``. Only the run
+    knows the order in which the branches completed, so ``chains`` lists the group's steps in
+    declared order, nested groups' steps included: each chain is undone in its own order (a
+    Fallback branch's fallback, then its primary), the chains one by one from the last
+    completed, or (``concurrent``) every step at once.
+    """
     definition = saga_type.definition()
-    steps: list[dict[str, Any]] = []
-    for index, node in enumerate(definition.nodes):
-        if node.wait is not None:
-            wait = node.wait
-            steps.append(
-                {
-                    "index": index,
-                    "kind": "wait",
-                    "wait_kind": _wait_kind(wait),
-                    "wait_id": wait.wait_id,
-                    "signal": wait.signal,
-                    "into": wait.into,
-                    "timeout_seconds": wait.timeout_seconds,
-                    "sleep_seconds": (wait.node.seconds if isinstance(wait.node, Sleep) else None),
-                    "on_timeout": None if node.fallback is None else _step_json(node.fallback),
-                }
-            )
-            continue
-        assert node.primary is not None, "a step node has a primary"
-        if node.fallback is None:
-            steps.append({"index": index, "kind": "step", **_step_json(node.primary)})
-            continue
-        steps.append(
-            {
-                "index": index,
-                "kind": "fallback",
-                "primary": _step_json(node.primary),
-                "fallback": _step_json(node.fallback),
-                "circuit_breaker": _breaker_name(node),
-                "failure_exceptions": [e.__qualname__ for e in node.failure_exceptions],
-            }
-        )
     context = definition.context_type
     return {
         "saga": definition.name,
@@ -74,9 +120,56 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
         "class": f"{saga_type.__module__}.{saga_type.__qualname__}",
         "context": None if context is None else f"{context.__module__}.{context.__qualname__}",
         "deadline_seconds": definition.deadline_seconds,
-        "steps": steps,
-        "compensation_order": [c.spec.step_id for c in _rollback_order(definition.nodes)],
+        "steps": [_node_json(index, node) for index, node in enumerate(definition.nodes)],
+        "compensation_order": [_stop_json(stop) for stop in _rollback_order(definition.nodes)],
         "mermaid": mermaid(saga_type),
+    }
+
+
+def _node_json(index: int, node: Node) -> dict[str, Any]:
+    if node.wait is not None:
+        wait = node.wait
+        return {
+            "index": index,
+            "kind": "wait",
+            "wait_kind": _wait_kind(wait),
+            "wait_id": wait.wait_id,
+            "signal": wait.signal,
+            "into": wait.into,
+            "timeout_seconds": wait.timeout_seconds,
+            "sleep_seconds": (wait.node.seconds if isinstance(wait.node, Sleep) else None),
+            "on_timeout": None if node.fallback is None else _step_json(node.fallback),
+        }
+    if node.group is not None:
+        group = node.group
+        return {
+            "index": index,
+            "kind": "parallel",
+            "id": group.group_id,
+            "fail": "fast" if group.fail_fast else "all",
+            "compensate_parallel": group.compensate_parallel,
+            "branches": [_node_json(k, branch) for k, branch in enumerate(group.branches)],
+        }
+    assert node.primary is not None, "a step node has a primary"
+    if node.fallback is None:
+        return {"index": index, "kind": "step", **_step_json(node.primary)}
+    return {
+        "index": index,
+        "kind": "fallback",
+        "primary": _step_json(node.primary),
+        "fallback": _step_json(node.fallback),
+        "circuit_breaker": _breaker_name(node),
+        "failure_exceptions": [e.__qualname__ for e in node.failure_exceptions],
+    }
+
+
+def _stop_json(stop: _Stop) -> str | dict[str, Any]:
+    if isinstance(stop, _Compensation):
+        return stop.spec.step_id
+    return {
+        "parallel": stop.group.group_id,
+        "order": "concurrent" if stop.group.compensate_parallel else "last_completed_first",
+        "chains": [[c.spec.step_id for c in chain] for chain in stop.chains],
     }
 
 
@@ -84,108 +177,206 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
     """The saga as a Mermaid ``flowchart TD`` (see the module's docstring)."""
     definition = saga_type.definition()
     nodes = definition.nodes
-    rollback = _rollback_order(nodes)
+    chart = _Chart(_rollback_order(nodes))
     title = definition.name
     if definition.version != 1:  # version 1 is every saga's unless its class says otherwise
         title += f" v{definition.version}"
     if definition.deadline_seconds is not None:
         title += f" (deadline {_duration(definition.deadline_seconds)})"
-    declarations = [f'start(["start: {_escape(title)}"])']
-    forward: list[str] = []
-    failures: list[str] = []
+    chart.declare(0, f'start(["start: {_escape(title)}"])')
     previous = ["start"]
     for index, node in enumerate(nodes):
-        primary = f"s{index}"
         if node.wait is not None:
-            previous = _wait_lines(index, node, previous, rollback, declarations, forward, failures)
-            continue
-        assert node.primary is not None, "a step node has a primary"
-        declarations.append(f'{primary}["{_escape(_label(node.primary))}"]')
-        forward.extend(f"{before} --> {primary}" for before in previous)
-        if node.fallback is None:
-            failures.append(
-                f"{primary} -.->|fails| {_failure_target(primary, node.primary, rollback)}"
-            )
-            previous = [primary]
-            continue
-        branch = f"s{index}f"
-        declarations.append(f'{branch}["{_escape(_label(node.fallback))} (fallback)"]')
-        trigger = "fails"
-        if node.failure_exceptions:
-            trigger += " with " + ", ".join(e.__qualname__ for e in node.failure_exceptions)
-        if node.breaker is not None:
-            trigger += " or circuit open"
-            breaker = f"s{index}b"
-            declarations.append(
-                f'{breaker}{{{{"circuit breaker: {_escape(_breaker_name(node) or "")}"}}}}'
-            )
-            forward.append(f"{breaker} -.- {primary}")
-        forward.append(f'{primary} -->|"{_escape(trigger)}"| {branch}')
-        if node.failure_exceptions:
-            assert node.primary is not None, "a Fallback node has a primary"
-            target = _failure_target(primary, node.primary, rollback)
-            failures.append(f'{primary} -.->|"other error"| {target}')
-        failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
-        previous = [primary, branch]
-    declarations.append('completed(["completed"])')
-    forward.extend(f"{before} --> completed" for before in previous)
-    chain = [c.node_id for c in rollback]
-    declarations.extend(
-        f'{compensation.node_id}["{_escape(_compensate_label(compensation))}"]'
-        for compensation in rollback
-    )
-    declarations.append('compensated(["compensated"])')
-    links = [
-        f"{here} -.-> {after}"
-        for here, after in zip(chain, [*chain[1:], "compensated"], strict=True)
-    ]
+            previous = _wait_lines(chart, index, node, previous)
+        elif node.group is not None:
+            previous = _group_lines(chart, str(index), node.group, previous, f"c{index}", 0)
+        else:
+            previous = _step_lines(chart, str(index), node, previous, None, 0)
+    chart.declare(0, 'completed(["completed"])')
+    chart.forward.extend(f"{before} --> completed" for before in previous)
+    links: list[str] = []
+    compensation_ids: list[str] = []
+    for stop, after in zip(chart.rollback, [*chart.rollback[1:], None], strict=True):
+        _declare_compensations(chart, stop)
+        if isinstance(stop, _GroupCompensation):
+            for chain in stop.chains:
+                path = [stop.entry, *(c.node_id for c in chain), stop.exit]
+                links.extend(f"{here} -.-> {then}" for here, then in zip(path, path[1:]))
+            compensation_ids.append(stop.entry)
+            compensation_ids.extend(c.node_id for chain in stop.chains for c in chain)
+        compensation_ids.append(stop.exit)
+        links.append(f"{stop.exit} -.-> {'compensated' if after is None else after.entry}")
+    chart.declare(0, 'compensated(["compensated"])')
     lines = [
         "flowchart TD",
-        *("    " + line for line in [*declarations, *forward, *failures, *links]),
+        *("    " + line for line in [*chart.declarations, *chart.forward, *chart.failures]),
+        *("    " + line for line in links),
         "    classDef compensation stroke-dasharray: 4 4",
-        f"    class {','.join(chain)} compensation",
     ]
+    if compensation_ids:  # a saga of waits alone has nothing to compensate
+        lines.append(f"    class {','.join(compensation_ids)} compensation")
     return "\n".join(lines)
 
 
-def _rollback_order(nodes: tuple[Node, ...]) -> list[_Compensation]:
-    """Every compensation in the order a rollback runs them: last step first; in a Fallback
-    node the fallback branch before the primary (which was applied before it)."""
-    order: list[_Compensation] = []
+def _step_lines(
+    chart: _Chart,
+    path: str,
+    node: Node,
+    previous: list[str],
+    group_rollback: str | None,
+    depth: int,
+) -> list[str]:
+    """Draw the step or Fallback node at ``path`` after ``previous``; return the nodes the
+    next one follows.
+
+    ``group_rollback`` is where a failure in a group's branch leads (the group's compensation
+    block); None for a node of the saga's own, whose failure leads to its own compensation.
+    """
+    assert node.primary is not None, "a step node has a primary"
+    primary = f"s{path}"
+
+    def rollback_after(node_id: str, spec: StepSpec) -> str:
+        return group_rollback or _failure_target(node_id, spec, chart.rollback)
+
+    chart.declare(depth, f'{primary}["{_escape(_label(node.primary))}"]')
+    chart.forward.extend(f"{before} --> {primary}" for before in previous)
+    if node.fallback is None:
+        chart.failures.append(f"{primary} -.->|fails| {rollback_after(primary, node.primary)}")
+        return [primary]
+    branch = f"s{path}f"
+    chart.declare(depth, f'{branch}["{_escape(_label(node.fallback))} (fallback)"]')
+    trigger = "fails"
+    if node.failure_exceptions:
+        trigger += " with " + ", ".join(e.__qualname__ for e in node.failure_exceptions)
+    if node.breaker is not None:
+        trigger += " or circuit open"
+        breaker = f"s{path}b"
+        chart.declare(
+            depth, f'{breaker}{{{{"circuit breaker: {_escape(_breaker_name(node) or "")}"}}}}'
+        )
+        chart.forward.append(f"{breaker} -.- {primary}")
+    chart.forward.append(f'{primary} -->|"{_escape(trigger)}"| {branch}')
+    if node.failure_exceptions:
+        target = rollback_after(primary, node.primary)
+        chart.failures.append(f'{primary} -.->|"other error"| {target}')
+    chart.failures.append(f"{branch} -.->|fails| {rollback_after(branch, node.fallback)}")
+    return [primary, branch]
+
+
+def _group_lines(
+    chart: _Chart,
+    path: str,
+    group: GroupSpec,
+    previous: list[str],
+    group_rollback: str,
+    depth: int,
+) -> list[str]:
+    """Draw the ``Parallel`` group at ``path`` after ``previous`` as a subgraph: a fork, its
+    branches, a join. Return the nodes the next one follows (the join).
+
+    ``group_rollback`` is the compensation block of the saga's own group (a nested group's
+    steps are undone with those of the group it is in).
+    """
+    fork, join = f"s{path}", f"s{path}j"
+    fail = "fail fast" if group.fail_fast else "fail all: the others finish first"
+    chart.declare(depth, f'subgraph s{path}g ["{_escape(group.group_id)} ({fail})"]')
+    chart.declare(depth + 1, f'{fork}(("fork"))')
+    chart.forward.extend(f"{before} --> {fork}" for before in previous)
+    ends: list[str] = []
+    for k, branch in enumerate(group.branches):
+        if branch.group is not None:
+            ends += _group_lines(
+                chart, f"{path}_{k}", branch.group, [fork], group_rollback, depth + 1
+            )
+        else:
+            ends += _step_lines(chart, f"{path}_{k}", branch, [fork], group_rollback, depth + 1)
+    chart.declare(depth + 1, f'{join}(("join"))')
+    chart.declare(depth, "end")
+    chart.forward.extend(f"{end} --> {join}" for end in ends)
+    return [join]
+
+
+def _declare_compensations(chart: _Chart, stop: _Stop) -> None:
+    """Declare the compensation node of ``stop``, or its group's block as a subgraph."""
+    if isinstance(stop, _Compensation):
+        chart.declare(0, f'{stop.node_id}["{_escape(_compensate_label(stop))}"]')
+        return
+    order = "all at once" if stop.group.compensate_parallel else "one by one, last completed first"
+    title = f"compensate {stop.group.group_id} ({order})"
+    chart.declare(0, f'subgraph c{stop.index}g ["{_escape(title)}"]')
+    chart.declare(1, f'{stop.entry}(("fork"))')
+    for chain in stop.chains:
+        for compensation in chain:
+            chart.declare(
+                1, f'{compensation.node_id}["{_escape(_compensate_label(compensation))}"]'
+            )
+    chart.declare(1, f'{stop.exit}(("join"))')
+    chart.declare(0, "end")
+
+
+def _rollback_order(nodes: tuple[Node, ...]) -> list[_Stop]:
+    """The rollback chain, first stop first: the last node first; in a Fallback node the
+    fallback branch before the primary (which was applied before it); a ``Parallel`` group
+    as one block."""
+    order: list[_Stop] = []
     for index in reversed(range(len(nodes))):
         node = nodes[index]
+        if node.group is not None:
+            together = node.group.compensate_parallel
+            chains = tuple(_chains(index, str(index), node, together=together))
+            order.append(_GroupCompensation(index, node.group, chains))
+            continue
         if node.fallback is not None:
-            order.append(_Compensation(f"c{index}f", node.fallback))
+            order.append(_Compensation(index, f"c{index}f", node.fallback))
         if node.primary is not None:
-            order.append(_Compensation(f"c{index}", node.primary))
+            order.append(_Compensation(index, f"c{index}", node.primary))
     return order
 
 
-def _wait_lines(
-    index: int,
-    node: Node,
-    previous: list[str],
-    rollback: list[_Compensation],
-    declarations: list[str],
-    forward: list[str],
-    failures: list[str],
-) -> list[str]:
-    """Add the lines of wait node ``index``; return the nodes the next one follows."""
+def _chains(
+    index: int, path: str, node: Node, *, together: bool
+) -> list[tuple[_Compensation, ...]]:
+    """The compensation chains of the group branch (or group) ``node`` at ``path``.
+
+    The real order is the run's: the reverse of the order the group's steps completed, or,
+    ``together`` (the saga's own group has ``compensate_parallel``), all at once. Only the
+    saga's own group decides: the engine (``_compensated_together``) undoes a nested group's
+    steps as steps of the group it is in, so they are chains of that block, not a block of
+    their own. A Fallback branch records its primary and fallback in one checkpoint, so one by
+    one its fallback is undone right before its primary; all at once, both together.
+    """
+    if node.group is not None:
+        return [
+            chain
+            for k, branch in enumerate(node.group.branches)
+            for chain in _chains(index, f"{path}_{k}", branch, together=together)
+        ]
+    assert node.primary is not None, "a group branch is a step, a Fallback or a group"
+    primary = _Compensation(index, f"c{path}", node.primary)
+    if node.fallback is None:
+        return [(primary,)]
+    fallback = _Compensation(index, f"c{path}f", node.fallback)
+    return [(fallback,), (primary,)] if together else [(fallback, primary)]
+
+
+def _wait_lines(chart: _Chart, index: int, node: Node, previous: list[str]) -> list[str]:
+    """Draw wait node ``index`` after ``previous``; return the nodes the next one follows."""
     wait = node.wait
     assert wait is not None
     here = f"s{index}"
-    declarations.append(f'{here}[/"{_escape(_wait_label(wait))}"/]')
-    forward.extend(f"{before} --> {here}" for before in previous)
+    chart.declare(0, f'{here}[/"{_escape(_wait_label(wait))}"/]')
+    chart.forward.extend(f"{before} --> {here}" for before in previous)
     if wait.timeout_seconds is None:
         return [here]
     times_out = f'"times out ({_duration(wait.timeout_seconds)})"'
     if node.fallback is not None:
         branch = f"s{index}f"
-        declarations.append(f'{branch}["{_escape(_label(node.fallback))} (on timeout)"]')
-        forward.append(f"{here} -->|{times_out}| {branch}")
-        failures.append(f"{branch} -.->|fails| {_failure_target(branch, node.fallback, rollback)}")
+        chart.declare(0, f'{branch}["{_escape(_label(node.fallback))} (on timeout)"]')
+        chart.forward.append(f"{here} -->|{times_out}| {branch}")
+        target = _failure_target(branch, node.fallback, chart.rollback)
+        chart.failures.append(f"{branch} -.->|fails| {target}")
         return [here, branch]
-    failures.append(f"{here} -.->|{times_out}| {_rollback_before(index, rollback)}")
+    chart.failures.append(f"{here} -.->|{times_out}| {_rollback_before(index, chart.rollback)}")
     return [here]
 
 
@@ -210,22 +401,23 @@ def _duration(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-def _rollback_before(index: int, rollback: list[_Compensation]) -> str:
+def _rollback_before(index: int, rollback: list[_Stop]) -> str:
     """Where a rollback decided at node ``index`` (which applied nothing) starts."""
-    for compensation in rollback:
-        if int(compensation.node_id[1:].rstrip("f")) < index:
-            return compensation.node_id
+    for stop in rollback:
+        if stop.index < index:
+            return stop.entry
     return "compensated"
 
 
-def _failure_target(node_id: str, spec: StepSpec, rollback: list[_Compensation]) -> str:
-    """Where the rollback starts when ``spec``'s act fails: its own compensation, or the next
-    one when a failed act of this step leaves no effect."""
+def _failure_target(node_id: str, spec: StepSpec, rollback: list[_Stop]) -> str:
+    """Where the rollback starts when the act of ``spec`` (drawn as ``node_id``, a node of
+    the saga's own) fails: its own compensation, or the next stop when a failed act of this
+    step leaves no effect."""
     compensation_id = "c" + node_id[1:]
-    position = [c.node_id for c in rollback].index(compensation_id)
+    position = [stop.entry for stop in rollback].index(compensation_id)
     if spec.failed_act_leaves_no_effect:
         position += 1
-    return rollback[position].node_id if position < len(rollback) else "compensated"
+    return rollback[position].entry if position < len(rollback) else "compensated"
 
 
 def _label(spec: StepSpec) -> str:
