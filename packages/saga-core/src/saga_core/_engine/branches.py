@@ -60,8 +60,10 @@ class BranchRun:
         resumed: an earlier runner stopped inside this group (its branches not done may have
             run, in part, then).
         new_calls: step calls for one branch, on a fresh copy of the group's base context.
-        stop_reason: why the group is being cancelled when the driver cancels it (a cancel,
-            the deadline, a failed checkpoint), asked when a branch is cancelled.
+        stop_reason: why the driver cancelled ``scope`` (a cancel, the deadline, a failed
+            checkpoint), asked when a branch is cancelled by it. A cancellation from outside
+            (the run itself is cancelled: a shutdown) is no stop of the group: the branches
+            just end, and the driver hands the saga back.
     """
 
     def __init__(
@@ -86,22 +88,26 @@ class BranchRun:
         """Run the branches under ``scope`` (the driver's, to stop them), then close
         ``send``."""
         self._scope = scope
+        def driver_stop() -> Exception | None:
+            return self._stop_reason() if scope.cancel_called else None
+
         async with send:
             with scope:
-                await self._group(self._node, send, self._stop_reason)
+                await self._group(self._node, send, driver_stop)
 
     async def _group(
         self,
         node: Node,
         send: MemoryObjectSendStream[BranchEnd],
-        reason: Callable[[], Exception],
+        reason: Callable[[], Exception | None],
     ) -> bool:
-        """Run ``node``'s branches not done; True when all completed."""
+        """Run ``node``'s branches not done; True when all completed. ``reason`` tells why
+        the group is cancelled, if it was stopped (None: cancelled from outside)."""
         group = node.group
         assert group is not None
         failed: list[str] = []
 
-        def why() -> Exception:
+        def why() -> Exception | None:
             if failed:
                 return SagaCancelledError(
                     f"cancelled because branch {failed[0]} of {group.group_id} failed"
@@ -129,7 +135,7 @@ class BranchRun:
         self,
         node: Node,
         send: MemoryObjectSendStream[BranchEnd],
-        reason: Callable[[], Exception],
+        reason: Callable[[], Exception | None],
     ) -> bool:
         """Run a step or ``Fallback`` branch; True when it completed."""
         calls = self._new_calls()
@@ -156,10 +162,12 @@ class BranchRun:
                     break
                 spec, on_fallback = node.fallback, True
         except anyio.get_cancelled_exc_class():
-            # Cancelled mid-act: it may have had an effect, and is rolled back.
-            interrupted = calls.interrupted(spec, reason())
-            ids = interrupted_ids(node, spec, node_applied, resumed)
-            send.send_nowait(BranchEnd(spec, calls, interrupted, ids, False))
+            why = reason()
+            if why is not None:
+                # Stopped mid-act: it may have had an effect, and is rolled back.
+                interrupted = calls.interrupted(spec, why)
+                ids = interrupted_ids(node, spec, node_applied, resumed)
+                _report(send, BranchEnd(spec, calls, interrupted, ids, False))
             raise
         except DependencyResolutionError as exc:
             # A wiring mistake, not a business failure: the whole run stops (the saga stays
@@ -167,7 +175,16 @@ class BranchRun:
             if self.fatal is None:
                 self.fatal = exc
             self._scope.cancel()
-            send.send_nowait(BranchEnd(spec, calls, CallOutcome(None, exc, 0, False), (), False))
+            _report(send, BranchEnd(spec, calls, CallOutcome(None, exc, 0, False), (), False))
             return False
-        send.send_nowait(BranchEnd(spec, calls, outcome, ids, completed))
+        _report(send, BranchEnd(spec, calls, outcome, ids, completed))
         return completed
+
+
+def _report(send: MemoryObjectSendStream[BranchEnd], end: BranchEnd) -> None:
+    """Tell the driver how a branch ended, unless it stopped listening (its run was
+    cancelled: the saga is handed back as last written)."""
+    try:
+        send.send_nowait(end)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
