@@ -15,6 +15,7 @@ it is kept as :attr:`BranchRun.fatal` for the driver to raise.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -88,6 +89,7 @@ class BranchRun:
         """Run the branches under ``scope`` (the driver's, to stop them), then close
         ``send``."""
         self._scope = scope
+
         def driver_stop() -> Exception | None:
             return self._stop_reason() if scope.cancel_called else None
 
@@ -184,7 +186,5 @@ class BranchRun:
 def _report(send: MemoryObjectSendStream[BranchEnd], end: BranchEnd) -> None:
     """Tell the driver how a branch ended, unless it stopped listening (its run was
     cancelled: the saga is handed back as last written)."""
-    try:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         send.send_nowait(end)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass
