@@ -24,7 +24,7 @@ from saga_core import (
 )
 from saga_core.storage import Checkpoint, JournalEntry, NewSaga, SagaRecord
 
-from . import waiting_sagas
+from . import parallel_sagas, waiting_sagas
 from .cli_sagas import HOSTILE, SWITCHES, NoteContext, OrderContext, saga_map
 
 #: ``cli(*args) -> (exit code, stdout, stderr)``: the CLI run in-process.
@@ -220,3 +220,63 @@ async def record_of(url: str, saga_id: uuid.UUID) -> SagaRecord:
     """The stored record of a saga."""
     async with open_storage(url) as storage:
         return await storage.load(saga_id)
+
+
+async def stalled_in_parallel(url: str, order_id: str = "d-1") -> uuid.UUID:
+    """A dispatch saga RUNNING at its ``Parallel`` group, as a runner that stopped while
+    ``label`` ran leaves it: ``check`` and the other branches completed, each in a checkpoint
+    of its own, and the lease released.
+
+    Written here as the runner writes it, not by cancelling a live runner: on asyncio a
+    runner cancelled inside a group fails with ``BrokenResourceError`` instead of stopping
+    cleanly (an engine bug, in ``saga_core._engine.branches``).
+    """
+    saga_id = uuid.uuid4()
+    group = parallel_sagas.DispatchSaga.definition().nodes[1].node_id
+    context = parallel_sagas.DispatchContext(order_id, checked=True)
+    now = datetime.now(timezone.utc)
+
+    def act(step_id: str, event: StepEvent) -> JournalEntry:
+        return JournalEntry(step_id, StepDirection.ACT, event, 1, now)
+
+    def stored(context: parallel_sagas.DispatchContext) -> str:
+        return json.dumps(dataclasses.asdict(context))
+
+    async with open_storage(url) as storage:
+        new = NewSaga(
+            saga_id, "dispatch", stored(context), "seed", 600.0, [act("check", StepEvent.STARTED)]
+        )
+        await storage.create(new._replace(next_step="check"))
+        branches = ("reserve", "courier", "pack", "label")
+        journal = [
+            act("check", StepEvent.COMPLETED),
+            *(act(b, StepEvent.STARTED) for b in branches),
+        ]
+        applied: tuple[str, ...] = ("check",)
+        changes: list[tuple[str | None, dict[str, Any]]] = [
+            (None, {}),
+            ("reserve", {"reserved": True}),
+            ("courier", {"carrier": "courier"}),
+            ("pack", {"packed": True}),
+        ]
+        for version, (step_id, change) in enumerate(changes, start=1):
+            if step_id is not None:
+                context = dataclasses.replace(context, **change)
+                applied += (step_id,)
+                journal = [act(step_id, StepEvent.COMPLETED)]
+            last = version == len(changes)
+            await storage.checkpoint(
+                Checkpoint(
+                    saga_id,
+                    expected_version=version,
+                    status=SagaStatus.RUNNING,
+                    cursor=1,
+                    applied=applied,
+                    context=stored(context),
+                    journal=journal,
+                    lease_owner=None if last else "seed",
+                    lease_seconds=None if last else 600.0,
+                    next_step=group,
+                )
+            )
+    return saga_id

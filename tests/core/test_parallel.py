@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import types
 import uuid
@@ -13,6 +14,8 @@ import anyio
 import pytest
 
 from saga_core import (
+    Container,
+    DependencyResolutionError,
     Fallback,
     MemorySagaStorage,
     Parallel,
@@ -28,6 +31,7 @@ from saga_core import (
     SagaStepHandler,
     Sleep,
     StepDirection,
+    bootstrap,
     recover_saga,
 )
 from saga_core.storage import Checkpoint
@@ -80,6 +84,20 @@ class Meeting:
                 meeting.ledger.append(f"compensate:{step_name}")
 
         return Step
+
+
+class Service:
+    """A dependency a step needs."""
+
+
+class NeedsService(SagaStepHandler[Order, None]):
+    name = "needs-service"
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def act(self, context: Order) -> None:
+        pass
 
 
 def group_writes(checkpoints: list[Checkpoint]) -> list[tuple[int, tuple[str, ...]]]:
@@ -545,3 +563,86 @@ async def test_a_failed_branch_write_stops_the_group_and_compensates_it(
     # quick ran (its write failed, not its act) and slow was cancelled mid-act: both undone
     assert sorted(ledger[:2]) == ["act:quick", "act:slow"]
     assert ledger[2:] == ["compensate:slow", "compensate:quick"]
+
+
+async def test_each_branch_has_its_own_idempotency_key(make_mediator: MediatorFactory) -> None:
+    keys: list[str] = []
+
+    def keyed(step_name: str) -> type[SagaStepHandler[Order, None]]:
+        class Step(SagaStepHandler[Order, None]):
+            name = step_name
+
+            async def act(self, context: Order) -> None:
+                keys.append(self.idempotency_key)
+
+        return Step
+
+    saga_id = uuid.uuid4()
+    await make_mediator(Order, saga_of(Parallel(keyed("b"), keyed("c")))).run(Order(), saga_id)
+    assert sorted(keys) == [f"{saga_id}:b:act", f"{saga_id}:c:act"]
+
+
+async def test_a_branch_that_cannot_be_built_stops_the_run_without_a_rollback(
+    make_step: StepFactory,
+    make_mediator: MediatorFactory,
+    storage: MemorySagaStorage,
+    ledger: list[str],
+) -> None:
+    def service_down() -> Service:
+        raise RuntimeError("service registry unreachable")
+
+    container = Container()
+    container.register_factory(Service, service_down)  # fails only when a step is built
+    saga_id = uuid.uuid4()
+    saga = saga_of(make_step("a"), Parallel(make_step("b"), NeedsService))
+    mediator = make_mediator(Order, saga, di_container=container)
+    with pytest.raises(DependencyResolutionError, match="needs-service"):
+        await mediator.run(Order(), saga_id)
+    # a wiring mistake, not a business failure: nothing is compensated, the saga is handed
+    # back RUNNING at the group, for recovery once the wiring is fixed
+    assert not [entry for entry in ledger if entry.startswith("compensate:")]
+    record = await storage.load(saga_id)
+    assert (record.status, record.cursor, record.lease_owner) == (SagaStatus.RUNNING, 1, None)
+
+
+async def test_a_worker_runs_a_detached_saga_with_a_group(
+    make_step: StepFactory, make_mediator: MediatorFactory, ledger: list[str]
+) -> None:
+    saga = saga_of(Parallel(make_step("b"), make_step("c")), make_step("d"))
+    # a storage on the real clock: the worker finds the saga due now
+    mediator = bootstrap(
+        sagas_mapper=lambda mapper: mapper.bind(Order, saga), saga_storage=MemorySagaStorage()
+    )
+    handle = await mediator.start(Order())
+    await mediator.worker().run_once()
+    with anyio.fail_after(2):
+        outcome = await handle.result()
+    assert outcome.status is SagaStatus.COMPLETED
+    assert sorted(ledger[:2]) == ["act:b", "act:c"] and ledger[2] == "act:d"
+    events = [(e.step_id, e.event.value) async for e in mediator.watch(handle.saga_id)]
+    assert ("b", "completed") in events and ("c", "completed") in events
+
+
+async def test_compensate_parallel_of_a_nested_group_applies_to_its_steps_only(
+    make_step: StepFactory,
+    make_mediator: MediatorFactory,
+    checkpoints: list[Checkpoint],
+) -> None:
+    class Outer(SagaStepHandler[Order, None]):
+        name = "outer"
+
+        async def act(self, context: Order) -> None:
+            await anyio.sleep(0.02)  # ends after x and y
+
+    saga = saga_of(
+        Parallel(Outer, Parallel(make_step("x"), make_step("y"), compensate_parallel=True)),
+        make_step("fails", act_fails=math.inf),
+    )
+    outcome = await make_mediator(Order, saga).run(Order())
+    assert outcome.status is SagaStatus.COMPENSATED
+    rollback = [c.applied for c in checkpoints if c.status is not SagaStatus.RUNNING]
+    assert set(rollback[0][:2]) == {"x", "y"} and rollback[0][2:] == ("outer", "fails")
+    # each write removes the steps compensated together: fails, outer (its group is not
+    # compensate_parallel), then x and y at once
+    removed = [set(before) - set(after) for before, after in itertools.pairwise(rollback)]
+    assert removed == [{"fails"}, {"outer"}, {"x", "y"}]

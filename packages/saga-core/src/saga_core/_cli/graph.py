@@ -16,15 +16,18 @@ A ``Parallel`` group is a subgraph titled with its id and fail mode: a ``fork`` 
 branch as its own path (a Fallback branch drawn as at the top level, a nested group as a
 subgraph of its own) and a ``join`` circle the saga goes on from once every branch
 completed. A failure of any step in the group leads into the group's compensation block, a
-subgraph of its own: a fork, one path per branch step (a Fallback branch's fallback before
-its primary) and a join, then the compensations of the steps before the group. The block
-stands for an order the chart cannot know: the rollback undoes the group's steps in the
-reverse of the order they completed, or, with ``compensate_parallel``, all at once.
+subgraph of its own: a fork, a path per step of the group (nested groups' steps included; a
+Fallback branch's fallback, then its primary, on one path) and a join, then the
+compensations of the nodes before the group. The block stands for an order only the run
+decides: the rollback undoes the group's steps in the reverse of the order they completed,
+or, when the saga's own group has ``compensate_parallel``, all at once (each step on a path
+of its own).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -194,25 +197,16 @@ def mermaid(saga_type: type[Saga[Any]]) -> str:
             previous = _step_lines(chart, str(index), node, previous, None, 0)
     chart.declare(0, 'completed(["completed"])')
     chart.forward.extend(f"{before} --> completed" for before in previous)
-    links: list[str] = []
-    compensation_ids: list[str] = []
-    for stop, after in zip(chart.rollback, [*chart.rollback[1:], None], strict=True):
+    for stop in chart.rollback:
         _declare_compensations(chart, stop)
-        if isinstance(stop, _GroupCompensation):
-            for chain in stop.chains:
-                path = [stop.entry, *(c.node_id for c in chain), stop.exit]
-                links.extend(f"{here} -.-> {then}" for here, then in zip(path, path[1:]))
-            compensation_ids.append(stop.entry)
-            compensation_ids.extend(c.node_id for chain in stop.chains for c in chain)
-        compensation_ids.append(stop.exit)
-        links.append(f"{stop.exit} -.-> {'compensated' if after is None else after.entry}")
     chart.declare(0, 'compensated(["compensated"])')
     lines = [
         "flowchart TD",
         *("    " + line for line in [*chart.declarations, *chart.forward, *chart.failures]),
-        *("    " + line for line in links),
+        *("    " + line for line in _rollback_links(chart.rollback)),
         "    classDef compensation stroke-dasharray: 4 4",
     ]
+    compensation_ids = [node_id for stop in chart.rollback for node_id in _node_ids(stop)]
     if compensation_ids:  # a saga of waits alone has nothing to compensate
         lines.append(f"    class {','.join(compensation_ids)} compensation")
     return "\n".join(lines)
@@ -229,8 +223,10 @@ def _step_lines(
     """Draw the step or Fallback node at ``path`` after ``previous``; return the nodes the
     next one follows.
 
-    ``group_rollback`` is where a failure in a group's branch leads (the group's compensation
-    block); None for a node of the saga's own, whose failure leads to its own compensation.
+    ``group_rollback`` is where a failure in a group's branch leads: the group's compensation
+    block, even from a step whose failed act leaves no effect, since the other branches may
+    have completed. None for a node of the saga's own, whose failure leads to its own
+    compensation.
     """
     assert node.primary is not None, "a step node has a primary"
     primary = f"s{path}"
@@ -312,6 +308,27 @@ def _declare_compensations(chart: _Chart, stop: _Stop) -> None:
             )
     chart.declare(1, f'{stop.exit}(("join"))')
     chart.declare(0, "end")
+
+
+def _rollback_links(rollback: list[_Stop]) -> list[str]:
+    """The dashed edges of the rollback path: through each stop (a group's block: from its
+    fork along each chain to its join), then on to the next stop, down to ``compensated``."""
+    links: list[str] = []
+    entries = [*(stop.entry for stop in rollback[1:]), "compensated"]
+    for stop, after in zip(rollback, entries, strict=True):
+        if isinstance(stop, _GroupCompensation):
+            for chain in stop.chains:
+                path = [stop.entry, *(c.node_id for c in chain), stop.exit]
+                links.extend(f"{here} -.-> {then}" for here, then in itertools.pairwise(path))
+        links.append(f"{stop.exit} -.-> {after}")
+    return links
+
+
+def _node_ids(stop: _Stop) -> list[str]:
+    """The ids of the nodes drawn for ``stop``, in the order they are declared."""
+    if isinstance(stop, _Compensation):
+        return [stop.node_id]
+    return [stop.entry, *(c.node_id for chain in stop.chains for c in chain), stop.exit]
 
 
 def _rollback_order(nodes: tuple[Node, ...]) -> list[_Stop]:

@@ -496,12 +496,21 @@ def _compensations_ended(
 
 def _compensated_together(nodes: Sequence[Node], applied: tuple[str, ...]) -> tuple[str, ...]:
     """The steps compensated next: the last applied one, with the ones applied just before
-    it by the same ``compensate_parallel`` group (compensated concurrently)."""
+    it by the same ``compensate_parallel`` group — the innermost such group holding it, its
+    nested groups' steps included — compensated concurrently."""
     last = applied[-1]
-    node = next((n for n in nodes if n.group is not None and last in n.step_ids), None)
-    if node is None or node.group is None or not node.group.compensate_parallel:
+    # The innermost group holding ``last`` that compensates in parallel decides.
+    chosen: Node | None = None
+    branches: Sequence[Node] = nodes
+    while (node := next((n for n in branches if last in n.step_ids), None)) is not None:
+        if node.group is None:
+            break
+        if node.group.compensate_parallel:
+            chosen = node
+        branches = node.group.branches
+    if chosen is None:
         return (last,)
-    members = node.step_ids
+    members = chosen.step_ids
     count = 0
     for step_id in reversed(applied):
         if step_id not in members:

@@ -29,9 +29,9 @@ class Parallel:
             branch that completed, failed after being called, or was cancelled mid-act —
             last completed first — unless a failed act declares
             ``failed_act_leaves_no_effect``.
-        compensate_parallel: on rollback, compensate this group's completed branches
-            concurrently (one checkpoint for them) instead of one by one in reverse order
-            of completion.
+        compensate_parallel: on rollback, compensate the steps this group's branches
+            applied (nested groups' included) concurrently, in one checkpoint, instead of
+            one by one in reverse order of completion.
         name: the id stored while the saga is at this node (default
             ``"parallel:<branch id>,<branch id>,..."``); set it before reordering branches
             with sagas in flight.

@@ -1,0 +1,320 @@
+"""Sagas with ``Parallel`` groups: ``graph`` draws a group as a fork and a join with its
+compensations as one block, ``--json graph`` nests its branches, and ``list``, ``show`` and
+``recover`` handle a saga RUNNING at a group."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from saga_core import SagaStatus
+
+from . import _seed
+from ._seed import CliRunner, Seeder
+
+DISPATCH = "tests.cli.parallel_sagas:DispatchSaga"
+SAGAS = "tests.cli.parallel_sagas:saga_map"
+GROUP = "parallel:reserve,courier,parallel:pack,label"
+
+DISPATCH_GRAPH = f"""\
+flowchart TD
+    start(["start: dispatch"])
+    s0["check"]
+    subgraph s1g ["{GROUP} (fail fast)"]
+        s1(("fork"))
+        s1_0["reserve"]
+        s1_1["courier"]
+        s1_1f["post (fallback)"]
+        subgraph s1_2g ["parallel:pack,label (fail fast)"]
+            s1_2(("fork"))
+            s1_2_0["pack"]
+            s1_2_1["label"]
+            s1_2j(("join"))
+        end
+        s1j(("join"))
+    end
+    s2["invoice"]
+    completed(["completed"])
+    c2["compensate invoice (no-op)"]
+    subgraph c1g ["compensate {GROUP} (one by one, last completed first)"]
+        c1(("fork"))
+        c1_0["compensate reserve"]
+        c1_1f["compensate post (no-op)"]
+        c1_1["compensate courier"]
+        c1_2_0["compensate pack"]
+        c1_2_1["compensate label"]
+        c1j(("join"))
+    end
+    c0["compensate check"]
+    compensated(["compensated"])
+    start --> s0
+    s0 --> s1
+    s1 --> s1_0
+    s1 --> s1_1
+    s1_1 -->|"fails"| s1_1f
+    s1 --> s1_2
+    s1_2 --> s1_2_0
+    s1_2 --> s1_2_1
+    s1_2_0 --> s1_2j
+    s1_2_1 --> s1_2j
+    s1_0 --> s1j
+    s1_1 --> s1j
+    s1_1f --> s1j
+    s1_2j --> s1j
+    s1j --> s2
+    s2 --> completed
+    s0 -.->|fails| c0
+    s1_0 -.->|fails| c1
+    s1_1f -.->|fails| c1
+    s1_2_0 -.->|fails| c1
+    s1_2_1 -.->|fails| c1
+    s2 -.->|fails| c2
+    c2 -.-> c1
+    c1 -.-> c1_0
+    c1_0 -.-> c1j
+    c1 -.-> c1_1f
+    c1_1f -.-> c1_1
+    c1_1 -.-> c1j
+    c1 -.-> c1_2_0
+    c1_2_0 -.-> c1j
+    c1 -.-> c1_2_1
+    c1_2_1 -.-> c1j
+    c1j -.-> c0
+    c0 -.-> compensated
+    classDef compensation stroke-dasharray: 4 4
+    class c2,c1,c1_0,c1_1f,c1_1,c1_2_0,c1_2_1,c1j,c0 compensation
+"""
+
+_ID = r"[A-Za-z][A-Za-z0-9_]*"
+_SUBGRAPH = re.compile(rf'subgraph ({_ID}) \["[^"]*"\]')
+_NODE = re.compile(
+    rf'({_ID})(\(\["[^"]*"\]\)|\["[^"]*"\]|\(\("[^"]*"\)\)|\{{\{{"[^"]*"\}}\}}|\[/"[^"]*"/\])'
+)
+_EDGE = re.compile(rf'({_ID}) (-->|-\.->|-\.-)(\|"[^"]*"\||\|[^|"]*\|)? ({_ID})')
+
+
+def mermaid_outline(chart: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Check a chart's structure as Mermaid's flowchart grammar reads it: fail on a line of
+    a form ``graph`` does not write, an id Mermaid would not take, a subgraph left open or
+    closed twice, a node declared twice, a declared node no edge uses or an edge to an
+    undeclared one. Returns each subgraph's members (``""`` for the top level) and the
+    edges."""
+    lines = chart.splitlines()
+    assert lines[0] == "flowchart TD"
+    members: dict[str, list[str]] = {"": []}
+    open_subgraphs = [""]
+    edges: list[tuple[str, str]] = []
+    styled: list[str] = []
+    for line in (line.strip() for line in lines[1:]):
+        if match := _SUBGRAPH.fullmatch(line):
+            assert match[1] not in members, f"subgraph {match[1]} declared twice"
+            members[open_subgraphs[-1]].append(match[1])
+            members[match[1]] = []
+            open_subgraphs.append(match[1])
+        elif line == "end":
+            assert len(open_subgraphs) > 1, "an end without a subgraph"
+            open_subgraphs.pop()
+        elif match := _NODE.fullmatch(line):
+            assert all(match[1] not in nodes for nodes in members.values()), match[1]
+            members[open_subgraphs[-1]].append(match[1])
+        elif match := _EDGE.fullmatch(line):
+            edges.append((match[1], match[4]))
+        elif line.startswith("class "):
+            styled = line.split()[1].split(",")
+        else:
+            assert line == "classDef compensation stroke-dasharray: 4 4", line
+    assert open_subgraphs == [""], f"subgraphs left open: {open_subgraphs[1:]}"
+    declared = {node for nodes in members.values() for node in nodes} - set(members)
+    used = {node for edge in edges for node in edge}
+    assert used == declared, (used - declared, declared - used)
+    assert set(styled) <= declared
+    return members, edges
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+
+def test_graph_draws_a_parallel_group_as_fork_branches_and_join(cli: CliRunner) -> None:
+    code, out, err = cli("graph", DISPATCH)
+    assert (code, err) == (0, "")
+    assert out == DISPATCH_GRAPH
+    members, edges = mermaid_outline(out)
+    # The forward path: the group and the group nested in it are subgraphs, fork to join.
+    assert members["s1g"] == ["s1", "s1_0", "s1_1", "s1_1f", "s1_2g", "s1j"]
+    assert members["s1_2g"] == ["s1_2", "s1_2_0", "s1_2_1", "s1_2j"]
+    assert [after for before, after in edges if before == "s1"] == ["s1_0", "s1_1", "s1_2"]
+    assert [before for before, after in edges if after == "s1j"] == [
+        "s1_0",
+        "s1_1",
+        "s1_1f",
+        "s1_2j",
+    ]
+    assert ("s0", "s1") in edges and ("s1j", "s2") in edges
+    # The rollback: one block for the whole group, entered from the step after it, left for
+    # the step before it; every step of the group fails into it.
+    assert members["c1g"] == ["c1", "c1_0", "c1_1f", "c1_1", "c1_2_0", "c1_2_1", "c1j"]
+    assert ("c2", "c1") in edges and ("c1j", "c0") in edges
+    assert {before for before, after in edges if after == "c1" and before.startswith("s")} == {
+        "s1_0",
+        "s1_1f",
+        "s1_2_0",
+        "s1_2_1",
+    }
+
+
+def test_graph_json_nests_a_group_s_branches(cli: CliRunner) -> None:
+    code, out, _ = cli("--json", "graph", DISPATCH)
+    assert code == 0
+    structure = json.loads(out)
+
+    def step(index: int, step_id: str, cls: str, *, compensates: bool = True) -> dict[str, Any]:
+        return {"index": index, "kind": "step", **spec(step_id, cls, compensates=compensates)}
+
+    def spec(step_id: str, cls: str, *, compensates: bool = True) -> dict[str, Any]:
+        return {
+            "step_id": step_id,
+            "class": f"tests.cli.parallel_sagas.{cls}",
+            "compensates": compensates,
+            "failed_act_leaves_no_effect": False,
+        }
+
+    assert structure == {
+        "saga": "dispatch",
+        "version": 1,
+        "class": "tests.cli.parallel_sagas.DispatchSaga",
+        "context": "tests.cli.parallel_sagas.DispatchContext",
+        "deadline_seconds": None,
+        "steps": [
+            step(0, "check", "Check"),
+            {
+                "index": 1,
+                "kind": "parallel",
+                "id": GROUP,
+                "fail": "fast",
+                "compensate_parallel": False,
+                "branches": [
+                    step(0, "reserve", "Reserve"),
+                    {
+                        "index": 1,
+                        "kind": "fallback",
+                        "primary": spec("courier", "BookCourier"),
+                        "fallback": spec("post", "BookPost", compensates=False),
+                        "circuit_breaker": None,
+                        "failure_exceptions": [],
+                    },
+                    {
+                        "index": 2,
+                        "kind": "parallel",
+                        "id": "parallel:pack,label",
+                        "fail": "fast",
+                        "compensate_parallel": False,
+                        "branches": [step(0, "pack", "Pack"), step(1, "label", "Label")],
+                    },
+                ],
+            },
+            step(2, "invoice", "Invoice", compensates=False),
+        ],
+        "compensation_order": [
+            "invoice",
+            {
+                "parallel": GROUP,
+                "order": "last_completed_first",
+                "chains": [["reserve"], ["post", "courier"], ["pack"], ["label"]],
+            },
+            "check",
+        ],
+        "mermaid": DISPATCH_GRAPH.rstrip("\n"),
+    }
+
+
+def test_graph_of_a_group_compensated_at_once(cli: CliRunner) -> None:
+    code, out, _ = cli("--json", "graph", "tests.cli.parallel_sagas:TogetherSaga")
+    assert code == 0
+    structure = json.loads(out)
+    group = structure["steps"][0]
+    assert (group["id"], group["fail"], group["compensate_parallel"]) == (
+        "parallel:prepare",
+        "all",
+        True,
+    )
+    # Undone at once: a Fallback branch's two steps are chains of their own.
+    assert structure["compensation_order"] == [
+        "invoice",
+        {
+            "parallel": "parallel:prepare",
+            "order": "concurrent",
+            "chains": [["reserve"], ["post"], ["courier"]],
+        },
+    ]
+    chart = structure["mermaid"]
+    members, edges = mermaid_outline(chart)
+    assert 'subgraph s0g ["parallel:prepare (fail all: the others finish first)"]' in chart
+    assert 'subgraph c0g ["compensate parallel:prepare (all at once)"]' in chart
+    assert members["c0g"] == ["c0", "c0_0", "c0_1f", "c0_1", "c0j"]
+    assert [after for before, after in edges if before == "c0"] == ["c0_0", "c0_1f", "c0_1"]
+    assert ("c0j", "compensated") in edges
+
+
+def test_graph_of_the_sagas_drawn_elsewhere_reads_as_mermaid(cli: CliRunner) -> None:
+    for saga in (
+        "tests.cli.cli_sagas:WalletFallbackSaga",
+        "tests.cli.waiting_sagas:ApprovalSaga",
+        "tests.cli.waiting_sagas:ReminderSaga",
+    ):
+        code, out, _ = cli("graph", saga)
+        assert code == 0
+        members, _ = mermaid_outline(out)
+        assert list(members) == [""], saga  # no group, no subgraph
+
+
+# --- a saga RUNNING at a group ---------------------------------------------------------------
+
+
+def test_list_and_show_a_saga_running_at_a_group(cli: CliRunner, seed: Seeder, db_url: str) -> None:
+    saga_id = seed(_seed.stalled_in_parallel, db_url)
+    code, out, err = cli("--url", db_url, "list")
+    assert (code, err) == (0, "")
+    [row] = out.splitlines()[1:]
+    assert row.split()[:5] == [str(saga_id), "dispatch", "running", "5", "1"]
+
+    code, out, err = cli("--url", db_url, "show", str(saga_id))
+    assert (code, err) == (0, "")
+    state = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+        for line in out.split("\n\n")[0].splitlines()[1:]
+    }
+    assert state["next step"] == GROUP
+    assert state["applied"] == "check, reserve, courier, pack"  # in order of completion
+    timeline = out.split("journal (9 entries):\n", 1)[1].splitlines()
+    assert [line.split()[1:4] for line in timeline][-3:] == [
+        ["reserve", "act", "completed"],
+        ["courier", "act", "completed"],
+        ["pack", "act", "completed"],
+    ]
+
+    code, out, _ = cli("--url", db_url, "--json", "show", str(saga_id))
+    shown = json.loads(out)
+    assert (shown["status"], shown["cursor"], shown["next_step"], shown["wait"]) == (
+        "running",
+        1,
+        GROUP,
+        None,
+    )
+    assert shown["applied"] == ["check", "reserve", "courier", "pack"]
+
+
+def test_recover_runs_the_branches_a_group_has_left(
+    cli: CliRunner, seed: Seeder, db_url: str
+) -> None:
+    saga_id = seed(_seed.stalled_in_parallel, db_url)
+    code, out, err = cli("--url", db_url, "recover", str(saga_id), "--sagas", SAGAS)
+    assert (code, err) == (0, "")
+    assert out == f"saga {saga_id} recovered: completed\n"
+    assert seed(_seed.status_of, db_url, saga_id) == (SagaStatus.COMPLETED, False)
+    code, out, _ = cli("--url", db_url, "--json", "show", str(saga_id))
+    shown = json.loads(out)
+    assert shown["applied"] == ["check", "reserve", "courier", "pack", "label", "invoice"]
+    started = [e["step_id"] for e in shown["journal"] if e["event"] == "started"]
+    assert started.count("reserve") == 1  # the completed branches did not run again
+    assert started.count("label") == 2
