@@ -23,12 +23,14 @@ from saga_core import (
     Saga,
     SagaBranchConflictError,
     SagaCancelledError,
+    SagaConcurrencyError,
     SagaContext,
     SagaDeadlineExceededError,
     SagaDefinitionError,
     SagaMediator,
     SagaStatus,
     SagaStepHandler,
+    SagaVersionConflictError,
     Sleep,
     StepDirection,
     bootstrap,
@@ -646,3 +648,29 @@ async def test_compensate_parallel_of_a_nested_group_applies_to_its_steps_only(
     # compensate_parallel), then x and y at once
     removed = [set(before) - set(after) for before, after in itertools.pairwise(rollback)]
     assert removed == [{"fails"}, {"outer"}, {"x", "y"}]
+
+
+async def test_a_runner_taken_over_mid_group_stops_its_branches_and_writes_nothing_more(
+    make_step: StepFactory,
+    make_mediator: MediatorFactory,
+    storage: MemorySagaStorage,
+    ledger: list[str],
+) -> None:
+    meeting = Meeting(ledger, "slow", "never")
+    write = type(storage).checkpoint
+
+    async def refused_checkpoint(checkpoint: Checkpoint) -> None:
+        if checkpoint.applied == ("quick",):
+            raise SagaVersionConflictError("another runner wrote version 2")
+        await write(storage, checkpoint)
+
+    storage.checkpoint = refused_checkpoint  # type: ignore[method-assign]
+    saga_id = uuid.uuid4()
+    saga = saga_of(Parallel(make_step("quick"), meeting.step("slow")))
+    with anyio.fail_after(5), pytest.raises(SagaConcurrencyError, match="taken over"):
+        await make_mediator(Order, saga).run(Order(), saga_id)
+    # slow was cancelled at once (it would wait forever), and nothing was compensated: the
+    # saga belongs to the other runner
+    assert sorted(ledger) == ["act:quick", "act:slow"]
+    record = await storage.load(saga_id)
+    assert (record.status, record.version, record.applied) == (SagaStatus.RUNNING, 1, ())

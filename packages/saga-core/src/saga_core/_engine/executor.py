@@ -469,6 +469,8 @@ class SagaRun:
             stop_reason,
         )
         scope = anyio.CancelScope(deadline=self._deadline_clock())
+        # Nothing is raised inside the task group below (it would come out wrapped in an
+        # exception group): failures are kept and acted on once every branch has ended.
         send, receive = anyio.create_memory_object_stream[BranchEnd](math.inf)
         failure: Exception | None = None
         unwritten: list[str] = []  # steps of ended branches not fed to the state machine yet
@@ -494,15 +496,23 @@ class SagaRun:
                                 failure = exc
                                 stops.append(exc)
                                 scope.cancel()
-                        if failure is not None or self._state.fenced or not unwritten:
+                        if self._state.fenced:
+                            break  # taken over: the branches stop, nothing more is written
+                        if failure is not None or not unwritten:
                             continue
                         write = self._feed(states.BranchesCompleted(tuple(unwritten))).write
                         unwritten.clear()
-                        write_error = await self._store_group_write(write)
+                        try:
+                            write_error = await self._store_group_write(write)
+                        except SagaConcurrencyError:
+                            break  # fenced: raised below, outside the task group
                         if write_error is not None:
                             failure = write_error
                             stops.append(write_error)
                             scope.cancel()
+                if self._state.fenced:  # left early: stop the branches still running
+                    stops.append(self._report.taken_over())
+                    scope.cancel()
         finally:
             self._act_scope = None
         if self._state.fenced:
