@@ -4,9 +4,12 @@ PostgreSQL: the group's wall time next to one branch's 20 ms, and its writes, co
     uv run python benchmarks/bench_parallel.py [--rounds 5] [--sagas 50]
         [--backends memory,sqlite,postgres]
 
-Two sagas, run one at a time through ``bootstrap(...).run``:
+Three sagas, run one at a time through ``bootstrap(...).run``:
 
-- **the group**: ``steps = [Parallel(Io0, ..., Io9)]``, each branch's act ``anyio.sleep(0.02)``;
+- **the group**: ``steps = [Parallel(Io0, ..., Io9)]``, each branch's act ``anyio.sleep(0.02)``
+  (the branches end together, so their completions mostly share writes);
+- **a staggered group**: the same, but branch i sleeps ``20 + 2 i`` ms, so the completions
+  come one by one, 2 ms apart: the writes approach the bound of one per branch (only counted);
 - **one write**: ``steps = [Noop]``, one step that does nothing.
 
 Each saga is timed from its creation write's return to ``run`` returning, so the time is the
@@ -67,6 +70,8 @@ TITLES = {"memory": "memory", "sqlite": "SQLite (file)", "postgres": "PostgreSQL
 
 BRANCHES = 10
 IO_SECONDS = 0.02
+#: How far apart the staggered group's branches end.
+STAGGER_SECONDS = 0.002
 #: The group may take at most this many times one branch's I/O, plus its writes.
 SLACK = 1.3
 
@@ -109,6 +114,28 @@ class Noop(SagaStepHandler[OneStepContext, Response]):
         return Response()
 
 
+@dataclasses.dataclass
+class StaggeredContext(SagaContext):
+    key: str
+
+
+def _staggered(number: int) -> type[SagaStepHandler[StaggeredContext, Response]]:
+    class Staggered(SagaStepHandler[StaggeredContext, Response]):
+        name = f"bench.parallel.staggered{number}"
+
+        async def act(self, context: StaggeredContext) -> Response:
+            await anyio.sleep(IO_SECONDS + number * STAGGER_SECONDS)
+            return Response()
+
+    Staggered.__name__ = Staggered.__qualname__ = f"Staggered{number}"
+    return Staggered
+
+
+class StaggeredSaga(Saga[StaggeredContext]):
+    name = "bench.parallel.staggered"
+    steps = [Parallel(*(_staggered(number) for number in range(BRANCHES)))]
+
+
 class GroupSaga(Saga[GroupContext]):
     name = "bench.parallel.group"
     steps = [Parallel(*(_branch(number) for number in range(BRANCHES)))]
@@ -120,7 +147,11 @@ class OneStepSaga(Saga[OneStepContext]):
 
 
 #: The two sagas, by the context that starts each.
-KINDS: dict[str, Callable[[str], SagaContext]] = {"one_step": OneStepContext, "group": GroupContext}
+KINDS: dict[str, Callable[[str], SagaContext]] = {
+    "one_step": OneStepContext,
+    "group": GroupContext,
+    "staggered": StaggeredContext,
+}
 
 
 # --- counting the writes --------------------------------------------------------------------
@@ -192,6 +223,7 @@ async def measure(backend: str, rounds: int, sagas: int) -> Row:
         sagas_map = SagaMap()
         sagas_map.bind(GroupContext, GroupSaga)
         sagas_map.bind(OneStepContext, OneStepSaga)
+        sagas_map.bind(StaggeredContext, StaggeredSaga)
         mediator = bootstrap(sagas_mapper=sagas_map, saga_storage=storage)
         for kind in KINDS:
             await time_sagas(mediator, counter, kind, 1, "warm-up")
@@ -224,6 +256,7 @@ def summarize(backend: str, per_round: list[Row]) -> Row:
     seconds = [t.seconds for t in groups]
     writes = [t.writes for t in groups]
     write_cost = statistics.median(write_costs)
+    staggered = [t.writes for measured in per_round for t in measured["staggered"]]
     return {
         "backend": backend,
         "sagas": len(groups),
@@ -235,6 +268,8 @@ def summarize(backend: str, per_round: list[Row]) -> Row:
         "target_ms": (SLACK * IO_SECONDS + statistics.mean(writes) * write_cost) * 1e3,
         "ratio": statistics.median(ratios),
         "ratios": ratios,
+        "staggered_mean": statistics.mean(staggered),
+        "staggered_range": (min(staggered), max(staggered)),
     }
 
 
@@ -259,13 +294,14 @@ def print_table(rows: list[Row]) -> None:
     print(
         f"| backend | sagas | group p50 ms | group p95 ms | p50 ÷ {io_ms:g} ms | writes per group "
         f"(counted: mean, range) | one write ms | target ms ({SLACK:g} x {io_ms:g} + writes "
-        "x one write) | p50 ÷ target, median (range) | result (≤ 1) |"
+        "x one write) | p50 ÷ target, median (range) | result (≤ 1) | writes per staggered "
+        "group (counted: mean, range) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for row in rows:
         title = TITLES[row["backend"]]
         if "skipped" in row:
-            print(f"| {title} | skipped: {row['skipped']} |||||||||")
+            print(f"| {title} | skipped: {row['skipped']} ||||||||||")
             continue
         low, high = row["writes_range"]
         ratios = row["ratios"]
@@ -274,7 +310,9 @@ def print_table(rows: list[Row]) -> None:
             f"| {row['p50_ms'] / io_ms:.2f} | {row['writes_mean']:.2f} ({low}-{high}) "
             f"| {row['write_ms']:.2f} | {row['target_ms']:.1f} "
             f"| {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
-            f"| {'met' if row['ratio'] <= 1 else 'NOT met'} |"
+            f"| {'met' if row['ratio'] <= 1 else 'NOT met'} "
+            f"| {row['staggered_mean']:.2f} ({row['staggered_range'][0]}-"
+            f"{row['staggered_range'][1]}) |"
         )
     print(
         "\nTimes: from the saga's creation write returning to its end (the group and its"
