@@ -4,6 +4,8 @@
 Parallel(pack, label))`` and invoices once every branch completed. ``HANG_IN_LABEL`` leaves
 it RUNNING inside the group: set to an event, ``label`` sets it and hangs until cancelled.
 ``TogetherSaga`` is only drawn: a group whose completed branches are compensated at once.
+``NestedTogetherSaga`` is only drawn too: a group compensated one by one, with a nested group
+in it (``ship``) whose steps are compensated at once.
 """
 
 from __future__ import annotations
@@ -124,6 +126,23 @@ class TogetherSaga(Saga[DispatchContext]):
             fail="all",
             compensate_parallel=True,
             name="prepare",
+        ),
+        Invoice,
+    ]
+
+
+class NestedTogetherSaga(Saga[DispatchContext]):
+    name = "nested-together"
+    steps = [
+        Check,
+        Parallel(
+            Reserve,
+            Parallel(
+                Pack,
+                Fallback(step=BookCourier, fallback=BookPost),
+                compensate_parallel=True,
+                name="ship",
+            ),
         ),
         Invoice,
     ]

@@ -1,6 +1,7 @@
 """Sagas with ``Parallel`` groups: ``graph`` draws a group as a fork and a join with its
-compensations as one block, ``--json graph`` nests its branches, and ``list``, ``show`` and
-``recover`` handle a saga RUNNING at a group."""
+compensations as one block (a nested ``compensate_parallel`` group's as a block inside it),
+``--json graph`` nests its branches, and ``list``, ``show`` and ``recover`` handle a saga
+RUNNING at a group."""
 
 from __future__ import annotations
 
@@ -254,6 +255,67 @@ def test_graph_of_a_group_compensated_at_once(cli: CliRunner) -> None:
     assert members["c0g"] == ["c0", "c0_0", "c0_1f", "c0_1", "c0j"]
     assert [after for before, after in edges if before == "c0"] == ["c0_0", "c0_1f", "c0_1"]
     assert ("c0j", "compensated") in edges
+
+
+def test_graph_of_a_nested_group_compensated_at_once(cli: CliRunner) -> None:
+    code, out, err = cli("--json", "graph", "tests.cli.parallel_sagas:NestedTogetherSaga")
+    assert (code, err) == (0, "")
+    structure = json.loads(out)
+    outer = structure["steps"][1]
+    inner = outer["branches"][1]
+    assert (outer["id"], outer["compensate_parallel"]) == ("parallel:reserve,parallel:ship", False)
+    assert (inner["id"], inner["compensate_parallel"]) == ("parallel:ship", True)
+    # The innermost compensate_parallel group decides: the outer group's steps are undone one
+    # by one, the nested group's (its Fallback branch's two included) at once, as one chain
+    # of the outer block.
+    assert structure["compensation_order"] == [
+        "invoice",
+        {
+            "parallel": "parallel:reserve,parallel:ship",
+            "order": "last_completed_first",
+            "chains": [
+                ["reserve"],
+                {
+                    "parallel": "parallel:ship",
+                    "order": "concurrent",
+                    "chains": [["pack"], ["post"], ["courier"]],
+                },
+            ],
+        },
+        "check",
+    ]
+    chart = structure["mermaid"]
+    members, edges = mermaid_outline(chart)
+    title = "compensate parallel:reserve,parallel:ship (one by one, last completed first)"
+    assert f'subgraph c1g ["{title}"]' in chart
+    assert 'subgraph c1_1g ["compensate parallel:ship (all at once)"]' in chart
+    # The nested group's block sits inside the outer one, a path from its fork to its join.
+    assert members["c1g"] == ["c1", "c1_0", "c1_1g", "c1j"]
+    assert members["c1_1g"] == ["c1_1", "c1_1_0", "c1_1_1f", "c1_1_1", "c1_1j"]
+    assert [after for before, after in edges if before == "c1"] == ["c1_0", "c1_1"]
+    assert [before for before, after in edges if after == "c1j"] == ["c1_0", "c1_1j"]
+    assert [after for before, after in edges if before == "c1_1"] == [
+        "c1_1_0",
+        "c1_1_1f",
+        "c1_1_1",
+    ]
+    assert [before for before, after in edges if after == "c1_1j"] == [
+        "c1_1_0",
+        "c1_1_1f",
+        "c1_1_1",
+    ]
+    # Undone at once, the Fallback branch's fallback is no longer undone before its primary.
+    assert ("c1_1_1f", "c1_1_1") not in edges
+    assert ("c2", "c1") in edges and ("c1j", "c0") in edges and ("c0", "compensated") in edges
+    # A failure anywhere in the group, nested group included, leads into the outer block.
+    assert {before for before, after in edges if after == "c1" and before.startswith("s")} == {
+        "s1_0",
+        "s1_1_0",
+        "s1_1_1f",
+    }
+    assert chart.splitlines()[-1] == (
+        "    class c2,c1,c1_0,c1_1,c1_1_0,c1_1_1f,c1_1_1,c1_1j,c1j,c0 compensation"
+    )
 
 
 def test_graph_of_the_sagas_drawn_elsewhere_reads_as_mermaid(cli: CliRunner) -> None:

@@ -16,12 +16,21 @@ A ``Parallel`` group is a subgraph titled with its id and fail mode: a ``fork`` 
 branch as its own path (a Fallback branch drawn as at the top level, a nested group as a
 subgraph of its own) and a ``join`` circle the saga goes on from once every branch
 completed. A failure of any step in the group leads into the group's compensation block, a
-subgraph of its own: a fork, a path per step of the group (nested groups' steps included; a
-Fallback branch's fallback, then its primary, on one path) and a join, then the
-compensations of the nodes before the group. The block stands for an order only the run
-decides: the rollback undoes the group's steps in the reverse of the order they completed,
-or, when the saga's own group has ``compensate_parallel``, all at once (each step on a path
-of its own).
+subgraph of its own: a fork, a path per step of the group (a Fallback branch's fallback,
+then its primary, on one path) and a join, then the compensations of the nodes before the
+group. The block stands for an order only the run decides: the rollback undoes the group's
+steps one by one, in the reverse of the order they completed, or, when the group has
+``compensate_parallel``, all at once (each step on a path of its own).
+
+The innermost ``compensate_parallel`` group holding a step decides how it is undone (as the
+engine's ``_compensated_together`` does). A nested group without the flag is no block of its
+own: its steps are paths of the block it is in, undone as that block's are. A nested group
+with it is a block inside that block, a path of its own there from the outer fork to the
+outer join: when the step that completed last (of those still to undo) is one of its steps,
+its steps that completed after every other one still to undo are undone at once, in one
+write. So its steps are undone together, unless a step of another branch of the group it is
+in completed between two of them: those completed before that step are then undone as the
+outer block's steps are (one by one, or at once with them).
 """
 
 from __future__ import annotations
@@ -63,25 +72,38 @@ class _Compensation:
 
 @dataclasses.dataclass(frozen=True)
 class _GroupCompensation:
-    """The compensations of the ``Parallel`` group at ``steps[index]``, drawn as one block."""
+    """The compensations of a ``Parallel`` group, drawn as one block: the group at
+    ``steps[index]``, or a nested ``compensate_parallel`` group in its block."""
 
     index: int
     group: GroupSpec
-    chains: tuple[tuple[_Compensation, ...], ...]
-    """The paths of the block, in declared order: each is undone in its own order, the
-    chains one by one in an order only the run decides, or all at once."""
+    path: str
+    """Where the group is drawn: ``str(index)``, or for a nested group its branch path."""
+    chains: tuple[_Chain, ...]
+    """The paths of the block, in declared order: a chain of compensations, undone in its
+    own order, or the block of a nested ``compensate_parallel`` group. Without
+    ``compensate_parallel`` they are undone one by one, in an order only the run decides;
+    with it, all at once."""
 
     @property
     def entry(self) -> str:
-        return f"c{self.index}"
+        return f"c{self.path}"
 
     @property
     def exit(self) -> str:
-        return f"c{self.index}j"
+        return f"c{self.path}j"
+
+    @property
+    def subgraph(self) -> str:
+        return f"c{self.path}g"
 
 
 _Stop: TypeAlias = "_Compensation | _GroupCompensation"
 """One stop of the rollback chain: a step's compensation or a group's block."""
+
+_Chain: TypeAlias = "tuple[_Compensation, ...] | _GroupCompensation"
+"""One path of a group's block: compensations undone one after another, or the block of a
+nested group undone at once."""
 
 
 @dataclasses.dataclass
@@ -113,7 +135,10 @@ def saga_structure(saga_type: type[Saga[Any]]) -> dict[str, Any]:
     knows the order in which the branches completed, so ``chains`` lists the group's steps in
     declared order, nested groups' steps included: each chain is undone in its own order (a
     Fallback branch's fallback, then its primary), the chains one by one from the last
-    completed, or (``concurrent``) every step at once.
+    completed, or (``concurrent``) every step at once. A nested group with
+    ``compensate_parallel`` is one entry of ``chains``, an object of the same shape (its
+    ``order`` ``concurrent``): its steps that completed last are undone at once, before the
+    others (see the module's docstring).
     """
     definition = saga_type.definition()
     context = definition.context_type
@@ -169,10 +194,19 @@ def _node_json(index: int, node: Node) -> dict[str, Any]:
 def _stop_json(stop: _Stop) -> str | dict[str, Any]:
     if isinstance(stop, _Compensation):
         return stop.spec.step_id
+    return _block_json(stop)
+
+
+def _block_json(block: _GroupCompensation) -> dict[str, Any]:
     return {
-        "parallel": stop.group.group_id,
-        "order": "concurrent" if stop.group.compensate_parallel else "last_completed_first",
-        "chains": [[c.spec.step_id for c in chain] for chain in stop.chains],
+        "parallel": block.group.group_id,
+        "order": "concurrent" if block.group.compensate_parallel else "last_completed_first",
+        "chains": [
+            _block_json(chain)
+            if isinstance(chain, _GroupCompensation)
+            else [c.spec.step_id for c in chain]
+            for chain in block.chains
+        ],
     }
 
 
@@ -270,8 +304,9 @@ def _group_lines(
     """Draw the ``Parallel`` group at ``path`` after ``previous`` as a subgraph: a fork, its
     branches, a join. Return the nodes the next one follows (the join).
 
-    ``group_rollback`` is the compensation block of the saga's own group (a nested group's
-    steps are undone with those of the group it is in).
+    ``group_rollback`` is the compensation block of the saga's own group, where a failure
+    anywhere in it leads: a nested group's steps are undone within that block (as paths of
+    it, or as a block of their own inside it).
     """
     fork, join = f"s{path}", f"s{path}j"
     fail = "fail fast" if group.fail_fast else "fail all: the others finish first"
@@ -292,35 +327,51 @@ def _group_lines(
     return [join]
 
 
-def _declare_compensations(chart: _Chart, stop: _Stop) -> None:
-    """Declare the compensation node of ``stop``, or its group's block as a subgraph."""
+def _declare_compensations(chart: _Chart, stop: _Stop, depth: int = 0) -> None:
+    """Declare the compensation node of ``stop``, or its group's block as a subgraph (with
+    the blocks of its nested ``compensate_parallel`` groups inside), ``depth`` subgraphs
+    deep."""
     if isinstance(stop, _Compensation):
-        chart.declare(0, f'{stop.node_id}["{_escape(_compensate_label(stop))}"]')
+        chart.declare(depth, f'{stop.node_id}["{_escape(_compensate_label(stop))}"]')
         return
     order = "all at once" if stop.group.compensate_parallel else "one by one, last completed first"
     title = f"compensate {stop.group.group_id} ({order})"
-    chart.declare(0, f'subgraph c{stop.index}g ["{_escape(title)}"]')
-    chart.declare(1, f'{stop.entry}(("fork"))')
+    chart.declare(depth, f'subgraph {stop.subgraph} ["{_escape(title)}"]')
+    chart.declare(depth + 1, f'{stop.entry}(("fork"))')
     for chain in stop.chains:
+        if isinstance(chain, _GroupCompensation):
+            _declare_compensations(chart, chain, depth + 1)
+            continue
         for compensation in chain:
-            chart.declare(
-                1, f'{compensation.node_id}["{_escape(_compensate_label(compensation))}"]'
-            )
-    chart.declare(1, f'{stop.exit}(("join"))')
-    chart.declare(0, "end")
+            _declare_compensations(chart, compensation, depth + 1)
+    chart.declare(depth + 1, f'{stop.exit}(("join"))')
+    chart.declare(depth, "end")
 
 
 def _rollback_links(rollback: list[_Stop]) -> list[str]:
     """The dashed edges of the rollback path: through each stop (a group's block: from its
-    fork along each chain to its join), then on to the next stop, down to ``compensated``."""
+    fork along each chain, or into and through a nested block, to its join), then on to the
+    next stop, down to ``compensated``."""
     links: list[str] = []
     entries = [*(stop.entry for stop in rollback[1:]), "compensated"]
     for stop, after in zip(rollback, entries, strict=True):
         if isinstance(stop, _GroupCompensation):
-            for chain in stop.chains:
-                path = [stop.entry, *(c.node_id for c in chain), stop.exit]
-                links.extend(f"{here} -.-> {then}" for here, then in itertools.pairwise(path))
+            links += _block_links(stop)
         links.append(f"{stop.exit} -.-> {after}")
+    return links
+
+
+def _block_links(block: _GroupCompensation) -> list[str]:
+    """The dashed edges inside ``block``: from its fork along each path to its join."""
+    links: list[str] = []
+    for chain in block.chains:
+        if isinstance(chain, _GroupCompensation):
+            links.append(f"{block.entry} -.-> {chain.entry}")
+            links += _block_links(chain)
+            links.append(f"{chain.exit} -.-> {block.exit}")
+            continue
+        path = [block.entry, *(c.node_id for c in chain), block.exit]
+        links.extend(f"{here} -.-> {then}" for here, then in itertools.pairwise(path))
     return links
 
 
@@ -328,7 +379,16 @@ def _node_ids(stop: _Stop) -> list[str]:
     """The ids of the nodes drawn for ``stop``, in the order they are declared."""
     if isinstance(stop, _Compensation):
         return [stop.node_id]
-    return [stop.entry, *(c.node_id for chain in stop.chains for c in chain), stop.exit]
+    inner = [
+        node_id
+        for chain in stop.chains
+        for node_id in (
+            _node_ids(chain)
+            if isinstance(chain, _GroupCompensation)
+            else [c.node_id for c in chain]
+        )
+    ]
+    return [stop.entry, *inner, stop.exit]
 
 
 def _rollback_order(nodes: tuple[Node, ...]) -> list[_Stop]:
@@ -339,9 +399,7 @@ def _rollback_order(nodes: tuple[Node, ...]) -> list[_Stop]:
     for index in reversed(range(len(nodes))):
         node = nodes[index]
         if node.group is not None:
-            together = node.group.compensate_parallel
-            chains = tuple(_chains(index, str(index), node, together=together))
-            order.append(_GroupCompensation(index, node.group, chains))
+            order.append(_block(index, str(index), node.group))
             continue
         if node.fallback is not None:
             order.append(_Compensation(index, f"c{index}f", node.fallback))
@@ -350,19 +408,32 @@ def _rollback_order(nodes: tuple[Node, ...]) -> list[_Stop]:
     return order
 
 
-def _chains(
-    index: int, path: str, node: Node, *, together: bool
-) -> list[tuple[_Compensation, ...]]:
-    """The compensation chains of the group branch (or group) ``node`` at ``path``.
+def _block(index: int, path: str, group: GroupSpec) -> _GroupCompensation:
+    """The compensation block of ``group`` (of node ``index``), drawn at ``path``: its
+    steps are undone one by one, or (``compensate_parallel``) all at once."""
+    together = group.compensate_parallel
+    chains = [
+        chain
+        for k, branch in enumerate(group.branches)
+        for chain in _chains(index, f"{path}_{k}", branch, together=together)
+    ]
+    return _GroupCompensation(index, group, path, tuple(chains))
 
-    The real order is the run's: the reverse of the order the group's steps completed, or,
-    ``together`` (the saga's own group has ``compensate_parallel``), all at once. Only the
-    saga's own group decides: the engine (``_compensated_together``) undoes a nested group's
-    steps as steps of the group it is in, so they are chains of that block, not a block of
-    their own. A Fallback branch records its primary and fallback in one checkpoint, so one by
-    one its fallback is undone right before its primary; all at once, both together.
+
+def _chains(index: int, path: str, node: Node, *, together: bool) -> list[_Chain]:
+    """The compensation paths of the group branch ``node`` at ``path``, in a block whose
+    steps are undone all at once (``together``) or one by one.
+
+    As the engine's ``_compensated_together`` has it, the innermost ``compensate_parallel``
+    group holding a step decides how it is undone. So a nested group with the flag is a
+    block of its own (its steps that completed last undone at once), and one without it
+    leaves its steps to the block it is in: they are paths of that block. A Fallback branch
+    records its primary and fallback in one checkpoint, so one by one its fallback is undone
+    right before its primary; all at once, both together.
     """
     if node.group is not None:
+        if node.group.compensate_parallel:
+            return [_block(index, path, node.group)]
         return [
             chain
             for k, branch in enumerate(node.group.branches)
