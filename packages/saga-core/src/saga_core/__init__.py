@@ -25,6 +25,7 @@ from ._model.errors import InvalidStepResultError as InvalidStepResultError
 from ._model.errors import SagaAlreadyExistsError as SagaAlreadyExistsError
 from ._model.errors import SagaBranchConflictError as SagaBranchConflictError
 from ._model.errors import SagaCancelledError as SagaCancelledError
+from ._model.errors import SagaChildError as SagaChildError
 from ._model.errors import SagaCompensatedError as SagaCompensatedError
 from ._model.errors import SagaCompensationFailedError as SagaCompensationFailedError
 from ._model.errors import SagaConcurrencyError as SagaConcurrencyError
@@ -61,6 +62,7 @@ from ._model.status import StepDirection as StepDirection
 from ._model.status import StepEvent as StepEvent
 from ._model.step import SagaStepHandler as SagaStepHandler
 from ._model.step import SagaStepResult as SagaStepResult
+from ._model.subsaga import SubSaga as SubSaga
 from ._model.waits import Sleep as Sleep
 from ._model.waits import SleepUntil as SleepUntil
 from ._model.waits import WaitForSignal as WaitForSignal
@@ -102,6 +104,7 @@ __all__ = (
     "SagaAlreadyExistsError",
     "SagaBranchConflictError",
     "SagaCancelledError",
+    "SagaChildError",
     "SagaCompensatedError",
     "SagaCompensationFailedError",
     "SagaConcurrencyError",
@@ -144,6 +147,7 @@ __all__ = (
     "StorageNotFoundError",
     "StorageSchemaError",
     "StorageUnavailableError",
+    "SubSaga",
     "WaitForSignal",
     "bootstrap",
     "codec_for",

@@ -85,6 +85,9 @@ Rules every storage keeps
   and every read returns it, unchanged for the saga's life; a record written before versions
   were stored reads as 1. (This is the definition's version, not the compare-and-set
   ``version``.)
+* **Parent.** :meth:`~SagaStorage.create` stores ``parent_id`` (the saga that started this
+  one as a child, a SubSaga node, or ``None``) and every read returns it, unchanged for the
+  saga's life; a record written before parents were stored reads ``None``.
 * **Opaque context.** ``context`` is the codec's JSON text; a storage stores and returns it
   unchanged (it may store it as JSON/JSONB, but must give back equal JSON).
 * **Notifications (optional).** A storage that can push "work is due" to other processes

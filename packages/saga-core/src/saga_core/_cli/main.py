@@ -44,7 +44,7 @@ from saga_core._model.errors import (
     SagaUsageError,
 )
 from saga_core._model.status import SagaStatus
-from saga_core._runtime.recovery import check_record_matches
+from saga_core._runtime.resuming import check_record_matches
 from saga_core._runtime.worker import RecoveryWorker
 from saga_core._storage.plugins import open_storage
 from saga_core._storage.protocol import SagaStorage

@@ -116,6 +116,14 @@ class StepCalls:
         # A new list, not a cleared one: a storage may keep the written list.
         self.journal = []
 
+    def for_saga(self, saga_id: UUID, codec: ContextCodec[Any], context_text: str) -> StepCalls:
+        """Step calls for another saga's steps (a child's, compensated by its parent): on its
+        context decoded from ``context_text``, with its saga id (so its steps' idempotency
+        keys are the child's), and a journal of their own."""
+        return StepCalls(
+            saga_id, codec.decode(context_text), codec, context_text, self._resolver, self._hooks
+        )
+
     def branch(self, base_text: str) -> StepCalls:
         """Step calls for one branch of a ``Parallel`` group: on a fresh copy of the context
         decoded from ``base_text`` (the group's base), with a journal of their own (the driver

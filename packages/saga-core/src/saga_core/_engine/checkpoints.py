@@ -34,10 +34,12 @@ async def create_saga(
     deadline_at: datetime | None = None,
     wake_at: datetime | None = None,
     journal: Sequence[JournalEntry] = (),
+    parent_id: UUID | None = None,
 ) -> None:
     """Store a new saga as ``write`` (the state machine's creation write) names it: RUNNING
     and leased by ``owner``, or — ``owner`` None — WAITING and due at ``wake_at`` (default
-    now), for a worker to run (a detached start), with ``journal``.
+    now), for a worker to run (a detached start), with ``journal``; ``parent_id``: the saga
+    that started it as its child.
 
     Raises:
         SagaAlreadyExistsError: storage already holds ``saga_id`` (nothing written).
@@ -58,6 +60,7 @@ async def create_saga(
                 SagaStatus.WAITING if detached else SagaStatus.RUNNING,
                 (wake_at or datetime.now(timezone.utc)) if detached else None,
                 deadline_at,
+                parent_id,
             )
         )
     except SagaAlreadyExistsError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -23,15 +24,20 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from saga_core._codec.context import ContextCodec
+from saga_core._codec.context import ContextCodec, codec_for
 from saga_core._model.error_text import describe_error
 from saga_core._model.errors import (
     SagaBranchConflictError,
     SagaCancelledError,
+    SagaChildError,
+    SagaCompensatedError,
+    SagaCompensationFailedError,
     SagaConcurrencyError,
     SagaContextError,
     SagaDeadlineExceededError,
+    SagaFailedError,
     SagaSignalPendingError,
+    SagaUsageError,
     SagaWaitTimedOutError,
 )
 from saga_core._model.outcome import SagaOutcome
@@ -39,13 +45,14 @@ from saga_core._model.saga import SagaDefinition, StepSpec
 from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._model.step import SagaStepResult
 from saga_core._model.waits import WaitSpec, due_at
-from saga_core._storage.protocol import JournalEntry, PendingSignal, SagaStorage
+from saga_core._storage.protocol import JournalEntry, NewSignal, PendingSignal, SagaStorage
 
 from . import states
 from . import transitions as machine
 from .branches import BranchEnd, BranchRun
 from .calls import CallOutcome, StepCalls, forward_result
 from .checkpoints import CheckpointWriter, create_saga
+from .children import ChildEnd, ChildRunner, child_saga_id, child_signal
 from .hooks import Hooks, fire
 from .merging import ContextMerge
 from .observer import logger
@@ -54,6 +61,11 @@ from .resolution import StepResolver
 
 #: How long an abandoned run may spend handing its lease back (shielded from cancellation).
 _RELEASE_TIMEOUT = 5.0
+
+#: A parent waiting for its child is due again after this long at the latest, to look at the
+#: child itself: the child's end normally wakes it at once, but the child's process may die
+#: between its last write and that wake-up.
+CHILD_CHECK_SECONDS = 300.0
 
 
 class SagaRun:
@@ -65,14 +77,18 @@ class SagaRun:
         "_abort",
         "_act_scope",
         "_calls",
+        "_children",
         "_codec",
+        "_ended",
         "_hold_seconds",
         "_report",
         "_results",
         "_signals",
         "_state",
         "_storage",
+        "_wakes_parent",
         "_writer",
+        "child",
         "context",
         "deadline_at",
         "definition",
@@ -96,6 +112,8 @@ class SagaRun:
         hold_seconds: float | None = None,
         deadline_at: datetime | None = None,
         signals: tuple[PendingSignal, ...] = (),
+        children: ChildRunner | None = None,
+        wakes_parent: UUID | None = None,
     ) -> None:
         self.definition = definition
         self.saga_id = saga_id
@@ -124,6 +142,13 @@ class SagaRun:
         # Results of calls made together (a group's branches, concurrent compensations) that
         # next_result has not returned yet, in the order they ended.
         self._results: deque[SagaStepResult[Any, Any]] = deque()
+        # Runs the child sagas of SubSaga nodes (None: this runner cannot).
+        self._children = children
+        # The parent saga to wake once this saga ends (it runs as a child, not in place).
+        self._wakes_parent = wakes_parent
+        self._ended = False
+        self.child: SagaRun | None = None
+        """The child saga this runner runs in place (a SubSaga), to which a cancel passes."""
 
     # --- creation --------------------------------------------------------------------------
 
@@ -140,10 +165,13 @@ class SagaRun:
         hooks: Hooks,
         owner: str,
         lease_seconds: float,
+        children: ChildRunner | None = None,
+        parent_id: UUID | None = None,
     ) -> SagaRun:
         """Validate and store a new saga (durable before any step runs) and return its runner.
 
-        The saga's deadline (``Saga.deadline``) counts from now.
+        The saga's deadline (``Saga.deadline``) counts from now. ``parent_id``: the saga
+        that starts this one as its child (and runs it in place).
 
         Raises:
             SagaContextError: the context cannot be stored losslessly (nothing written).
@@ -164,6 +192,7 @@ class SagaRun:
             lease_seconds,
             write,
             deadline_at=deadline_at,
+            parent_id=parent_id,
         )
         if hooks.saga_started:
             fire(hooks.saga_started, saga_id, definition.name, resumed=False)
@@ -181,6 +210,7 @@ class SagaRun:
             state=machine.written(new),  # created, with its first call named
             context_text=text,
             deadline_at=deadline_at,
+            children=children,
         )
         return run
 
@@ -227,15 +257,29 @@ class SagaRun:
 
     async def next_result(self) -> SagaStepResult[Any, Any] | None:
         """Run the next step (or the next compensation) and return its result; None when
-        the saga has reached the end of this run.
+        the saga has reached the end of this run. A child saga's end wakes its parent.
 
         Raises:
             SagaConcurrencyError: another runner took the saga over; nothing more is written.
             DependencyResolutionError: a step class cannot be built; the saga stays as last
                 written, for recovery.
+            SagaChildError: a ``SubSaga``'s context factory or result function failed; the
+                saga stays as last written, for recovery.
             SagaStorageError: a checkpoint failed and the saga could not be rolled back
                 durably; it stays as last written, for recovery.
         """
+        result = await self._next()
+        if result is None and not self._ended and self._state.status.is_terminal:
+            self._ended = True
+            if self._wakes_parent is not None:
+                await self._wake_parent(self._wakes_parent)
+        return result
+
+    def queue_result(self, result: SagaStepResult[Any, Any]) -> None:
+        """Queue a step result for :meth:`next_result` (a child's run in place)."""
+        self._results.append(result)
+
+    async def _next(self) -> SagaStepResult[Any, Any] | None:
         while True:
             if self._results:
                 return self._results.popleft()
@@ -244,15 +288,23 @@ class SagaRun:
             state = self._state
             if state.call is None and state.write is None:
                 state = self._feed(states.ADVANCE)  # nothing named yet: ask what comes next
-            if state.call is not None and not isinstance(state.call, states.Compensate):
+            call = state.call
+            if call is not None and not isinstance(call, (states.Compensate, states.CompensateAll)):
                 # Going forward: a cancel or the deadline stops it before the next node.
                 abort = self._abort_reason()
                 if abort is not None:
-                    state = self._stop_forward(states.Aborted(abort))
+                    done: tuple[str, ...] = ()
+                    if isinstance(call, states.Act) and self.definition.nodes[call.node].child:
+                        done = await self._stop_child(call.node, abort)
+                    state = self._stop_forward(states.Aborted(abort, ids=done))
             call = state.call
             if isinstance(call, states.Act):
-                if self.definition.nodes[call.node].group is not None:
+                node = self.definition.nodes[call.node]
+                if node.group is not None:
                     await self._run_group(call)
+                    continue
+                if node.child is not None:
+                    await self._run_child(call)
                     continue
                 return await self._act(call)
             if isinstance(call, states.Compensate):
@@ -278,12 +330,16 @@ class SagaRun:
                     self._report.finished(self._state.status)
                     return None
 
-    async def run_to_end(self) -> None:
-        """Call :meth:`next_result` until the run ends; if it is interrupted (cancelled,
-        an error), hand the saga back to recovery with :meth:`abandon` and re-raise."""
+    async def run_to_end(
+        self, each: Callable[[SagaStepResult[Any, Any]], None] | None = None
+    ) -> None:
+        """Call :meth:`next_result` until the run ends (``each`` is given every result); if
+        it is interrupted (cancelled, an error), hand the saga back to recovery with
+        :meth:`abandon` and re-raise."""
         try:
-            while await self.next_result() is not None:
-                pass
+            while (result := await self.next_result()) is not None:
+                if each is not None:
+                    each(result)
         except Exception:
             await self.abandon(hold_seconds=self._hold_seconds)
             raise
@@ -320,6 +376,8 @@ class SagaRun:
         scope = self._act_scope
         if scope is not None:
             scope.cancel()
+        if self.child is not None:
+            self.child.cancel(error)
 
     def _abort_reason(self) -> Exception | None:
         """Why the saga must stop going forward now, if it must (taken once)."""
@@ -447,7 +505,7 @@ class SagaRun:
         state = self._state
         if all(machine.branch_done(branch, state.applied) for branch in group.branches):
             # Every branch is recorded as done already: only the group's own write is left.
-            await self._store_group_write(self._feed(states.BranchesCompleted(())).write)
+            await self._store_node_write(self._feed(states.BranchesCompleted(())).write)
             return
         base = self._calls.context_text
         merge = ContextMerge(self._codec, base, node.node_id)
@@ -503,7 +561,7 @@ class SagaRun:
                         write = self._feed(states.BranchesCompleted(tuple(unwritten))).write
                         unwritten.clear()
                         try:
-                            write_error = await self._store_group_write(write)
+                            write_error = await self._store_node_write(write)
                         except SagaConcurrencyError:
                             break  # fenced: raised below, outside the task group
                         if write_error is not None:
@@ -532,10 +590,10 @@ class SagaRun:
             raise self._report.taken_over()
         await self._decide(decided.write, failure)
 
-    async def _store_group_write(self, write: states.Write | None) -> Exception | None:
-        """Store a write of the group in flight; return the error that stops the group (its
-        state fed already: a branch write's failure leaves the group to stop, the last
-        write's turns into the decision to compensate), None once it is durable.
+    async def _store_node_write(self, write: states.Write | None) -> Exception | None:
+        """Store a write of the group or child in flight; return the error that stops it (its
+        state fed already: a branch write's failure leaves the group to stop, the node's
+        last write's turns into the decision to compensate), None once it is durable.
 
         Raises:
             SagaConcurrencyError: another runner owns the saga.
@@ -555,14 +613,130 @@ class SagaRun:
             return exc
         return None
 
+    # --- child sagas ------------------------------------------------------------------------
+
+    async def _run_child(self, call: states.Act) -> None:
+        """Run the ``SubSaga`` node at ``call.node``: the child runner brings the child to its
+        end here if it can. A COMPLETED child's result goes into the context and its steps
+        are recorded with the node's write (the parent compensates them if it must); a child
+        rolled back makes the parent compensate; a child that cannot end here makes the
+        parent suspend until the child's end wakes it (or :data:`CHILD_CHECK_SECONDS`)."""
+        node = self.definition.nodes[call.node]
+        child = node.child
+        assert child is not None, "a SubSaga node"
+        end = await self._child_runner().settle(self, node)
+        if end.status is SagaStatus.COMPLETED:
+            if child.result is not None:
+                try:
+                    child.result(self.context, end.context)
+                except Exception as exc:
+                    self._calls.restore_context()
+                    raise SagaChildError(
+                        f"saga {self.saga_id}: the result function of {child.node_id} raised "
+                        f"{describe_error(exc)}; the saga stays at that step, and recovery runs "
+                        "it again once the function is fixed"
+                    ) from exc
+            ids = tuple(child.step_id(step_id) for step_id in end.applied)
+            error = await self._store_node_write(self._feed(states.ChildCompleted(ids)).write)
+            if error is not None and self._state.write is not None:
+                await self._decide(self._state.write, error)
+            elif error is None and self._state.status is SagaStatus.COMPLETED:
+                self._report.finished(self._state.status)
+            return
+        if end.status is not None:
+            # The decision to compensate is written by the driving loop.
+            self._stop_forward(states.ChildFailed(self._child_failure(child.node_id, end)))
+            return
+        now = datetime.now(timezone.utc)
+        wake_at = due_at(now + timedelta(seconds=CHILD_CHECK_SECONDS), self.deadline_at)
+        wake = states.Wake(wake_at, child_signal(end.child_id), call.node, self._state.applied)
+        self._feed(states.Suspend(wake))
+
+    def _child_runner(self) -> ChildRunner:
+        if self._children is None:
+            raise SagaUsageError(
+                f"saga {self.saga_id} reached a SubSaga, but this runner was built without a "
+                "child runner; run it through a mediator, a worker or recover_saga"
+            )
+        return self._children
+
+    def _child_failure(self, node_id: str, end: ChildEnd) -> SagaFailedError:
+        """The error that makes the parent compensate after its child ended ``end``."""
+        assert end.status is not None
+        what = "was rolled back" if end.status is SagaStatus.COMPENSATED else "failed"
+        message = f"child saga {end.child_id} ({node_id}) {what}: {end.error}"
+        if end.status is SagaStatus.COMPENSATED:
+            return SagaCompensatedError(message, saga_id=end.child_id)
+        return SagaCompensationFailedError(message, saga_id=end.child_id)
+
+    async def _stop_child(self, node_index: int, reason: Exception) -> tuple[str, ...]:
+        """The parent stops going forward at its ``SubSaga`` node ``node_index``: cancel the
+        child (it compensates itself, here when it can); return the ids of its steps when it
+        had COMPLETED already (the parent compensates those)."""
+        child = self.definition.nodes[node_index].child
+        assert child is not None
+        end = await self._child_runner().stop(self, self.definition.nodes[node_index], reason)
+        if end.status is SagaStatus.COMPLETED:
+            return tuple(child.step_id(step_id) for step_id in end.applied)
+        return ()
+
+    async def _wake_parent(self, parent_id: UUID) -> None:
+        """This saga ran as a child and ended: wake its parent, if it still waits for it.
+        Best effort: a parent that moved on refuses it, and one whose wake-up is lost looks
+        at its child on its own later (:data:`CHILD_CHECK_SECONDS`)."""
+        try:
+            parent = await self._storage.load(parent_id)
+            if parent.status.is_terminal:
+                return
+            await self._storage.deliver_signal(
+                NewSignal(
+                    parent_id,
+                    f"child-end:{self.saga_id}",
+                    child_signal(self.saga_id),
+                    "null",
+                    parent.cursor,
+                    parent.next_step or "",
+                )
+            )
+        except Exception as exc:  # the parent's own check is the safety net
+            logger.info("saga %s: could not wake its parent %s: %r", self.saga_id, parent_id, exc)
+
+    async def _calls_for(self, step_id: str) -> tuple[StepCalls, StepSpec]:
+        """The step calls and the spec that compensate step ``step_id``: this saga's own, or,
+        for a step of a child saga (``"<node id>/<step id>"``, nested children too), the
+        child's — on its stored context, with its saga id, as the child would."""
+        spec = self.definition.steps_by_id[step_id]
+        definition = self.definition
+        saga_id = self.saga_id
+        own_id = step_id
+        while own_id in definition.child_steps:
+            child = definition.child_steps[own_id].child
+            assert child is not None
+            saga_id = child_saga_id(saga_id, child.node_id)
+            own_id = own_id[len(child.node_id) + 1 :]
+            definition = child.definition
+        if saga_id == self.saga_id:
+            return self._calls, spec
+        assert definition.context_type is not None, "a child saga has a context type"
+        record = await self._storage.load(saga_id)
+        return self._calls.for_saga(
+            saga_id, codec_for(definition.context_type), record.context
+        ), spec
+
+    def _take_journal(self, calls: StepCalls, step_id: str) -> None:
+        """Move a child's step calls' journal into this saga's, under the id recorded here."""
+        if calls is not self._calls:
+            self._calls.journal.extend(entry._replace(step_id=step_id) for entry in calls.journal)
+
     # --- compensation ----------------------------------------------------------------------
 
     async def _compensate(self, call: states.Compensate) -> SagaStepResult[Any, Any]:
-        spec = self.definition.steps_by_id[call.step_id]
         # A compensation and its checkpoint are never interrupted halfway: cancellation is
         # held off until both are done, then delivered below.
         with anyio.CancelScope(shield=True):
-            outcome = await self._calls.compensate(spec)
+            calls, spec = await self._calls_for(call.step_id)
+            outcome = await calls.compensate(spec)
+            self._take_journal(calls, call.step_id)
             if outcome.error is None:
                 event: states.Event = states.COMPENSATION_DONE
             else:
@@ -579,7 +753,7 @@ class SagaRun:
             spec.cls,
             None,
             self.saga_id,
-            spec.step_id,
+            call.step_id,
             StepDirection.COMPENSATE,
             outcome.error,
             outcome.attempt,
@@ -588,21 +762,23 @@ class SagaRun:
     async def _compensate_all(self, call: states.CompensateAll) -> None:
         """Compensate the steps ``call.step_ids`` concurrently, then write once; their results
         are queued for :meth:`next_result`."""
-        specs = [self.definition.steps_by_id[step_id] for step_id in call.step_ids]
+        specs = {step_id: self.definition.steps_by_id[step_id] for step_id in call.step_ids}
         outcomes: dict[str, CallOutcome] = {}
         unbuildable: list[Exception] = []
         # As for one compensation: never interrupted halfway, cancellation delivered after.
         with anyio.CancelScope(shield=True):
 
-            async def compensate(spec: StepSpec) -> None:
+            async def compensate(step_id: str) -> None:
                 try:
-                    outcomes[spec.step_id] = await self._calls.compensate(spec)
+                    calls, spec = await self._calls_for(step_id)
+                    outcomes[step_id] = await calls.compensate(spec)
+                    self._take_journal(calls, step_id)
                 except Exception as exc:  # a step that cannot be built: raised below
                     unbuildable.append(exc)
 
             async with anyio.create_task_group() as tasks:
-                for spec in specs:
-                    tasks.start_soon(compensate, spec)
+                for step_id in call.step_ids:
+                    tasks.start_soon(compensate, step_id)
             if unbuildable:
                 raise unbuildable[0]
             done = tuple(i for i in call.step_ids if outcomes[i].error is None)
@@ -618,14 +794,14 @@ class SagaRun:
             await self._perform(write)
         if self._state.status is not SagaStatus.COMPENSATING:
             self._report.finished(self._state.status)
-        for spec in specs:
-            outcome = outcomes[spec.step_id]
+        for step_id, spec in specs.items():
+            outcome = outcomes[step_id]
             self._results.append(
                 SagaStepResult(
                     spec.cls,
                     None,
                     self.saga_id,
-                    spec.step_id,
+                    step_id,
                     StepDirection.COMPENSATE,
                     outcome.error,
                     outcome.attempt,
@@ -779,7 +955,7 @@ class SagaRun:
             journal.pop()
 
     def _stop_forward(
-        self, event: states.Aborted | states.TimedOut | states.BranchesFailed
+        self, event: states.Aborted | states.TimedOut | states.BranchesFailed | states.ChildFailed
     ) -> states.RunState:
         """Feed ``event`` (the saga stops going forward) and remember its error as why the
         saga compensates."""

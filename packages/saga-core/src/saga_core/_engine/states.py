@@ -217,6 +217,20 @@ class BranchesFailed(NamedTuple):
     ids: tuple[str, ...]
 
 
+class ChildCompleted(NamedTuple):
+    """The child saga of the ``SubSaga`` node in flight COMPLETED (its result copied into the
+    context): ``ids`` are the ids the parent records for the steps it applied, in order."""
+
+    ids: tuple[str, ...]
+
+
+class ChildFailed(NamedTuple):
+    """The child saga of the ``SubSaga`` node in flight was rolled back (COMPENSATED, or
+    FAILED): the parent compensates; the child's own record answers for its steps."""
+
+    error: Exception
+
+
 class CompensationsEnded(NamedTuple):
     """The compensations in flight (:class:`CompensateAll`) ended: ``done`` completed;
     ``failure`` names the first one exhausted and its error, if one was."""
@@ -246,7 +260,8 @@ class WaitOver(NamedTuple):
 
 
 class Suspend(NamedTuple):
-    """The wait in flight is not over: suspend the saga until ``wake``."""
+    """The wait in flight is not over (or the child saga in flight cannot end in this
+    runner): suspend the saga until ``wake``."""
 
     wake: Wake
 
@@ -265,6 +280,9 @@ class Aborted(NamedTuple):
     error: Exception
     in_flight: bool = False
     """True when the named act was started (it was cancelled mid-flight)."""
+    ids: tuple[str, ...] = ()
+    """Steps that may have had an effect besides those the state machine knows of: a child
+    saga's, when the child had COMPLETED as its parent stopped at it."""
 
 
 class Interrupted(NamedTuple):
@@ -281,6 +299,8 @@ Event = (
     | CompensationFailed
     | BranchesCompleted
     | BranchesFailed
+    | ChildCompleted
+    | ChildFailed
     | CompensationsEnded
     | WriteFailed
     | Interrupted

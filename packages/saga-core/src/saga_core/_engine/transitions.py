@@ -57,6 +57,8 @@ from .states import (
     BranchesCompleted,
     BranchesFailed,
     Call,
+    ChildCompleted,
+    ChildFailed,
     Compensate,
     CompensateAll,
     CompensationFailed,
@@ -407,6 +409,25 @@ def _branches_failed(nodes: Sequence[Node], state: RunState, event: BranchesFail
     return _compensate_after(nodes, state, event.ids, event.error)
 
 
+def _child_completed(nodes: Sequence[Node], state: RunState, event: ChildCompleted) -> RunState:
+    if not _at_child(nodes, state):
+        return state
+    applied = _with(state.applied, event.ids)
+    return _node_completed(nodes, state, applied, applied[len(state.applied) :])
+
+
+def _child_failed(nodes: Sequence[Node], state: RunState, event: ChildFailed) -> RunState:
+    if not _at_child(nodes, state):
+        return state
+    # Nothing of the child is applied here: its own record answers for its steps.
+    return _compensate_after(nodes, state, (), event.error)
+
+
+def _at_child(nodes: Sequence[Node], state: RunState) -> bool:
+    """True while the ``SubSaga`` node at the cursor is in flight."""
+    return isinstance(state.call, Act) and nodes[state.cursor].child is not None
+
+
 def _in_group(nodes: Sequence[Node], state: RunState) -> bool:
     """True while the group at the cursor is in flight."""
     return isinstance(state.call, Act) and nodes[state.cursor].group is not None
@@ -695,7 +716,7 @@ def _wait_over(nodes: Sequence[Node], state: RunState, event: WaitOver) -> RunSt
 
 
 def _suspend(nodes: Sequence[Node], state: RunState, event: Suspend) -> RunState:
-    if not isinstance(state.call, Await):
+    if not isinstance(state.call, Await) and not _at_child(nodes, state):
         return state
     wake = event.wake
     waiting = RunState(
@@ -781,7 +802,10 @@ def _signal_pending(nodes: Sequence[Node], state: RunState, event: Signal) -> Ru
     write = state.write
     if write is None or write.unless_signal is None:
         return state
-    return state._replace(write=None, call=Await(state.cursor), error=None)
+    again: Call = (
+        Act(state.cursor) if nodes[state.cursor].child is not None else Await(state.cursor)
+    )
+    return state._replace(write=None, call=again, error=None)
 
 
 def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState:
@@ -802,7 +826,7 @@ def _aborted(nodes: Sequence[Node], state: RunState, event: Aborted) -> RunState
         # An earlier runner stopped inside this node: whatever it may have run counts.
         ids = _may_have_run(nodes, cursor, state.on_fallback)
     settled = state._replace(cursor=cursor, call=None, write=None, on_fallback=False)
-    return _compensate_after(nodes, settled, ids, event.error)
+    return _compensate_after(nodes, settled, (*ids, *event.ids), event.error)
 
 
 def _may_have_run(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> tuple[str, ...]:
@@ -811,6 +835,8 @@ def _may_have_run(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> tupl
     step node after it (a wait is passed without a write when its signal is there or its
     timer is due, and the next write is that node's)."""
     node = nodes[cursor]
+    if node.child is not None:
+        return ()  # the child's own record answers for its steps; the parent cancels it
     if node.wait is None:
         return node.step_ids
     if on_fallback:
@@ -857,6 +883,8 @@ _HANDLERS: dict[Any, tuple[_Handler, bool]] = {
     CompensationsEnded: (_compensations_ended, False),
     BranchesCompleted: (_branches_completed, False),
     BranchesFailed: (_branches_failed, False),
+    ChildCompleted: (_child_completed, False),
+    ChildFailed: (_child_failed, False),
     Interrupted: (_hand_back, False),
     WRITTEN: (_written, True),
     WriteFailed: (_write_failed, True),

@@ -34,6 +34,13 @@ class SagaNotRegisteredError(SagaUsageError, LookupError):
     """Raised by the mediator when no saga is bound to the type of the given context."""
 
 
+class SagaChildError(SagaUsageError):
+    """Raised when a ``SubSaga``'s ``context`` factory raises or returns something that is not
+    the child saga's context type, or its ``result`` function raises: a mistake in the saga's
+    code, not a business failure. The parent's run stops there (nothing of the child is
+    written), and the saga stays as last written, for recovery once the code is fixed."""
+
+
 class InvalidStepResultError(SagaUsageError):
     """Raised (and recorded as the step's failure) when ``act`` returns something that is not a
     ``SagaStepResult``, a ``Response`` or ``None``."""

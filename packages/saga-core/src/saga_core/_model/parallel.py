@@ -7,11 +7,12 @@ from typing import Any, Literal, TypeAlias
 from .errors import SagaDefinitionError
 from .fallback import Fallback
 from .step import SagaStepHandler, is_step_class
+from .subsaga import SubSaga
 from .waits import Sleep, SleepUntil, WaitForSignal
 
 FailMode = Literal["fast", "all"]
 
-Branch: TypeAlias = "type[SagaStepHandler[Any, Any]] | Fallback | Parallel"
+Branch: TypeAlias = "type[SagaStepHandler[Any, Any]] | Fallback | Parallel | SubSaga"
 """What ``Parallel`` runs as a branch."""
 
 
@@ -19,8 +20,9 @@ class Parallel:
     """A saga node that runs its branches concurrently and goes on once all completed.
 
     ``Parallel(ReserveStock, BookCourier, fail="fast")``. A branch is a step class, a
-    :class:`Fallback` or a nested ``Parallel``; each runs with its own retry, timeout and
-    fallback, on its own copy of the context, and its own idempotency key (its step id).
+    :class:`Fallback`, a nested ``Parallel`` or a :class:`SubSaga`; each runs with its own
+    retry, timeout and fallback, on its own copy of the context, and its own idempotency key
+    (its step id).
 
     Args:
         *branches: two or more branches.
@@ -100,7 +102,7 @@ class Parallel:
 
 
 def _check_branch(index: int, branch: object) -> None:
-    if isinstance(branch, (Fallback, Parallel)) or is_step_class(branch):
+    if isinstance(branch, (Fallback, Parallel, SubSaga)) or is_step_class(branch):
         return
     if isinstance(branch, (WaitForSignal, Sleep, SleepUntil)):
         hint = (
@@ -114,6 +116,6 @@ def _check_branch(index: int, branch: object) -> None:
     else:
         hint = ""
     raise SagaDefinitionError(
-        f"Parallel branch {index} must be a SagaStepHandler subclass, a Fallback or a "
-        f"Parallel, got {branch!r}{hint}"
+        f"Parallel branch {index} must be a SagaStepHandler subclass, a Fallback, a Parallel "
+        f"or a SubSaga, got {branch!r}{hint}"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -13,12 +13,19 @@ from .fallback import CircuitBreaker, Fallback
 from .parallel import Parallel
 from .policy import DEFAULT_COMPENSATION_RETRY, NO_RETRY, RetryPolicy
 from .step import SagaStepHandler, context_type_of, is_step_class
+from .subsaga import SubSaga
 from .waits import Sleep, SleepUntil, WaitForSignal, WaitSpec, seconds_of
 
 Ctx = TypeVar("Ctx")
 
 StepLike = (
-    type[SagaStepHandler[Any, Any]] | Fallback | Parallel | WaitForSignal | Sleep | SleepUntil
+    type[SagaStepHandler[Any, Any]]
+    | Fallback
+    | Parallel
+    | SubSaga
+    | WaitForSignal
+    | Sleep
+    | SleepUntil
 )
 
 
@@ -48,6 +55,22 @@ class GroupSpec:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """A ``SubSaga`` node compiled: the child saga and how its context comes and goes."""
+
+    node_id: str
+    """``"child:<name>"``: the id stored while the parent is at this node, and the prefix of
+    the ids the parent records for the child's steps (``"<node id>/<step id>"``)."""
+    definition: SagaDefinition
+    context: Callable[[Any], Any]
+    result: Callable[[Any, Any], None] | None
+
+    def step_id(self, child_step_id: str) -> str:
+        """The id the parent records for the child's step ``child_step_id``."""
+        return f"{self.node_id}/{child_step_id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Node:
     """One entry of ``steps`` (or one branch of a ``Parallel``): a plain step, a primary
     with its fallback, a wait (with the step it runs on timeout as its ``fallback``), or a
@@ -60,6 +83,7 @@ class Node:
     failure_exceptions: tuple[type[Exception], ...] = ()
     wait: WaitSpec | None = None
     group: GroupSpec | None = None
+    child: ChildSpec | None = None
 
     @property
     def node_id(self) -> str:
@@ -68,24 +92,36 @@ class Node:
             return self.wait.wait_id
         if self.group is not None:
             return self.group.group_id
-        assert self.primary is not None, "a node is a step, a wait or a group"
+        if self.child is not None:
+            return self.child.node_id
+        assert self.primary is not None, "a node is a step, a wait, a group or a child"
         return self.primary.step_id
 
     @property
     def step_ids(self) -> tuple[str, ...]:
         """The ids stored for this node: its own, and its fallback's (or timeout step's);
-        for a group, the step ids of all its branches (nested ones too)."""
-        if self.group is not None:
-            return tuple(spec.step_id for spec in self.specs())
+        for a group, the step ids of all its branches (nested ones too); for a child, the
+        ids the parent records for the child's steps."""
+        if self.group is not None or self.child is not None:
+            return tuple(step_id for step_id, _ in self.specs())
         if self.fallback is None:
             return (self.node_id,)
         return (self.node_id, self.fallback.step_id)
 
-    def specs(self) -> tuple[StepSpec, ...]:
-        """Every step this node may run: its primary and fallback, or its branches' steps."""
+    def specs(self) -> tuple[tuple[str, StepSpec], ...]:
+        """Every step this node may run (or, for a child, compensate), with the id stored
+        for it: its primary and fallback, its branches' steps, or its child's steps."""
         if self.group is not None:
-            return tuple(spec for branch in self.group.branches for spec in branch.specs())
-        return tuple(spec for spec in (self.primary, self.fallback) if spec is not None)
+            return tuple(pair for branch in self.group.branches for pair in branch.specs())
+        if self.child is not None:
+            child = self.child
+            return tuple(
+                (child.step_id(step_id), spec)
+                for step_id, spec in child.definition.steps_by_id.items()
+            )
+        return tuple(
+            (spec.step_id, spec) for spec in (self.primary, self.fallback) if spec is not None
+        )
 
     def branch(self, on_fallback: bool) -> StepSpec:
         """The step that runs: the fallback (or timeout step) when ``on_fallback``."""
@@ -111,6 +147,9 @@ class SagaDefinition:
     """``Saga.deadline`` in seconds, or None."""
     waits_by_signal: dict[str, tuple[int, WaitSpec]] = dataclasses.field(default_factory=dict)
     """Each signal the saga waits for: the position of its wait and the wait."""
+    child_steps: dict[str, Node] = dataclasses.field(default_factory=dict)
+    """The ids recorded for child sagas' steps (in ``steps_by_id`` too), each with the
+    ``SubSaga`` node that ran them."""
 
 
 class Saga(Generic[Ctx]):
@@ -241,6 +280,19 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
                 breaker=item.circuit_breaker,
                 failure_exceptions=item.failure_exceptions,
             )
+        if isinstance(item, SubSaga):
+            child = item.saga.definition()
+            if child.context_type is None:
+                raise SagaDefinitionError(
+                    f"{where} runs {item.saga.__qualname__} as a SubSaga, but it does not declare "
+                    "its context type: define it as Saga[ItsContext]"
+                )
+            return Node(
+                primary=None,
+                child=ChildSpec(
+                    f"child:{item.name or child.name}", child, item.context, item.result
+                ),
+            )
         if isinstance(item, Parallel):
             branches = tuple(step_node(branch) for branch in item.branches)
             assert all(b is not None for b in branches), "Parallel checks its branches"
@@ -274,6 +326,7 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
                 f"Parallel or a wait (WaitForSignal, Sleep, SleepUntil), got {item!r}{hint}"
             )
     by_id: dict[str, StepSpec] = {}
+    children: dict[str, Node] = {}
     waits: dict[str, tuple[int, WaitSpec]] = {}
     seen_ids: set[str] = set()
     for index, node in enumerate(nodes):
@@ -294,14 +347,23 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
                     "of them a distinct `name`"
                 )
             seen_ids.add(group_id)
-        for step in node.specs():
-            if step.step_id in by_id or step.step_id in seen_ids:
+        for child_id in _child_ids(node):
+            if child_id in seen_ids:
                 raise SagaDefinitionError(
-                    f"{where}.steps has two steps with the id {step.step_id!r} (a step runs "
+                    f"{where}.steps runs two SubSagas with the id {child_id!r}; give one of "
+                    "them a distinct `name`"
+                )
+            seen_ids.add(child_id)
+        for step_id, step in node.specs():
+            if step_id in by_id or step_id in seen_ids:
+                raise SagaDefinitionError(
+                    f"{where}.steps has two steps with the id {step_id!r} (a step runs "
                     "once per saga, in one branch); give one of them a distinct `name`"
                 )
-            by_id[step.step_id] = step
-            seen_ids.add(step.step_id)
+            by_id[step_id] = step
+            seen_ids.add(step_id)
+        for child in _child_nodes(node):
+            children.update(dict.fromkeys(child.step_ids, child))
     deadline = saga.deadline
     deadline_seconds = (
         None if deadline is None else seconds_of(deadline, f"{where}.deadline", allow_zero=False)
@@ -316,7 +378,22 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         next_step_ids=(*(node.node_id for node in nodes), None),
         deadline_seconds=deadline_seconds,
         waits_by_signal=waits,
+        child_steps=children,
     )
+
+
+def _child_nodes(node: Node) -> tuple[Node, ...]:
+    """``node`` if it is a child, or the children among a group's branches (nested too)."""
+    if node.child is not None:
+        return (node,)
+    if node.group is None:
+        return ()
+    return tuple(child for branch in node.group.branches for child in _child_nodes(branch))
+
+
+def _child_ids(node: Node) -> tuple[str, ...]:
+    """The ids of the ``SubSaga`` nodes in ``node`` (itself, or its branches)."""
+    return tuple(child.node_id for child in _child_nodes(node))
 
 
 def _group_ids(node: Node) -> tuple[str, ...]:

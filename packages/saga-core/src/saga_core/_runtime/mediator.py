@@ -32,11 +32,12 @@ from saga_core._model.validators import require_saga_id
 from saga_core._storage.memory import MemorySagaStorage
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
+from .children import ChildRuns
 from .handle import LONGEST_POLL, SagaEvent, SagaHandle
 from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from .local_runs import cancel_here, cancellable, running_here
 from .owner import default_owner, name_owner
-from .recovery import decode_context
+from .resuming import decode_context
 from .saga_map import SagaMap as SagaMap
 from .signals import new_signal
 from .wakeup import WakeUp
@@ -110,6 +111,7 @@ class SagaMediator:
         self.storage = storage
         self.resolver: StepResolver = make_step_resolver(container)
         check_steps_buildable((saga for _, saga in saga_map), self.resolver)
+        saga_map.check_children_bound()
         self.hooks = Hooks([LoggingObserver(), *observers])
         self.lease_seconds = lease_seconds
         self.owner = default_owner() if owner is None else name_owner(owner)
@@ -394,6 +396,14 @@ class SagaMediator:
             hooks=self.hooks,
             owner=self.owner,
             lease_seconds=self.lease_seconds,
+            children=ChildRuns(
+                storage=self.storage,
+                resolver=self.resolver,
+                hooks=self.hooks,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                keeper=self._keeper,
+            ).for_definition(definition),
         )
 
     def _wire(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:

@@ -160,6 +160,29 @@ class SagaMap:
             )
         return found
 
+    def check_children_bound(self) -> None:
+        """Check that the child saga of every ``SubSaga`` of the bound sagas is bound too (in
+        the version the parent runs): a worker finds a stalled child by its name and version.
+
+        Raises:
+            SagaNotRegisteredError: a child saga is not bound (the message says which).
+        """
+        for versions in self._versions.values():
+            for saga in versions.values():
+                definition = saga.definition()
+                for node in {id(n): n for n in definition.child_steps.values()}.values():
+                    child = node.child
+                    assert child is not None, "child_steps maps to SubSaga nodes"
+                    name, version = child.definition.name, child.definition.version
+                    if self._versions.get(name, {}).get(version) is child.definition.saga_type:
+                        continue
+                    raise SagaNotRegisteredError(
+                        f"{saga.__qualname__} runs {child.definition.saga_type.__qualname__} "
+                        f"(saga {name!r} version {version}) as a SubSaga, but it is not bound in "
+                        "this saga map: bind it too (mapper.bind(<its context type>, "
+                        f"{child.definition.saga_type.__qualname__})), so that workers can run it"
+                    )
+
     def versions_of(self, name: str) -> tuple[int, ...]:
         """The versions of saga ``name`` bound here, lowest first (empty if none)."""
         return tuple(sorted(self._versions.get(name, ())))

@@ -12,7 +12,7 @@ from saga_core._model.saga import SagaDefinition
 from saga_core._model.waits import WaitSpec
 from saga_core._storage.protocol import NewSignal, SagaRecord
 
-from .recovery import decode_context
+from .resuming import decode_context
 
 #: Python types a payload already in JSON form is made of.
 _JSON_TYPES = (dict, list, str, int, float, bool, type(None))

@@ -32,11 +32,12 @@ from saga_core._model.status import SagaStatus
 from saga_core._model.validators import require_saga_id
 from saga_core._storage.protocol import SagaRecord, SagaStorage, WorkNotifications
 
+from .children import ChildRuns
 from .leases import DEFAULT_LEASE_SECONDS, LeaseKeeper, WaitingClaim
 from .local_runs import cancellable, is_running_here, running_here
 from .mediator import check_steps_buildable
 from .owner import default_owner, is_made_up_here
-from .recovery import check_record_matches, decode_context, resumed_run
+from .resuming import check_record_matches, decode_context, resumed_run
 from .saga_map import SagaMap, describe_versions
 from .wakeup import WakeUp
 
@@ -161,6 +162,7 @@ class SagaWorker:
         self.backoff = backoff
         self._resolver = make_step_resolver(container)
         check_steps_buildable((saga for _, saga in sagas), self._resolver)
+        sagas.check_children_bound()
         self._hooks = Hooks([LoggingObserver(), *observers])
         self._keeper = LeaseKeeper(storage, owner=self.owner, lease_seconds=lease_seconds)
         self._last_errors: dict[UUID, str] = {}
@@ -480,6 +482,14 @@ class SagaWorker:
             owner=self.owner,
             lease_seconds=self.lease_seconds,
             hold_seconds=hold_seconds,
+            children=ChildRuns(
+                storage=self.storage,
+                resolver=self._resolver,
+                hooks=self._hooks,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                keeper=self._keeper,
+            ).for_definition(definition),
         )
 
     async def _drive(self, run: SagaRun) -> None:

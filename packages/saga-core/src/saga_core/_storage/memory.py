@@ -79,6 +79,7 @@ class _StoredSaga:
         "lease_expires",
         "lease_owner",
         "next_step",
+        "parent_id",
         "parked",
         "saga_id",
         "saga_name",
@@ -121,6 +122,7 @@ class _StoredSaga:
         # Read back in UTC like every other instant, whatever zone the caller gave it in.
         self.deadline_at = None if deadline_at is None else deadline_at.astimezone(timezone.utc)
         self.cancel_reason: str | None = None
+        self.parent_id = saga.parent_id
         self.signals: list[PendingSignal] = []
         # Every signal id delivered to the saga, pending or consumed: a retried delivery of a
         # consumed signal is still a duplicate.
@@ -164,6 +166,7 @@ class _StoredSaga:
             deadline_at=self.deadline_at,
             cancel_reason=self.cancel_reason,
             signals=tuple(self.signals),
+            parent_id=self.parent_id,
         )
 
 
@@ -418,6 +421,8 @@ class MemorySagaStorage:
                 f"existing one"
             )
         check_new_saga(saga)
+        if saga.parent_id is not None:
+            require_saga_id(saga.parent_id, where="NewSaga.parent_id")
         stored = _StoredSaga(saga, self._clock())
         self._sagas[key] = stored
         self._active[key] = stored

@@ -95,6 +95,9 @@ class NewSaga(NamedTuple):
     deadline_at: datetime | None = None
     """When the saga must be finished by (aware), stored unchanged for its life; ``None``: no
     deadline."""
+    parent_id: UUID | None = None
+    """The saga that started this one as a child (a SubSaga node), or ``None``; stored
+    unchanged for the saga's life."""
 
 
 class Checkpoint(NamedTuple):
@@ -164,6 +167,9 @@ class SagaRecord(NamedTuple):
     """Why a cancel was requested (:meth:`SagaStorage.request_cancel`); ``None`` when none was."""
     signals: tuple[PendingSignal, ...] = ()
     """The signals delivered and not consumed yet, in delivery order."""
+    parent_id: UUID | None = None
+    """The saga that started this one as a child (a SubSaga node), or ``None``; stored at
+    creation and never changed."""
 
 
 @runtime_checkable
@@ -175,7 +181,8 @@ class SagaStorage(Protocol):
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new saga at cursor 0 and version 1: RUNNING with the given lease, or
-        WAITING without one (check it with :func:`~saga_core.storage.check_new_saga`).
+        WAITING without one (check it with :func:`~saga_core.storage.check_new_saga`), with
+        its ``saga_version``, ``deadline_at`` and ``parent_id``, which no later write changes.
 
         Raises :class:`~saga_core.SagaAlreadyExistsError` if the id exists (nothing written).
         """
