@@ -11,6 +11,7 @@ import pytest
 
 from saga_core import (
     MemorySagaStorage,
+    Parallel,
     Saga,
     SagaChildError,
     SagaContext,
@@ -339,3 +340,144 @@ async def test_a_recovered_parent_finds_its_completed_child_and_does_not_run_it_
     assert outcome.status is SagaStatus.COMPLETED
     assert outcome.context.label == "label-o-1"
     assert LEDGER == ["act:notify"]  # the child had completed: nothing of it runs again
+
+
+# --- a child as a Parallel branch ---------------------------------------------------------------
+
+
+class Invoice(SagaStepHandler[Order, None]):
+    name = "invoice"
+
+    async def act(self, context: Order) -> None:
+        LEDGER.append("act:invoice")
+        if context.notify_fails:
+            await anyio.sleep(0.01)  # the child completes first
+            raise ValueError("invoicing down")
+
+    async def compensate(self, context: Order) -> None:
+        LEDGER.append("compensate:invoice")
+
+
+class ParallelOrderSaga(Saga[Order]):
+    name = "parallel-order"
+    steps = [
+        Reserve,
+        Parallel(Invoice, SubSaga(ShippingSaga, context=to_shipping, result=copy_label)),
+        Notify,
+    ]
+
+
+def test_a_child_that_waits_cannot_be_a_parallel_branch() -> None:
+    with pytest.raises(SagaDefinitionError, match="its child saga waits"):
+
+        class Held(Saga[Order]):
+            steps = [Parallel(Invoice, SubSaga(AwaitPickup, context=to_shipping))]
+
+
+async def test_a_child_is_a_branch_of_a_group(storage: MemorySagaStorage) -> None:
+    mediator = mediator_on(storage, ParallelOrderSaga, ShippingSaga)
+    saga_id = uuid.uuid4()
+    context = Order()
+    outcome = await mediator.run(context, saga_id)
+    assert outcome.status is SagaStatus.COMPLETED
+    assert context.label == "label-o-1"  # the child's result, merged like a branch's change
+    parent = await storage.load(saga_id)
+    assert set(parent.applied[1:4]) == {
+        "invoice",
+        "child:shipping/book_carrier",
+        "child:shipping/print_label",
+    }
+    assert parent.applied[0] == "reserve" and parent.applied[-1] == "notify"
+    child = await storage.load(child_saga_id(saga_id, CHILD_NODE))
+    assert (child.status, child.parent_id) == (SagaStatus.COMPLETED, saga_id)
+
+
+async def test_a_group_that_fails_compensates_its_completed_child_as_a_unit(
+    storage: MemorySagaStorage,
+) -> None:
+    mediator = mediator_on(storage, ParallelOrderSaga, ShippingSaga)
+    saga_id = uuid.uuid4()
+    outcome = await mediator.run(Order(notify_fails=True), saga_id)
+    child_id = child_saga_id(saga_id, CHILD_NODE)
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert str(outcome.error) == "invoicing down"
+    # the child completed before invoice failed: its steps, then invoice, then reserve
+    assert [e for e in LEDGER if e.startswith("compensate:")] == [
+        "compensate:invoice",
+        "compensate:print_label",
+        f"compensate:book_carrier:label-o-1:{child_id}:book_carrier:compensate",
+        "compensate:reserve",
+    ]
+
+
+# --- cancel and deadline ------------------------------------------------------------------------
+
+
+class Stuck(SagaStepHandler[Shipping, None]):
+    name = "stuck"
+    started: anyio.Event | None = None
+
+    async def act(self, context: Shipping) -> None:
+        LEDGER.append("act:stuck")
+        assert Stuck.started is not None
+        Stuck.started.set()
+        await anyio.sleep_forever()
+
+    async def compensate(self, context: Shipping) -> None:
+        LEDGER.append("compensate:stuck")
+
+
+class StuckShipping(Saga[Shipping]):
+    name = "stuck-shipping"
+    steps = [BookCarrier, Stuck]
+
+
+class StuckOrderSaga(Saga[Order]):
+    name = "stuck-order"
+    steps = [Reserve, SubSaga(StuckShipping, context=to_shipping)]
+
+
+class LateOrderSaga(Saga[Order]):
+    name = "late-order"
+    deadline = 0.2
+    steps = [Reserve, SubSaga(StuckShipping, context=to_shipping)]
+
+
+async def test_a_cancel_of_the_parent_cancels_its_child_and_both_compensate(
+    storage: MemorySagaStorage,
+) -> None:
+    Stuck.started = anyio.Event()
+    mediator = mediator_on(storage, StuckOrderSaga, StuckShipping)
+    saga_id = uuid.uuid4()
+    outcomes = []
+
+    async def run() -> None:
+        outcomes.append(await mediator.run(Order(), saga_id))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            await Stuck.started.wait()
+            await mediator.cancel(saga_id, reason="customer left")
+    (outcome,) = outcomes
+    child_id = child_saga_id(saga_id, "child:stuck-shipping")
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert (await storage.load(child_id)).status is SagaStatus.COMPENSATED
+    assert [e for e in LEDGER if e.startswith("compensate:")] == [
+        "compensate:stuck",
+        f"compensate:book_carrier:label-o-1:{child_id}:book_carrier:compensate",
+        "compensate:reserve",
+    ]
+
+
+async def test_the_parents_deadline_reaches_its_child(storage: MemorySagaStorage) -> None:
+    Stuck.started = anyio.Event()
+    mediator = mediator_on(storage, LateOrderSaga, StuckShipping)
+    saga_id = uuid.uuid4()
+    with anyio.fail_after(5):
+        outcome = await mediator.run(Order(), saga_id)
+    child_id = child_saga_id(saga_id, "child:stuck-shipping")
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert "deadline" in str(outcome.error)
+    assert (await storage.load(child_id)).status is SagaStatus.COMPENSATED
+    assert LEDGER[-1] == "compensate:reserve" and "compensate:stuck" in LEDGER

@@ -16,16 +16,24 @@ it is kept as :attr:`BranchRun.fatal` for the driver to raise.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from saga_core._model.errors import DependencyResolutionError, SagaCancelledError
+from saga_core._model.error_text import describe_error
+from saga_core._model.errors import (
+    DependencyResolutionError,
+    SagaCancelledError,
+    SagaChildError,
+    SagaUsageError,
+)
 from saga_core._model.saga import Node, StepSpec
+from saga_core._model.status import SagaStatus
 
 from .calls import CallOutcome, StepCalls
+from .children import ChildEnd, child_failure
 from .states import ActFailed
 from .transitions import (
     after_primary_failed,
@@ -35,12 +43,27 @@ from .transitions import (
     interrupted_ids,
 )
 
+#: How long a branch waits, at first and at most, before it looks again at a child saga that
+#: another runner holds (after a crash its lease expires and this runner takes it over).
+_CHILD_POLL_SECONDS = (0.05, 5.0)
+
+
+class ChildBranches(NamedTuple):
+    """What a group needs to run ``SubSaga`` branches: the parent's child runner, bound."""
+
+    settle: Callable[[Node, Any], Awaitable[ChildEnd]]
+    """``settle(node, branch_context)``: bring the node's child to its end here if it can."""
+    stop: Callable[[Node, Exception], Awaitable[ChildEnd]]
+    """``stop(node, reason)``: cancel the node's child (it compensates itself)."""
+
 
 class BranchEnd(NamedTuple):
-    """How one step or ``Fallback`` branch of a group ended."""
+    """How one step, ``Fallback`` or ``SubSaga`` branch of a group ended."""
 
-    spec: StepSpec
-    """The step that ran last (the fallback when the primary failed)."""
+    branch_id: str
+    """The branch's node id."""
+    spec: StepSpec | None
+    """The step that ran last (the fallback when the primary failed); None for a child."""
     calls: StepCalls
     """The branch's calls: its context copy and its journal entries."""
     outcome: CallOutcome
@@ -74,6 +97,7 @@ class BranchRun:
         resumed: bool,
         new_calls: Callable[[], StepCalls],
         stop_reason: Callable[[], Exception],
+        children: ChildBranches | None = None,
     ) -> None:
         assert node.group is not None, "a BranchRun runs a group"
         self._node = node
@@ -81,8 +105,10 @@ class BranchRun:
         self._resumed = resumed
         self._new_calls = new_calls
         self._stop_reason = stop_reason
-        self.fatal: DependencyResolutionError | None = None
-        """A step that could not be built: the run stopped, the driver raises it."""
+        self._children = children
+        self.fatal: SagaUsageError | None = None
+        """A step that could not be built, or a child's context that could not be: the run
+        stopped, the driver raises it."""
         self._scope = anyio.CancelScope()
 
     async def run(self, send: MemoryObjectSendStream[BranchEnd], scope: anyio.CancelScope) -> None:
@@ -121,6 +147,8 @@ class BranchRun:
             async def branch(child: Node) -> None:
                 if child.group is not None:
                     ok = await self._group(child, send, why)
+                elif child.child is not None:
+                    ok = await self._child(child, send, why)
                 else:
                     ok = await self._leaf(child, send, why)
                 if not ok and not failed:
@@ -169,18 +197,95 @@ class BranchRun:
                 # Stopped mid-act: it may have had an effect, and is rolled back.
                 interrupted = calls.interrupted(spec, why)
                 ids = interrupted_ids(node, spec, node_applied, resumed)
-                _report(send, BranchEnd(spec, calls, interrupted, ids, False))
+                _report(send, BranchEnd(node.node_id, spec, calls, interrupted, ids, False))
             raise
         except DependencyResolutionError as exc:
-            # A wiring mistake, not a business failure: the whole run stops (the saga stays
-            # as last written), as it does for a step of the saga's own.
-            if self.fatal is None:
-                self.fatal = exc
-            self._scope.cancel()
-            _report(send, BranchEnd(spec, calls, CallOutcome(None, exc, 0, False), (), False))
-            return False
-        _report(send, BranchEnd(spec, calls, outcome, ids, completed))
+            return self._stop_all(exc, node, spec, calls, send)
+        _report(send, BranchEnd(node.node_id, spec, calls, outcome, ids, completed))
         return completed
+
+    async def _child(
+        self,
+        node: Node,
+        send: MemoryObjectSendStream[BranchEnd],
+        reason: Callable[[], Exception | None],
+    ) -> bool:
+        """Run a ``SubSaga`` branch: its child, in place; True when it COMPLETED."""
+        child = node.child
+        children = self._children
+        assert child is not None and children is not None, "a child branch, with a runner"
+        calls = self._new_calls()  # the branch's context copy: the child's is built from it
+        delay, longest = _CHILD_POLL_SECONDS
+        try:
+            while (end := await children.settle(node, calls.context)).status is None:
+                # Another runner holds the child (a child that waits cannot be a branch): look
+                # again until it ends or its lease expires and this runner takes it over.
+                await anyio.sleep(delay)
+                delay = min(delay * 2, longest)
+        except anyio.get_cancelled_exc_class():
+            why = reason()
+            if why is not None:
+                # Stopped: the child is cancelled too, and compensates itself; if it had
+                # completed already, its steps are the parent's to compensate.
+                with anyio.CancelScope(shield=True):
+                    end = await children.stop(node, why)
+                ids = _child_ids(node, end)
+                _report(
+                    send,
+                    BranchEnd(node.node_id, None, calls, CallOutcome(None, why, 1), ids, False),
+                )
+            raise
+        except SagaChildError as exc:
+            return self._stop_all(exc, node, None, calls, send)
+        if end.status is not SagaStatus.COMPLETED:
+            failure = child_failure(child.node_id, end)
+            _report(
+                send, BranchEnd(node.node_id, None, calls, CallOutcome(None, failure, 1), (), False)
+            )
+            return False
+        if child.result is not None:
+            try:
+                child.result(calls.context, end.context)
+            except Exception as exc:
+                error = SagaChildError(
+                    f"the result function of {child.node_id} raised {describe_error(exc)}; the "
+                    "saga stays at its group, and recovery runs it again once it is fixed"
+                )
+                error.__cause__ = exc
+                return self._stop_all(error, node, None, calls, send)
+        ids = _child_ids(node, end)
+        _report(send, BranchEnd(node.node_id, None, calls, CallOutcome(None, None, 1), ids, True))
+        return True
+
+    def _stop_all(
+        self,
+        error: SagaUsageError,
+        node: Node,
+        spec: StepSpec | None,
+        calls: StepCalls,
+        send: MemoryObjectSendStream[BranchEnd],
+    ) -> bool:
+        """A wiring or code mistake, not a business failure (a step that cannot be built, a
+        child's context that cannot be): the whole run stops, the saga stays as last written,
+        as it does for a node of the saga's own."""
+        if self.fatal is None:
+            self.fatal = error
+        self._scope.cancel()
+        _report(
+            send,
+            BranchEnd(node.node_id, spec, calls, CallOutcome(None, error, 0, False), (), False),
+        )
+        return False
+
+
+def _child_ids(node: Node, end: ChildEnd) -> tuple[str, ...]:
+    """The ids the parent records for a child that ended ``end``: its steps if it
+    COMPLETED (the parent compensates them), else none (the child answers for them)."""
+    child = node.child
+    assert child is not None
+    if end.status is not SagaStatus.COMPLETED:
+        return ()
+    return tuple(child.step_id(step_id) for step_id in end.applied)
 
 
 def _report(send: MemoryObjectSendStream[BranchEnd], end: BranchEnd) -> None:

@@ -14,6 +14,11 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from saga_core._model.errors import (
+    SagaCompensatedError,
+    SagaCompensationFailedError,
+    SagaFailedError,
+)
 from saga_core._model.saga import Node
 from saga_core._model.status import SagaStatus
 
@@ -50,13 +55,29 @@ class ChildEnd(NamedTuple):
     """Rolled back: why."""
 
 
+def child_failure(node_id: str, end: ChildEnd) -> SagaFailedError:
+    """The error that makes the parent compensate after its child (of the ``SubSaga`` node
+    ``node_id``) ended rolled back (COMPENSATED, or FAILED)."""
+    assert end.status is not None
+    what = "was rolled back" if end.status is SagaStatus.COMPENSATED else "failed"
+    message = f"child saga {end.child_id} ({node_id}) {what}: {end.error}"
+    if end.status is SagaStatus.COMPENSATED:
+        return SagaCompensatedError(message, saga_id=end.child_id)
+    return SagaCompensationFailedError(message, saga_id=end.child_id)
+
+
 class ChildRunner(Protocol):
     """Brings the child of a ``SubSaga`` node to its end in the parent's runner, if it can."""
 
-    async def settle(self, parent: SagaRun, node: Node) -> ChildEnd:
-        """Start the child of ``node`` (its context built from ``parent.context``), or take
-        it over when it is stalled, and run it here until it ends or cannot go on; the step
-        results of its run are queued on the parent (:meth:`SagaRun.queue_result`).
+    async def settle(
+        self, parent: SagaRun, node: Node, branch_context: Any | None = None
+    ) -> ChildEnd:
+        """Start the child of ``node`` (its context built from ``parent.context``, or from
+        ``branch_context`` when the node is a ``Parallel`` branch), or take it over when it
+        is stalled, and run it here until it ends or cannot go on; the step results of its
+        run are queued on the parent (:meth:`SagaRun.queue_result`). The parent's cancel
+        reaches a child it runs itself through ``parent.child``; a branch's, through the
+        branch (:meth:`stop`).
 
         Raises:
             SagaChildError: the node's ``context`` factory raised or built the wrong type

@@ -30,12 +30,9 @@ from saga_core._model.errors import (
     SagaBranchConflictError,
     SagaCancelledError,
     SagaChildError,
-    SagaCompensatedError,
-    SagaCompensationFailedError,
     SagaConcurrencyError,
     SagaContextError,
     SagaDeadlineExceededError,
-    SagaFailedError,
     SagaSignalPendingError,
     SagaUsageError,
     SagaWaitTimedOutError,
@@ -49,10 +46,10 @@ from saga_core._storage.protocol import JournalEntry, NewSignal, PendingSignal, 
 
 from . import states
 from . import transitions as machine
-from .branches import BranchEnd, BranchRun
+from .branches import BranchEnd, BranchRun, ChildBranches
 from .calls import CallOutcome, StepCalls, forward_result
 from .checkpoints import CheckpointWriter, create_saga
-from .children import ChildEnd, ChildRunner, child_saga_id, child_signal
+from .children import ChildRunner, child_failure, child_saga_id, child_signal
 from .hooks import Hooks, fire
 from .merging import ContextMerge
 from .observer import logger
@@ -519,12 +516,20 @@ class SagaRun:
                 )
             return stops[0]
 
+        children = None
+        if self._children is not None:
+            runner = self._children
+            children = ChildBranches(
+                lambda child, context: runner.settle(self, child, context),
+                lambda child, reason: runner.stop(self, child, reason),
+            )
         run = BranchRun(
             node,
             state.applied,
             state.resumed_at == call.node,
             lambda: self._calls.branch(base),
             stop_reason,
+            children,
         )
         scope = anyio.CancelScope(deadline=self._deadline_clock())
         # Nothing is raised inside the task group below (it would come out wrapped in an
@@ -541,7 +546,8 @@ class SagaRun:
                     async for first in receive:
                         for end in (first, *_drain(receive)):
                             self._calls.journal.extend(end.calls.journal)
-                            self._results.append(_branch_result(end, self.saga_id))
+                            if end.spec is not None:  # a child's results are queued already
+                                self._results.append(_branch_result(end, self.saga_id))
                             unwritten.extend(end.ids)
                             if failure is not None:
                                 continue
@@ -549,7 +555,7 @@ class SagaRun:
                                 failure = end.outcome.error
                                 continue
                             try:
-                                merge.take(self.context, end.calls.context, end.spec.step_id)
+                                merge.take(self.context, end.calls.context, end.branch_id)
                             except (SagaBranchConflictError, SagaContextError) as exc:
                                 failure = exc
                                 stops.append(exc)
@@ -645,7 +651,7 @@ class SagaRun:
             return
         if end.status is not None:
             # The decision to compensate is written by the driving loop.
-            self._stop_forward(states.ChildFailed(self._child_failure(child.node_id, end)))
+            self._stop_forward(states.ChildFailed(child_failure(child.node_id, end)))
             return
         now = datetime.now(timezone.utc)
         wake_at = due_at(now + timedelta(seconds=CHILD_CHECK_SECONDS), self.deadline_at)
@@ -659,15 +665,6 @@ class SagaRun:
                 "child runner; run it through a mediator, a worker or recover_saga"
             )
         return self._children
-
-    def _child_failure(self, node_id: str, end: ChildEnd) -> SagaFailedError:
-        """The error that makes the parent compensate after its child ended ``end``."""
-        assert end.status is not None
-        what = "was rolled back" if end.status is SagaStatus.COMPENSATED else "failed"
-        message = f"child saga {end.child_id} ({node_id}) {what}: {end.error}"
-        if end.status is SagaStatus.COMPENSATED:
-            return SagaCompensatedError(message, saga_id=end.child_id)
-        return SagaCompensationFailedError(message, saga_id=end.child_id)
 
     async def _stop_child(self, node_index: int, reason: Exception) -> tuple[str, ...]:
         """The parent stops going forward at its ``SubSaga`` node ``node_index``: cancel the
@@ -1089,6 +1086,7 @@ def _drain(receive: MemoryObjectReceiveStream[BranchEnd]) -> list[BranchEnd]:
 def _branch_result(end: BranchEnd, saga_id: UUID) -> SagaStepResult[Any, Any]:
     """The step result of a group's branch that ended as ``end``."""
     outcome = end.outcome
+    assert end.spec is not None, "a step's end"
     if end.completed:
         return forward_result(end.spec, outcome.value, saga_id, outcome.attempt)
     return SagaStepResult(

@@ -297,6 +297,15 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             branches = tuple(step_node(branch) for branch in item.branches)
             assert all(b is not None for b in branches), "Parallel checks its branches"
             compiled = typing.cast(tuple[Node, ...], branches)
+            for branch in compiled:
+                for child in _child_nodes(branch):
+                    assert child.child is not None
+                    if _may_wait(child.child.definition.nodes):
+                        raise SagaDefinitionError(
+                            f"{where}: {child.node_id} is a Parallel branch, but its child saga "
+                            "waits (WaitForSignal, Sleep, SleepUntil), which would hold the "
+                            "whole group; run that SubSaga before or after the Parallel"
+                        )
             group_id = "parallel:" + (item.name or ",".join(b.node_id for b in compiled))
             return Node(
                 primary=None,
@@ -380,6 +389,18 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
         waits_by_signal=waits,
         child_steps=children,
     )
+
+
+def _may_wait(nodes: Sequence[Node]) -> bool:
+    """True when a saga of ``nodes`` may suspend: a wait, or a child saga that may."""
+    for node in nodes:
+        if node.wait is not None:
+            return True
+        if node.group is not None and _may_wait(node.group.branches):
+            return True
+        if node.child is not None and _may_wait(node.child.definition.nodes):
+            return True
+    return False
 
 
 def _child_nodes(node: Node) -> tuple[Node, ...]:

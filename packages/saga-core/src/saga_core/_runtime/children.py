@@ -66,14 +66,18 @@ class ChildRuns:
         """This runner of children for a saga of ``definition``, or None when it has none."""
         return self if definition.child_steps else None
 
-    async def settle(self, parent: SagaRun, node: Node) -> ChildEnd:
+    async def settle(
+        self, parent: SagaRun, node: Node, branch_context: Any | None = None
+    ) -> ChildEnd:
         """See :meth:`saga_core._engine.children.ChildRunner.settle`."""
         child = node.child
         assert child is not None, "a SubSaga node"
         child_id = child_saga_id(parent.saga_id, child.node_id)
+        in_branch = branch_context is not None
         record = await self._load(child_id)
         if record is None:
-            context = _child_context(parent, child)
+            base = branch_context if in_branch else parent.context
+            context = _child_context(parent.saga_id, base, child)
             try:
                 run = await SagaRun.start(
                     definition=child.definition,
@@ -91,8 +95,8 @@ class ChildRuns:
             except SagaAlreadyExistsError:  # another runner of the parent just started it
                 record = await self._storage.load(child_id)
             else:
-                return await self._run_in_place(parent, run)
-        return await self._go_on(parent, child, record)
+                return await self._run_in_place(parent, run, in_branch=in_branch)
+        return await self._go_on(parent, child, record, in_branch=in_branch)
 
     async def stop(self, parent: SagaRun, node: Node, reason: Exception) -> ChildEnd:
         """See :meth:`saga_core._engine.children.ChildRunner.stop`."""
@@ -108,7 +112,9 @@ class ChildRuns:
             record = await self._storage.load(child_id)
         return await self._go_on(parent, child, record)
 
-    async def _go_on(self, parent: SagaRun, child: ChildSpec, record: SagaRecord) -> ChildEnd:
+    async def _go_on(
+        self, parent: SagaRun, child: ChildSpec, record: SagaRecord, *, in_branch: bool = False
+    ) -> ChildEnd:
         """How the stored child ``record`` stands, once run here to its end if it can go on
         now."""
         definition = child.definition
@@ -136,22 +142,24 @@ class ChildRuns:
             children=self.for_definition(definition),
             in_place=True,
         )
-        return await self._run_in_place(parent, run)
+        return await self._run_in_place(parent, run, in_branch=in_branch)
 
-    async def _run_in_place(self, parent: SagaRun, run: SagaRun) -> ChildEnd:
+    async def _run_in_place(self, parent: SagaRun, run: SagaRun, *, in_branch: bool) -> ChildEnd:
         """Run the child ``run`` to the end of this run, its results queued on ``parent``;
-        the parent's deadline and cancels reach it."""
+        the parent's deadline and cancels reach it (a branch's through its group)."""
         if parent.deadline_at is not None and (
             run.deadline_at is None or parent.deadline_at < run.deadline_at
         ):
             run.deadline_at = parent.deadline_at
-        parent.child = run
+        if not in_branch:
+            parent.child = run
         if self._keeper is not None:
             self._keeper.hold(run)
         try:
             await run.run_to_end(each=parent.queue_result)
         finally:
-            parent.child = None
+            if not in_branch:
+                parent.child = None
             if self._keeper is not None:
                 self._keeper.drop(run)
         if not _has_ended(run.status):
@@ -172,16 +180,16 @@ class ChildRuns:
             return None
 
 
-def _child_context(parent: SagaRun, child: ChildSpec) -> Any:
+def _child_context(parent_id: Any, parent_context: Any, child: ChildSpec) -> Any:
     """The child's context, built from the parent's by the node's ``context`` function.
 
     Raises:
         SagaChildError: the function raised, or built something else than the child's
             context type.
     """
-    where = f"saga {parent.saga_id}: the context function of {child.node_id}"
+    where = f"saga {parent_id}: the context function of {child.node_id}"
     try:
-        context = child.context(parent.context)
+        context = child.context(parent_context)
     except Exception as exc:
         raise SagaChildError(
             f"{where} raised {describe_error(exc)}; nothing of the child was written, and "
