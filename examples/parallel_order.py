@@ -1,12 +1,17 @@
-"""Parallel branches: an order reserves stock and a courier at the same time, then books shipping.
+"""Parallel branches and a child saga: an order reserves stock and a courier at the same time,
+then books shipping as a child saga.
 
 ``Parallel(ReserveStock, BookCourier)`` runs both steps concurrently in one runner, each on its
 own copy of the context; each completion is a checkpoint, and the context after the group holds
-both branches' changes. The first order completes (the group takes about as long as its slowest
-branch, not the sum). For the second order no courier is free: ``fail="fast"`` cancels the stock
+both branches' changes. ``SubSaga(ShippingSaga, ...)`` then starts the shipping saga as a child
+— a saga of its own, with its own record, linked to the order — runs it in place and copies its
+label back. The first order completes (the group takes about as long as its slowest branch, not
+the sum). For the second order no courier is free: ``fail="fast"`` cancels the stock
 reservation still in flight, and the rollback compensates every branch that completed, failed
 after being called or was cancelled mid-act — last ended first — before the steps that ran
-earlier.
+earlier. The third order is paid by a card that is declined after shipping was booked: the
+order compensates the completed shipping saga as a unit (its steps in reverse order, with its
+context), then the branches.
 
 Run it from the repository root::
 
@@ -26,7 +31,9 @@ from saga_core import (
     Parallel,
     Saga,
     SagaContext,
+    SagaMap,
     SagaStepHandler,
+    SubSaga,
     bootstrap,
 )
 
@@ -35,9 +42,18 @@ from saga_core import (
 class OrderContext(SagaContext):
     order_id: str
     couriers_free: int = 1
+    card_ok: bool = True
     stock_reservation: str | None = None
     courier_booking: str | None = None
     shipping_label: str | None = None
+
+
+@dataclasses.dataclass
+class ShippingContext(SagaContext):
+    order_id: str
+    courier_booking: str
+    pickup_slot: str | None = None
+    label: str | None = None
 
 
 class OpenOrder(SagaStepHandler[OrderContext, None]):
@@ -79,23 +95,67 @@ class BookCourier(SagaStepHandler[OrderContext, None]):
         print(f"  courier: cancel any booking of order {context.order_id}")
 
 
-class BookShipping(SagaStepHandler[OrderContext, None]):
-    name = "book_shipping"
+class BookPickup(SagaStepHandler[ShippingContext, None]):
+    name = "book_pickup"
+
+    async def act(self, context: ShippingContext) -> None:
+        context.pickup_slot = "09:00-11:00"
+        print(f"  shipping saga: pickup {context.pickup_slot} with {context.courier_booking}")
+
+    async def compensate(self, context: ShippingContext) -> None:
+        print(f"  shipping saga: cancel the pickup {context.pickup_slot}")
+
+
+class PrintLabel(SagaStepHandler[ShippingContext, None]):
+    name = "print_label"
+
+    async def act(self, context: ShippingContext) -> None:
+        context.label = f"label-{context.order_id}"
+        print(f"  shipping saga: label {context.label}")
+
+    async def compensate(self, context: ShippingContext) -> None:
+        print(f"  shipping saga: void the label {context.label}")
+
+
+class ShippingSaga(Saga[ShippingContext]):
+    name = "shipping"
+    steps = [BookPickup, PrintLabel]
+
+
+class ChargeCard(SagaStepHandler[OrderContext, None]):
+    name = "charge_card"
 
     async def act(self, context: OrderContext) -> None:
-        context.shipping_label = f"{context.stock_reservation}/{context.courier_booking}"
-        print(f"  shipping: label {context.shipping_label}")
+        if not context.card_ok:
+            raise RuntimeError("card declined")
+        print("  card: charged")
+
+
+def shipping_for(order: OrderContext) -> ShippingContext:
+    assert order.courier_booking is not None
+    return ShippingContext(order_id=order.order_id, courier_booking=order.courier_booking)
+
+
+def take_label(order: OrderContext, shipping: ShippingContext) -> None:
+    order.shipping_label = shipping.label
 
 
 class OrderSaga(Saga[OrderContext]):
-    steps = [OpenOrder, Parallel(ReserveStock, BookCourier, fail="fast"), BookShipping]
+    steps = [
+        OpenOrder,
+        Parallel(ReserveStock, BookCourier, fail="fast"),
+        SubSaga(ShippingSaga, context=shipping_for, result=take_label),
+        ChargeCard,
+    ]
+
+
+def bind_sagas(mapper: SagaMap) -> None:
+    mapper.bind(OrderContext, OrderSaga)
+    mapper.bind(ShippingContext, ShippingSaga)  # a child saga is bound too: workers run it
 
 
 storage = MemorySagaStorage()
-mediator = bootstrap(
-    sagas_mapper=lambda mapper: mapper.bind(OrderContext, OrderSaga),
-    saga_storage=storage,
-)
+mediator = bootstrap(sagas_mapper=bind_sagas, saga_storage=storage)
 
 
 async def place(context: OrderContext) -> None:
@@ -111,8 +171,11 @@ async def main() -> None:
     context = OrderContext(order_id="A-1")
     await place(context)
     print(f"  context: stock {context.stock_reservation}, courier {context.courier_booking}")
+    print(f"  label from the shipping saga: {context.shipping_label}")
     print("Order A-2 (no courier free):")
     await place(OrderContext(order_id="A-2", couriers_free=0))
+    print("Order A-3 (the card is declined once shipping is arranged):")
+    await place(OrderContext(order_id="A-3", card_ok=False))
 
 
 if __name__ == "__main__":

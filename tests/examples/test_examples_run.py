@@ -276,14 +276,26 @@ def check_parallel_order(output: str) -> None:
             "open order A-1",
             "courier: booked courier-A-1",
             "stock: reserved stock-A-1",
-            "shipping: label stock-A-1/courier-A-1",  # both branches' changes merged
+            # the child saga starts from both branches' changes, merged
+            "shipping saga: pickup 09:00-11:00 with courier-A-1",
+            "shipping saga: label label-A-1",
+            "card: charged",
             "status: COMPLETED",
-            "steps applied, in order: open_order, book_courier, reserve_stock, book_shipping",
+            "child:shipping/book_pickup, child:shipping/print_label, charge_card",
+            "context: stock stock-A-1, courier courier-A-1",
+            "label from the shipping saga: label-A-1",
             "Order A-2 (no courier free):",
             # the courier failed first, then the reservation was cancelled: last ended first
             "stock: release the reservation of order A-2",
             "courier: cancel any booking of order A-2",
             "cancel order A-2",
+            "status: COMPENSATED",
+            "Order A-3 (the card is declined once shipping is arranged):",
+            "shipping saga: label label-A-3",
+            # the completed child is compensated as a unit, its steps in reverse order
+            "shipping saga: void the label label-A-3",
+            "shipping saga: cancel the pickup 09:00-11:00",
+            "cancel order A-3",
             "status: COMPENSATED",
         ],
     )
