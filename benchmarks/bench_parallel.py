@@ -12,6 +12,9 @@ Three sagas, run one at a time through ``bootstrap(...).run``:
   come one by one, 2 ms apart: the writes approach the bound of one per branch (only counted);
 - **one write**: ``steps = [Noop]``, one step that does nothing.
 
+And, its writes counted (creations and checkpoints of every saga involved): a one-step child
+saga alone, and a parent whose only node is ``SubSaga`` of it.
+
 Each saga is timed from its creation write's return to ``run`` returning, so the time is the
 saga's whole run but its creation: the group (or the no-op step) and every checkpoint it
 writes, the last of which ends the saga. The writes are counted, not assumed: the storage
@@ -49,7 +52,6 @@ from typing import Any
 import anyio
 from bench_durable import PG, load, percentile, say, scratch
 
-import saga_core
 from saga_core import (
     MemorySagaStorage,
     Parallel,
@@ -61,6 +63,7 @@ from saga_core import (
     SagaStatus,
     SagaStepHandler,
     SagaStorage,
+    SubSaga,
     bootstrap,
 )
 from saga_core.storage import Checkpoint, NewSaga
@@ -136,6 +139,37 @@ class StaggeredSaga(Saga[StaggeredContext]):
     steps = [Parallel(*(_staggered(number) for number in range(BRANCHES)))]
 
 
+@dataclasses.dataclass
+class ChildContext(SagaContext):
+    key: str
+
+
+@dataclasses.dataclass
+class ParentContext(SagaContext):
+    key: str
+
+
+class ChildStep(SagaStepHandler[ChildContext, Response]):
+    name = "bench.parallel.child-step"
+
+    async def act(self, context: ChildContext) -> Response:
+        return Response()
+
+
+class ChildSaga(Saga[ChildContext]):
+    """The child alone: one step that does nothing (1 creation + 1 checkpoint)."""
+
+    name = "bench.parallel.child"
+    steps = [ChildStep]
+
+
+class ParentSaga(Saga[ParentContext]):
+    """A parent whose only node is that child."""
+
+    name = "bench.parallel.parent"
+    steps = [SubSaga(ChildSaga, context=lambda parent: ChildContext(parent.key))]
+
+
 class GroupSaga(Saga[GroupContext]):
     name = "bench.parallel.group"
     steps = [Parallel(*(_branch(number) for number in range(BRANCHES)))]
@@ -164,11 +198,13 @@ class WriteCounter:
 
     def __init__(self, storage: SagaStorage) -> None:
         self.checkpoints = 0
+        self.creates = 0
         self.created_at = 0.0
         create, write = storage.create, storage.checkpoint
 
         async def counted_create(saga: NewSaga) -> None:
             await create(saga)
+            self.creates += 1
             self.created_at = time.perf_counter()
 
         async def counted_checkpoint(checkpoint: Checkpoint) -> None:
@@ -224,6 +260,8 @@ async def measure(backend: str, rounds: int, sagas: int) -> Row:
         sagas_map.bind(GroupContext, GroupSaga)
         sagas_map.bind(OneStepContext, OneStepSaga)
         sagas_map.bind(StaggeredContext, StaggeredSaga)
+        sagas_map.bind(ChildContext, ChildSaga)
+        sagas_map.bind(ParentContext, ParentSaga)
         mediator = bootstrap(sagas_mapper=sagas_map, saga_storage=storage)
         for kind in KINDS:
             await time_sagas(mediator, counter, kind, 1, "warm-up")
@@ -237,7 +275,23 @@ async def measure(backend: str, rounds: int, sagas: int) -> Row:
                 }
             )
             say(f"  {backend}: round {number + 1} of {rounds} (load {load()})")
-    return summarize(backend, per_round)
+        child_writes = await writes_of(mediator, counter, ChildContext, sagas)
+        parent_writes = await writes_of(mediator, counter, ParentContext, sagas)
+    row = summarize(backend, per_round)
+    row["child_writes"], row["parent_writes"] = child_writes, parent_writes
+    return row
+
+
+async def writes_of(
+    mediator: SagaMediator, counter: WriteCounter, kind: Callable[[str], SagaContext], n: int
+) -> float:
+    """The mean writes (creations and checkpoints, every saga's) of ``n`` sagas of ``kind``."""
+    before = counter.creates + counter.checkpoints
+    for number in range(n):
+        outcome = await mediator.run(kind(f"writes-{number}"))
+        if outcome.status is not SagaStatus.COMPLETED:
+            raise RuntimeError(f"a saga ended {outcome.status}: {outcome.error}")
+    return (counter.creates + counter.checkpoints - before) / n
 
 
 def summarize(backend: str, per_round: list[Row]) -> Row:
@@ -320,16 +374,15 @@ def print_table(rows: list[Row]) -> None:
         f" round, the group's p50 ÷ ({SLACK:g} x {io_ms:g} ms + that round's mean writes x one"
         " write)."
     )
-    if getattr(saga_core, "SubSaga", None) is None:
-        print(
-            "\nA parent with one child, writes more than the child alone: not measured yet"
-            " (saga_core has no SubSaga)."
-        )
-    else:
-        print(
-            "\nA parent with one child, writes more than the child alone: saga_core has a"
-            " SubSaga, but this benchmark does not measure it yet."
-        )
+    print("\n### A parent with one child (a one-step saga), writes counted\n")
+    print("| backend | the child alone | the parent with it | more |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        if "skipped" not in row:
+            child, parent = row["child_writes"], row["parent_writes"]
+            print(
+                f"| {TITLES[row['backend']]} | {child:.2f} | {parent:.2f} | {parent - child:.2f} |"
+            )
 
 
 # --- main -----------------------------------------------------------------------------------
