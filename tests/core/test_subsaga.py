@@ -481,3 +481,25 @@ async def test_the_parents_deadline_reaches_its_child(storage: MemorySagaStorage
     assert "deadline" in str(outcome.error)
     assert (await storage.load(child_id)).status is SagaStatus.COMPENSATED
     assert LEDGER[-1] == "compensate:reserve" and "compensate:stuck" in LEDGER
+
+
+async def test_a_child_whose_record_is_gone_fails_the_parents_rollback_visibly(
+    storage: MemorySagaStorage,
+) -> None:
+    mediator = mediator_on(storage, OrderSaga, ShippingSaga)
+    saga_id = uuid.uuid4()
+    child_id = child_saga_id(saga_id, CHILD_NODE)
+    load = type(storage).load
+
+    async def retention_removed_the_child(wanted: uuid.UUID) -> Any:
+        if wanted == child_id and (await load(storage, saga_id)).status is not SagaStatus.RUNNING:
+            raise SagaNotFoundError(f"no saga with id {wanted} in storage")
+        return await load(storage, wanted)
+
+    storage.load = retention_removed_the_child  # type: ignore[method-assign]
+    outcome = await mediator.run(Order(notify_fails=True), saga_id)
+    assert outcome.status is SagaStatus.FAILED
+    assert "cannot compensate child:shipping/print_label: its child saga's record is gone" in str(
+        outcome.error
+    )
+    assert "compensate:reserve" not in LEDGER  # the rollback stops there, retried by recovery

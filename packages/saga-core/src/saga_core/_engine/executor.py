@@ -33,6 +33,8 @@ from saga_core._model.errors import (
     SagaConcurrencyError,
     SagaContextError,
     SagaDeadlineExceededError,
+    SagaNotFoundError,
+    SagaRecoveryError,
     SagaSignalPendingError,
     SagaUsageError,
     SagaWaitTimedOutError,
@@ -698,6 +700,33 @@ class SagaRun:
         except Exception as exc:  # the parent's own check is the safety net
             logger.info("saga %s: could not wake its parent %s: %r", self.saga_id, parent_id, exc)
 
+    async def _compensate_step(self, step_id: str) -> CallOutcome:
+        """Call the compensate of step ``step_id`` (this saga's, or a child's: see
+        :meth:`_calls_for`). A child whose record is gone (a storage's retention removed it)
+        cannot be compensated: that is the compensation's failure, and the saga ends FAILED,
+        visibly, instead of compensating on a context it no longer has."""
+        try:
+            calls, spec = await self._calls_for(step_id)
+        except SagaNotFoundError as exc:
+            error = SagaRecoveryError(
+                f"saga {self.saga_id} cannot compensate {step_id}: its child saga's record is "
+                f"gone ({exc}); keep finished sagas longer than their parents run"
+            )
+            self._calls.journal.append(
+                JournalEntry(
+                    step_id,
+                    StepDirection.COMPENSATE,
+                    StepEvent.FAILED,
+                    0,
+                    datetime.now(timezone.utc),
+                    describe_error(error),
+                )
+            )
+            return CallOutcome(None, error, 0, called=False)
+        outcome = await calls.compensate(spec)
+        self._take_journal(calls, step_id)
+        return outcome
+
     async def _calls_for(self, step_id: str) -> tuple[StepCalls, StepSpec]:
         """The step calls and the spec that compensate step ``step_id``: this saga's own, or,
         for a step of a child saga (``"<node id>/<step id>"``, nested children too), the
@@ -730,10 +759,9 @@ class SagaRun:
     async def _compensate(self, call: states.Compensate) -> SagaStepResult[Any, Any]:
         # A compensation and its checkpoint are never interrupted halfway: cancellation is
         # held off until both are done, then delivered below.
+        spec = self.definition.steps_by_id[call.step_id]
         with anyio.CancelScope(shield=True):
-            calls, spec = await self._calls_for(call.step_id)
-            outcome = await calls.compensate(spec)
-            self._take_journal(calls, call.step_id)
+            outcome = await self._compensate_step(call.step_id)
             if outcome.error is None:
                 event: states.Event = states.COMPENSATION_DONE
             else:
@@ -767,9 +795,7 @@ class SagaRun:
 
             async def compensate(step_id: str) -> None:
                 try:
-                    calls, spec = await self._calls_for(step_id)
-                    outcomes[step_id] = await calls.compensate(spec)
-                    self._take_journal(calls, step_id)
+                    outcomes[step_id] = await self._compensate_step(step_id)
                 except Exception as exc:  # a step that cannot be built: raised below
                     unbuildable.append(exc)
 
