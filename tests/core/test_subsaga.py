@@ -19,6 +19,7 @@ from saga_core import (
     SagaMediator,
     SagaNotFoundError,
     SagaNotRegisteredError,
+    SagaRecord,
     SagaStatus,
     SagaStepHandler,
     StepDirection,
@@ -491,7 +492,7 @@ async def test_a_child_whose_record_is_gone_fails_the_parents_rollback_visibly(
     child_id = child_saga_id(saga_id, CHILD_NODE)
     load = type(storage).load
 
-    async def retention_removed_the_child(wanted: uuid.UUID) -> Any:
+    async def retention_removed_the_child(wanted: uuid.UUID) -> SagaRecord:
         if wanted == child_id and (await load(storage, saga_id)).status is not SagaStatus.RUNNING:
             raise SagaNotFoundError(f"no saga with id {wanted} in storage")
         return await load(storage, wanted)
