@@ -488,17 +488,20 @@ async def test_a_child_whose_record_is_gone_fails_the_parents_rollback_visibly(
     storage: MemorySagaStorage,
 ) -> None:
     mediator = mediator_on(storage, OrderSaga, ShippingSaga)
-    saga_id = uuid.uuid4()
-    child_id = child_saga_id(saga_id, CHILD_NODE)
+    parent_id = uuid.uuid4()
+    child_id = child_saga_id(parent_id, CHILD_NODE)
     load = type(storage).load
 
-    async def retention_removed_the_child(wanted: uuid.UUID) -> SagaRecord:
-        if wanted == child_id and (await load(storage, saga_id)).status is not SagaStatus.RUNNING:
-            raise SagaNotFoundError(f"no saga with id {wanted} in storage")
-        return await load(storage, wanted)
+    async def retention_removed_the_child(saga_id: uuid.UUID) -> SagaRecord:
+        if (
+            saga_id == child_id
+            and (await load(storage, parent_id)).status is not SagaStatus.RUNNING
+        ):
+            raise SagaNotFoundError(f"no saga with id {saga_id} in storage")
+        return await load(storage, saga_id)
 
     storage.load = retention_removed_the_child  # type: ignore[method-assign]
-    outcome = await mediator.run(Order(notify_fails=True), saga_id)
+    outcome = await mediator.run(Order(notify_fails=True), parent_id)
     assert outcome.status is SagaStatus.FAILED
     assert "cannot compensate child:shipping/print_label: its child saga's record is gone" in str(
         outcome.error
