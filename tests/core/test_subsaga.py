@@ -23,6 +23,7 @@ from saga_core import (
     SagaStatus,
     SagaStepHandler,
     StepDirection,
+    StepEvent,
     SubSaga,
     WaitForSignal,
     bootstrap,
@@ -219,6 +220,9 @@ async def test_the_child_runs_in_place_and_its_result_reaches_the_parent(
         saga_id,
         "shipping",
     )
+    # the parent's journal says where its child stood, by id; the child's has its steps
+    entries = [(e.step_id, e.event, e.detail) for e in await storage.history(saga_id)]
+    assert (CHILD_NODE, StepEvent.COMPLETED, str(child_id)) in entries
 
 
 async def test_a_completed_child_is_compensated_as_a_unit_by_its_parent(
@@ -303,6 +307,8 @@ async def test_a_parent_waits_for_a_child_that_waits_and_its_end_wakes_it() -> N
     assert (parent.status, parent.waiting_for) == (SagaStatus.WAITING, f"child:{child_id}")
     assert parent.wake_at is not None  # the safety net: it looks at its child later anyway
     assert (await storage.load(child_id)).waiting_for == "picked-up"
+    started = [e for e in await storage.history(saga_id) if e.step_id == "child:await-pickup"]
+    assert [(e.event, e.detail) for e in started] == [(StepEvent.STARTED, str(child_id))]
 
     await mediator.signal(child_id, "picked-up", "TRK-9", signal_id="evt-1")
     worker = mediator.worker()

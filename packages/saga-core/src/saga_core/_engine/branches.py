@@ -33,7 +33,7 @@ from saga_core._model.saga import Node, StepSpec
 from saga_core._model.status import SagaStatus
 
 from .calls import CallOutcome, StepCalls
-from .children import ChildEnd, child_failure
+from .children import ChildEnd, child_entry, child_failure
 from .states import ActFailed
 from .transitions import (
     after_primary_failed,
@@ -237,6 +237,7 @@ class BranchRun:
             raise
         except SagaChildError as exc:
             return self._stop_all(exc, node, None, calls, send)
+        calls.journal.append(child_entry(child.node_id, end))
         if end.status is not SagaStatus.COMPLETED:
             failure = child_failure(child.node_id, end)
             _report(

@@ -12,6 +12,7 @@ until the child's end wakes it (:func:`wake_parent`).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from saga_core._model.errors import (
@@ -20,7 +21,8 @@ from saga_core._model.errors import (
     SagaFailedError,
 )
 from saga_core._model.saga import Node
-from saga_core._model.status import SagaStatus
+from saga_core._model.status import SagaStatus, StepDirection, StepEvent
+from saga_core._storage.protocol import JournalEntry
 
 if TYPE_CHECKING:
     from .executor import SagaRun
@@ -64,6 +66,20 @@ def child_failure(node_id: str, end: ChildEnd) -> SagaFailedError:
     if end.status is SagaStatus.COMPENSATED:
         return SagaCompensatedError(message, saga_id=end.child_id)
     return SagaCompensationFailedError(message, saga_id=end.child_id)
+
+
+def child_entry(node_id: str, end: ChildEnd) -> JournalEntry:
+    """The parent's journal entry for where its child stands (the child's id as its detail):
+    COMPLETED, FAILED when it was rolled back (with why), STARTED while the parent waits for
+    it. The child's own steps are in the child's journal."""
+    if end.status is None:
+        event, error = StepEvent.STARTED, None
+    elif end.status is SagaStatus.COMPLETED:
+        event, error = StepEvent.COMPLETED, None
+    else:
+        event, error = StepEvent.FAILED, f"{end.status.value}: {end.error}"
+    now = datetime.now(timezone.utc)
+    return JournalEntry(node_id, StepDirection.ACT, event, 1, now, error, str(end.child_id))
 
 
 class ChildRunner(Protocol):

@@ -51,7 +51,7 @@ from . import transitions as machine
 from .branches import BranchEnd, BranchRun, ChildBranches
 from .calls import CallOutcome, StepCalls, forward_result
 from .checkpoints import CheckpointWriter, create_saga
-from .children import ChildRunner, child_failure, child_saga_id, child_signal
+from .children import ChildRunner, child_entry, child_failure, child_saga_id, child_signal
 from .hooks import Hooks, fire
 from .merging import ContextMerge
 from .observer import logger
@@ -633,6 +633,7 @@ class SagaRun:
         child = node.child
         assert child is not None, "a SubSaga node"
         end = await self._child_runner().settle(self, node)
+        self._calls.journal.append(child_entry(child.node_id, end))
         if end.status is SagaStatus.COMPLETED:
             if child.result is not None:
                 try:
