@@ -24,7 +24,7 @@ from saga_core import (
 )
 from saga_core.storage import Checkpoint, JournalEntry, NewSaga, SagaRecord
 
-from . import parallel_sagas, waiting_sagas
+from . import child_sagas, parallel_sagas, waiting_sagas
 from .cli_sagas import HOSTILE, SWITCHES, NoteContext, OrderContext, saga_map
 
 #: ``cli(*args) -> (exit code, stdout, stderr)``: the CLI run in-process.
@@ -213,6 +213,15 @@ async def waiting_hold(url: str, item: str = "box") -> uuid.UUID:
         mediator = bootstrap(sagas_mapper=waiting_sagas.saga_map, saga_storage=storage)
         outcome = await mediator.run(waiting_sagas.HoldContext(item))
     assert outcome.status is SagaStatus.WAITING
+    return outcome.saga_id
+
+
+async def with_children(url: str, context: child_sagas.OrderContext) -> uuid.UUID:
+    """Run the saga of :mod:`child_sagas` bound to ``context``'s type, with its children,
+    until it ends or waits (for a child that waits)."""
+    async with open_storage(url) as storage:
+        mediator = bootstrap(sagas_mapper=child_sagas.saga_map, saga_storage=storage)
+        outcome = await mediator.run(context)
     return outcome.saga_id
 
 

@@ -251,6 +251,8 @@ def _with(parts: list[str], index: int, value: str) -> list[str]:
         ("saga_version", _fields(saga_version=b" 7")),
         ("saga_version", _fields(saga_version="\u0667".encode())),  # int() takes it
         ("saga_version", _fields(saga_version=b"1" * 19)),
+        ("parent", _fields(parent=b"not-a-uuid")),
+        ("parent", _fields(parent=uuid.UUID(int=1).hex.encode())),  # not as saga-redis writes it
     ],
 )
 def test_a_foreign_record_field_is_reported_with_its_key_and_field(
@@ -278,6 +280,13 @@ def test_a_field_name_that_is_not_utf8_does_not_hide_the_record() -> None:
         flat += (field.encode(), value)
     record = decode_record(uuid.uuid4(), "the-key", pairs([b"\xff", b"x", *flat]))
     assert record.version == 1
+
+
+def test_a_record_reads_its_parent_from_the_parent_field_and_none_without_it() -> None:
+    parent_id = uuid.uuid4()
+    child = decode_record(uuid.uuid4(), "the-key", _fields(parent=str(parent_id).encode()))
+    assert child.parent_id == parent_id
+    assert decode_record(uuid.uuid4(), "the-key", _fields()).parent_id is None
 
 
 def test_a_record_reads_back_every_part_of_its_head_and_body() -> None:

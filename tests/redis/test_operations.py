@@ -310,6 +310,24 @@ async def test_a_saga_version_that_is_not_an_int_from_1_is_refused_before_any_wr
     assert keys_under(redis_url, redis_key_prefix) == []
 
 
+# --- parent_id -----------------------------------------------------------------------------------
+
+
+async def test_a_child_s_record_holds_its_parent_id_and_a_record_without_one_has_none(
+    storage: RedisSagaStorage, raw: redis.Redis
+) -> None:
+    parent, orphan = uuid4(), make_new_saga()
+    child = make_new_saga(parent_id=parent)
+    await storage.create(child)
+    await storage.create(orphan)
+    assert _field(raw, storage.record_key(child.saga_id), "parent") == str(parent)
+    # No field for a saga without a parent: as in records stored before parents were.
+    assert "parent" not in raw.hkeys(storage.record_key(orphan.saga_id))
+    assert (await storage.load(orphan.saga_id)).parent_id is None
+    await storage.checkpoint(make_checkpoint(child.saga_id, 1, cursor=1, lease_seconds=None))
+    assert _field(raw, storage.record_key(child.saga_id), "parent") == str(parent)
+
+
 # --- list_sagas ----------------------------------------------------------------------------------
 
 

@@ -551,7 +551,7 @@ async def test_a_record_stored_before_durable_waits_reads_with_none_of_them(
     record = await storage.load(saga_id)
     assert (record.version, record.cursor, record.error) == (3, 2, "TimeoutError: slow")
     assert (record.wake_at, record.waiting_for, record.deadline_at) == (None, None, None)
-    assert (record.cancel_reason, record.signals) == (None, ())
+    assert (record.cancel_reason, record.signals, record.parent_id) == (None, (), None)
     await storage.checkpoint(make_checkpoint(saga_id, 3, cursor=3))
     assert (await storage.load(saga_id)).version == 4
 

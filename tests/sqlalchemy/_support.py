@@ -75,13 +75,21 @@ def inline_of(storage: object) -> SqliteInline | None:
 WAIT_COLUMNS = ("wake_at", "waiting_for", "deadline_at", "cancel_reason")
 
 
+def without_parent_id(saga: str) -> list[str]:
+    """The statements that turn the tables of this version into those of the version before
+    child sagas, rows kept: no ``parent_id`` column. ``saga`` is the saga table's SQL name."""
+    return [f"ALTER TABLE {saga} DROP COLUMN parent_id"]
+
+
 def without_durable_waits(saga: str, name: Callable[[str], str]) -> list[str]:
     """The statements that turn the tables of this version into those of the version before
     durable waits, rows kept: no signals table, no waiting index, none of
-    :data:`WAIT_COLUMNS`. ``saga`` is the saga table's SQL name, ``name`` qualifies another
-    object's name as the saga table's is."""
+    :data:`WAIT_COLUMNS`, and (that version came before child sagas too) no ``parent_id``.
+    ``saga`` is the saga table's SQL name, ``name`` qualifies another object's name as the
+    saga table's is."""
     return [
         f"DROP TABLE {name('saga_signals')}",
         f"DROP INDEX {name('ix_saga_waiting')}",
         *(f"ALTER TABLE {saga} DROP COLUMN {column}" for column in WAIT_COLUMNS),
+        *without_parent_id(saga),
     ]

@@ -1,12 +1,14 @@
-"""Tables made before ``attempts``, ``parked``, ``next_step`` and durable waits existed:
-refused until migrated, then fine, their sagas loaded as they were stored.
+"""Tables made before ``attempts``, ``parked``, ``next_step``, durable waits and
+``parent_id`` existed: refused until migrated, then fine, their sagas loaded as they were
+stored.
 
 A table of an earlier version is simulated by dropping what it lacked: the columns (and,
-before ``parked``, recreating the recovery index as it was), and always the signals table and
-the waiting index (every earlier version predates them). The migration here adds them as
-Alembic's autogenerate renders them (``attempts`` and ``parked`` with their server defaults,
-the others nullable; the signals table and the index from the metadata). The README's own
-statements are run here for durable waits and by test_journal_migration for the rest.
+before ``parked``, recreating the recovery index as it was), and always the signals table, the
+waiting index and ``parent_id`` (every earlier version predates them; a table made with
+durable waits lacks ``parent_id`` only). The migration here adds them as Alembic's autogenerate
+renders them (``attempts`` and ``parked`` with their server defaults, the others nullable; the
+signals table and the index from the metadata). The README's own statements are run here for
+durable waits and ``parent_id`` and by test_journal_migration for the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from saga_core.testing import make_checkpoint, make_new_saga
 from saga_sqlalchemy import SqlAlchemySagaStorage, define_tables
 
 from ._readme import apply_upgrade
-from ._support import WAIT_COLUMNS, driver_url, postgres_schema, without_durable_waits
+from ._support import (
+    WAIT_COLUMNS,
+    driver_url,
+    postgres_schema,
+    without_durable_waits,
+    without_parent_id,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -94,21 +102,30 @@ def _downgrade(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> No
     database.run(*statements)
 
 
+def _add_columns(database: Database, columns: tuple[str, ...]) -> list[str]:
+    """The statements that add ``columns`` to the saga table, as Alembic's autogenerate
+    renders them."""
+    engine = database.engine()
+    dialect = engine.dialect
+    engine.dispose()
+    saga = define_tables(sa.MetaData(), schema=database.schema).saga
+    return [
+        f"ALTER TABLE {database.table('saga')} ADD COLUMN "
+        f"{sa.schema.CreateColumn(saga.c[name]).compile(dialect=dialect)}"
+        for name in columns
+    ]
+
+
 def _migrate(database: Database, columns: tuple[str, ...] = NEW_COLUMNS) -> None:
-    """Add the missing columns, the signals table and the waiting index, as Alembic's
-    autogenerate renders them."""
+    """Add the missing columns (``parent_id`` among them), the signals table and the waiting
+    index, as Alembic's autogenerate renders them."""
     engine = database.engine()
     dialect = engine.dialect
     engine.dispose()
     tables = define_tables(sa.MetaData(), schema=database.schema)
-    saga = tables.saga
-    [waiting] = [index for index in saga.indexes if index.name == "ix_saga_waiting"]
+    [waiting] = [index for index in tables.saga.indexes if index.name == "ix_saga_waiting"]
     database.run(
-        *(
-            f"ALTER TABLE {database.table('saga')} ADD COLUMN "
-            f"{sa.schema.CreateColumn(saga.c[name]).compile(dialect=dialect)}"
-            for name in (*columns, *WAIT_COLUMNS)
-        ),
+        *_add_columns(database, (*columns, *WAIT_COLUMNS, "parent_id")),
         str(sa.schema.CreateTable(tables.signals).compile(dialect=dialect)),
         str(sa.schema.CreateIndex(waiting).compile(dialect=dialect)),
     )
@@ -305,3 +322,42 @@ async def test_a_table_from_before_durable_waits_is_refused_then_keeps_its_sagas
         assert [s.signal_id for s in cancelled.signals] == ["s-1"]
         with pytest.raises(SagaCancelledError):
             await storage.checkpoint(make_checkpoint(running.saga_id, 1, cursor=1))
+
+
+@pytest.mark.parametrize("migration", ["alembic", "readme"])
+async def test_a_table_from_before_parent_id_is_refused_then_reads_no_parent(
+    database: Database, migration: str
+) -> None:
+    async with database.storage() as storage:
+        await storage.create_schema()
+        handed_back = make_new_saga(next_step="steps.First")
+        await storage.create(handed_back)
+        await storage.checkpoint(
+            make_checkpoint(handed_back.saga_id, 1, lease_seconds=None, next_step="steps.First")
+        )
+        stored = await storage.load(handed_back.saga_id)
+    database.run(*without_parent_id(database.table("saga")))
+    async with database.storage() as storage:
+        with pytest.raises(StorageSchemaError, match="incompatible") as info:
+            await storage.load(handed_back.saga_id)
+        assert "parent_id" in str(info.value)
+        # Every call is refused until the table is migrated, writes included.
+        with pytest.raises(StorageSchemaError, match="incompatible"):
+            await storage.create(make_new_saga())
+        with pytest.raises(StorageSchemaError, match="does not alter an existing table"):
+            await storage.create_schema()
+    if migration == "alembic":
+        database.run(*_add_columns(database, ("parent_id",)))
+    else:
+        apply_upgrade(database.url, database.schema)
+    async with database.storage() as storage:
+        await storage.check_schema()
+        assert await storage.load(handed_back.saga_id) == stored  # no parent
+        assert stored.parent_id is None
+        [claimed] = await storage.claim_recoverable(owner="worker", lease_seconds=60.0)
+        assert (claimed.saga_id, claimed.parent_id) == (handed_back.saga_id, None)
+        # A child stored on the upgraded table keeps its parent.
+        child = make_new_saga(parent_id=handed_back.saga_id)
+        await storage.create(child)
+        assert (await storage.load(child.saga_id)).parent_id == handed_back.saga_id
+        assert (await storage.load(handed_back.saga_id)).parent_id is None

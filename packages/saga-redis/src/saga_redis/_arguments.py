@@ -10,7 +10,7 @@ import math
 from datetime import datetime, timedelta, timezone
 
 from saga_core import SagaStatus, SagaUsageError
-from saga_core.storage import require_lease_owner_filter
+from saga_core.storage import require_lease_owner_filter, require_saga_id
 
 #: How long a finished (COMPLETED or COMPENSATED) saga is kept by default: 7 days.
 DEFAULT_RETAIN_FINISHED_SECONDS = 7 * 24 * 3600.0
@@ -29,6 +29,13 @@ def next_step_arg(next_step: object) -> str | None:
     if next_step is None or isinstance(next_step, str):
         return next_step
     raise SagaUsageError(f"next_step must be a step id (str) or None, got {next_step!r}")
+
+
+def parent_arg(parent_id: object) -> str:
+    """``NewSaga.parent_id`` (a UUID or None) as its canonical text, ``''`` for None."""
+    if parent_id is None:
+        return ""
+    return str(require_saga_id(parent_id, where="NewSaga.parent_id"))
 
 
 def owner_arg(owner: object) -> str:

@@ -10,7 +10,8 @@ slot; a cluster spreads the sagas over its nodes when ``shards`` is larger (see 
 For the prefix ``saga:`` and a saga in shard 0::
 
     saga:{0}:record:<saga id>    hash: one saga's state (its lease, a WAITING saga's wake
-                                 time and signal name, its deadline and cancel reason)
+                                 time and signal name, its deadline and cancel reason, its
+                                 parent's id)
     saga:{0}:journal:<saga id>   list: its journal entries, JSON arrays, oldest first
     saga:{0}:signals:<saga id>   hash: every signal delivered to it, by signal id: pending
                                  ones with name, payload, delivery time and order; consumed
@@ -52,7 +53,8 @@ _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
 #: 2: a record's checked fields in one ``head`` field and the rest in ``body``; no lease index.
 #: Durable waits (WAITING sagas, signals, cancels) kept it: what they add — the head's cancel
 #: flag (4), the ``wait``, ``deadline`` and ``cancel`` fields, the ``signals``, ``due`` and
-#: ``waiting`` keys — is absent from records stored before, which read as they did.
+#: ``waiting`` keys — is absent from records stored before, which read as they did. So did the
+#: ``parent`` field (a child saga's parent id): a record without it has no parent.
 LAYOUT_VERSION = "2"
 
 

@@ -3,9 +3,10 @@
 A record is a hash of a few text fields (see the README's key layout): ``name``,
 ``saga_version`` (absent from records written before it was stored: version 1), ``created``,
 ``head`` (what the scripts check, see ``lua/prelude.lua``), ``body`` (written by the
-client; the scripts read only its cursor and next step), ``error``, and for durable waits
-``wait`` (WAITING only), ``deadline`` and ``cancel`` (each absent when unset, as in records
-stored before they existed). The scripts that read a record add its pending signals as fields
+client; the scripts read only its cursor and next step), ``error``, for durable waits
+``wait`` (WAITING only), ``deadline`` and ``cancel``, and ``parent``, the id of the saga that
+started this one as a child (each absent when unset, as in records stored before they
+existed). The scripts that read a record add its pending signals as fields
 ``signal:<id>`` (see ``record_fields`` in ``lua/prelude.lua``). A journal entry is one list
 element, in
 saga-core's journal entry form (:func:`saga_core.storage.encode_journal_entry`:
@@ -169,6 +170,14 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         field = "deadline"
         raw_deadline = fields.get("deadline")
         deadline_at = None if raw_deadline is None else micros_to_datetime(int(raw_deadline))
+        field = "parent"
+        raw_parent = fields.get("parent")
+        parent_id = None
+        if raw_parent is not None:
+            parent_text = text(raw_parent)
+            parent_id = UUID(parent_text)
+            if str(parent_id) != parent_text:
+                raise ValueError("not a saga id as saga-redis writes it")
         field = "wait"
         wake_at = waiting_for = None
         raw_wait = fields.get("wait")
@@ -221,6 +230,7 @@ def decode_record(saga_id: UUID, key: str, fields: Mapping[str, Any]) -> SagaRec
         deadline_at=deadline_at,
         cancel_reason=cancel_reason,
         signals=signals,
+        parent_id=parent_id,
     )
 
 

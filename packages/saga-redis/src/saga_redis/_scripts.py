@@ -50,6 +50,8 @@ class CreateArgs(NamedTuple):
     """WAITING: when it is due, µs since the epoch in digits; ``''`` for none."""
     deadline_us: str
     """The deadline, µs since the epoch in digits; ``''`` for none."""
+    parent_id: str
+    """The id of the saga that started this one as a child; ``''`` for none."""
     channel: str
     """The work channel, published to when the saga is WAITING and due now."""
     entries: Sequence[str]

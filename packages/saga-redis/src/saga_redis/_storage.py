@@ -196,7 +196,7 @@ class RedisSagaStorage:
 
     async def create(self, saga: NewSaga) -> None:
         """Store a new saga at cursor 0 and version 1, with its definition's version
-        ``saga.saga_version`` and its ``deadline_at``: RUNNING and leased to
+        ``saga.saga_version``, its ``deadline_at`` and its ``parent_id``: RUNNING and leased to
         ``saga.lease_owner``, or WAITING without a lease, due at ``saga.wake_at`` (started
         detached).
 
@@ -204,9 +204,9 @@ class RedisSagaStorage:
             SagaAlreadyExistsError: the id is stored already (nothing written).
             StorageCorruptedError: a key of this saga holds data saga-redis did not write.
             StorageUnavailableError: Redis cannot be reached.
-            SagaUsageError: the saga id is not a :class:`uuid.UUID`, ``saga_version`` not
-                an int >= 1, or the status, lease and times do not fit together (see
-                :class:`~saga_core.storage.NewSaga`; nothing written).
+            SagaUsageError: the saga id (or a ``parent_id``) is not a :class:`uuid.UUID`,
+                ``saga_version`` not an int >= 1, or the status, lease and times do not fit
+                together (see :class:`~saga_core.storage.NewSaga`; nothing written).
         """
         await self._writes.create(saga)
 

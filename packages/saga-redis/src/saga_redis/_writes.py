@@ -24,6 +24,7 @@ from ._arguments import (
     micros_arg,
     next_step_arg,
     owner_arg,
+    parent_arg,
     saga_version_arg,
     text_arg,
 )
@@ -115,6 +116,7 @@ class SagaWrites:
             status=_WAITING if waits else SagaStatus.RUNNING.value,
             wake_us=instant_arg(saga.wake_at, "NewSaga.wake_at") if waits else "",
             deadline_us=instant_arg(saga.deadline_at, "NewSaga.deadline_at"),
+            parent_id=parent_arg(saga.parent_id),
             channel=self._layout.work_channel,
             entries=list(map(encode_journal_entry, saga.journal)),
         )

@@ -120,6 +120,7 @@ class CoreSql:
             journal=sa.bindparam("b_journal"),
             wake_at=sa.bindparam("b_wake_at", type_=UtcTimestamp()),
             deadline_at=sa.bindparam("b_deadline_at", type_=UtcTimestamp()),
+            parent_id=sa.bindparam("b_parent_id", type_=sa.Uuid()),
         )
         return (insert.returning(saga.c.saga_id) if says else insert), says
 
@@ -201,7 +202,7 @@ class CoreSql:
 
     def new_params(self, saga: NewSaga) -> dict[str, Any]:
         """The parameters of the INSERT of ``saga``: RUNNING and leased, or WAITING with no
-        lease and its ``wake_at``."""
+        lease and its ``wake_at``; its ``deadline_at`` and ``parent_id``."""
         waiting = saga.status is SagaStatus.WAITING
         params = self.clock(None if waiting else saga.lease_seconds)
         params.update(
@@ -215,6 +216,7 @@ class CoreSql:
             b_journal=encode_journal(saga.journal),
             b_wake_at=saga.wake_at if waiting else None,
             b_deadline_at=saga.deadline_at,
+            b_parent_id=saga.parent_id,
         )
         return params
 

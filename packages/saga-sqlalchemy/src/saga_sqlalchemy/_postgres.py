@@ -1,14 +1,15 @@
 """PostgreSQL's creates and checkpoints: each statement defined once, for every driver.
 
-A create is ``INSERT``, a checkpoint is the compare-and-set ``UPDATE ... WHERE saga_id = id
-AND version = expected AND status NOT IN (final states) AND (not cancelled, or not moving
+A create is ``INSERT``, a checkpoint is the compare-and-set ``UPDATE ... WHERE saga_id = id AND
+version = expected AND status NOT IN (final states) AND (not cancelled, or not moving
 forward)``, which bumps the version and appends the journal lines. Both store a saga that does
-not wait (no ``wake_at``, ``waiting_for`` or deadline): the writes that use durable waits are
-``_waits``'s. Each is written below once, as a template whose values are rendered three
-ways: named parameters (``:c_status``, SQLAlchemy's ``text`` on any driver), numbered ones
-(``$3``, asyncpg's own connection, see ``_asyncpg``), or the columns of a batch's rows (one
-statement for a whole group-commit batch: the creates and checkpoints arrive as rows of the
-CTEs ``new_sagas`` and ``changes``, however each driver sends them).
+not wait (no ``wake_at``, ``waiting_for`` or deadline) and has no parent: the writes that use
+durable waits, and the creates of child sagas, are ``_waits``'s. Each is written below once, as
+a template whose values are rendered three ways: named parameters (``:c_status``, SQLAlchemy's
+``text`` on any driver), numbered ones (``$3``, asyncpg's own connection, see ``_asyncpg``), or
+the columns of a batch's rows (one statement for a whole group-commit batch: the creates and
+checkpoints arrive as rows of the CTEs ``new_sagas`` and ``changes``, however each driver sends
+them).
 
 Run outside an explicit transaction, a statement is its own transaction: a write costs one
 round trip and one commit, and a batch of a hundred writes costs the same.

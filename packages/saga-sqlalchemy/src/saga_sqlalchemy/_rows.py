@@ -34,6 +34,7 @@ RECORD_COLUMNS = (
     "waiting_for",
     "deadline_at",
     "cancel_reason",
+    "parent_id",
 )
 
 #: The columns of the signals table :func:`signal_from_row` reads, after ``saga_id``.
@@ -85,6 +86,7 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         waiting_for,
         deadline_at,
         cancel_reason,
+        parent_id,
     ) = row
     record_id = _uuid(saga_id)
     where = f"stored saga {saga_id}"
@@ -126,6 +128,7 @@ def record_from_row(row: Sequence[Any]) -> SagaRecord:
         waiting_for=waiting_for,
         deadline_at=None if deadline_at is None else _when(deadline_at, record_id, "deadline_at"),
         cancel_reason=cancel_reason,
+        parent_id=None if parent_id is None else _uuid(parent_id),
     )
 
 

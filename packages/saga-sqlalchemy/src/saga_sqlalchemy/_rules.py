@@ -40,9 +40,10 @@ def cancel_guard(status: str, cursor: str, column: Callable[[str], str]) -> str:
 
 def needs_wait_rules(write: Write) -> bool:
     """Whether ``write`` uses durable waits (a WAITING status, a deadline, a signal to
-    consume or to lose to), and is then written by the statements that keep those rules
-    (``_waits``) rather than by a path's plain compare-and-set or INSERT, which store a saga
-    that does not wait: RUNNING, leased, no ``wake_at``, no ``waiting_for``, no deadline."""
+    consume or to lose to) or creates a child saga (a ``parent_id``), and is then written by
+    the statements that keep those rules and store those columns (``_waits``) rather than by
+    a path's plain compare-and-set or INSERT, which store a saga that does not wait: RUNNING,
+    leased, no ``wake_at``, no ``waiting_for``, no deadline, no parent."""
     if isinstance(write, Checkpoint):
         return (
             write.status is _WAITING
@@ -50,7 +51,7 @@ def needs_wait_rules(write: Write) -> bool:
             or write.unless_signal is not None
         )
     assert isinstance(write, NewSaga)
-    return write.status is _WAITING or write.deadline_at is not None
+    return write.status is _WAITING or write.deadline_at is not None or write.parent_id is not None
 
 
 def running_lease(saga: NewSaga) -> tuple[str, float]:

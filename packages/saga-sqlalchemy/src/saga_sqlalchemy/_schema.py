@@ -209,6 +209,10 @@ def define_tables(
         sa.Column("deadline_at", UtcTimestamp(), nullable=True),
         # Set once by request_cancel; every checkpoint's WHERE reads it (see _rules).
         sa.Column("cancel_reason", sa.Text(), nullable=True),
+        # The saga that started this one as a child (a SubSaga node), stored by its create and
+        # never changed. Nullable, so a migration adds it as it is: a saga stored before reads
+        # as one without a parent. Not a foreign key: a create does not lock the parent's row.
+        sa.Column("parent_id", sa.Uuid(), nullable=True),
         schema=schema,
     )
     # Recovery scans (list_recoverable, claim_recoverable) and list_sagas by lease owner

@@ -38,9 +38,18 @@ from ._schema import SagaTables
 _RUNNING = SagaStatus.RUNNING.value
 
 # The columns a create writes: every record column but the two recovery counters, which
-# take their defaults, and those of durable waits (a saga created here is RUNNING, leased, with
-# no deadline: see _rules.needs_wait_rules), which stay NULL; and the journal.
-_DEFAULTED = ("attempts", "parked", "wake_at", "waiting_for", "deadline_at", "cancel_reason")
+# take their defaults, and those of durable waits and the parent link (a saga created here is
+# RUNNING, leased, with no deadline and no parent: see _rules.needs_wait_rules), which stay
+# NULL; and the journal.
+_DEFAULTED = (
+    "attempts",
+    "parked",
+    "wake_at",
+    "waiting_for",
+    "deadline_at",
+    "cancel_reason",
+    "parent_id",
+)
 _SAGA_COLUMNS = (*(c for c in RECORD_COLUMNS if c not in _DEFAULTED), "journal")
 
 

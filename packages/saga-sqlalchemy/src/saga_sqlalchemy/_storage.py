@@ -220,8 +220,9 @@ class SqlAlchemySagaStorage:
         leased, or WAITING without a lease (see :meth:`saga_core.SagaStorage.create`).
 
         Raises:
-            SagaUsageError: ``saga_version`` is not an int >= 1, or the status, lease and
-                times do not fit together (``check_new_saga``).
+            SagaUsageError: ``saga_version`` is not an int >= 1, ``parent_id`` is neither a
+                UUID nor None, or the status, lease and times do not fit together
+                (``check_new_saga``).
         """
         if type(saga.saga_id) is not UUID:
             require_saga_id(saga.saga_id)

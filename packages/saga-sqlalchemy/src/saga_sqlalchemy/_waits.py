@@ -2,9 +2,9 @@
 
 Each is a function of a synchronous connection (a runner calls it, see ``_runner``) and one
 transaction, in SQLAlchemy Core for every database. None is on a saga's plain hot path: a
-checkpoint or create that uses no durable-wait feature is written by its path's own single
-statement (see ``_rules.needs_wait_rules``); one that does is written here, where it may take
-more statements in its transaction.
+checkpoint or create that uses no durable-wait feature (nor, for a create, a parent) is written
+by its path's own single statement (see ``_rules.needs_wait_rules``); one that does is written
+here, where it may take more statements in its transaction.
 
 Every write here takes the saga's row lock first (``SELECT ... FOR UPDATE`` on PostgreSQL,
 the compare-and-set UPDATE itself, or SQLite's write lock), and each statement after it reads

@@ -12,11 +12,11 @@ The storage chooses its path once, when it is built (:func:`open_write_path`):
   SQLAlchemy Core statements on the rest (aiosqlite, MySQL...).
 
 These paths write the sagas that do not use durable waits (no WAITING status, deadline or
-signal condition: see ``_rules.needs_wait_rules``), the hot path; the others are written by
-``_waits``. Each writes one write alone or a batch (at most one write per saga) in one
-transaction and
-returns each write's outcome: None when written, the error that refused it otherwise (id
-taken, version moved on, saga finished or unknown). A failure of the database itself raises.
+signal condition) and have no parent (see ``_rules.needs_wait_rules``), the hot path; the
+others are written by ``_waits``. Each writes one write alone or a batch (at most one write per
+saga) in one transaction and returns each write's outcome: None when written, the error that
+refused it otherwise (id taken, version moved on, saga finished or unknown). A failure of the
+database itself raises.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from saga_core._model.status import SagaStatus
 from saga_core._runtime.worker import RecoveryReport
 from saga_core._storage.protocol import JournalEntry, SagaRecord
 
+from .children import Child, children_rows
 from .text import first_line, iso, short_time, terminal_lines, terminal_text
 from .waiting import (
     describe_deadline,
@@ -45,13 +46,15 @@ def record_json(record: SagaRecord, *, with_context: bool) -> dict[str, Any]:
     """A saga record as a JSON object. With ``with_context``, the context and the pending
     signals' payloads are there too, decoded (``list`` leaves them out: they may be large).
 
-    ``wait`` is what a WAITING saga waits for (``{"kind": "signal" | "sleep" | "start",
-    "name": ...}``), else null; ``signals`` are the pending signals, in delivery order.
+    ``wait`` is what a WAITING saga waits for (``{"kind": "signal" | "sleep" | "start" |
+    "child", "name": ...}``), else null; ``signals`` are the pending signals, in delivery
+    order; ``parent_id`` is the saga that started it as its child, else null.
     """
     data: dict[str, Any] = {
         "saga_id": str(record.saga_id),
         "saga_name": record.saga_name,
         "saga_version": record.saga_version,
+        "parent_id": None if record.parent_id is None else str(record.parent_id),
         "status": record.status.value,
         "version": record.version,
         "cursor": record.cursor,
@@ -108,6 +111,7 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
     Some columns are shown only when a listed saga needs them: ``SAGA_VERSION`` (after
     ``NAME``) when a saga runs on a definition version other than 1, the version every saga
     has unless its class says otherwise (``VERSION`` is the record's write counter);
+    ``PARENT`` (then) when a saga is the child of another (``-`` for the others);
     ``WAITING_FOR`` and ``WAKES`` (after ``STATUS``) when a saga is WAITING; ``DEADLINE`` when
     a saga has one; ``CANCEL`` (the reason) when a cancel was requested.
     """
@@ -117,6 +121,8 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
     ]
     if any(record.saga_version != 1 for record in records):
         columns.append(("SAGA_VERSION", lambda r: str(r.saga_version)))
+    if any(record.parent_id is not None for record in records):
+        columns.append(("PARENT", lambda r: "-" if r.parent_id is None else str(r.parent_id)))
     columns.append(("STATUS", lambda r: r.status.value))
     if any(record.status is SagaStatus.WAITING for record in records):
         columns.append(("WAITING_FOR", describe_wait))
@@ -138,14 +144,20 @@ def sagas_table(records: Sequence[SagaRecord], now: datetime) -> str:
     return _table([header, *(tuple(cell(record) for _, cell in columns) for record in records)])
 
 
-def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: datetime) -> str:
-    """The ``show`` text: the state block, the pending signals, the context as JSON, the
-    journal as a timeline.
+def saga_report(
+    record: SagaRecord,
+    entries: Sequence[JournalEntry],
+    now: datetime,
+    children: Sequence[Child] = (),
+) -> str:
+    """The ``show`` text: the state block, the child sagas, the pending signals, the context
+    as JSON, the journal as a timeline.
 
     ``saga version`` is the definition version the saga runs on (``Saga.version``);
     ``version`` the record's write counter (compare-and-set). ``waiting for`` and ``wakes``
-    are shown for a WAITING saga, ``deadline`` for a saga that has one, ``cancel`` once a
-    cancel was requested; the pending signals when there are some.
+    are shown for a WAITING saga, ``parent`` for a child saga, ``deadline`` for a saga that
+    has one, ``cancel`` once a cancel was requested; the ``children`` (each with its id and
+    status, or ``not started``) when given; the pending signals when there are some.
 
     Stored text is made safe by :func:`terminal_text`; only the error and the cancel's reason
     keep their line breaks.
@@ -155,6 +167,8 @@ def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: dateti
     if record.status is SagaStatus.WAITING:
         state.append(("waiting for", [describe_wait(record)]))
         state.append(("wakes", [describe_wake(record, now, long=True)]))
+    if record.parent_id is not None:
+        state.append(("parent", [str(record.parent_id)]))
     if record.deadline_at is not None:
         state.append(("deadline", [describe_deadline(record, now, long=True)]))
     if record.cancel_reason is not None:
@@ -177,6 +191,11 @@ def saga_report(record: SagaRecord, entries: Sequence[JournalEntry], now: dateti
     for label, value_lines in state:
         lines.append(f"  {label + ':':<{width}} {value_lines[0]}")
         lines.extend(f"  {'':<{width}} {more}" for more in value_lines[1:])
+    if children:
+        lines.append("")
+        lines.append(f"children ({len(children)}):")
+        table = _table([("NODE", "ID", "SAGA", "STATUS"), *children_rows(children)])
+        lines.extend("  " + line for line in table.splitlines())
     if record.signals:
         lines.append("")
         lines.append(f"pending signals ({len(record.signals)}):")

@@ -49,6 +49,7 @@ from saga_core._runtime.worker import RecoveryWorker
 from saga_core._storage.plugins import open_storage
 from saga_core._storage.protocol import SagaStorage
 
+from .children import Child, children_json, load_children
 from .control import Outcome, cancel_saga, read_payload, send_signal
 from .format import (
     journal_json,
@@ -58,7 +59,7 @@ from .format import (
     saga_report,
     sagas_table,
 )
-from .graph import mermaid, saga_structure
+from .graph import mermaid
 from .load import (
     CliError,
     bound_sagas,
@@ -69,6 +70,7 @@ from .load import (
     usage_error,
 )
 from .parser import COMMAND_OPTIONS_DEST, OPTIONS_DEST, URL_ENV, build_parser
+from .structure import saga_structure
 from .text import TerminalLogFormatter, terminal_lines, terminal_text
 from .waiting import describe_wait
 
@@ -182,13 +184,22 @@ async def _list(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     saga_id: UUID = args.saga_id
+    saga_map = None if args.sagas is None else load_saga_map(args.sagas)
+    children: list[Child] | None = None
     async with _open_storage(args) as storage:
         record = await storage.load(saga_id)
         entries = await storage.history(saga_id)
+        if saga_map is not None:
+            check_runnable(saga_map, record, args.sagas, outcome="its children are not listed")
+            saga_type = saga_map.saga_named(record.saga_name, record.saga_version)
+            children = await load_children(storage, record, saga_type.definition())
     if args.json:
-        _emit_json({**record_json(record, with_context=True), "journal": journal_json(entries)})
+        document = record_json(record, with_context=True)
+        # null: not known without --sagas.
+        document["children"] = None if children is None else children_json(children)
+        _emit_json({**document, "journal": journal_json(entries)})
     else:
-        _say(saga_report(record, entries, datetime.now(timezone.utc)))
+        _say(saga_report(record, entries, datetime.now(timezone.utc), children or ()))
     return 0
 
 

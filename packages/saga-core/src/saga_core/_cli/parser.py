@@ -81,9 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = command(
         "show",
         "Show one saga: state, context and journal",
-        "The journal is a timeline of step attempts, with offsets from its first entry.",
+        "The journal is a timeline of step attempts, with offsets from its first entry. A "
+        "child saga (a SubSaga's) shows its parent; with --sagas, a saga with SubSaga nodes "
+        "lists its child sagas, each with its status or 'not started'.",
     )
     show.add_argument("saga_id", type=_saga_id, metavar="ID", help="the saga's id")
+    _add_sagas_option(show, "the saga classes, to list the saga's children", required=False)
 
     signal = command(
         "signal",
@@ -282,10 +285,10 @@ def _add_saga_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_sagas_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_sagas_option(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
     parser.add_argument(
         "--sagas",
-        required=True,
+        required=required,
         metavar="MODULE:ATTR",
         help=f"{what}: a SagaMap, a function binding sagas on a SagaMap, or a Saga subclass "
         "(e.g. app.sagas:saga_map)",

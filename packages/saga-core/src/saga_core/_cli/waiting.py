@@ -2,8 +2,10 @@
 deadline, a requested cancel and its pending signals.
 
 What a saga waits for is read from its record alone (no saga class is needed): a signal wait
-stores the signal's name as ``waiting_for``; a sleep stores its wait id (``sleep:<name>``) as
-``next_step``; a saga started detached is WAITING at its first step until a worker runs it.
+stores the signal's name as ``waiting_for``; a parent waiting for its child saga (a
+``SubSaga``) stores ``child:<child id>`` there, the signal the child's end sends; a sleep
+stores its wait id (``sleep:<name>``) as ``next_step``; a saga started detached is WAITING at
+its first step until a worker runs it.
 Stored text is data and is made safe by :func:`~saga_core._cli.text.terminal_text` here,
 where it is placed; JSON documents keep it exact.
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
+from uuid import UUID
 
+from saga_core._engine.children import child_signal
 from saga_core._model.status import SagaStatus
 from saga_core._storage.protocol import PendingSignal, SagaRecord
 
@@ -21,12 +25,13 @@ from .text import format_duration, iso, short_time, terminal_text
 
 _SLEEP_PREFIX = "sleep:"
 
-WaitKind = Literal["signal", "sleep", "start"]
+WaitKind = Literal["signal", "sleep", "start", "child"]
 
 
 class Wait(NamedTuple):
     """What a WAITING saga waits for: a signal (``name`` is the signal's), a sleep (``name``
-    is the sleep's) or, for a saga started detached, a worker to start it (``name`` None)."""
+    is the sleep's), its child saga's end (``name`` is the child's id) or, for a saga started
+    detached, a worker to start it (``name`` None)."""
 
     kind: WaitKind
     name: str | None
@@ -37,6 +42,9 @@ def wait_of(record: SagaRecord) -> Wait | None:
     if record.status is not SagaStatus.WAITING:
         return None
     if record.waiting_for is not None:
+        child_id = _child_of(record.waiting_for)
+        if child_id is not None:
+            return Wait("child", str(child_id))
         return Wait("signal", record.waiting_for)
     step = record.next_step or ""
     if step.startswith(_SLEEP_PREFIX):
@@ -44,13 +52,25 @@ def wait_of(record: SagaRecord) -> Wait | None:
     return Wait("start", None)
 
 
+def _child_of(signal: str) -> UUID | None:
+    """The child saga whose end ``signal`` is (see :func:`child_signal`), or None."""
+    try:
+        child_id = UUID(signal.partition(":")[2])
+    except ValueError:
+        return None
+    return child_id if child_signal(child_id) == signal else None
+
+
 def describe_wait(record: SagaRecord) -> str:
-    """``signal approved``, ``sleep sleep-1``, ``start (a worker runs it)``, or ``-``."""
+    """``signal approved``, ``sleep sleep-1``, ``child saga <id>``, ``start (a worker runs
+    it)``, or ``-``."""
     wait = wait_of(record)
     if wait is None:
         return "-"
     if wait.kind == "start":
         return "start (a worker runs it)"
+    if wait.kind == "child":
+        return f"child saga {wait.name}"
     return f"{wait.kind} {terminal_text(wait.name or '')}"
 
 

@@ -38,8 +38,9 @@ def require_lease_owner_filter(owner: Any) -> str | None:
 def check_new_saga(saga: Any) -> None:
     """Raise :class:`~saga_core.SagaUsageError` unless ``saga`` (a ``NewSaga``) is RUNNING
     with a lease owner and ``lease_seconds >= 0`` and no ``wake_at``, or WAITING without a
-    lease and with a ``wake_at``; ``wake_at`` and ``deadline_at`` aware (or ``None``). Storage
-    plugins call it in ``create`` before they write."""
+    lease and with a ``wake_at``; ``wake_at`` and ``deadline_at`` aware (or ``None``);
+    ``parent_id`` a UUID (or ``None``). Storage plugins call it in ``create`` before they
+    write."""
     status = getattr(saga.status, "value", saga.status)
     if status == "running":
         if not saga.lease_owner or saga.lease_seconds is None or saga.lease_seconds < 0:
@@ -62,6 +63,8 @@ def check_new_saga(saga: Any) -> None:
         value = getattr(saga, name)
         if value is not None and value.utcoffset() is None:
             raise SagaUsageError(f"NewSaga.{name} must be an aware datetime, got {value!r}")
+    if saga.parent_id is not None:
+        require_saga_id(saga.parent_id, where="NewSaga.parent_id")
 
 
 def check_wake_at(wake_at: Any) -> None:

@@ -421,8 +421,6 @@ class MemorySagaStorage:
                 f"existing one"
             )
         check_new_saga(saga)
-        if saga.parent_id is not None:
-            require_saga_id(saga.parent_id, where="NewSaga.parent_id")
         stored = _StoredSaga(saga, self._clock())
         self._sagas[key] = stored
         self._active[key] = stored

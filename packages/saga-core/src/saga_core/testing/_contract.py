@@ -8,6 +8,7 @@ from ._cancels import CancelContract
 from ._damage import DamagedRecordContract, SagaIdContract
 from ._leases import ConcurrencyContract, LeaseContract
 from ._operations import OperationsContract
+from ._parents import ParentContract
 from ._payloads import ContextContract, ExecutorDriveContract, LifecycleContract
 from ._records import JournalContract, RecordContract
 from ._runs import HostileErrorContract
@@ -30,6 +31,7 @@ class SagaStorageContract(
     WaitingContract,
     SignalContract,
     CancelContract,
+    ParentContract,
 ):
     """Every rule of the storage protocol, as tests; subclass it and provide ``storage``.
 

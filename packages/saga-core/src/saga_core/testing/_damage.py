@@ -205,6 +205,18 @@ class SagaIdContract(ContractBase):
         assert [record.saga_id for record in await storage.list_sagas()] == [existing.saga_id]
         assert (await storage.load(existing.saga_id)).version == 1
 
+    async def test_a_parent_id_that_is_not_a_uuid_is_a_usage_error(
+        self, storage: SagaStorage
+    ) -> None:
+        for bad in _NOT_SAGA_IDS:
+            if bad is None:  # no parent: valid
+                continue
+            child = make_new_saga()._replace(parent_id=bad)
+            with pytest.raises(SagaUsageError, match="parent_id"):
+                await storage.create(child)
+                pytest.fail(f"create with parent_id={bad!r} did not raise")
+        assert await storage.list_sagas() == []
+
 
 def _calls_with_saga_id(
     storage: SagaStorage, saga_id: Any

@@ -57,11 +57,13 @@ def make_new_saga(
     status: SagaStatus = SagaStatus.RUNNING,
     wake_at: datetime | None = None,
     deadline_at: datetime | None = None,
+    parent_id: UUID | None = None,
 ) -> NewSaga:
     """Build a :class:`~saga_core.storage.NewSaga` with a fresh id.
 
     A RUNNING saga is leased to ``lease_owner`` (default ``"runner"``) for ``lease_seconds``
     (default 60 s); a WAITING one (started detached) holds no lease unless both are given.
+    ``parent_id`` makes it the child of that saga.
     Build a saga that :meth:`~saga_core.SagaStorage.create` must refuse with ``._replace``.
     """
     if status is SagaStatus.RUNNING:
@@ -79,6 +81,7 @@ def make_new_saga(
         status=status,
         wake_at=wake_at,
         deadline_at=deadline_at,
+        parent_id=parent_id,
     )
 
 

@@ -22,8 +22,9 @@ local layout_version = ARGV[10]
 local status = ARGV[11]  -- 'running' or 'waiting'
 local wake_us = ARGV[12]  -- WAITING: when it is due, '' for a signal or cancel only
 local deadline_us = ARGV[13]  -- '' for none
-local channel = ARGV[14]  -- the work channel: told of a WAITING saga due now
-local entries_at = 15  -- ARGV[15..]: the journal entries
+local parent_id = ARGV[14]  -- the parent saga's id, '' for none
+local channel = ARGV[15]  -- the work channel: told of a WAITING saga due now
+local entries_at = 16  -- ARGV[16..]: the journal entries
 
 local fresh, err = layout(meta, shards, layout_version)
 if err then
@@ -89,6 +90,9 @@ redis.call('HSET', record, 'name', saga_name, 'saga_version', saga_version, 'cre
            'body', body, 'head', first_head)
 if deadline_us ~= '' then
   redis.call('HSET', record, 'deadline', deadline_us)
+end
+if parent_id ~= '' then
+  redis.call('HSET', record, 'parent', parent_id)
 end
 if #ARGV >= entries_at then
   append_journal(journal, entries_at, journal_cap)  -- the journal does not exist: cannot fail
