@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import anyio
@@ -12,6 +13,7 @@ import pytest
 from saga_core import (
     MemorySagaStorage,
     Parallel,
+    RetryPolicy,
     Saga,
     SagaChildError,
     SagaContext,
@@ -513,3 +515,53 @@ async def test_a_child_whose_record_is_gone_fails_the_parents_rollback_visibly(
         outcome.error
     )
     assert "compensate:reserve" not in LEDGER  # the rollback stops there, retried by recovery
+
+
+class StuckCarrier(SagaStepHandler[Shipping, None]):
+    name = "stuck_carrier"
+    compensation_retry = RetryPolicy(attempts=1, initial_delay=0, jitter=0)
+
+    async def act(self, context: Shipping) -> None:
+        LEDGER.append("act:stuck_carrier")
+
+    async def compensate(self, context: Shipping) -> None:
+        LEDGER.append("compensate:stuck_carrier")
+        raise RuntimeError("carrier API down")
+
+
+class Breaks(SagaStepHandler[Shipping, None]):
+    name = "breaks"
+
+    async def act(self, context: Shipping) -> None:
+        raise RuntimeError("label printer on fire")
+
+
+class FailingPickup(Saga[Shipping]):
+    name = "failing-pickup"
+    steps = [StuckCarrier, WaitForSignal("picked-up"), Breaks]
+
+
+class FailingPickupOrder(Saga[Order]):
+    name = "failing-pickup-order"
+    steps = [Reserve, SubSaga(FailingPickup, context=to_shipping)]
+
+
+async def test_a_child_that_ends_failed_wakes_its_parent_which_compensates() -> None:
+    storage = MemorySagaStorage()
+    mediator = mediator_on(storage, FailingPickupOrder, FailingPickup)
+    saga_id = uuid.uuid4()
+    child_id = child_saga_id(saga_id, "child:failing-pickup")
+    assert (await mediator.run(Order(), saga_id)).status is SagaStatus.WAITING
+
+    await mediator.signal(child_id, "picked-up", None, signal_id="evt-1")
+    worker = mediator.worker()
+    with anyio.fail_after(5):
+        await worker.run_once()  # the child: Breaks fails, its rollback is exhausted: FAILED
+        assert (await storage.load(child_id)).status is SagaStatus.FAILED
+        parent = await storage.load(saga_id)
+        assert parent.wake_at is not None and parent.wake_at <= datetime.now(timezone.utc)
+        await worker.run_once()  # the parent, woken at once: it compensates its own steps
+        outcome = await mediator.handle(saga_id).result()
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert f"child saga {child_id} (child:failing-pickup) failed" in str(outcome.error)
+    assert LEDGER[-1] == "compensate:reserve"

@@ -268,7 +268,14 @@ class SagaRun:
                 durably; it stays as last written, for recovery.
         """
         result = await self._next()
-        if result is None and not self._ended and self._state.status.is_terminal:
+        status = self._state.status
+        if (
+            result is None
+            and not self._ended
+            and (status.is_terminal or status is SagaStatus.FAILED)
+        ):
+            # Ended for a parent that waits for it: finished, or FAILED (a parent does not wait
+            # for a rollback that needs an operator or a later recovery).
             self._ended = True
             if self._wakes_parent is not None:
                 await self._wake_parent(self._wakes_parent)
