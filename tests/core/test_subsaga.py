@@ -16,6 +16,7 @@ from saga_core import (
     RetryPolicy,
     Saga,
     SagaChildError,
+    SagaCompensatedError,
     SagaContext,
     SagaDefinitionError,
     SagaMediator,
@@ -32,6 +33,7 @@ from saga_core import (
     recover_saga,
 )
 from saga_core._engine.children import child_saga_id
+from saga_core.storage import Checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -565,3 +567,46 @@ async def test_a_child_that_ends_failed_wakes_its_parent_which_compensates() -> 
     assert outcome.status is SagaStatus.COMPENSATED
     assert f"child saga {child_id} (child:failing-pickup) failed" in str(outcome.error)
     assert LEDGER[-1] == "compensate:reserve"
+
+
+async def test_a_cancelled_parent_stopped_mid_group_compensates_the_child_it_had_completed(
+    storage: MemorySagaStorage,
+) -> None:
+    mediator = mediator_on(storage, ParallelOrderSaga, ShippingSaga)
+    saga_id = uuid.uuid4()
+    child_id = child_saga_id(saga_id, CHILD_NODE)
+    write = type(storage).checkpoint
+
+    async def dies_before_recording_the_child(checkpoint: Checkpoint) -> None:
+        if checkpoint.saga_id == saga_id and "child:shipping/book_carrier" in checkpoint.applied:
+            raise ProcessDied  # the child completed; the parent stops before recording it
+        await write(storage, checkpoint)
+
+    storage.checkpoint = dies_before_recording_the_child  # type: ignore[method-assign]
+    with pytest.raises(BaseException) as stopped:
+        await mediator.run(Order(), saga_id)
+    assert stopped.group_contains(ProcessDied) or stopped.type is ProcessDied
+    storage.checkpoint = write.__get__(storage)  # type: ignore[method-assign]
+    assert (await storage.load(child_id)).status is SagaStatus.COMPLETED
+    assert "child:shipping/book_carrier" not in (await storage.load(saga_id)).applied
+
+    await storage.request_cancel(saga_id, reason="customer left")
+    LEDGER.clear()
+    with pytest.raises(SagaCompensatedError, match="customer left"):
+        await recover_saga(saga=ParallelOrderSaga, saga_id=saga_id, storage=storage)
+    assert (await storage.load(saga_id)).status is SagaStatus.COMPENSATED
+    compensations = [e for e in LEDGER if e.startswith("compensate:")]
+    # the group may have run invoice before the stop: undone; the child's steps (completed,
+    # found by the cancel) are undone by the parent, in reverse order; reserve last
+    assert sorted(compensations[:-1]) == sorted(
+        [
+            "compensate:invoice",
+            "compensate:print_label",
+            f"compensate:book_carrier:label-o-1:{child_id}:book_carrier:compensate",
+        ]
+    )
+    assert compensations.index("compensate:print_label") < compensations.index(
+        f"compensate:book_carrier:label-o-1:{child_id}:book_carrier:compensate"
+    )
+    assert compensations[-1] == "compensate:reserve"
+    assert not [e for e in LEDGER if e.startswith("act:")]  # nothing ran forward again

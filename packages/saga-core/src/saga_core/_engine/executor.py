@@ -40,7 +40,7 @@ from saga_core._model.errors import (
     SagaWaitTimedOutError,
 )
 from saga_core._model.outcome import SagaOutcome
-from saga_core._model.saga import SagaDefinition, StepSpec
+from saga_core._model.saga import Node, SagaDefinition, StepSpec
 from saga_core._model.status import SagaStatus, StepDirection, StepEvent
 from saga_core._model.step import SagaStepResult
 from saga_core._model.waits import WaitSpec, due_at
@@ -300,8 +300,8 @@ class SagaRun:
                 abort = self._abort_reason()
                 if abort is not None:
                     done: tuple[str, ...] = ()
-                    if isinstance(call, states.Act) and self.definition.nodes[call.node].child:
-                        done = await self._stop_child(call.node, abort)
+                    if isinstance(call, states.Act):
+                        done = await self._stop_children(self.definition.nodes[call.node], abort)
                     state = self._stop_forward(states.Aborted(abort, ids=done))
             call = state.call
             if isinstance(call, states.Act):
@@ -676,16 +676,19 @@ class SagaRun:
             )
         return self._children
 
-    async def _stop_child(self, node_index: int, reason: Exception) -> tuple[str, ...]:
-        """The parent stops going forward at its ``SubSaga`` node ``node_index``: cancel the
-        child (it compensates itself, here when it can); return the ids of its steps when it
-        had COMPLETED already (the parent compensates those)."""
-        child = self.definition.nodes[node_index].child
-        assert child is not None
-        end = await self._child_runner().stop(self, self.definition.nodes[node_index], reason)
-        if end.status is SagaStatus.COMPLETED:
-            return tuple(child.step_id(step_id) for step_id in end.applied)
-        return ()
+    async def _stop_children(self, node: Node, reason: Exception) -> tuple[str, ...]:
+        """The parent stops going forward at ``node`` before running it: cancel the children
+        an earlier runner may have started there (a ``SubSaga``, or a group's ``SubSaga``
+        branches; each compensates itself, here when it can); return the ids of the steps of
+        those that had COMPLETED already (the parent compensates those)."""
+        done: list[str] = []
+        for child_node in node.child_nodes():
+            child = child_node.child
+            assert child is not None
+            end = await self._child_runner().stop(self, child_node, reason)
+            if end.status is SagaStatus.COMPLETED:
+                done.extend(child.step_id(step_id) for step_id in end.applied)
+        return tuple(done)
 
     async def _wake_parent(self, parent_id: UUID) -> None:
         """This saga ran as a child and ended: wake its parent, if it still waits for it.

@@ -835,10 +835,11 @@ def _may_have_run(nodes: Sequence[Node], cursor: int, on_fallback: bool) -> tupl
     step node after it (a wait is passed without a write when its signal is there or its
     timer is due, and the next write is that node's)."""
     node = nodes[cursor]
-    if node.child is not None:
-        return ()  # the child's own record answers for its steps; the parent cancels it
     if node.wait is None:
-        return node.step_ids
+        # A child's own record answers for its steps (the parent cancels it, and compensates
+        # those of a child that had completed).
+        children = {i for child in node.child_nodes() for i in child.step_ids}
+        return tuple(i for i in node.step_ids if i not in children)
     if on_fallback:
         return node.step_ids[1:]
     following = next((later for later in nodes[cursor + 1 :] if later.wait is None), None)

@@ -108,6 +108,15 @@ class Node:
             return (self.node_id,)
         return (self.node_id, self.fallback.step_id)
 
+    def child_nodes(self) -> tuple[Node, ...]:
+        """This node if it is a ``SubSaga``, or the ``SubSaga`` branches of a group (nested
+        groups' too); none for a step or a wait."""
+        if self.child is not None:
+            return (self,)
+        if self.group is None:
+            return ()
+        return tuple(child for branch in self.group.branches for child in branch.child_nodes())
+
     def specs(self) -> tuple[tuple[str, StepSpec], ...]:
         """Every step this node may run (or, for a child, compensate), with the id stored
         for it: its primary and fallback, its branches' steps, or its child's steps."""
@@ -298,7 +307,7 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
             assert all(b is not None for b in branches), "Parallel checks its branches"
             compiled = typing.cast(tuple[Node, ...], branches)
             for branch in compiled:
-                for child in _child_nodes(branch):
+                for child in branch.child_nodes():
                     assert child.child is not None
                     if _may_wait(child.child.definition.nodes):
                         raise SagaDefinitionError(
@@ -371,7 +380,7 @@ def compile_saga(saga: type[Saga[Any]]) -> SagaDefinition:
                 )
             by_id[step_id] = step
             seen_ids.add(step_id)
-        for child in _child_nodes(node):
+        for child in node.child_nodes():
             children.update(dict.fromkeys(child.step_ids, child))
     deadline = saga.deadline
     deadline_seconds = (
@@ -403,18 +412,9 @@ def _may_wait(nodes: Sequence[Node]) -> bool:
     return False
 
 
-def _child_nodes(node: Node) -> tuple[Node, ...]:
-    """``node`` if it is a child, or the children among a group's branches (nested too)."""
-    if node.child is not None:
-        return (node,)
-    if node.group is None:
-        return ()
-    return tuple(child for branch in node.group.branches for child in _child_nodes(branch))
-
-
 def _child_ids(node: Node) -> tuple[str, ...]:
     """The ids of the ``SubSaga`` nodes in ``node`` (itself, or its branches)."""
-    return tuple(child.node_id for child in _child_nodes(node))
+    return tuple(child.node_id for child in node.child_nodes())
 
 
 def _group_ids(node: Node) -> tuple[str, ...]:
