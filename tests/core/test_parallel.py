@@ -674,3 +674,26 @@ async def test_a_runner_taken_over_mid_group_stops_its_branches_and_writes_nothi
     assert sorted(ledger) == ["act:quick", "act:slow"]
     record = await storage.load(saga_id)
     assert (record.status, record.version, record.applied) == (SagaStatus.RUNNING, 1, ())
+
+
+async def test_a_failed_attempt_of_a_branch_leaves_its_copy_as_it_was(
+    make_step: StepFactory, make_mediator: MediatorFactory
+) -> None:
+    seen: list[str] = []
+
+    class Flaky(SagaStepHandler[Order, None]):
+        name = "flaky"
+        retry = RetryPolicy(attempts=2, initial_delay=0, jitter=0)
+
+        async def act(self, context: Order) -> None:
+            seen.append(context.note)
+            context.note = "half-done"
+            if self.attempt == 1:
+                raise ValueError("timeout talking to the warehouse")
+            context.stock = "reserved"
+
+    context = Order()
+    outcome = await make_mediator(Order, saga_of(Parallel(Flaky, make_step("b")))).run(context)
+    assert outcome.status is SagaStatus.COMPLETED
+    assert seen == ["", ""]  # the retry starts from the copy as the group found it
+    assert (context.stock, context.note) == ("reserved", "half-done")
