@@ -33,6 +33,7 @@ from saga_core._model.status import SagaStatus
 from saga_core._storage.protocol import SagaRecord, SagaStorage
 
 from .leases import LeaseKeeper
+from .local_runs import cancellable, is_running_here, running_here
 from .resuming import check_record_matches, decode_context, resumed_run
 
 
@@ -121,7 +122,9 @@ class ChildRuns:
         check_record_matches(definition, record)
         if _has_ended(record.status):
             return _ended(definition, record)
-        if not _can_go_on(record):
+        if not _can_go_on(record) or is_running_here(record.saga_id):
+            # It waits, or this process runs it already (a worker claimed it along with its
+            # parent): its end wakes the parent.
             return ChildEnd(record.saga_id, None)
         try:
             claimed = await self._storage.claim(
@@ -156,7 +159,8 @@ class ChildRuns:
         if self._keeper is not None:
             self._keeper.hold(run)
         try:
-            await run.run_to_end(each=parent.queue_result)
+            with running_here(run.saga_id), cancellable(run):
+                await run.run_to_end(each=parent.queue_result)
         finally:
             if not in_branch:
                 parent.child = None
