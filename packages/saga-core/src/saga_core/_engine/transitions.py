@@ -479,7 +479,12 @@ def _before_waits(nodes: Sequence[Node], cursor: int) -> int:
 def _compensation_done(nodes: Sequence[Node], state: RunState, event: Signal) -> RunState:
     if not isinstance(state.call, Compensate):
         return state
-    remaining = state.applied[:-1]
+    return _compensated(nodes, state, state.applied[:-1])
+
+
+def _compensated(nodes: Sequence[Node], state: RunState, remaining: tuple[str, ...]) -> RunState:
+    """``state`` once compensations completed, leaving ``remaining`` to compensate: written
+    COMPENSATING, or COMPENSATED when nothing is left."""
     status = SagaStatus.COMPENSATING if remaining else SagaStatus.COMPENSATED
     return _write(
         nodes,
@@ -506,13 +511,7 @@ def _compensations_ended(
     if event.failure is not None:
         step_id, error = event.failure
         return _exhausted(state._replace(applied=remaining), step_id, error)
-    status = SagaStatus.COMPENSATING if remaining else SagaStatus.COMPENSATED
-    return _write(
-        nodes,
-        RunState(state.status, state.cursor, remaining, state.error),
-        "compensation",
-        status,
-    )
+    return _compensated(nodes, state, remaining)
 
 
 def _compensated_together(nodes: Sequence[Node], applied: tuple[str, ...]) -> tuple[str, ...]:

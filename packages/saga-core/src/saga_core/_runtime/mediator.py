@@ -396,14 +396,22 @@ class SagaMediator:
             hooks=self.hooks,
             owner=self.owner,
             lease_seconds=self.lease_seconds,
-            children=ChildRuns(
-                storage=self.storage,
-                resolver=self.resolver,
-                hooks=self.hooks,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                keeper=self._keeper,
-            ).for_definition(definition),
+            children=self._child_runs(definition),
+        )
+
+    def _child_runs(self, definition: SagaDefinition) -> ChildRuns | None:
+        """The runner of a new saga's children (None when it has none, the common case: no
+        object is built for it). Built per saga because the lease keeper that keeps a child's
+        lease alive exists only inside ``async with mediator:``."""
+        if not definition.child_steps:
+            return None
+        return ChildRuns(
+            storage=self.storage,
+            resolver=self.resolver,
+            hooks=self.hooks,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            keeper=self._keeper,
         )
 
     def _wire(self, context_type: type[Any]) -> tuple[SagaDefinition, ContextCodec[Any]]:

@@ -165,6 +165,14 @@ class SagaWorker:
         sagas.check_children_bound()
         self._hooks = Hooks([LoggingObserver(), *observers])
         self._keeper = LeaseKeeper(storage, owner=self.owner, lease_seconds=lease_seconds)
+        self._children = ChildRuns(
+            storage=storage,
+            resolver=self._resolver,
+            hooks=self._hooks,
+            owner=self.owner,
+            lease_seconds=lease_seconds,
+            keeper=self._keeper,
+        )
         self._last_errors: dict[UUID, str] = {}
         self._wakeup = wakeup if wakeup is not None else WakeUp()
 
@@ -482,14 +490,7 @@ class SagaWorker:
             owner=self.owner,
             lease_seconds=self.lease_seconds,
             hold_seconds=hold_seconds,
-            children=ChildRuns(
-                storage=self.storage,
-                resolver=self._resolver,
-                hooks=self._hooks,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                keeper=self._keeper,
-            ).for_definition(definition),
+            children=self._children.for_definition(definition),
         )
 
     async def _drive(self, run: SagaRun) -> None:
